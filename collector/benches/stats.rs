@@ -1,0 +1,54 @@
+//! Criterion benchmarks: one per estimator on 100k vs 100k normal samples
+//! (and category counts), so a slowdown in any test shows up on its own.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use driftwatch::stats::{self, Counts, Key, Numeric, Sample, TestKind};
+
+/// Deterministic pseudo-normal values (sum of 12 uniforms from xorshift64*).
+fn normal(seed: u64, n: usize, shift: f64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        (s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / 9_007_199_254_740_992.0
+    };
+    (0..n)
+        .map(|_| (0..12).map(|_| uniform()).sum::<f64>() - 6.0 + shift)
+        .collect()
+}
+
+fn bench_tests(c: &mut Criterion) {
+    let n = 100_000;
+    let a = Sample::Numeric(Numeric::new(normal(1, n, 0.0), false));
+    let b = Sample::Numeric(Numeric::new(normal(2, n, 0.05), false));
+    let cats = |seed| {
+        let v = normal(seed, n, 0.0);
+        Sample::Categorical(Counts::from_pairs(
+            v.iter()
+                .map(|x| (Key::Str(format!("c{}", (x.abs() * 3.0) as u32)), 1))
+                .collect(),
+        ))
+    };
+    let (ca, cb) = (cats(3), cats(4));
+    let mut group = c.benchmark_group("drift_test_100k");
+    group.sample_size(10);
+    for kind in TestKind::ALL {
+        let (r, s) = match kind {
+            TestKind::ChiSquare | TestKind::ZTest => (&ca, &cb),
+            _ => (&a, &b),
+        };
+        group.bench_with_input(
+            BenchmarkId::from_parameter(kind.name()),
+            &kind,
+            |bench, &k| bench.iter(|| stats::run(k, r, s).expect("applicable")),
+        );
+    }
+    group.finish();
+    c.bench_function("sort_100k", |bench| {
+        bench.iter(|| Numeric::new(normal(5, n, 0.0), false))
+    });
+}
+
+criterion_group!(benches, bench_tests);
+criterion_main!(benches);

@@ -1,0 +1,223 @@
+//! `driftwatch`: the collector's command line. Subcommands parse flags and
+//! call the library; nothing here computes statistics.
+#![forbid(unsafe_code)]
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use driftwatch::report::{self, html, load, profile::Profile, Overrides};
+use driftwatch::stats::TestKind;
+
+#[derive(Parser)]
+#[command(
+    name = "driftwatch",
+    version,
+    about = "ML model monitoring and drift detection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare a current dataset with a reference offline (Parquet, CSV or a profile).
+    Report(ReportArgs),
+    /// Store a reference profile that `report --reference` (and the collector) can load.
+    Profile(ProfileArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Html,
+}
+
+#[derive(Parser)]
+struct ReportArgs {
+    /// Reference dataset: .csv, .parquet or a profile .json from `driftwatch profile`.
+    #[arg(long)]
+    reference: PathBuf,
+    /// Current dataset: .csv or .parquet.
+    #[arg(long)]
+    current: PathBuf,
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Compare only these columns (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    columns: Option<Vec<String>>,
+    /// Leave these columns out (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
+    /// Treat these columns as categorical.
+    #[arg(long, value_delimiter = ',')]
+    categorical: Vec<String>,
+    /// Treat these columns as numeric.
+    #[arg(long, value_delimiter = ',')]
+    numeric: Vec<String>,
+    /// Verdict test for all columns (NAME) or one column (COLUMN=NAME); repeatable.
+    #[arg(long)]
+    test: Vec<String>,
+    /// Threshold for a test (NAME=VALUE) or for one column's test (COLUMN:NAME=VALUE); repeatable.
+    #[arg(long)]
+    threshold: Vec<String>,
+}
+
+#[derive(Parser)]
+struct ProfileArgs {
+    /// Reference dataset (.csv or .parquet).
+    #[arg(long)]
+    reference: PathBuf,
+    /// Where to write the profile (.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Most values kept per numeric column; above it a seeded uniform sample is kept.
+    #[arg(long, default_value_t = report::profile::DEFAULT_MAX_SAMPLES)]
+    max_samples: usize,
+}
+
+fn parse_test(name: &str) -> anyhow::Result<TestKind> {
+    TestKind::parse(name).with_context(|| {
+        format!(
+            "unknown test {name:?}; expected one of {}",
+            TestKind::names()
+        )
+    })
+}
+
+fn overrides(args: &ReportArgs) -> anyhow::Result<Overrides> {
+    let mut o = Overrides::default();
+    for t in &args.test {
+        match t.split_once('=') {
+            Some((col, name)) => {
+                o.column_test.insert(col.to_string(), parse_test(name)?);
+            }
+            None => o.test = Some(parse_test(t)?),
+        }
+    }
+    for t in &args.threshold {
+        let (key, value) = t.split_once('=').with_context(|| {
+            format!("--threshold {t:?}: expected NAME=VALUE or COLUMN:NAME=VALUE")
+        })?;
+        let value: f64 = value
+            .parse()
+            .with_context(|| format!("--threshold {t:?}: {value:?} is not a number"))?;
+        if !value.is_finite() {
+            bail!("--threshold {t:?}: the value must be finite");
+        }
+        match key.rsplit_once(':') {
+            Some((col, name)) => {
+                o.column_threshold
+                    .insert((col.to_string(), parse_test(name)?), value);
+            }
+            None => {
+                o.threshold.insert(parse_test(key)?, value);
+            }
+        }
+    }
+    Ok(o)
+}
+
+fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let overrides = overrides(&args)?;
+    let (reference, current) =
+        rayon::join(|| load::read(&args.reference), || load::read(&args.current));
+    let (reference, current) = (reference?, current?);
+    let selection = load::Selection {
+        columns: args.columns.clone(),
+        exclude: args.exclude.iter().cloned().collect(),
+        categorical: args.categorical.iter().cloned().collect::<HashSet<_>>(),
+        numeric: args.numeric.iter().cloned().collect(),
+    };
+    let inputs = load::columns(&reference, &current, &selection);
+    let bar = if std::io::stderr().is_terminal() && inputs.len() > 1 {
+        let bar = indicatif::ProgressBar::new(inputs.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} columns {pos}/{len} [{bar:30}] {elapsed} (eta {eta})",
+            )
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let tick = || {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    };
+    let report = report::build(reference.rows(), current.rows(), inputs, &overrides, &tick);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for c in report.columns.iter().filter(|c| c.untestable.is_some()) {
+        eprintln!(
+            "warning: column {:?} not compared: {}",
+            c.name,
+            c.untestable.as_deref().unwrap_or("")
+        );
+    }
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Html => html::render(
+            &report,
+            &args.reference.display().to_string(),
+            &args.current.display().to_string(),
+        ),
+    };
+    match &args.out {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("{}: cannot write the report", path.display()))?,
+        None => print!("{text}"),
+    }
+    if report.columns.iter().all(|c| c.untestable.is_some()) {
+        eprintln!("error: no column could be compared");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
+    if args.max_samples == 0 {
+        bail!("--max-samples must be at least 1");
+    }
+    let data = load::read(&args.reference)?;
+    let (profile, skipped): (Profile, _) = Profile::from_dataset(&data, args.max_samples);
+    for (name, why) in &skipped {
+        eprintln!("warning: column {name:?} not profiled: {why}");
+    }
+    profile
+        .write(&args.out)
+        .with_context(|| format!("{}: cannot write the profile", args.out.display()))?;
+    eprintln!(
+        "wrote {} ({} rows, {} columns)",
+        args.out.display(),
+        profile.rows,
+        profile.columns.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report(a) => run_report(a),
+        Command::Profile(a) => run_profile(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

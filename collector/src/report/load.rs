@@ -1,0 +1,371 @@
+//! Reads the two datasets of a report (Parquet or CSV by extension, through
+//! polars, or a stored reference profile) and turns each column into cleaned
+//! samples, deciding its type from the reference as Evidently does.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use rayon::prelude::*;
+
+use super::profile::{Profile, ProfileColumn};
+use super::{ColumnInput, Untestable};
+use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
+
+/// Integer columns with at most this many distinct reference values are
+/// categorical (Evidently's `INTEGER_CARDINALITY_LIMIT`).
+pub const INTEGER_CARDINALITY_LIMIT: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: file not found")]
+    NotFound { path: PathBuf },
+    #[error("{path}: cannot read: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: the file has no rows")]
+    Empty { path: PathBuf },
+    #[error("{path}: unknown format (expected .csv, .parquet or a driftwatch profile .json)")]
+    UnknownFormat { path: PathBuf },
+}
+
+/// A loaded dataset: a table, or a reference profile.
+pub enum Dataset {
+    Table { path: PathBuf, frame: DataFrame },
+    Profile { path: PathBuf, profile: Profile },
+}
+
+impl Dataset {
+    pub fn rows(&self) -> usize {
+        match self {
+            Dataset::Table { frame, .. } => frame.height(),
+            Dataset::Profile { profile, .. } => profile.rows,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Dataset::Table { path, .. } | Dataset::Profile { path, .. } => path,
+        }
+    }
+
+    pub fn column_names(&self) -> Vec<String> {
+        match self {
+            Dataset::Table { frame, .. } => frame
+                .get_column_names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            Dataset::Profile { profile, .. } => {
+                profile.columns.iter().map(|c| c.name.clone()).collect()
+            }
+        }
+    }
+}
+
+/// Reads a dataset, choosing the reader by the file's extension.
+pub fn read(path: &Path) -> Result<Dataset, LoadError> {
+    if !path.exists() {
+        return Err(LoadError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let read_err = |e: &dyn std::fmt::Display| LoadError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let frame = match ext.as_str() {
+        "csv" => CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(None)
+            .with_parse_options(CsvParseOptions::default().with_encoding(CsvEncoding::LossyUtf8))
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))
+            .and_then(|r| r.finish())
+            .map_err(|e| read_err(&e))?,
+        "parquet" | "pq" => {
+            let file = std::fs::File::open(path).map_err(|e| read_err(&e))?;
+            ParquetReader::new(file)
+                .finish()
+                .map_err(|e| read_err(&e))?
+        }
+        "json" => {
+            let profile = Profile::read(path).map_err(|e| read_err(&e))?;
+            return Ok(Dataset::Profile {
+                path: path.to_path_buf(),
+                profile,
+            });
+        }
+        _ => {
+            return Err(LoadError::UnknownFormat {
+                path: path.to_path_buf(),
+            })
+        }
+    };
+    if frame.height() == 0 {
+        return Err(LoadError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Dataset::Table {
+        path: path.to_path_buf(),
+        frame,
+    })
+}
+
+/// Which columns to compare and how to type them.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub columns: Option<Vec<String>>,
+    pub exclude: HashSet<String>,
+    pub categorical: HashSet<String>,
+    pub numeric: HashSet<String>,
+}
+
+/// The type Evidently infers from the reference column: floats numeric;
+/// integers numeric above 10 distinct values (or when values are missing,
+/// since pandas then holds them as floats), else categorical; strings,
+/// booleans and categoricals categorical.
+pub fn infer_type(series: &Series) -> Result<ColumnType, String> {
+    let dt = series.dtype();
+    if dt.is_float() {
+        Ok(ColumnType::Numeric)
+    } else if dt.is_integer() {
+        let distinct = series.n_unique().map_err(|e| e.to_string())?;
+        if series.null_count() > 0 || distinct > INTEGER_CARDINALITY_LIMIT {
+            Ok(ColumnType::Numeric)
+        } else {
+            Ok(ColumnType::Categorical)
+        }
+    } else if dt.is_bool() || dt.is_string() || dt.is_categorical() || dt.is_enum() || dt.is_null()
+    {
+        Ok(ColumnType::Categorical)
+    } else {
+        Err(format!(
+            "type {dt} is not supported (numbers, strings and booleans are)"
+        ))
+    }
+}
+
+/// Cleaned values of one side: finite numbers, or category counts.
+pub struct Side {
+    pub sample: Sample,
+    pub missing: u64,
+}
+
+fn is_integer_without_nulls(series: &Series) -> bool {
+    series.dtype().is_integer() && series.null_count() == 0
+}
+
+/// Converts a column to a sample of the given type; missing values, NaN and
+/// ±inf are dropped and counted.
+pub fn to_side(series: &Series, column_type: ColumnType, integer: bool) -> Result<Side, String> {
+    let dt = series.dtype().clone();
+    let as_f64 = |s: &Series| -> Result<Vec<Option<f64>>, String> {
+        let cast = if dt.is_string() || dt.is_categorical() || dt.is_enum() {
+            s.strict_cast(&DataType::Float64)
+                .map_err(|_| "holds values that are not numbers".to_string())?
+        } else {
+            s.cast(&DataType::Float64).map_err(|e| e.to_string())?
+        };
+        Ok(cast.f64().map_err(|e| e.to_string())?.iter().collect())
+    };
+    match column_type {
+        ColumnType::Numeric => {
+            let values = as_f64(series)?;
+            let mut missing = 0u64;
+            let finite: Vec<f64> = values
+                .into_iter()
+                .filter_map(|v| match v {
+                    Some(x) if x.is_finite() => Some(x),
+                    _ => {
+                        missing += 1;
+                        None
+                    }
+                })
+                .collect();
+            Ok(Side {
+                sample: Sample::Numeric(Numeric::new(finite, integer)),
+                missing,
+            })
+        }
+        ColumnType::Categorical => {
+            let mut missing = 0u64;
+            let counts = if dt.is_primitive_numeric() || dt.is_null() {
+                let values = as_f64(series)?;
+                let finite: Vec<f64> = values
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        Some(x) if x.is_finite() => Some(x),
+                        _ => {
+                            missing += 1;
+                            None
+                        }
+                    })
+                    .collect();
+                Numeric::new(finite, false).counts()
+            } else {
+                let strings = series.cast(&DataType::String).map_err(|e| e.to_string())?;
+                let mut map: HashMap<&str, u64> = HashMap::new();
+                let ca = strings.str().map_err(|e| e.to_string())?;
+                for v in ca.iter() {
+                    match v {
+                        Some(s) => *map.entry(s).or_default() += 1,
+                        None => missing += 1,
+                    }
+                }
+                Counts::from_pairs(
+                    map.into_iter()
+                        .map(|(k, c)| (Key::Str(k.to_string()), c))
+                        .collect(),
+                )
+            };
+            Ok(Side {
+                sample: Sample::Categorical(counts),
+                missing,
+            })
+        }
+    }
+}
+
+/// Builds the inputs of every selected column (in parallel), or the reason a
+/// column cannot be compared.
+pub fn columns(
+    reference: &Dataset,
+    current: &Dataset,
+    sel: &Selection,
+) -> Vec<Result<ColumnInput, Untestable>> {
+    let ref_names = reference.column_names();
+    let cur_names: HashSet<String> = current.column_names().into_iter().collect();
+    let mut names: Vec<String> = match &sel.columns {
+        Some(cols) => cols.clone(),
+        None => {
+            let mut all = ref_names.clone();
+            all.extend(
+                current
+                    .column_names()
+                    .into_iter()
+                    .filter(|n| !ref_names.contains(n)),
+            );
+            all
+        }
+    };
+    names.retain(|n| !sel.exclude.contains(n));
+    let ref_set: HashSet<&String> = ref_names.iter().collect();
+    names
+        .par_iter()
+        .map(|name| {
+            let missing_from = |ds: &Dataset| Untestable {
+                name: name.clone(),
+                column_type: None,
+                reason: format!("column is missing from {}", ds.path().display()),
+            };
+            if !ref_set.contains(name) {
+                return Err(missing_from(reference));
+            }
+            if !cur_names.contains(name) {
+                return Err(missing_from(current));
+            }
+            column(reference, current, name, sel)
+        })
+        .collect()
+}
+
+fn column(
+    reference: &Dataset,
+    current: &Dataset,
+    name: &str,
+    sel: &Selection,
+) -> Result<ColumnInput, Untestable> {
+    let fail = |t: Option<ColumnType>, why: String| Untestable {
+        name: name.to_string(),
+        column_type: t,
+        reason: why,
+    };
+    let cur_series = match current {
+        Dataset::Table { frame, .. } => frame
+            .column(name)
+            .map_err(|e| fail(None, e.to_string()))?
+            .as_materialized_series()
+            .clone(),
+        Dataset::Profile { path, .. } => {
+            return Err(fail(
+                None,
+                format!("{}: a profile can only be the reference", path.display()),
+            ));
+        }
+    };
+    let forced = if sel.categorical.contains(name) {
+        Some(ColumnType::Categorical)
+    } else if sel.numeric.contains(name) {
+        Some(ColumnType::Numeric)
+    } else {
+        None
+    };
+    let (column_type, reference_side, integer_ref) = match reference {
+        Dataset::Table { frame, path } => {
+            let s = frame
+                .column(name)
+                .map_err(|e| fail(None, e.to_string()))?
+                .as_materialized_series();
+            let t = match forced {
+                Some(t) => t,
+                None => {
+                    infer_type(s).map_err(|why| fail(None, format!("{}: {why}", path.display())))?
+                }
+            };
+            let integer = is_integer_without_nulls(s);
+            let side = to_side(s, t, integer && is_integer_without_nulls(&cur_series))
+                .map_err(|why| fail(Some(t), format!("{}: column {name} {why}", path.display())))?;
+            (t, side, integer)
+        }
+        Dataset::Profile { profile, path } => {
+            let col: &ProfileColumn = profile
+                .column(name)
+                .ok_or_else(|| fail(None, format!("column is missing from {}", path.display())))?;
+            if forced.is_some_and(|t| t != col.column_type) {
+                return Err(fail(
+                    Some(col.column_type),
+                    format!(
+                        "{}: the profile stores this column as {}",
+                        path.display(),
+                        col.column_type.as_str()
+                    ),
+                ));
+            }
+            let integer = col.integer && is_integer_without_nulls(&cur_series);
+            (
+                col.column_type,
+                Side {
+                    sample: col.sample(integer),
+                    missing: col.missing,
+                },
+                col.integer,
+            )
+        }
+    };
+    let integer = integer_ref && is_integer_without_nulls(&cur_series);
+    let current_side = to_side(&cur_series, column_type, integer).map_err(|why| {
+        fail(
+            Some(column_type),
+            format!("{}: column {name} {why}", current.path().display()),
+        )
+    })?;
+    let reference_sample = match reference_side.sample {
+        Sample::Numeric(n) if n.integer != integer => {
+            Sample::Numeric(Numeric::from_sorted(n.sorted, integer))
+        }
+        s => s,
+    };
+    Ok(ColumnInput {
+        name: name.to_string(),
+        column_type,
+        reference: reference_sample,
+        current: current_side.sample,
+        missing_reference: reference_side.missing,
+        missing_current: current_side.missing,
+    })
+}

@@ -1,0 +1,324 @@
+//! Drift statistics: every test named in DESIGN.md, each defined as Evidently
+//! 0.7 defines it and computed as SciPy computes it, over prepared samples.
+//! Pure functions over slices; the report and the collector's windows call
+//! `run` and `default_test` and never reimplement a test.
+
+pub mod anderson;
+pub mod binning;
+pub mod categorical;
+pub mod cvm;
+pub mod distance;
+pub mod kolmogorov;
+pub mod ks;
+pub mod sample;
+pub mod special;
+pub mod sum;
+
+pub use sample::{Counts, Key, Numeric, Sample};
+
+use serde::{Deserialize, Serialize};
+
+/// How a column is tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Numeric,
+    Categorical,
+}
+
+impl ColumnType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Numeric => "numeric",
+            ColumnType::Categorical => "categorical",
+        }
+    }
+}
+
+/// The drift tests, by their contract names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TestKind {
+    Ks,
+    Psi,
+    Wasserstein,
+    JensenShannon,
+    Kl,
+    ChiSquare,
+    ZTest,
+    Anderson,
+    CramerVonMises,
+}
+
+/// Which side of the threshold means drift, per Evidently's own rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    PValueAtMost,
+    PValueBelow,
+    StatisticAtLeast,
+}
+
+impl TestKind {
+    pub const ALL: [TestKind; 9] = [
+        TestKind::Ks,
+        TestKind::Psi,
+        TestKind::Wasserstein,
+        TestKind::JensenShannon,
+        TestKind::Kl,
+        TestKind::ChiSquare,
+        TestKind::ZTest,
+        TestKind::Anderson,
+        TestKind::CramerVonMises,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TestKind::Ks => "ks",
+            TestKind::Psi => "psi",
+            TestKind::Wasserstein => "wasserstein",
+            TestKind::JensenShannon => "jensenshannon",
+            TestKind::Kl => "kl",
+            TestKind::ChiSquare => "chisquare",
+            TestKind::ZTest => "ztest",
+            TestKind::Anderson => "anderson",
+            TestKind::CramerVonMises => "cramer_von_mises",
+        }
+    }
+
+    /// Parses a contract name; Evidently's names (`kl_div`, `z`) are accepted too.
+    pub fn parse(name: &str) -> Option<TestKind> {
+        let alias = match name {
+            "kl_div" => "kl",
+            "z" => "ztest",
+            other => other,
+        };
+        TestKind::ALL.into_iter().find(|t| t.name() == alias)
+    }
+
+    pub fn names() -> String {
+        TestKind::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn rule(self) -> Rule {
+        match self {
+            TestKind::Ks | TestKind::CramerVonMises => Rule::PValueAtMost,
+            TestKind::ChiSquare | TestKind::ZTest | TestKind::Anderson => Rule::PValueBelow,
+            TestKind::Psi | TestKind::Wasserstein | TestKind::JensenShannon | TestKind::Kl => {
+                Rule::StatisticAtLeast
+            }
+        }
+    }
+
+    /// Evidently's default threshold for the test.
+    pub fn default_threshold(self) -> f64 {
+        match self {
+            TestKind::Ks | TestKind::ChiSquare | TestKind::ZTest => 0.05,
+            TestKind::Anderson | TestKind::CramerVonMises => 0.1,
+            TestKind::Psi | TestKind::Wasserstein | TestKind::JensenShannon | TestKind::Kl => 0.1,
+        }
+    }
+
+    /// Whether the test has a p-value (and judges by it).
+    pub fn has_p_value(self) -> bool {
+        self.rule() != Rule::StatisticAtLeast
+    }
+
+    /// Whether the outcome means drift at `threshold`; NaN never drifts.
+    pub fn drifted(self, outcome: &TestOutcome, threshold: f64) -> bool {
+        match self.rule() {
+            Rule::PValueAtMost => outcome.p_value.is_some_and(|p| p <= threshold),
+            Rule::PValueBelow => outcome.p_value.is_some_and(|p| p < threshold),
+            Rule::StatisticAtLeast => outcome.statistic >= threshold,
+        }
+    }
+
+    /// Whether the test is meaningful for a column of this type with
+    /// `distinct` values on both sides together (the report runs these).
+    pub fn applies(self, column: ColumnType, distinct: usize) -> bool {
+        match self {
+            TestKind::Ks
+            | TestKind::Wasserstein
+            | TestKind::Anderson
+            | TestKind::CramerVonMises => column == ColumnType::Numeric,
+            TestKind::Psi | TestKind::Kl | TestKind::JensenShannon => true,
+            TestKind::ChiSquare => column == ColumnType::Categorical || distinct <= 5,
+            TestKind::ZTest => distinct <= 2,
+        }
+    }
+}
+
+/// Evidently's automatic choice (`_get_default_stattest`): small references
+/// get p-value tests, large ones distances; numeric columns with at most five
+/// distinct values are treated as categories.
+pub fn default_test(column: ColumnType, reference_rows: usize, distinct: usize) -> TestKind {
+    let few_values = column == ColumnType::Categorical || distinct <= 5;
+    match (reference_rows <= 1000, few_values) {
+        (true, true) if distinct > 2 => TestKind::ChiSquare,
+        (true, true) => TestKind::ZTest,
+        (true, false) => TestKind::Ks,
+        (false, true) => TestKind::JensenShannon,
+        (false, false) => TestKind::Wasserstein,
+    }
+}
+
+/// What a test computed. `statistic` may be infinite (chi-square with a
+/// category the reference never saw) or NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestOutcome {
+    pub statistic: f64,
+    pub p_value: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StatError {
+    #[error("{test} applies to numeric columns only")]
+    NeedsNumeric { test: &'static str },
+    #[error("{test} needs {what}")]
+    TooFew {
+        test: &'static str,
+        what: &'static str,
+    },
+}
+
+/// Runs one test on a column's two sides (both non-empty).
+pub fn run(kind: TestKind, reference: &Sample, current: &Sample) -> Result<TestOutcome, StatError> {
+    let numeric = || match (reference, current) {
+        (Sample::Numeric(a), Sample::Numeric(b)) => Ok((&a.sorted[..], &b.sorted[..])),
+        _ => Err(StatError::NeedsNumeric { test: kind.name() }),
+    };
+    let outcome = match kind {
+        TestKind::Ks => {
+            let (a, b) = numeric()?;
+            let r = ks::ks_2samp(a, b);
+            TestOutcome {
+                statistic: r.statistic,
+                p_value: Some(r.p_value),
+            }
+        }
+        TestKind::Wasserstein => {
+            let (a, b) = numeric()?;
+            TestOutcome {
+                statistic: distance::wasserstein_norm(a, b),
+                p_value: None,
+            }
+        }
+        TestKind::Anderson => {
+            let (a, b) = numeric()?;
+            let r = anderson::anderson_ksamp(a, b).ok_or(StatError::TooFew {
+                test: kind.name(),
+                what: "at least two distinct values and four observations",
+            })?;
+            TestOutcome {
+                statistic: r.statistic,
+                p_value: Some(r.p_value),
+            }
+        }
+        TestKind::CramerVonMises => {
+            let (a, b) = numeric()?;
+            let r = cvm::cramervonmises_2samp(a, b).ok_or(StatError::TooFew {
+                test: kind.name(),
+                what: "at least two values on each side",
+            })?;
+            TestOutcome {
+                statistic: r.statistic,
+                p_value: Some(r.p_value),
+            }
+        }
+        TestKind::Psi => {
+            let (r, c) = binning::binned(reference, current, true);
+            TestOutcome {
+                statistic: binning::psi(&r, &c),
+                p_value: None,
+            }
+        }
+        TestKind::Kl => {
+            let (r, c) = binning::binned(reference, current, true);
+            TestOutcome {
+                statistic: binning::kl(&r, &c),
+                p_value: None,
+            }
+        }
+        TestKind::JensenShannon => {
+            let (r, c) = binning::binned(reference, current, false);
+            TestOutcome {
+                statistic: binning::jensenshannon(&r, &c),
+                p_value: None,
+            }
+        }
+        TestKind::ChiSquare => {
+            let r = categorical::chisquare(&reference.counts(), &current.counts());
+            TestOutcome {
+                statistic: r.statistic,
+                p_value: Some(r.p_value).filter(|p| !p.is_nan()),
+            }
+        }
+        TestKind::ZTest => {
+            let r = categorical::ztest(&reference.counts(), &current.counts());
+            TestOutcome {
+                statistic: r.statistic,
+                p_value: Some(r.p_value).filter(|p| !p.is_nan()),
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_test_follows_evidently() {
+        assert_eq!(default_test(ColumnType::Numeric, 1000, 6), TestKind::Ks);
+        assert_eq!(
+            default_test(ColumnType::Numeric, 1000, 5),
+            TestKind::ChiSquare
+        );
+        assert_eq!(default_test(ColumnType::Numeric, 1000, 2), TestKind::ZTest);
+        assert_eq!(
+            default_test(ColumnType::Categorical, 10, 1),
+            TestKind::ZTest
+        );
+        assert_eq!(
+            default_test(ColumnType::Numeric, 1001, 6),
+            TestKind::Wasserstein
+        );
+        assert_eq!(
+            default_test(ColumnType::Numeric, 1001, 5),
+            TestKind::JensenShannon
+        );
+        assert_eq!(
+            default_test(ColumnType::Categorical, 5000, 50),
+            TestKind::JensenShannon
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for t in TestKind::ALL {
+            assert_eq!(TestKind::parse(t.name()), Some(t));
+        }
+        assert_eq!(TestKind::parse("kl_div"), Some(TestKind::Kl));
+        assert_eq!(TestKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn drift_rules_differ_per_test_at_the_threshold() {
+        let at = |p: f64| TestOutcome {
+            statistic: 0.0,
+            p_value: Some(p),
+        };
+        assert!(TestKind::Ks.drifted(&at(0.05), 0.05));
+        assert!(!TestKind::ChiSquare.drifted(&at(0.05), 0.05));
+        assert!(TestKind::CramerVonMises.drifted(&at(0.1), 0.1));
+        assert!(!TestKind::Anderson.drifted(&at(0.1), 0.1));
+        let stat = TestOutcome {
+            statistic: 0.1,
+            p_value: None,
+        };
+        assert!(TestKind::Psi.drifted(&stat, 0.1));
+    }
+}

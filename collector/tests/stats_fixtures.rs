@@ -1,0 +1,232 @@
+//! Every statistic, default test and verdict against SciPy and Evidently on
+//! the generated fixture cases (`fixtures/generate.py` → `stats_cases.json`).
+//! Tolerances: statistics 1e-9 relative (1e-12 absolute near zero), p-values
+//! 1e-6 relative or 1e-10 absolute.
+
+mod common;
+
+use common::gen::{column, Cell};
+use driftwatch::report::load::{infer_type, to_side};
+use driftwatch::report::{dataset_drift, evaluate, ColumnInput, Overrides};
+use driftwatch::stats::ColumnType;
+use polars::prelude::*;
+use serde_json::Value;
+
+fn cases() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stats_cases.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture file"))
+        .expect("fixture JSON")
+}
+
+/// The column as pandas would hold it, as a polars Series.
+fn series(name: &str, cells: &[Cell]) -> Series {
+    let has_missing = cells.iter().any(|c| matches!(c, Cell::Missing));
+    let first = cells.iter().find(|c| !matches!(c, Cell::Missing));
+    match first {
+        Some(Cell::Int(_)) if !has_missing => Series::new(
+            name.into(),
+            cells
+                .iter()
+                .map(|c| if let Cell::Int(i) = c { *i } else { 0 })
+                .collect::<Vec<i64>>(),
+        ),
+        Some(Cell::Str(_)) => Series::new(
+            name.into(),
+            cells
+                .iter()
+                .map(|c| {
+                    if let Cell::Str(s) = c {
+                        Some(s.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect::<Vec<Option<String>>>(),
+        ),
+        Some(Cell::Bool(_)) => Series::new(
+            name.into(),
+            cells
+                .iter()
+                .map(|c| {
+                    if let Cell::Bool(b) = c {
+                        Some(*b)
+                    } else {
+                        None
+                    }
+                })
+                .collect::<Vec<Option<bool>>>(),
+        ),
+        _ => Series::new(
+            name.into(),
+            cells
+                .iter()
+                .map(|c| match c {
+                    Cell::Num(x) => Some(*x),
+                    Cell::Int(i) => Some(*i as f64),
+                    _ => None,
+                })
+                .collect::<Vec<Option<f64>>>(),
+        ),
+    }
+}
+
+fn expected_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) if s == "inf" => Some(f64::INFINITY),
+        Value::String(s) if s == "-inf" => Some(f64::NEG_INFINITY),
+        Value::String(s) if s == "nan" => Some(f64::NAN),
+        _ => None,
+    }
+}
+
+fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
+    (got - want).abs() <= abs || (got - want).abs() <= rel * want.abs()
+}
+
+#[test]
+fn every_statistic_and_verdict_matches_scipy_and_evidently() {
+    let cases = cases();
+    let mut checked = 0usize;
+    let mut failures = Vec::new();
+    for case in cases["cases"].as_array().expect("cases") {
+        let cname = case["name"].as_str().expect("name");
+        let (nr, nc) = (
+            case["reference_rows"].as_u64().expect("rows") as usize,
+            case["current_rows"].as_u64().expect("rows") as usize,
+        );
+        let mut reports = Vec::new();
+        for col in case["columns"].as_array().expect("columns") {
+            let name = col["name"].as_str().expect("column name");
+            let rs = series(name, &column(&col["reference"], nr));
+            let cs = series(name, &column(&col["current"], nc));
+            let at = format!("{cname}/{name}");
+            if col.get("untestable").is_some() {
+                let t = infer_type(&rs).expect("supported type");
+                let integer = rs.dtype().is_integer() && cs.dtype().is_integer();
+                let (r, c) = (
+                    to_side(&rs, t, integer).expect("reference"),
+                    to_side(&cs, t, integer).expect("current"),
+                );
+                let input = ColumnInput {
+                    name: name.into(),
+                    column_type: t,
+                    reference: r.sample,
+                    current: c.sample,
+                    missing_reference: r.missing,
+                    missing_current: c.missing,
+                };
+                let report = evaluate(&input, &Overrides::default());
+                assert!(
+                    report.untestable.is_some(),
+                    "{at}: Evidently could not test it, neither should we"
+                );
+                reports.push(report);
+                continue;
+            }
+            let want_type = if col["type"] == "numeric" {
+                ColumnType::Numeric
+            } else {
+                ColumnType::Categorical
+            };
+            let got_type = infer_type(&rs).expect("supported type");
+            if got_type != want_type {
+                failures.push(format!("{at}: type {got_type:?}, Evidently {want_type:?}"));
+                continue;
+            }
+            let integer = rs.dtype().is_integer()
+                && rs.null_count() == 0
+                && cs.dtype().is_integer()
+                && cs.null_count() == 0;
+            let (r, c) = (
+                to_side(&rs, got_type, integer).expect("reference"),
+                to_side(&cs, got_type, integer).expect("current"),
+            );
+            assert_eq!(
+                r.missing,
+                col["missing_reference"].as_u64().expect("missing"),
+                "{at}: missing_reference"
+            );
+            assert_eq!(
+                c.missing,
+                col["missing_current"].as_u64().expect("missing"),
+                "{at}: missing_current"
+            );
+            let input = ColumnInput {
+                name: name.into(),
+                column_type: got_type,
+                reference: r.sample,
+                current: c.sample,
+                missing_reference: r.missing,
+                missing_current: c.missing,
+            };
+            let report = evaluate(&input, &Overrides::default());
+            if report.default_test != col["default_test"].as_str() {
+                failures.push(format!(
+                    "{at}: default test {:?}, Evidently {}",
+                    report.default_test, col["default_test"]
+                ));
+            }
+            if report.drift != col["drift"].as_bool().expect("drift") {
+                failures.push(format!(
+                    "{at}: drift {}, Evidently {}",
+                    report.drift, col["drift"]
+                ));
+            }
+            for (test, want) in col["tests"].as_object().expect("tests") {
+                let got = report.tests.iter().find(|t| t.test == test);
+                let Some(got) = got else {
+                    failures.push(format!("{at}/{test}: not reported"));
+                    continue;
+                };
+                checked += 1;
+                if want.get("error").is_some() {
+                    if got.statistic.is_some() || got.note.is_none() {
+                        failures.push(format!(
+                            "{at}/{test}: SciPy refused ({want}), we gave {got:?}"
+                        ));
+                    }
+                    continue;
+                }
+                let (ws, wp) = (expected_number(&want[0]), expected_number(&want[1]));
+                match (ws, got.statistic) {
+                    (Some(w), Some(g)) if close(g, w, 1e-9, 1e-12) => {}
+                    (Some(w), None) if !w.is_finite() && got.note.is_some() => {}
+                    (w, g) => {
+                        failures.push(format!("{at}/{test}: statistic {g:?}, expected {w:?}"))
+                    }
+                }
+                match (wp, got.p_value) {
+                    (None, None) => {}
+                    (Some(w), None) if w.is_nan() => {}
+                    (Some(w), Some(g)) if close(g, w, 1e-6, 1e-10) => {}
+                    (w, g) => failures.push(format!("{at}/{test}: p-value {g:?}, expected {w:?}")),
+                }
+            }
+            reports.push(report);
+        }
+        let d = dataset_drift(&reports);
+        let want = &case["dataset_drift"];
+        if d.drifted_columns as u64 != want["drifted_columns"].as_u64().expect("count")
+            || d.drift != want["drift"].as_bool().expect("drift")
+        {
+            failures.push(format!("{cname}: dataset drift {d:?}, Evidently {want}"));
+        }
+        if !close(d.share, want["share"].as_f64().expect("share"), 1e-12, 0.0) {
+            failures.push(format!(
+                "{cname}: share {}, Evidently {}",
+                d.share, want["share"]
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(checked > 150, "only {checked} test results were compared");
+}

@@ -1,0 +1,134 @@
+//! Wire types shared by the agent and the collector (`POST /v1/events`,
+//! `POST /v1/feedback`), exactly as DESIGN.md fixes them. Versioned under
+//! `/v1/`: fields may be added, never renamed.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A feature value as sent: number, string, boolean or null (missing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FeatureValue {
+    Bool(bool),
+    Number(f64),
+    String(String),
+    Null,
+}
+
+/// What a model said for one request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Predicted class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Probability of the positive class (binary tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Class → probability (multiclass tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<BTreeMap<String, f64>>,
+    /// Regression output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Set when the call failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One observed inference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub model: String,
+    pub request_id: String,
+    /// RFC 3339 timestamp.
+    pub timestamp: String,
+    #[serde(default)]
+    pub features: BTreeMap<String, FeatureValue>,
+    pub champion: Output,
+    /// Absent when the shadow did not score the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Output>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Body of `POST /v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<Event>,
+}
+
+/// A ground-truth label arriving later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub model: String,
+    pub request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Regression ground truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+/// Body of `POST /v1/feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackBatch {
+    pub labels: Vec<Label>,
+}
+
+/// One refused item of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemError {
+    pub index: usize,
+    pub error: String,
+}
+
+/// Reply to both endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestReply {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub errors: Vec<ItemError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_example_round_trips() {
+        let text = r#"{"events": [{
+          "model": "credit-risk", "request_id": "9f1c2a", "timestamp": "2026-11-28T12:00:00.123Z",
+          "features": {"age": 42.0, "country": "DE", "has_card": true, "bureau_score": null},
+          "champion": {"version": "v3", "label": "1", "score": 0.83, "latency_ms": 12.5},
+          "shadow":   {"version": "v4-rc1", "label": "0", "score": 0.41, "latency_ms": 3.1},
+          "node": "node-a"}]}"#;
+        let batch: EventBatch = serde_json::from_str(text).expect("the design example parses");
+        let e = &batch.events[0];
+        assert_eq!(e.features["age"], FeatureValue::Number(42.0));
+        assert_eq!(e.features["country"], FeatureValue::String("DE".into()));
+        assert_eq!(e.features["has_card"], FeatureValue::Bool(true));
+        assert_eq!(e.features["bureau_score"], FeatureValue::Null);
+        assert_eq!(e.shadow.as_ref().and_then(|s| s.score), Some(0.41));
+        let again: EventBatch =
+            serde_json::from_str(&serde_json::to_string(&batch).expect("serialises"))
+                .expect("parses");
+        assert_eq!(again, batch);
+    }
+
+    #[test]
+    fn feedback_accepts_class_or_value() {
+        let b: FeedbackBatch = serde_json::from_str(
+            r#"{"labels": [{"model": "m", "request_id": "a", "label": "1"}, {"model": "m", "request_id": "b", "value": 12.3}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(b.labels[0].label.as_deref(), Some("1"));
+        assert_eq!(b.labels[1].value, Some(12.3));
+    }
+}
