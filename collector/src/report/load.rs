@@ -79,13 +79,14 @@ pub fn read(path: &Path) -> Result<Dataset, LoadError> {
         reason: e.to_string(),
     };
     let frame = match ext.as_str() {
-        "csv" => CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(None)
-            .with_parse_options(CsvParseOptions::default().with_encoding(CsvEncoding::LossyUtf8))
-            .try_into_reader_with_file_path(Some(path.to_path_buf()))
-            .and_then(|r| r.finish())
-            .map_err(|e| read_err(&e))?,
+        "csv" => match read_csv(path, None) {
+            Ok(frame) => frame,
+            // Polars' inference can pick a type some value does not fit (an
+            // integer too large for i64); read text and type each column here.
+            Err(first) => read_csv(path, Some(0))
+                .map(retype_text_columns)
+                .map_err(|_| read_err(&first))?,
+        },
         "parquet" | "pq" => {
             let file = std::fs::File::open(path).map_err(|e| read_err(&e))?;
             ParquetReader::new(file)
@@ -114,6 +115,32 @@ pub fn read(path: &Path) -> Result<Dataset, LoadError> {
         path: path.to_path_buf(),
         frame,
     })
+}
+
+fn read_csv(path: &Path, infer_rows: Option<usize>) -> PolarsResult<DataFrame> {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(infer_rows)
+        .with_parse_options(CsvParseOptions::default().with_encoding(CsvEncoding::LossyUtf8))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+        .finish()
+}
+
+/// Gives each all-text column the narrowest of i64, f64 or text that holds every value.
+fn retype_text_columns(frame: DataFrame) -> DataFrame {
+    let height = frame.height();
+    let columns: Vec<Column> = frame
+        .columns()
+        .iter()
+        .map(|c| {
+            let s = c.as_materialized_series();
+            let typed = [DataType::Int64, DataType::Float64]
+                .iter()
+                .find_map(|t| s.strict_cast(t).ok());
+            typed.unwrap_or_else(|| s.clone()).into_column()
+        })
+        .collect();
+    DataFrame::new(height, columns).unwrap_or_else(|_| DataFrame::empty())
 }
 
 /// Which columns to compare and how to type them.
