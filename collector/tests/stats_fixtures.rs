@@ -230,3 +230,36 @@ fn every_statistic_and_verdict_matches_scipy_and_evidently() {
     );
     assert!(checked > 150, "only {checked} test results were compared");
 }
+
+#[test]
+fn kolmogorov_distribution_matches_scipy_in_every_region() {
+    let cases = cases();
+    let mut failures = Vec::new();
+    let rows = cases["kstwo"].as_array().expect("kstwo table");
+    for row in rows {
+        let (n, x, want) = (
+            row[0].as_u64().expect("n"),
+            row[1].as_f64().expect("x"),
+            row[2].as_f64().expect("sf"),
+        );
+        let got = driftwatch::stats::kolmogorov::kstwo_sf(n, x);
+        if !close(got, want, 1e-6, 1e-10) {
+            failures.push(format!("kstwo.sf({x}, {n}) = {got}, SciPy {want}"));
+        }
+    }
+    assert!(rows.len() > 150);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn cramer_von_mises_limit_cdf_matches_scipy() {
+    let cases = cases();
+    for row in cases["cvm_inf"].as_array().expect("cvm table") {
+        let (x, want) = (row[0].as_f64().expect("x"), row[1].as_f64().expect("cdf"));
+        let got = driftwatch::stats::cvm::cdf_cvm_inf(x);
+        assert!(
+            close(got, want, 1e-9, 1e-12),
+            "cdf_cvm_inf({x}) = {got}, SciPy {want}"
+        );
+    }
+}
