@@ -4,6 +4,7 @@
 //! The p-value is interpolated from the table's critical values and capped to
 //! [0.001, 0.25] as SciPy does.
 
+use super::sample::{pooled_runs, Run};
 use super::sum::pairwise_sum;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -15,55 +16,32 @@ pub struct AndersonResult {
 /// Both samples sorted; `None` when there are fewer than two distinct values
 /// (or fewer than four observations), where the test is undefined.
 pub fn anderson_ksamp(x: &[f64], y: &[f64]) -> Option<AndersonResult> {
-    let samples = [x, y];
     let k = 2.0f64;
     let nn = x.len() + y.len();
     let n_f = nn as f64;
-    // Pooled distinct values with their multiplicities, and the number below.
-    let mut zstar: Vec<(f64, usize, usize)> = Vec::new(); // (value, below, count)
-    {
-        let (mut i, mut j) = (0usize, 0usize);
-        while i < x.len() || j < y.len() {
-            let v = match (x.get(i), y.get(j)) {
-                (Some(&a), Some(&b)) => a.min(b),
-                (Some(&a), None) => a,
-                (None, Some(&b)) => b,
-                (None, None) => break,
-            };
-            let below = i + j;
-            while i < x.len() && x[i] == v {
-                i += 1;
-            }
-            while j < y.len() && y[j] == v {
-                j += 1;
-            }
-            zstar.push((v, below, i + j - below));
-        }
-    }
-    if zstar.len() < 2 || nn < 4 {
+    let runs: Vec<Run> = pooled_runs(x, y).collect();
+    if runs.len() < 2 || nn < 4 {
         return None;
     }
+    // Eq. 7 with midranks: for each sample i and distinct value z_j,
+    // M_ij = #(s_i < z_j) + f_ij / 2 and B_j = #(Z < z_j) + l_j / 2.
     let mut a2akn = 0.0;
-    for s in samples {
-        let ni = s.len() as f64;
-        let mut inner = Vec::with_capacity(zstar.len());
-        let mut pos = 0usize;
-        for &(v, below, lj) in &zstar {
-            while pos < s.len() && s[pos] < v {
-                pos += 1;
-            }
-            let left = pos;
-            let mut right = pos;
-            while right < s.len() && s[right] == v {
-                right += 1;
-            }
-            let lj = lj as f64;
-            let bj = below as f64 + lj / 2.0;
-            let fij = (right - left) as f64;
-            let mij = right as f64 - fij / 2.0;
-            let num = n_f * mij - bj * ni;
-            inner.push(lj / n_f * num * num / (bj * (n_f - bj) - n_f * lj / 4.0));
-        }
+    for (ni, side) in [(x.len() as f64, 0), (y.len() as f64, 1)] {
+        let inner: Vec<f64> = runs
+            .iter()
+            .map(|r| {
+                let (below_i, fij) = if side == 0 {
+                    (r.below_a, r.in_a)
+                } else {
+                    (r.below_b, r.in_b)
+                };
+                let lj = r.tied() as f64;
+                let bj = r.below() as f64 + lj / 2.0;
+                let mij = (below_i + fij) as f64 - fij as f64 / 2.0;
+                let num = n_f * mij - bj * ni;
+                lj / n_f * num * num / (bj * (n_f - bj) - n_f * lj / 4.0)
+            })
+            .collect();
         a2akn += pairwise_sum(&inner) / ni;
     }
     a2akn *= (n_f - 1.0) / n_f;

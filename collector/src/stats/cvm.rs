@@ -4,6 +4,7 @@
 //! 17(8)), otherwise the limiting distribution of the normalised statistic
 //! (Anderson 1962; series of Csörgő & Faraway 1996, eq. 1.2).
 
+use super::sample::pooled_runs;
 use super::special::{ln_gamma, scaled_bessel_k_quarter};
 use super::sum::pairwise_sum;
 
@@ -19,31 +20,16 @@ pub fn cramervonmises_2samp(x: &[f64], y: &[f64]) -> Option<CvmResult> {
     if nx <= 1 || ny <= 1 {
         return None;
     }
-    // Midranks of the pooled sample, walked in merged order.
+    // Midranks of the pooled sample: a run of tied values below `below`
+    // shares the rank below + (tied + 1) / 2 (`rankdata(method="average")`).
     let (mut tx, mut ty) = (Vec::with_capacity(nx), Vec::with_capacity(ny));
-    let (mut i, mut j) = (0usize, 0usize);
-    while i < nx || j < ny {
-        let v = match (x.get(i), y.get(j)) {
-            (Some(&a), Some(&b)) => a.min(b),
-            (Some(&a), None) => a,
-            (None, Some(&b)) => b,
-            (None, None) => break,
-        };
-        let below = (i + j) as f64;
-        let (i0, j0) = (i, j);
-        while i < nx && x[i] == v {
-            i += 1;
-        }
-        while j < ny && y[j] == v {
-            j += 1;
-        }
-        let tied = (i - i0 + j - j0) as f64;
-        let rank = below + (tied + 1.0) / 2.0;
-        for idx in i0..i {
+    for run in pooled_runs(x, y) {
+        let rank = run.below() as f64 + (run.tied() as f64 + 1.0) / 2.0;
+        for idx in run.below_a..run.below_a + run.in_a {
             let d = rank - (idx + 1) as f64;
             tx.push(d * d);
         }
-        for idx in j0..j {
+        for idx in run.below_b..run.below_b + run.in_b {
             let d = rank - (idx + 1) as f64;
             ty.push(d * d);
         }

@@ -3,6 +3,7 @@
 //! Smirnov's asymptotic `kstwo` distribution otherwise.
 
 use super::kolmogorov::kstwo_sf;
+use super::sample::pooled_runs;
 
 /// SciPy's `MAX_AUTO_N`: above this sample size `auto` switches to asymptotic.
 const MAX_EXACT_N: usize = 10_000;
@@ -45,22 +46,9 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> KsResult {
 /// SciPy does (`searchsorted(side="right") / n`, then the difference).
 pub fn max_ecdf_difference(a: &[f64], b: &[f64]) -> f64 {
     let (n1, n2) = (a.len() as f64, b.len() as f64);
-    let (mut i, mut j) = (0usize, 0usize);
     let (mut max_s, mut min_s) = (f64::NEG_INFINITY, f64::INFINITY);
-    while i < a.len() || j < b.len() {
-        let v = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) => x.min(y),
-            (Some(&x), None) => x,
-            (None, Some(&y)) => y,
-            (None, None) => break,
-        };
-        while i < a.len() && a[i] <= v {
-            i += 1;
-        }
-        while j < b.len() && b[j] <= v {
-            j += 1;
-        }
-        let diff = i as f64 / n1 - j as f64 / n2;
+    for run in pooled_runs(a, b) {
+        let diff = (run.below_a + run.in_a) as f64 / n1 - (run.below_b + run.in_b) as f64 / n2;
         max_s = max_s.max(diff);
         min_s = min_s.min(diff);
     }

@@ -322,3 +322,71 @@ mod tests {
         assert!(TestKind::Psi.drifted(&stat, 0.1));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn numeric(values: Vec<f64>) -> Sample {
+        Sample::Numeric(Numeric::new(values, false))
+    }
+
+    fn values() -> impl Strategy<Value = Vec<f64>> {
+        // Rounded values so that ties are common.
+        prop::collection::vec((-1000i32..1000).prop_map(|v| f64::from(v) / 8.0), 5..200)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn p_values_are_probabilities_and_statistics_are_finite(a in values(), b in values()) {
+            let (ra, rb) = (numeric(a), numeric(b));
+            for kind in TestKind::ALL {
+                if let Ok(out) = run(kind, &ra, &rb) {
+                    if let Some(p) = out.p_value {
+                        prop_assert!((0.0..=1.0).contains(&p), "{} p = {p}", kind.name());
+                    }
+                    if kind != TestKind::ChiSquare {
+                        prop_assert!(out.statistic.is_finite(), "{} statistic {}", kind.name(), out.statistic);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn divergences_are_non_negative_and_bounded(a in values(), b in values()) {
+            let (ra, rb) = (numeric(a), numeric(b));
+            let js = run(TestKind::JensenShannon, &ra, &rb).expect("applies").statistic;
+            prop_assert!((0.0..=std::f64::consts::LN_2.sqrt() + 1e-12).contains(&js));
+            prop_assert!(run(TestKind::Psi, &ra, &rb).expect("applies").statistic >= 0.0);
+            prop_assert!(run(TestKind::Kl, &ra, &rb).expect("applies").statistic >= -1e-15);
+            let ks = run(TestKind::Ks, &ra, &rb).expect("applies").statistic;
+            prop_assert!((0.0..=1.0).contains(&ks));
+        }
+
+        #[test]
+        fn a_sample_against_itself_never_drifts(a in values()) {
+            let r = numeric(a);
+            for kind in [TestKind::Ks, TestKind::Wasserstein, TestKind::Psi, TestKind::JensenShannon, TestKind::Kl] {
+                let out = run(kind, &r, &r).expect("applies");
+                prop_assert!(out.statistic.abs() < 1e-12, "{} {}", kind.name(), out.statistic);
+                prop_assert!(!kind.drifted(&out, kind.default_threshold()));
+            }
+        }
+
+        #[test]
+        fn ks_and_wasserstein_are_symmetric(a in values(), b in values()) {
+            let (ra, rb) = (numeric(a.clone()), numeric(b.clone()));
+            let ab = run(TestKind::Ks, &ra, &rb).expect("applies");
+            let ba = run(TestKind::Ks, &rb, &ra).expect("applies");
+            prop_assert_eq!(ab.statistic, ba.statistic);
+            let (sa, sb) = (Numeric::new(a, false), Numeric::new(b, false));
+            let w1 = distance::wasserstein(&sa.sorted, &sb.sorted);
+            let w2 = distance::wasserstein(&sb.sorted, &sa.sorted);
+            prop_assert!((w1 - w2).abs() <= 1e-12 * w1.abs().max(1.0));
+        }
+    }
+}

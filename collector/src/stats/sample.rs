@@ -215,9 +215,63 @@ impl Sample {
     }
 }
 
+/// One distinct value of two pooled sorted samples: how many values of each
+/// sample lie below it and how many equal it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run {
+    pub value: f64,
+    pub below_a: usize,
+    pub below_b: usize,
+    pub in_a: usize,
+    pub in_b: usize,
+}
+
+impl Run {
+    /// Values of both samples below this one.
+    pub fn below(&self) -> usize {
+        self.below_a + self.below_b
+    }
+
+    /// Values of both samples equal to this one.
+    pub fn tied(&self) -> usize {
+        self.in_a + self.in_b
+    }
+}
+
+/// The distinct values of two sorted samples in pooled order, each with its
+/// counts: the one merge walk that the rank-based tests share.
+pub fn pooled_runs<'s>(a: &'s [f64], b: &'s [f64]) -> impl Iterator<Item = Run> + 's {
+    let (mut i, mut j) = (0usize, 0usize);
+    std::iter::from_fn(move || {
+        let value = match (a.get(i), b.get(j)) {
+            (Some(&p), Some(&q)) => p.min(q),
+            (Some(&p), None) => p,
+            (None, Some(&q)) => q,
+            (None, None) => return None,
+        };
+        let (below_a, below_b) = (i, j);
+        while i < a.len() && a[i] == value {
+            i += 1;
+        }
+        while j < b.len() && b[j] == value {
+            j += 1;
+        }
+        Some(Run {
+            value,
+            below_a,
+            below_b,
+            in_a: i - below_a,
+            in_b: j - below_b,
+        })
+    })
+}
+
 /// Distinct values of both sides together (pandas `concat(...).nunique()`).
 pub fn union_distinct(a: &Sample, b: &Sample) -> usize {
-    align(&a.counts(), &b.counts()).len()
+    match (a, b) {
+        (Sample::Numeric(x), Sample::Numeric(y)) => pooled_runs(&x.sorted, &y.sorted).count(),
+        _ => align(&a.counts(), &b.counts()).len(),
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +283,17 @@ mod tests {
         let a = Counts::from_pairs(vec![(Key::Str("b".into()), 2), (Key::Str("a".into()), 1)]);
         let b = Counts::from_pairs(vec![(Key::Str("c".into()), 5), (Key::Str("a".into()), 3)]);
         assert_eq!(align(&a, &b), vec![(1, 3), (2, 0), (0, 5)]);
+    }
+
+    #[test]
+    fn union_distinct_counts_shared_values_once() {
+        let a = Sample::Numeric(Numeric::new(vec![1.0, 2.0, 2.0, 5.0], false));
+        let b = Sample::Numeric(Numeric::new(vec![2.0, 3.0, 5.0, 5.0, 9.0], false));
+        assert_eq!(union_distinct(&a, &b), 5);
+        assert_eq!(
+            union_distinct(&a, &b),
+            align(&a.counts(), &b.counts()).len()
+        );
     }
 
     #[test]
