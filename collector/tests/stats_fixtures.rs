@@ -6,8 +6,8 @@
 mod common;
 
 use common::gen::{column, Cell};
-use driftwatch::report::load::{infer_type, to_side};
-use driftwatch::report::{dataset_drift, evaluate, ColumnInput, Overrides};
+use driftwatch::report::load::{self, infer_type, to_side};
+use driftwatch::report::{build, dataset_drift, evaluate, ColumnInput, ColumnReport, Overrides};
 use driftwatch::stats::ColumnType;
 use polars::prelude::*;
 use serde_json::Value;
@@ -164,48 +164,7 @@ fn every_statistic_and_verdict_matches_scipy_and_evidently() {
                 missing_current: c.missing,
             };
             let report = evaluate(&input, &Overrides::default());
-            if report.default_test != col["default_test"].as_str() {
-                failures.push(format!(
-                    "{at}: default test {:?}, Evidently {}",
-                    report.default_test, col["default_test"]
-                ));
-            }
-            if report.drift != col["drift"].as_bool().expect("drift") {
-                failures.push(format!(
-                    "{at}: drift {}, Evidently {}",
-                    report.drift, col["drift"]
-                ));
-            }
-            for (test, want) in col["tests"].as_object().expect("tests") {
-                let got = report.tests.iter().find(|t| t.test == test);
-                let Some(got) = got else {
-                    failures.push(format!("{at}/{test}: not reported"));
-                    continue;
-                };
-                checked += 1;
-                if want.get("error").is_some() {
-                    if got.statistic.is_some() || got.note.is_none() {
-                        failures.push(format!(
-                            "{at}/{test}: SciPy refused ({want}), we gave {got:?}"
-                        ));
-                    }
-                    continue;
-                }
-                let (ws, wp) = (expected_number(&want[0]), expected_number(&want[1]));
-                match (ws, got.statistic) {
-                    (Some(w), Some(g)) if close(g, w, 1e-9, 1e-12) => {}
-                    (Some(w), None) if !w.is_finite() && got.note.is_some() => {}
-                    (w, g) => {
-                        failures.push(format!("{at}/{test}: statistic {g:?}, expected {w:?}"))
-                    }
-                }
-                match (wp, got.p_value) {
-                    (None, None) => {}
-                    (Some(w), None) if w.is_nan() => {}
-                    (Some(w), Some(g)) if close(g, w, 1e-6, 1e-10) => {}
-                    (w, g) => failures.push(format!("{at}/{test}: p-value {g:?}, expected {w:?}")),
-                }
-            }
+            checked += check_column(&at, col, &report, &mut failures);
             reports.push(report);
         }
         let d = dataset_drift(&reports);
@@ -229,6 +188,109 @@ fn every_statistic_and_verdict_matches_scipy_and_evidently() {
         failures.join("\n")
     );
     assert!(checked > 150, "only {checked} test results were compared");
+}
+
+/// Compares one column's default test, verdict and every test's values with
+/// the expectations; returns how many test results were compared.
+fn check_column(at: &str, col: &Value, report: &ColumnReport, failures: &mut Vec<String>) -> usize {
+    let mut checked = 0;
+    if report.default_test != col["default_test"].as_str() {
+        failures.push(format!(
+            "{at}: default test {:?}, Evidently {}",
+            report.default_test, col["default_test"]
+        ));
+    }
+    if report.drift != col["drift"].as_bool().expect("drift") {
+        failures.push(format!(
+            "{at}: drift {}, Evidently {}",
+            report.drift, col["drift"]
+        ));
+    }
+    for (test, want) in col["tests"].as_object().expect("tests") {
+        let Some(got) = report.tests.iter().find(|t| t.test == test) else {
+            failures.push(format!("{at}/{test}: not reported"));
+            continue;
+        };
+        checked += 1;
+        if want.get("error").is_some() {
+            if got.statistic.is_some() || got.note.is_none() {
+                failures.push(format!(
+                    "{at}/{test}: SciPy refused ({want}), we gave {got:?}"
+                ));
+            }
+            continue;
+        }
+        let (ws, wp) = (expected_number(&want[0]), expected_number(&want[1]));
+        match (ws, got.statistic) {
+            (Some(w), Some(g)) if close(g, w, 1e-9, 1e-12) => {}
+            (Some(w), None) if !w.is_finite() && got.note.is_some() => {}
+            (w, g) => failures.push(format!("{at}/{test}: statistic {g:?}, expected {w:?}")),
+        }
+        match (wp, got.p_value) {
+            (None, None) => {}
+            (Some(w), None) if w.is_nan() => {}
+            (Some(w), Some(g)) if close(g, w, 1e-6, 1e-10) => {}
+            (w, g) => failures.push(format!("{at}/{test}: p-value {g:?}, expected {w:?}")),
+        }
+    }
+    checked
+}
+
+#[test]
+fn csv_files_end_to_end_match_evidently_reading_them_with_pandas() {
+    let cases = cases();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/credit");
+    let reference =
+        load::read(&std::path::Path::new(examples).join("reference.csv")).expect("reference");
+    let current = load::read(&std::path::Path::new(examples).join("current.csv")).expect("current");
+    let inputs = load::columns(&reference, &current, &load::Selection::default());
+    let report = build(
+        reference.rows(),
+        current.rows(),
+        inputs,
+        &Overrides::default(),
+        &|| {},
+    );
+    let want = &cases["files"][0];
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for col in want["columns"].as_array().expect("columns") {
+        let name = col["name"].as_str().expect("name");
+        let got = report
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .expect("column reported");
+        let want_type = if col["type"] == "numeric" {
+            ColumnType::Numeric
+        } else {
+            ColumnType::Categorical
+        };
+        assert_eq!(got.column_type, Some(want_type), "{name}: type");
+        assert_eq!(
+            got.missing_reference,
+            col["missing_reference"].as_u64().expect("missing"),
+            "{name}"
+        );
+        assert_eq!(
+            got.missing_current,
+            col["missing_current"].as_u64().expect("missing"),
+            "{name}"
+        );
+        checked += check_column(&format!("files/{name}"), col, got, &mut failures);
+    }
+    assert_eq!(
+        report.dataset_drift.drifted_columns as u64,
+        want["dataset_drift"]["drifted_columns"]
+            .as_u64()
+            .expect("count")
+    );
+    assert_eq!(
+        report.dataset_drift.drift,
+        want["dataset_drift"]["drift"].as_bool().expect("drift")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked >= 40, "{checked}");
 }
 
 #[test]
