@@ -56,6 +56,17 @@ fn json(out: &Output) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// A successful run's JSON report (and no panic on the way).
+fn ok_json(out: &Output) -> Value {
+    no_panic(out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(out)
+}
+
 fn column<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["columns"]
         .as_array()
@@ -200,13 +211,7 @@ fn awkward_columns_are_reported_not_fatal() {
         d.file("c.csv", current.as_bytes()),
     );
     let out = report(&r, &c, &[]);
-    no_panic(&out);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep = json(&out);
+    let rep = ok_json(&out);
     assert!(column(&rep, "only_ref")["untestable"]
         .as_str()
         .expect("reason")
@@ -257,13 +262,7 @@ fn one_row_and_non_utf8_do_not_panic() {
     let r = d.file("r.csv", b"x,s\n1.0,caf\xe9\n");
     let c = d.file("c.csv", b"x,s\n2.0,caf\xe9\n");
     let out = report(&r, &c, &[]);
-    no_panic(&out);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rep = json(&out);
+    let rep = ok_json(&out);
     assert_eq!(column(&rep, "s")["type"], "categorical");
     let x = column(&rep, "x");
     assert!(x["tests"]

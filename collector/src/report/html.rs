@@ -65,10 +65,23 @@ impl Histogram {
     }
 }
 
+/// About four significant digits, plain notation between 0.001 and 10⁶.
 fn format_number(x: f64) -> String {
-    if x == 0.0 || (1e-3..1e6).contains(&x.abs()) {
-        let s = format!("{x:.4}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    let a = x.abs();
+    if x == 0.0 || (1e-3..1e6).contains(&a) {
+        let decimals = if a >= 1000.0 {
+            0
+        } else if a >= 10.0 {
+            2
+        } else {
+            4
+        };
+        let s = format!("{x:.decimals$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
     } else {
         format!("{x:.3e}")
     }
