@@ -191,71 +191,66 @@ fn is_integer_without_nulls(series: &Series) -> bool {
 /// ±inf are dropped and counted.
 pub fn to_side(series: &Series, column_type: ColumnType, integer: bool) -> Result<Side, String> {
     let dt = series.dtype().clone();
-    let as_f64 = |s: &Series| -> Result<Vec<Option<f64>>, String> {
-        let cast = if dt.is_string() || dt.is_categorical() || dt.is_enum() {
-            s.strict_cast(&DataType::Float64)
-                .map_err(|_| "holds values that are not numbers".to_string())?
-        } else {
-            s.cast(&DataType::Float64).map_err(|e| e.to_string())?
-        };
-        Ok(cast.f64().map_err(|e| e.to_string())?.iter().collect())
-    };
+    let numeric_like = dt.is_primitive_numeric() || dt.is_bool() || dt.is_null();
     match column_type {
         ColumnType::Numeric => {
-            let values = as_f64(series)?;
-            let mut missing = 0u64;
-            let finite: Vec<f64> = values
-                .into_iter()
-                .filter_map(|v| match v {
-                    Some(x) if x.is_finite() => Some(x),
-                    _ => {
-                        missing += 1;
-                        None
-                    }
-                })
-                .collect();
+            let (finite, missing) = finite_values(series, numeric_like)?;
             Ok(Side {
                 sample: Sample::Numeric(Numeric::new(finite, integer)),
                 missing,
             })
         }
+        ColumnType::Categorical if dt.is_primitive_numeric() || dt.is_null() => {
+            let (finite, missing) = finite_values(series, true)?;
+            Ok(Side {
+                sample: Sample::Categorical(Numeric::new(finite, false).counts()),
+                missing,
+            })
+        }
         ColumnType::Categorical => {
+            let strings = series.cast(&DataType::String).map_err(|e| e.to_string())?;
+            let ca = strings.str().map_err(|e| e.to_string())?;
             let mut missing = 0u64;
-            let counts = if dt.is_primitive_numeric() || dt.is_null() {
-                let values = as_f64(series)?;
-                let finite: Vec<f64> = values
-                    .into_iter()
-                    .filter_map(|v| match v {
-                        Some(x) if x.is_finite() => Some(x),
-                        _ => {
-                            missing += 1;
-                            None
-                        }
-                    })
-                    .collect();
-                Numeric::new(finite, false).counts()
-            } else {
-                let strings = series.cast(&DataType::String).map_err(|e| e.to_string())?;
-                let mut map: HashMap<&str, u64> = HashMap::new();
-                let ca = strings.str().map_err(|e| e.to_string())?;
-                for v in ca.iter() {
-                    match v {
-                        Some(s) => *map.entry(s).or_default() += 1,
-                        None => missing += 1,
-                    }
+            let mut map: HashMap<&str, u64> = HashMap::new();
+            for v in ca.iter() {
+                match v {
+                    Some(s) => *map.entry(s).or_default() += 1,
+                    None => missing += 1,
                 }
-                Counts::from_pairs(
-                    map.into_iter()
-                        .map(|(k, c)| (Key::Str(k.to_string()), c))
-                        .collect(),
-                )
-            };
+            }
+            let counts = Counts::from_pairs(
+                map.into_iter()
+                    .map(|(k, c)| (Key::Str(k.to_string()), c))
+                    .collect(),
+            );
             Ok(Side {
                 sample: Sample::Categorical(counts),
                 missing,
             })
         }
     }
+}
+
+/// The finite values of a column as f64 and how many were missing, NaN or
+/// infinite. Text is parsed strictly: any value that is not a number fails.
+fn finite_values(series: &Series, numeric_like: bool) -> Result<(Vec<f64>, u64), String> {
+    let cast = if numeric_like {
+        series.cast(&DataType::Float64).map_err(|e| e.to_string())?
+    } else {
+        series
+            .strict_cast(&DataType::Float64)
+            .map_err(|_| "holds values that are not numbers".to_string())?
+    };
+    let ca = cast.f64().map_err(|e| e.to_string())?;
+    let mut finite = Vec::with_capacity(ca.len() - ca.null_count());
+    let mut missing = 0u64;
+    for v in ca.iter() {
+        match v {
+            Some(x) if x.is_finite() => finite.push(x),
+            _ => missing += 1,
+        }
+    }
+    Ok((finite, missing))
 }
 
 /// Builds the inputs of every selected column (in parallel), or the reason a

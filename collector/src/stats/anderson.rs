@@ -19,31 +19,26 @@ pub fn anderson_ksamp(x: &[f64], y: &[f64]) -> Option<AndersonResult> {
     let k = 2.0f64;
     let nn = x.len() + y.len();
     let n_f = nn as f64;
-    let runs: Vec<Run> = pooled_runs(x, y).collect();
-    if runs.len() < 2 || nn < 4 {
+    // Eq. 7 with midranks: for each sample i and distinct value z_j,
+    // M_ij = #(s_i < z_j) + f_ij / 2 and B_j = #(Z < z_j) + l_j / 2; one pass
+    // over the pooled values fills both samples' terms.
+    let (nx, ny) = (x.len() as f64, y.len() as f64);
+    let (mut inner_x, mut inner_y) = (Vec::new(), Vec::new());
+    let term = |below_i: usize, fij: usize, ni: f64, r: &Run| {
+        let lj = r.tied() as f64;
+        let bj = r.below() as f64 + lj / 2.0;
+        let mij = (below_i + fij) as f64 - fij as f64 / 2.0;
+        let num = n_f * mij - bj * ni;
+        lj / n_f * num * num / (bj * (n_f - bj) - n_f * lj / 4.0)
+    };
+    for r in pooled_runs(x, y) {
+        inner_x.push(term(r.below_a, r.in_a, nx, &r));
+        inner_y.push(term(r.below_b, r.in_b, ny, &r));
+    }
+    if inner_x.len() < 2 || nn < 4 {
         return None;
     }
-    // Eq. 7 with midranks: for each sample i and distinct value z_j,
-    // M_ij = #(s_i < z_j) + f_ij / 2 and B_j = #(Z < z_j) + l_j / 2.
-    let mut a2akn = 0.0;
-    for (ni, side) in [(x.len() as f64, 0), (y.len() as f64, 1)] {
-        let inner: Vec<f64> = runs
-            .iter()
-            .map(|r| {
-                let (below_i, fij) = if side == 0 {
-                    (r.below_a, r.in_a)
-                } else {
-                    (r.below_b, r.in_b)
-                };
-                let lj = r.tied() as f64;
-                let bj = r.below() as f64 + lj / 2.0;
-                let mij = (below_i + fij) as f64 - fij as f64 / 2.0;
-                let num = n_f * mij - bj * ni;
-                lj / n_f * num * num / (bj * (n_f - bj) - n_f * lj / 4.0)
-            })
-            .collect();
-        a2akn += pairwise_sum(&inner) / ni;
-    }
+    let mut a2akn = pairwise_sum(&inner_x) / nx + pairwise_sum(&inner_y) / ny;
     a2akn *= (n_f - 1.0) / n_f;
 
     let h_cap = 1.0 / x.len() as f64 + 1.0 / y.len() as f64;
