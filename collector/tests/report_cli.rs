@@ -351,3 +351,32 @@ fn html_report_is_self_contained() {
     // Drifted columns come first.
     assert!(html.find("<h2>income").expect("income") < html.find("<h2>age").expect("age"));
 }
+
+#[test]
+fn parquet_and_csv_give_the_same_report() {
+    use polars::prelude::*;
+    let d = Dir::new("parquet");
+    let mut paths = Vec::new();
+    for name in ["reference", "current"] {
+        let mut frame = CsvReadOptions::default()
+            .with_infer_schema_length(None)
+            .try_into_reader_with_file_path(Some(example(&format!("{name}.csv"))))
+            .and_then(|r| r.finish())
+            .expect("read example CSV");
+        let path = d.0.join(format!("{name}.parquet"));
+        ParquetWriter::new(std::fs::File::create(&path).expect("create parquet"))
+            .finish(&mut frame)
+            .expect("write parquet");
+        paths.push(path);
+    }
+    let from_csv = ok_json(&report(
+        &example("reference.csv"),
+        &example("current.csv"),
+        &[],
+    ));
+    let from_parquet = ok_json(&report(&paths[0], &paths[1], &[]));
+    assert_eq!(from_csv, from_parquet);
+    // Mixed formats work too.
+    let mixed = ok_json(&report(&paths[0], &example("current.csv"), &[]));
+    assert_eq!(from_csv, mixed);
+}

@@ -28,36 +28,79 @@ pub enum LoadError {
     UnknownFormat { path: PathBuf },
 }
 
-/// A loaded dataset: a table, or a reference profile.
+/// A loaded dataset. Parquet columns are read one at a time when a column
+/// is compared, so memory holds a few columns, not two whole files; CSV has
+/// to be parsed whole and is kept as a frame.
 pub enum Dataset {
-    Table { path: PathBuf, frame: DataFrame },
-    Profile { path: PathBuf, profile: Profile },
+    Csv {
+        path: PathBuf,
+        frame: DataFrame,
+    },
+    Parquet {
+        path: PathBuf,
+        rows: usize,
+        names: Vec<String>,
+    },
+    Profile {
+        path: PathBuf,
+        profile: Profile,
+    },
 }
 
 impl Dataset {
     pub fn rows(&self) -> usize {
         match self {
-            Dataset::Table { frame, .. } => frame.height(),
+            Dataset::Csv { frame, .. } => frame.height(),
+            Dataset::Parquet { rows, .. } => *rows,
             Dataset::Profile { profile, .. } => profile.rows,
         }
     }
 
     pub fn path(&self) -> &Path {
         match self {
-            Dataset::Table { path, .. } | Dataset::Profile { path, .. } => path,
+            Dataset::Csv { path, .. }
+            | Dataset::Parquet { path, .. }
+            | Dataset::Profile { path, .. } => path,
         }
     }
 
     pub fn column_names(&self) -> Vec<String> {
         match self {
-            Dataset::Table { frame, .. } => frame
+            Dataset::Csv { frame, .. } => frame
                 .get_column_names()
                 .iter()
                 .map(|n| n.to_string())
                 .collect(),
+            Dataset::Parquet { names, .. } => names.clone(),
             Dataset::Profile { profile, .. } => {
                 profile.columns.iter().map(|c| c.name.clone()).collect()
             }
+        }
+    }
+
+    /// One column of a table (`None` for a profile or an unknown column).
+    pub fn series(&self, name: &str) -> Result<Option<Series>, String> {
+        match self {
+            Dataset::Csv { frame, .. } => Ok(frame
+                .column(name)
+                .ok()
+                .map(|c| c.as_materialized_series().clone())),
+            Dataset::Parquet { path, names, .. } => {
+                if !names.iter().any(|n| n == name) {
+                    return Ok(None);
+                }
+                let file =
+                    std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let frame = ParquetReader::new(file)
+                    .with_columns(Some(vec![name.to_string()]))
+                    .finish()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(frame
+                    .column(name)
+                    .ok()
+                    .map(|c| c.as_materialized_series().clone()))
+            }
+            Dataset::Profile { .. } => Ok(None),
         }
     }
 }
@@ -78,20 +121,36 @@ pub fn read(path: &Path) -> Result<Dataset, LoadError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let frame = match ext.as_str() {
-        "csv" => match read_csv(path, None) {
-            Ok(frame) => frame,
-            // Polars' inference can pick a type some value does not fit (an
-            // integer too large for i64); read text and type each column here.
-            Err(first) => read_csv(path, Some(0))
-                .map(retype_text_columns)
-                .map_err(|_| read_err(&first))?,
-        },
+    let dataset = match ext.as_str() {
+        "csv" => {
+            let frame = match read_csv(path, None) {
+                Ok(frame) => frame,
+                // Polars' inference can pick a type some value does not fit (an
+                // integer too large for i64); read text and type each column here.
+                Err(first) => read_csv(path, Some(0))
+                    .map(retype_text_columns)
+                    .map_err(|_| read_err(&first))?,
+            };
+            Dataset::Csv {
+                path: path.to_path_buf(),
+                frame,
+            }
+        }
         "parquet" | "pq" => {
             let file = std::fs::File::open(path).map_err(|e| read_err(&e))?;
-            ParquetReader::new(file)
-                .finish()
+            let mut reader = ParquetReader::new(file);
+            let names = reader
+                .schema()
                 .map_err(|e| read_err(&e))?
+                .iter_names()
+                .map(|n| n.to_string())
+                .collect();
+            let rows = reader.num_rows().map_err(|e| read_err(&e))?;
+            Dataset::Parquet {
+                path: path.to_path_buf(),
+                rows,
+                names,
+            }
         }
         "json" => {
             let profile = Profile::read(path).map_err(|e| read_err(&e))?;
@@ -106,15 +165,12 @@ pub fn read(path: &Path) -> Result<Dataset, LoadError> {
             })
         }
     };
-    if frame.height() == 0 {
+    if dataset.rows() == 0 {
         return Err(LoadError::Empty {
             path: path.to_path_buf(),
         });
     }
-    Ok(Dataset::Table {
-        path: path.to_path_buf(),
-        frame,
-    })
+    Ok(dataset)
 }
 
 fn read_csv(path: &Path, infer_rows: Option<usize>) -> PolarsResult<DataFrame> {
@@ -308,17 +364,21 @@ fn column(
         reason: why,
     };
     let cur_series = match current {
-        Dataset::Table { frame, .. } => frame
-            .column(name)
-            .map_err(|e| fail(None, e.to_string()))?
-            .as_materialized_series()
-            .clone(),
         Dataset::Profile { path, .. } => {
             return Err(fail(
                 None,
                 format!("{}: a profile can only be the reference", path.display()),
             ));
         }
+        table => table
+            .series(name)
+            .map_err(|why| fail(None, why))?
+            .ok_or_else(|| {
+                fail(
+                    None,
+                    format!("column is missing from {}", table.path().display()),
+                )
+            })?,
     };
     let forced = if sel.categorical.contains(name) {
         Some(ColumnType::Categorical)
@@ -328,11 +388,12 @@ fn column(
         None
     };
     let (column_type, reference_side, integer_ref) = match reference {
-        Dataset::Table { frame, path } => {
-            let s = frame
-                .column(name)
-                .map_err(|e| fail(None, e.to_string()))?
-                .as_materialized_series();
+        Dataset::Csv { path, .. } | Dataset::Parquet { path, .. } => {
+            let series = reference
+                .series(name)
+                .map_err(|why| fail(None, why))?
+                .ok_or_else(|| fail(None, format!("column is missing from {}", path.display())))?;
+            let s = &series;
             let t = match forced {
                 Some(t) => t,
                 None => {

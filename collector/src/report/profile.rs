@@ -84,17 +84,21 @@ impl Profile {
     /// Profiles every column of a table; columns whose type is unsupported are skipped
     /// and returned by name with the reason.
     pub fn from_dataset(dataset: &Dataset, max_samples: usize) -> (Profile, Vec<(String, String)>) {
-        let Dataset::Table { frame, .. } = dataset else {
-            if let Dataset::Profile { profile, .. } = dataset {
-                return (profile.clone(), Vec::new());
-            }
-            unreachable!("a dataset is a table or a profile")
-        };
+        if let Dataset::Profile { profile, .. } = dataset {
+            return (profile.clone(), Vec::new());
+        }
         let mut columns = Vec::new();
         let mut skipped = Vec::new();
-        for col in frame.columns() {
-            let s = col.as_materialized_series();
-            let name = s.name().to_string();
+        for name in dataset.column_names() {
+            let series = match dataset.series(&name) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(why) => {
+                    skipped.push((name, why));
+                    continue;
+                }
+            };
+            let s = &series;
             let t = match load::infer_type(s) {
                 Ok(t) => t,
                 Err(why) => {
@@ -118,7 +122,7 @@ impl Profile {
         (
             Profile {
                 format: FORMAT.to_string(),
-                rows: frame.height(),
+                rows: dataset.rows(),
                 columns,
             },
             skipped,
