@@ -1,5 +1,6 @@
 """Runs Evidently 0.7's DataDriftPreset on two Parquet files (the comparison side of the benchmark)."""
 
+import json
 import sys
 import warnings
 
@@ -14,4 +15,5 @@ snapshot = Report([DataDriftPreset()]).run(
     Dataset.from_pandas(cur, data_definition=DataDefinition()),
     Dataset.from_pandas(ref, data_definition=DataDefinition()),
 )
-snapshot.save_json(sys.argv[3])
+with open(sys.argv[3], "w") as f:
+    json.dump(snapshot.dict(), f, default=str)

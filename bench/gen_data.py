@@ -12,12 +12,11 @@ import pandas as pd
 
 
 def mixed(n, rng, drift):
-    s = 1.0 if not drift else 1.0
     d = {
         "age": rng.normal(41 + (2 if drift else 0), 11, n),
         "income": rng.lognormal(10.6 - (0.1 if drift else 0), 0.45, n),
         "loan_amount": rng.gamma(2.0, 4000.0, n),
-        "bureau_score": np.where(rng.random(n) < 0.03, np.nan, rng.normal(620, 70 * s, n)),
+        "bureau_score": np.where(rng.random(n) < 0.03, np.nan, rng.normal(620, 70, n)),
         "utilisation": rng.beta(2, 5, n),
         "tenure_months": rng.exponential(40, n),
         "balance": rng.standard_t(3, n) * 1000,
