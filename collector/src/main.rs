@@ -155,7 +155,15 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
             b.inc(1);
         }
     };
-    let report = report::build(reference.rows(), current.rows(), inputs, &overrides, &tick);
+    let histograms = matches!(args.format, Format::Html);
+    let report = report::build(
+        reference.rows(),
+        current.rows(),
+        inputs,
+        &overrides,
+        histograms,
+        &tick,
+    );
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -249,6 +249,7 @@ fn csv_files_end_to_end_match_evidently_reading_them_with_pandas() {
         current.rows(),
         inputs,
         &Overrides::default(),
+        false,
         &|| {},
     );
     let want = &cases["files"][0];

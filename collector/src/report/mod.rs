@@ -220,7 +220,7 @@ pub fn evaluate(input: &ColumnInput, overrides: &Overrides) -> ColumnReport {
         drift,
         untestable: None,
         verdict_test: verdict_test.map(TestKind::name),
-        histogram: Some(html::Histogram::of(&input.reference, &input.current)),
+        histogram: None,
     }
 }
 
@@ -261,18 +261,26 @@ pub fn dataset_drift(columns: &[ColumnReport]) -> DatasetDrift {
 
 /// Evaluates all columns in parallel (one rayon task per column) and builds
 /// the report; `untestable` columns are carried through as they are.
+/// `histograms` adds the distributions the HTML report draws.
 pub fn build(
     reference_rows: usize,
     current_rows: usize,
     inputs: Vec<Result<ColumnInput, Untestable>>,
     overrides: &Overrides,
+    histograms: bool,
     progress: &(dyn Fn() + Sync),
 ) -> Report {
     let columns: Vec<ColumnReport> = inputs
         .into_par_iter()
         .map(|input| {
             let r = match input {
-                Ok(input) => evaluate(&input, overrides),
+                Ok(input) => {
+                    let mut r = evaluate(&input, overrides);
+                    if histograms && r.untestable.is_none() {
+                        r.histogram = Some(html::Histogram::of(&input.reference, &input.current));
+                    }
+                    r
+                }
                 Err(untestable) => untestable.into(),
             };
             progress();
