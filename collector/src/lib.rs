@@ -1,7 +1,13 @@
-//! The driftwatch collector: statistics and offline reports (the live
-//! collector service builds on these). The binary `driftwatch` is a thin CLI
-//! over this library.
+//! The driftwatch collector: statistics, offline reports, and the live
+//! service (ingest, windows, evaluation, metrics). The binary `driftwatch`
+//! is a thin CLI over this library.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod export;
+pub mod ingest;
+pub mod models;
 pub mod report;
+pub mod serve;
 pub mod stats;
+pub mod window;

@@ -29,6 +29,30 @@ enum Command {
     Report(ReportArgs),
     /// Store a reference profile that `report --reference` (and the collector) can load.
     Profile(ProfileArgs),
+    /// Run the collector: ingest events, keep windows, export drift metrics.
+    Serve(ServeArgs),
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// YAML configuration file; the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model name (flag-only quick start, with --reference).
+    #[arg(long)]
+    model: Option<String>,
+    /// Reference data for --model: .csv, .parquet or a profile .json.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Window length for --model (repeatable), e.g. 5m, 1h, 1d.
+    #[arg(long)]
+    window: Vec<String>,
+    /// How often live windows are re-evaluated, e.g. 15s.
+    #[arg(long)]
+    eval_interval: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -215,11 +239,84 @@ fn run_profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use driftwatch::config::{self, RawConfig, Span};
+    let windows = args
+        .window
+        .iter()
+        .map(|w| Span::parse(w).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (mut raw, origin) = match (&args.config, &args.model, &args.reference) {
+        (Some(path), None, None) => (RawConfig::from_file(path)?, path.clone()),
+        (None, Some(model), Some(reference)) => (
+            config::from_flags(model.clone(), reference.clone(), windows.clone()),
+            PathBuf::from("flags"),
+        ),
+        (Some(_), _, _) => bail!("give either --config or --model with --reference, not both"),
+        _ => bail!("give --config FILE, or --model NAME with --reference FILE"),
+    };
+    if let Some(listen) = &args.listen {
+        raw.listen = listen.clone();
+    }
+    if let Some(every) = &args.eval_interval {
+        raw.eval_interval = Span::parse(every).map_err(anyhow::Error::msg)?;
+    }
+    if args.config.is_some() && !windows.is_empty() {
+        for m in raw.models.iter_mut() {
+            m.windows = windows.clone();
+        }
+    }
+    let config = raw.validate(&origin, &|name| std::env::var(name).ok())?;
+    let models = config
+        .models
+        .iter()
+        .map(driftwatch::models::Model::load)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let state = std::sync::Arc::new(driftwatch::serve::AppState::new(&config, models));
+        eprintln!("driftwatch listening on {addr}");
+        driftwatch::serve::run(listener, state, config.eval_interval, shutdown_signal()).await?;
+        eprintln!("driftwatch stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Report(a) => run_report(a),
         Command::Profile(a) => run_profile(a),
+        Command::Serve(a) => run_serve(a),
     };
     match result {
         Ok(code) => code,

@@ -309,6 +309,65 @@ fn finite_values(series: &Series, numeric_like: bool) -> Result<(Vec<f64>, u64),
     Ok((finite, missing))
 }
 
+/// A reference column, typed and cleaned.
+pub struct ReferenceColumn {
+    pub column_type: ColumnType,
+    pub side: Side,
+    /// Integer values with nothing missing.
+    pub integer: bool,
+}
+
+/// Reads, types (or takes the `forced` type) and cleans one reference column;
+/// the error carries the type when it was known and a message naming the file.
+pub fn reference_column(
+    reference: &Dataset,
+    name: &str,
+    forced: Option<ColumnType>,
+) -> Result<ReferenceColumn, (Option<ColumnType>, String)> {
+    let path = reference.path().display();
+    match reference {
+        Dataset::Csv { .. } | Dataset::Parquet { .. } => {
+            let series = reference
+                .series(name)
+                .map_err(|why| (None, why))?
+                .ok_or_else(|| (None, format!("column is missing from {path}")))?;
+            let t = match forced {
+                Some(t) => t,
+                None => infer_type(&series).map_err(|why| (None, format!("{path}: {why}")))?,
+            };
+            let integer = is_integer_without_nulls(&series);
+            let side = to_side(&series, t, integer)
+                .map_err(|why| (Some(t), format!("{path}: column {name} {why}")))?;
+            Ok(ReferenceColumn {
+                column_type: t,
+                side,
+                integer,
+            })
+        }
+        Dataset::Profile { profile, .. } => {
+            let col: &ProfileColumn = profile
+                .column(name)
+                .ok_or_else(|| (None, format!("column is missing from {path}")))?;
+            if forced.is_some_and(|t| t != col.column_type) {
+                let why = format!(
+                    "{path}: the profile stores this column as {}",
+                    col.column_type.as_str()
+                );
+                return Err((Some(col.column_type), why));
+            }
+            let side = Side {
+                sample: col.sample(col.integer),
+                missing: col.missing,
+            };
+            Ok(ReferenceColumn {
+                column_type: col.column_type,
+                side,
+                integer: col.integer,
+            })
+        }
+    }
+}
+
 /// Builds the inputs of every selected column (in parallel), or the reason a
 /// column cannot be compared.
 pub fn columns(
@@ -387,49 +446,13 @@ fn column(
     } else {
         None
     };
-    let (column_type, reference_side, integer_ref) = match reference {
-        Dataset::Csv { path, .. } | Dataset::Parquet { path, .. } => {
-            let series = reference
-                .series(name)
-                .map_err(|why| fail(None, why))?
-                .ok_or_else(|| fail(None, format!("column is missing from {}", path.display())))?;
-            let s = &series;
-            let t = match forced {
-                Some(t) => t,
-                None => {
-                    infer_type(s).map_err(|why| fail(None, format!("{}: {why}", path.display())))?
-                }
-            };
-            let integer = is_integer_without_nulls(s);
-            let side = to_side(s, t, integer && is_integer_without_nulls(&cur_series))
-                .map_err(|why| fail(Some(t), format!("{}: column {name} {why}", path.display())))?;
-            (t, side, integer)
-        }
-        Dataset::Profile { profile, path } => {
-            let col: &ProfileColumn = profile
-                .column(name)
-                .ok_or_else(|| fail(None, format!("column is missing from {}", path.display())))?;
-            if forced.is_some_and(|t| t != col.column_type) {
-                return Err(fail(
-                    Some(col.column_type),
-                    format!(
-                        "{}: the profile stores this column as {}",
-                        path.display(),
-                        col.column_type.as_str()
-                    ),
-                ));
-            }
-            let integer = col.integer && is_integer_without_nulls(&cur_series);
-            (
-                col.column_type,
-                Side {
-                    sample: col.sample(integer),
-                    missing: col.missing,
-                },
-                col.integer,
-            )
-        }
-    };
+    let reference_column =
+        reference_column(reference, name, forced).map_err(|(t, why)| fail(t, why))?;
+    let (column_type, reference_side, integer_ref) = (
+        reference_column.column_type,
+        reference_column.side,
+        reference_column.integer,
+    );
     let integer = integer_ref && is_integer_without_nulls(&cur_series);
     let current_side = to_side(&cur_series, column_type, integer).map_err(|why| {
         fail(

@@ -78,6 +78,10 @@ pub struct TestReport {
     pub drift: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The statistic as computed, infinite or NaN included (for metrics; JSON
+    /// carries `statistic` and `note`).
+    #[serde(skip)]
+    pub value: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -148,8 +152,27 @@ pub struct Report {
 /// Runs every applicable test on one column and decides its verdict.
 pub fn evaluate(input: &ColumnInput, overrides: &Overrides) -> ColumnReport {
     let missing = (input.missing_reference, input.missing_current);
-    let name = input.name.as_str();
-    for (side, sample) in [("reference", &input.reference), ("current", &input.current)] {
+    evaluate_samples(
+        &input.name,
+        input.column_type,
+        &input.reference,
+        &input.current,
+        missing,
+        overrides,
+    )
+}
+
+/// `evaluate` over borrowed samples (the collector's live windows compare
+/// against a reference they keep).
+pub fn evaluate_samples(
+    name: &str,
+    column_type: ColumnType,
+    reference: &Sample,
+    current: &Sample,
+    missing: (u64, u64),
+    overrides: &Overrides,
+) -> ColumnReport {
+    for (side, sample) in [("reference", reference), ("current", current)] {
         if sample.is_empty() {
             let why = format!(
                 "no values in {side} (all {} missing or infinite)",
@@ -159,24 +182,22 @@ pub fn evaluate(input: &ColumnInput, overrides: &Overrides) -> ColumnReport {
                     missing.1
                 }
             );
-            return ColumnReport::untestable(name, Some(input.column_type), missing, why);
+            return ColumnReport::untestable(name, Some(column_type), missing, why);
         }
     }
-    let distinct = stats::sample::union_distinct(&input.reference, &input.current);
-    let default = stats::default_test(input.column_type, input.reference.len(), distinct);
+    let distinct = stats::sample::union_distinct(reference, current);
+    let default = stats::default_test(column_type, reference.len(), distinct);
     let verdict_test = overrides.verdict_test(name);
     let mut kinds: Vec<TestKind> = TestKind::ALL
         .into_iter()
-        .filter(|t| {
-            t.applies(input.column_type, distinct) || *t == default || Some(*t) == verdict_test
-        })
+        .filter(|t| t.applies(column_type, distinct) || *t == default || Some(*t) == verdict_test)
         .collect();
     kinds.sort();
     let tests: Vec<TestReport> = kinds
         .into_iter()
         .map(|kind| {
             let threshold = overrides.threshold(name, kind);
-            match stats::run(kind, &input.reference, &input.current) {
+            match stats::run(kind, reference, current) {
                 Ok(outcome) => {
                     let drift = kind.drifted(&outcome, threshold);
                     let (statistic, note) = finite_or_note(kind, outcome.statistic);
@@ -192,6 +213,7 @@ pub fn evaluate(input: &ColumnInput, overrides: &Overrides) -> ColumnReport {
                         threshold,
                         drift,
                         note,
+                        value: outcome.statistic,
                     }
                 }
                 Err(e) => TestReport {
@@ -201,6 +223,7 @@ pub fn evaluate(input: &ColumnInput, overrides: &Overrides) -> ColumnReport {
                     threshold,
                     drift: false,
                     note: Some(e.to_string()),
+                    value: f64::NAN,
                 },
             }
         })
@@ -212,7 +235,7 @@ pub fn evaluate(input: &ColumnInput, overrides: &Overrides) -> ColumnReport {
         .is_some_and(|t| t.drift);
     ColumnReport {
         name: name.to_string(),
-        column_type: Some(input.column_type),
+        column_type: Some(column_type),
         missing_reference: missing.0,
         missing_current: missing.1,
         tests,

@@ -1,1 +1,5 @@
+//! Helpers shared by the integration tests; each test crate uses part of them.
+#![allow(dead_code)]
+
 pub mod gen;
+pub mod server;

@@ -1,0 +1,344 @@
+//! The collector's configuration: a YAML file (`driftwatch serve --config`)
+//! or the flag-only quick start, validated into `Config` before anything
+//! starts. Secrets (ingest tokens) come from environment variables or files,
+//! never from the YAML itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Default exact samples kept per feature per window (then a uniform reservoir).
+pub const DEFAULT_SAMPLE_LIMIT: usize = 10_000;
+
+/// A duration written as `30s`, `5m`, `1h`, `1d` (humantime syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Span {
+    pub duration: Duration,
+}
+
+impl Span {
+    pub fn parse(text: &str) -> Result<Span, String> {
+        let duration = humantime::parse_duration(text.trim())
+            .map_err(|e| format!("{text:?} is not a duration like 30s, 5m, 1h or 1d ({e})"))?;
+        if duration.is_zero() {
+            return Err(format!("{text:?}: the duration must be positive"));
+        }
+        Ok(Span { duration })
+    }
+
+    /// The label form of a window length: `5m`, `1h`, `1d`, `90s`.
+    pub fn label(&self) -> String {
+        let s = self.duration.as_secs();
+        match s {
+            s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+            s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+            s if s % 60 == 0 => format!("{}m", s / 60),
+            s if s > 0 => format!("{s}s"),
+            _ => format!("{}ms", self.duration.as_millis()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        let text = String::deserialize(d)?;
+        Span::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    BinaryClassification,
+    MulticlassClassification,
+    Regression,
+}
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// How often live windows are re-evaluated.
+    #[serde(default = "default_eval_interval")]
+    pub eval_interval: Span,
+    /// Largest accepted request body (after decompression), in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Events stamped further in the future than this are rejected.
+    #[serde(default = "default_max_future_skew")]
+    pub max_future_skew: Span,
+    /// Where ingest tokens come from; no tokens means no authentication.
+    #[serde(default)]
+    pub auth: RawAuth,
+    pub models: Vec<RawModel>,
+}
+
+/// Bearer tokens accepted on `/v1/events` and `/v1/feedback`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Name of an environment variable holding comma-separated tokens.
+    pub tokens_env: Option<String>,
+    /// A file holding one token per line.
+    pub tokens_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: String,
+    #[serde(default = "default_task")]
+    pub task: Task,
+    /// Positive class label for binary classification.
+    pub positive_class: Option<String>,
+    /// Reference data: CSV, Parquet or a `driftwatch profile` JSON, loaded once at start.
+    pub reference: PathBuf,
+    /// Features to watch; all reference columns when absent.
+    pub features: Option<Vec<String>>,
+    /// Tumbling window lengths.
+    #[serde(default = "default_windows")]
+    pub windows: Vec<Span>,
+    /// Exact samples kept per feature per window before reservoir sampling.
+    #[serde(default = "default_sample_limit")]
+    pub window_sample_limit: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+fn default_eval_interval() -> Span {
+    Span {
+        duration: Duration::from_secs(15),
+    }
+}
+fn default_max_body_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_future_skew() -> Span {
+    Span {
+        duration: Duration::from_secs(300),
+    }
+}
+fn default_task() -> Task {
+    Task::BinaryClassification
+}
+fn default_windows() -> Vec<Span> {
+    vec![Span {
+        duration: Duration::from_secs(3600),
+    }]
+}
+fn default_sample_limit() -> usize {
+    DEFAULT_SAMPLE_LIMIT
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub eval_interval: Duration,
+    pub max_body_bytes: usize,
+    pub max_future_skew: Duration,
+    pub tokens: Vec<String>,
+    pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Yaml {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: {}", path.display(), errors.join("; "))]
+    Invalid { path: PathBuf, errors: Vec<String> },
+}
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        serde_yaml_ng::from_str(&text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ConfigError::Yaml {
+                path: path.into(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// Checks everything that can be checked without loading references, and
+    /// reports every problem at once. `origin` names the file (or `flags`).
+    pub fn validate(
+        self,
+        origin: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let listen = match self.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(format!(
+                    "listen: {:?} is not an address like 127.0.0.1:8080",
+                    self.listen
+                ));
+                None
+            }
+        };
+        if self.max_body_bytes == 0 {
+            errors.push("max_body_bytes: must be at least 1".to_string());
+        }
+        if self.models.is_empty() {
+            errors.push("models: at least one model is needed".to_string());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let at = format!("models[{i}] ({})", m.name);
+            if m.name.trim().is_empty() {
+                errors.push(format!("models[{i}].name: must not be empty"));
+            }
+            if !names.insert(m.name.clone()) {
+                errors.push(format!("{at}: the name is used twice"));
+            }
+            if m.windows.is_empty() {
+                errors.push(format!("{at}.windows: at least one window is needed"));
+            }
+            if m.window_sample_limit == 0 {
+                errors.push(format!("{at}.window_sample_limit: must be at least 1"));
+            }
+            if !m.reference.exists() {
+                errors.push(format!(
+                    "{at}.reference: {} does not exist",
+                    m.reference.display()
+                ));
+            }
+        }
+        let mut tokens = Vec::new();
+        if let Some(var) = &self.auth.tokens_env {
+            match env(var) {
+                Some(v) => tokens.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from),
+                ),
+                None => errors.push(format!(
+                    "auth.tokens_env: environment variable {var} is not set"
+                )),
+            }
+        }
+        if let Some(file) = &self.auth.tokens_file {
+            match std::fs::read_to_string(file) {
+                Ok(text) => tokens.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from),
+                ),
+                Err(e) => errors.push(format!("auth.tokens_file: {}: {e}", file.display())),
+            }
+        }
+        if (self.auth.tokens_env.is_some() || self.auth.tokens_file.is_some())
+            && tokens.is_empty()
+            && errors.is_empty()
+        {
+            errors.push("auth: a token source is configured but holds no token".to_string());
+        }
+        match (errors.is_empty(), listen) {
+            (true, Some(listen)) => Ok(Config {
+                listen,
+                eval_interval: self.eval_interval.duration,
+                max_body_bytes: self.max_body_bytes,
+                max_future_skew: self.max_future_skew.duration,
+                tokens,
+                models: self.models,
+            }),
+            _ => Err(ConfigError::Invalid {
+                path: origin.into(),
+                errors,
+            }),
+        }
+    }
+}
+
+/// The flag-only quick start: one model, everything else defaulted.
+pub fn from_flags(model: String, reference: PathBuf, windows: Vec<Span>) -> RawConfig {
+    RawConfig {
+        listen: default_listen(),
+        eval_interval: default_eval_interval(),
+        max_body_bytes: default_max_body_bytes(),
+        max_future_skew: default_max_future_skew(),
+        auth: RawAuth::default(),
+        models: vec![RawModel {
+            name: model,
+            task: default_task(),
+            positive_class: None,
+            reference,
+            features: None,
+            windows: if windows.is_empty() {
+                default_windows()
+            } else {
+                windows
+            },
+            window_sample_limit: DEFAULT_SAMPLE_LIMIT,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_parse_and_label() {
+        assert_eq!(Span::parse("5m").map(|s| s.label()), Ok("5m".to_string()));
+        assert_eq!(Span::parse("1h").map(|s| s.label()), Ok("1h".to_string()));
+        assert_eq!(Span::parse("1d").map(|s| s.label()), Ok("1d".to_string()));
+        assert_eq!(Span::parse("90s").map(|s| s.label()), Ok("90s".to_string()));
+        assert!(Span::parse("soon").is_err());
+        assert!(Span::parse("0s").is_err());
+    }
+
+    #[test]
+    fn yaml_errors_name_line_and_column() {
+        let dir = std::env::temp_dir().join(format!("dw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("bad.yaml");
+        std::fs::write(
+            &path,
+            "models:\n  - name: m\n    reference: r.csv\n    windows: [5m, often]\n",
+        )
+        .expect("write");
+        let err = RawConfig::from_file(&path).expect_err("bad duration");
+        let text = err.to_string();
+        assert!(text.contains("bad.yaml:4:"), "{text}");
+        assert!(text.contains("often"), "{text}");
+        std::fs::write(&path, "models: []\nlisten: nowhere\ncolour: blue\n").expect("write");
+        let err = RawConfig::from_file(&path).expect_err("unknown field");
+        assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+        std::fs::write(&path, "models: []\nlisten: nowhere\n").expect("write");
+        let raw = RawConfig::from_file(&path).expect("parses");
+        let err = raw.validate(&path, &|_| None).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("listen") && text.contains("at least one model"),
+            "{text}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,175 @@
+//! The collector's Prometheus metrics, registered in one place. Label sets
+//! are bounded: models, features, tests and windows come from the config,
+//! reasons from a closed list; never a request id.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Why an event (or, for request-level reasons, a request) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Request level: body not JSON or not `{"events": [...]}` (counts requests).
+    MalformedBody,
+    /// Request level: body larger than `max_body_bytes` (counts requests).
+    TooLarge,
+    /// Request level: missing or wrong bearer token (counts requests).
+    Unauthorized,
+    /// Request level: a `Content-Encoding` other than gzip, zstd or identity (counts requests).
+    UnsupportedEncoding,
+    MalformedEvent,
+    UnknownModel,
+    UnknownFeature,
+    WrongType,
+    BadTimestamp,
+    FutureTimestamp,
+    TooOld,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MalformedBody => "malformed_body",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::UnsupportedEncoding => "unsupported_encoding",
+            RejectReason::MalformedEvent => "malformed_event",
+            RejectReason::UnknownModel => "unknown_model",
+            RejectReason::UnknownFeature => "unknown_feature",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::TooOld => "too_old",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub predictions: IntCounterVec,
+    pub prediction_errors: IntCounterVec,
+    pub latency: HistogramVec,
+    pub feature_drift_score: GaugeVec,
+    pub feature_drift_p_value: GaugeVec,
+    pub feature_drift_detected: GaugeVec,
+    pub drifted_features_share: GaugeVec,
+    pub feature_missing_ratio: GaugeVec,
+    pub window_samples: GaugeVec,
+    pub events_rejected: IntCounterVec,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        // Model latencies: 1 ms to 10 s, denser where online models live.
+        let buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "driftwatch_inference_latency_seconds",
+                "Model inference latency reported in events",
+            )
+            .buckets(buckets),
+            &["model", "role"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("metric registered once");
+        Metrics {
+            predictions: counter(
+                r,
+                "driftwatch_predictions_total",
+                "Predictions received",
+                &["model", "version", "role"],
+            ),
+            prediction_errors: counter(
+                r,
+                "driftwatch_prediction_errors_total",
+                "Predictions that reported an error",
+                &["model", "version", "role"],
+            ),
+            latency,
+            feature_drift_score: gauge(
+                r,
+                "driftwatch_feature_drift_score",
+                "Drift statistic of a feature's test in the live window",
+                &["model", "feature", "test", "window"],
+            ),
+            feature_drift_p_value: gauge(
+                r,
+                "driftwatch_feature_drift_p_value",
+                "P-value of a feature's test in the live window",
+                &["model", "feature", "test", "window"],
+            ),
+            feature_drift_detected: gauge(
+                r,
+                "driftwatch_feature_drift_detected",
+                "1 when the feature drifts by its default test",
+                &["model", "feature", "window"],
+            ),
+            drifted_features_share: gauge(
+                r,
+                "driftwatch_drifted_features_share",
+                "Share of a model's features that drift",
+                &["model", "window"],
+            ),
+            feature_missing_ratio: gauge(
+                r,
+                "driftwatch_feature_missing_ratio",
+                "Share of missing values of a feature in the live window",
+                &["model", "feature", "window"],
+            ),
+            window_samples: gauge(
+                r,
+                "driftwatch_window_samples",
+                "Events in the live window",
+                &["model", "window"],
+            ),
+            events_rejected: counter(
+                r,
+                "driftwatch_events_rejected_total",
+                "Events (or requests, for request-level reasons) refused, by reason",
+                &["reason"],
+            ),
+            registry,
+        }
+    }
+
+    pub fn reject(&self, reason: RejectReason, n: u64) {
+        self.events_rejected
+            .with_label_values(&[reason.as_str()])
+            .inc_by(n);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

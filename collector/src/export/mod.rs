@@ -1,0 +1,3 @@
+//! What the collector exposes: Prometheus metrics (names fixed by DESIGN.md).
+
+pub mod metrics;

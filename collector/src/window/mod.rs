@@ -1,0 +1,284 @@
+//! Tumbling windows per model and window length, with state that does not
+//! grow with traffic: per feature the first `limit` values exactly, then a
+//! uniform reservoir of `limit` (Vitter's Algorithm R); category counts capped
+//! at `MAX_CATEGORIES` distinct values (the rest pooled into one overflow
+//! category); missing counts. While a window has seen no more values than
+//! its limit, its samples are exactly the rows sent, so its statistics equal
+//! `driftwatch report` on those rows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::models::{Feature, Model};
+use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
+
+/// Distinct categories kept per feature per window.
+pub const MAX_CATEGORIES: usize = 1000;
+/// The category that pools values beyond `MAX_CATEGORIES`.
+pub const OVERFLOW_CATEGORY: &str = "__other__";
+/// Windows kept per length: the newest and the one before, for late events.
+const KEPT_WINDOWS: usize = 2;
+
+/// A feature value after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Missing,
+    Num(f64),
+    Cat(Key),
+}
+
+/// Hashable form of a category key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CatKey {
+    Num(u64),
+    Str(String),
+}
+
+#[derive(Debug, Clone)]
+enum Values {
+    Numeric {
+        values: Vec<f64>,
+        seen: u64,
+    },
+    Categorical {
+        counts: HashMap<CatKey, u64>,
+        overflow: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct FeatureWindow {
+    values: Values,
+    pub missing: u64,
+}
+
+impl FeatureWindow {
+    fn new(feature: &Feature) -> FeatureWindow {
+        let values = match feature.column_type {
+            ColumnType::Numeric => Values::Numeric {
+                values: Vec::new(),
+                seen: 0,
+            },
+            ColumnType::Categorical => Values::Categorical {
+                counts: HashMap::new(),
+                overflow: 0,
+            },
+        };
+        FeatureWindow { values, missing: 0 }
+    }
+
+    fn add(&mut self, value: &Value, limit: usize, rng: &mut Rng) {
+        match (&mut self.values, value) {
+            (_, Value::Missing) => self.missing += 1,
+            (Values::Numeric { values, seen }, Value::Num(x)) => {
+                *seen += 1;
+                if values.len() < limit {
+                    values.push(*x);
+                } else {
+                    let j = rng.below(*seen);
+                    if (j as usize) < limit {
+                        values[j as usize] = *x;
+                    }
+                }
+            }
+            (Values::Categorical { counts, overflow }, Value::Cat(k)) => {
+                let key = match k {
+                    Key::Num(x) => CatKey::Num((x + 0.0).to_bits()),
+                    Key::Str(s) => CatKey::Str(s.clone()),
+                };
+                if let Some(c) = counts.get_mut(&key) {
+                    *c += 1;
+                } else if counts.len() < MAX_CATEGORIES {
+                    counts.insert(key, 1);
+                } else {
+                    *overflow += 1;
+                }
+            }
+            // Validation guarantees the value matches the feature's type.
+            _ => self.missing += 1,
+        }
+    }
+
+    /// The window's sample, as the statistics take it.
+    pub fn sample(&self, integer: bool) -> Sample {
+        match &self.values {
+            Values::Numeric { values, .. } => {
+                Sample::Numeric(Numeric::new(values.clone(), integer))
+            }
+            Values::Categorical { counts, overflow } => {
+                let mut pairs: Vec<(Key, u64)> = counts
+                    .iter()
+                    .map(|(k, &c)| {
+                        let key = match k {
+                            CatKey::Num(bits) => Key::Num(f64::from_bits(*bits)),
+                            CatKey::Str(s) => Key::Str(s.clone()),
+                        };
+                        (key, c)
+                    })
+                    .collect();
+                if *overflow > 0 {
+                    pairs.push((Key::Str(OVERFLOW_CATEGORY.to_string()), *overflow));
+                }
+                Sample::Categorical(Counts::from_pairs(pairs))
+            }
+        }
+    }
+
+    /// Values seen (not missing), including those the reservoir let go.
+    pub fn seen(&self) -> u64 {
+        match &self.values {
+            Values::Numeric { seen, .. } => *seen,
+            Values::Categorical { counts, overflow } => counts.values().sum::<u64>() + overflow,
+        }
+    }
+}
+
+/// A small seeded generator for reservoir positions (xorshift64*).
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// One tumbling window of one length.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub start_ms: i64,
+    pub length_ms: i64,
+    pub events: u64,
+    pub features: Vec<FeatureWindow>,
+    rng: Rng,
+}
+
+/// Why an event could not be placed in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    TooOld,
+}
+
+/// All windows of one model.
+#[derive(Debug)]
+pub struct ModelWindows {
+    /// Per window length (the model's order): windows by start time.
+    by_length: Vec<BTreeMap<i64, Window>>,
+    lengths_ms: Vec<i64>,
+    limit: usize,
+}
+
+impl ModelWindows {
+    pub fn new(model: &Model) -> ModelWindows {
+        ModelWindows {
+            by_length: model.windows.iter().map(|_| BTreeMap::new()).collect(),
+            lengths_ms: model
+                .windows
+                .iter()
+                .map(|w| w.duration.as_millis() as i64)
+                .collect(),
+            limit: model.sample_limit,
+        }
+    }
+
+    /// Whether an event at `ts_ms` still has a window in every length.
+    pub fn check(&self, ts_ms: i64) -> Result<(), Placement> {
+        for (len, windows) in self.lengths_ms.iter().zip(&self.by_length) {
+            let start = ts_ms.div_euclid(*len) * len;
+            if windows.len() >= KEPT_WINDOWS
+                && windows.keys().next().is_some_and(|&oldest| start < oldest)
+            {
+                return Err(Placement::TooOld);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one validated event (values in the model's feature order).
+    pub fn add(&mut self, model: &Model, ts_ms: i64, values: &[Value]) {
+        for (len, windows) in self.lengths_ms.iter().zip(self.by_length.iter_mut()) {
+            let start = ts_ms.div_euclid(*len) * len;
+            let window = windows.entry(start).or_insert_with(|| Window {
+                start_ms: start,
+                length_ms: *len,
+                events: 0,
+                features: model.features.iter().map(FeatureWindow::new).collect(),
+                rng: Rng((start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            });
+            window.events += 1;
+            for (fw, v) in window.features.iter_mut().zip(values) {
+                fw.add(v, self.limit, &mut window.rng);
+            }
+            while windows.len() > KEPT_WINDOWS {
+                windows.pop_first();
+            }
+        }
+    }
+
+    /// The newest window of each length (the live one), cloned for evaluation
+    /// off the lock.
+    pub fn live(&self) -> Vec<Option<Window>> {
+        self.by_length
+            .iter()
+            .map(|w| w.values().next_back().cloned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric_feature() -> Feature {
+        Feature {
+            name: "x".into(),
+            column_type: ColumnType::Numeric,
+            reference: Sample::Numeric(Numeric::new(vec![1.0, 2.0], false)),
+            reference_missing: 0,
+            integer: false,
+            numeric_keys: false,
+        }
+    }
+
+    #[test]
+    fn reservoir_keeps_the_limit_and_counts_everything() {
+        let f = numeric_feature();
+        let mut w = FeatureWindow::new(&f);
+        let mut rng = Rng(7);
+        for i in 0..10_000 {
+            w.add(&Value::Num(f64::from(i)), 100, &mut rng);
+        }
+        w.add(&Value::Missing, 100, &mut rng);
+        assert_eq!(w.seen(), 10_000);
+        assert_eq!(w.missing, 1);
+        let Sample::Numeric(n) = w.sample(false) else {
+            panic!("numeric")
+        };
+        assert_eq!(n.len(), 100);
+        // A uniform sample of 0..10000 has a mean near 5000.
+        let mean = n.sorted.iter().sum::<f64>() / 100.0;
+        assert!((3500.0..6500.0).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn categories_beyond_the_cap_pool_into_overflow() {
+        let f = Feature {
+            column_type: ColumnType::Categorical,
+            ..numeric_feature()
+        };
+        let mut w = FeatureWindow::new(&f);
+        let mut rng = Rng(1);
+        for i in 0..(MAX_CATEGORIES + 5) {
+            w.add(&Value::Cat(Key::Str(format!("c{i}"))), 10, &mut rng);
+        }
+        let Sample::Categorical(c) = w.sample(false) else {
+            panic!("categorical")
+        };
+        assert_eq!(c.distinct(), MAX_CATEGORIES + 1);
+        assert_eq!(c.total, (MAX_CATEGORIES + 5) as u64);
+    }
+}

@@ -1,0 +1,380 @@
+//! The real `driftwatch serve` over HTTP: events sent live produce drift
+//! metrics equal to `driftwatch report` on the same rows, bad events are
+//! refused one by one and counted, and the request limits hold.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::server::Server;
+use serde_json::Value;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/credit")
+        .join(name)
+}
+
+const NUMERIC: [&str; 4] = ["age", "income", "loan_amount", "bureau_score"];
+
+/// The rows of examples/credit/current.csv as events (values copied as text).
+fn events_from_csv(path: &Path, timestamp: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("example CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let features: Vec<String> = header
+                .iter()
+                .zip(line.split(','))
+                .map(|(name, v)| {
+                    let value = if v.is_empty() {
+                        "null".to_string()
+                    } else if NUMERIC.contains(name) || *name == "dependents" || *name == "has_card" {
+                        v.to_string()
+                    } else {
+                        format!("\"{v}\"")
+                    };
+                    format!("\"{name}\": {value}")
+                })
+                .collect();
+            format!(
+                r#"{{"model": "credit", "request_id": "r{i}", "timestamp": "{timestamp}", "features": {{{}}}, "champion": {{"version": "v3", "label": "1", "score": 0.7, "latency_ms": 12.5}}, "shadow": {{"version": "v4", "label": "0", "score": 0.4, "latency_ms": 3.0}}}}"#,
+                features.join(", ")
+            )
+        })
+        .collect()
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(body).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+#[test]
+fn live_drift_metrics_equal_the_offline_report_on_the_same_rows() {
+    let reference = example("reference.csv");
+    let server = Server::start(
+        &[
+            "--model",
+            "credit",
+            "--reference",
+            reference.to_str().expect("path"),
+            "--window",
+            "1d",
+            "--eval-interval",
+            "100ms",
+        ],
+        &[],
+    );
+    let events = events_from_csv(&example("current.csv"), &now_rfc3339());
+    assert_eq!(events.len(), 1500);
+    // Three batches, one per encoding.
+    for (i, chunk) in events.chunks(500).enumerate() {
+        let body = format!(r#"{{"events": [{}]}}"#, chunk.join(","));
+        let (status, reply) = match i {
+            0 => server.post_json("/v1/events", &body),
+            1 => server.request(
+                "POST",
+                "/v1/events",
+                &[("Content-Encoding", "gzip")],
+                &gzip(body.as_bytes()),
+            ),
+            _ => server.request(
+                "POST",
+                "/v1/events",
+                &[("Content-Encoding", "zstd")],
+                &zstd::encode_all(body.as_bytes(), 3).expect("zstd"),
+            ),
+        };
+        assert_eq!(status, 200, "{reply}");
+        let reply: Value = serde_json::from_str(&reply).expect("reply JSON");
+        assert_eq!(reply["accepted"], 500, "{reply}");
+        assert_eq!(reply["rejected"], 0);
+    }
+    let window = [("model", "credit"), ("window", "1d")];
+    server.wait_for(
+        Duration::from_secs(20),
+        "all events in the live window's statistics",
+        |s| {
+            s.metric("driftwatch_window_samples", &window) == Some(1500.0)
+                && s.metric(
+                    "driftwatch_feature_missing_ratio",
+                    &[("feature", "bureau_score")],
+                ) == Some(194.0 / 1500.0)
+        },
+    );
+    // One more evaluation after the last event, so every gauge is current.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["report", "--reference"])
+        .arg(&reference)
+        .arg("--current")
+        .arg(example("current.csv"))
+        .output()
+        .expect("report");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let mut compared = 0;
+    for col in report["columns"].as_array().expect("columns") {
+        let feature = col["name"].as_str().expect("name");
+        let detected = server.metric(
+            "driftwatch_feature_drift_detected",
+            &[("feature", feature), ("window", "1d")],
+        );
+        assert_eq!(
+            detected,
+            Some(if col["drift"] == true { 1.0 } else { 0.0 }),
+            "{feature}: verdict"
+        );
+        for t in col["tests"].as_array().expect("tests") {
+            let test = t["test"].as_str().expect("test");
+            let labels = [
+                ("model", "credit"),
+                ("feature", feature),
+                ("test", test),
+                ("window", "1d"),
+            ];
+            let live = server.metric("driftwatch_feature_drift_score", &labels);
+            match t["statistic"].as_f64() {
+                Some(want) => assert_eq!(live, Some(want), "{feature}/{test} statistic"),
+                None => assert_eq!(live, Some(f64::INFINITY), "{feature}/{test}: {t}"),
+            }
+            let p = server.metric("driftwatch_feature_drift_p_value", &labels);
+            assert_eq!(p, t["p_value"].as_f64(), "{feature}/{test} p-value");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 40, "{compared}");
+    let share = server.metric("driftwatch_drifted_features_share", &window);
+    assert_eq!(share, report["dataset_drift"]["share"].as_f64());
+    assert_eq!(
+        server.metric(
+            "driftwatch_predictions_total",
+            &[("role", "shadow"), ("version", "v4")]
+        ),
+        Some(1500.0)
+    );
+    assert_eq!(
+        server.metric(
+            "driftwatch_inference_latency_seconds_count",
+            &[("role", "champion")]
+        ),
+        Some(1500.0)
+    );
+}
+
+#[test]
+fn bad_events_are_refused_one_by_one_and_counted() {
+    let reference = example("reference.csv");
+    let server = Server::start(
+        &[
+            "--model",
+            "credit",
+            "--reference",
+            reference.to_str().expect("path"),
+        ],
+        &[],
+    );
+    let ts = now_rfc3339();
+    let good = format!(
+        r#"{{"model": "credit", "request_id": "g", "timestamp": "{ts}", "features": {{"age": 40, "country": "DE"}}, "champion": {{"label": "1"}}}}"#
+    );
+    let batch = [
+        good.clone(),
+        r#"{"model": "other", "request_id": "x", "timestamp": "2026-01-01T00:00:00Z", "champion": {}}"#.to_string(),
+        good.replace("\"age\": 40", "\"agee\": 40"),
+        good.replace("\"age\": 40", "\"age\": \"forty\""),
+        good.replace("\"country\": \"DE\"", "\"country\": 7"),
+        good.replace(&ts, "yesterday"),
+        good.replace(&ts, "2999-01-01T00:00:00Z"),
+        good.replace(&ts, "2001-01-01T00:00:00Z").replace("\"g\"", "\"old\""),
+        "42".to_string(),
+        good.replace("\"age\": 40", "\"we\\\"ird\\nname\": 1"),
+    ];
+    // Two windows per length are kept (the live one and the one before): with
+    // events now and two hours ago, an event from 2001 has no window left.
+    let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let earlier = format!(
+        r#"{{"events": [{good}, {}]}}"#,
+        good.replace(&ts, &two_hours_ago)
+    );
+    let (status, _) = server.post_json("/v1/events", &earlier);
+    assert_eq!(status, 200);
+    let (status, reply) = server.post_json(
+        "/v1/events",
+        &format!(r#"{{"events": [{}]}}"#, batch.join(",")),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).expect("JSON");
+    let errors: Vec<(u64, String)> = reply["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().expect("index"),
+                e["error"].as_str().expect("error").to_string(),
+            )
+        })
+        .collect();
+    let indices: Vec<u64> = errors.iter().map(|e| e.0).collect();
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    assert_eq!(indices, vec![1, 2, 3, 4, 5, 6, 7, 8, 9], "{reply}");
+    assert!(errors[0].1.contains("unknown model \"other\""));
+    assert!(errors[1].1.contains("no feature \"agee\""));
+    assert!(errors[2].1.contains("must be a number"));
+    assert!(errors[3].1.contains("must be a string"));
+    assert!(errors[4].1.contains("not RFC 3339"));
+    assert!(errors[5].1.contains("in the future"));
+    assert!(errors[6].1.contains("older than the windows kept"));
+    assert!(errors[7].1.contains("invalid event"));
+    assert!(
+        errors[8].1.contains(r#"no feature "we\"ird\nname""#),
+        "{}",
+        errors[8].1
+    );
+    for (reason, n) in [
+        ("unknown_model", 1.0),
+        ("unknown_feature", 2.0),
+        ("wrong_type", 2.0),
+        ("bad_timestamp", 1.0),
+        ("future_timestamp", 1.0),
+        ("too_old", 1.0),
+        ("malformed_event", 1.0),
+    ] {
+        assert_eq!(
+            server.metric("driftwatch_events_rejected_total", &[("reason", reason)]),
+            Some(n),
+            "{reason}"
+        );
+    }
+    // Request-level refusals.
+    let (status, body) = server.post_json("/v1/events", "{not json");
+    assert_eq!(status, 400);
+    assert!(body.contains("malformed body"), "{body}");
+    let (status, _) = server.request("POST", "/v1/events", &[("Content-Encoding", "br")], b"{}");
+    assert_eq!(status, 415);
+    let (status, reply) = server.post_json("/v1/events", r#"{"events": []}"#);
+    assert_eq!((status, reply.contains("\"accepted\":0")), (200, true));
+}
+
+#[test]
+fn limits_and_tokens_hold() {
+    let dir = std::env::temp_dir().join(format!("dw-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "max_body_bytes: 2000\nauth:\n  tokens_env: DW_TEST_TOKENS\nmodels:\n  - name: credit\n    reference: {}\n    windows: [5m, 1h]\n",
+            example("reference.csv").display()
+        ),
+    )
+    .expect("config");
+    let server = Server::start(
+        &["--config", config.to_str().expect("path")],
+        &[("DW_TEST_TOKENS", "alpha, beta")],
+    );
+    let body = r#"{"events": []}"#;
+    let (status, _) = server.post_json("/v1/events", body);
+    assert_eq!(status, 401);
+    let (status, _) = server.request(
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer gamma")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 401);
+    let (status, _) = server.request(
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer beta")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let big = format!(r#"{{"events": ["{}"]}}"#, "x".repeat(5000));
+    let (status, _) = server.request(
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer alpha")],
+        big.as_bytes(),
+    );
+    assert_eq!(status, 413);
+    // A small gzip body that expands past the limit is refused too.
+    let (status, _) = server.request(
+        "POST",
+        "/v1/events",
+        &[
+            ("Authorization", "Bearer alpha"),
+            ("Content-Encoding", "gzip"),
+        ],
+        &gzip(big.as_bytes()),
+    );
+    assert_eq!(status, 413);
+    assert_eq!(
+        server.metric(
+            "driftwatch_events_rejected_total",
+            &[("reason", "unauthorized")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        server.metric(
+            "driftwatch_events_rejected_total",
+            &[("reason", "too_large")]
+        ),
+        Some(2.0)
+    );
+    let (status, _) = server.request("GET", "/healthz", &[], b"");
+    assert_eq!(status, 200);
+    let (status, _) = server.request("GET", "/readyz", &[], b"");
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_broken_config_is_refused_with_its_location() {
+    let dir = std::env::temp_dir().join(format!("dw-badconf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("bad.yaml");
+    std::fs::write(
+        &config,
+        "models:\n  - name: credit\n    reference: nowhere.csv\n    windows: [5m, sometimes]\n",
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:4:") && err.contains("sometimes"),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        "models:\n  - name: credit\n    reference: nowhere.csv\n",
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nowhere.csv does not exist"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
