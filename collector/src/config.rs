@@ -63,6 +63,9 @@ pub struct RawConfig {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// SQLite database file (created if absent).
+    #[serde(default = "default_db")]
+    pub db: PathBuf,
     /// How often live windows are re-evaluated.
     #[serde(default = "default_eval_interval")]
     pub eval_interval: Span,
@@ -111,6 +114,9 @@ pub struct RawModel {
 fn default_listen() -> String {
     "127.0.0.1:8080".to_string()
 }
+fn default_db() -> PathBuf {
+    PathBuf::from("driftwatch.db")
+}
 fn default_eval_interval() -> Span {
     Span {
         duration: Duration::from_secs(15),
@@ -140,6 +146,7 @@ fn default_sample_limit() -> usize {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub db: PathBuf,
     pub eval_interval: Duration,
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
@@ -262,6 +269,7 @@ impl RawConfig {
         match (errors.is_empty(), listen) {
             (true, Some(listen)) => Ok(Config {
                 listen,
+                db: self.db,
                 eval_interval: self.eval_interval.duration,
                 max_body_bytes: self.max_body_bytes,
                 max_future_skew: self.max_future_skew.duration,
@@ -280,6 +288,7 @@ impl RawConfig {
 pub fn from_flags(model: String, reference: PathBuf, windows: Vec<Span>) -> RawConfig {
     RawConfig {
         listen: default_listen(),
+        db: default_db(),
         eval_interval: default_eval_interval(),
         max_body_bytes: default_max_body_bytes(),
         max_future_skew: default_max_future_skew(),

@@ -10,4 +10,5 @@ pub mod models;
 pub mod report;
 pub mod serve;
 pub mod stats;
+pub mod store;
 pub mod window;

@@ -53,6 +53,9 @@ struct ServeArgs {
     /// How often live windows are re-evaluated, e.g. 15s.
     #[arg(long)]
     eval_interval: Option<String>,
+    /// SQLite database file (default driftwatch.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -258,6 +261,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = &args.listen {
         raw.listen = listen.clone();
     }
+    if let Some(db) = &args.db {
+        raw.db = db.clone();
+    }
     if let Some(every) = &args.eval_interval {
         raw.eval_interval = Span::parse(every).map_err(anyhow::Error::msg)?;
     }
@@ -281,7 +287,26 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let state = std::sync::Arc::new(driftwatch::serve::AppState::new(&config, models));
+        let retention = models
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    2 * m
+                        .windows
+                        .iter()
+                        .map(|w| w.duration)
+                        .max()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let store = driftwatch::store::Store::open(&config.db, retention)?;
+        let state = std::sync::Arc::new(driftwatch::serve::AppState::new(&config, models, store));
+        let restored = driftwatch::serve::restore(&state)?;
+        if restored > 0 {
+            eprintln!("restored {restored} events from {}", config.db.display());
+        }
         eprintln!("driftwatch listening on {addr}");
         driftwatch::serve::run(listener, state, config.eval_interval, shutdown_signal()).await?;
         eprintln!("driftwatch stopped");

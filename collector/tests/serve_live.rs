@@ -174,6 +174,94 @@ fn live_drift_metrics_equal_the_offline_report_on_the_same_rows() {
 }
 
 #[test]
+fn a_kill_9_loses_nothing_acknowledged_and_counts_nothing_twice() {
+    let reference = example("reference.csv");
+    let dir = common::server::temp_db_dir();
+    let db = dir.join("driftwatch.db");
+    let args = [
+        "--model",
+        "credit",
+        "--reference",
+        reference.to_str().expect("path"),
+        "--window",
+        "1d",
+        "--eval-interval",
+        "100ms",
+    ];
+    let events = events_from_csv(&example("current.csv"), &now_rfc3339());
+    let first = Server::start_on(&args, &[], &db);
+    let (status, reply) = first.post_json(
+        "/v1/events",
+        &format!(r#"{{"events": [{}]}}"#, events[..900].join(",")),
+    );
+    assert_eq!(status, 200, "{reply}");
+    first.kill();
+    let second = Server::start_on(&args, &[], &db);
+    let window = [("model", "credit"), ("window", "1d")];
+    second.wait_for(Duration::from_secs(20), "the restored window", |s| {
+        s.metric("driftwatch_window_samples", &window) == Some(900.0)
+    });
+    // Resending everything: the 900 stored events are duplicates, the rest is new.
+    let (status, reply) = second.post_json(
+        "/v1/events",
+        &format!(r#"{{"events": [{}]}}"#, events.join(",")),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["rejected"].as_u64()),
+        (Some(600), Some(900)),
+        "{reply}"
+    );
+    assert_eq!(
+        second.metric(
+            "driftwatch_events_rejected_total",
+            &[("reason", "duplicate_request_id")]
+        ),
+        Some(900.0)
+    );
+    second.wait_for(Duration::from_secs(20), "all 1500 events", |s| {
+        s.metric("driftwatch_window_samples", &window) == Some(1500.0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // The same numbers as one uninterrupted run: compare one test per kind of column.
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["report", "--reference"])
+        .arg(&reference)
+        .arg("--current")
+        .arg(example("current.csv"))
+        .output()
+        .expect("report");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    for (feature, test) in [
+        ("income", "ks"),
+        ("country", "jensenshannon"),
+        ("bureau_score", "wasserstein"),
+    ] {
+        let col = report["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .find(|c| c["name"] == feature)
+            .expect("column");
+        let want = col["tests"]
+            .as_array()
+            .expect("tests")
+            .iter()
+            .find(|t| t["test"] == test)
+            .expect("test")["statistic"]
+            .as_f64();
+        let live = second.metric(
+            "driftwatch_feature_drift_score",
+            &[("feature", feature), ("test", test), ("window", "1d")],
+        );
+        assert_eq!(live, want, "{feature}/{test}");
+    }
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_events_are_refused_one_by_one_and_counted() {
     let reference = example("reference.csv");
     let server = Server::start(
@@ -206,8 +294,9 @@ fn bad_events_are_refused_one_by_one_and_counted() {
     let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let earlier = format!(
-        r#"{{"events": [{good}, {}]}}"#,
-        good.replace(&ts, &two_hours_ago)
+        r#"{{"events": [{}, {}]}}"#,
+        good.replace("\"g\"", "\"e1\""),
+        good.replace(&ts, &two_hours_ago).replace("\"g\"", "\"e2\"")
     );
     let (status, _) = server.post_json("/v1/events", &earlier);
     assert_eq!(status, 200);

@@ -24,6 +24,10 @@ pub enum RejectReason {
     BadTimestamp,
     FutureTimestamp,
     TooOld,
+    /// The model already has an event with this request id.
+    DuplicateRequestId,
+    /// The database could not commit the batch (503; the client should retry).
+    StorageError,
 }
 
 impl RejectReason {
@@ -40,6 +44,8 @@ impl RejectReason {
             RejectReason::BadTimestamp => "bad_timestamp",
             RejectReason::FutureTimestamp => "future_timestamp",
             RejectReason::TooOld => "too_old",
+            RejectReason::DuplicateRequestId => "duplicate_request_id",
+            RejectReason::StorageError => "storage_error",
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct Accepted {
     /// Feature values in the model's feature order.
     pub values: Vec<Value>,
     pub event: Event,
+    /// The event as sent, for storage.
+    pub json: String,
 }
 
 pub type Rejection = (RejectReason, String);
@@ -170,6 +172,7 @@ pub fn validate(
         ts_ms,
         values,
         event,
+        json: raw.get().to_string(),
     })
 }
 

@@ -19,8 +19,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::export::metrics::{Metrics, RejectReason};
-use crate::ingest;
+use crate::ingest::{self, Accepted};
 use crate::models::Model;
+use crate::store::{NewEvent, Store, StoreError};
 use crate::window::{ModelWindows, Placement};
 
 /// Everything the handlers and the evaluation loop share.
@@ -28,6 +29,7 @@ pub struct AppState {
     pub models: Vec<Model>,
     pub windows: Vec<Mutex<ModelWindows>>,
     pub metrics: Metrics,
+    pub store: Store,
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
@@ -35,8 +37,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, models: Vec<Model>) -> AppState {
+    pub fn new(config: &Config, models: Vec<Model>, store: Store) -> AppState {
         AppState {
+            store,
             windows: models
                 .iter()
                 .map(|m| Mutex::new(ModelWindows::new(m)))
@@ -146,21 +149,65 @@ async fn events(
         .map(str::to_string);
     // Decompression, parsing and validation are CPU work: keep them off the reactor.
     let worker = state.clone();
-    tokio::task::spawn_blocking(move || ingest_batch(&worker, encoding.as_deref(), &bytes))
-        .await
-        .map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("ingest worker failed: {e}"),
-        })?
-        .map(Json)
+    let (mut reply, accepted) =
+        tokio::task::spawn_blocking(move || validate_batch(&worker, encoding.as_deref(), &bytes))
+            .await
+            .map_err(|e| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("ingest worker failed: {e}"),
+            })??;
+    // Nothing is acknowledged before it is committed.
+    let new_events = accepted
+        .iter()
+        .map(|(_, a)| NewEvent {
+            model: state.models[a.model].name.clone(),
+            request_id: a.event.request_id.clone(),
+            ts_ms: a.ts_ms,
+            json: a.json.clone(),
+        })
+        .collect();
+    let inserted = match state.store.insert(new_events).await {
+        Ok(flags) => flags,
+        Err(e) => {
+            state
+                .metrics
+                .reject(RejectReason::StorageError, accepted.len() as u64);
+            eprintln!("error: storing events failed: {e}");
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "storage unavailable; retry the batch".into(),
+            });
+        }
+    };
+    for ((index, a), new) in accepted.into_iter().zip(inserted) {
+        if !new {
+            state.metrics.reject(RejectReason::DuplicateRequestId, 1);
+            reply.errors.push(ItemError {
+                index,
+                error: format!(
+                    "duplicate request_id {:?} for model {}",
+                    a.event.request_id, a.event.model
+                ),
+            });
+            continue;
+        }
+        match apply(&state, &a) {
+            Ok(()) => reply.accepted += 1,
+            Err(error) => reply.errors.push(ItemError { index, error }),
+        }
+    }
+    reply.errors.sort_by_key(|e| e.index);
+    reply.rejected = reply.errors.len();
+    Ok(Json(reply))
 }
 
-/// Validates and applies one batch; per-event errors go into the reply.
-fn ingest_batch(
+/// Decodes and validates a batch: the refusals so far, and the accepted
+/// events with their index in the batch.
+fn validate_batch(
     state: &AppState,
     encoding: Option<&str>,
     body: &[u8],
-) -> Result<IngestReply, ApiError> {
+) -> Result<(IngestReply, Vec<(usize, Accepted)>), ApiError> {
     let refuse = |e: ingest::BodyError| {
         state.metrics.reject(e.reason(), 1);
         let status = match e {
@@ -180,7 +227,22 @@ fn ingest_batch(
     let mut reply = IngestReply::default();
     let mut accepted = Vec::with_capacity(raw_events.len());
     for (index, raw) in raw_events.iter().enumerate() {
-        match ingest::validate(raw, &state.models, now, skew) {
+        let checked = ingest::validate(raw, &state.models, now, skew).and_then(|a| {
+            let windows = state.windows[a.model]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match windows.check(a.ts_ms) {
+                Ok(()) => Ok(a),
+                Err(Placement::TooOld) => Err((
+                    RejectReason::TooOld,
+                    format!(
+                        "timestamp {} is older than the windows kept",
+                        a.event.timestamp
+                    ),
+                )),
+            }
+        });
+        match checked {
             Ok(a) => accepted.push((index, a)),
             Err((reason, error)) => {
                 state.metrics.reject(reason, 1);
@@ -188,55 +250,90 @@ fn ingest_batch(
             }
         }
     }
-    for (index, a) in accepted {
-        let model = &state.models[a.model];
-        {
-            let mut windows = state.windows[a.model]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if windows.check(a.ts_ms) == Err(Placement::TooOld) {
-                state.metrics.reject(RejectReason::TooOld, 1);
-                reply.errors.push(ItemError {
-                    index,
-                    error: format!(
-                        "timestamp {} is older than the windows kept",
-                        a.event.timestamp
-                    ),
-                });
-                continue;
-            }
-            windows.add(model, a.ts_ms, &a.values);
+    Ok((reply, accepted))
+}
+
+/// Adds a stored event to its windows and counts its predictions.
+fn apply(state: &AppState, a: &Accepted) -> Result<(), String> {
+    let model = &state.models[a.model];
+    {
+        let mut windows = state.windows[a.model]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The windows may have moved on since validation.
+        if windows.check(a.ts_ms) == Err(Placement::TooOld) {
+            state.metrics.reject(RejectReason::TooOld, 1);
+            return Err(format!(
+                "timestamp {} is older than the windows kept",
+                a.event.timestamp
+            ));
         }
-        let outputs = std::iter::once(("champion", Some(&a.event.champion)))
-            .chain(std::iter::once(("shadow", a.event.shadow.as_ref())));
-        for (role, output) in outputs {
-            let Some(o) = output else { continue };
-            let version = o.version.as_deref().unwrap_or("");
+        windows.add(model, a.ts_ms, &a.values);
+    }
+    let outputs = [
+        ("champion", Some(&a.event.champion)),
+        ("shadow", a.event.shadow.as_ref()),
+    ];
+    for (role, output) in outputs {
+        let Some(o) = output else { continue };
+        let version = o.version.as_deref().unwrap_or("");
+        state
+            .metrics
+            .predictions
+            .with_label_values(&[model.name.as_str(), version, role])
+            .inc();
+        if o.error.is_some() {
             state
                 .metrics
-                .predictions
+                .prediction_errors
                 .with_label_values(&[model.name.as_str(), version, role])
                 .inc();
-            if o.error.is_some() {
-                state
-                    .metrics
-                    .prediction_errors
-                    .with_label_values(&[model.name.as_str(), version, role])
-                    .inc();
-            }
-            if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
-                state
-                    .metrics
-                    .latency
-                    .with_label_values(&[model.name.as_str(), role])
-                    .observe(ms / 1000.0);
+        }
+        if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+            state
+                .metrics
+                .latency
+                .with_label_values(&[model.name.as_str(), role])
+                .observe(ms / 1000.0);
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the windows from the stored events (at start, before serving);
+/// returns how many events were replayed. Counters are not replayed: they
+/// restart from zero as Prometheus expects.
+pub fn restore(state: &AppState) -> Result<usize, StoreError> {
+    let mut replayed = 0;
+    for (mi, model) in state.models.iter().enumerate() {
+        let longest = model
+            .windows
+            .iter()
+            .map(|w| w.duration.as_millis() as i64)
+            .max()
+            .unwrap_or(0);
+        // The live window and the one before it, for the longest length.
+        let since = now_ms() - 2 * longest;
+        let mut windows = state.windows[mi].lock().unwrap_or_else(|p| p.into_inner());
+        let mut skipped = 0usize;
+        for json in state.store.events_since(&model.name, since)? {
+            let parsed = serde_json::value::RawValue::from_string(json).ok();
+            match parsed
+                .as_deref()
+                .map(|raw| ingest::validate(raw, &state.models, i64::MAX / 2, 0))
+            {
+                Some(Ok(a)) if a.model == mi => {
+                    windows.add(model, a.ts_ms, &a.values);
+                    replayed += 1;
+                }
+                _ => skipped += 1,
             }
         }
-        reply.accepted += 1;
+        if skipped > 0 {
+            eprintln!("warning: model {}: {skipped} stored events no longer match its configuration and were not replayed", model.name);
+        }
     }
-    reply.errors.sort_by_key(|e| e.index);
-    reply.rejected = reply.errors.len();
-    Ok(reply)
+    Ok(replayed)
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -3,20 +3,45 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// A database directory this handle made and removes.
+    owned_dir: Option<PathBuf>,
+}
+
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh directory for a test database.
+pub fn temp_db_dir() -> PathBuf {
+    let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("dw-db-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp db dir");
+    dir
 }
 
 impl Server {
-    /// Runs `driftwatch serve ARGS --listen 127.0.0.1:0` and waits for its address.
+    /// Runs `driftwatch serve ARGS` on a free port with a database of its own.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = temp_db_dir();
+        let mut server = Server::start_on(args, env, &dir.join("driftwatch.db"));
+        server.owned_dir = Some(dir);
+        server
+    }
+
+    /// Runs `driftwatch serve ARGS --db DB --listen 127.0.0.1:0` and waits for its address.
+    pub fn start_on(args: &[&str], env: &[(&str, &str)], db: &Path) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
         cmd.arg("serve")
             .args(args)
+            .arg("--db")
+            .arg(db)
             .args(["--listen", "127.0.0.1:0"])
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
@@ -41,7 +66,11 @@ impl Server {
         };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            owned_dir: None,
+        }
     }
 
     /// One request; returns the status code and body.
@@ -121,9 +150,20 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL, as a crash would: no chance to flush anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.owned_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
