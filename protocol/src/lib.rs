@@ -8,13 +8,53 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A feature value as sent: number, string, boolean or null (missing).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FeatureValue {
     Bool(bool),
     Number(f64),
     String(String),
     Null,
+}
+
+// A visitor instead of `#[serde(untagged)]`: untagged deserialisation tries
+// each variant in turn and formats an error for every miss, which dominated
+// the collector's ingest profile.
+impl<'de> Deserialize<'de> for FeatureValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FeatureValue, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FeatureValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, string, boolean or null")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Number(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::String(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::String(v))
+            }
+            fn visit_unit<E>(self) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<FeatureValue, E> {
+                Ok(FeatureValue::Null)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// What a model said for one request.
@@ -120,6 +160,26 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&batch).expect("serialises"))
                 .expect("parses");
         assert_eq!(again, batch);
+    }
+
+    #[test]
+    fn feature_values_of_every_kind_and_refusals() {
+        let f: BTreeMap<String, FeatureValue> =
+            serde_json::from_str(r#"{"a": 1, "b": -2, "c": 2.5, "d": "x", "e": false, "f": null}"#)
+                .expect("parses");
+        assert_eq!(f["a"], FeatureValue::Number(1.0));
+        assert_eq!(f["b"], FeatureValue::Number(-2.0));
+        assert_eq!(f["c"], FeatureValue::Number(2.5));
+        assert_eq!(f["d"], FeatureValue::String("x".into()));
+        assert_eq!(f["e"], FeatureValue::Bool(false));
+        assert_eq!(f["f"], FeatureValue::Null);
+        let err = serde_json::from_str::<BTreeMap<String, FeatureValue>>(r#"{"a": [1]}"#)
+            .expect_err("arrays are refused");
+        assert!(
+            err.to_string()
+                .contains("a number, string, boolean or null"),
+            "{err}"
+        );
     }
 
     #[test]

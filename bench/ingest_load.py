@@ -1,0 +1,119 @@
+"""Ingest benchmark: drives `driftwatch serve` over HTTP from this (second)
+process with batches of 500 events x 20 features and prints sustained
+events/s, request latency percentiles and the collector's resident memory
+after N and after 10 x N events (it should stay flat: windows are bounded).
+
+usage: ingest_load.py DRIFTWATCH_BINARY [EVENTS] [THREADS]
+Standard library only.
+"""
+
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+
+BATCH = 500
+NUMERIC = [f"n{i:02d}" for i in range(15)]
+CATEGORICAL = [f"c{i:02d}" for i in range(5)]
+LEVELS = ["a", "b", "c", "d", "e", "f"]
+
+
+def write_reference(path, rows=10000):
+    rng = random.Random(1)
+    with open(path, "w") as f:
+        f.write(",".join(NUMERIC + CATEGORICAL) + "\n")
+        for _ in range(rows):
+            f.write(",".join([f"{rng.gauss(0, 1):.6f}" for _ in NUMERIC] + [rng.choice(LEVELS) for _ in CATEGORICAL]) + "\n")
+
+
+def batch_template(rng):
+    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    events = []
+    for i in range(BATCH):
+        features = {n: round(rng.gauss(0.1, 1), 6) for n in NUMERIC}
+        features.update({c: rng.choice(LEVELS) for c in CATEGORICAL})
+        events.append({"model": "bench", "request_id": f"@@-{i}", "timestamp": ts, "features": features,
+                       "champion": {"version": "v1", "label": "1", "score": 0.7, "latency_ms": 4.2}})
+    return json.dumps({"events": events})
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    binary = sys.argv[1]
+    total = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    tmp = tempfile.mkdtemp(prefix="dw-ingest-")
+    ref = os.path.join(tmp, "reference.csv")
+    write_reference(ref)
+    proc = subprocess.Popen([binary, "serve", "--model", "bench", "--reference", ref, "--listen", "127.0.0.1:0",
+                             "--db", os.path.join(tmp, "bench.db"), "--window", "1h", "--eval-interval", "15s"],
+                            stderr=subprocess.PIPE, text=True)
+    addr = None
+    for line in proc.stderr:
+        if line.startswith("driftwatch listening on "):
+            addr = line.split()[-1]
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    host, port = addr.rsplit(":", 1)
+    template = batch_template(random.Random(2))
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+    latencies = []
+    rejected = [0]
+
+    def worker(batches):
+        conn = http.client.HTTPConnection(host, int(port))
+        for _ in range(batches):
+            with lock:
+                b = next(counter)
+            body = template.replace("@@", f"b{b}").encode()
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+            reply = json.loads(conn.getresponse().read())
+            latencies.append(time.perf_counter() - t0)
+            rejected[0] += reply.get("rejected", 0)
+
+    def phase(events):
+        batches = events // BATCH
+        per = [batches // threads + (1 if i < batches % threads else 0) for i in range(threads)]
+        ts = [threading.Thread(target=worker, args=(n,)) for n in per]
+        t0 = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return time.perf_counter() - t0
+
+    phase(BATCH * 20)  # warm up
+    latencies.clear()
+    first = total // 10
+    w1 = phase(first)
+    rss1 = rss_kb(proc.pid)
+    w2 = phase(total - first)
+    rss2 = rss_kb(proc.pid)
+    proc.terminate()
+    proc.wait()
+    lat = sorted(latencies)
+    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
+    rate = total / (w1 + w2)
+    print(f"{total} events in batches of {BATCH} x 20 features, {threads} client threads, {os.cpu_count()} cores")
+    print(f"  sustained {rate:,.0f} events/s; request latency p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms; rejected {rejected[0]}")
+    print(f"  collector RSS after {first:,} events: {rss1 / 1024:.0f} MB; after {total:,}: {rss2 / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
