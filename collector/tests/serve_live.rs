@@ -157,6 +157,15 @@ fn live_drift_metrics_equal_the_offline_report_on_the_same_rows() {
     assert!(compared >= 40, "{compared}");
     let share = server.metric("driftwatch_drifted_features_share", &window);
     assert_eq!(share, report["dataset_drift"]["share"].as_f64());
+    // Every example event has champion "1"/0.7 and shadow "0"/0.4.
+    assert_eq!(
+        server.metric("driftwatch_shadow_agreement_ratio", &window),
+        Some(0.0)
+    );
+    let diff = server
+        .metric("driftwatch_shadow_score_mean_abs_diff", &window)
+        .expect("score difference");
+    assert!((diff - 0.3).abs() < 1e-12, "{diff}");
     assert_eq!(
         server.metric(
             "driftwatch_predictions_total",

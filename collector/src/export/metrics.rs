@@ -61,6 +61,8 @@ pub struct Metrics {
     pub drifted_features_share: GaugeVec,
     pub feature_missing_ratio: GaugeVec,
     pub window_samples: GaugeVec,
+    pub shadow_agreement: GaugeVec,
+    pub shadow_score_diff: GaugeVec,
     pub events_rejected: IntCounterVec,
 }
 
@@ -148,6 +150,18 @@ impl Metrics {
                 r,
                 "driftwatch_window_samples",
                 "Events in the live window",
+                &["model", "window"],
+            ),
+            shadow_agreement: gauge(
+                r,
+                "driftwatch_shadow_agreement_ratio",
+                "Share of requests where champion and shadow predict the same label",
+                &["model", "window"],
+            ),
+            shadow_score_diff: gauge(
+                r,
+                "driftwatch_shadow_score_mean_abs_diff",
+                "Mean absolute difference of champion and shadow scores",
                 &["model", "window"],
             ),
             events_rejected: counter(

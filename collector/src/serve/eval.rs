@@ -33,9 +33,16 @@ pub fn evaluate_all(state: &AppState) {
         for (wi, window) in live.into_iter().enumerate() {
             let Some(window) = window else { continue };
             let label = model.windows[wi].label();
+            let series = [model.name.as_str(), label.as_str()];
             m.window_samples
-                .with_label_values(&[model.name.as_str(), label.as_str()])
+                .with_label_values(&series)
                 .set(window.events as f64);
+            if let Some(r) = window.shadow.agreement_ratio() {
+                m.shadow_agreement.with_label_values(&series).set(r);
+            }
+            if let Some(d) = window.shadow.mean_abs_score_diff() {
+                m.shadow_score_diff.with_label_values(&series).set(d);
+            }
             let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
             for (feature, fw) in model.features.iter().zip(&window.features) {
                 // Integer histogram widths apply only when, as in a file, every

@@ -268,7 +268,13 @@ fn apply(state: &AppState, a: &Accepted) -> Result<(), String> {
                 a.event.timestamp
             ));
         }
-        windows.add(model, a.ts_ms, &a.values);
+        windows.add(
+            model,
+            a.ts_ms,
+            &a.values,
+            &a.event.champion,
+            a.event.shadow.as_ref(),
+        );
     }
     let outputs = [
         ("champion", Some(&a.event.champion)),
@@ -323,7 +329,13 @@ pub fn restore(state: &AppState) -> Result<usize, StoreError> {
                 .map(|raw| ingest::validate(raw, &state.models, i64::MAX / 2, 0))
             {
                 Some(Ok(a)) if a.model == mi => {
-                    windows.add(model, a.ts_ms, &a.values);
+                    windows.add(
+                        model,
+                        a.ts_ms,
+                        &a.values,
+                        &a.event.champion,
+                        a.event.shadow.as_ref(),
+                    );
                     replayed += 1;
                 }
                 _ => skipped += 1,

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use driftwatch_protocol::Output;
+
 use crate::models::{Feature, Model};
 use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
 
@@ -154,7 +156,49 @@ pub struct Window {
     pub length_ms: i64,
     pub events: u64,
     pub features: Vec<FeatureWindow>,
+    pub shadow: ShadowComparison,
     rng: Rng,
+}
+
+/// Champion against shadow on the same requests, where both answered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShadowComparison {
+    /// Requests where both gave a label.
+    pub labelled: u64,
+    /// ... and the labels were equal.
+    pub agreed: u64,
+    /// Requests where both gave a score.
+    pub scored: u64,
+    pub abs_score_diff_sum: f64,
+}
+
+impl ShadowComparison {
+    fn add(&mut self, champion: &Output, shadow: Option<&Output>) {
+        let Some(shadow) = shadow else { return };
+        if champion.error.is_some() || shadow.error.is_some() {
+            return;
+        }
+        if let (Some(a), Some(b)) = (&champion.label, &shadow.label) {
+            self.labelled += 1;
+            self.agreed += u64::from(a == b);
+        }
+        if let (Some(a), Some(b)) = (champion.score, shadow.score) {
+            if a.is_finite() && b.is_finite() {
+                self.scored += 1;
+                self.abs_score_diff_sum += (a - b).abs();
+            }
+        }
+    }
+
+    /// Share of requests on which the predicted labels agree.
+    pub fn agreement_ratio(&self) -> Option<f64> {
+        (self.labelled > 0).then(|| self.agreed as f64 / self.labelled as f64)
+    }
+
+    /// Mean absolute difference of the positive-class scores.
+    pub fn mean_abs_score_diff(&self) -> Option<f64> {
+        (self.scored > 0).then(|| self.abs_score_diff_sum / self.scored as f64)
+    }
 }
 
 /// Why an event could not be placed in a window.
@@ -199,7 +243,14 @@ impl ModelWindows {
     }
 
     /// Adds one validated event (values in the model's feature order).
-    pub fn add(&mut self, model: &Model, ts_ms: i64, values: &[Value]) {
+    pub fn add(
+        &mut self,
+        model: &Model,
+        ts_ms: i64,
+        values: &[Value],
+        champion: &Output,
+        shadow: Option<&Output>,
+    ) {
         for (len, windows) in self.lengths_ms.iter().zip(self.by_length.iter_mut()) {
             let start = ts_ms.div_euclid(*len) * len;
             let window = windows.entry(start).or_insert_with(|| Window {
@@ -207,9 +258,11 @@ impl ModelWindows {
                 length_ms: *len,
                 events: 0,
                 features: model.features.iter().map(FeatureWindow::new).collect(),
+                shadow: ShadowComparison::default(),
                 rng: Rng((start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             });
             window.events += 1;
+            window.shadow.add(champion, shadow);
             for (fw, v) in window.features.iter_mut().zip(values) {
                 fw.add(v, self.limit, &mut window.rng);
             }
@@ -262,6 +315,28 @@ mod tests {
         // A uniform sample of 0..10000 has a mean near 5000.
         let mean = n.sorted.iter().sum::<f64>() / 100.0;
         assert!((3500.0..6500.0).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn shadow_agreement_counts_only_requests_both_answered() {
+        let out = |label: &str, score: f64| Output {
+            label: Some(label.into()),
+            score: Some(score),
+            ..Output::default()
+        };
+        let mut c = ShadowComparison::default();
+        c.add(&out("1", 0.9), Some(&out("1", 0.7)));
+        c.add(&out("1", 0.6), Some(&out("0", 0.4)));
+        c.add(&out("0", 0.2), None);
+        c.add(
+            &out("0", 0.2),
+            Some(&Output {
+                error: Some("timeout".into()),
+                ..Output::default()
+            }),
+        );
+        assert_eq!(c.agreement_ratio(), Some(0.5));
+        assert!((c.mean_abs_score_diff().expect("scored") - 0.2).abs() < 1e-12);
     }
 
     #[test]
