@@ -109,6 +109,9 @@ pub struct RawModel {
     /// Exact samples kept per feature per window before reservoir sampling.
     #[serde(default = "default_sample_limit")]
     pub window_sample_limit: usize,
+    /// How long a prediction waits for its label (predictions are kept this long).
+    #[serde(default = "default_label_ttl")]
+    pub label_ttl: Span,
 }
 
 fn default_listen() -> String {
@@ -137,6 +140,11 @@ fn default_windows() -> Vec<Span> {
     vec![Span {
         duration: Duration::from_secs(3600),
     }]
+}
+fn default_label_ttl() -> Span {
+    Span {
+        duration: Duration::from_secs(7 * 86_400),
+    }
 }
 fn default_sample_limit() -> usize {
     DEFAULT_SAMPLE_LIMIT
@@ -305,6 +313,7 @@ pub fn from_flags(model: String, reference: PathBuf, windows: Vec<Span>) -> RawC
                 windows
             },
             window_sample_limit: DEFAULT_SAMPLE_LIMIT,
+            label_ttl: default_label_ttl(),
         }],
     }
 }

@@ -287,18 +287,17 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Events serve the live window and the one before, and wait for their labels.
         let retention = models
             .iter()
             .map(|m| {
-                (
-                    m.name.clone(),
-                    2 * m
-                        .windows
-                        .iter()
-                        .map(|w| w.duration)
-                        .max()
-                        .unwrap_or_default(),
-                )
+                let windows = 2 * m
+                    .windows
+                    .iter()
+                    .map(|w| w.duration)
+                    .max()
+                    .unwrap_or_default();
+                (m.name.clone(), windows.max(m.label_ttl))
             })
             .collect();
         let store = driftwatch::store::Store::open(&config.db, retention)?;

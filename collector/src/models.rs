@@ -25,6 +25,10 @@ pub struct Feature {
 pub struct Model {
     pub name: String,
     pub task: Task,
+    /// The positive class of a binary task (labels and `score` refer to it).
+    pub positive_class: String,
+    /// How long predictions wait for their labels.
+    pub label_ttl: std::time::Duration,
     pub windows: Vec<Span>,
     pub sample_limit: usize,
     pub features: Vec<Feature>,
@@ -65,6 +69,11 @@ impl Model {
         Ok(Model {
             name: raw.name.clone(),
             task: raw.task,
+            positive_class: raw
+                .positive_class
+                .clone()
+                .unwrap_or_else(|| "1".to_string()),
+            label_ttl: raw.label_ttl.duration,
             windows,
             sample_limit: raw.window_sample_limit,
             features,

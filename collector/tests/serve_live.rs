@@ -476,3 +476,121 @@ fn a_broken_config_is_refused_with_its_location() {
     assert!(err.contains("nowhere.csv does not exist"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Champion, shadow and truth for prediction `i` of the label test.
+fn labelled_case(i: usize) -> (&'static str, f64, &'static str, f64, &'static str) {
+    let champion = if i.is_multiple_of(3) { "0" } else { "1" };
+    let shadow = if i.is_multiple_of(2) { "1" } else { "0" };
+    let truth = if i.is_multiple_of(4) { "0" } else { "1" };
+    (
+        champion,
+        (i % 10) as f64 / 10.0 + 0.05,
+        shadow,
+        ((i * 7) % 10) as f64 / 10.0 + 0.05,
+        truth,
+    )
+}
+
+#[test]
+fn labels_arriving_later_give_accuracy_per_role_and_survive_a_restart() {
+    let reference = example("reference.csv");
+    let dir = common::server::temp_db_dir();
+    let db = dir.join("driftwatch.db");
+    let args = [
+        "--model",
+        "credit",
+        "--reference",
+        reference.to_str().expect("path"),
+        "--window",
+        "1d",
+        "--eval-interval",
+        "100ms",
+    ];
+    let server = Server::start_on(&args, &[], &db);
+    let ts = now_rfc3339();
+    let events: Vec<String> = (0..200)
+        .map(|i| {
+            let (c, cs, s, ss, _) = labelled_case(i);
+            format!(
+                r#"{{"model": "credit", "request_id": "p{i}", "timestamp": "{ts}", "features": {{"age": {}}}, "champion": {{"label": "{c}", "score": {cs}}}, "shadow": {{"label": "{s}", "score": {ss}}}}}"#,
+                30 + i % 40
+            )
+        })
+        .collect();
+    let (status, reply) = server.post_json(
+        "/v1/events",
+        &format!(r#"{{"events": [{}]}}"#, events.join(",")),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let mut labels: Vec<String> = (0..150)
+        .map(|i| {
+            format!(
+                r#"{{"model": "credit", "request_id": "p{i}", "label": "{}"}}"#,
+                labelled_case(i).4
+            )
+        })
+        .collect();
+    labels.push(r#"{"model": "credit", "request_id": "never-sent", "label": "1"}"#.into());
+    labels.push(r#"{"model": "credit", "request_id": "p0", "label": "1"}"#.into());
+    labels.push(r#"{"model": "credit", "request_id": "p151"}"#.into());
+    labels.push(r#"{"model": "nope", "request_id": "p152", "label": "1"}"#.into());
+    let (status, reply) = server.post_json(
+        "/v1/feedback",
+        &format!(r#"{{"labels": [{}]}}"#, labels.join(",")),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["rejected"].as_u64()),
+        (Some(150), Some(4)),
+        "{reply}"
+    );
+    for (reason, n) in [
+        ("unknown_request_id", 1.0),
+        ("duplicate_label", 1.0),
+        ("malformed_label", 1.0),
+        ("unknown_model", 1.0),
+    ] {
+        assert_eq!(
+            server.metric("driftwatch_events_rejected_total", &[("reason", reason)]),
+            Some(n),
+            "{reason}"
+        );
+    }
+    let accuracy = |role_label: fn(usize) -> &'static str| {
+        (0..150)
+            .filter(|&i| role_label(i) == labelled_case(i).4)
+            .count() as f64
+            / 150.0
+    };
+    let want_champion = accuracy(|i| labelled_case(i).0);
+    let want_shadow = accuracy(|i| labelled_case(i).2);
+    let check = |s: &Server| {
+        let got = |role: &str| {
+            s.metric(
+                "driftwatch_model_performance",
+                &[("role", role), ("metric", "accuracy"), ("window", "1d")],
+            )
+        };
+        got("champion") == Some(want_champion)
+            && got("shadow") == Some(want_shadow)
+            && s.metric("driftwatch_label_coverage_ratio", &[("window", "1d")]) == Some(0.75)
+    };
+    server.wait_for(Duration::from_secs(20), "accuracy from the labels", check);
+    for metric in ["precision", "recall", "f1", "roc_auc", "log_loss", "brier"] {
+        let v = server.metric(
+            "driftwatch_model_performance",
+            &[("role", "champion"), ("metric", metric)],
+        );
+        assert!(v.is_some_and(f64::is_finite), "{metric}: {v:?}");
+    }
+    server.kill();
+    let restarted = Server::start_on(&args, &[], &db);
+    restarted.wait_for(
+        Duration::from_secs(20),
+        "accuracy restored after kill -9",
+        check,
+    );
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,6 +28,12 @@ pub enum RejectReason {
     DuplicateRequestId,
     /// The database could not commit the batch (503; the client should retry).
     StorageError,
+    /// A label that is not `{"model", "request_id", "label" | "value"}`.
+    MalformedLabel,
+    /// A label for a prediction that was never stored or is past its TTL.
+    UnknownRequestId,
+    /// A second label for the same prediction.
+    DuplicateLabel,
 }
 
 impl RejectReason {
@@ -46,6 +52,9 @@ impl RejectReason {
             RejectReason::TooOld => "too_old",
             RejectReason::DuplicateRequestId => "duplicate_request_id",
             RejectReason::StorageError => "storage_error",
+            RejectReason::MalformedLabel => "malformed_label",
+            RejectReason::UnknownRequestId => "unknown_request_id",
+            RejectReason::DuplicateLabel => "duplicate_label",
         }
     }
 }
@@ -62,6 +71,8 @@ pub struct Metrics {
     pub feature_missing_ratio: GaugeVec,
     pub window_samples: GaugeVec,
     pub shadow_agreement: GaugeVec,
+    pub model_performance: GaugeVec,
+    pub label_coverage: GaugeVec,
     pub shadow_score_diff: GaugeVec,
     pub events_rejected: IntCounterVec,
 }
@@ -150,6 +161,18 @@ impl Metrics {
                 r,
                 "driftwatch_window_samples",
                 "Events in the live window",
+                &["model", "window"],
+            ),
+            model_performance: gauge(
+                r,
+                "driftwatch_model_performance",
+                "Quality of a role's predictions against the labels received, in the live window",
+                &["model", "role", "metric", "window"],
+            ),
+            label_coverage: gauge(
+                r,
+                "driftwatch_label_coverage_ratio",
+                "Share of the live window's predictions that have a label",
                 &["model", "window"],
             ),
             shadow_agreement: gauge(

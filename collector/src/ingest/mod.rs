@@ -5,13 +5,15 @@
 
 use std::io::Read;
 
-use driftwatch_protocol::{Event, FeatureValue};
+use driftwatch_protocol::{Event, FeatureValue, ItemError, Label};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::config::Task;
 use crate::export::metrics::RejectReason;
 use crate::models::Model;
 use crate::stats::{ColumnType, Key};
+use crate::store::NewLabel;
 use crate::window::Value;
 
 /// Request-level failures, before any event is looked at.
@@ -80,6 +82,79 @@ pub fn split_events(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
     let env: Envelope = serde_json::from_str(text)
         .map_err(|e| BodyError::Malformed(format!("expected {{\"events\": [...]}}: {e}")))?;
     Ok(env.events)
+}
+
+#[derive(Deserialize)]
+struct LabelEnvelope<'a> {
+    #[serde(borrow)]
+    labels: Vec<&'a RawValue>,
+}
+
+/// A label that passed validation: its index in the batch, its model's index, the label.
+pub type ValidLabel = (usize, usize, NewLabel);
+/// A refused label: the counted reason and the error for the reply.
+pub type LabelRefusal = (RejectReason, ItemError);
+
+/// Parses `{"labels": [...]}`; each label is checked on its own against the
+/// models (known model, a class label for classification, a finite value for
+/// regression).
+pub fn parse_labels(
+    body: &[u8],
+    models: &[Model],
+) -> Result<(Vec<LabelRefusal>, Vec<ValidLabel>), BodyError> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| BodyError::Malformed(format!("not UTF-8: {e}")))?;
+    let env: LabelEnvelope = serde_json::from_str(text)
+        .map_err(|e| BodyError::Malformed(format!("expected {{\"labels\": [...]}}: {e}")))?;
+    let mut refused = Vec::new();
+    let mut valid = Vec::new();
+    for (index, raw) in env.labels.iter().enumerate() {
+        let fail = |reason, error: String| (reason, ItemError { index, error });
+        let label: Label = match serde_json::from_str(raw.get()) {
+            Ok(l) => l,
+            Err(e) => {
+                refused.push(fail(
+                    RejectReason::MalformedLabel,
+                    format!("invalid label: {e}"),
+                ));
+                continue;
+            }
+        };
+        let Some(mi) = models.iter().position(|m| m.name == label.model) else {
+            refused.push(fail(
+                RejectReason::UnknownModel,
+                format!("unknown model {:?}", label.model),
+            ));
+            continue;
+        };
+        let ok = match models[mi].task {
+            Task::Regression => label.value.is_some_and(f64::is_finite),
+            _ => label.label.is_some(),
+        };
+        if !ok {
+            let want = if models[mi].task == Task::Regression {
+                "a finite \"value\""
+            } else {
+                "a \"label\""
+            };
+            refused.push(fail(
+                RejectReason::MalformedLabel,
+                format!("a label for model {} needs {want}", label.model),
+            ));
+            continue;
+        }
+        valid.push((
+            index,
+            mi,
+            NewLabel {
+                model: label.model,
+                request_id: label.request_id,
+                label: label.label,
+                value: label.value,
+            },
+        ));
+    }
+    Ok((refused, valid))
 }
 
 /// An event that passed validation.

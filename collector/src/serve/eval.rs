@@ -43,6 +43,21 @@ pub fn evaluate_all(state: &AppState) {
             if let Some(d) = window.shadow.mean_abs_score_diff() {
                 m.shadow_score_diff.with_label_values(&series).set(d);
             }
+            if window.events > 0 {
+                m.label_coverage
+                    .with_label_values(&series)
+                    .set(window.labels as f64 / window.events as f64);
+            }
+            for (role, perf) in [
+                ("champion", &window.champion_performance),
+                ("shadow", &window.shadow_performance),
+            ] {
+                for (metric, value) in perf.metrics(model.task, &model.positive_class) {
+                    m.model_performance
+                        .with_label_values(&[model.name.as_str(), role, metric, label.as_str()])
+                        .set(value);
+                }
+            }
             let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
             for (feature, fw) in model.features.iter().zip(&window.features) {
                 // Integer histogram widths apply only when, as in a file, every

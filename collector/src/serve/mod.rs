@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::export::metrics::{Metrics, RejectReason};
 use crate::ingest::{self, Accepted};
 use crate::models::Model;
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{LabelOutcome, NewEvent, NewLabel, Store, StoreError};
 use crate::window::{ModelWindows, Placement};
 
 /// Everything the handlers and the evaluation loop share.
@@ -74,6 +74,7 @@ impl IntoResponse for ApiError {
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/events", post(events))
+        .route("/v1/feedback", post(feedback))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -199,6 +200,147 @@ async fn events(
     reply.errors.sort_by_key(|e| e.index);
     reply.rejected = reply.errors.len();
     Ok(Json(reply))
+}
+
+/// Decodes the body of either endpoint (auth and size already checked).
+fn decode_body(state: &AppState, encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    ingest::decode(encoding, body, state.max_body_bytes).map_err(|e| refuse(state, e))
+}
+
+fn refuse(state: &AppState, e: ingest::BodyError) -> ApiError {
+    state.metrics.reject(e.reason(), 1);
+    let status = match e {
+        ingest::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ingest::BodyError::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError {
+        status,
+        message: e.to_string(),
+    }
+}
+
+/// Reads an authorised, size-bounded body.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, Option<String>), ApiError> {
+    if !authorized(state, headers) {
+        state.metrics.reject(RejectReason::Unauthorized, 1);
+        return Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or invalid bearer token".into(),
+        });
+    }
+    let max = state.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, max.saturating_add(1))
+        .await
+        .map_err(|_| {
+            state.metrics.reject(RejectReason::TooLarge, 1);
+            ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("body larger than {max} bytes"),
+            }
+        })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok((bytes.to_vec(), encoding))
+}
+
+/// `POST /v1/feedback`: labels join their stored predictions and update the
+/// windows those predictions belong to.
+async fn feedback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestReply>, ApiError> {
+    let (bytes, encoding) = read_body(&state, &headers, body).await?;
+    let worker = state.clone();
+    let (refusals, labels) = tokio::task::spawn_blocking(move || {
+        let decoded = decode_body(&worker, encoding.as_deref(), &bytes)?;
+        ingest::parse_labels(&decoded, &worker.models).map_err(|e| refuse(&worker, e))
+    })
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("feedback worker failed: {e}"),
+    })??;
+    let mut reply = IngestReply::default();
+    for (reason, error) in refusals {
+        state.metrics.reject(reason, 1);
+        reply.errors.push(error);
+    }
+    let stored = match state
+        .store
+        .insert_labels(labels.iter().map(|(_, _, l)| l.clone()).collect())
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            state
+                .metrics
+                .reject(RejectReason::StorageError, labels.len() as u64);
+            eprintln!("error: storing labels failed: {e}");
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "storage unavailable; retry the batch".into(),
+            });
+        }
+    };
+    for ((index, model, label), outcome) in labels.into_iter().zip(stored) {
+        match outcome {
+            LabelOutcome::Stored { ts_ms, event } => {
+                apply_label(&state, model, ts_ms, &event, &label);
+                reply.accepted += 1;
+            }
+            LabelOutcome::UnknownRequest => {
+                state.metrics.reject(RejectReason::UnknownRequestId, 1);
+                let error = format!("no prediction with request_id {:?} for model {} (never sent, or older than its label TTL)", label.request_id, label.model);
+                reply.errors.push(ItemError { index, error });
+            }
+            LabelOutcome::Duplicate => {
+                state.metrics.reject(RejectReason::DuplicateLabel, 1);
+                reply.errors.push(ItemError {
+                    index,
+                    error: format!("request_id {:?} already has a label", label.request_id),
+                });
+            }
+        }
+    }
+    reply.errors.sort_by_key(|e| e.index);
+    reply.rejected = reply.errors.len();
+    Ok(Json(reply))
+}
+
+/// Scores a stored label in the live windows of its prediction.
+fn apply_label(state: &AppState, model: usize, ts_ms: i64, event_json: &str, label: &NewLabel) {
+    let mut windows = state.windows[model]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    apply_windows_label(&mut windows, &state.models[model], ts_ms, event_json, label);
+}
+
+fn apply_windows_label(
+    windows: &mut ModelWindows,
+    model: &Model,
+    ts_ms: i64,
+    event_json: &str,
+    label: &NewLabel,
+) {
+    // The event was validated before it was stored.
+    let Ok(event) = serde_json::from_str::<driftwatch_protocol::Event>(event_json) else {
+        return;
+    };
+    let wire = driftwatch_protocol::Label {
+        model: label.model.clone(),
+        request_id: label.request_id.clone(),
+        label: label.label.clone(),
+        value: label.value,
+    };
+    windows.add_label(model, ts_ms, &event, &wire);
 }
 
 /// Decodes and validates a batch: the refusals so far, and the accepted
@@ -343,6 +485,15 @@ pub fn restore(state: &AppState) -> Result<usize, StoreError> {
         }
         if skipped > 0 {
             eprintln!("warning: model {}: {skipped} stored events no longer match its configuration and were not replayed", model.name);
+        }
+        for stored in state.store.labels_since(&model.name, since)? {
+            let label = NewLabel {
+                model: model.name.clone(),
+                request_id: String::new(),
+                label: stored.label,
+                value: stored.value,
+            };
+            apply_windows_label(&mut windows, model, stored.ts_ms, &stored.event, &label);
         }
     }
     Ok(replayed)

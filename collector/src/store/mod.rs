@@ -22,6 +22,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (model, request_id)
     ) WITHOUT ROWID;
     CREATE INDEX events_by_time ON events (model, ts_ms);",
+    // 2: ground-truth labels, one per prediction; ts_ms is the prediction's.
+    "CREATE TABLE labels (
+        model TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        label TEXT,
+        value REAL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (model, request_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX labels_by_time ON labels (model, ts_ms);",
 ];
 
 /// How often the writer deletes events past retention.
@@ -49,9 +60,48 @@ pub struct NewEvent {
     pub json: String,
 }
 
+/// A ground-truth label to store.
+#[derive(Debug, Clone)]
+pub struct NewLabel {
+    pub model: String,
+    pub request_id: String,
+    pub label: Option<String>,
+    pub value: Option<f64>,
+}
+
+/// A stored label with the event JSON of its prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLabel {
+    pub event: String,
+    pub ts_ms: i64,
+    pub label: Option<String>,
+    pub value: Option<f64>,
+}
+
+/// What became of a label.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelOutcome {
+    /// Stored; the prediction it belongs to (its time and event JSON).
+    Stored { ts_ms: i64, event: String },
+    /// No stored prediction has this request id (never sent, or past its TTL).
+    UnknownRequest,
+    /// A label for this prediction was stored before.
+    Duplicate,
+}
+
+enum Work {
+    Events(Vec<NewEvent>),
+    Labels(Vec<NewLabel>),
+}
+
+enum Done {
+    Events(Vec<bool>),
+    Labels(Vec<LabelOutcome>),
+}
+
 struct Job {
-    events: Vec<NewEvent>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<bool>, String>>,
+    work: Work,
+    reply: tokio::sync::oneshot::Sender<Result<Done, String>>,
 }
 
 /// Handle to the writer thread.
@@ -115,21 +165,67 @@ impl Store {
         })
     }
 
-    /// Commits the events; for each, whether it was new (false: its
-    /// request id was already stored for that model).
-    pub async fn insert(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError> {
+    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.sender
-            .send(Job { events, reply })
+            .send(Job { work, reply })
             .map_err(|_| StoreError::Stopped)?;
         match rx.await {
-            Ok(Ok(inserted)) => Ok(inserted),
+            Ok(Ok(done)) => Ok(done),
             Ok(Err(message)) => Err(StoreError::Sqlite {
                 path: self.path.clone(),
                 source: rusqlite::Error::InvalidParameterName(message),
             }),
             Err(_) => Err(StoreError::Stopped),
         }
+    }
+
+    /// Commits the events; for each, whether it was new (false: its
+    /// request id was already stored for that model).
+    pub async fn insert(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError> {
+        match self.submit(Work::Events(events)).await? {
+            Done::Events(flags) => Ok(flags),
+            Done::Labels(_) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Commits labels against their stored predictions.
+    pub async fn insert_labels(
+        &self,
+        labels: Vec<NewLabel>,
+    ) -> Result<Vec<LabelOutcome>, StoreError> {
+        match self.submit(Work::Labels(labels)).await? {
+            Done::Labels(outcomes) => Ok(outcomes),
+            Done::Events(_) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Stored labels of a model's predictions since `since_ms`, with the
+    /// prediction's event JSON (for rebuilding windows at start).
+    pub fn labels_since(&self, model: &str, since_ms: i64) -> Result<Vec<StoredLabel>, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = open(&self.path)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT e.event, l.ts_ms, l.label, l.value FROM labels l JOIN events e
+                 ON e.model = l.model AND e.request_id = l.request_id
+                 WHERE l.model = ?1 AND l.ts_ms >= ?2 ORDER BY l.received_ms",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![model, since_ms], |r| {
+                Ok(StoredLabel {
+                    event: r.get(0)?,
+                    ts_ms: r.get(1)?,
+                    label: r.get(2)?,
+                    value: r.get(3)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
     /// The stored events of a model since `since_ms`, oldest first (for
@@ -176,8 +272,8 @@ fn writer(
         let result = write_group(&mut conn, &jobs);
         match result {
             Ok(per_job) => {
-                for (job, inserted) in jobs.into_iter().zip(per_job) {
-                    let _ = job.reply.send(Ok(inserted));
+                for (job, done) in jobs.into_iter().zip(per_job) {
+                    let _ = job.reply.send(Ok(done));
                 }
             }
             Err(e) => {
@@ -191,10 +287,18 @@ fn writer(
             last_prune = Instant::now();
             for (model, keep) in &retention {
                 let cutoff = now_ms() - keep.as_millis() as i64;
-                if let Err(e) = conn.execute(
-                    "DELETE FROM events WHERE model = ?1 AND ts_ms < ?2",
-                    params![model, cutoff],
-                ) {
+                let pruned = conn
+                    .execute(
+                        "DELETE FROM events WHERE model = ?1 AND ts_ms < ?2",
+                        params![model, cutoff],
+                    )
+                    .and_then(|_| {
+                        conn.execute(
+                            "DELETE FROM labels WHERE model = ?1 AND ts_ms < ?2",
+                            params![model, cutoff],
+                        )
+                    });
+                if let Err(e) = pruned {
                     eprintln!(
                         "warning: {}: pruning old events failed: {e}",
                         path.display()
@@ -205,22 +309,48 @@ fn writer(
     }
 }
 
-fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Vec<bool>>, rusqlite::Error> {
+fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlite::Error> {
     let tx = conn.transaction()?;
     let mut out = Vec::with_capacity(jobs.len());
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events (model, request_id, ts_ms, received_ms, event) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
         let received = now_ms();
         for job in jobs {
-            let mut inserted = Vec::with_capacity(job.events.len());
-            for e in &job.events {
-                inserted.push(
-                    stmt.execute(params![e.model, e.request_id, e.ts_ms, received, e.json])? == 1,
-                );
-            }
-            out.push(inserted);
+            out.push(match &job.work {
+                Work::Events(events) => {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO events (model, request_id, ts_ms, received_ms, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    let mut inserted = Vec::with_capacity(events.len());
+                    for e in events {
+                        inserted.push(stmt.execute(params![e.model, e.request_id, e.ts_ms, received, e.json])? == 1);
+                    }
+                    Done::Events(inserted)
+                }
+                Work::Labels(labels) => {
+                    let mut find = tx.prepare_cached("SELECT ts_ms, event FROM events WHERE model = ?1 AND request_id = ?2")?;
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO labels (model, request_id, ts_ms, label, value, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    let mut outcomes = Vec::with_capacity(labels.len());
+                    for l in labels {
+                        let found: Option<(i64, String)> = find
+                            .query_row(params![l.model, l.request_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .map(Some)
+                            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+                        outcomes.push(match found {
+                            None => LabelOutcome::UnknownRequest,
+                            Some((ts_ms, event)) => {
+                                if insert.execute(params![l.model, l.request_id, ts_ms, l.label, l.value, received])? == 1 {
+                                    LabelOutcome::Stored { ts_ms, event }
+                                } else {
+                                    LabelOutcome::Duplicate
+                                }
+                            }
+                        });
+                    }
+                    Done::Labels(outcomes)
+                }
+            });
         }
     }
     tx.commit()?;
@@ -259,6 +389,41 @@ mod tests {
         assert_eq!(again, vec![false, true]);
         drop(store);
         let reopened = Store::open(&path, vec![]).expect("reopen");
+        let labels = reopened
+            .insert_labels(vec![
+                NewLabel {
+                    model: "m".into(),
+                    request_id: "a".into(),
+                    label: Some("1".into()),
+                    value: None,
+                },
+                NewLabel {
+                    model: "m".into(),
+                    request_id: "zz".into(),
+                    label: Some("1".into()),
+                    value: None,
+                },
+                NewLabel {
+                    model: "m".into(),
+                    request_id: "a".into(),
+                    label: Some("0".into()),
+                    value: None,
+                },
+            ])
+            .await
+            .expect("labels");
+        assert_eq!(
+            labels,
+            vec![
+                LabelOutcome::Stored {
+                    ts_ms: 10,
+                    event: "{\"id\": \"a\"}".into()
+                },
+                LabelOutcome::UnknownRequest,
+                LabelOutcome::Duplicate
+            ]
+        );
+        assert_eq!(reopened.labels_since("m", 0).expect("read").len(), 1);
         let events = reopened.events_since("m", 6).expect("read");
         assert_eq!(
             events,

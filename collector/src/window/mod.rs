@@ -8,7 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use driftwatch_protocol::Output;
+pub mod performance;
+
+use driftwatch_protocol::{Event, Label, Output};
+pub use performance::Performance;
 
 use crate::models::{Feature, Model};
 use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
@@ -157,6 +160,10 @@ pub struct Window {
     pub events: u64,
     pub features: Vec<FeatureWindow>,
     pub shadow: ShadowComparison,
+    /// Labels received for this window's predictions.
+    pub labels: u64,
+    pub champion_performance: Performance,
+    pub shadow_performance: Performance,
     rng: Rng,
 }
 
@@ -259,6 +266,9 @@ impl ModelWindows {
                 events: 0,
                 features: model.features.iter().map(FeatureWindow::new).collect(),
                 shadow: ShadowComparison::default(),
+                labels: 0,
+                champion_performance: Performance::default(),
+                shadow_performance: Performance::default(),
                 rng: Rng((start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             });
             window.events += 1;
@@ -270,6 +280,42 @@ impl ModelWindows {
                 windows.pop_first();
             }
         }
+    }
+
+    /// Scores a label against the prediction it belongs to, in every window
+    /// still kept that holds it; returns how many windows it reached.
+    pub fn add_label(&mut self, model: &Model, ts_ms: i64, event: &Event, label: &Label) -> usize {
+        let mut reached = 0;
+        for (len, windows) in self.lengths_ms.iter().zip(self.by_length.iter_mut()) {
+            let start = ts_ms.div_euclid(*len) * len;
+            let Some(w) = windows.get_mut(&start) else {
+                continue;
+            };
+            w.labels += 1;
+            let limit = self.limit;
+            let rng = &mut w.rng;
+            let mut draw = |n: u64| rng.below(n);
+            w.champion_performance.add(
+                model.task,
+                &model.positive_class,
+                &event.champion,
+                label,
+                limit,
+                &mut draw,
+            );
+            if let Some(shadow) = &event.shadow {
+                w.shadow_performance.add(
+                    model.task,
+                    &model.positive_class,
+                    shadow,
+                    label,
+                    limit,
+                    &mut draw,
+                );
+            }
+            reached += 1;
+        }
+        reached
     }
 
     /// The newest window of each length (the live one), cloned for evaluation
