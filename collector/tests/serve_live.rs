@@ -584,6 +584,42 @@ fn labels_arriving_later_give_accuracy_per_role_and_survive_a_restart() {
         );
         assert!(v.is_some_and(f64::is_finite), "{metric}: {v:?}");
     }
+    // McNemar on the discordant pairs, computed here independently.
+    let (mut b, mut c) = (0u64, 0u64);
+    for i in 0..150 {
+        let (champion, _, shadow, _, truth) = labelled_case(i);
+        match (champion == truth, shadow == truth) {
+            (true, false) => b += 1,
+            (false, true) => c += 1,
+            _ => {}
+        }
+    }
+    let n = b + c;
+    let mut tail = 0.0;
+    let mut coef = 1.0f64;
+    for i in 0..=b.min(c) {
+        if i > 0 {
+            coef = coef * (n - i + 1) as f64 / i as f64;
+        }
+        tail += coef;
+    }
+    let want_p = (2.0 * tail / 2f64.powi(n as i32)).min(1.0);
+    let got_p = server
+        .metric("driftwatch_shadow_comparison_p_value", &[("window", "1d")])
+        .expect("p-value");
+    assert!(
+        (got_p - want_p).abs() <= 1e-12 * want_p.max(1e-300),
+        "{got_p} vs {want_p} (b={b}, c={c})"
+    );
+    let verdict = server.metric("driftwatch_shadow_comparison_verdict", &[("window", "1d")]);
+    let want_verdict = if want_p >= 0.05 {
+        0.0
+    } else if c > b {
+        1.0
+    } else {
+        -1.0
+    };
+    assert_eq!(verdict, Some(want_verdict));
     server.kill();
     let restarted = Server::start_on(&args, &[], &db);
     restarted.wait_for(

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub window_samples: GaugeVec,
     pub shadow_agreement: GaugeVec,
     pub model_performance: GaugeVec,
+    pub shadow_comparison_p_value: GaugeVec,
+    pub shadow_comparison_verdict: GaugeVec,
     pub label_coverage: GaugeVec,
     pub shadow_score_diff: GaugeVec,
     pub events_rejected: IntCounterVec,
@@ -168,6 +170,18 @@ impl Metrics {
                 "driftwatch_model_performance",
                 "Quality of a role's predictions against the labels received, in the live window",
                 &["model", "role", "metric", "window"],
+            ),
+            shadow_comparison_p_value: gauge(
+                r,
+                "driftwatch_shadow_comparison_p_value",
+                "Exact McNemar p-value of champion against shadow on labelled requests",
+                &["model", "window"],
+            ),
+            shadow_comparison_verdict: gauge(
+                r,
+                "driftwatch_shadow_comparison_verdict",
+                "1: shadow significantly better (p < 0.05), -1: champion significantly better, 0: no difference",
+                &["model", "window"],
             ),
             label_coverage: gauge(
                 r,

@@ -43,6 +43,14 @@ pub fn evaluate_all(state: &AppState) {
             if let Some(d) = window.shadow.mean_abs_score_diff() {
                 m.shadow_score_diff.with_label_values(&series).set(d);
             }
+            if let Some((p, verdict)) = window.shadow.mcnemar(0.05) {
+                m.shadow_comparison_p_value
+                    .with_label_values(&series)
+                    .set(p);
+                m.shadow_comparison_verdict
+                    .with_label_values(&series)
+                    .set(f64::from(verdict));
+            }
             if window.events > 0 {
                 m.label_coverage
                     .with_label_values(&series)

@@ -13,6 +13,7 @@ pub mod performance;
 use driftwatch_protocol::{Event, Label, Output};
 pub use performance::Performance;
 
+use crate::config::Task;
 use crate::models::{Feature, Model};
 use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
 
@@ -177,6 +178,10 @@ pub struct ShadowComparison {
     /// Requests where both gave a score.
     pub scored: u64,
     pub abs_score_diff_sum: f64,
+    /// Labelled requests where only the champion was right (McNemar's b).
+    pub only_champion_right: u64,
+    /// Labelled requests where only the shadow was right (McNemar's c).
+    pub only_shadow_right: u64,
 }
 
 impl ShadowComparison {
@@ -195,6 +200,41 @@ impl ShadowComparison {
                 self.abs_score_diff_sum += (a - b).abs();
             }
         }
+    }
+
+    /// Counts a labelled request for the paired test (classification).
+    fn add_truth(&mut self, champion: &Output, shadow: Option<&Output>, truth: &str) {
+        let Some(shadow) = shadow else { return };
+        if champion.error.is_some() || shadow.error.is_some() {
+            return;
+        }
+        if let (Some(a), Some(b)) = (&champion.label, &shadow.label) {
+            match (a == truth, b == truth) {
+                (true, false) => self.only_champion_right += 1,
+                (false, true) => self.only_shadow_right += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Exact McNemar test (two-sided binomial on the discordant pairs):
+    /// the p-value and the verdict, 1 when the shadow is significantly
+    /// better at `alpha`, −1 when the champion is, 0 otherwise.
+    pub fn mcnemar(&self, alpha: f64) -> Option<(f64, i8)> {
+        let (b, c) = (self.only_champion_right, self.only_shadow_right);
+        let n = b + c;
+        if n == 0 {
+            return None;
+        }
+        let k = b.min(c);
+        let binomial = statrs::distribution::Binomial::new(0.5, n).ok()?;
+        let p = (2.0 * statrs::distribution::DiscreteCDF::cdf(&binomial, k)).min(1.0);
+        let verdict = match (p < alpha, c > b) {
+            (false, _) => 0,
+            (true, true) => 1,
+            (true, false) => -1,
+        };
+        Some((p, verdict))
     }
 
     /// Share of requests on which the predicted labels agree.
@@ -313,6 +353,10 @@ impl ModelWindows {
                     &mut draw,
                 );
             }
+            if let (Some(truth), false) = (label.label.as_deref(), model.task == Task::Regression) {
+                w.shadow
+                    .add_truth(&event.champion, event.shadow.as_ref(), truth);
+            }
             reached += 1;
         }
         reached
@@ -383,6 +427,26 @@ mod tests {
         );
         assert_eq!(c.agreement_ratio(), Some(0.5));
         assert!((c.mean_abs_score_diff().expect("scored") - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mcnemar_matches_the_exact_binomial_test() {
+        // scipy.stats.binomtest(2, 12, 0.5).pvalue == 0.03857421875
+        let c = ShadowComparison {
+            only_champion_right: 2,
+            only_shadow_right: 10,
+            ..ShadowComparison::default()
+        };
+        let (p, verdict) = c.mcnemar(0.05).expect("discordant pairs");
+        assert!((p - 0.038_574_218_75).abs() < 1e-12, "{p}");
+        assert_eq!(verdict, 1);
+        let even = ShadowComparison {
+            only_champion_right: 5,
+            only_shadow_right: 5,
+            ..ShadowComparison::default()
+        };
+        assert_eq!(even.mcnemar(0.05), Some((1.0, 0)));
+        assert_eq!(ShadowComparison::default().mcnemar(0.05), None);
     }
 
     #[test]
