@@ -584,6 +584,56 @@ fn labels_arriving_later_give_accuracy_per_role_and_survive_a_restart() {
         );
         assert!(v.is_some_and(f64::is_finite), "{metric}: {v:?}");
     }
+    // The JSON API shows the same window.
+    let (status, body) = server.request("GET", "/v1/models", &[], b"");
+    assert_eq!(status, 200);
+    let models: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(models["models"][0]["name"], "credit");
+    assert_eq!(models["models"][0]["windows"][0], "1d");
+    assert_eq!(
+        models["models"][0]["features"].as_array().map(Vec::len),
+        Some(8)
+    );
+    server.wait_for(Duration::from_secs(20), "stored window results", |s| {
+        let (_, body) = s.request(
+            "GET",
+            "/v1/models/credit/windows?window=1d&limit=5",
+            &[],
+            b"",
+        );
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .is_some_and(|v| v["windows"][0]["labels"] == 150)
+    });
+    let (_, body) = server.request(
+        "GET",
+        "/v1/models/credit/windows?window=1d&limit=5",
+        &[],
+        b"",
+    );
+    let windows: Value = serde_json::from_str(&body).expect("JSON");
+    let live = &windows["windows"][0];
+    assert_eq!(live["live"], true);
+    assert_eq!(live["events"], 200);
+    assert_eq!(
+        live["performance"]["champion"]["accuracy"].as_f64(),
+        Some(want_champion)
+    );
+    assert_eq!(live["label_coverage"].as_f64(), Some(0.75));
+    let age = live["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .find(|f| f["name"] == "age")
+        .expect("age");
+    assert_eq!(age["default_test"], "wasserstein");
+    assert_eq!(
+        server.request("GET", "/v1/models/nope/windows", &[], b"").0,
+        404
+    );
+    let (status, body) = server.request("GET", "/v1/models/credit/windows?window=7m", &[], b"");
+    assert_eq!(status, 400);
+    assert!(body.contains("it has 1d"), "{body}");
     // McNemar on the discordant pairs, computed here independently.
     let (mut b, mut c) = (0u64, 0u64);
     for i in 0..150 {

@@ -1,14 +1,20 @@
-//! The evaluation loop: every interval, snapshot each model's live windows
-//! under the lock, then run the drift tests on a blocking thread and publish
-//! the results as gauges. The statistics are `report`'s own, so a window
+//! The evaluation loop: every interval, snapshot each model's kept windows
+//! under the lock, run the drift tests and accuracy on a blocking thread,
+//! publish the live (newest) window as gauges and store every kept window's
+//! results for the JSON API. The statistics are `report`'s own, so a window
 //! within its sample limit shows exactly what `driftwatch report` computes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 use super::AppState;
+use crate::models::Model;
 use crate::report::{self, ColumnReport, Overrides};
 use crate::stats::{Numeric, Sample};
+use crate::store::WindowResult;
+use crate::window::Window;
 
 pub async fn run_loop(state: Arc<AppState>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
@@ -22,93 +28,155 @@ pub async fn run_loop(state: Arc<AppState>, interval: Duration) {
     }
 }
 
-/// Recomputes and publishes every model's live-window statistics.
+/// Recomputes every kept window, publishes the live ones and stores all.
 pub fn evaluate_all(state: &AppState) {
-    let m = &state.metrics;
+    let mut results = Vec::new();
     for (mi, model) in state.models.iter().enumerate() {
-        let live = state.windows[mi]
+        let kept = state.windows[mi]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .live();
-        for (wi, window) in live.into_iter().enumerate() {
-            let Some(window) = window else { continue };
+            .kept();
+        for (wi, windows) in kept.into_iter().enumerate() {
             let label = model.windows[wi].label();
-            let series = [model.name.as_str(), label.as_str()];
-            m.window_samples
-                .with_label_values(&series)
-                .set(window.events as f64);
-            if let Some(r) = window.shadow.agreement_ratio() {
-                m.shadow_agreement.with_label_values(&series).set(r);
+            let newest = windows.len().saturating_sub(1);
+            for (i, window) in windows.iter().enumerate() {
+                let summary = evaluate_window(state, model, &label, window, i == newest);
+                results.push(WindowResult {
+                    model: model.name.clone(),
+                    window: label.clone(),
+                    start_ms: window.start_ms,
+                    json: summary.to_string(),
+                });
             }
-            if let Some(d) = window.shadow.mean_abs_score_diff() {
-                m.shadow_score_diff.with_label_values(&series).set(d);
-            }
-            if let Some((p, verdict)) = window.shadow.mcnemar(0.05) {
-                m.shadow_comparison_p_value
-                    .with_label_values(&series)
-                    .set(p);
-                m.shadow_comparison_verdict
-                    .with_label_values(&series)
-                    .set(f64::from(verdict));
-            }
-            if window.events > 0 {
-                m.label_coverage
-                    .with_label_values(&series)
-                    .set(window.labels as f64 / window.events as f64);
-            }
-            for (role, perf) in [
-                ("champion", &window.champion_performance),
-                ("shadow", &window.shadow_performance),
-            ] {
-                for (metric, value) in perf.metrics(model.task, &model.positive_class) {
-                    m.model_performance
-                        .with_label_values(&[model.name.as_str(), role, metric, label.as_str()])
-                        .set(value);
-                }
-            }
-            let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
-            for (feature, fw) in model.features.iter().zip(&window.features) {
-                // Integer histogram widths apply only when, as in a file, every
-                // value is an integer and nothing is missing.
-                let mut current = fw.sample(false);
-                if let Sample::Numeric(n) = &current {
-                    if feature.integer
-                        && fw.missing == 0
-                        && n.sorted.iter().all(|x| x.fract() == 0.0)
-                    {
-                        current = Sample::Numeric(Numeric::from_sorted(n.sorted.clone(), true));
-                    }
-                }
-                let reference = match (&feature.reference, &current) {
-                    (Sample::Numeric(r), Sample::Numeric(c)) if r.integer != c.integer => {
-                        std::borrow::Cow::Owned(Sample::Numeric(Numeric::from_sorted(
-                            r.sorted.clone(),
-                            c.integer,
-                        )))
-                    }
-                    (r, _) => std::borrow::Cow::Borrowed(r),
-                };
-                let missing = (feature.reference_missing, fw.missing);
-                let r = report::evaluate_samples(
-                    &feature.name,
-                    feature.column_type,
-                    &reference,
-                    &current,
-                    missing,
-                    &Overrides::default(),
-                );
-                publish(state, &model.name, &label, &r, fw.missing, fw.seen());
-                reports.push(r);
-            }
-            let d = report::dataset_drift(&reports);
-            m.drifted_features_share
-                .with_label_values(&[model.name.as_str(), label.as_str()])
-                .set(d.share);
+        }
+    }
+    if !results.is_empty() {
+        if let Err(e) = state.store.save_results_blocking(results) {
+            eprintln!("error: storing window results failed: {e}");
         }
     }
 }
 
-fn publish(state: &AppState, model: &str, window: &str, r: &ColumnReport, missing: u64, seen: u64) {
+/// One window's statistics as JSON; with `live`, also its gauges.
+fn evaluate_window(
+    state: &AppState,
+    model: &Model,
+    label: &str,
+    window: &Window,
+    live: bool,
+) -> Value {
+    let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
+    for (feature, fw) in model.features.iter().zip(&window.features) {
+        // Integer histogram widths apply only when, as in a file, every
+        // value is an integer and nothing is missing.
+        let mut current = fw.sample(false);
+        if let Sample::Numeric(n) = &current {
+            if feature.integer && fw.missing == 0 && n.sorted.iter().all(|x| x.fract() == 0.0) {
+                current = Sample::Numeric(Numeric::from_sorted(n.sorted.clone(), true));
+            }
+        }
+        let reference = match (&feature.reference, &current) {
+            (Sample::Numeric(r), Sample::Numeric(c)) if r.integer != c.integer => {
+                std::borrow::Cow::Owned(Sample::Numeric(Numeric::from_sorted(
+                    r.sorted.clone(),
+                    c.integer,
+                )))
+            }
+            (r, _) => std::borrow::Cow::Borrowed(r),
+        };
+        let missing = (feature.reference_missing, fw.missing);
+        let r = report::evaluate_samples(
+            &feature.name,
+            feature.column_type,
+            &reference,
+            &current,
+            missing,
+            &Overrides::default(),
+        );
+        if live {
+            publish_feature(state, &model.name, label, &r, fw.missing, fw.seen());
+        }
+        reports.push(r);
+    }
+    let drift = report::dataset_drift(&reports);
+    let performance = |p: &crate::window::Performance| -> Value {
+        p.metrics(model.task, &model.positive_class)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect()
+    };
+    let mcnemar = window.shadow.mcnemar(0.05);
+    let coverage = (window.events > 0).then(|| window.labels as f64 / window.events as f64);
+    if live {
+        let m = &state.metrics;
+        let series = [model.name.as_str(), label];
+        m.window_samples
+            .with_label_values(&series)
+            .set(window.events as f64);
+        m.drifted_features_share
+            .with_label_values(&series)
+            .set(drift.share);
+        if let Some(r) = window.shadow.agreement_ratio() {
+            m.shadow_agreement.with_label_values(&series).set(r);
+        }
+        if let Some(d) = window.shadow.mean_abs_score_diff() {
+            m.shadow_score_diff.with_label_values(&series).set(d);
+        }
+        if let Some((p, verdict)) = mcnemar {
+            m.shadow_comparison_p_value
+                .with_label_values(&series)
+                .set(p);
+            m.shadow_comparison_verdict
+                .with_label_values(&series)
+                .set(f64::from(verdict));
+        }
+        if let Some(c) = coverage {
+            m.label_coverage.with_label_values(&series).set(c);
+        }
+        for (role, perf) in [
+            ("champion", &window.champion_performance),
+            ("shadow", &window.shadow_performance),
+        ] {
+            for (metric, value) in perf.metrics(model.task, &model.positive_class) {
+                m.model_performance
+                    .with_label_values(&[model.name.as_str(), role, metric, label])
+                    .set(value);
+            }
+        }
+    }
+    json!({
+        "start": millis_rfc3339(window.start_ms),
+        "end": millis_rfc3339(window.start_ms + window.length_ms),
+        "live": live,
+        "events": window.events,
+        "labels": window.labels,
+        "label_coverage": coverage,
+        "dataset_drift": drift,
+        "features": reports,
+        "performance": {"champion": performance(&window.champion_performance), "shadow": performance(&window.shadow_performance)},
+        "shadow": {
+            "agreement_ratio": window.shadow.agreement_ratio(),
+            "mean_abs_score_diff": window.shadow.mean_abs_score_diff(),
+            "mcnemar_p_value": mcnemar.map(|m| m.0),
+            "verdict": mcnemar.map(|m| m.1),
+        },
+    })
+}
+
+fn millis_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    })
+}
+
+fn publish_feature(
+    state: &AppState,
+    model: &str,
+    window: &str,
+    r: &ColumnReport,
+    missing: u64,
+    seen: u64,
+) {
     let m = &state.metrics;
     let total = missing + seen;
     if total > 0 {

@@ -75,6 +75,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/events", post(events))
         .route("/v1/feedback", post(feedback))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{model}/windows", get(model_windows))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -497,6 +499,84 @@ pub fn restore(state: &AppState) -> Result<usize, StoreError> {
         }
     }
     Ok(replayed)
+}
+
+/// `GET /v1/models`: what is watched, with each feature's type.
+async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let models: Vec<serde_json::Value> = state
+        .models
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "task": m.task,
+                "positive_class": m.positive_class,
+                "windows": m.windows.iter().map(|w| w.label()).collect::<Vec<_>>(),
+                "window_sample_limit": m.sample_limit,
+                "label_ttl_seconds": m.label_ttl.as_secs(),
+                "features": m.features.iter().map(|f| serde_json::json!({"name": f.name, "type": f.column_type})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "models": models }))
+}
+
+#[derive(serde::Deserialize)]
+struct WindowsQuery {
+    window: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most windows one request returns.
+const MAX_WINDOWS: usize = 1000;
+
+/// `GET /v1/models/{model}/windows?window=1h&limit=N`: each window's results
+/// (as of its last evaluation), newest first.
+async fn model_windows(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<WindowsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(model) = state.models.iter().find(|m| m.name == name) else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("unknown model {name:?}"),
+        });
+    };
+    let labels: Vec<String> = model.windows.iter().map(|w| w.label()).collect();
+    let window = q.window.unwrap_or_else(|| labels[0].clone());
+    if !labels.contains(&window) {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "model {name} has no window {window:?}; it has {}",
+                labels.join(", ")
+            ),
+        });
+    }
+    let limit = q.limit.unwrap_or(24).clamp(1, MAX_WINDOWS);
+    let worker = state.clone();
+    let (model_name, w) = (model.name.clone(), window.clone());
+    let rows = tokio::task::spawn_blocking(move || worker.store.results(&model_name, &w, limit))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("query failed: {e}"),
+        })?
+        .map_err(|e| {
+            eprintln!("error: reading window results failed: {e}");
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "storage unavailable".into(),
+            }
+        })?;
+    let windows: Vec<serde_json::Value> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "model": name, "window": window, "windows": windows }),
+    ))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {

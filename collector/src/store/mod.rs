@@ -33,6 +33,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (model, request_id)
     ) WITHOUT ROWID;
     CREATE INDEX labels_by_time ON labels (model, ts_ms);",
+    // 3: each window's latest results (JSON), for the API and history.
+    "CREATE TABLE window_results (
+        model TEXT NOT NULL,
+        window TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        PRIMARY KEY (model, window, start_ms)
+    ) WITHOUT ROWID;",
 ];
 
 /// How often the writer deletes events past retention.
@@ -89,14 +98,25 @@ pub enum LabelOutcome {
     Duplicate,
 }
 
+/// One window's evaluated results.
+#[derive(Debug, Clone)]
+pub struct WindowResult {
+    pub model: String,
+    pub window: String,
+    pub start_ms: i64,
+    pub json: String,
+}
+
 enum Work {
     Events(Vec<NewEvent>),
     Labels(Vec<NewLabel>),
+    Results(Vec<WindowResult>),
 }
 
 enum Done {
     Events(Vec<bool>),
     Labels(Vec<LabelOutcome>),
+    Results,
 }
 
 struct Job {
@@ -180,12 +200,54 @@ impl Store {
         }
     }
 
+    /// Stores window results from a blocking thread (the evaluation loop).
+    pub fn save_results_blocking(&self, results: Vec<WindowResult>) -> Result<(), StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.sender
+            .send(Job {
+                work: Work::Results(results),
+                reply,
+            })
+            .map_err(|_| StoreError::Stopped)?;
+        match rx.blocking_recv() {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Sqlite {
+                path: self.path.clone(),
+                source: rusqlite::Error::InvalidParameterName(message),
+            }),
+            Err(_) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// The newest `limit` stored results of a model's window length, newest first.
+    pub fn results(
+        &self,
+        model: &str,
+        window: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = open(&self.path)?;
+        let mut stmt = conn
+            .prepare("SELECT result FROM window_results WHERE model = ?1 AND window = ?2 ORDER BY start_ms DESC LIMIT ?3")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![model, window, limit as i64], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
     /// Commits the events; for each, whether it was new (false: its
     /// request id was already stored for that model).
     pub async fn insert(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError> {
         match self.submit(Work::Events(events)).await? {
             Done::Events(flags) => Ok(flags),
-            Done::Labels(_) => Err(StoreError::Stopped),
+            Done::Labels(_) | Done::Results => Err(StoreError::Stopped),
         }
     }
 
@@ -196,7 +258,7 @@ impl Store {
     ) -> Result<Vec<LabelOutcome>, StoreError> {
         match self.submit(Work::Labels(labels)).await? {
             Done::Labels(outcomes) => Ok(outcomes),
-            Done::Events(_) => Err(StoreError::Stopped),
+            Done::Events(_) | Done::Results => Err(StoreError::Stopped),
         }
     }
 
@@ -297,6 +359,14 @@ fn writer(
                             "DELETE FROM labels WHERE model = ?1 AND ts_ms < ?2",
                             params![model, cutoff],
                         )
+                    })
+                    .and_then(|_| {
+                        // Window results are history: kept 30 times as long as events.
+                        let history_cutoff = now_ms() - 30 * keep.as_millis() as i64;
+                        conn.execute(
+                            "DELETE FROM window_results WHERE model = ?1 AND start_ms < ?2",
+                            params![model, history_cutoff],
+                        )
                     });
                 if let Err(e) = pruned {
                     eprintln!(
@@ -349,6 +419,15 @@ fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlit
                         });
                     }
                     Done::Labels(outcomes)
+                }
+                Work::Results(results) => {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO window_results (model, window, start_ms, updated_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    for r in results {
+                        stmt.execute(params![r.model, r.window, r.start_ms, received, r.json])?;
+                    }
+                    Done::Results
                 }
             });
         }

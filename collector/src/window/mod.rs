@@ -362,12 +362,12 @@ impl ModelWindows {
         reached
     }
 
-    /// The newest window of each length (the live one), cloned for evaluation
-    /// off the lock.
-    pub fn live(&self) -> Vec<Option<Window>> {
+    /// Every kept window of each length, oldest first (the last one is the
+    /// live window), cloned for evaluation off the lock.
+    pub fn kept(&self) -> Vec<Vec<Window>> {
         self.by_length
             .iter()
-            .map(|w| w.values().next_back().cloned())
+            .map(|w| w.values().cloned().collect())
             .collect()
     }
 }
