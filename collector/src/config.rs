@@ -112,6 +112,27 @@ pub struct RawModel {
     /// How long a prediction waits for its label (predictions are kept this long).
     #[serde(default = "default_label_ttl")]
     pub label_ttl: Span,
+    /// Serving cost per role, for `driftwatch_cost_per_1k_predictions_usd`.
+    #[serde(default)]
+    pub cost: RawCost,
+}
+
+/// What serving costs, per role.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    pub champion: Option<RoleCost>,
+    pub shadow: Option<RoleCost>,
+}
+
+/// Either the cost of the serving capacity per hour (divided over the
+/// predictions observed), or the cost per second of compute (CPU or GPU),
+/// multiplied by each prediction's reported latency.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleCost {
+    pub per_hour_usd: Option<f64>,
+    pub per_second_usd: Option<f64>,
 }
 
 fn default_listen() -> String {
@@ -236,6 +257,18 @@ impl RawConfig {
             if m.window_sample_limit == 0 {
                 errors.push(format!("{at}.window_sample_limit: must be at least 1"));
             }
+            for (role, c) in [("champion", &m.cost.champion), ("shadow", &m.cost.shadow)] {
+                let Some(c) = c else { continue };
+                match (c.per_hour_usd, c.per_second_usd) {
+                    (Some(v), None) | (None, Some(v)) if v.is_finite() && v >= 0.0 => {}
+                    (Some(_), Some(_)) | (None, None) => errors.push(format!(
+                        "{at}.cost.{role}: give exactly one of per_hour_usd and per_second_usd"
+                    )),
+                    _ => errors.push(format!(
+                        "{at}.cost.{role}: the cost must be a non-negative number"
+                    )),
+                }
+            }
             if !m.reference.exists() {
                 errors.push(format!(
                     "{at}.reference: {} does not exist",
@@ -314,6 +347,7 @@ pub fn from_flags(model: String, reference: PathBuf, windows: Vec<Span>) -> RawC
             },
             window_sample_limit: DEFAULT_SAMPLE_LIMIT,
             label_ttl: default_label_ttl(),
+            cost: RawCost::default(),
         }],
     }
 }

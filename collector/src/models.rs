@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{RawModel, Span, Task};
+use crate::config::{RawCost, RawModel, Span, Task};
 use crate::report::load::{self, Dataset};
 use crate::stats::{ColumnType, Key, Sample};
 
@@ -29,6 +29,7 @@ pub struct Model {
     pub positive_class: String,
     /// How long predictions wait for their labels.
     pub label_ttl: std::time::Duration,
+    pub cost: RawCost,
     pub windows: Vec<Span>,
     pub sample_limit: usize,
     pub features: Vec<Feature>,
@@ -74,6 +75,7 @@ impl Model {
                 .clone()
                 .unwrap_or_else(|| "1".to_string()),
             label_ttl: raw.label_ttl.duration,
+            cost: raw.cost.clone(),
             windows,
             sample_limit: raw.window_sample_limit,
             features,

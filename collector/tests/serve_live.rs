@@ -375,13 +375,18 @@ fn limits_and_tokens_hold() {
     std::fs::write(
         &config,
         format!(
-            "max_body_bytes: 2000\nauth:\n  tokens_env: DW_TEST_TOKENS\nmodels:\n  - name: credit\n    reference: {}\n    windows: [5m, 1h]\n",
+            "max_body_bytes: 2000\nauth:\n  tokens_env: DW_TEST_TOKENS\nmodels:\n  - name: credit\n    reference: {}\n    windows: [5m, 1h]\n    cost:\n      champion: {{per_second_usd: 0.002}}\n      shadow: {{per_hour_usd: 1.5}}\n",
             example("reference.csv").display()
         ),
     )
     .expect("config");
     let server = Server::start(
-        &["--config", config.to_str().expect("path")],
+        &[
+            "--config",
+            config.to_str().expect("path"),
+            "--eval-interval",
+            "100ms",
+        ],
         &[("DW_TEST_TOKENS", "alpha, beta")],
     );
     let body = r#"{"events": []}"#;
@@ -434,6 +439,25 @@ fn limits_and_tokens_hold() {
         ),
         Some(2.0)
     );
+    // The cost model: 10 ms at 0.002 USD per second is 0.02 USD per 1000.
+    let ts = now_rfc3339();
+    let event = format!(
+        r#"{{"events": [{{"model": "credit", "request_id": "c1", "timestamp": "{ts}", "champion": {{"latency_ms": 10}}}}]}}"#
+    );
+    let (status, reply) = server.request(
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer alpha")],
+        event.as_bytes(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    server.wait_for(Duration::from_secs(30), "the cost gauge", |s| {
+        s.metric(
+            "driftwatch_cost_per_1k_predictions_usd",
+            &[("role", "champion")],
+        )
+        .is_some_and(|v| (v - 0.02).abs() < 1e-12)
+    });
     let (status, _) = server.request("GET", "/healthz", &[], b"");
     assert_eq!(status, 200);
     let (status, _) = server.request("GET", "/readyz", &[], b"");

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub shadow_comparison_p_value: GaugeVec,
     pub shadow_comparison_verdict: GaugeVec,
     pub label_coverage: GaugeVec,
+    pub cost_per_1k: GaugeVec,
     pub shadow_score_diff: GaugeVec,
     pub events_rejected: IntCounterVec,
 }
@@ -182,6 +183,12 @@ impl Metrics {
                 "driftwatch_shadow_comparison_verdict",
                 "1: shadow significantly better (p < 0.05), -1: champion significantly better, 0: no difference",
                 &["model", "window"],
+            ),
+            cost_per_1k: gauge(
+                r,
+                "driftwatch_cost_per_1k_predictions_usd",
+                "Serving cost of 1000 predictions in the live window, from the cost model",
+                &["model", "role"],
             ),
             label_coverage: gauge(
                 r,

@@ -133,6 +133,29 @@ fn evaluate_window(
         if let Some(c) = coverage {
             m.label_coverage.with_label_values(&series).set(c);
         }
+        // The cost gauge has no window label: the shortest window sets it.
+        // Hours of the live window elapsed so far (all of it once it has ended).
+        let now = chrono::Utc::now().timestamp_millis();
+        let elapsed_ms = (now.min(window.start_ms + window.length_ms) - window.start_ms).max(0);
+        let elapsed_hours = elapsed_ms as f64 / 3_600_000.0;
+        for ((role, cost), traffic) in [
+            ("champion", &model.cost.champion),
+            ("shadow", &model.cost.shadow),
+        ]
+        .into_iter()
+        .zip(&window.roles)
+        {
+            let shortest = model.windows.first().is_some_and(|w| w.label() == label);
+            if let Some(v) = cost
+                .as_ref()
+                .filter(|_| shortest)
+                .and_then(|c| traffic.cost_per_1k(c, elapsed_hours))
+            {
+                m.cost_per_1k
+                    .with_label_values(&[model.name.as_str(), role])
+                    .set(v);
+            }
+        }
         for (role, perf) in [
             ("champion", &window.champion_performance),
             ("shadow", &window.shadow_performance),

@@ -161,11 +161,47 @@ pub struct Window {
     pub events: u64,
     pub features: Vec<FeatureWindow>,
     pub shadow: ShadowComparison,
+    /// Champion [0] and shadow [1] traffic in this window.
+    pub roles: [RoleTraffic; 2],
     /// Labels received for this window's predictions.
     pub labels: u64,
     pub champion_performance: Performance,
     pub shadow_performance: Performance,
     rng: Rng,
+}
+
+/// One role's predictions and reported latencies in a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoleTraffic {
+    pub predictions: u64,
+    pub latency_seconds_sum: f64,
+    pub latencies: u64,
+}
+
+impl RoleTraffic {
+    fn add(&mut self, output: Option<&Output>) {
+        let Some(o) = output else { return };
+        self.predictions += 1;
+        if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+            self.latency_seconds_sum += ms / 1000.0;
+            self.latencies += 1;
+        }
+    }
+
+    /// Cost of 1000 predictions: capacity per hour spread over the
+    /// predictions seen in `elapsed_hours`, or compute per second times the
+    /// mean latency.
+    pub fn cost_per_1k(&self, cost: &crate::config::RoleCost, elapsed_hours: f64) -> Option<f64> {
+        match (cost.per_hour_usd, cost.per_second_usd) {
+            (Some(per_hour), _) if self.predictions > 0 && elapsed_hours > 0.0 => {
+                Some(per_hour * elapsed_hours / self.predictions as f64 * 1000.0)
+            }
+            (None, Some(per_second)) if self.latencies > 0 => {
+                Some(per_second * self.latency_seconds_sum / self.latencies as f64 * 1000.0)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Champion against shadow on the same requests, where both answered.
@@ -306,6 +342,7 @@ impl ModelWindows {
                 events: 0,
                 features: model.features.iter().map(FeatureWindow::new).collect(),
                 shadow: ShadowComparison::default(),
+                roles: [RoleTraffic::default(); 2],
                 labels: 0,
                 champion_performance: Performance::default(),
                 shadow_performance: Performance::default(),
@@ -313,6 +350,8 @@ impl ModelWindows {
             });
             window.events += 1;
             window.shadow.add(champion, shadow);
+            window.roles[0].add(Some(champion));
+            window.roles[1].add(shadow);
             for (fw, v) in window.features.iter_mut().zip(values) {
                 fw.add(v, self.limit, &mut window.rng);
             }
@@ -427,6 +466,28 @@ mod tests {
         );
         assert_eq!(c.agreement_ratio(), Some(0.5));
         assert!((c.mean_abs_score_diff().expect("scored") - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cost_per_1k_from_capacity_or_compute() {
+        let t = RoleTraffic {
+            predictions: 3600,
+            latency_seconds_sum: 36.0,
+            latencies: 3600,
+        };
+        let per_hour = crate::config::RoleCost {
+            per_hour_usd: Some(1.8),
+            per_second_usd: None,
+        };
+        // 1.8 USD for an hour that served 3600 predictions: 0.5 USD per 1000.
+        assert!((t.cost_per_1k(&per_hour, 1.0).expect("cost") - 0.5).abs() < 1e-12);
+        let per_second = crate::config::RoleCost {
+            per_hour_usd: None,
+            per_second_usd: Some(0.002),
+        };
+        // 10 ms each at 0.002 USD/s: 0.02 USD per 1000.
+        assert!((t.cost_per_1k(&per_second, 1.0).expect("cost") - 0.02).abs() < 1e-12);
+        assert_eq!(RoleTraffic::default().cost_per_1k(&per_hour, 1.0), None);
     }
 
     #[test]
