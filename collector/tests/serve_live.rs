@@ -50,6 +50,33 @@ fn events_from_csv(path: &Path, timestamp: &str) -> Vec<String> {
         .collect()
 }
 
+/// `driftwatch report` on the example files, as JSON.
+fn offline_report() -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["report", "--reference"])
+        .arg(example("reference.csv"))
+        .arg("--current")
+        .arg(example("current.csv"))
+        .output()
+        .expect("report");
+    serde_json::from_slice(&out.stdout).expect("report JSON")
+}
+
+/// The example model with one 1-day window, evaluated every 100 ms.
+fn live_args(reference: &Path) -> [&str; 8] {
+    let reference = reference.to_str().expect("UTF-8 path");
+    [
+        "--model",
+        "credit",
+        "--reference",
+        reference,
+        "--window",
+        "1d",
+        "--eval-interval",
+        "100ms",
+    ]
+}
+
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -63,19 +90,7 @@ fn gzip(body: &[u8]) -> Vec<u8> {
 #[test]
 fn live_drift_metrics_equal_the_offline_report_on_the_same_rows() {
     let reference = example("reference.csv");
-    let server = Server::start(
-        &[
-            "--model",
-            "credit",
-            "--reference",
-            reference.to_str().expect("path"),
-            "--window",
-            "1d",
-            "--eval-interval",
-            "100ms",
-        ],
-        &[],
-    );
+    let server = Server::start(&live_args(&reference), &[]);
     let events = events_from_csv(&example("current.csv"), &now_rfc3339());
     assert_eq!(events.len(), 1500);
     // Three batches, one per encoding.
@@ -116,14 +131,7 @@ fn live_drift_metrics_equal_the_offline_report_on_the_same_rows() {
     // One more evaluation after the last event, so every gauge is current.
     std::thread::sleep(Duration::from_millis(300));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["report", "--reference"])
-        .arg(&reference)
-        .arg("--current")
-        .arg(example("current.csv"))
-        .output()
-        .expect("report");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let report = offline_report();
     let mut compared = 0;
     for col in report["columns"].as_array().expect("columns") {
         let feature = col["name"].as_str().expect("name");
@@ -187,16 +195,7 @@ fn a_kill_9_loses_nothing_acknowledged_and_counts_nothing_twice() {
     let reference = example("reference.csv");
     let dir = common::server::temp_db_dir();
     let db = dir.join("driftwatch.db");
-    let args = [
-        "--model",
-        "credit",
-        "--reference",
-        reference.to_str().expect("path"),
-        "--window",
-        "1d",
-        "--eval-interval",
-        "100ms",
-    ];
+    let args = live_args(&reference);
     let events = events_from_csv(&example("current.csv"), &now_rfc3339());
     let first = Server::start_on(&args, &[], &db);
     let (status, reply) = first.post_json(
@@ -234,14 +233,7 @@ fn a_kill_9_loses_nothing_acknowledged_and_counts_nothing_twice() {
     });
     std::thread::sleep(Duration::from_millis(300));
     // The same numbers as one uninterrupted run: compare one test per kind of column.
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["report", "--reference"])
-        .arg(&reference)
-        .arg("--current")
-        .arg(example("current.csv"))
-        .output()
-        .expect("report");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let report = offline_report();
     for (feature, test) in [
         ("income", "ks"),
         ("country", "jensenshannon"),
@@ -520,16 +512,7 @@ fn labels_arriving_later_give_accuracy_per_role_and_survive_a_restart() {
     let reference = example("reference.csv");
     let dir = common::server::temp_db_dir();
     let db = dir.join("driftwatch.db");
-    let args = [
-        "--model",
-        "credit",
-        "--reference",
-        reference.to_str().expect("path"),
-        "--window",
-        "1d",
-        "--eval-interval",
-        "100ms",
-    ];
+    let args = live_args(&reference);
     let server = Server::start_on(&args, &[], &db);
     let ts = now_rfc3339();
     let events: Vec<String> = (0..200)

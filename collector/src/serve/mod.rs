@@ -129,27 +129,7 @@ async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
-    if !authorized(&state, &headers) {
-        state.metrics.reject(RejectReason::Unauthorized, 1);
-        return Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: "missing or invalid bearer token".into(),
-        });
-    }
-    let max = state.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, max.saturating_add(1))
-        .await
-        .map_err(|_| {
-            state.metrics.reject(RejectReason::TooLarge, 1);
-            ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!("body larger than {max} bytes"),
-            }
-        })?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let (bytes, encoding) = read_body(&state, &headers, body).await?;
     // Decompression, parsing and validation are CPU work: keep them off the reactor.
     let worker = state.clone();
     let (mut reply, accepted) =
@@ -352,20 +332,8 @@ fn validate_batch(
     encoding: Option<&str>,
     body: &[u8],
 ) -> Result<(IngestReply, Vec<(usize, Accepted)>), ApiError> {
-    let refuse = |e: ingest::BodyError| {
-        state.metrics.reject(e.reason(), 1);
-        let status = match e {
-            ingest::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ingest::BodyError::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError {
-            status,
-            message: e.to_string(),
-        }
-    };
-    let decoded = ingest::decode(encoding, body, state.max_body_bytes).map_err(refuse)?;
-    let raw_events = ingest::split_events(&decoded).map_err(refuse)?;
+    let decoded = decode_body(state, encoding, body)?;
+    let raw_events = ingest::split_events(&decoded).map_err(|e| refuse(state, e))?;
     let now = now_ms();
     let skew = state.max_future_skew.as_millis() as i64;
     let mut reply = IngestReply::default();
