@@ -357,6 +357,43 @@ fn bad_events_are_refused_one_by_one_and_counted() {
     assert_eq!(status, 415);
     let (status, reply) = server.post_json("/v1/events", r#"{"events": []}"#);
     assert_eq!((status, reply.contains("\"accepted\":0")), (200, true));
+    // 10 000 features in one event: refused alone, its batch neighbour kept.
+    let many: Vec<String> = (0..10_000).map(|i| format!(r#""f{i}": {i}"#)).collect();
+    let wide = good
+        .replace("\"age\": 40", &many.join(", "))
+        .replace("\"g\"", "\"wide\"");
+    let neighbour = good.replace("\"g\"", "\"n1\"");
+    let (status, reply) = server.post_json(
+        "/v1/events",
+        &format!(r#"{{"events": [{wide}, {neighbour}]}}"#),
+    );
+    assert_eq!(status, 200);
+    let reply: Value = serde_json::from_str(&reply).expect("JSON");
+    assert_eq!(
+        (
+            reply["accepted"].as_u64(),
+            reply["errors"][0]["index"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{reply}"
+    );
+    // A 50 MB batch is refused whole with 413 (the default limit is 10 MB).
+    let huge = format!(
+        r#"{{"events": [{}]}}"#,
+        vec![neighbour.as_str(); 50 * 1024 * 1024 / neighbour.len()].join(",")
+    );
+    assert!(huge.len() > 49 * 1024 * 1024);
+    // The server answers 413 and closes without reading the rest; this raw
+    // client may see the reset before the answer, so the counter decides.
+    let (status, body) = server.post_json("/v1/events", &huge);
+    assert!(status == 413 || status == 0, "{status} {body}");
+    assert_eq!(
+        server.metric(
+            "driftwatch_events_rejected_total",
+            &[("reason", "too_large")]
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]

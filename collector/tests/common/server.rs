@@ -94,7 +94,9 @@ impl Server {
         }
         head.push_str("\r\n");
         s.write_all(head.as_bytes()).expect("write head");
-        s.write_all(body).expect("write body");
+        // A server refusing a body early (413) may close before it is all
+        // sent; read whatever reply made it back (status 0 when none did).
+        let _ = s.write_all(body);
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
         let text = String::from_utf8_lossy(&raw).to_string();
