@@ -56,6 +56,15 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The writer thread could not commit (its message names the cause).
+    #[error("{path}: {message}")]
+    Writer { path: PathBuf, message: String },
+    /// The writer thread could not start (the OS refused a thread).
+    #[error("{path}: cannot start the storage writer: {source}")]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the storage writer has stopped")]
     Stopped,
 }
@@ -119,9 +128,12 @@ enum Done {
     Results,
 }
 
+/// What the writer answers: what it did, or why it could not.
+type Reply = Result<Done, String>;
+
 struct Job {
     work: Work,
-    reply: tokio::sync::oneshot::Sender<Result<Done, String>>,
+    reply: tokio::sync::oneshot::Sender<Reply>,
 }
 
 /// Handle to the writer thread.
@@ -175,9 +187,9 @@ impl Store {
         std::thread::Builder::new()
             .name("driftwatch-store".into())
             .spawn(move || writer(conn, &writer_path, receiver, retention))
-            .map_err(|e| StoreError::Sqlite {
+            .map_err(|source| StoreError::Spawn {
                 path: path.to_path_buf(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                source,
             })?;
         Ok(Store {
             sender,
@@ -185,38 +197,39 @@ impl Store {
         })
     }
 
-    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
+    /// Hands work to the writer thread; the receiver yields its reply.
+    fn send(&self, work: Work) -> Result<tokio::sync::oneshot::Receiver<Reply>, StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.sender
             .send(Job { work, reply })
             .map_err(|_| StoreError::Stopped)?;
-        match rx.await {
+        Ok(rx)
+    }
+
+    /// The writer's reply as a result.
+    fn outcome(
+        &self,
+        reply: Result<Reply, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<Done, StoreError> {
+        match reply {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err(message)) => Err(StoreError::Sqlite {
+            Ok(Err(message)) => Err(StoreError::Writer {
                 path: self.path.clone(),
-                source: rusqlite::Error::InvalidParameterName(message),
+                message,
             }),
             Err(_) => Err(StoreError::Stopped),
         }
     }
 
+    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
+        let rx = self.send(work)?;
+        self.outcome(rx.await)
+    }
+
     /// Stores window results from a blocking thread (the evaluation loop).
     pub fn save_results_blocking(&self, results: Vec<WindowResult>) -> Result<(), StoreError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.sender
-            .send(Job {
-                work: Work::Results(results),
-                reply,
-            })
-            .map_err(|_| StoreError::Stopped)?;
-        match rx.blocking_recv() {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(message)) => Err(StoreError::Sqlite {
-                path: self.path.clone(),
-                source: rusqlite::Error::InvalidParameterName(message),
-            }),
-            Err(_) => Err(StoreError::Stopped),
-        }
+        let rx = self.send(Work::Results(results))?;
+        self.outcome(rx.blocking_recv()).map(|_| ())
     }
 
     /// The newest `limit` stored results of a model's window length, newest first.
