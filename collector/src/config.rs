@@ -101,8 +101,11 @@ pub struct RawModel {
     pub positive_class: Option<String>,
     /// Reference data: CSV, Parquet or a `driftwatch profile` JSON, loaded once at start.
     pub reference: PathBuf,
-    /// Features to watch; all reference columns when absent.
+    /// Features to watch; all reference columns when absent (less the
+    /// prediction column).
     pub features: Option<Vec<String>>,
+    /// Where the reference holds the model's own outputs, for prediction drift.
+    pub prediction: Option<RawPrediction>,
     /// Tumbling window lengths.
     #[serde(default = "default_windows")]
     pub windows: Vec<Span>,
@@ -115,6 +118,37 @@ pub struct RawModel {
     /// Serving cost per role, for `driftwatch_cost_per_1k_predictions_usd`.
     #[serde(default)]
     pub cost: RawCost,
+}
+
+/// The reference column holding the model's outputs on the reference rows;
+/// each role's live outputs are compared with it (prediction drift).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrediction {
+    pub column: String,
+    /// Which field of an output the column holds. Default: `value` for
+    /// regression, `label` for multiclass, and for binary tasks `score` when
+    /// the column is numeric, `label` otherwise.
+    pub output: Option<OutputField>,
+}
+
+/// A field of an event's `champion` / `shadow` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputField {
+    Label,
+    Score,
+    Value,
+}
+
+impl OutputField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputField::Label => "label",
+            OutputField::Score => "score",
+            OutputField::Value => "value",
+        }
+    }
 }
 
 /// What serving costs, per role.
@@ -269,6 +303,18 @@ impl RawConfig {
                     )),
                 }
             }
+            match (m.task, m.prediction.as_ref().and_then(|p| p.output)) {
+                (Task::Regression, Some(OutputField::Label | OutputField::Score)) => errors.push(
+                    format!("{at}.prediction.output: a regression model's outputs are `value`"),
+                ),
+                (Task::BinaryClassification | Task::MulticlassClassification, Some(OutputField::Value)) => errors.push(format!(
+                    "{at}.prediction.output: a classifier's outputs are `label` or `score`"
+                )),
+                (Task::MulticlassClassification, Some(OutputField::Score)) => errors.push(format!(
+                    "{at}.prediction.output: `score` is the positive-class probability of a binary task; use `label`"
+                )),
+                _ => {}
+            }
             if !m.reference.exists() {
                 errors.push(format!(
                     "{at}.reference: {} does not exist",
@@ -326,7 +372,12 @@ impl RawConfig {
 }
 
 /// The flag-only quick start: one model, everything else defaulted.
-pub fn from_flags(model: String, reference: PathBuf, windows: Vec<Span>) -> RawConfig {
+pub fn from_flags(
+    model: String,
+    reference: PathBuf,
+    windows: Vec<Span>,
+    prediction_column: Option<String>,
+) -> RawConfig {
     RawConfig {
         listen: default_listen(),
         db: default_db(),
@@ -340,6 +391,10 @@ pub fn from_flags(model: String, reference: PathBuf, windows: Vec<Span>) -> RawC
             positive_class: None,
             reference,
             features: None,
+            prediction: prediction_column.map(|column| RawPrediction {
+                column,
+                output: None,
+            }),
             windows: if windows.is_empty() {
                 default_windows()
             } else {

@@ -47,6 +47,10 @@ struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long)]
     listen: Option<String>,
+    /// For --model: the reference column holding the model's own outputs
+    /// (score, label or value), for prediction drift.
+    #[arg(long)]
+    prediction_column: Option<String>,
     /// Window length for --model (repeatable), e.g. 5m, 1h, 1d.
     #[arg(long)]
     window: Vec<String>,
@@ -252,7 +256,12 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (mut raw, origin) = match (&args.config, &args.model, &args.reference) {
         (Some(path), None, None) => (RawConfig::from_file(path)?, path.clone()),
         (None, Some(model), Some(reference)) => (
-            config::from_flags(model.clone(), reference.clone(), windows.clone()),
+            config::from_flags(
+                model.clone(),
+                reference.clone(),
+                windows.clone(),
+                args.prediction_column.clone(),
+            ),
             PathBuf::from("flags"),
         ),
         (Some(_), _, _) => bail!("give either --config or --model with --reference, not both"),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{RawCost, RawModel, Span, Task};
+use crate::config::{OutputField, RawCost, RawModel, Span, Task};
 use crate::report::load::{self, Dataset};
 use crate::stats::{ColumnType, Key, Sample};
 
@@ -21,6 +21,36 @@ pub struct Feature {
     pub numeric_keys: bool,
 }
 
+/// The model's outputs on the reference rows, compared with each role's
+/// live outputs of the same field.
+impl Feature {
+    /// The reference column `name` as a feature; `forced` overrides type inference.
+    fn load(
+        dataset: &Dataset,
+        name: String,
+        forced: Option<ColumnType>,
+    ) -> Result<Feature, String> {
+        let col = load::reference_column(dataset, &name, forced)
+            .map_err(|(_, why)| format!("{name}: {why}"))?;
+        let numeric_keys = matches!(&col.side.sample, Sample::Categorical(c) if matches!(c.keys.first(), Some(Key::Num(_))));
+        Ok(Feature {
+            name,
+            column_type: col.column_type,
+            reference: col.side.sample,
+            reference_missing: col.side.missing,
+            integer: col.integer,
+            numeric_keys,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub output: OutputField,
+    /// The reference column as a feature (its name is the column's).
+    pub reference: Feature,
+}
+
 #[derive(Debug, Clone)]
 pub struct Model {
     pub name: String,
@@ -33,6 +63,7 @@ pub struct Model {
     pub windows: Vec<Span>,
     pub sample_limit: usize,
     pub features: Vec<Feature>,
+    pub prediction: Option<Prediction>,
     index: HashMap<String, usize>,
 }
 
@@ -41,24 +72,44 @@ impl Model {
     pub fn load(raw: &RawModel) -> Result<Model, String> {
         let dataset: Dataset =
             load::read(&raw.reference).map_err(|e| format!("model {}: {e}", raw.name))?;
+        let prediction_column = raw.prediction.as_ref().map(|p| p.column.as_str());
         let names = match &raw.features {
             Some(f) => f.clone(),
-            None => dataset.column_names(),
+            None => dataset
+                .column_names()
+                .into_iter()
+                .filter(|c| Some(c.as_str()) != prediction_column)
+                .collect(),
         };
         let mut features = Vec::with_capacity(names.len());
         for name in names {
-            let col = load::reference_column(&dataset, &name, None)
-                .map_err(|(_, why)| format!("model {}: feature {name}: {why}", raw.name))?;
-            let numeric_keys = matches!(&col.side.sample, Sample::Categorical(c) if matches!(c.keys.first(), Some(Key::Num(_))));
-            features.push(Feature {
-                name,
-                column_type: col.column_type,
-                reference: col.side.sample,
-                reference_missing: col.side.missing,
-                integer: col.integer,
-                numeric_keys,
-            });
+            let feature = Feature::load(&dataset, name, None)
+                .map_err(|why| format!("model {}: feature {why}", raw.name))?;
+            features.push(feature);
         }
+        let prediction = match &raw.prediction {
+            None => None,
+            Some(p) => {
+                let forced = match (raw.task, p.output) {
+                    (Task::Regression, _) | (_, Some(OutputField::Score | OutputField::Value)) => {
+                        Some(ColumnType::Numeric)
+                    }
+                    (Task::MulticlassClassification, _) | (_, Some(OutputField::Label)) => {
+                        Some(ColumnType::Categorical)
+                    }
+                    // Binary without `output`: the column's own type decides.
+                    (Task::BinaryClassification, None) => None,
+                };
+                let reference = Feature::load(&dataset, p.column.clone(), forced)
+                    .map_err(|why| format!("model {}: prediction column {why}", raw.name))?;
+                let output = match (raw.task, reference.column_type) {
+                    (Task::Regression, _) => OutputField::Value,
+                    (_, ColumnType::Numeric) => OutputField::Score,
+                    (_, ColumnType::Categorical) => OutputField::Label,
+                };
+                Some(Prediction { output, reference })
+            }
+        };
         let index = features
             .iter()
             .enumerate()
@@ -79,6 +130,7 @@ impl Model {
             windows,
             sample_limit: raw.window_sample_limit,
             features,
+            prediction,
             index,
         })
     }

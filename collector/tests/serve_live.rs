@@ -116,51 +116,22 @@ fn live_drift_metrics_equal_the_offline_report_on_the_same_rows() {
         assert_eq!(reply["accepted"], 500, "{reply}");
         assert_eq!(reply["rejected"], 0);
     }
-    let window = [("model", "credit"), ("window", "1d")];
-    server.wait_for(
-        Duration::from_secs(20),
-        "all events in the live window's statistics",
-        |s| {
-            s.metric("driftwatch_window_samples", &window) == Some(1500.0)
-                && s.metric(
-                    "driftwatch_feature_missing_ratio",
-                    &[("feature", "bureau_score")],
-                ) == Some(194.0 / 1500.0)
-        },
+    server.wait_for_samples("credit", "1d", 1500);
+    assert_eq!(
+        server.metric(
+            "driftwatch_feature_missing_ratio",
+            &[("feature", "bureau_score")]
+        ),
+        Some(194.0 / 1500.0)
     );
-    // One more evaluation after the last event, so every gauge is current.
-    std::thread::sleep(Duration::from_millis(300));
+    let window = [("model", "credit"), ("window", "1d")];
 
     let report = offline_report();
     let mut compared = 0;
     for col in report["columns"].as_array().expect("columns") {
         let feature = col["name"].as_str().expect("name");
-        let detected = server.metric(
-            "driftwatch_feature_drift_detected",
-            &[("feature", feature), ("window", "1d")],
-        );
-        assert_eq!(
-            detected,
-            Some(if col["drift"] == true { 1.0 } else { 0.0 }),
-            "{feature}: verdict"
-        );
-        for t in col["tests"].as_array().expect("tests") {
-            let test = t["test"].as_str().expect("test");
-            let labels = [
-                ("model", "credit"),
-                ("feature", feature),
-                ("test", test),
-                ("window", "1d"),
-            ];
-            let live = server.metric("driftwatch_feature_drift_score", &labels);
-            match t["statistic"].as_f64() {
-                Some(want) => assert_eq!(live, Some(want), "{feature}/{test} statistic"),
-                None => assert_eq!(live, Some(f64::INFINITY), "{feature}/{test}: {t}"),
-            }
-            let p = server.metric("driftwatch_feature_drift_p_value", &labels);
-            assert_eq!(p, t["p_value"].as_f64(), "{feature}/{test} p-value");
-            compared += 1;
-        }
+        let series = [("model", "credit"), ("feature", feature), ("window", "1d")];
+        compared += server.assert_column_matches("feature", col, &series);
     }
     assert!(compared >= 40, "{compared}");
     let share = server.metric("driftwatch_drifted_features_share", &window);
@@ -205,10 +176,7 @@ fn a_kill_9_loses_nothing_acknowledged_and_counts_nothing_twice() {
     assert_eq!(status, 200, "{reply}");
     first.kill();
     let second = Server::start_on(&args, &[], &db);
-    let window = [("model", "credit"), ("window", "1d")];
-    second.wait_for(Duration::from_secs(20), "the restored window", |s| {
-        s.metric("driftwatch_window_samples", &window) == Some(900.0)
-    });
+    second.wait_for_samples("credit", "1d", 900);
     // Resending everything: the 900 stored events are duplicates, the rest is new.
     let (status, reply) = second.post_json(
         "/v1/events",
@@ -228,10 +196,7 @@ fn a_kill_9_loses_nothing_acknowledged_and_counts_nothing_twice() {
         ),
         Some(900.0)
     );
-    second.wait_for(Duration::from_secs(20), "all 1500 events", |s| {
-        s.metric("driftwatch_window_samples", &window) == Some(1500.0)
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    second.wait_for_samples("credit", "1d", 1500);
     // The same numbers as one uninterrupted run: compare one test per kind of column.
     let report = offline_report();
     for (feature, test) in [

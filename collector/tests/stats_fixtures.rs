@@ -316,3 +316,36 @@ fn cramer_von_mises_limit_cdf_matches_scipy() {
         );
     }
 }
+
+#[test]
+fn wilcoxon_signed_rank_matches_scipy_in_every_method() {
+    let cases = cases();
+    let rows = cases["wilcoxon"].as_array().expect("wilcoxon table");
+    let mut failures = Vec::new();
+    for row in rows {
+        let name = row["name"].as_str().expect("name");
+        let n = row["n"].as_u64().expect("n") as usize;
+        let d: Vec<f64> = column(&row["spec"], n)
+            .iter()
+            .map(|c| match c {
+                Cell::Num(x) => *x,
+                Cell::Int(i) => *i as f64,
+                other => panic!("{name}: unexpected cell {other:?}"),
+            })
+            .collect();
+        let got = driftwatch::stats::wilcoxon::wilcoxon(&d).expect("non-zero differences");
+        let (want_stat, want_p) = (
+            row["statistic"].as_f64().expect("statistic"),
+            row["p_value"].as_f64().expect("p"),
+        );
+        if !close(got.statistic, want_stat, 1e-12, 0.0) || !close(got.p_value, want_p, 1e-9, 1e-15)
+        {
+            failures.push(format!(
+                "{name}: statistic {} p {} vs SciPy {want_stat} p {want_p}",
+                got.statistic, got.p_value
+            ));
+        }
+    }
+    assert_eq!(rows.len(), 9);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

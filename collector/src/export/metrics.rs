@@ -69,6 +69,9 @@ pub struct Metrics {
     pub feature_drift_detected: GaugeVec,
     pub drifted_features_share: GaugeVec,
     pub feature_missing_ratio: GaugeVec,
+    pub prediction_drift_score: GaugeVec,
+    pub prediction_drift_p_value: GaugeVec,
+    pub prediction_drift_detected: GaugeVec,
     pub window_samples: GaugeVec,
     pub shadow_agreement: GaugeVec,
     pub model_performance: GaugeVec,
@@ -160,6 +163,24 @@ impl Metrics {
                 "Share of missing values of a feature in the live window",
                 &["model", "feature", "window"],
             ),
+            prediction_drift_score: gauge(
+                r,
+                "driftwatch_prediction_drift_score",
+                "Drift statistic of a role's outputs against the reference's prediction column, live window",
+                &["model", "role", "test", "window"],
+            ),
+            prediction_drift_p_value: gauge(
+                r,
+                "driftwatch_prediction_drift_p_value",
+                "P-value of a role's prediction drift test in the live window",
+                &["model", "role", "test", "window"],
+            ),
+            prediction_drift_detected: gauge(
+                r,
+                "driftwatch_prediction_drift_detected",
+                "1 when a role's outputs drift by the prediction column's default test",
+                &["model", "role", "window"],
+            ),
             window_samples: gauge(
                 r,
                 "driftwatch_window_samples",
@@ -175,7 +196,7 @@ impl Metrics {
             shadow_comparison_p_value: gauge(
                 r,
                 "driftwatch_shadow_comparison_p_value",
-                "Exact McNemar p-value of champion against shadow on labelled requests",
+                "P-value of champion against shadow on labelled requests (exact McNemar for classification, Wilcoxon signed-rank on absolute errors for regression)",
                 &["model", "window"],
             ),
             shadow_comparison_verdict: gauge(

@@ -5,13 +5,13 @@
 
 use std::io::Read;
 
-use driftwatch_protocol::{Event, FeatureValue, ItemError, Label};
+use driftwatch_protocol::{Event, FeatureValue, ItemError, Label, Output};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::Task;
+use crate::config::{OutputField, Task};
 use crate::export::metrics::RejectReason;
-use crate::models::Model;
+use crate::models::{Model, Prediction};
 use crate::stats::{ColumnType, Key};
 use crate::store::NewLabel;
 use crate::window::Value;
@@ -164,6 +164,9 @@ pub struct Accepted {
     pub ts_ms: i64,
     /// Feature values in the model's feature order.
     pub values: Vec<Value>,
+    /// The champion's and the shadow's outputs in the field the reference's
+    /// prediction column holds (`None`: no prediction column, or no shadow).
+    pub predicted: [Option<Value>; 2],
     pub event: Event,
     /// The event as sent, for storage.
     pub json: String,
@@ -242,13 +245,46 @@ pub fn validate(
             }
         };
     }
+    let predicted = match &model.prediction {
+        None => [None, None],
+        Some(p) => [
+            Some(output_value(p, &event.champion)),
+            event.shadow.as_ref().map(|o| output_value(p, o)),
+        ],
+    };
     Ok(Accepted {
         model: model_idx,
         ts_ms,
         values,
+        predicted,
         event,
         json: raw.get().to_string(),
     })
+}
+
+/// An output's field, typed like the reference's prediction column; a
+/// failed call, an absent or non-finite field, or a label that is not a
+/// number where the reference's labels are numbers counts as missing.
+fn output_value(p: &Prediction, output: &Output) -> Value {
+    if output.error.is_some() {
+        return Value::Missing;
+    }
+    let number = |x: Option<f64>| {
+        x.filter(|x| x.is_finite())
+            .map_or(Value::Missing, Value::Num)
+    };
+    match p.output {
+        OutputField::Score => number(output.score),
+        OutputField::Value => number(output.value),
+        OutputField::Label => match &output.label {
+            None => Value::Missing,
+            Some(s) if p.reference.numeric_keys => match s.trim().parse::<f64>() {
+                Ok(x) if x.is_finite() => Value::Cat(Key::Num(x)),
+                _ => Value::Missing,
+            },
+            Some(s) => Value::Cat(Key::Str(s.clone())),
+        },
+    }
 }
 
 fn describe(v: &FeatureValue) -> String {
@@ -264,6 +300,47 @@ fn describe(v: &FeatureValue) -> String {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn outputs_take_the_reference_columns_type() {
+        let column = |numeric_keys: bool| crate::models::Feature {
+            name: "prediction".into(),
+            column_type: ColumnType::Categorical,
+            reference: crate::stats::Sample::Categorical(crate::stats::Counts::from_pairs(vec![])),
+            reference_missing: 0,
+            integer: false,
+            numeric_keys,
+        };
+        let label = |numeric_keys| Prediction {
+            output: OutputField::Label,
+            reference: column(numeric_keys),
+        };
+        let out = |label: &str| Output {
+            label: Some(label.into()),
+            score: Some(0.25),
+            ..Output::default()
+        };
+        assert_eq!(
+            output_value(&label(true), &out(" 1 ")),
+            Value::Cat(Key::Num(1.0))
+        );
+        assert_eq!(output_value(&label(true), &out("yes")), Value::Missing);
+        assert_eq!(
+            output_value(&label(false), &out("yes")),
+            Value::Cat(Key::Str("yes".into()))
+        );
+        let failed = Output {
+            error: Some("timeout".into()),
+            ..out("1")
+        };
+        assert_eq!(output_value(&label(false), &failed), Value::Missing);
+        let score = Prediction {
+            output: OutputField::Score,
+            reference: column(false),
+        };
+        assert_eq!(output_value(&score, &out("1")), Value::Num(0.25));
+        assert_eq!(output_value(&score, &Output::default()), Value::Missing);
+    }
 
     #[test]
     fn decode_bounds_decompressed_size() {

@@ -10,11 +10,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::models::Model;
+use crate::config::RoleCost;
+use crate::models::{Feature, Model};
 use crate::report::{self, ColumnReport, Overrides};
 use crate::stats::{Numeric, Sample};
 use crate::store::WindowResult;
-use crate::window::Window;
+use crate::window::{FeatureWindow, RoleTraffic, Window};
 
 pub async fn run_loop(state: Arc<AppState>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
@@ -57,6 +58,36 @@ pub fn evaluate_all(state: &AppState) {
     }
 }
 
+/// A window's column (a feature, or a role's outputs) against its
+/// reference, with `report`'s own statistics.
+fn evaluate_column(feature: &Feature, fw: &FeatureWindow) -> ColumnReport {
+    // Integer histogram widths apply only when, as in a file, every
+    // value is an integer and nothing is missing.
+    let mut current = fw.sample(false);
+    if let Sample::Numeric(n) = &current {
+        if feature.integer && fw.missing == 0 && n.sorted.iter().all(|x| x.fract() == 0.0) {
+            current = Sample::Numeric(Numeric::from_sorted(n.sorted.clone(), true));
+        }
+    }
+    let reference = match (&feature.reference, &current) {
+        (Sample::Numeric(r), Sample::Numeric(c)) if r.integer != c.integer => {
+            std::borrow::Cow::Owned(Sample::Numeric(Numeric::from_sorted(
+                r.sorted.clone(),
+                c.integer,
+            )))
+        }
+        (r, _) => std::borrow::Cow::Borrowed(r),
+    };
+    report::evaluate_samples(
+        &feature.name,
+        feature.column_type,
+        &reference,
+        &current,
+        (feature.reference_missing, fw.missing),
+        &Overrides::default(),
+    )
+}
+
 /// One window's statistics as JSON; with `live`, also its gauges.
 fn evaluate_window(
     state: &AppState,
@@ -67,36 +98,25 @@ fn evaluate_window(
 ) -> Value {
     let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
     for (feature, fw) in model.features.iter().zip(&window.features) {
-        // Integer histogram widths apply only when, as in a file, every
-        // value is an integer and nothing is missing.
-        let mut current = fw.sample(false);
-        if let Sample::Numeric(n) = &current {
-            if feature.integer && fw.missing == 0 && n.sorted.iter().all(|x| x.fract() == 0.0) {
-                current = Sample::Numeric(Numeric::from_sorted(n.sorted.clone(), true));
-            }
-        }
-        let reference = match (&feature.reference, &current) {
-            (Sample::Numeric(r), Sample::Numeric(c)) if r.integer != c.integer => {
-                std::borrow::Cow::Owned(Sample::Numeric(Numeric::from_sorted(
-                    r.sorted.clone(),
-                    c.integer,
-                )))
-            }
-            (r, _) => std::borrow::Cow::Borrowed(r),
-        };
-        let missing = (feature.reference_missing, fw.missing);
-        let r = report::evaluate_samples(
-            &feature.name,
-            feature.column_type,
-            &reference,
-            &current,
-            missing,
-            &Overrides::default(),
-        );
+        let r = evaluate_column(feature, fw);
         if live {
             publish_feature(state, &model.name, label, &r, fw.missing, fw.seen());
         }
         reports.push(r);
+    }
+    // Each role's outputs against the reference's prediction column.
+    let mut prediction_drift = serde_json::Map::new();
+    if let Some(p) = &model.prediction {
+        for (role, pw) in ["champion", "shadow"].into_iter().zip(&window.predictions) {
+            if pw.seen() + pw.missing == 0 {
+                continue;
+            }
+            let r = evaluate_column(&p.reference, pw);
+            if live {
+                publish_prediction(state, &model.name, role, label, &r);
+            }
+            prediction_drift.insert(role.to_string(), json!(r));
+        }
     }
     let drift = report::dataset_drift(&reports);
     let performance = |p: &crate::window::Performance| -> Value {
@@ -105,8 +125,20 @@ fn evaluate_window(
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect()
     };
-    let mcnemar = window.shadow.mcnemar(0.05);
+    let comparison = window.shadow.comparison(model.task, SIGNIFICANCE);
     let coverage = (window.events > 0).then(|| window.labels as f64 / window.events as f64);
+    // Hours of the window elapsed so far (all of it once it has ended).
+    let now = chrono::Utc::now().timestamp_millis();
+    let elapsed_ms = (now.min(window.start_ms + window.length_ms) - window.start_ms).max(0);
+    let elapsed_hours = elapsed_ms as f64 / 3_600_000.0;
+    let traffic = |t: &RoleTraffic, cost: Option<&RoleCost>| -> Value {
+        let q = t.latency_quantiles_ms();
+        json!({
+            "predictions": t.predictions,
+            "latency_ms": q.map(|[p50, p95, p99]| json!({"p50": p50, "p95": p95, "p99": p99})),
+            "cost_per_1k_usd": cost.and_then(|c| t.cost_per_1k(c, elapsed_hours)),
+        })
+    };
     if live {
         let m = &state.metrics;
         let series = [model.name.as_str(), label];
@@ -122,22 +154,18 @@ fn evaluate_window(
         if let Some(d) = window.shadow.mean_abs_score_diff() {
             m.shadow_score_diff.with_label_values(&series).set(d);
         }
-        if let Some((p, verdict)) = mcnemar {
+        if let Some(c) = comparison {
             m.shadow_comparison_p_value
                 .with_label_values(&series)
-                .set(p);
+                .set(c.p_value);
             m.shadow_comparison_verdict
                 .with_label_values(&series)
-                .set(f64::from(verdict));
+                .set(f64::from(c.verdict));
         }
         if let Some(c) = coverage {
             m.label_coverage.with_label_values(&series).set(c);
         }
         // The cost gauge has no window label: the shortest window sets it.
-        // Hours of the live window elapsed so far (all of it once it has ended).
-        let now = chrono::Utc::now().timestamp_millis();
-        let elapsed_ms = (now.min(window.start_ms + window.length_ms) - window.start_ms).max(0);
-        let elapsed_hours = elapsed_ms as f64 / 3_600_000.0;
         for ((role, cost), traffic) in [
             ("champion", &model.cost.champion),
             ("shadow", &model.cost.shadow),
@@ -176,20 +204,58 @@ fn evaluate_window(
         "label_coverage": coverage,
         "dataset_drift": drift,
         "features": reports,
+        "prediction_drift": prediction_drift,
         "performance": {"champion": performance(&window.champion_performance), "shadow": performance(&window.shadow_performance)},
+        "traffic": {"champion": traffic(&window.roles[0], model.cost.champion.as_ref()), "shadow": traffic(&window.roles[1], model.cost.shadow.as_ref())},
         "shadow": {
             "agreement_ratio": window.shadow.agreement_ratio(),
             "mean_abs_score_diff": window.shadow.mean_abs_score_diff(),
-            "mcnemar_p_value": mcnemar.map(|m| m.0),
-            "verdict": mcnemar.map(|m| m.1),
+            "test": comparison.map(|c| c.test),
+            "p_value": comparison.map(|c| c.p_value),
+            "verdict": comparison.map(|c| c.verdict),
+            "pairs": comparison.map(|c| c.pairs),
         },
     })
 }
+
+/// Significance level of the champion-vs-shadow verdict.
+const SIGNIFICANCE: f64 = 0.05;
 
 fn millis_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     })
+}
+
+/// A role's prediction drift gauges: every test's statistic and p-value,
+/// and the verdict of the default test.
+fn publish_prediction(state: &AppState, model: &str, role: &str, window: &str, r: &ColumnReport) {
+    let m = &state.metrics;
+    if r.untestable.is_some() {
+        let _ = m
+            .prediction_drift_detected
+            .remove_label_values(&[model, role, window]);
+        return;
+    }
+    m.prediction_drift_detected
+        .with_label_values(&[model, role, window])
+        .set(if r.drift { 1.0 } else { 0.0 });
+    for t in &r.tests {
+        let labels = [model, role, t.test, window];
+        set_or_remove(&m.prediction_drift_score, &labels, Some(t.value));
+        set_or_remove(&m.prediction_drift_p_value, &labels, t.p_value);
+    }
+}
+
+/// Sets a gauge, or removes its series when there is no value (a test that
+/// could not run, or one without a p-value). +Inf is kept: Prometheus has it.
+fn set_or_remove(g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>) {
+    match v.filter(|v| !v.is_nan()) {
+        Some(v) => g.with_label_values(labels).set(v),
+        None => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
 }
 
 fn publish_feature(
@@ -217,21 +283,9 @@ fn publish_feature(
         .with_label_values(&[model, r.name.as_str(), window])
         .set(if r.drift { 1.0 } else { 0.0 });
     for t in &r.tests {
+        // A chi-square with a category the reference never had is +Inf.
         let labels = [model, r.name.as_str(), t.test, window];
-        // A chi-square with a category the reference never had is +Inf, which
-        // Prometheus represents; a test that could not run has no series.
-        if t.value.is_nan() {
-            let _ = m.feature_drift_score.remove_label_values(&labels);
-        } else {
-            m.feature_drift_score
-                .with_label_values(&labels)
-                .set(t.value);
-        }
-        match t.p_value {
-            Some(p) => m.feature_drift_p_value.with_label_values(&labels).set(p),
-            None => {
-                let _ = m.feature_drift_p_value.remove_label_values(&labels);
-            }
-        }
+        set_or_remove(&m.feature_drift_score, &labels, Some(t.value));
+        set_or_remove(&m.feature_drift_p_value, &labels, t.p_value);
     }
 }

@@ -380,13 +380,7 @@ fn apply(state: &AppState, a: &Accepted) -> Result<(), String> {
                 a.event.timestamp
             ));
         }
-        windows.add(
-            model,
-            a.ts_ms,
-            &a.values,
-            &a.event.champion,
-            a.event.shadow.as_ref(),
-        );
+        windows.add(model, a);
     }
     let outputs = [
         ("champion", Some(&a.event.champion)),
@@ -441,13 +435,7 @@ pub fn restore(state: &AppState) -> Result<usize, StoreError> {
                 .map(|raw| ingest::validate(raw, &state.models, i64::MAX / 2, 0))
             {
                 Some(Ok(a)) if a.model == mi => {
-                    windows.add(
-                        model,
-                        a.ts_ms,
-                        &a.values,
-                        &a.event.champion,
-                        a.event.shadow.as_ref(),
-                    );
+                    windows.add(model, &a);
                     replayed += 1;
                 }
                 _ => skipped += 1,
@@ -483,6 +471,7 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
                 "window_sample_limit": m.sample_limit,
                 "label_ttl_seconds": m.label_ttl.as_secs(),
                 "features": m.features.iter().map(|f| serde_json::json!({"name": f.name, "type": f.column_type})).collect::<Vec<_>>(),
+                "prediction": m.prediction.as_ref().map(|p| serde_json::json!({"column": p.reference.name, "output": p.output.as_str(), "type": p.reference.column_type})),
             })
         })
         .collect();

@@ -13,6 +13,7 @@ pub mod ks;
 pub mod sample;
 pub mod special;
 pub mod sum;
+pub mod wilcoxon;
 
 pub use sample::{Counts, Key, Numeric, Sample};
 

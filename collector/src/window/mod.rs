@@ -9,11 +9,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 pub mod performance;
+pub mod reservoir;
 
 use driftwatch_protocol::{Event, Label, Output};
 pub use performance::Performance;
+pub use reservoir::{Reservoir, Rng};
 
 use crate::config::Task;
+use crate::ingest::Accepted;
 use crate::models::{Feature, Model};
 use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
 
@@ -41,10 +44,7 @@ enum CatKey {
 
 #[derive(Debug, Clone)]
 enum Values {
-    Numeric {
-        values: Vec<f64>,
-        seen: u64,
-    },
+    Numeric(Reservoir<f64>),
     Categorical {
         counts: HashMap<CatKey, u64>,
         overflow: u64,
@@ -60,10 +60,7 @@ pub struct FeatureWindow {
 impl FeatureWindow {
     fn new(feature: &Feature) -> FeatureWindow {
         let values = match feature.column_type {
-            ColumnType::Numeric => Values::Numeric {
-                values: Vec::new(),
-                seen: 0,
-            },
+            ColumnType::Numeric => Values::Numeric(Reservoir::default()),
             ColumnType::Categorical => Values::Categorical {
                 counts: HashMap::new(),
                 overflow: 0,
@@ -75,17 +72,7 @@ impl FeatureWindow {
     fn add(&mut self, value: &Value, limit: usize, rng: &mut Rng) {
         match (&mut self.values, value) {
             (_, Value::Missing) => self.missing += 1,
-            (Values::Numeric { values, seen }, Value::Num(x)) => {
-                *seen += 1;
-                if values.len() < limit {
-                    values.push(*x);
-                } else {
-                    let j = rng.below(*seen);
-                    if (j as usize) < limit {
-                        values[j as usize] = *x;
-                    }
-                }
-            }
+            (Values::Numeric(values), Value::Num(x)) => values.add(*x, limit, rng),
             (Values::Categorical { counts, overflow }, Value::Cat(k)) => {
                 let key = match k {
                     Key::Num(x) => CatKey::Num((x + 0.0).to_bits()),
@@ -107,8 +94,8 @@ impl FeatureWindow {
     /// The window's sample, as the statistics take it.
     pub fn sample(&self, integer: bool) -> Sample {
         match &self.values {
-            Values::Numeric { values, .. } => {
-                Sample::Numeric(Numeric::new(values.clone(), integer))
+            Values::Numeric(values) => {
+                Sample::Numeric(Numeric::new(values.items().to_vec(), integer))
             }
             Values::Categorical { counts, overflow } => {
                 let mut pairs: Vec<(Key, u64)> = counts
@@ -132,24 +119,9 @@ impl FeatureWindow {
     /// Values seen (not missing), including those the reservoir let go.
     pub fn seen(&self) -> u64 {
         match &self.values {
-            Values::Numeric { seen, .. } => *seen,
+            Values::Numeric(values) => values.seen(),
             Values::Categorical { counts, overflow } => counts.values().sum::<u64>() + overflow,
         }
-    }
-}
-
-/// A small seeded generator for reservoir positions (xorshift64*).
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 }
 
@@ -160,6 +132,8 @@ pub struct Window {
     pub length_ms: i64,
     pub events: u64,
     pub features: Vec<FeatureWindow>,
+    /// Champion's and shadow's outputs, when the model has a prediction column.
+    pub predictions: Vec<FeatureWindow>,
     pub shadow: ShadowComparison,
     /// Champion [0] and shadow [1] traffic in this window.
     pub roles: [RoleTraffic; 2],
@@ -171,21 +145,34 @@ pub struct Window {
 }
 
 /// One role's predictions and reported latencies in a window.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct RoleTraffic {
     pub predictions: u64,
     pub latency_seconds_sum: f64,
-    pub latencies: u64,
+    /// Reported latencies in milliseconds (bounded like feature samples).
+    pub latencies_ms: Reservoir<f64>,
 }
 
 impl RoleTraffic {
-    fn add(&mut self, output: Option<&Output>) {
+    fn add(&mut self, output: Option<&Output>, limit: usize, rng: &mut Rng) {
         let Some(o) = output else { return };
         self.predictions += 1;
         if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
             self.latency_seconds_sum += ms / 1000.0;
-            self.latencies += 1;
+            self.latencies_ms.add(ms, limit, rng);
         }
+    }
+
+    /// Latency p50, p95 and p99 in milliseconds (linear interpolation
+    /// between order statistics, NumPy's default), exact while the window
+    /// holds no more latencies than its sample limit.
+    pub fn latency_quantiles_ms(&self) -> Option<[f64; 3]> {
+        let mut v = self.latencies_ms.items().to_vec();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable_by(f64::total_cmp);
+        Some([0.5, 0.95, 0.99].map(|q| quantile_sorted(&v, q)))
     }
 
     /// Cost of 1000 predictions: capacity per hour spread over the
@@ -196,11 +183,23 @@ impl RoleTraffic {
             (Some(per_hour), _) if self.predictions > 0 && elapsed_hours > 0.0 => {
                 Some(per_hour * elapsed_hours / self.predictions as f64 * 1000.0)
             }
-            (None, Some(per_second)) if self.latencies > 0 => {
-                Some(per_second * self.latency_seconds_sum / self.latencies as f64 * 1000.0)
+            (None, Some(per_second)) if self.latencies_ms.seen() > 0 => {
+                let mean_seconds = self.latency_seconds_sum / self.latencies_ms.seen() as f64;
+                Some(per_second * mean_seconds * 1000.0)
             }
             _ => None,
         }
+    }
+}
+
+/// The `q` quantile of sorted, non-empty `v`, interpolating linearly
+/// between the order statistics around position `q * (n - 1)`.
+pub fn quantile_sorted(v: &[f64], q: f64) -> f64 {
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, frac) = (pos.floor() as usize, pos.fract());
+    match v.get(lo + 1) {
+        Some(hi) if frac > 0.0 => v[lo] + (hi - v[lo]) * frac,
+        _ => v[lo],
     }
 }
 
@@ -218,6 +217,22 @@ pub struct ShadowComparison {
     pub only_champion_right: u64,
     /// Labelled requests where only the shadow was right (McNemar's c).
     pub only_shadow_right: u64,
+    /// Regression, labelled requests: |champion error| − |shadow error|
+    /// (bounded like feature samples), for the Wilcoxon signed-rank test.
+    pub abs_error_diffs: Reservoir<f64>,
+}
+
+/// Which of champion and shadow is better on the labelled requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    /// `mcnemar` (classification) or `wilcoxon` (regression).
+    pub test: &'static str,
+    pub p_value: f64,
+    /// 1: shadow significantly better, −1: champion, 0: no significant difference.
+    pub verdict: i8,
+    /// Pairs that carry information: discordant predictions (McNemar) or
+    /// non-zero error differences (Wilcoxon).
+    pub pairs: u64,
 }
 
 impl ShadowComparison {
@@ -238,18 +253,59 @@ impl ShadowComparison {
         }
     }
 
-    /// Counts a labelled request for the paired test (classification).
-    fn add_truth(&mut self, champion: &Output, shadow: Option<&Output>, truth: &str) {
+    /// Counts a labelled request for the paired test.
+    fn add_truth(
+        &mut self,
+        champion: &Output,
+        shadow: Option<&Output>,
+        truth: &Label,
+        limit: usize,
+        rng: &mut Rng,
+    ) {
         let Some(shadow) = shadow else { return };
         if champion.error.is_some() || shadow.error.is_some() {
             return;
         }
-        if let (Some(a), Some(b)) = (&champion.label, &shadow.label) {
-            match (a == truth, b == truth) {
+        if let (Some(a), Some(b), Some(t)) = (&champion.label, &shadow.label, &truth.label) {
+            match (a == t, b == t) {
                 (true, false) => self.only_champion_right += 1,
                 (false, true) => self.only_shadow_right += 1,
                 _ => {}
             }
+        }
+        if let (Some(a), Some(b), Some(y)) = (champion.value, shadow.value, truth.value) {
+            let d = (a - y).abs() - (b - y).abs();
+            if d.is_finite() {
+                self.abs_error_diffs.add(d, limit, rng);
+            }
+        }
+    }
+
+    /// The paired test of the task: McNemar for classification, Wilcoxon
+    /// signed-rank on the absolute errors for regression.
+    pub fn comparison(&self, task: Task, alpha: f64) -> Option<Comparison> {
+        match task {
+            Task::Regression => {
+                let w = crate::stats::wilcoxon::wilcoxon(self.abs_error_diffs.items())?;
+                let verdict = match (w.p_value < alpha, w.r_plus > w.r_minus) {
+                    (false, _) => 0,
+                    // Positive differences: the champion's errors were larger.
+                    (true, true) => 1,
+                    (true, false) => -1,
+                };
+                Some(Comparison {
+                    test: "wilcoxon",
+                    p_value: w.p_value,
+                    verdict,
+                    pairs: w.nonzero as u64,
+                })
+            }
+            _ => self.mcnemar(alpha).map(|(p_value, verdict)| Comparison {
+                test: "mcnemar",
+                p_value,
+                verdict,
+                pairs: self.only_champion_right + self.only_shadow_right,
+            }),
         }
     }
 
@@ -325,35 +381,44 @@ impl ModelWindows {
         Ok(())
     }
 
-    /// Adds one validated event (values in the model's feature order).
-    pub fn add(
-        &mut self,
-        model: &Model,
-        ts_ms: i64,
-        values: &[Value],
-        champion: &Output,
-        shadow: Option<&Output>,
-    ) {
+    /// Adds one validated event.
+    pub fn add(&mut self, model: &Model, a: &Accepted) {
+        let (champion, shadow) = (&a.event.champion, a.event.shadow.as_ref());
         for (len, windows) in self.lengths_ms.iter().zip(self.by_length.iter_mut()) {
-            let start = ts_ms.div_euclid(*len) * len;
+            let start = a.ts_ms.div_euclid(*len) * len;
             let window = windows.entry(start).or_insert_with(|| Window {
                 start_ms: start,
                 length_ms: *len,
                 events: 0,
                 features: model.features.iter().map(FeatureWindow::new).collect(),
+                predictions: model
+                    .prediction
+                    .iter()
+                    .flat_map(|p| {
+                        [
+                            FeatureWindow::new(&p.reference),
+                            FeatureWindow::new(&p.reference),
+                        ]
+                    })
+                    .collect(),
                 shadow: ShadowComparison::default(),
-                roles: [RoleTraffic::default(); 2],
+                roles: Default::default(),
                 labels: 0,
                 champion_performance: Performance::default(),
                 shadow_performance: Performance::default(),
-                rng: Rng((start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+                rng: Rng::new(start as u64),
             });
             window.events += 1;
             window.shadow.add(champion, shadow);
-            window.roles[0].add(Some(champion));
-            window.roles[1].add(shadow);
-            for (fw, v) in window.features.iter_mut().zip(values) {
+            window.roles[0].add(Some(champion), self.limit, &mut window.rng);
+            window.roles[1].add(shadow, self.limit, &mut window.rng);
+            for (fw, v) in window.features.iter_mut().zip(&a.values) {
                 fw.add(v, self.limit, &mut window.rng);
+            }
+            for (pw, v) in window.predictions.iter_mut().zip(&a.predicted) {
+                if let Some(v) = v {
+                    pw.add(v, self.limit, &mut window.rng);
+                }
             }
             while windows.len() > KEPT_WINDOWS {
                 windows.pop_first();
@@ -372,15 +437,13 @@ impl ModelWindows {
             };
             w.labels += 1;
             let limit = self.limit;
-            let rng = &mut w.rng;
-            let mut draw = |n: u64| rng.below(n);
             w.champion_performance.add(
                 model.task,
                 &model.positive_class,
                 &event.champion,
                 label,
                 limit,
-                &mut draw,
+                &mut w.rng,
             );
             if let Some(shadow) = &event.shadow {
                 w.shadow_performance.add(
@@ -389,13 +452,16 @@ impl ModelWindows {
                     shadow,
                     label,
                     limit,
-                    &mut draw,
+                    &mut w.rng,
                 );
             }
-            if let (Some(truth), false) = (label.label.as_deref(), model.task == Task::Regression) {
-                w.shadow
-                    .add_truth(&event.champion, event.shadow.as_ref(), truth);
-            }
+            w.shadow.add_truth(
+                &event.champion,
+                event.shadow.as_ref(),
+                label,
+                limit,
+                &mut w.rng,
+            );
             reached += 1;
         }
         reached
@@ -430,7 +496,7 @@ mod tests {
     fn reservoir_keeps_the_limit_and_counts_everything() {
         let f = numeric_feature();
         let mut w = FeatureWindow::new(&f);
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         for i in 0..10_000 {
             w.add(&Value::Num(f64::from(i)), 100, &mut rng);
         }
@@ -469,12 +535,37 @@ mod tests {
     }
 
     #[test]
+    fn latency_quantiles_interpolate_like_numpy() {
+        let mut t = RoleTraffic::default();
+        let mut rng = Rng::new(1);
+        for ms in [4.0, 1.0, 10.0, 3.0, 2.0, f64::NAN, -1.0] {
+            let o = Output {
+                latency_ms: Some(ms),
+                ..Output::default()
+            };
+            t.add(Some(&o), 100, &mut rng);
+        }
+        // numpy.percentile([1, 2, 3, 4, 10], [50, 95, 99]) = [3, 8.8, 9.76];
+        // NaN and negative latencies are not latencies.
+        let q = t.latency_quantiles_ms().expect("quantiles");
+        for (got, want) in q.iter().zip([3.0, 8.8, 9.76]) {
+            assert!((got - want).abs() < 1e-12, "{q:?}");
+        }
+        assert_eq!(t.predictions, 7);
+        assert_eq!(RoleTraffic::default().latency_quantiles_ms(), None);
+    }
+
+    #[test]
     fn cost_per_1k_from_capacity_or_compute() {
-        let t = RoleTraffic {
-            predictions: 3600,
-            latency_seconds_sum: 36.0,
-            latencies: 3600,
+        let mut t = RoleTraffic::default();
+        let mut rng = Rng::new(1);
+        let o = Output {
+            latency_ms: Some(10.0),
+            ..Output::default()
         };
+        for _ in 0..3600 {
+            t.add(Some(&o), 100, &mut rng);
+        }
         let per_hour = crate::config::RoleCost {
             per_hour_usd: Some(1.8),
             per_second_usd: None,
@@ -517,7 +608,7 @@ mod tests {
             ..numeric_feature()
         };
         let mut w = FeatureWindow::new(&f);
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         for i in 0..(MAX_CATEGORIES + 5) {
             w.add(&Value::Cat(Key::Str(format!("c{i}"))), 10, &mut rng);
         }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use driftwatch_protocol::{Label, Output};
 
+use super::{Reservoir, Rng};
 use crate::config::Task;
 
 /// Distinct classes tracked per window; labels beyond are pooled.
@@ -24,8 +25,7 @@ pub struct Performance {
     log_loss_sum: f64,
     brier_sum: f64,
     /// (score of the positive class, truth is positive), binary tasks.
-    pairs: Vec<(f64, bool)>,
-    pairs_seen: u64,
+    pairs: Reservoir<(f64, bool)>,
     // Regression.
     n: u64,
     abs_err: f64,
@@ -57,7 +57,7 @@ impl Performance {
         output: &Output,
         truth: &Label,
         limit: usize,
-        draw: &mut dyn FnMut(u64) -> u64,
+        rng: &mut Rng,
     ) {
         let (truth_label, truth_value) = (truth.label.as_deref(), truth.value);
         if output.error.is_some() {
@@ -116,16 +116,7 @@ impl Performance {
                 if let (Task::BinaryClassification, Some(s)) =
                     (task, output.score.filter(|s| s.is_finite()))
                 {
-                    self.pairs_seen += 1;
-                    let pair = (s, truth == positive);
-                    if self.pairs.len() < limit {
-                        self.pairs.push(pair);
-                    } else {
-                        let j = draw(self.pairs_seen) as usize;
-                        if j < limit {
-                            self.pairs[j] = pair;
-                        }
-                    }
+                    self.pairs.add((s, truth == positive), limit, rng);
                 }
             }
         }
@@ -211,7 +202,7 @@ impl Performance {
                     out.push(("log_loss", self.log_loss_sum / self.scored as f64));
                     out.push(("brier", self.brier_sum / self.scored as f64));
                 }
-                if let Some(auc) = roc_auc(&self.pairs) {
+                if let Some(auc) = roc_auc(self.pairs.items()) {
                     out.push(("roc_auc", auc));
                 }
             }
@@ -259,7 +250,7 @@ mod tests {
     #[test]
     fn binary_metrics_by_hand() {
         let mut p = Performance::default();
-        let mut draw = |n: u64| n;
+        let mut rng = Rng::new(1);
         // (prediction, score, truth)
         for (pred, score, truth) in [
             ("1", 0.9, "1"),
@@ -279,7 +270,7 @@ mod tests {
                 &out(pred, score),
                 &truth,
                 100,
-                &mut draw,
+                &mut rng,
             );
         }
         let m: HashMap<_, _> = p
@@ -301,7 +292,7 @@ mod tests {
     #[test]
     fn regression_metrics_by_hand() {
         let mut p = Performance::default();
-        let mut draw = |n: u64| n;
+        let mut rng = Rng::new(1);
         for (pred, y) in [(2.0, 1.0), (2.0, 3.0), (5.0, 5.0)] {
             let o = Output {
                 value: Some(pred),
@@ -313,7 +304,7 @@ mod tests {
                 label: None,
                 value: Some(y),
             };
-            p.add(Task::Regression, "", &o, &truth, 10, &mut draw);
+            p.add(Task::Regression, "", &o, &truth, 10, &mut rng);
         }
         let m: HashMap<_, _> = p.metrics(Task::Regression, "").into_iter().collect();
         assert!((m["mae"] - 2.0 / 3.0).abs() < 1e-12);

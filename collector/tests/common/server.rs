@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub struct Server {
     child: Child,
     pub addr: String,
@@ -121,6 +123,15 @@ impl Server {
         )
     }
 
+    /// Posts `{"KEY": [ITEMS...]}` (`events` or `labels`), expects 200 and
+    /// returns the parsed reply.
+    pub fn post_items(&self, path: &str, key: &str, items: &[String]) -> Value {
+        let (status, reply) =
+            self.post_json(path, &format!(r#"{{"{key}": [{}]}}"#, items.join(",")));
+        assert_eq!(status, 200, "{reply}");
+        serde_json::from_str(&reply).expect("reply JSON")
+    }
+
     /// The value of one series in `/metrics`, e.g. `driftwatch_window_samples{model="m",window="1h"}`.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let (_, text) = self.request("GET", "/metrics", &[], b"");
@@ -153,6 +164,43 @@ impl Server {
 }
 
 impl Server {
+    /// Waits until the live `window` of `model` holds `events`, then lets
+    /// the evaluation loop (every 100 ms in these tests) run again so every
+    /// gauge reflects them.
+    pub fn wait_for_samples(&self, model: &str, window: &str, events: u64) {
+        let labels = [("model", model), ("window", window)];
+        self.wait_for(
+            Duration::from_secs(20),
+            &format!("{events} events in {model}'s live {window} window"),
+            |s| s.metric("driftwatch_window_samples", &labels) == Some(events as f64),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Checks a `report` column against the live gauges of its kind
+    /// (`feature` or `prediction`): the verdict, then every test's statistic
+    /// and p-value, bit for bit. `series` picks the column's series (e.g.
+    /// feature and window). Returns how many tests were compared.
+    pub fn assert_column_matches(&self, kind: &str, col: &Value, series: &[(&str, &str)]) -> usize {
+        let detected = self.metric(&format!("driftwatch_{kind}_drift_detected"), series);
+        let want = if col["drift"] == true { 1.0 } else { 0.0 };
+        assert_eq!(detected, Some(want), "{series:?}: verdict of {col}");
+        let mut compared = 0;
+        for t in col["tests"].as_array().expect("tests") {
+            let test = t["test"].as_str().expect("test");
+            let mut labels = series.to_vec();
+            labels.push(("test", test));
+            let live = self.metric(&format!("driftwatch_{kind}_drift_score"), &labels);
+            // A statistic JSON cannot hold is a chi-square's +Inf.
+            let want = t["statistic"].as_f64().unwrap_or(f64::INFINITY);
+            assert_eq!(live, Some(want), "{labels:?} statistic: {t}");
+            let p = self.metric(&format!("driftwatch_{kind}_drift_p_value"), &labels);
+            assert_eq!(p, t["p_value"].as_f64(), "{labels:?} p-value");
+            compared += 1;
+        }
+        compared
+    }
+
     /// SIGKILL, as a crash would: no chance to flush anything.
     pub fn kill(mut self) {
         let _ = self.child.kill();
