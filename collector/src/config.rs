@@ -78,6 +78,9 @@ pub struct RawConfig {
     /// Where ingest tokens come from; no tokens means no authentication.
     #[serde(default)]
     pub auth: RawAuth,
+    /// Alerting rule files (see `driftwatch rules check`).
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
     pub models: Vec<RawModel>,
 }
 
@@ -214,6 +217,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
     pub tokens: Vec<String>,
+    pub rules: Vec<PathBuf>,
     pub models: Vec<RawModel>,
 }
 
@@ -361,6 +365,7 @@ impl RawConfig {
                 max_body_bytes: self.max_body_bytes,
                 max_future_skew: self.max_future_skew.duration,
                 tokens,
+                rules: self.rules,
                 models: self.models,
             }),
             _ => Err(ConfigError::Invalid {
@@ -385,6 +390,7 @@ pub fn from_flags(
         max_body_bytes: default_max_body_bytes(),
         max_future_skew: default_max_future_skew(),
         auth: RawAuth::default(),
+        rules: Vec::new(),
         models: vec![RawModel {
             name: model,
             task: default_task(),

@@ -8,6 +8,7 @@ pub mod export;
 pub mod ingest;
 pub mod models;
 pub mod report;
+pub mod rules;
 pub mod serve;
 pub mod stats;
 pub mod store;

@@ -31,6 +31,70 @@ enum Command {
     Profile(ProfileArgs),
     /// Run the collector: ingest events, keep windows, export drift metrics.
     Serve(ServeArgs),
+    /// Check alerting rule files, or run their unit tests.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate rule files: every problem with file:line:column; exit 1 if any.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run rule unit tests (input series over time, expected alerts); exit 1 on failure.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn run_rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    use driftwatch::rules;
+    match command {
+        RulesCommand::Check { files } => match rules::load_files(&files) {
+            Ok(set) => {
+                let n: usize = set.groups.iter().map(|g| g.rules.len()).sum();
+                println!(
+                    "{} file(s) OK: {} group(s), {n} rule(s), {} receiver(s)",
+                    files.len(),
+                    set.groups.len(),
+                    set.receivers.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{} problem(s) found", errors.0.len());
+                Ok(ExitCode::from(1))
+            }
+        },
+        RulesCommand::Test { files } => {
+            let (mut passed, mut failed) = (0, 0);
+            for file in &files {
+                match rules::unit::run_file(file) {
+                    Ok(outcome) => {
+                        passed += outcome.passed;
+                        failed += outcome.failures.len();
+                        for f in outcome.failures {
+                            eprintln!("FAILED {f}");
+                        }
+                    }
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        failed += errors.0.len();
+                    }
+                }
+            }
+            println!("{passed} check(s) passed, {failed} failed");
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -60,6 +124,9 @@ struct ServeArgs {
     /// SQLite database file (default driftwatch.db).
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Alerting rule files (replace the config's `rules:`).
+    #[arg(long, num_args = 1..)]
+    rules: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -276,6 +343,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(every) = &args.eval_interval {
         raw.eval_interval = Span::parse(every).map_err(anyhow::Error::msg)?;
     }
+    if !args.rules.is_empty() {
+        raw.rules = args.rules.clone();
+    }
     if args.config.is_some() && !windows.is_empty() {
         for m in raw.models.iter_mut() {
             m.windows = windows.clone();
@@ -310,10 +380,24 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let store = driftwatch::store::Store::open(&config.db, retention)?;
-        let state = std::sync::Arc::new(driftwatch::serve::AppState::new(&config, models, store));
+        let mut state = driftwatch::serve::AppState::new(&config, models, store);
+        if !config.rules.is_empty() {
+            let interval_ms = config.eval_interval.as_millis() as i64;
+            let alerting = driftwatch::serve::alerting::Alerting::load(
+                config.rules.clone(),
+                interval_ms,
+                &state.metrics,
+            )
+            .map_err(|errors| anyhow::anyhow!("the rule files are refused:\n{errors}"))?;
+            state.alerting = Some(alerting);
+        }
+        let state = std::sync::Arc::new(state);
         let restored = driftwatch::serve::restore(&state)?;
         if restored > 0 {
             eprintln!("restored {restored} events from {}", config.db.display());
+        }
+        if let Some(alerting) = &state.alerting {
+            alerting.restore(&state);
         }
         eprintln!("driftwatch listening on {addr}");
         driftwatch::serve::run(listener, state, config.eval_interval, shutdown_signal()).await?;
@@ -350,6 +434,7 @@ fn main() -> ExitCode {
         Command::Report(a) => run_report(a),
         Command::Profile(a) => run_profile(a),
         Command::Serve(a) => run_serve(a),
+        Command::Rules(c) => run_rules(c),
     };
     match result {
         Ok(code) => code,

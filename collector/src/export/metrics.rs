@@ -3,7 +3,8 @@
 //! reasons from a closed list; never a request id.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Why an event (or, for request-level reasons, a request) was refused.
@@ -81,6 +82,11 @@ pub struct Metrics {
     pub cost_per_1k: GaugeVec,
     pub shadow_score_diff: GaugeVec,
     pub events_rejected: IntCounterVec,
+    pub latency_quantile: GaugeVec,
+    pub prediction_error_ratio: GaugeVec,
+    pub alerts_firing: GaugeVec,
+    pub rules_reload_success: Gauge,
+    pub rules_reloads: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -235,8 +241,64 @@ impl Metrics {
                 "Events (or requests, for request-level reasons) refused, by reason",
                 &["reason"],
             ),
+            latency_quantile: gauge(
+                r,
+                "driftwatch_inference_latency_quantile_seconds",
+                "Latency quantile (0.5, 0.95, 0.99) of a role's reported latencies in the live window",
+                &["model", "role", "quantile", "window"],
+            ),
+            prediction_error_ratio: gauge(
+                r,
+                "driftwatch_prediction_error_ratio",
+                "Share of a role's outputs in the live window that reported an error",
+                &["model", "role", "window"],
+            ),
+            alerts_firing: gauge(
+                r,
+                "driftwatch_alerts_firing",
+                "Firing alerts",
+                &["alertname", "model", "severity"],
+            ),
+            rules_reload_success: {
+                let g = Gauge::new(
+                    "driftwatch_rules_last_reload_success",
+                    "1 when the last (re)load of the rule files succeeded, 0 when it was refused (the previous rules keep running)",
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            rules_reloads: counter(
+                r,
+                "driftwatch_rules_reloads_total",
+                "Rule file (re)loads, by outcome (success, failure)",
+                &["outcome"],
+            ),
             registry,
         }
+    }
+
+    /// Every gauge's series with its current value: what rules judge.
+    pub fn gauge_series(&self) -> Vec<crate::rules::engine::Series> {
+        let mut out = Vec::new();
+        for family in self.registry.gather() {
+            if family.get_field_type() != prometheus::proto::MetricType::GAUGE {
+                continue;
+            }
+            for m in family.get_metric() {
+                out.push(crate::rules::engine::Series {
+                    metric: family.name().to_string(),
+                    labels: m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name().to_string(), l.value().to_string()))
+                        .collect(),
+                    value: m.get_gauge().get_value(),
+                });
+            }
+        }
+        out
     }
 
     pub fn reject(&self, reason: RejectReason, n: u64) {

@@ -13,6 +13,7 @@ use super::AppState;
 use crate::config::RoleCost;
 use crate::models::{Feature, Model};
 use crate::report::{self, ColumnReport, Overrides};
+use crate::rules::engine::WindowInfo;
 use crate::stats::{Numeric, Sample};
 use crate::store::WindowResult;
 use crate::window::{FeatureWindow, RoleTraffic, Window};
@@ -32,6 +33,7 @@ pub async fn run_loop(state: Arc<AppState>, interval: Duration) {
 /// Recomputes every kept window, publishes the live ones and stores all.
 pub fn evaluate_all(state: &AppState) {
     let mut results = Vec::new();
+    let mut live_windows = Vec::new();
     for (mi, model) in state.models.iter().enumerate() {
         let kept = state.windows[mi]
             .lock()
@@ -41,7 +43,10 @@ pub fn evaluate_all(state: &AppState) {
             let label = model.windows[wi].label();
             let newest = windows.len().saturating_sub(1);
             for (i, window) in windows.iter().enumerate() {
-                let summary = evaluate_window(state, model, &label, window, i == newest);
+                let (summary, info) = evaluate_window(state, model, &label, window, i == newest);
+                if i == newest {
+                    live_windows.push(info);
+                }
                 results.push(WindowResult {
                     model: model.name.clone(),
                     window: label.clone(),
@@ -55,6 +60,10 @@ pub fn evaluate_all(state: &AppState) {
         if let Err(e) = state.store.save_results_blocking(results) {
             eprintln!("error: storing window results failed: {e}");
         }
+    }
+    if let Some(alerting) = &state.alerting {
+        alerting.reload_if_changed(&state.metrics);
+        alerting.tick(state, live_windows);
     }
 }
 
@@ -88,14 +97,15 @@ fn evaluate_column(feature: &Feature, fw: &FeatureWindow) -> ColumnReport {
     )
 }
 
-/// One window's statistics as JSON; with `live`, also its gauges.
+/// One window's statistics as JSON and its context for alert templates;
+/// with `live`, also its gauges.
 fn evaluate_window(
     state: &AppState,
     model: &Model,
     label: &str,
     window: &Window,
     live: bool,
-) -> Value {
+) -> (Value, WindowInfo) {
     let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
     for (feature, fw) in model.features.iter().zip(&window.features) {
         let r = evaluate_column(feature, fw);
@@ -135,6 +145,7 @@ fn evaluate_window(
         let q = t.latency_quantiles_ms();
         json!({
             "predictions": t.predictions,
+            "error_ratio": t.error_ratio(),
             "latency_ms": q.map(|[p50, p95, p99]| json!({"p50": p50, "p95": p95, "p99": p99})),
             "cost_per_1k_usd": cost.and_then(|c| t.cost_per_1k(c, elapsed_hours)),
         })
@@ -184,6 +195,20 @@ fn evaluate_window(
                     .set(v);
             }
         }
+        for (role, traffic) in ["champion", "shadow"].into_iter().zip(&window.roles) {
+            if let Some(q) = traffic.latency_quantiles_ms() {
+                for (quantile, ms) in ["0.5", "0.95", "0.99"].into_iter().zip(q) {
+                    m.latency_quantile
+                        .with_label_values(&[model.name.as_str(), role, quantile, label])
+                        .set(ms / 1000.0);
+                }
+            }
+            if let Some(r) = traffic.error_ratio() {
+                m.prediction_error_ratio
+                    .with_label_values(&[model.name.as_str(), role, label])
+                    .set(r);
+            }
+        }
         for (role, perf) in [
             ("champion", &window.champion_performance),
             ("shadow", &window.shadow_performance),
@@ -195,7 +220,25 @@ fn evaluate_window(
             }
         }
     }
-    json!({
+    // Drifted features, largest default-test statistic first.
+    let mut top_features: Vec<(String, String, f64)> = reports
+        .iter()
+        .filter(|r| r.drift)
+        .filter_map(|r| {
+            let test = r.verdict_test.or(r.default_test)?;
+            let t = r.tests.iter().find(|t| t.test == test)?;
+            Some((r.name.clone(), test.to_string(), t.value))
+        })
+        .collect();
+    top_features.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let info = WindowInfo {
+        model: model.name.clone(),
+        window: label.to_string(),
+        start: millis_rfc3339(window.start_ms),
+        end: millis_rfc3339(window.start_ms + window.length_ms),
+        top_features,
+    };
+    let summary = json!({
         "start": millis_rfc3339(window.start_ms),
         "end": millis_rfc3339(window.start_ms + window.length_ms),
         "live": live,
@@ -215,7 +258,8 @@ fn evaluate_window(
             "verdict": comparison.map(|c| c.verdict),
             "pairs": comparison.map(|c| c.pairs),
         },
-    })
+    });
+    (summary, info)
 }
 
 /// Significance level of the champion-vs-shadow verdict.

@@ -2,6 +2,7 @@
 //! evaluation loop that recomputes the live windows' statistics every
 //! interval, off the async reactor.
 
+pub mod alerting;
 mod eval;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
     pub ready: AtomicBool,
+    /// Rules and alert states, when rule files are configured.
+    pub alerting: Option<alerting::Alerting>,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             max_future_skew: config.max_future_skew,
             ready: AtomicBool::new(false),
+            alerting: None,
         }
     }
 }
@@ -77,6 +81,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/feedback", post(feedback))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}/windows", get(model_windows))
+        .route("/v1/alerts", get(list_alerts))
+        .route("/v1/rules", get(list_rules))
+        .route("/-/reload", post(reload_rules))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -93,12 +100,36 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let evaluator = tokio::spawn(eval::run_loop(state.clone(), interval));
+    let hangups = tokio::spawn(reload_on_sighup(state.clone()));
     state.ready.store(true, Ordering::SeqCst);
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     evaluator.abort();
+    hangups.abort();
     result
+}
+
+/// Reloads the rule files on every SIGHUP.
+async fn reload_on_sighup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(a) = &s.alerting {
+                    let _ = a.reload(&s.metrics);
+                }
+            })
+            .await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 fn now_ms() -> i64 {
@@ -541,6 +572,50 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+/// `GET /v1/alerts`: pending and firing alerts.
+async fn list_alerts(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(match &state.alerting {
+        Some(a) => a.alerts_json(),
+        None => serde_json::json!({ "alerts": [] }),
+    })
+}
+
+/// `GET /v1/rules`: the rules running and the last reload's outcome.
+async fn list_rules(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(match &state.alerting {
+        Some(a) => a.rules_json(),
+        None => serde_json::json!({ "files": [], "groups": [] }),
+    })
+}
+
+/// `POST /-/reload`: reloads the rule files now; 400 with every problem
+/// when they are refused (the previous rules keep running).
+async fn reload_rules(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(alerting) = &state.alerting else {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: "no rule files are configured (--rules or `rules:` in the config)".into(),
+        });
+    };
+    let s = state.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || s.alerting.as_ref().map(|a| a.reload(&s.metrics)))
+            .await;
+    match outcome {
+        Ok(Some(Ok(()))) => Ok(Json(alerting.rules_json())),
+        Ok(Some(Err(errors))) => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: errors.to_string(),
+        }),
+        _ => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "the reload did not finish".into(),
+        }),
+    }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

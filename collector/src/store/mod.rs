@@ -42,6 +42,11 @@ const MIGRATIONS: &[&str] = &[
         result TEXT NOT NULL,
         PRIMARY KEY (model, window, start_ms)
     ) WITHOUT ROWID;",
+    // 4: active alerts (pending and firing, timers included), by identity.
+    "CREATE TABLE alerts (
+        key TEXT PRIMARY KEY,
+        alert TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// How often the writer deletes events past retention.
@@ -120,6 +125,8 @@ enum Work {
     Events(Vec<NewEvent>),
     Labels(Vec<NewLabel>),
     Results(Vec<WindowResult>),
+    /// The whole set of active alerts (key, JSON), replacing the stored set.
+    Alerts(Vec<(String, String)>),
 }
 
 enum Done {
@@ -230,6 +237,24 @@ impl Store {
     pub fn save_results_blocking(&self, results: Vec<WindowResult>) -> Result<(), StoreError> {
         let rx = self.send(Work::Results(results))?;
         self.outcome(rx.blocking_recv()).map(|_| ())
+    }
+
+    /// Replaces the stored active alerts (from a blocking thread).
+    pub fn save_alerts_blocking(&self, alerts: Vec<(String, String)>) -> Result<(), StoreError> {
+        let rx = self.send(Work::Alerts(alerts))?;
+        self.outcome(rx.blocking_recv()).map(|_| ())
+    }
+
+    /// The stored active alerts as JSON.
+    pub fn alerts(&self) -> Result<Vec<String>, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = open(&self.path)?;
+        let mut stmt = conn.prepare("SELECT alert FROM alerts").map_err(err)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
     /// The newest `limit` stored results of a model's window length, newest first.
@@ -432,6 +457,15 @@ fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlit
                         });
                     }
                     Done::Labels(outcomes)
+                }
+                Work::Alerts(alerts) => {
+                    tx.execute("DELETE FROM alerts", [])?;
+                    let mut stmt =
+                        tx.prepare_cached("INSERT INTO alerts (key, alert) VALUES (?1, ?2)")?;
+                    for (key, json) in alerts {
+                        stmt.execute(params![key, json])?;
+                    }
+                    Done::Results
                 }
                 Work::Results(results) => {
                     let mut stmt = tx.prepare_cached(

@@ -148,6 +148,8 @@ pub struct Window {
 #[derive(Debug, Clone, Default)]
 pub struct RoleTraffic {
     pub predictions: u64,
+    /// Outputs that reported an `error`.
+    pub errors: u64,
     pub latency_seconds_sum: f64,
     /// Reported latencies in milliseconds (bounded like feature samples).
     pub latencies_ms: Reservoir<f64>,
@@ -157,10 +159,16 @@ impl RoleTraffic {
     fn add(&mut self, output: Option<&Output>, limit: usize, rng: &mut Rng) {
         let Some(o) = output else { return };
         self.predictions += 1;
+        self.errors += u64::from(o.error.is_some());
         if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
             self.latency_seconds_sum += ms / 1000.0;
             self.latencies_ms.add(ms, limit, rng);
         }
+    }
+
+    /// Share of outputs that reported an error.
+    pub fn error_ratio(&self) -> Option<f64> {
+        (self.predictions > 0).then(|| self.errors as f64 / self.predictions as f64)
     }
 
     /// Latency p50, p95 and p99 in milliseconds (linear interpolation

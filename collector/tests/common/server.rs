@@ -164,6 +164,11 @@ impl Server {
 }
 
 impl Server {
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until the live `window` of `model` holds `events`, then lets
     /// the evaluation loop (every 100 ms in these tests) run again so every
     /// gauge reflects them.

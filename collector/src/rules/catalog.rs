@@ -1,0 +1,121 @@
+//! The metrics a rule may judge: DESIGN.md's names, with the labels that
+//! pick one series out of each (`test`, `role`, `performance`, `quantile`).
+
+/// What a metric's series are labelled with, beyond `model` and `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDef {
+    pub name: &'static str,
+    /// One series per feature (a rule fans out over them).
+    pub per_feature: bool,
+    /// Labelled with a drift `test`.
+    pub test: bool,
+    /// Labelled with a `role` (champion, shadow).
+    pub role: bool,
+    /// Labelled with a performance `metric` (accuracy, mae, ...).
+    pub performance: bool,
+    /// A latency quantile (0.5, 0.95, 0.99).
+    pub quantile: bool,
+    /// Has a `window` label (the cost gauge does not).
+    pub windowed: bool,
+}
+
+const fn def(name: &'static str) -> MetricDef {
+    MetricDef {
+        name,
+        per_feature: false,
+        test: false,
+        role: false,
+        performance: false,
+        quantile: false,
+        windowed: true,
+    }
+}
+
+pub const METRICS: &[MetricDef] = &[
+    MetricDef {
+        per_feature: true,
+        test: true,
+        ..def("driftwatch_feature_drift_score")
+    },
+    MetricDef {
+        per_feature: true,
+        test: true,
+        ..def("driftwatch_feature_drift_p_value")
+    },
+    MetricDef {
+        per_feature: true,
+        ..def("driftwatch_feature_drift_detected")
+    },
+    MetricDef {
+        per_feature: true,
+        ..def("driftwatch_feature_missing_ratio")
+    },
+    def("driftwatch_drifted_features_share"),
+    MetricDef {
+        role: true,
+        test: true,
+        ..def("driftwatch_prediction_drift_score")
+    },
+    MetricDef {
+        role: true,
+        test: true,
+        ..def("driftwatch_prediction_drift_p_value")
+    },
+    MetricDef {
+        role: true,
+        ..def("driftwatch_prediction_drift_detected")
+    },
+    MetricDef {
+        role: true,
+        performance: true,
+        ..def("driftwatch_model_performance")
+    },
+    def("driftwatch_label_coverage_ratio"),
+    def("driftwatch_shadow_agreement_ratio"),
+    def("driftwatch_shadow_score_mean_abs_diff"),
+    def("driftwatch_shadow_comparison_p_value"),
+    def("driftwatch_shadow_comparison_verdict"),
+    MetricDef {
+        role: true,
+        windowed: false,
+        ..def("driftwatch_cost_per_1k_predictions_usd")
+    },
+    def("driftwatch_window_samples"),
+    MetricDef {
+        role: true,
+        quantile: true,
+        ..def("driftwatch_inference_latency_quantile_seconds")
+    },
+    MetricDef {
+        role: true,
+        ..def("driftwatch_prediction_error_ratio")
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    METRICS.iter().find(|m| m.name == name)
+}
+
+pub fn names() -> String {
+    METRICS
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub const ROLES: &[&str] = &["champion", "shadow"];
+pub const PERFORMANCE: &[&str] = &[
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "brier",
+    "mae",
+    "rmse",
+    "mape",
+    "r2",
+];
+pub const QUANTILES: &[&str] = &["0.5", "0.95", "0.99"];

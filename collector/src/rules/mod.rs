@@ -1,0 +1,633 @@
+//! Alerting rules: YAML files in the spirit of Prometheus alerting rules,
+//! checked with every problem reported at once (`driftwatch rules check`),
+//! evaluated by a state machine that `driftwatch rules test` drives with
+//! synthetic series and the collector drives with its live gauges.
+
+pub mod calibrate;
+pub mod catalog;
+pub mod engine;
+pub mod receivers;
+pub mod unit;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use marked_yaml::Node;
+
+pub use receivers::Receiver;
+use yaml::{Checker, Diagnostic};
+
+/// Every loaded rule file, validated.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub groups: Vec<Group>,
+    pub receivers: Vec<Receiver>,
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    /// How often the group is evaluated; the collector's `eval_interval` when absent.
+    pub interval: Option<Duration>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    const ALL: [(&'static str, Op); 6] = [
+        (">", Op::Gt),
+        (">=", Op::Ge),
+        ("<", Op::Lt),
+        ("<=", Op::Le),
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+    ];
+
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Gt => value > threshold,
+            Op::Ge => value >= threshold,
+            Op::Lt => value < threshold,
+            Op::Le => value <= threshold,
+            Op::Eq => value == threshold,
+            Op::Ne => value != threshold,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Op::ALL
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map_or("?", |(s, _)| s)
+    }
+}
+
+/// A rule's threshold: a number, or learned from the reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Value(f64),
+    /// Mean + `sigmas` standard deviations of the statistic over `chunks`
+    /// random chunks of the reference, each against the whole reference.
+    Calibrated {
+        sigmas: f64,
+        chunks: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub alert: String,
+    /// The model judged; every model when absent (or `*`).
+    pub model: Option<String>,
+    pub metric: &'static catalog::MetricDef,
+    pub test: Option<String>,
+    pub role: Option<String>,
+    pub performance: Option<String>,
+    pub quantile: Option<String>,
+    /// Only these features (per-feature metrics); all when absent.
+    pub features: Option<Vec<String>>,
+    /// The window length judged (label form, `1h`); every window when absent.
+    pub window: Option<String>,
+    pub op: Op,
+    pub threshold: Threshold,
+    /// Once firing, the alert stays while `value op resolve_threshold` holds.
+    pub resolve_threshold: Option<f64>,
+    /// Windows with fewer events are not judged (alerts keep their state).
+    pub min_samples: u64,
+    pub for_: Duration,
+    pub keep_firing_for: Duration,
+    pub severity: String,
+    pub labels: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
+    pub receivers: Vec<String>,
+}
+
+/// Why rule files were refused: every problem, each with its position.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct RuleErrors(pub Vec<Diagnostic>);
+
+/// Loads and checks rule files together (a rule may name a receiver defined
+/// in another file).
+pub fn load_files(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
+    let mut set = RuleSet {
+        files: paths.to_vec(),
+        ..RuleSet::default()
+    };
+    let mut diagnostics = Vec::new();
+    // Receivers a rule names, with where, checked once all files are read.
+    let mut wanted: Vec<(String, Diagnostic)> = Vec::new();
+    for path in paths {
+        let name = path.display().to_string();
+        let mut c = Checker::new(&name);
+        match std::fs::read_to_string(path) {
+            Ok(text) => check_file(&mut c, &text, &mut set, &mut wanted),
+            Err(e) => c.diagnostics.push(Diagnostic {
+                file: name.clone(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read the file: {e}"),
+            }),
+        }
+        diagnostics.extend(c.take_sorted());
+    }
+    for (receiver, mut at) in wanted {
+        if !set.receivers.iter().any(|r| r.name == receiver) {
+            let known: Vec<&str> = set.receivers.iter().map(|r| r.name.as_str()).collect();
+            at.message = format!(
+                "unknown receiver `{receiver}`; defined: {}",
+                if known.is_empty() {
+                    "none (add it under `receivers:`)".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+            diagnostics.push(at);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for g in &set.groups {
+        if !seen.insert(g.name.clone()) {
+            diagnostics.push(Diagnostic {
+                file: paths
+                    .first()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                line: 1,
+                column: 1,
+                message: format!("group `{}` is defined twice", g.name),
+            });
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(set)
+    } else {
+        Err(RuleErrors(diagnostics))
+    }
+}
+
+/// Checks one file's text into `set`.
+fn check_file(
+    c: &mut Checker,
+    text: &str,
+    set: &mut RuleSet,
+    wanted: &mut Vec<(String, Diagnostic)>,
+) {
+    let Some(top) = c.parse(text) else { return };
+    let top = c.mapping(&top, "file", &["groups", "receivers"]);
+    if let Some(node) = top.get("receivers") {
+        if let Some(list) = c.sequence(node, "receivers") {
+            for (i, r) in list.iter().enumerate() {
+                if let Some(r) = receivers::check(c, r, &format!("receivers[{i}]")) {
+                    if set.receivers.iter().any(|x| x.name == r.name) {
+                        c.at(
+                            r_span(node, i),
+                            format!("receiver `{}` is defined twice", r.name),
+                        );
+                    }
+                    set.receivers.push(r);
+                }
+            }
+        }
+    }
+    let Some(groups) = top.require(c, "groups") else {
+        return;
+    };
+    let Some(groups) = c.sequence(groups, "groups") else {
+        return;
+    };
+    for (gi, g) in groups.iter().enumerate() {
+        let what = format!("groups[{gi}]");
+        let Some(f) = c.fields(g, &what, &["name", "interval", "rules"]) else {
+            continue;
+        };
+        let name = f
+            .require(c, "name")
+            .and_then(|n| c.string(n, &f.path("name")));
+        let interval = f
+            .get("interval")
+            .and_then(|n| c.duration(n, &f.path("interval"), false));
+        let mut rules = Vec::new();
+        if let Some(list) = f
+            .require(c, "rules")
+            .and_then(|n| c.sequence(n, &f.path("rules")))
+        {
+            for (ri, r) in list.iter().enumerate() {
+                if let Some(rule) = check_rule(c, r, &format!("{what}.rules[{ri}]"), wanted) {
+                    rules.push(rule);
+                }
+            }
+        }
+        if let Some(name) = name {
+            set.groups.push(Group {
+                name,
+                interval,
+                rules,
+            });
+        }
+    }
+}
+
+fn r_span(list: &Node, i: usize) -> &marked_yaml::Span {
+    match list {
+        Node::Sequence(s) => s.get(i).map_or(list.span(), Node::span),
+        _ => list.span(),
+    }
+}
+
+const RULE_FIELDS: &[&str] = &[
+    "alert",
+    "model",
+    "metric",
+    "test",
+    "role",
+    "performance",
+    "quantile",
+    "features",
+    "window",
+    "op",
+    "threshold",
+    "resolve_threshold",
+    "min_samples",
+    "for",
+    "keep_firing_for",
+    "severity",
+    "labels",
+    "annotations",
+    "receivers",
+];
+
+fn check_rule(
+    c: &mut Checker,
+    node: &Node,
+    what: &str,
+    wanted: &mut Vec<(String, Diagnostic)>,
+) -> Option<Rule> {
+    let f = c.fields(node, what, RULE_FIELDS)?;
+    let before = c.diagnostics.len();
+    let alert = f
+        .require(c, "alert")
+        .and_then(|n| c.string(n, &f.path("alert")));
+    if let (Some(a), Some(n)) = (&alert, f.get("alert")) {
+        if a.is_empty() || !a.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            c.at(
+                n.span(),
+                format!(
+                    "{}: {a:?} must be letters, digits and underscores",
+                    f.path("alert")
+                ),
+            );
+        }
+    }
+    let model = f
+        .get("model")
+        .and_then(|n| c.string(n, &f.path("model")))
+        .filter(|m| m != "*");
+    let metric = f.require(c, "metric").and_then(|n| {
+        let name = c.string(n, &f.path("metric"))?;
+        let def = catalog::find(&name);
+        if def.is_none() {
+            c.at(
+                n.span(),
+                format!(
+                    "{}: unknown metric `{name}`, expected one of: {}",
+                    f.path("metric"),
+                    catalog::names()
+                ),
+            );
+        }
+        def
+    });
+    // Selectors: each must suit the metric, and come from its closed list.
+    let mut selector = |key: &str, allowed: Option<&[&str]>, applies: bool| -> Option<String> {
+        let n = f.get(key)?;
+        let v = c.string(n, &f.path(key))?;
+        if let Some(m) = metric.filter(|_| !applies) {
+            c.at(
+                n.span(),
+                format!("{}: `{}` has no `{key}` label", f.path(key), m.name),
+            );
+            return None;
+        }
+        if let Some(list) = allowed.filter(|l| !l.contains(&v.as_str())) {
+            c.at(
+                n.span(),
+                format!(
+                    "{}: unknown {key} `{v}`, expected one of: {}",
+                    f.path(key),
+                    list.join(", ")
+                ),
+            );
+            return None;
+        }
+        Some(v)
+    };
+    let test_names = crate::stats::TestKind::names();
+    let tests: Vec<&str> = test_names.split(", ").map(str::trim).collect();
+    let test = selector("test", Some(&tests), metric.is_some_and(|m| m.test));
+    let role = selector("role", Some(catalog::ROLES), metric.is_some_and(|m| m.role));
+    let performance = selector(
+        "performance",
+        Some(catalog::PERFORMANCE),
+        metric.is_some_and(|m| m.performance),
+    );
+    let quantile = selector(
+        "quantile",
+        Some(catalog::QUANTILES),
+        metric.is_some_and(|m| m.quantile),
+    );
+    if let Some(m) = metric {
+        if m.test && test.is_none() && f.get("test").is_none() {
+            c.at(
+                f.span(),
+                format!(
+                    "{what}: `{}` needs `test` (one of: {})",
+                    m.name,
+                    tests.join(", ")
+                ),
+            );
+        }
+        if m.performance && f.get("performance").is_none() {
+            c.at(
+                f.span(),
+                format!(
+                    "{what}: `{}` needs `performance` (one of: {})",
+                    m.name,
+                    catalog::PERFORMANCE.join(", ")
+                ),
+            );
+        }
+        if m.quantile && f.get("quantile").is_none() {
+            c.at(
+                f.span(),
+                format!(
+                    "{what}: `{}` needs `quantile` (one of: {})",
+                    m.name,
+                    catalog::QUANTILES.join(", ")
+                ),
+            );
+        }
+    }
+    let features = f.get("features").and_then(|n| {
+        let list = c.strings(n, &f.path("features"))?;
+        if metric.is_some_and(|m| !m.per_feature) {
+            c.at(
+                n.span(),
+                format!(
+                    "{}: only per-feature metrics take `features`",
+                    f.path("features")
+                ),
+            );
+        }
+        Some(list)
+    });
+    let window = f.get("window").and_then(|n| {
+        let d = c.duration(n, &f.path("window"), false)?;
+        Some(crate::config::Span { duration: d }.label())
+    });
+    let op = f.require(c, "op").and_then(|n| {
+        let s = c.string(n, &f.path("op"))?;
+        let op = Op::ALL.iter().find(|(t, _)| *t == s).map(|(_, o)| *o);
+        if op.is_none() {
+            c.at(
+                n.span(),
+                format!(
+                    "{}: unknown comparison {s:?}, expected one of: > >= < <= == !=",
+                    f.path("op")
+                ),
+            );
+        }
+        op
+    });
+    let threshold = f
+        .require(c, "threshold")
+        .and_then(|n| check_threshold(c, n, &f.path("threshold"), metric));
+    let resolve_threshold = f
+        .get("resolve_threshold")
+        .and_then(|n| c.number(n, &f.path("resolve_threshold")));
+    if let (Some(op), Some(Threshold::Value(t)), Some(r), Some(n)) =
+        (op, threshold, resolve_threshold, f.get("resolve_threshold"))
+    {
+        // Hysteresis: the resolve threshold must be on the quiet side.
+        let wrong = match op {
+            Op::Gt | Op::Ge => r > t,
+            Op::Lt | Op::Le => r < t,
+            Op::Eq | Op::Ne => true,
+        };
+        if wrong {
+            c.at(
+                n.span(),
+                format!(
+                    "{}: {r} is not on the resolving side of `{} {t}` (it keeps the alert while the value stays `{} {r}`)",
+                    f.path("resolve_threshold"),
+                    op.as_str(),
+                    op.as_str()
+                ),
+            );
+        }
+    }
+    let min_samples = match f.get("min_samples") {
+        None => Some(0),
+        Some(n) => c.number(n, &f.path("min_samples")).and_then(|x| {
+            if x >= 0.0 && x.fract() == 0.0 {
+                Some(x as u64)
+            } else {
+                c.at(
+                    n.span(),
+                    format!("{}: expected a whole number ≥ 0", f.path("min_samples")),
+                );
+                None
+            }
+        }),
+    };
+    let for_ = f.get("for").map_or(Some(Duration::ZERO), |n| {
+        c.duration(n, &f.path("for"), true)
+    });
+    let keep_firing_for = f.get("keep_firing_for").map_or(Some(Duration::ZERO), |n| {
+        c.duration(n, &f.path("keep_firing_for"), true)
+    });
+    let severity = f.get("severity").map_or(Some("warning".to_string()), |n| {
+        c.string(n, &f.path("severity"))
+    });
+    let labels = f
+        .get("labels")
+        .map_or(Some(Vec::new()), |n| c.string_map(n, &f.path("labels")));
+    if let (Some(list), Some(n)) = (&labels, f.get("labels")) {
+        for (k, _) in list {
+            let bad = k.is_empty()
+                || !k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                || k.starts_with(|ch: char| ch.is_ascii_digit());
+            if bad || RESERVED_LABELS.contains(&k.as_str()) {
+                c.at(
+                    n.span(),
+                    format!(
+                        "{}: label `{k}` is {}",
+                        f.path("labels"),
+                        if bad {
+                            "not a valid label name"
+                        } else {
+                            "set by driftwatch"
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    let annotations = f.get("annotations").map_or(Some(Vec::new()), |n| {
+        c.string_map(n, &f.path("annotations"))
+    });
+    if let (Some(list), Some(Node::Mapping(m))) = (&annotations, f.get("annotations")) {
+        let env = minijinja::Environment::new();
+        for ((k, text), (key, _)) in list.iter().zip(m.iter()) {
+            if let Err(e) = env.template_from_str(text) {
+                c.at(
+                    key.span(),
+                    format!(
+                        "{}.{k}: the template does not parse: {}",
+                        f.path("annotations"),
+                        e.detail().unwrap_or(&e.to_string())
+                    ),
+                );
+            }
+        }
+    }
+    let receivers = f
+        .get("receivers")
+        .map_or(Some(Vec::new()), |n| c.strings(n, &f.path("receivers")));
+    if let (Some(list), Some(Node::Sequence(seq))) = (&receivers, f.get("receivers")) {
+        for (r, n) in list.iter().zip(seq.iter()) {
+            let (line, column) = n.span().start().map_or((1, 1), |m| (m.line(), m.column()));
+            wanted.push((
+                r.clone(),
+                Diagnostic {
+                    file: c.file.clone(),
+                    line,
+                    column,
+                    message: String::new(),
+                },
+            ));
+        }
+    }
+    if c.diagnostics.len() > before {
+        return None;
+    }
+    Some(Rule {
+        alert: alert?,
+        model,
+        metric: metric?,
+        test,
+        role,
+        performance,
+        quantile,
+        features,
+        window,
+        op: op?,
+        threshold: threshold?,
+        resolve_threshold,
+        min_samples: min_samples?,
+        for_: for_?,
+        keep_firing_for: keep_firing_for?,
+        severity: severity?,
+        labels: labels?,
+        annotations: annotations?,
+        receivers: receivers?,
+    })
+}
+
+/// Labels an alert gets from driftwatch; a rule cannot set them.
+pub const RESERVED_LABELS: &[&str] = &[
+    "alertname",
+    "severity",
+    "model",
+    "window",
+    "feature",
+    "role",
+    "test",
+    "metric",
+    "quantile",
+];
+
+fn check_threshold(
+    c: &mut Checker,
+    n: &Node,
+    what: &str,
+    metric: Option<&catalog::MetricDef>,
+) -> Option<Threshold> {
+    let calibrated = |c: &mut Checker, sigmas: f64, chunks: usize| {
+        if metric.is_some_and(|m| !m.test || m.name.ends_with("p_value")) {
+            c.at(
+                n.span(),
+                format!("{what}: `calibrated` learns a drift statistic from the reference; it applies to driftwatch_feature_drift_score and driftwatch_prediction_drift_score"),
+            );
+            return None;
+        }
+        Some(Threshold::Calibrated { sigmas, chunks })
+    };
+    match n {
+        Node::Scalar(s) if s.as_str() == "calibrated" => calibrated(c, 3.0, 10),
+        Node::Mapping(_) => {
+            let f = c.fields(n, what, &["calibrated"])?;
+            let inner = f.require(c, "calibrated")?;
+            let g = c.fields(inner, &f.path("calibrated"), &["sigmas", "chunks"])?;
+            let sigmas = g
+                .get("sigmas")
+                .map_or(Some(3.0), |x| c.number(x, &g.path("sigmas")))?;
+            let chunks = g
+                .get("chunks")
+                .map_or(Some(10.0), |x| c.number(x, &g.path("chunks")))?;
+            if !(2.0..=1000.0).contains(&chunks) || chunks.fract() != 0.0 {
+                c.at(
+                    inner.span(),
+                    format!(
+                        "{}: chunks must be a whole number from 2 to 1000",
+                        g.path("chunks")
+                    ),
+                );
+                return None;
+            }
+            calibrated(c, sigmas, chunks as usize)
+        }
+        Node::Scalar(s) => match (s.may_coerce(), s.as_str().parse::<f64>()) {
+            (true, Ok(x)) if !x.is_nan() => Some(Threshold::Value(x)),
+            (plain, _) => {
+                let got = if plain { "" } else { "the quoted string " };
+                c.at(
+                    n.span(),
+                    format!(
+                        "{what}: expected a number or `calibrated`, got {got}{:?}",
+                        s.as_str()
+                    ),
+                );
+                None
+            }
+        },
+        Node::Sequence(_) => {
+            c.at(
+                n.span(),
+                format!("{what}: expected a number or `calibrated`, got a list"),
+            );
+            None
+        }
+    }
+}
+
+/// A path relative to `base`'s directory (for files that name other files).
+pub fn relative_to(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}

@@ -1,0 +1,289 @@
+//! Rules in the running collector: loaded at start (a broken file stops the
+//! start), reloaded on SIGHUP, on `POST /-/reload` and when a file changes
+//! (a broken file is refused, logged and exposed, and the previous rules
+//! keep running), evaluated after every window evaluation against the
+//! exported gauges, with alert states saved to SQLite so that pending
+//! `for:` timers and firing alerts survive a restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::AppState;
+use crate::export::metrics::Metrics;
+use crate::rules::engine::{rfc3339, Alert, Change, Engine, Series, Snapshot, State, WindowInfo};
+use crate::rules::{self, calibrate, Rule, RuleErrors, RuleSet, Threshold};
+use crate::stats::TestKind;
+
+pub struct Alerting {
+    files: Vec<PathBuf>,
+    rules: RwLock<Arc<RuleSet>>,
+    engine: Mutex<Engine>,
+    status: Mutex<Status>,
+    /// Evaluation cadence for groups without their own `interval`.
+    default_interval_ms: i64,
+    /// Calibrated thresholds by model, column, test, chunks and sigmas.
+    calibrated: Mutex<HashMap<String, Option<f64>>>,
+}
+
+/// The outcome of the last (re)load, for the API.
+#[derive(Debug, Clone, Default)]
+struct Status {
+    loaded_at_ms: i64,
+    error: Option<String>,
+    mtimes: Vec<Option<SystemTime>>,
+}
+
+fn mtimes(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+impl Alerting {
+    /// Loads the rule files; any problem refuses the start.
+    pub fn load(
+        files: Vec<PathBuf>,
+        default_interval_ms: i64,
+        metrics: &Metrics,
+    ) -> Result<Alerting, RuleErrors> {
+        let set = rules::load_files(&files)?;
+        metrics.rules_reloads.with_label_values(&["success"]).inc();
+        metrics.rules_reload_success.set(1.0);
+        Ok(Alerting {
+            status: Mutex::new(Status {
+                loaded_at_ms: chrono::Utc::now().timestamp_millis(),
+                error: None,
+                mtimes: mtimes(&files),
+            }),
+            files,
+            rules: RwLock::new(Arc::new(set)),
+            engine: Mutex::new(Engine::new()),
+            default_interval_ms,
+            calibrated: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes back the alerts stored before a restart.
+    pub fn restore(&self, state: &AppState) {
+        let stored = match state.store.alerts() {
+            Ok(rows) => rows,
+            Err(e) => {
+                eprintln!("error: cannot read the stored alerts: {e}");
+                return;
+            }
+        };
+        let alerts: Vec<Alert> = stored
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect();
+        if alerts.len() < stored.len() {
+            eprintln!(
+                "warning: {} stored alerts could not be read and were dropped",
+                stored.len() - alerts.len()
+            );
+        }
+        self.lock_engine().restore(alerts);
+        self.publish(&state.metrics);
+    }
+
+    fn lock_engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reloads every rule file; on any problem the previous rules stay.
+    pub fn reload(&self, metrics: &Metrics) -> Result<(), RuleErrors> {
+        let result = rules::load_files(&self.files);
+        let mut status = self.lock_status();
+        status.mtimes = mtimes(&self.files);
+        status.loaded_at_ms = chrono::Utc::now().timestamp_millis();
+        match result {
+            Ok(set) => {
+                *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+                status.error = None;
+                metrics.rules_reloads.with_label_values(&["success"]).inc();
+                metrics.rules_reload_success.set(1.0);
+                eprintln!("rules reloaded from {} file(s)", self.files.len());
+                Ok(())
+            }
+            Err(errors) => {
+                status.error = Some(errors.to_string());
+                metrics.rules_reloads.with_label_values(&["failure"]).inc();
+                metrics.rules_reload_success.set(0.0);
+                eprintln!("error: rules not reloaded, the previous rules keep running:\n{errors}");
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reloads when a rule file's modification time changed.
+    pub fn reload_if_changed(&self, metrics: &Metrics) {
+        let changed = self.lock_status().mtimes != mtimes(&self.files);
+        if changed {
+            let _ = self.reload(metrics);
+        }
+    }
+
+    /// Evaluates the rules against the current gauges.
+    pub fn tick(&self, state: &AppState, windows: Vec<WindowInfo>) {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let snap = Snapshot {
+            series: state.metrics.gauge_series(),
+            windows,
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let (changes, saved) = {
+            let mut engine = self.lock_engine();
+            let calibration = |rule: &Rule, s: &Series| self.calibrated_threshold(state, rule, s);
+            let changes =
+                engine.evaluate(&rules, now, self.default_interval_ms, &snap, &calibration);
+            let saved: Vec<(String, String)> = engine
+                .alerts()
+                .map(|a| (a.key(), serde_json::to_string(a).unwrap_or_default()))
+                .collect();
+            (changes, saved)
+        };
+        for change in &changes {
+            log_change(change);
+        }
+        self.publish(&state.metrics);
+        if let Err(e) = state.store.save_alerts_blocking(saved) {
+            eprintln!("error: storing alert states failed: {e}");
+        }
+    }
+
+    /// A rule's calibrated threshold for a series' column and test, computed
+    /// from the model's reference once and kept.
+    fn calibrated_threshold(&self, state: &AppState, rule: &Rule, s: &Series) -> Option<f64> {
+        let Threshold::Calibrated { sigmas, chunks } = rule.threshold else {
+            return None;
+        };
+        let model = state
+            .models
+            .iter()
+            .find(|m| Some(m.name.as_str()) == s.label("model"))?;
+        let column = match s.label("feature") {
+            Some(f) => model.features.iter().find(|x| x.name == f)?,
+            None => &model.prediction.as_ref()?.reference,
+        };
+        let kind = TestKind::parse(s.label("test")?)?;
+        let key = format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{chunks}\u{1f}{sigmas}",
+            model.name,
+            column.name,
+            kind.name()
+        );
+        let mut cache = self.calibrated.lock().unwrap_or_else(|p| p.into_inner());
+        *cache.entry(key).or_insert_with(|| {
+            let t = calibrate::threshold(&column.reference, kind, chunks, sigmas);
+            if t.is_none() {
+                eprintln!(
+                    "warning: rule {}: no calibrated {} threshold for {}/{} (the reference is too small for {chunks} chunks); it is not judged",
+                    rule.alert,
+                    kind.name(),
+                    model.name,
+                    column.name
+                );
+            }
+            t
+        })
+    }
+
+    /// `driftwatch_alerts_firing`: firing alerts per name, model and severity.
+    fn publish(&self, metrics: &Metrics) {
+        let mut counts: std::collections::BTreeMap<[String; 3], f64> = Default::default();
+        for a in self
+            .lock_engine()
+            .alerts()
+            .filter(|a| a.state == State::Firing)
+        {
+            let get = |k: &str| a.labels.get(k).cloned().unwrap_or_default();
+            *counts
+                .entry([get("alertname"), get("model"), get("severity")])
+                .or_default() += 1.0;
+        }
+        metrics.alerts_firing.reset();
+        for ([name, model, severity], n) in counts {
+            metrics
+                .alerts_firing
+                .with_label_values(&[name.as_str(), model.as_str(), severity.as_str()])
+                .set(n);
+        }
+    }
+
+    /// `GET /v1/alerts`: active alerts.
+    pub fn alerts_json(&self) -> serde_json::Value {
+        let alerts: Vec<serde_json::Value> = self
+            .lock_engine()
+            .alerts()
+            .map(|a| {
+                json!({
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                    "state": a.state,
+                    "active_since": rfc3339(a.active_since_ms),
+                    "fired_at": a.fired_at_ms.map(rfc3339),
+                    "value": a.value,
+                    "threshold": a.threshold,
+                    "receivers": a.receivers,
+                })
+            })
+            .collect();
+        json!({ "alerts": alerts })
+    }
+
+    /// `GET /v1/rules`: the groups and rules running, and the last reload's outcome.
+    pub fn rules_json(&self) -> serde_json::Value {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let status = self.lock_status().clone();
+        let groups: Vec<serde_json::Value> = rules
+            .groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "name": g.name,
+                    "interval_seconds": g.interval.map(|d| d.as_secs_f64()),
+                    "rules": g.rules.iter().map(|r| json!({
+                        "alert": r.alert,
+                        "model": r.model,
+                        "metric": r.metric.name,
+                        "window": r.window,
+                        "condition": format!("{} {:?}", r.op.as_str(), r.threshold),
+                        "for_seconds": r.for_.as_secs_f64(),
+                        "severity": r.severity,
+                        "receivers": r.receivers,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "files": self.files,
+            "loaded_at": rfc3339(status.loaded_at_ms),
+            "last_reload_error": status.error,
+            "groups": groups,
+        })
+    }
+}
+
+/// One line per transition on standard error (notifications come from receivers).
+fn log_change(change: &Change) {
+    let (what, a) = match change {
+        Change::Firing(a) => ("firing", a),
+        Change::Resolved(a, _) => ("resolved", a),
+    };
+    let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    let summary = a.annotations.get("summary").map_or("", String::as_str);
+    eprintln!(
+        "alert {what}: {{{}}} value={} {summary}",
+        labels.join(", "),
+        a.value
+    );
+}

@@ -1,0 +1,388 @@
+//! Rules end to end: `driftwatch rules check` and `rules test` on the
+//! shipped packs and on broken files, and rules running in the real
+//! collector: alerts fire for the features the offline report finds
+//! drifted, a broken reload is refused while the old rules keep running,
+//! file changes and SIGHUP reload, and alert timers survive `kill -9`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::examples::events_from_csv;
+use common::server::Server;
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn driftwatch(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(args)
+        .output()
+        .expect("run driftwatch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn packs() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo("rules"))
+        .expect("rules/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_shipped_packs_pass_check_and_their_tests() {
+    let files = packs();
+    assert!(files.len() >= 5, "{files:?}");
+    let mut args = vec!["rules", "check"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = driftwatch(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("9 rule(s)"), "{out}");
+    let tests: Vec<String> = std::fs::read_dir(repo("rules/tests"))
+        .expect("rules/tests")
+        .filter_map(|e| e.ok().map(|e| e.path().display().to_string()))
+        .collect();
+    assert!(tests.len() >= 4);
+    let mut args = vec!["rules", "test"];
+    args.extend(tests.iter().map(String::as_str));
+    let (code, out, err) = driftwatch(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 failed"), "{out}");
+}
+
+#[test]
+fn rules_check_reports_every_problem_with_its_position() {
+    let dir = common::server::temp_db_dir();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"receivers:
+  - name: hook
+    webhook: {url: "not a url"}
+groups:
+  - name: bad
+    rules:
+      - alert: Bad Name
+        metric: driftwatch_feature_drift_scor
+        window: sometimes
+        op: "=>"
+        threshold: high
+        annotations:
+          summary: "{{ model "
+        receivers: [nobody]
+        colour: red
+      - alert: Quoted
+        metric: driftwatch_feature_drift_score
+        test: psi
+        op: ">"
+        threshold: "0.2"
+"#,
+    )
+    .expect("write");
+    let (code, _, err) = driftwatch(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    assert_eq!(code, 1, "{err}");
+    let f = bad.display().to_string();
+    for want in [
+        format!("{f}:3:20: receivers[0].webhook.url: \"not a url\" is not a URL"),
+        format!("{f}:7:16: groups[0].rules[0].alert: \"Bad Name\" must be letters, digits and underscores"),
+        format!("{f}:8:17: groups[0].rules[0].metric: unknown metric `driftwatch_feature_drift_scor`, expected one of: driftwatch_feature_drift_score,"),
+        format!("{f}:9:17: groups[0].rules[0].window: \"sometimes\" is not a duration"),
+        format!("{f}:10:13: groups[0].rules[0].op: unknown comparison \"=>\""),
+        format!("{f}:11:20: groups[0].rules[0].threshold: expected a number or `calibrated`, got \"high\""),
+        format!("{f}:13:11: groups[0].rules[0].annotations.summary: the template does not parse"),
+        format!("{f}:14:21: unknown receiver `nobody`"),
+        format!("{f}:15:9: groups[0].rules[0]: unknown field `colour`"),
+        format!("{f}:20:20: groups[0].rules[1].threshold: expected a number or `calibrated`, got the quoted string \"0.2\""),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("10 problem(s) found"), "{err}");
+    // YAML-level problems stop the file with their position.
+    std::fs::write(&bad, "groups:\n\t- name: x\n").expect("write");
+    let (code, _, err) = driftwatch(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{f}:2:1: a tab in indentation")),
+        "{err}"
+    );
+    std::fs::write(&bad, "groups:\n  - name: x\n    name: y\n    rules: []\n").expect("write");
+    let (_, _, err) = driftwatch(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    assert!(
+        err.contains(&format!("{f}:3:5: duplicate key `name`")),
+        "{err}"
+    );
+    // A rule test whose expectation is wrong fails, naming what fired.
+    std::fs::write(
+        dir.join("rules.yaml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: Low\n        metric: driftwatch_label_coverage_ratio\n        op: \"<\"\n        threshold: 0.5\n",
+    )
+    .expect("write");
+    let test = dir.join("rules.test.yaml");
+    std::fs::write(
+        &test,
+        "rule_files: [rules.yaml]\ntests:\n  - input_series:\n      - series: 'driftwatch_label_coverage_ratio{model=\"m\", window=\"1h\"}'\n        values: \"0.1x3\"\n    alert_rule_test:\n      - eval_time: 2m\n        alertname: Low\n        exp_alerts: []\n",
+    )
+    .expect("write");
+    let (code, out, err) = driftwatch(&["rules", "test", test.to_str().expect("UTF-8")]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("unexpected firing alert {alertname=\"Low\""),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The example events (examples/credit/current.csv) over HTTP.
+fn post_examples(server: &Server) {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let events = events_from_csv(&repo("examples/credit/current.csv"), &ts);
+    let reply = server.post_items("/v1/events", "events", &events);
+    assert_eq!(reply["accepted"], 1500, "{reply}");
+}
+
+/// The example model, a 1-day window evaluated every 100 ms, and `rules`.
+fn live_args(reference: &Path, rules: &Path) -> Vec<String> {
+    [
+        "--model",
+        "credit",
+        "--reference",
+        reference.to_str().expect("UTF-8"),
+        "--window",
+        "1d",
+        "--eval-interval",
+        "100ms",
+        "--rules",
+        rules.to_str().expect("UTF-8"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn drift_rule(for_: &str, threshold: &str) -> String {
+    format!(
+        r#"receivers:
+  - name: log
+    log: {{}}
+groups:
+  - name: drift
+    rules:
+      - alert: FeatureDrift
+        model: credit
+        metric: driftwatch_feature_drift_detected
+        window: 1d
+        op: "=="
+        threshold: {threshold}
+        min_samples: 1000
+        for: {for_}
+        annotations:
+          summary: "{{{{ feature }}}} drifted; top: {{{{ top_features | map(attribute='name') | join(',') }}}}"
+        receivers: [log]
+"#
+    )
+}
+
+fn alerts(server: &Server) -> Vec<Value> {
+    let (status, body) = server.request("GET", "/v1/alerts", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+fn firing_features(server: &Server) -> Vec<String> {
+    let mut f: Vec<String> = alerts(server)
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .filter_map(|a| a["labels"]["feature"].as_str().map(String::from))
+        .collect();
+    f.sort();
+    f
+}
+
+#[test]
+fn alerts_fire_for_the_drifted_features_and_reloads_keep_the_last_good_rules() {
+    let dir = common::server::temp_db_dir();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, drift_rule("0s", "1")).expect("rules");
+    let reference = repo("examples/credit/reference.csv");
+    let args = live_args(&reference, &rules);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args, &[]);
+    post_examples(&server);
+    // The features the offline report calls drifted.
+    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["report", "--reference"])
+        .arg(&reference)
+        .arg("--current")
+        .arg(repo("examples/credit/current.csv"))
+        .output()
+        .expect("report");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let mut drifted: Vec<String> = report["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter(|c| c["drift"] == true)
+        .map(|c| c["name"].as_str().expect("name").to_string())
+        .collect();
+    drifted.sort();
+    assert!(!drifted.is_empty());
+    server.wait_for(
+        Duration::from_secs(20),
+        "alerts for the drifted features",
+        |s| firing_features(s) == drifted,
+    );
+    let firing = server.metric(
+        "driftwatch_alerts_firing",
+        &[
+            ("alertname", "FeatureDrift"),
+            ("model", "credit"),
+            ("severity", "warning"),
+        ],
+    );
+    assert_eq!(firing, Some(drifted.len() as f64));
+    let first = alerts(&server)[0].clone();
+    let summary = first["annotations"]["summary"].as_str().expect("summary");
+    assert!(summary.contains("drifted; top: "), "{summary}");
+    for f in &drifted {
+        assert!(summary.contains(f.as_str()), "{summary} lacks {f}");
+    }
+
+    // A broken file is refused; the old rules keep running.
+    std::fs::write(&rules, "groups:\n  - name: drift\n    rules:\n      - alert: FeatureDrift\n        threshold: high\n").expect("rules");
+    let (status, body) = server.request("POST", "/-/reload", &[], b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("rules.yaml:5:20"), "{body}");
+    assert_eq!(
+        server.metric("driftwatch_rules_last_reload_success", &[]),
+        Some(0.0)
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(firing_features(&server), drifted);
+    let (_, body) = server.request("GET", "/v1/rules", &[], b"");
+    assert!(
+        body.contains("last_reload_error") && body.contains("threshold"),
+        "{body}"
+    );
+
+    // A good file is picked up on its own (modification time) and the
+    // alerts whose condition no longer holds resolve.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&rules, drift_rule("0s", "2")).expect("rules");
+    server.wait_for(Duration::from_secs(20), "the alerts to resolve", |s| {
+        alerts(s).is_empty()
+    });
+    assert_eq!(
+        server.metric("driftwatch_rules_last_reload_success", &[]),
+        Some(1.0)
+    );
+
+    // SIGHUP reloads too.
+    std::fs::write(&rules, drift_rule("0s", "1")).expect("rules");
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    server.wait_for(Duration::from_secs(20), "alerts after SIGHUP", |s| {
+        firing_features(s) == drifted
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_pending_timer_survives_kill_9() {
+    let dir = common::server::temp_db_dir();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, drift_rule("1h", "1")).expect("rules");
+    let reference = repo("examples/credit/reference.csv");
+    let db = dir.join("driftwatch.db");
+    let args = live_args(&reference, &rules);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = Server::start_on(&args, &[], &db);
+    post_examples(&first);
+    first.wait_for(Duration::from_secs(20), "pending alerts", |s| {
+        let a = alerts(s);
+        !a.is_empty() && a.iter().all(|a| a["state"] == "pending")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = alerts(&first);
+    first.kill();
+    let second = Server::start_on(&args, &[], &db);
+    second.wait_for_samples("credit", "1d", 1500);
+    let after = alerts(&second);
+    assert_eq!(after.len(), before.len());
+    for a in &before {
+        let same = after
+            .iter()
+            .find(|b| b["labels"] == a["labels"])
+            .expect("the same alert after the restart");
+        assert_eq!(same["active_since"], a["active_since"], "timer kept");
+        assert_eq!(same["state"], "pending");
+    }
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn calibrated_thresholds_come_from_the_reference_chunks() {
+    let dir = common::server::temp_db_dir();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: calibrated\n    rules:\n      - alert: PsiDrift\n        metric: driftwatch_feature_drift_score\n        test: psi\n        op: \">\"\n        threshold: {calibrated: {chunks: 5, sigmas: 3}}\n",
+    )
+    .expect("rules");
+    let reference = repo("examples/credit/reference.csv");
+    let args = live_args(&reference, &rules);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start(&args, &[]);
+    post_examples(&server);
+    server.wait_for_samples("credit", "1d", 1500);
+    // The same thresholds, computed here from the same reference.
+    let raw = driftwatch::config::from_flags("credit".into(), reference.clone(), Vec::new(), None);
+    let model = driftwatch::models::Model::load(&raw.models[0]).expect("model");
+    let mut want: Vec<String> = Vec::new();
+    let mut judged = 0;
+    for f in &model.features {
+        let Some(t) = driftwatch::rules::calibrate::threshold(
+            &f.reference,
+            driftwatch::stats::TestKind::Psi,
+            5,
+            3.0,
+        ) else {
+            continue;
+        };
+        let Some(psi) = server.metric(
+            "driftwatch_feature_drift_score",
+            &[("feature", f.name.as_str()), ("test", "psi")],
+        ) else {
+            continue;
+        };
+        judged += 1;
+        if psi > t {
+            want.push(f.name.clone());
+        }
+    }
+    want.sort();
+    assert!(
+        judged >= 4 && !want.is_empty() && want.len() < judged,
+        "{judged} {want:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(firing_features(&server), want);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
