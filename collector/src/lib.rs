@@ -7,6 +7,7 @@ pub mod config;
 pub mod export;
 pub mod ingest;
 pub mod models;
+pub mod notify;
 pub mod report;
 pub mod rules;
 pub mod serve;

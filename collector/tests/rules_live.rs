@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::examples::events_from_csv;
+use common::examples::{args_with_rules, drifted_features, post_examples};
 use common::server::Server;
 use serde_json::Value;
 
@@ -144,32 +144,6 @@ groups:
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The example events (examples/credit/current.csv) over HTTP.
-fn post_examples(server: &Server) {
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let events = events_from_csv(&repo("examples/credit/current.csv"), &ts);
-    let reply = server.post_items("/v1/events", "events", &events);
-    assert_eq!(reply["accepted"], 1500, "{reply}");
-}
-
-/// The example model, a 1-day window evaluated every 100 ms, and `rules`.
-fn live_args(reference: &Path, rules: &Path) -> Vec<String> {
-    [
-        "--model",
-        "credit",
-        "--reference",
-        reference.to_str().expect("UTF-8"),
-        "--window",
-        "1d",
-        "--eval-interval",
-        "100ms",
-        "--rules",
-        rules.to_str().expect("UTF-8"),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 fn drift_rule(for_: &str, threshold: &str) -> String {
     format!(
         r#"receivers:
@@ -215,28 +189,11 @@ fn alerts_fire_for_the_drifted_features_and_reloads_keep_the_last_good_rules() {
     let dir = common::server::temp_db_dir();
     let rules = dir.join("rules.yaml");
     std::fs::write(&rules, drift_rule("0s", "1")).expect("rules");
-    let reference = repo("examples/credit/reference.csv");
-    let args = live_args(&reference, &rules);
+    let args = args_with_rules(&rules);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args, &[]);
     post_examples(&server);
-    // The features the offline report calls drifted.
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["report", "--reference"])
-        .arg(&reference)
-        .arg("--current")
-        .arg(repo("examples/credit/current.csv"))
-        .output()
-        .expect("report");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
-    let mut drifted: Vec<String> = report["columns"]
-        .as_array()
-        .expect("columns")
-        .iter()
-        .filter(|c| c["drift"] == true)
-        .map(|c| c["name"].as_str().expect("name").to_string())
-        .collect();
-    drifted.sort();
+    let drifted = drifted_features();
     assert!(!drifted.is_empty());
     server.wait_for(
         Duration::from_secs(20),
@@ -307,9 +264,8 @@ fn a_pending_timer_survives_kill_9() {
     let dir = common::server::temp_db_dir();
     let rules = dir.join("rules.yaml");
     std::fs::write(&rules, drift_rule("1h", "1")).expect("rules");
-    let reference = repo("examples/credit/reference.csv");
     let db = dir.join("driftwatch.db");
-    let args = live_args(&reference, &rules);
+    let args = args_with_rules(&rules);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = Server::start_on(&args, &[], &db);
     post_examples(&first);
@@ -346,7 +302,7 @@ fn calibrated_thresholds_come_from_the_reference_chunks() {
     )
     .expect("rules");
     let reference = repo("examples/credit/reference.csv");
-    let args = live_args(&reference, &rules);
+    let args = args_with_rules(&rules);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args, &[]);
     post_examples(&server);

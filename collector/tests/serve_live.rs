@@ -9,21 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::examples::{events_from_csv, example};
+use common::examples::{events_from_csv, example, offline_report};
 use common::server::Server;
 use serde_json::Value;
-
-/// `driftwatch report` on the example files, as JSON.
-fn offline_report() -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(["report", "--reference"])
-        .arg(example("reference.csv"))
-        .arg("--current")
-        .arg(example("current.csv"))
-        .output()
-        .expect("report");
-    serde_json::from_slice(&out.stdout).expect("report JSON")
-}
 
 /// The example model with one 1-day window, evaluated every 100 ms.
 fn live_args(reference: &Path) -> [&str; 8] {

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub alerts_firing: GaugeVec,
     pub rules_reload_success: Gauge,
     pub rules_reloads: IntCounterVec,
+    pub notifications: IntCounterVec,
+    pub outbox: GaugeVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -274,6 +276,18 @@ impl Metrics {
                 "driftwatch_rules_reloads_total",
                 "Rule file (re)loads, by outcome (success, failure)",
                 &["outcome"],
+            ),
+            notifications: counter(
+                r,
+                "driftwatch_notifications_total",
+                "Notification delivery attempts by receiver and outcome (delivered, failed: will retry, dead: given up)",
+                &["receiver", "outcome"],
+            ),
+            outbox: gauge(
+                r,
+                "driftwatch_notifications_queued",
+                "Notifications in the outbox by state (pending, dead)",
+                &["state"],
             ),
             registry,
         }

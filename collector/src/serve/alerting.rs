@@ -155,8 +155,31 @@ impl Alerting {
             log_change(change);
         }
         self.publish(&state.metrics);
-        if let Err(e) = state.store.save_alerts_blocking(saved) {
-            eprintln!("error: storing alert states failed: {e}");
+        let queued = crate::notify::messages(&changes, &rules.receivers);
+        if let Err(e) = state.store.save_alerts_blocking(saved, queued) {
+            eprintln!("error: storing alert states and notifications failed: {e}");
+        }
+    }
+
+    /// The receivers of the rules running now.
+    pub fn receivers(&self) -> Vec<rules::Receiver> {
+        self.rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .receivers
+            .clone()
+    }
+
+    /// `driftwatch_notifications_queued{state}` from the outbox.
+    pub fn publish_outbox(&self, state: &AppState) {
+        match state.store.outbox_counts() {
+            Ok(counts) => {
+                for s in ["pending", "dead"] {
+                    let n = counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+                    state.metrics.outbox.with_label_values(&[s]).set(n as f64);
+                }
+            }
+            Err(e) => eprintln!("error: reading the outbox counts failed: {e}"),
         }
     }
 

@@ -83,6 +83,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models/{model}/windows", get(model_windows))
         .route("/v1/alerts", get(list_alerts))
         .route("/v1/rules", get(list_rules))
+        .route("/v1/notifications", get(list_notifications))
         .route("/-/reload", post(reload_rules))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -101,12 +102,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let evaluator = tokio::spawn(eval::run_loop(state.clone(), interval));
     let hangups = tokio::spawn(reload_on_sighup(state.clone()));
+    let deliverer = tokio::spawn(crate::notify::deliver::run(state.clone()));
     state.ready.store(true, Ordering::SeqCst);
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     evaluator.abort();
     hangups.abort();
+    deliverer.abort();
     result
 }
 
@@ -580,6 +583,53 @@ async fn list_alerts(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
         Some(a) => a.alerts_json(),
         None => serde_json::json!({ "alerts": [] }),
     })
+}
+
+#[derive(serde::Deserialize)]
+struct NotificationsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/notifications?state=pending|delivered|dead&limit=N`: the outbox, newest first.
+async fn list_notifications(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<NotificationsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let which = q.state.unwrap_or_else(|| "pending".into());
+    if !matches!(which.as_str(), "pending" | "delivered" | "dead") {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("state {which:?}: expected pending, delivered or dead"),
+        });
+    }
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let s = state.clone();
+    let rows = tokio::task::spawn_blocking(move || s.store.notifications(&which, limit))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: e.to_string(),
+        })?
+        .map_err(|e| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e.to_string(),
+        })?;
+    let items: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "receiver": r.receiver,
+                "state": r.state,
+                "attempts": r.attempts,
+                "created": crate::rules::engine::rfc3339(r.created_ms),
+                "last_error": r.last_error,
+                "message": serde_json::from_str::<serde_json::Value>(&r.payload).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "notifications": items })))
 }
 
 /// `GET /v1/rules`: the rules running and the last reload's outcome.

@@ -47,7 +47,23 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         alert TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 5: the notification outbox: written with the alert states that caused
+    // it, delivered at least once, retried with backoff, then dead-lettered.
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        receiver TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);",
 ];
+
+/// Delivered notifications are kept this long for the API, then pruned.
+const DELIVERED_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// How often the writer deletes events past retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -72,6 +88,35 @@ pub enum StoreError {
     },
     #[error("the storage writer has stopped")]
     Stopped,
+}
+
+/// A notification to queue: the receiver's name and the message (JSON).
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub receiver: String,
+    pub payload: String,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: i64,
+    pub receiver: String,
+    pub payload: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub state: String,
+    pub created_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// One delivery attempt: delivered (`error` None), to retry at
+/// `retry_at_ms`, or given up (dead letter: `error` with no retry).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: i64,
+    pub error: Option<String>,
+    pub retry_at_ms: Option<i64>,
 }
 
 /// One event to store: its key, time and the validated JSON.
@@ -125,8 +170,11 @@ enum Work {
     Events(Vec<NewEvent>),
     Labels(Vec<NewLabel>),
     Results(Vec<WindowResult>),
-    /// The whole set of active alerts (key, JSON), replacing the stored set.
-    Alerts(Vec<(String, String)>),
+    /// The whole set of active alerts (key, JSON), replacing the stored set,
+    /// and the notifications their changes caused, in one transaction.
+    Alerts(Vec<(String, String)>, Vec<NewNotification>),
+    /// Delivery attempts' outcomes.
+    Attempts(Vec<Attempt>),
 }
 
 enum Done {
@@ -239,10 +287,77 @@ impl Store {
         self.outcome(rx.blocking_recv()).map(|_| ())
     }
 
-    /// Replaces the stored active alerts (from a blocking thread).
-    pub fn save_alerts_blocking(&self, alerts: Vec<(String, String)>) -> Result<(), StoreError> {
-        let rx = self.send(Work::Alerts(alerts))?;
+    /// Replaces the stored active alerts and queues the notifications
+    /// their changes caused, atomically (from a blocking thread).
+    pub fn save_alerts_blocking(
+        &self,
+        alerts: Vec<(String, String)>,
+        notifications: Vec<NewNotification>,
+    ) -> Result<(), StoreError> {
+        let rx = self.send(Work::Alerts(alerts, notifications))?;
         self.outcome(rx.blocking_recv()).map(|_| ())
+    }
+
+    /// Records delivery attempts.
+    pub async fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<(), StoreError> {
+        self.submit(Work::Attempts(attempts)).await.map(|_| ())
+    }
+
+    /// Pending notifications due at `now_ms`, oldest first.
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.queued(
+            "SELECT id, receiver, payload, attempts, state, created_ms, last_error FROM outbox WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+            params![now_ms, limit as i64],
+        )
+    }
+
+    /// The newest notifications in `state` (pending, delivered, dead).
+    pub fn notifications(&self, state: &str, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        self.queued(
+            "SELECT id, receiver, payload, attempts, state, created_ms, last_error FROM outbox WHERE state = ?1 ORDER BY id DESC LIMIT ?2",
+            params![state, limit as i64],
+        )
+    }
+
+    /// Notifications per state.
+    pub fn outbox_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = open(&self.path)?;
+        let mut stmt = conn
+            .prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn queued(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Queued>, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = open(&self.path)?;
+        let mut stmt = conn.prepare(sql).map_err(err)?;
+        let rows = stmt
+            .query_map(p, |r| {
+                Ok(Queued {
+                    id: r.get(0)?,
+                    receiver: r.get(1)?,
+                    payload: r.get(2)?,
+                    attempts: r.get::<_, i64>(3)? as u32,
+                    state: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
     /// The stored active alerts as JSON.
@@ -405,6 +520,12 @@ fn writer(
                             "DELETE FROM window_results WHERE model = ?1 AND start_ms < ?2",
                             params![model, history_cutoff],
                         )
+                    })
+                    .and_then(|_| {
+                        conn.execute(
+                            "DELETE FROM outbox WHERE state = 'delivered' AND created_ms < ?1",
+                            params![now_ms() - DELIVERED_KEPT_MS],
+                        )
                     });
                 if let Err(e) = pruned {
                     eprintln!(
@@ -458,12 +579,32 @@ fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlit
                     }
                     Done::Labels(outcomes)
                 }
-                Work::Alerts(alerts) => {
+                Work::Alerts(alerts, notifications) => {
                     tx.execute("DELETE FROM alerts", [])?;
                     let mut stmt =
                         tx.prepare_cached("INSERT INTO alerts (key, alert) VALUES (?1, ?2)")?;
                     for (key, json) in alerts {
                         stmt.execute(params![key, json])?;
+                    }
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT INTO outbox (receiver, payload, created_ms, next_attempt_ms, state) VALUES (?1, ?2, ?3, ?3, 'pending')",
+                    )?;
+                    for n in notifications {
+                        stmt.execute(params![n.receiver, n.payload, received])?;
+                    }
+                    Done::Results
+                }
+                Work::Attempts(attempts) => {
+                    let mut stmt = tx.prepare_cached(
+                        "UPDATE outbox SET attempts = attempts + 1, state = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
+                    )?;
+                    for a in attempts {
+                        let (state, next) = match a.retry_at_ms {
+                            _ if a.error.is_none() => ("delivered", received),
+                            Some(t) => ("pending", t),
+                            None => ("dead", received),
+                        };
+                        stmt.execute(params![a.id, state, next, a.error])?;
                     }
                     Done::Results
                 }

@@ -1,6 +1,9 @@
-//! The example dataset (examples/credit) as live events.
+//! The example dataset (examples/credit) as live events, and the
+//! collector arguments and offline verdicts the tests compare with.
 
 use std::path::{Path, PathBuf};
+
+use super::server::Server;
 
 pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,4 +41,57 @@ pub fn events_from_csv(path: &Path, timestamp: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Posts every row of examples/credit/current.csv, stamped now.
+pub fn post_examples(server: &Server) {
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let events = events_from_csv(&example("current.csv"), &ts);
+    let reply = server.post_items("/v1/events", "events", &events);
+    assert_eq!(reply["accepted"], 1500, "{reply}");
+}
+
+/// The example model with one 1-day window evaluated every 100 ms, and `rules`.
+pub fn args_with_rules(rules: &Path) -> Vec<String> {
+    let reference = example("reference.csv");
+    [
+        "--model",
+        "credit",
+        "--reference",
+        reference.to_str().expect("UTF-8"),
+        "--window",
+        "1d",
+        "--eval-interval",
+        "100ms",
+        "--rules",
+        rules.to_str().expect("UTF-8"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `driftwatch report` on the example files, as JSON.
+pub fn offline_report() -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["report", "--reference"])
+        .arg(example("reference.csv"))
+        .arg("--current")
+        .arg(example("current.csv"))
+        .output()
+        .expect("report");
+    serde_json::from_slice(&out.stdout).expect("report JSON")
+}
+
+/// The columns `driftwatch report` finds drifted between the example files, sorted.
+pub fn drifted_features() -> Vec<String> {
+    let report = offline_report();
+    let mut drifted: Vec<String> = report["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter(|c| c["drift"] == true)
+        .map(|c| c["name"].as_str().expect("name").to_string())
+        .collect();
+    drifted.sort();
+    drifted
 }

@@ -3,4 +3,5 @@
 
 pub mod examples;
 pub mod gen;
+pub mod receiver;
 pub mod server;
