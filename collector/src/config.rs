@@ -81,6 +81,8 @@ pub struct RawConfig {
     /// Alerting rule files (see `driftwatch rules check`).
     #[serde(default)]
     pub rules: Vec<PathBuf>,
+    /// The collector's address as users reach it (links in notifications).
+    pub external_url: Option<String>,
     pub models: Vec<RawModel>,
 }
 
@@ -218,6 +220,7 @@ pub struct Config {
     pub max_future_skew: Duration,
     pub tokens: Vec<String>,
     pub rules: Vec<PathBuf>,
+    pub external_url: Option<String>,
     pub models: Vec<RawModel>,
 }
 
@@ -274,6 +277,11 @@ impl RawConfig {
                 None
             }
         };
+        if let Some(u) = &self.external_url {
+            if !matches!(url::Url::parse(u), Ok(p) if matches!(p.scheme(), "http" | "https")) {
+                errors.push(format!("external_url: {u:?} is not an http(s) URL"));
+            }
+        }
         if self.max_body_bytes == 0 {
             errors.push("max_body_bytes: must be at least 1".to_string());
         }
@@ -366,6 +374,9 @@ impl RawConfig {
                 max_future_skew: self.max_future_skew.duration,
                 tokens,
                 rules: self.rules,
+                external_url: self
+                    .external_url
+                    .map(|u| u.trim_end_matches('/').to_string()),
                 models: self.models,
             }),
             _ => Err(ConfigError::Invalid {
@@ -391,6 +402,7 @@ pub fn from_flags(
         max_future_skew: default_max_future_skew(),
         auth: RawAuth::default(),
         rules: Vec::new(),
+        external_url: None,
         models: vec![RawModel {
             name: model,
             task: default_task(),

@@ -1,9 +1,11 @@
 //! Delivery of queued messages to receivers: the log receiver (a JSON line
-//! on standard error or appended to a file) and webhooks (driftwatch's JSON
-//! or Alertmanager's version 4 payload, custom headers, optional
-//! HMAC-SHA256 signature). Email, Slack and Alertmanager receivers are
-//! accepted by the rule checker but not delivered by this release: their
-//! messages are dead-lettered at once with that reason, counted.
+//! on standard error or appended to a file), webhooks (driftwatch's JSON or
+//! Alertmanager's version 4 payload, custom headers, optional HMAC-SHA256
+//! signature), Slack incoming webhooks (Block Kit, cut to Slack's limits
+//! with a link to the rest) and an existing Alertmanager
+//! (`POST /api/v2/alerts`). Email receivers are accepted by the rule
+//! checker but not delivered by this release: their messages are
+//! dead-lettered at once with that reason, counted.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -56,7 +58,13 @@ pub async fn run(state: Arc<AppState>) {
         let mut set = tokio::task::JoinSet::new();
         for (i, q) in due.iter().enumerate() {
             let (client, receivers, q) = (client.clone(), receivers.clone(), q.clone());
-            set.spawn(async move { (i, attempt(&client, &receivers, &q).await) });
+            let external = state.external_url.clone();
+            set.spawn(async move {
+                (
+                    i,
+                    attempt(&client, &receivers, &q, external.as_deref()).await,
+                )
+            });
         }
         let mut results: Vec<Option<Result<(), (String, bool)>>> =
             due.iter().map(|_| None).collect();
@@ -125,6 +133,7 @@ async fn attempt(
     client: &reqwest::Client,
     receivers: &[Receiver],
     q: &Queued,
+    external_url: Option<&str>,
 ) -> Result<(), (String, bool)> {
     let message: Message = serde_json::from_str(&q.payload)
         .map_err(|e| (format!("unreadable queued message: {e}"), false))?;
@@ -134,6 +143,7 @@ async fn attempt(
             false,
         ));
     };
+    let json = |v: &serde_json::Value| serde_json::to_vec(v).map_err(|e| (e.to_string(), false));
     match &receiver.kind {
         ReceiverKind::Log { path } => log(path.as_deref(), &message).map_err(|e| (e, true)),
         ReceiverKind::Webhook {
@@ -143,48 +153,174 @@ async fn attempt(
             format,
         } => {
             let body = match format {
-                WebhookFormat::Driftwatch => serde_json::to_vec(&message),
-                WebhookFormat::Alertmanager => serde_json::to_vec(&alertmanager_v4(&message)),
-            }
-            .map_err(|e| (e.to_string(), false))?;
-            let mut req = client
-                .post(url)
-                .header("Content-Type", "application/json")
-                .header("Idempotency-Key", &message.idempotency_key);
-            for (k, v) in headers {
-                req = req.header(k, v);
-            }
+                WebhookFormat::Driftwatch => {
+                    serde_json::to_vec(&message).map_err(|e| (e.to_string(), false))?
+                }
+                WebhookFormat::Alertmanager => json(&alertmanager_v4(&message, external_url))?,
+            };
+            let mut extra: Vec<(String, String)> = headers.clone();
             if let Some(secret) = hmac_secret {
                 let key = read_secret(secret).map_err(|e| (e, true))?;
                 let ts = chrono::Utc::now().timestamp().to_string();
-                req = req
-                    .header("X-Driftwatch-Timestamp", &ts)
-                    .header("X-Driftwatch-Signature", sign(&key, &ts, &body));
+                extra.push(("X-Driftwatch-Signature".into(), sign(&key, &ts, &body)));
+                extra.push(("X-Driftwatch-Timestamp".into(), ts));
             }
-            let resp = req.body(body).send().await.map_err(|e| {
-                let why = if e.is_timeout() {
-                    format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())
-                } else {
-                    format!("{e}")
-                };
-                (why, true)
-            })?;
-            let status = resp.status();
-            match status.as_u16() {
-                200..=299 => Ok(()),
-                // Client errors other than throttling will not improve on retry.
-                408 | 429 => Err((format!("HTTP {status}"), true)),
-                400..=499 => Err((format!("HTTP {status}"), false)),
-                _ => Err((format!("HTTP {status}"), true)),
-            }
+            post(client, url, &message.idempotency_key, &extra, body).await
         }
-        ReceiverKind::Email { .. }
-        | ReceiverKind::Slack { .. }
-        | ReceiverKind::Alertmanager { .. } => Err((
-            "delivery to email, Slack and Alertmanager receivers is not in this release".into(),
+        ReceiverKind::Slack { url } => {
+            let url = read_secret(url)
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .map_err(|e| (e, true))?;
+            let body = json(&slack_blocks(&message, external_url))?;
+            post(client, &url, &message.idempotency_key, &[], body).await
+        }
+        ReceiverKind::Alertmanager { url } => {
+            let body = json(&alertmanager_alerts(&message, external_url))?;
+            let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+            post(client, &endpoint, &message.idempotency_key, &[], body).await
+        }
+        ReceiverKind::Email { .. } => Err((
+            "delivery to email receivers is not in this release".into(),
             false,
         )),
     }
+}
+
+/// POSTs a JSON body; 2xx is delivered, 408/429/5xx and transport errors
+/// are retried, other answers are final.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    idempotency_key: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<(), (String, bool)> {
+    let mut req = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Idempotency-Key", idempotency_key);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.body(body).send().await.map_err(|e| {
+        let why = if e.is_timeout() {
+            format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())
+        } else {
+            format!("{e}")
+        };
+        (why, true)
+    })?;
+    let status = resp.status();
+    match status.as_u16() {
+        200..=299 => Ok(()),
+        408 | 429 => Err((format!("HTTP {status}"), true)),
+        400..=499 => {
+            let text = resp.text().await.unwrap_or_default();
+            Err((format!("HTTP {status}: {}", truncate(&text, 200)), false))
+        }
+        _ => Err((format!("HTTP {status}"), true)),
+    }
+}
+
+/// `text` cut to at most `max` characters, ending in "…" when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Slack's limits: header text 150 characters, section text 3000.
+const SLACK_HEADER_MAX: usize = 150;
+const SLACK_SECTION_MAX: usize = 3000;
+
+/// A Slack message with Block Kit blocks: a header, one section per alert
+/// (its summary or description, value and threshold), its labels as
+/// context, and a link to the full alert list when `external_url` is set.
+/// Sections longer than Slack allows are cut, with the link to the rest.
+pub fn slack_blocks(m: &Message, external_url: Option<&str>) -> serde_json::Value {
+    let first = m.alerts.first();
+    let name = first
+        .and_then(|a| a.labels.get("alertname"))
+        .map_or("alert", String::as_str);
+    let model = first
+        .and_then(|a| a.labels.get("model"))
+        .map_or("", String::as_str);
+    let title = format!("[{}] {name} {model}", m.status.to_uppercase());
+    let link = external_url.map(|u| format!("{u}/v1/alerts"));
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": truncate(&title, SLACK_HEADER_MAX)},
+    })];
+    // Slack allows 50 blocks; keep room for the header and the link.
+    for a in m.alerts.iter().take(23) {
+        let summary = a
+            .annotations
+            .get("summary")
+            .or_else(|| a.annotations.get("description"))
+            .cloned()
+            .unwrap_or_default();
+        let mut text = format!(
+            "*{summary}*\nvalue `{}` (threshold `{}`), since {}",
+            a.value, a.threshold, a.starts_at
+        );
+        if let Some(d) = a
+            .annotations
+            .get("description")
+            .filter(|_| a.annotations.contains_key("summary"))
+        {
+            text.push('\n');
+            text.push_str(d);
+        }
+        if text.chars().count() > SLACK_SECTION_MAX {
+            let tail = match &link {
+                Some(l) => format!("… <{l}|the rest>"),
+                None => "…".to_string(),
+            };
+            let keep = SLACK_SECTION_MAX - tail.chars().count();
+            text = text.chars().take(keep).collect::<String>() + &tail;
+        }
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": truncate(&labels.join("  "), SLACK_SECTION_MAX)}],
+        }));
+    }
+    if let Some(l) = &link {
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!("<{l}|All active alerts>")},
+        }));
+    }
+    json!({ "text": truncate(&title, SLACK_SECTION_MAX), "blocks": blocks })
+}
+
+/// Alertmanager's `POST /api/v2/alerts` body. A firing alert is valid for 4
+/// minutes (`endsAt`) and resent every minute while it fires, as Prometheus
+/// does; a resolved one ends when it resolved.
+pub fn alertmanager_alerts(m: &Message, external_url: Option<&str>) -> serde_json::Value {
+    let valid_until = rfc3339_now_plus(4 * 60);
+    let alerts: Vec<serde_json::Value> = m
+        .alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "startsAt": a.fired_at.clone().unwrap_or_else(|| a.starts_at.clone()),
+                "endsAt": a.ends_at.clone().unwrap_or_else(|| valid_until.clone()),
+                "generatorURL": external_url.map(|u| format!("{u}/v1/alerts")).unwrap_or_default(),
+            })
+        })
+        .collect();
+    json!(alerts)
+}
+
+fn rfc3339_now_plus(seconds: i64) -> String {
+    crate::rules::engine::rfc3339(chrono::Utc::now().timestamp_millis() + seconds * 1000)
 }
 
 /// `sha256=HEX(HMAC-SHA256(key, "TIMESTAMP.BODY"))`.
@@ -224,7 +360,7 @@ fn log(path: Option<&std::path::Path>, message: &Message) -> Result<(), String> 
 }
 
 /// Alertmanager's webhook payload, version 4.
-fn alertmanager_v4(m: &Message) -> serde_json::Value {
+fn alertmanager_v4(m: &Message, external_url: Option<&str>) -> serde_json::Value {
     let common = |pick: fn(&super::AlertView) -> &std::collections::BTreeMap<String, String>| {
         let mut it = m.alerts.iter().map(pick);
         let first = it.next().cloned().unwrap_or_default();
@@ -248,14 +384,14 @@ fn alertmanager_v4(m: &Message) -> serde_json::Value {
         "groupLabels": group,
         "commonLabels": labels,
         "commonAnnotations": common(|a| &a.annotations),
-        "externalURL": "",
+        "externalURL": external_url.unwrap_or(""),
         "alerts": m.alerts.iter().map(|a| json!({
             "status": a.status,
             "labels": a.labels,
             "annotations": a.annotations,
             "startsAt": a.fired_at.clone().unwrap_or_else(|| a.starts_at.clone()),
             "endsAt": a.ends_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            "generatorURL": "",
+            "generatorURL": external_url.map(|u| format!("{u}/v1/alerts")).unwrap_or_default(),
             "fingerprint": a.fingerprint,
         })).collect::<Vec<_>>(),
     })
@@ -264,6 +400,55 @@ fn alertmanager_v4(m: &Message) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(summary: &str) -> Message {
+        Message {
+            receiver: "slack".into(),
+            status: "firing".into(),
+            idempotency_key: "k".into(),
+            alerts: vec![super::super::AlertView {
+                status: "firing".into(),
+                labels: [
+                    ("alertname", "FeatureDrift"),
+                    ("model", "credit"),
+                    ("feature", "age"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+                annotations: [("summary".to_string(), summary.to_string())].into(),
+                starts_at: "2026-11-29T10:00:00Z".into(),
+                fired_at: Some("2026-11-29T10:05:00Z".into()),
+                ends_at: None,
+                value: 0.42,
+                threshold: 0.2,
+                fingerprint: "f".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn slack_blocks_stay_within_slacks_limits_and_link_to_the_rest() {
+        let long = "x".repeat(5000);
+        let v = slack_blocks(&message(&long), Some("http://dw:8080"));
+        let blocks = v["blocks"].as_array().expect("blocks");
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["text"], "[FIRING] FeatureDrift credit");
+        let section = blocks[1]["text"]["text"].as_str().expect("text");
+        assert_eq!(section.chars().count(), SLACK_SECTION_MAX);
+        assert!(
+            section.ends_with("… <http://dw:8080/v1/alerts|the rest>"),
+            "{section}"
+        );
+        assert!(blocks[2]["elements"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("feature=age")));
+        let short = slack_blocks(&message("age drifted"), None);
+        let text = short["blocks"][1]["text"]["text"].as_str().expect("text");
+        assert!(
+            text.starts_with("*age drifted*\nvalue `0.42` (threshold `0.2`)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn signatures_match_python_hmac() {

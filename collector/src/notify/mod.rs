@@ -108,6 +108,56 @@ pub fn messages(changes: &[Change], receivers: &[Receiver]) -> Vec<NewNotificati
     out
 }
 
+/// How often a firing alert is sent again to Alertmanager receivers, which
+/// resolve an alert that is not refreshed before its `endsAt` (4 minutes).
+pub const ALERTMANAGER_RESEND_MS: i64 = 60_000;
+
+/// Messages that refresh firing alerts at Alertmanager receivers: one per
+/// alert and receiver once `ALERTMANAGER_RESEND_MS` has passed since the
+/// last (`last` remembers when, by alert and receiver).
+pub fn alertmanager_resends<'a>(
+    firing: impl Iterator<Item = &'a Alert>,
+    receivers: &[Receiver],
+    last: &mut std::collections::HashMap<String, i64>,
+    now_ms: i64,
+) -> Vec<NewNotification> {
+    let mut out = Vec::new();
+    let mut live = std::collections::HashSet::new();
+    for a in firing {
+        for name in &a.receivers {
+            let Some(r) = receivers.iter().find(|r| &r.name == name) else {
+                continue;
+            };
+            if !matches!(
+                r.kind,
+                crate::rules::receivers::ReceiverKind::Alertmanager { .. }
+            ) {
+                continue;
+            }
+            let key = format!("{}\u{1f}{name}", a.key());
+            live.insert(key.clone());
+            let sent = last.entry(key).or_insert(now_ms);
+            if now_ms - *sent < ALERTMANAGER_RESEND_MS {
+                continue;
+            }
+            *sent = now_ms;
+            let v = view(a, "firing", None);
+            let message = Message {
+                receiver: name.clone(),
+                status: "firing".into(),
+                idempotency_key: format!("{}-firing-{now_ms}", v.fingerprint),
+                alerts: vec![v],
+            };
+            out.push(NewNotification {
+                receiver: name.clone(),
+                payload: serde_json::to_string(&message).unwrap_or_default(),
+            });
+        }
+    }
+    last.retain(|k, _| live.contains(k));
+    out
+}
+
 /// When to try again after `attempts` failed attempts (None: give up).
 /// `jitter` in [0, 1) spreads retries between 0.5× and 1.5× the delay.
 pub fn retry_at(now_ms: i64, attempts: u32, jitter: f64) -> Option<i64> {

@@ -27,6 +27,8 @@ pub struct Alerting {
     default_interval_ms: i64,
     /// Calibrated thresholds by model, column, test, chunks and sigmas.
     calibrated: Mutex<HashMap<String, Option<f64>>>,
+    /// When each firing alert was last sent to each Alertmanager receiver.
+    resent: Mutex<HashMap<String, i64>>,
 }
 
 /// The outcome of the last (re)load, for the API.
@@ -65,6 +67,7 @@ impl Alerting {
             engine: Mutex::new(Engine::new()),
             default_interval_ms,
             calibrated: Mutex::new(HashMap::new()),
+            resent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -140,7 +143,7 @@ impl Alerting {
             windows,
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let (changes, saved) = {
+        let (changes, saved, resends) = {
             let mut engine = self.lock_engine();
             let calibration = |rule: &Rule, s: &Series| self.calibrated_threshold(state, rule, s);
             let changes =
@@ -149,13 +152,18 @@ impl Alerting {
                 .alerts()
                 .map(|a| (a.key(), serde_json::to_string(a).unwrap_or_default()))
                 .collect();
-            (changes, saved)
+            let firing = engine.alerts().filter(|a| a.state == State::Firing);
+            let mut resent = self.resent.lock().unwrap_or_else(|p| p.into_inner());
+            let resends =
+                crate::notify::alertmanager_resends(firing, &rules.receivers, &mut resent, now);
+            (changes, saved, resends)
         };
         for change in &changes {
             log_change(change);
         }
         self.publish(&state.metrics);
-        let queued = crate::notify::messages(&changes, &rules.receivers);
+        let mut queued = crate::notify::messages(&changes, &rules.receivers);
+        queued.extend(resends);
         if let Err(e) = state.store.save_alerts_blocking(saved, queued) {
             eprintln!("error: storing alert states and notifications failed: {e}");
         }

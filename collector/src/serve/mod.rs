@@ -34,6 +34,8 @@ pub struct AppState {
     pub tokens: Vec<String>,
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
+    /// Where users reach the collector, for links in notifications.
+    pub external_url: Option<String>,
     pub ready: AtomicBool,
     /// Rules and alert states, when rule files are configured.
     pub alerting: Option<alerting::Alerting>,
@@ -52,6 +54,7 @@ impl AppState {
             tokens: config.tokens.clone(),
             max_body_bytes: config.max_body_bytes,
             max_future_skew: config.max_future_skew,
+            external_url: config.external_url.clone(),
             ready: AtomicBool::new(false),
             alerting: None,
         }
