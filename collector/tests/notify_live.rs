@@ -1,8 +1,9 @@
 //! Notifications from the real collector to real HTTP receivers: one signed
 //! message per firing alert, retried after a 500 with the same idempotency
 //! key, appended by the log receiver, Alertmanager's v4 payload on request,
-//! dead-lettered when a receiver kind cannot be delivered, and none lost
-//! when the collector is killed with messages still pending.
+//! dead-lettered on a final refusal, none lost when the collector is killed
+//! with messages still pending; Slack Block Kit, a real Alertmanager and
+//! email through a real SMTP server (aiosmtpd).
 
 mod common;
 
@@ -15,23 +16,17 @@ use common::receiver::Receiver;
 use common::server::Server;
 use serde_json::Value;
 
-fn rules_file(dir: &Path, hook: &Receiver, format: &str) -> PathBuf {
-    let rules = dir.join("rules.yaml");
-    let log = dir.join("notifications.log");
-    std::fs::write(
-        &rules,
-        format!(
-            r#"receivers:
-  - name: hook
-    webhook:
-      url: {}/hook
-      headers: {{X-Team: risk}}
-      hmac_secret_env: HOOK_SECRET
-      format: {format}
-  - name: file
-    log: {{path: {}}}
-  - name: mail
-    email: {{to: [a@example.com], from: b@example.com, smarthost: "127.0.0.1:9", tls: none}}
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// A rule file: `receivers` (YAML list items) and one FeatureDrift rule per
+/// drifted feature of the example model that notifies `names`; `extra`
+/// adds annotation lines.
+fn drift_rules(receivers: &str, names: &str, threshold: u32, extra: &str) -> String {
+    format!(
+        r#"receivers:
+{receivers}
 groups:
   - name: drift
     rules:
@@ -39,13 +34,29 @@ groups:
         model: credit
         metric: driftwatch_feature_drift_detected
         op: "=="
-        threshold: 1
+        threshold: {threshold}
         annotations:
           summary: "{{{{ feature }}}} drifted"
-        receivers: [hook, file, mail]
-"#,
-            hook.url,
-            log.display()
+{extra}        receivers: [{names}]
+"#
+    )
+}
+
+fn rules_file(dir: &Path, hook: &Receiver, gone: &Receiver, format: &str) -> PathBuf {
+    let rules = dir.join("rules.yaml");
+    let log = dir.join("notifications.log");
+    std::fs::write(
+        &rules,
+        drift_rules(
+            &format!(
+                "  - name: hook\n    webhook:\n      url: {}/hook\n      headers: {{X-Team: risk}}\n      hmac_secret_env: HOOK_SECRET\n      format: {format}\n  - name: file\n    log: {{path: {}}}\n  - name: gone\n    webhook: {{url: \"{}/gone\"}}",
+                hook.url,
+                log.display(),
+                gone.url
+            ),
+            "hook, file, gone",
+            1,
+            "",
         ),
     )
     .expect("rules");
@@ -71,13 +82,15 @@ fn keys(hook: &Receiver) -> BTreeSet<String> {
 }
 
 #[test]
-fn signed_webhooks_are_retried_and_logged_and_undeliverable_kinds_dead_letter() {
+fn signed_webhooks_are_retried_and_logged_and_final_refusals_dead_letter() {
     let dir = common::server::temp_db_dir();
     let n = drifted();
     assert!(n >= 2);
     // The first delivery fails with a 500.
     let hook = Receiver::start(&[500]);
-    let rules = rules_file(&dir, &hook, "driftwatch");
+    // A receiver that answers 404: a client error is final, dead-lettered at once.
+    let gone = Receiver::start(&[404; 1000]);
+    let rules = rules_file(&dir, &hook, &gone, "driftwatch");
     let server = start(&rules, &dir.join("driftwatch.db"));
     post_examples(&server);
     server.wait_for(Duration::from_secs(30), "every message delivered", |_| {
@@ -119,7 +132,7 @@ fn signed_webhooks_are_retried_and_logged_and_undeliverable_kinds_dead_letter() 
         )
     };
     server.wait_for(Duration::from_secs(10), "counters", |_| {
-        metric("hook", "delivered") == Some(n as f64) && metric("mail", "dead") == Some(n as f64)
+        metric("hook", "delivered") == Some(n as f64) && metric("gone", "dead") == Some(n as f64)
     });
     assert_eq!(metric("hook", "failed"), Some(1.0));
     assert_eq!(metric("file", "delivered"), Some(n as f64));
@@ -132,7 +145,7 @@ fn signed_webhooks_are_retried_and_logged_and_undeliverable_kinds_dead_letter() 
     assert_eq!(dead.len(), n);
     assert!(dead[0]["last_error"]
         .as_str()
-        .is_some_and(|e| e.contains("not in this release")));
+        .is_some_and(|e| e.contains("HTTP 404")));
     assert_eq!(
         server.metric("driftwatch_notifications_queued", &[("state", "dead")]),
         Some(n as f64)
@@ -147,7 +160,8 @@ fn a_kill_9_with_pending_notifications_loses_none() {
     let n = drifted();
     // Every attempt fails until the collector has been killed.
     let hook = Receiver::start(&[503; 1000]);
-    let rules = rules_file(&dir, &hook, "alertmanager");
+    let gone = Receiver::start(&[404; 1000]);
+    let rules = rules_file(&dir, &hook, &gone, "alertmanager");
     let db = dir.join("driftwatch.db");
     let first = start(&rules, &db);
     post_examples(&first);
@@ -280,25 +294,14 @@ fn slack_gets_block_kit_and_a_real_alertmanager_gets_the_alerts_until_they_resol
     let am = Alertmanager::start();
     let drifted = drifted_features();
     let rule = |threshold: u32| {
-        format!(
-            r#"receivers:
-  - name: slack
-    slack: {{url_env: SLACK_URL}}
-  - name: am
-    alertmanager: {{url: "{}"}}
-groups:
-  - name: drift
-    rules:
-      - alert: FeatureDrift
-        model: credit
-        metric: driftwatch_feature_drift_detected
-        op: "=="
-        threshold: {threshold}
-        annotations:
-          summary: "{{{{ feature }}}} drifted"
-        receivers: [slack, am]
-"#,
-            am.url
+        drift_rules(
+            &format!(
+                "  - name: slack\n    slack: {{url_env: SLACK_URL}}\n  - name: am\n    alertmanager: {{url: \"{}\"}}",
+                am.url
+            ),
+            "slack, am",
+            threshold,
+            "",
         )
     };
     let rules = dir.join("rules.yaml");
@@ -364,5 +367,140 @@ groups:
             == drifted.len()
     });
     drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real SMTP server (aiosmtpd in .cache/testenv, installed by
+/// scripts/test) that stores each message in `dir`.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SmtpSink {
+    fn start(dir: &Path) -> SmtpSink {
+        let python = repo(".cache/testenv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: run ./scripts/test, which installs aiosmtpd there",
+            python.display()
+        );
+        let mut child = std::process::Command::new(python)
+            .arg(repo("collector/tests/support/smtp_sink.py"))
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the SMTP server");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port");
+        SmtpSink {
+            child,
+            port: line.trim().parse().expect("port number"),
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mails(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "eml"));
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("mail"))
+        .collect()
+}
+
+#[test]
+fn drift_alerts_arrive_by_email_through_a_real_smtp_server() {
+    let dir = common::server::temp_db_dir();
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    // The first message is refused with a transient 451, then retried.
+    std::fs::write(inbox.join("reject-next"), "").expect("flag");
+    let smtp = SmtpSink::start(&inbox);
+    let drifted = drifted_features();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        drift_rules(
+            &format!(
+                "  - name: mail\n    email:\n      to: [ml-oncall@example.com]\n      from: driftwatch@example.com\n      smarthost: \"127.0.0.1:{}\"\n      tls: none",
+                smtp.port
+            ),
+            "mail",
+            1,
+            "          description: \"Most drifted: {{ top_features | map(attribute='name') | join(', ') }}\"\n",
+        ),
+    )
+    .expect("rules");
+    let config = dir.join("driftwatch.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "eval_interval: 100ms\nexternal_url: http://driftwatch.example:8080\nrules: [{}]\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
+            rules.display(),
+            example("reference.csv").display()
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
+    post_examples(&server);
+    server.wait_for(
+        Duration::from_secs(30),
+        "one email per drifted feature",
+        |_| mails(&inbox).len() == drifted.len(),
+    );
+    let mut subjects: Vec<String> = Vec::new();
+    for m in mails(&inbox) {
+        assert!(m.contains("From: driftwatch@example.com"), "{m}");
+        assert!(m.contains("To: ml-oncall@example.com"), "{m}");
+        assert!(m.contains("Content-Type: text/plain"), "{m}");
+        assert!(m.contains("Content-Type: text/html"), "{m}");
+        let subject = m
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .expect("subject")
+            .to_string();
+        assert!(m.contains("threshold: 1"), "{m}");
+        assert!(m.contains("drifted features in the window:"), "{m}");
+        assert!(
+            m.contains("http://driftwatch.example:8080/v1/alerts"),
+            "{m}"
+        );
+        for f in &drifted {
+            assert!(m.contains(f.as_str()), "{f} not named in {m}");
+        }
+        subjects.push(subject);
+    }
+    subjects.sort();
+    let mut want: Vec<String> = drifted
+        .iter()
+        .map(|f| format!("[FIRING] FeatureDrift credit: {f} drifted"))
+        .collect();
+    want.sort();
+    assert_eq!(subjects, want);
+    let metric = |outcome: &str| {
+        server.metric(
+            "driftwatch_notifications_total",
+            &[("receiver", "mail"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(metric("failed"), Some(1.0), "the 451 was retried");
+    assert_eq!(metric("delivered"), Some(drifted.len() as f64));
+    drop(server);
+    drop(smtp);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,9 +3,8 @@
 //! Alertmanager's version 4 payload, custom headers, optional HMAC-SHA256
 //! signature), Slack incoming webhooks (Block Kit, cut to Slack's limits
 //! with a link to the rest) and an existing Alertmanager
-//! (`POST /api/v2/alerts`). Email receivers are accepted by the rule
-//! checker but not delivered by this release: their messages are
-//! dead-lettered at once with that reason, counted.
+//! (`POST /api/v2/alerts`), and email over SMTP (lettre: STARTTLS, implicit
+//! TLS or plain for local relays; a plain-text and an HTML part).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{retry_at, Message};
-use crate::rules::receivers::{ReceiverKind, Secret, WebhookFormat};
+use crate::rules::receivers::{ReceiverKind, Secret, Tls, WebhookFormat};
 use crate::rules::Receiver;
 use crate::serve::AppState;
 use crate::store::{Attempt, Queued};
@@ -179,10 +178,58 @@ async fn attempt(
             let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
             post(client, &endpoint, &message.idempotency_key, &[], body).await
         }
-        ReceiverKind::Email { .. } => Err((
-            "delivery to email receivers is not in this release".into(),
-            false,
-        )),
+        ReceiverKind::Email {
+            to,
+            from,
+            smarthost,
+            tls,
+            username,
+            password,
+        } => {
+            let mut email = lettre::Message::builder()
+                .from(
+                    from.parse()
+                        .map_err(|e| (format!("from {from:?}: {e}"), false))?,
+                )
+                .subject(super::email::subject(&message));
+            for t in to {
+                email = email.to(t.parse().map_err(|e| (format!("to {t:?}: {e}"), false))?);
+            }
+            let email = email
+                .multipart(lettre::message::MultiPart::alternative_plain_html(
+                    super::email::text(&message, external_url),
+                    super::email::html(&message, external_url),
+                ))
+                .map_err(|e| (e.to_string(), false))?;
+            let (host, port) = smarthost
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| (format!("smarthost {smarthost:?} is not host:port"), false))?;
+            type Smtp = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+            let builder = match tls {
+                Tls::StartTls => Smtp::starttls_relay(&host).map_err(|e| (e.to_string(), false))?,
+                Tls::Tls => Smtp::relay(&host).map_err(|e| (e.to_string(), false))?,
+                Tls::None => Smtp::builder_dangerous(&host),
+            };
+            let mut builder = builder.port(port).timeout(Some(ATTEMPT_TIMEOUT));
+            if let Some(user) = username {
+                let pass = match password {
+                    Some(p) => String::from_utf8_lossy(&read_secret(p).map_err(|e| (e, true))?)
+                        .into_owned(),
+                    None => String::new(),
+                };
+                builder = builder.credentials(
+                    lettre::transport::smtp::authentication::Credentials::new(user.clone(), pass),
+                );
+            }
+            let transport = builder.build();
+            match lettre::AsyncTransport::send(&transport, email).await {
+                Ok(_) => Ok(()),
+                // 5xx: the server refuses for good; anything else may pass later.
+                Err(e) if e.is_permanent() => Err((format!("SMTP {smarthost}: {e}"), false)),
+                Err(e) => Err((format!("SMTP {smarthost}: {e}"), true)),
+            }
+        }
     }
 }
 
@@ -422,6 +469,7 @@ mod tests {
                 value: 0.42,
                 threshold: 0.2,
                 fingerprint: "f".into(),
+                top_features: Vec::new(),
             }],
         }
     }

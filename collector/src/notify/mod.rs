@@ -5,6 +5,7 @@
 //! dead-lettered after `MAX_ATTEMPTS`.
 
 pub mod deliver;
+pub mod email;
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,9 @@ pub struct AlertView {
     pub value: f64,
     pub threshold: f64,
     pub fingerprint: String,
+    /// The window's drifted features: (feature, default test, statistic).
+    #[serde(default)]
+    pub top_features: Vec<(String, String, f64)>,
 }
 
 /// A stable 64-bit FNV-1a fingerprint of an alert's identity, in hex.
@@ -66,6 +70,7 @@ fn view(a: &Alert, status: &str, ends_ms: Option<i64>) -> AlertView {
         value: a.value,
         threshold: a.threshold,
         fingerprint: fingerprint(&a.key()),
+        top_features: a.top_features.clone(),
     }
 }
 

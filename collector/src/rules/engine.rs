@@ -63,6 +63,10 @@ pub struct Alert {
     pub value: f64,
     pub threshold: f64,
     pub receivers: Vec<String>,
+    /// The window's drifted features at the last evaluation, most drifted
+    /// first: (feature, default test, statistic), for notifications.
+    #[serde(default)]
+    pub top_features: Vec<(String, String, f64)>,
 }
 
 impl Alert {
@@ -209,6 +213,9 @@ impl Engine {
                 _ => rule.op.holds(s.value, threshold),
             };
             let annotate = |a: &Alert| render(rule, a, s, snap);
+            let top = window_info(snap, s)
+                .map(|w| w.top_features.clone())
+                .unwrap_or_default();
             match (existing.cloned(), holds) {
                 (None, true) => {
                     let mut a = Alert {
@@ -222,6 +229,7 @@ impl Engine {
                         value: s.value,
                         threshold,
                         receivers: rule.receivers.clone(),
+                        top_features: top,
                     };
                     if rule.for_.is_zero() {
                         a.state = State::Firing;
@@ -238,6 +246,7 @@ impl Engine {
                     a.threshold = threshold;
                     a.last_true_ms = now_ms;
                     a.receivers = rule.receivers.clone();
+                    a.top_features = top;
                     let due = now_ms - a.active_since_ms >= rule.for_.as_millis() as i64;
                     let fires = a.state == State::Pending && due;
                     if fires {
@@ -328,12 +337,17 @@ fn alert_labels(rule: &Rule, s: &Series) -> BTreeMap<String, String> {
     labels
 }
 
+/// The context of the window a series belongs to.
+fn window_info<'a>(snap: &'a Snapshot, s: &Series) -> Option<&'a WindowInfo> {
+    snap.windows.iter().find(|w| {
+        Some(w.model.as_str()) == s.label("model") && Some(w.window.as_str()) == s.label("window")
+    })
+}
+
 /// Renders the rule's annotations for an alert. A template that fails at
 /// render time yields its error as the text, so the alert still goes out.
 fn render(rule: &Rule, a: &Alert, s: &Series, snap: &Snapshot) -> BTreeMap<String, String> {
-    let info = snap.windows.iter().find(|w| {
-        Some(w.model.as_str()) == s.label("model") && Some(w.window.as_str()) == s.label("window")
-    });
+    let info = window_info(snap, s);
     let top: Vec<minijinja::Value> = info
         .map(|w| {
             w.top_features
