@@ -34,6 +34,144 @@ enum Command {
     /// Check alerting rule files, or run their unit tests.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Silence alerts of a running collector (add, list, expire).
+    #[command(subcommand)]
+    Silence(SilenceCommand),
+}
+
+#[derive(clap::Args)]
+struct Collector {
+    /// The collector's address.
+    #[arg(long, env = "DRIFTWATCH_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bearer token, when the collector requires one.
+    #[arg(long, env = "DRIFTWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum SilenceCommand {
+    /// Silence the alerts matching every MATCHER (name=value, name!=value, name=~regex, name!~regex).
+    Add {
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long, e.g. 30m, 2h, 1d.
+        #[arg(long, default_value = "2h")]
+        duration: String,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+        /// Who (required).
+        #[arg(long, env = "USER")]
+        author: String,
+        #[command(flatten)]
+        collector: Collector,
+    },
+    /// List silences (active, pending, expired).
+    List {
+        #[command(flatten)]
+        collector: Collector,
+    },
+    /// End a silence now.
+    Expire {
+        id: String,
+        #[command(flatten)]
+        collector: Collector,
+    },
+}
+
+fn run_silence(command: SilenceCommand) -> anyhow::Result<ExitCode> {
+    let (method, path, body, collector) = match command {
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            comment,
+            author,
+            collector,
+        } => (
+            reqwest::Method::POST,
+            "/v1/silences".to_string(),
+            Some(serde_json::json!({
+                "matchers": matchers, "duration": duration, "comment": comment, "created_by": author,
+            })),
+            collector,
+        ),
+        SilenceCommand::List { collector } => (
+            reqwest::Method::GET,
+            "/v1/silences".to_string(),
+            None,
+            collector,
+        ),
+        SilenceCommand::Expire { id, collector } => (
+            reqwest::Method::DELETE,
+            format!("/v1/silences/{id}"),
+            None,
+            collector,
+        ),
+    };
+    let url = format!("{}{path}", collector.url.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, reply): (reqwest::StatusCode, serde_json::Value) = runtime.block_on(async {
+        let mut req = reqwest::Client::new().request(method, &url);
+        if let Some(t) = &collector.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the collector at {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::json!({ "error": text })),
+        ))
+    })?;
+    if !status.is_success() {
+        eprintln!("error: {status}: {}", reply["error"].as_str().unwrap_or(""));
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(list) = reply["silences"].as_array() {
+        for s in list {
+            let matchers: Vec<String> = s["matchers"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .map(|m| {
+                            let op = match (m["is_equal"] == true, m["is_regex"] == true) {
+                                (true, false) => "=",
+                                (false, false) => "!=",
+                                (true, true) => "=~",
+                                (false, true) => "!~",
+                            };
+                            format!(
+                                "{}{op}{}",
+                                m["name"].as_str().unwrap_or(""),
+                                m["value"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!(
+                "{}  {:8}  until {}  {}  by {}: {}",
+                s["id"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or(""),
+                s["ends_at"].as_str().unwrap_or(""),
+                matchers.join(","),
+                s["created_by"].as_str().unwrap_or(""),
+                s["comment"].as_str().unwrap_or("")
+            );
+        }
+    } else if let Some(id) = reply["id"].as_str() {
+        println!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -435,6 +573,7 @@ fn main() -> ExitCode {
         Command::Profile(a) => run_profile(a),
         Command::Serve(a) => run_serve(a),
         Command::Rules(c) => run_rules(c),
+        Command::Silence(c) => run_silence(c),
     };
     match result {
         Ok(code) => code,

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::examples::{args_with_rules, drifted_features, example, post_examples};
+use common::examples::{args_with_rules, drifted_features, example, post_examples, run_cli};
 use common::receiver::Receiver;
 use common::server::Server;
 use serde_json::Value;
@@ -502,5 +502,102 @@ fn drift_alerts_arrive_by_email_through_a_real_smtp_server() {
     assert_eq!(metric("delivered"), Some(drifted.len() as f64));
     drop(server);
     drop(smtp);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_silence_holds_back_a_firing_until_it_is_expired() {
+    let dir = common::server::temp_db_dir();
+    let hook = Receiver::start(&[]);
+    let drifted = drifted_features();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        drift_rules(
+            &format!(
+                "  - name: hook\n    webhook: {{url: \"{}/hook\"}}",
+                hook.url
+            ),
+            "hook",
+            1,
+            "",
+        ),
+    )
+    .expect("rules");
+    let server = start(&rules, &dir.join("driftwatch.db"));
+    let url = format!("http://{}", server.addr);
+    let quiet = &drifted[0];
+    let matcher = format!("feature={quiet}");
+    let (code, out, err) = run_cli(&[
+        "silence",
+        "add",
+        "alertname=FeatureDrift",
+        &matcher,
+        "--duration",
+        "1h",
+        "--comment",
+        "known shift",
+        "--author",
+        "ci",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 16, "{out}");
+    // A bad matcher is refused with the reason.
+    let (code, _, err) = run_cli(&[
+        "silence",
+        "add",
+        "feature",
+        "--comment",
+        "x",
+        "--author",
+        "ci",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a matcher"), "{err}");
+    post_examples(&server);
+    let features = |hook: &Receiver| {
+        let mut f: Vec<String> = hook
+            .requests()
+            .iter()
+            .filter_map(|r| {
+                r.json()["alerts"][0]["labels"]["feature"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    let others: Vec<String> = drifted.iter().filter(|f| *f != quiet).cloned().collect();
+    server.wait_for(Duration::from_secs(30), "the unsilenced alerts", |_| {
+        features(&hook) == others
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(features(&hook), others, "the silenced alert was not sent");
+    assert_eq!(
+        server.metric("driftwatch_notifications_silenced_total", &[]),
+        Some(1.0)
+    );
+    let (code, out, _) = run_cli(&["silence", "list", "--url", &url]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&id) && out.contains("active") && out.contains(&matcher),
+        "{out}"
+    );
+    let (code, _, err) = run_cli(&["silence", "expire", &id, "--url", &url]);
+    assert_eq!(code, 0, "{err}");
+    server.wait_for(
+        Duration::from_secs(30),
+        "the held-back alert after the silence",
+        |_| features(&hook) == drifted,
+    );
+    let (_, out, _) = run_cli(&["silence", "list", "--url", &url]);
+    assert!(out.contains("expired"), "{out}");
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

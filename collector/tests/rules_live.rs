@@ -10,24 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::examples::{args_with_rules, drifted_features, post_examples};
+use common::examples::{args_with_rules, drifted_features, post_examples, run_cli};
 use common::server::Server;
 use serde_json::Value;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn driftwatch(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args(args)
-        .output()
-        .expect("run driftwatch");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn packs() -> Vec<String> {
@@ -47,7 +35,7 @@ fn the_shipped_packs_pass_check_and_their_tests() {
     assert!(files.len() >= 5, "{files:?}");
     let mut args = vec!["rules", "check"];
     args.extend(files.iter().map(String::as_str));
-    let (code, out, err) = driftwatch(&args);
+    let (code, out, err) = run_cli(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("9 rule(s)"), "{out}");
     let tests: Vec<String> = std::fs::read_dir(repo("rules/tests"))
@@ -57,7 +45,7 @@ fn the_shipped_packs_pass_check_and_their_tests() {
     assert!(tests.len() >= 4);
     let mut args = vec!["rules", "test"];
     args.extend(tests.iter().map(String::as_str));
-    let (code, out, err) = driftwatch(&args);
+    let (code, out, err) = run_cli(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("0 failed"), "{out}");
 }
@@ -91,7 +79,7 @@ groups:
 "#,
     )
     .expect("write");
-    let (code, _, err) = driftwatch(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    let (code, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
     assert_eq!(code, 1, "{err}");
     let f = bad.display().to_string();
     for want in [
@@ -111,14 +99,14 @@ groups:
     assert!(err.contains("10 problem(s) found"), "{err}");
     // YAML-level problems stop the file with their position.
     std::fs::write(&bad, "groups:\n\t- name: x\n").expect("write");
-    let (code, _, err) = driftwatch(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    let (code, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
     assert_eq!(code, 1);
     assert!(
         err.contains(&format!("{f}:2:1: a tab in indentation")),
         "{err}"
     );
     std::fs::write(&bad, "groups:\n  - name: x\n    name: y\n    rules: []\n").expect("write");
-    let (_, _, err) = driftwatch(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    let (_, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
     assert!(
         err.contains(&format!("{f}:3:5: duplicate key `name`")),
         "{err}"
@@ -135,7 +123,7 @@ groups:
         "rule_files: [rules.yaml]\ntests:\n  - input_series:\n      - series: 'driftwatch_label_coverage_ratio{model=\"m\", window=\"1h\"}'\n        values: \"0.1x3\"\n    alert_rule_test:\n      - eval_time: 2m\n        alertname: Low\n        exp_alerts: []\n",
     )
     .expect("write");
-    let (code, out, err) = driftwatch(&["rules", "test", test.to_str().expect("UTF-8")]);
+    let (code, out, err) = run_cli(&["rules", "test", test.to_str().expect("UTF-8")]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains("unexpected firing alert {alertname=\"Low\""),

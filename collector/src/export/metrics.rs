@@ -89,6 +89,7 @@ pub struct Metrics {
     pub rules_reloads: IntCounterVec,
     pub notifications: IntCounterVec,
     pub outbox: GaugeVec,
+    pub notifications_silenced: prometheus::IntCounter,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -289,6 +290,16 @@ impl Metrics {
                 "Notifications in the outbox by state (pending, dead)",
                 &["state"],
             ),
+            notifications_silenced: {
+                let c = prometheus::IntCounter::new(
+                    "driftwatch_notifications_silenced_total",
+                    "Alert firings held back by a silence",
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(c.clone()))
+                    .expect("metric registered once");
+                c
+            },
             registry,
         }
     }

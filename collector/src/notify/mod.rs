@@ -6,6 +6,7 @@
 
 pub mod deliver;
 pub mod email;
+pub mod silence;
 
 use std::collections::BTreeMap;
 

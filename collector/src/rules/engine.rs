@@ -67,6 +67,9 @@ pub struct Alert {
     /// first: (feature, default test, statistic), for notifications.
     #[serde(default)]
     pub top_features: Vec<(String, String, f64)>,
+    /// Firing, but its firing notification was held back by a silence.
+    #[serde(default)]
+    pub unnotified: bool,
 }
 
 impl Alert {
@@ -116,6 +119,11 @@ impl Engine {
     /// Active (pending and firing) alerts, by identity.
     pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.values()
+    }
+
+    /// Active alerts, to change their notification bookkeeping.
+    pub fn alerts_mut(&mut self) -> impl Iterator<Item = &mut Alert> {
+        self.alerts.values_mut()
     }
 
     /// Takes back alerts saved before a restart, timers included.
@@ -230,6 +238,7 @@ impl Engine {
                         threshold,
                         receivers: rule.receivers.clone(),
                         top_features: top,
+                        unnotified: false,
                     };
                     if rule.for_.is_zero() {
                         a.state = State::Firing;

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::export::metrics::Metrics;
+use crate::notify::silence::Silence;
 use crate::rules::engine::{rfc3339, Alert, Change, Engine, Series, Snapshot, State, WindowInfo};
 use crate::rules::{self, calibrate, Rule, RuleErrors, RuleSet, Threshold};
 use crate::stats::TestKind;
@@ -29,6 +30,7 @@ pub struct Alerting {
     calibrated: Mutex<HashMap<String, Option<f64>>>,
     /// When each firing alert was last sent to each Alertmanager receiver.
     resent: Mutex<HashMap<String, i64>>,
+    silences: RwLock<Vec<Silence>>,
 }
 
 /// The outcome of the last (re)load, for the API.
@@ -68,11 +70,21 @@ impl Alerting {
             default_interval_ms,
             calibrated: Mutex::new(HashMap::new()),
             resent: Mutex::new(HashMap::new()),
+            silences: RwLock::new(Vec::new()),
         })
     }
 
-    /// Takes back the alerts stored before a restart.
+    /// Takes back the alerts and silences stored before a restart.
     pub fn restore(&self, state: &AppState) {
+        match state.store.silences() {
+            Ok(rows) => {
+                *self.silences.write().unwrap_or_else(|p| p.into_inner()) = rows
+                    .iter()
+                    .filter_map(|j| serde_json::from_str(j).ok())
+                    .collect();
+            }
+            Err(e) => eprintln!("error: cannot read the stored silences: {e}"),
+        }
         let stored = match state.store.alerts() {
             Ok(rows) => rows,
             Err(e) => {
@@ -143,30 +155,119 @@ impl Alerting {
             windows,
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let (changes, saved, resends) = {
+        let silences = self
+            .silences
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let silenced = |labels: &std::collections::BTreeMap<String, String>| {
+            silences.iter().any(|s| s.silences(labels, now))
+        };
+        let (changes, notify, saved, resends) = {
             let mut engine = self.lock_engine();
             let calibration = |rule: &Rule, s: &Series| self.calibrated_threshold(state, rule, s);
             let changes =
                 engine.evaluate(&rules, now, self.default_interval_ms, &snap, &calibration);
+            // What to notify: silenced firings wait; a resolution only
+            // follows a firing that was sent; a firing whose silence ended
+            // is sent now.
+            let mut notify = Vec::new();
+            for change in &changes {
+                match change {
+                    Change::Firing(a) if silenced(&a.labels) => {
+                        let key = a.key();
+                        if let Some(x) = engine.alerts_mut().find(|x| x.key() == key) {
+                            x.unnotified = true;
+                        }
+                        state.metrics.notifications_silenced.inc();
+                    }
+                    Change::Resolved(a, _) if a.unnotified => {}
+                    c => notify.push(c.clone()),
+                }
+            }
+            for a in engine.alerts_mut() {
+                if a.state == State::Firing && a.unnotified && !silenced(&a.labels) {
+                    a.unnotified = false;
+                    notify.push(Change::Firing(a.clone()));
+                }
+            }
             let saved: Vec<(String, String)> = engine
                 .alerts()
                 .map(|a| (a.key(), serde_json::to_string(a).unwrap_or_default()))
                 .collect();
-            let firing = engine.alerts().filter(|a| a.state == State::Firing);
+            let firing = engine
+                .alerts()
+                .filter(|a| a.state == State::Firing && !a.unnotified);
             let mut resent = self.resent.lock().unwrap_or_else(|p| p.into_inner());
             let resends =
                 crate::notify::alertmanager_resends(firing, &rules.receivers, &mut resent, now);
-            (changes, saved, resends)
+            (changes, notify, saved, resends)
         };
         for change in &changes {
             log_change(change);
         }
         self.publish(&state.metrics);
-        let mut queued = crate::notify::messages(&changes, &rules.receivers);
+        let mut queued = crate::notify::messages(&notify, &rules.receivers);
         queued.extend(resends);
         if let Err(e) = state.store.save_alerts_blocking(saved, queued) {
             eprintln!("error: storing alert states and notifications failed: {e}");
         }
+    }
+
+    /// Adds a silence (stored first, so it survives a restart).
+    pub async fn add_silence(&self, state: &AppState, silence: Silence) -> Result<(), String> {
+        persist(state, &silence).await?;
+        self.silences
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(silence);
+        Ok(())
+    }
+
+    /// Ends a silence now; false when there is no such silence.
+    pub async fn expire_silence(&self, state: &AppState, id: &str) -> Result<bool, String> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let found = {
+            let list = self.silences.read().unwrap_or_else(|p| p.into_inner());
+            list.iter().find(|s| s.id == id).cloned()
+        };
+        let Some(mut silence) = found else {
+            return Ok(false);
+        };
+        silence.ends_at_ms = silence.ends_at_ms.min(now);
+        silence.starts_at_ms = silence.starts_at_ms.min(now);
+        persist(state, &silence).await?;
+        let mut list = self.silences.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = list.iter_mut().find(|s| s.id == id) {
+            *s = silence;
+        }
+        Ok(true)
+    }
+
+    /// `GET /v1/silences`: every silence with its state, newest first.
+    pub fn silences_json(&self) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut list = self
+            .silences
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        list.sort_by_key(|s| std::cmp::Reverse(s.starts_at_ms));
+        let items: Vec<serde_json::Value> = list
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "state": s.state(now),
+                    "matchers": s.matchers,
+                    "starts_at": rfc3339(s.starts_at_ms),
+                    "ends_at": rfc3339(s.ends_at_ms),
+                    "created_by": s.created_by,
+                    "comment": s.comment,
+                })
+            })
+            .collect();
+        json!({ "silences": items })
     }
 
     /// The receivers of the rules running now.
@@ -265,6 +366,7 @@ impl Alerting {
                     "value": a.value,
                     "threshold": a.threshold,
                     "receivers": a.receivers,
+                    "silenced": a.unnotified,
                 })
             })
             .collect();
@@ -302,6 +404,16 @@ impl Alerting {
             "groups": groups,
         })
     }
+}
+
+/// Stores a silence (new or changed).
+async fn persist(state: &AppState, silence: &Silence) -> Result<(), String> {
+    let json = serde_json::to_string(silence).map_err(|e| e.to_string())?;
+    state
+        .store
+        .save_silence(silence.id.clone(), json)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// One line per transition on standard error (notifications come from receivers).

@@ -87,6 +87,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/alerts", get(list_alerts))
         .route("/v1/rules", get(list_rules))
         .route("/v1/notifications", get(list_notifications))
+        .route("/v1/silences", get(list_silences).post(create_silence))
+        .route("/v1/silences/{id}", axum::routing::delete(expire_silence))
         .route("/-/reload", post(reload_rules))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -586,6 +588,144 @@ async fn list_alerts(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
         Some(a) => a.alerts_json(),
         None => serde_json::json!({ "alerts": [] }),
     })
+}
+
+/// A silence as posted: matchers as `name=value` strings (or Alertmanager
+/// objects), an end (`ends_at` RFC 3339 or `duration` like `2h`), who and why.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    matchers: Vec<serde_json::Value>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    duration: Option<String>,
+    created_by: String,
+    comment: String,
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message,
+    }
+}
+
+fn alerting(state: &AppState) -> Result<&alerting::Alerting, ApiError> {
+    state.alerting.as_ref().ok_or_else(|| ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no rule files are configured (--rules or `rules:` in the config)".into(),
+    })
+}
+
+fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if authorized(state, headers) {
+        Ok(())
+    } else {
+        state.metrics.reject(RejectReason::Unauthorized, 1);
+        Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "a valid bearer token is required".into(),
+        })
+    }
+}
+
+/// `POST /v1/silences`: 200 `{"id": ...}`, or 400 naming what is wrong.
+async fn create_silence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_token(&state, &headers)?;
+    let a = alerting(&state)?;
+    let new: NewSilence =
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("not a silence: {e}")))?;
+    let mut matchers = Vec::new();
+    for m in &new.matchers {
+        let parsed = match m {
+            serde_json::Value::String(t) => crate::notify::silence::Matcher::parse(t),
+            other => {
+                serde_json::from_value(other.clone()).map_err(|e| format!("matcher {other}: {e}"))
+            }
+        };
+        matchers.push(parsed.map_err(bad_request)?);
+    }
+    if matchers.is_empty() {
+        return Err(bad_request("a silence needs at least one matcher".into()));
+    }
+    if new.created_by.trim().is_empty() || new.comment.trim().is_empty() {
+        return Err(bad_request(
+            "created_by and comment must not be empty".into(),
+        ));
+    }
+    let time = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.timestamp_millis())
+            .map_err(|e| bad_request(format!("{t:?} is not RFC 3339: {e}")))
+    };
+    let now = now_ms();
+    let starts = new
+        .starts_at
+        .as_deref()
+        .map(time)
+        .transpose()?
+        .unwrap_or(now);
+    let ends = match (&new.ends_at, &new.duration) {
+        (Some(t), None) => time(t)?,
+        (None, Some(d)) => {
+            let d = crate::config::Span::parse(d).map_err(bad_request)?;
+            starts + d.duration.as_millis() as i64
+        }
+        _ => return Err(bad_request("give one of ends_at and duration".into())),
+    };
+    if ends <= starts.max(now) {
+        return Err(bad_request(
+            "the silence must end in the future, after it starts".into(),
+        ));
+    }
+    let id = crate::notify::fingerprint(&format!(
+        "{now}{}{:?}{}",
+        new.comment, new.matchers, new.created_by
+    ));
+    let silence = crate::notify::silence::Silence {
+        id: id.clone(),
+        matchers,
+        starts_at_ms: starts,
+        ends_at_ms: ends,
+        created_by: new.created_by,
+        comment: new.comment,
+    };
+    a.add_silence(&state, silence).await.map_err(|e| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: e,
+    })?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+/// `GET /v1/silences`.
+async fn list_silences(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(alerting(&state)?.silences_json()))
+}
+
+/// `DELETE /v1/silences/{id}`: expires the silence now.
+async fn expire_silence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_token(&state, &headers)?;
+    match alerting(&state)?.expire_silence(&state, &id).await {
+        Ok(true) => Ok(Json(serde_json::json!({ "id": id, "state": "expired" }))),
+        Ok(false) => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no silence {id:?}"),
+        }),
+        Err(e) => Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e,
+        }),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -60,6 +60,11 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT
     );
     CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);",
+    // 6: silences (JSON), kept after they expire for the record.
+    "CREATE TABLE silences (
+        id TEXT PRIMARY KEY,
+        silence TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Delivered notifications are kept this long for the API, then pruned.
@@ -175,6 +180,8 @@ enum Work {
     Alerts(Vec<(String, String)>, Vec<NewNotification>),
     /// Delivery attempts' outcomes.
     Attempts(Vec<Attempt>),
+    /// A silence created or changed (id, JSON).
+    Silence(String, String),
 }
 
 enum Done {
@@ -296,6 +303,23 @@ impl Store {
     ) -> Result<(), StoreError> {
         let rx = self.send(Work::Alerts(alerts, notifications))?;
         self.outcome(rx.blocking_recv()).map(|_| ())
+    }
+
+    /// Stores a silence (new or changed).
+    pub async fn save_silence(&self, id: String, json: String) -> Result<(), StoreError> {
+        self.submit(Work::Silence(id, json)).await.map(|_| ())
+    }
+
+    /// Every stored silence as JSON.
+    pub fn silences(&self) -> Result<Vec<String>, StoreError> {
+        let err = |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        };
+        let conn = open(&self.path)?;
+        let mut stmt = conn.prepare("SELECT silence FROM silences").map_err(err)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
     /// Records delivery attempts.
@@ -592,6 +616,13 @@ fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlit
                     for n in notifications {
                         stmt.execute(params![n.receiver, n.payload, received])?;
                     }
+                    Done::Results
+                }
+                Work::Silence(id, json) => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO silences (id, silence) VALUES (?1, ?2)",
+                        params![id, json],
+                    )?;
                     Done::Results
                 }
                 Work::Attempts(attempts) => {

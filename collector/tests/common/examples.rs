@@ -95,3 +95,16 @@ pub fn drifted_features() -> Vec<String> {
     drifted.sort();
     drifted
 }
+
+/// Runs the `driftwatch` binary: exit code, standard output, standard error.
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(args)
+        .output()
+        .expect("run driftwatch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
