@@ -42,6 +42,22 @@ groups:
     )
 }
 
+/// A collector config for the example model (1-day window, evaluated every
+/// 100 ms) with `rules` and `external_url`.
+fn config_file(dir: &Path, rules: &Path, external_url: &str) -> PathBuf {
+    let config = dir.join("driftwatch.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "eval_interval: 100ms\nexternal_url: {external_url}\nrules: [{}]\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
+            rules.display(),
+            example("reference.csv").display()
+        ),
+    )
+    .expect("config");
+    config
+}
+
 fn rules_file(dir: &Path, hook: &Receiver, gone: &Receiver, format: &str) -> PathBuf {
     let rules = dir.join("rules.yaml");
     let log = dir.join("notifications.log");
@@ -306,16 +322,7 @@ fn slack_gets_block_kit_and_a_real_alertmanager_gets_the_alerts_until_they_resol
     };
     let rules = dir.join("rules.yaml");
     std::fs::write(&rules, rule(1)).expect("rules");
-    let config = dir.join("driftwatch.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "eval_interval: 100ms\nexternal_url: http://driftwatch.example:8080/\nrules: [{}]\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
-            rules.display(),
-            example("reference.csv").display()
-        ),
-    )
-    .expect("config");
+    let config = config_file(&dir, &rules, "http://driftwatch.example:8080/");
     let slack_url = format!("{}/services/T0/B0/X", slack.url);
     let server = Server::start(
         &["--config", config.to_str().expect("UTF-8")],
@@ -446,16 +453,7 @@ fn drift_alerts_arrive_by_email_through_a_real_smtp_server() {
         ),
     )
     .expect("rules");
-    let config = dir.join("driftwatch.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "eval_interval: 100ms\nexternal_url: http://driftwatch.example:8080\nrules: [{}]\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
-            rules.display(),
-            example("reference.csv").display()
-        ),
-    )
-    .expect("config");
+    let config = config_file(&dir, &rules, "http://driftwatch.example:8080");
     let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
     post_examples(&server);
     server.wait_for(

@@ -92,20 +92,25 @@ pub struct Metrics {
     pub notifications_silenced: prometheus::IntCounter,
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+/// Registers a metric built from a fixed definition (a bad definition or a
+/// second registration is a programming error, caught by every test run).
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.expect("valid metric definition");
     registry
-        .register(Box::new(g.clone()))
+        .register(Box::new(m.clone()))
         .expect("metric registered once");
-    g
+    m
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(registry, GaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
-    c
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 impl Metrics {
@@ -116,18 +121,17 @@ impl Metrics {
         let buckets = vec![
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "driftwatch_inference_latency_seconds",
-                "Model inference latency reported in events",
-            )
-            .buckets(buckets),
-            &["model", "role"],
-        )
-        .expect("valid metric definition");
-        registry
-            .register(Box::new(latency.clone()))
-            .expect("metric registered once");
+        let latency = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "driftwatch_inference_latency_seconds",
+                    "Model inference latency reported in events",
+                )
+                .buckets(buckets),
+                &["model", "role"],
+            ),
+        );
         Metrics {
             predictions: counter(
                 r,
@@ -262,16 +266,13 @@ impl Metrics {
                 "Firing alerts",
                 &["alertname", "model", "severity"],
             ),
-            rules_reload_success: {
-                let g = Gauge::new(
+            rules_reload_success: register(
+                r,
+                Gauge::new(
                     "driftwatch_rules_last_reload_success",
                     "1 when the last (re)load of the rule files succeeded, 0 when it was refused (the previous rules keep running)",
-                )
-                .expect("valid metric definition");
-                r.register(Box::new(g.clone()))
-                    .expect("metric registered once");
-                g
-            },
+                ),
+            ),
             rules_reloads: counter(
                 r,
                 "driftwatch_rules_reloads_total",
@@ -290,16 +291,13 @@ impl Metrics {
                 "Notifications in the outbox by state (pending, dead)",
                 &["state"],
             ),
-            notifications_silenced: {
-                let c = prometheus::IntCounter::new(
+            notifications_silenced: register(
+                r,
+                prometheus::IntCounter::new(
                     "driftwatch_notifications_silenced_total",
                     "Alert firings held back by a silence",
-                )
-                .expect("valid metric definition");
-                r.register(Box::new(c.clone()))
-                    .expect("metric registered once");
-                c
-            },
+                ),
+            ),
             registry,
         }
     }

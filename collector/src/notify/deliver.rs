@@ -123,7 +123,14 @@ pub async fn run(state: Arc<AppState>) {
             // The rows stay pending and are tried again: at least once.
             eprintln!("error: recording notification attempts failed: {e}");
         }
-        alerting.publish_outbox(&state);
+        // The outbox counts are a database read: off the reactor, like `due`.
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(a) = &s.alerting {
+                a.publish_outbox(&s);
+            }
+        })
+        .await;
     }
 }
 
@@ -296,7 +303,7 @@ pub fn slack_blocks(m: &Message, external_url: Option<&str>) -> serde_json::Valu
         .and_then(|a| a.labels.get("model"))
         .map_or("", String::as_str);
     let title = format!("[{}] {name} {model}", m.status.to_uppercase());
-    let link = external_url.map(|u| format!("{u}/v1/alerts"));
+    let link = super::alerts_link(external_url);
     let mut blocks = vec![json!({
         "type": "header",
         "text": {"type": "plain_text", "text": truncate(&title, SLACK_HEADER_MAX)},
@@ -353,17 +360,30 @@ pub fn alertmanager_alerts(m: &Message, external_url: Option<&str>) -> serde_jso
     let alerts: Vec<serde_json::Value> = m
         .alerts
         .iter()
-        .map(|a| {
-            json!({
-                "labels": a.labels,
-                "annotations": a.annotations,
-                "startsAt": a.fired_at.clone().unwrap_or_else(|| a.starts_at.clone()),
-                "endsAt": a.ends_at.clone().unwrap_or_else(|| valid_until.clone()),
-                "generatorURL": external_url.map(|u| format!("{u}/v1/alerts")).unwrap_or_default(),
-            })
-        })
+        .map(|a| am_alert(a, external_url, &valid_until).into())
         .collect();
     json!(alerts)
+}
+
+/// An alert as Alertmanager takes it; `open_end` is the `endsAt` of an
+/// alert that has not resolved.
+fn am_alert(
+    a: &super::AlertView,
+    external_url: Option<&str>,
+    open_end: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut alert = serde_json::Map::new();
+    alert.insert("labels".into(), json!(a.labels));
+    alert.insert("annotations".into(), json!(a.annotations));
+    let starts = a.fired_at.as_ref().unwrap_or(&a.starts_at);
+    alert.insert("startsAt".into(), json!(starts));
+    alert.insert(
+        "endsAt".into(),
+        json!(a.ends_at.as_deref().unwrap_or(open_end)),
+    );
+    let generator = super::alerts_link(external_url).unwrap_or_default();
+    alert.insert("generatorURL".into(), json!(generator));
+    alert
 }
 
 fn rfc3339_now_plus(seconds: i64) -> String {
@@ -432,15 +452,13 @@ fn alertmanager_v4(m: &Message, external_url: Option<&str>) -> serde_json::Value
         "commonLabels": labels,
         "commonAnnotations": common(|a| &a.annotations),
         "externalURL": external_url.unwrap_or(""),
-        "alerts": m.alerts.iter().map(|a| json!({
-            "status": a.status,
-            "labels": a.labels,
-            "annotations": a.annotations,
-            "startsAt": a.fired_at.clone().unwrap_or_else(|| a.starts_at.clone()),
-            "endsAt": a.ends_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            "generatorURL": external_url.map(|u| format!("{u}/v1/alerts")).unwrap_or_default(),
-            "fingerprint": a.fingerprint,
-        })).collect::<Vec<_>>(),
+        "alerts": m.alerts.iter().map(|a| {
+            // Alertmanager's zero time marks an alert that has not ended.
+            let mut alert = am_alert(a, external_url, "0001-01-01T00:00:00Z");
+            alert.insert("status".into(), json!(a.status));
+            alert.insert("fingerprint".into(), json!(a.fingerprint));
+            serde_json::Value::Object(alert)
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -3,7 +3,7 @@
 //! labels and a link to the collector. Long annotations are cut (email
 //! clients clip large messages) with a link to the full alert.
 
-use super::Message;
+use super::{alerts_link, Message};
 use crate::notify::deliver::truncate;
 
 /// Characters kept of one annotation.
@@ -34,15 +34,11 @@ pub fn subject(m: &Message) -> String {
     )
 }
 
-fn link(external_url: Option<&str>) -> Option<String> {
-    external_url.map(|u| format!("{u}/v1/alerts"))
-}
-
 fn cut(text: &str, external_url: Option<&str>) -> String {
     if text.chars().count() <= ANNOTATION_MAX {
         return text.to_string();
     }
-    let rest = link(external_url).map_or(String::new(), |l| format!(" (the rest: {l})"));
+    let rest = alerts_link(external_url).map_or(String::new(), |l| format!(" (the rest: {l})"));
     truncate(text, ANNOTATION_MAX) + &rest
 }
 
@@ -84,7 +80,7 @@ pub fn text(m: &Message, external_url: Option<&str>) -> String {
             m.alerts.len() - ALERTS_MAX
         ));
     }
-    if let Some(l) = link(external_url) {
+    if let Some(l) = alerts_link(external_url) {
         out.push_str(&format!("All active alerts: {l}\n"));
     }
     out
@@ -155,7 +151,7 @@ pub fn html(m: &Message, external_url: Option<&str>) -> String {
             m.alerts.len() - ALERTS_MAX
         ));
     }
-    if let Some(l) = link(external_url) {
+    if let Some(l) = alerts_link(external_url) {
         out.push_str(&format!(
             "<p><a href=\"{0}\">All active alerts</a></p>",
             escape(&l)

@@ -50,6 +50,12 @@ pub struct AlertView {
     pub top_features: Vec<(String, String, f64)>,
 }
 
+/// Where users see every active alert (the collector's `/v1/alerts`), for
+/// links in notifications; none without `external_url`.
+pub fn alerts_link(external_url: Option<&str>) -> Option<String> {
+    external_url.map(|u| format!("{u}/v1/alerts"))
+}
+
 /// A stable 64-bit FNV-1a fingerprint of an alert's identity, in hex.
 pub fn fingerprint(key: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -72,6 +78,21 @@ fn view(a: &Alert, status: &str, ends_ms: Option<i64>) -> AlertView {
         threshold: a.threshold,
         fingerprint: fingerprint(&a.key()),
         top_features: a.top_features.clone(),
+    }
+}
+
+/// One alert's message to `receiver`, keyed by the alert, its status and
+/// the time of the change (`at_ms`) so every retry carries the same key.
+fn queue(receiver: &str, v: AlertView, at_ms: i64) -> NewNotification {
+    let message = Message {
+        receiver: receiver.to_string(),
+        status: v.status.clone(),
+        idempotency_key: format!("{}-{}-{at_ms}", v.fingerprint, v.status),
+        alerts: vec![v],
+    };
+    NewNotification {
+        receiver: receiver.to_string(),
+        payload: serde_json::to_string(&message).unwrap_or_default(),
     }
 }
 
@@ -98,17 +119,7 @@ pub fn messages(changes: &[Change], receivers: &[Receiver]) -> Vec<NewNotificati
             if status == "resolved" && !r.send_resolved {
                 continue;
             }
-            let v = view(alert, status, ends);
-            let message = Message {
-                receiver: name.clone(),
-                status: status.to_string(),
-                idempotency_key: format!("{}-{status}-{at_ms}", v.fingerprint),
-                alerts: vec![v],
-            };
-            out.push(NewNotification {
-                receiver: name.clone(),
-                payload: serde_json::to_string(&message).unwrap_or_default(),
-            });
+            out.push(queue(name, view(alert, status, ends), at_ms));
         }
     }
     out
@@ -147,17 +158,7 @@ pub fn alertmanager_resends<'a>(
                 continue;
             }
             *sent = now_ms;
-            let v = view(a, "firing", None);
-            let message = Message {
-                receiver: name.clone(),
-                status: "firing".into(),
-                idempotency_key: format!("{}-firing-{now_ms}", v.fingerprint),
-                alerts: vec![v],
-            };
-            out.push(NewNotification {
-                receiver: name.clone(),
-                payload: serde_json::to_string(&message).unwrap_or_default(),
-            });
+            out.push(queue(name, view(a, "firing", None), now_ms));
         }
     }
     last.retain(|k, _| live.contains(k));

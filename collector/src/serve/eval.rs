@@ -10,13 +10,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::AppState;
-use crate::config::RoleCost;
 use crate::models::{Feature, Model};
 use crate::report::{self, ColumnReport, Overrides};
 use crate::rules::engine::WindowInfo;
 use crate::stats::{Numeric, Sample};
 use crate::store::WindowResult;
-use crate::window::{FeatureWindow, RoleTraffic, Window};
+use crate::window::{FeatureWindow, Window};
 
 pub async fn run_loop(state: Arc<AppState>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
@@ -117,7 +116,7 @@ fn evaluate_window(
     // Each role's outputs against the reference's prediction column.
     let mut prediction_drift = serde_json::Map::new();
     if let Some(p) = &model.prediction {
-        for (role, pw) in ["champion", "shadow"].into_iter().zip(&window.predictions) {
+        for (role, pw) in ROLES.into_iter().zip(&window.predictions) {
             if pw.seen() + pw.missing == 0 {
                 continue;
             }
@@ -129,9 +128,15 @@ fn evaluate_window(
         }
     }
     let drift = report::dataset_drift(&reports);
-    let performance = |p: &crate::window::Performance| -> Value {
-        p.metrics(model.task, &model.positive_class)
+    // Each role's metrics from its labels, computed once (ROC AUC sorts).
+    let performance: Vec<Vec<(&str, f64)>> =
+        [&window.champion_performance, &window.shadow_performance]
             .into_iter()
+            .map(|p| p.metrics(model.task, &model.positive_class))
+            .collect();
+    let performance_json = |metrics: &[(&str, f64)]| -> Value {
+        metrics
+            .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect()
     };
@@ -141,15 +146,17 @@ fn evaluate_window(
     let now = chrono::Utc::now().timestamp_millis();
     let elapsed_ms = (now.min(window.start_ms + window.length_ms) - window.start_ms).max(0);
     let elapsed_hours = elapsed_ms as f64 / 3_600_000.0;
-    let traffic = |t: &RoleTraffic, cost: Option<&RoleCost>| -> Value {
-        let q = t.latency_quantiles_ms();
-        json!({
-            "predictions": t.predictions,
-            "error_ratio": t.error_ratio(),
-            "latency_ms": q.map(|[p50, p95, p99]| json!({"p50": p50, "p95": p95, "p99": p99})),
-            "cost_per_1k_usd": cost.and_then(|c| t.cost_per_1k(c, elapsed_hours)),
+    // Each role's traffic, computed once for the JSON and the gauges.
+    let roles: Vec<RoleSummary> = [&model.cost.champion, &model.cost.shadow]
+        .into_iter()
+        .zip(&window.roles)
+        .map(|(cost, t)| RoleSummary {
+            predictions: t.predictions,
+            error_ratio: t.error_ratio(),
+            latency_ms: t.latency_quantiles_ms(),
+            cost_per_1k: cost.as_ref().and_then(|c| t.cost_per_1k(c, elapsed_hours)),
         })
-    };
+        .collect();
     if live {
         let m = &state.metrics;
         let series = [model.name.as_str(), label];
@@ -177,43 +184,28 @@ fn evaluate_window(
             m.label_coverage.with_label_values(&series).set(c);
         }
         // The cost gauge has no window label: the shortest window sets it.
-        for ((role, cost), traffic) in [
-            ("champion", &model.cost.champion),
-            ("shadow", &model.cost.shadow),
-        ]
-        .into_iter()
-        .zip(&window.roles)
-        {
-            let shortest = model.windows.first().is_some_and(|w| w.label() == label);
-            if let Some(v) = cost
-                .as_ref()
-                .filter(|_| shortest)
-                .and_then(|c| traffic.cost_per_1k(c, elapsed_hours))
-            {
+        let shortest = model.windows.first().is_some_and(|w| w.label() == label);
+        for (role, r) in ROLES.into_iter().zip(&roles) {
+            if let Some(v) = r.cost_per_1k.filter(|_| shortest) {
                 m.cost_per_1k
                     .with_label_values(&[model.name.as_str(), role])
                     .set(v);
             }
-        }
-        for (role, traffic) in ["champion", "shadow"].into_iter().zip(&window.roles) {
-            if let Some(q) = traffic.latency_quantiles_ms() {
+            if let Some(q) = r.latency_ms {
                 for (quantile, ms) in ["0.5", "0.95", "0.99"].into_iter().zip(q) {
                     m.latency_quantile
                         .with_label_values(&[model.name.as_str(), role, quantile, label])
                         .set(ms / 1000.0);
                 }
             }
-            if let Some(r) = traffic.error_ratio() {
+            if let Some(ratio) = r.error_ratio {
                 m.prediction_error_ratio
                     .with_label_values(&[model.name.as_str(), role, label])
-                    .set(r);
+                    .set(ratio);
             }
         }
-        for (role, perf) in [
-            ("champion", &window.champion_performance),
-            ("shadow", &window.shadow_performance),
-        ] {
-            for (metric, value) in perf.metrics(model.task, &model.positive_class) {
+        for (role, metrics) in ROLES.into_iter().zip(&performance) {
+            for &(metric, value) in metrics {
                 m.model_performance
                     .with_label_values(&[model.name.as_str(), role, metric, label])
                     .set(value);
@@ -248,8 +240,8 @@ fn evaluate_window(
         "dataset_drift": drift,
         "features": reports,
         "prediction_drift": prediction_drift,
-        "performance": {"champion": performance(&window.champion_performance), "shadow": performance(&window.shadow_performance)},
-        "traffic": {"champion": traffic(&window.roles[0], model.cost.champion.as_ref()), "shadow": traffic(&window.roles[1], model.cost.shadow.as_ref())},
+        "performance": {"champion": performance_json(&performance[0]), "shadow": performance_json(&performance[1])},
+        "traffic": {"champion": roles[0].json(), "shadow": roles[1].json()},
         "shadow": {
             "agreement_ratio": window.shadow.agreement_ratio(),
             "mean_abs_score_diff": window.shadow.mean_abs_score_diff(),
@@ -260,6 +252,27 @@ fn evaluate_window(
         },
     });
     (summary, info)
+}
+
+const ROLES: [&str; 2] = ["champion", "shadow"];
+
+/// One role's traffic in a window, as the JSON API and the gauges show it.
+struct RoleSummary {
+    predictions: u64,
+    error_ratio: Option<f64>,
+    latency_ms: Option<[f64; 3]>,
+    cost_per_1k: Option<f64>,
+}
+
+impl RoleSummary {
+    fn json(&self) -> Value {
+        json!({
+            "predictions": self.predictions,
+            "error_ratio": self.error_ratio,
+            "latency_ms": self.latency_ms.map(|[p50, p95, p99]| json!({"p50": p50, "p95": p95, "p99": p99})),
+            "cost_per_1k_usd": self.cost_per_1k,
+        })
+    }
 }
 
 /// Significance level of the champion-vs-shadow verdict.

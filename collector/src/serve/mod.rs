@@ -146,6 +146,17 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A batch the database could not commit: counted, logged, and a 503 that
+/// tells the client to retry it (nothing of it was acknowledged).
+fn storage_unavailable(state: &AppState, what: &str, n: usize, e: &StoreError) -> ApiError {
+    state.metrics.reject(RejectReason::StorageError, n as u64);
+    eprintln!("error: storing {what} failed: {e}");
+    ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "storage unavailable; retry the batch".into(),
+    }
+}
+
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     if state.tokens.is_empty() {
         return true;
@@ -190,16 +201,7 @@ async fn events(
         .collect();
     let inserted = match state.store.insert(new_events).await {
         Ok(flags) => flags,
-        Err(e) => {
-            state
-                .metrics
-                .reject(RejectReason::StorageError, accepted.len() as u64);
-            eprintln!("error: storing events failed: {e}");
-            return Err(ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "storage unavailable; retry the batch".into(),
-            });
-        }
+        Err(e) => return Err(storage_unavailable(&state, "events", accepted.len(), &e)),
     };
     for ((index, a), new) in accepted.into_iter().zip(inserted) {
         if !new {
@@ -247,13 +249,7 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Vec<u8>, Option<String>), ApiError> {
-    if !authorized(state, headers) {
-        state.metrics.reject(RejectReason::Unauthorized, 1);
-        return Err(ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: "missing or invalid bearer token".into(),
-        });
-    }
+    require_token(state, headers)?;
     let max = state.max_body_bytes;
     let bytes = axum::body::to_bytes(body, max.saturating_add(1))
         .await
@@ -300,16 +296,7 @@ async fn feedback(
         .await
     {
         Ok(outcomes) => outcomes,
-        Err(e) => {
-            state
-                .metrics
-                .reject(RejectReason::StorageError, labels.len() as u64);
-            eprintln!("error: storing labels failed: {e}");
-            return Err(ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "storage unavailable; retry the batch".into(),
-            });
-        }
+        Err(e) => return Err(storage_unavailable(&state, "labels", labels.len(), &e)),
     };
     for ((index, model, label), outcome) in labels.into_iter().zip(stored) {
         match outcome {
@@ -617,6 +604,7 @@ fn alerting(state: &AppState) -> Result<&alerting::Alerting, ApiError> {
     })
 }
 
+/// 401 (counted) unless the request carries a configured bearer token.
 fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if authorized(state, headers) {
         Ok(())
@@ -624,7 +612,7 @@ fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
         state.metrics.reject(RejectReason::Unauthorized, 1);
         Err(ApiError {
             status: StatusCode::UNAUTHORIZED,
-            message: "a valid bearer token is required".into(),
+            message: "missing or invalid bearer token".into(),
         })
     }
 }
@@ -788,12 +776,7 @@ async fn list_rules(State(state): State<Arc<AppState>>) -> Json<serde_json::Valu
 async fn reload_rules(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(alerting) = &state.alerting else {
-        return Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: "no rule files are configured (--rules or `rules:` in the config)".into(),
-        });
-    };
+    let alerting = alerting(&state)?;
     let s = state.clone();
     let outcome =
         tokio::task::spawn_blocking(move || s.alerting.as_ref().map(|a| a.reload(&s.metrics)))

@@ -310,16 +310,27 @@ impl Store {
         self.submit(Work::Silence(id, json)).await.map(|_| ())
     }
 
-    /// Every stored silence as JSON.
-    pub fn silences(&self) -> Result<Vec<String>, StoreError> {
+    /// Runs a read-only query on its own connection (WAL: readers never
+    /// wait for the writer), one `T` per row.
+    fn read<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let err = |source| StoreError::Sqlite {
             path: self.path.clone(),
             source,
         };
         let conn = open(&self.path)?;
-        let mut stmt = conn.prepare("SELECT silence FROM silences").map_err(err)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+        let mut stmt = conn.prepare(sql).map_err(err)?;
+        let rows = stmt.query_map(p, row).map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// Every stored silence as JSON.
+    pub fn silences(&self) -> Result<Vec<String>, StoreError> {
+        self.read("SELECT silence FROM silences", [], |r| r.get(0))
     }
 
     /// Records delivery attempts.
@@ -345,55 +356,30 @@ impl Store {
 
     /// Notifications per state.
     pub fn outbox_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let conn = open(&self.path)?;
-        let mut stmt = conn
-            .prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        self.read(
+            "SELECT state, COUNT(*) FROM outbox GROUP BY state",
+            [],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+        )
     }
 
     fn queued(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Queued>, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let conn = open(&self.path)?;
-        let mut stmt = conn.prepare(sql).map_err(err)?;
-        let rows = stmt
-            .query_map(p, |r| {
-                Ok(Queued {
-                    id: r.get(0)?,
-                    receiver: r.get(1)?,
-                    payload: r.get(2)?,
-                    attempts: r.get::<_, i64>(3)? as u32,
-                    state: r.get(4)?,
-                    created_ms: r.get(5)?,
-                    last_error: r.get(6)?,
-                })
+        self.read(sql, p, |r| {
+            Ok(Queued {
+                id: r.get(0)?,
+                receiver: r.get(1)?,
+                payload: r.get(2)?,
+                attempts: r.get::<_, i64>(3)? as u32,
+                state: r.get(4)?,
+                created_ms: r.get(5)?,
+                last_error: r.get(6)?,
             })
-            .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        })
     }
 
     /// The stored active alerts as JSON.
     pub fn alerts(&self) -> Result<Vec<String>, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let conn = open(&self.path)?;
-        let mut stmt = conn.prepare("SELECT alert FROM alerts").map_err(err)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        self.read("SELECT alert FROM alerts", [], |r| r.get(0))
     }
 
     /// The newest `limit` stored results of a model's window length, newest first.
@@ -403,20 +389,11 @@ impl Store {
         window: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let conn = open(&self.path)?;
-        let mut stmt = conn
-            .prepare("SELECT result FROM window_results WHERE model = ?1 AND window = ?2 ORDER BY start_ms DESC LIMIT ?3")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map(params![model, window, limit as i64], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        self.read(
+            "SELECT result FROM window_results WHERE model = ?1 AND window = ?2 ORDER BY start_ms DESC LIMIT ?3",
+            params![model, window, limit as i64],
+            |r| r.get(0),
+        )
     }
 
     /// Commits the events; for each, whether it was new (false: its
@@ -442,46 +419,30 @@ impl Store {
     /// Stored labels of a model's predictions since `since_ms`, with the
     /// prediction's event JSON (for rebuilding windows at start).
     pub fn labels_since(&self, model: &str, since_ms: i64) -> Result<Vec<StoredLabel>, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let conn = open(&self.path)?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT e.event, l.ts_ms, l.label, l.value FROM labels l JOIN events e
-                 ON e.model = l.model AND e.request_id = l.request_id
-                 WHERE l.model = ?1 AND l.ts_ms >= ?2 ORDER BY l.received_ms",
-            )
-            .map_err(err)?;
-        let rows = stmt
-            .query_map(params![model, since_ms], |r| {
+        self.read(
+            "SELECT e.event, l.ts_ms, l.label, l.value FROM labels l JOIN events e
+             ON e.model = l.model AND e.request_id = l.request_id
+             WHERE l.model = ?1 AND l.ts_ms >= ?2 ORDER BY l.received_ms",
+            params![model, since_ms],
+            |r| {
                 Ok(StoredLabel {
                     event: r.get(0)?,
                     ts_ms: r.get(1)?,
                     label: r.get(2)?,
                     value: r.get(3)?,
                 })
-            })
-            .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+            },
+        )
     }
 
     /// The stored events of a model since `since_ms`, oldest first (for
     /// rebuilding windows at start).
     pub fn events_since(&self, model: &str, since_ms: i64) -> Result<Vec<String>, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
-        let conn = open(&self.path)?;
-        let mut stmt = conn
-            .prepare("SELECT event FROM events WHERE model = ?1 AND ts_ms >= ?2 ORDER BY ts_ms, received_ms")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map(params![model, since_ms], |r| r.get::<_, String>(0))
-            .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+        self.read(
+            "SELECT event FROM events WHERE model = ?1 AND ts_ms >= ?2 ORDER BY ts_ms, received_ms",
+            params![model, since_ms],
+            |r| r.get(0),
+        )
     }
 }
 
