@@ -64,7 +64,17 @@ pub struct Model {
     pub sample_limit: usize,
     pub features: Vec<Feature>,
     pub prediction: Option<Prediction>,
+    /// Which reference the model was loaded from (for retraining evidence).
+    pub reference: ReferenceId,
     index: HashMap<String, usize>,
+}
+
+/// A reference file as it was read: path, SHA-256 of its bytes, rows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReferenceId {
+    pub path: String,
+    pub sha256: String,
+    pub rows: usize,
 }
 
 impl Model {
@@ -115,6 +125,14 @@ impl Model {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        let sha256 = std::fs::read(&raw.reference)
+            .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
+            .map_err(|e| format!("model {}: {}: {e}", raw.name, raw.reference.display()))?;
+        let reference = ReferenceId {
+            path: raw.reference.display().to_string(),
+            sha256,
+            rows: dataset.rows(),
+        };
         let mut windows = raw.windows.clone();
         windows.sort();
         windows.dedup();
@@ -131,6 +149,7 @@ impl Model {
             sample_limit: raw.window_sample_limit,
             features,
             prediction,
+            reference,
             index,
         })
     }

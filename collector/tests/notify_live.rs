@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::examples::{args_with_rules, drifted_features, example, post_examples, run_cli};
+use common::examples::{
+    args_with_rules, drifted_features, events_with_ids, example, post_examples, run_cli,
+};
 use common::receiver::Receiver;
 use common::server::Server;
 use serde_json::Value;
@@ -20,12 +22,15 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
+/// A route that sends each alert alone, at the first evaluation.
+const EACH_AT_ONCE: &str = "route:\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n";
+
 /// A rule file: `receivers` (YAML list items) and one FeatureDrift rule per
-/// drifted feature of the example model that notifies `names`; `extra`
-/// adds annotation lines.
+/// drifted feature of the example model that notifies `names` (each alert
+/// alone, at once); `extra` adds annotation lines.
 fn drift_rules(receivers: &str, names: &str, threshold: u32, extra: &str) -> String {
     format!(
-        r#"receivers:
+        r#"{EACH_AT_ONCE}receivers:
 {receivers}
 groups:
   - name: drift
@@ -77,6 +82,19 @@ fn rules_file(dir: &Path, hook: &Receiver, gone: &Receiver, format: &str) -> Pat
     )
     .expect("rules");
     rules
+}
+
+/// The drift rule notifying one webhook receiver `hook` at `{url}/hook`.
+fn hook_rules(hook: &Receiver) -> String {
+    drift_rules(
+        &format!(
+            "  - name: hook\n    webhook: {{url: \"{}/hook\"}}",
+            hook.url
+        ),
+        "hook",
+        1,
+        "",
+    )
 }
 
 fn start(rules: &Path, db: &Path) -> Server {
@@ -509,19 +527,7 @@ fn a_silence_holds_back_a_firing_until_it_is_expired() {
     let hook = Receiver::start(&[]);
     let drifted = drifted_features();
     let rules = dir.join("rules.yaml");
-    std::fs::write(
-        &rules,
-        drift_rules(
-            &format!(
-                "  - name: hook\n    webhook: {{url: \"{}/hook\"}}",
-                hook.url
-            ),
-            "hook",
-            1,
-            "",
-        ),
-    )
-    .expect("rules");
+    std::fs::write(&rules, hook_rules(&hook)).expect("rules");
     let server = start(&rules, &dir.join("driftwatch.db"));
     let url = format!("http://{}", server.addr);
     let quiet = &drifted[0];
@@ -596,6 +602,261 @@ fn a_silence_holds_back_a_firing_until_it_is_expired() {
     );
     let (_, out, _) = run_cli(&["silence", "list", "--url", &url]);
     assert!(out.contains("expired"), "{out}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Features named by a message's alerts, sorted, with their status.
+fn message_features(m: &Value) -> Vec<(String, String)> {
+    let mut f: Vec<(String, String)> = m["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["feature"].as_str().unwrap_or("").to_string(),
+                a["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    f.sort();
+    f
+}
+
+fn reload(server: &Server) {
+    let (status, body) = server.request("POST", "/-/reload", &[], b"");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn alerts_are_grouped_into_one_message_and_retraining_is_called_once_per_cooldown() {
+    let dir = common::server::temp_db_dir();
+    let team = Receiver::start(&[]);
+    // The first call fails: it is retried with the same key and body.
+    let airflow = Receiver::start(&[500]);
+    let drifted = drifted_features();
+    let n = drifted.len();
+    let rules = dir.join("rules.yaml");
+    let write = |threshold: u32| {
+        std::fs::write(
+            &rules,
+            format!(
+                r#"route:
+  receiver: team
+  group_by: [alertname, model]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: team
+    webhook: {{url: "{}/team"}}
+actions:
+  - name: retrain
+    cooldown: 1h
+    webhook:
+      url: "{}/api/v1/dags/retrain_credit/dagRuns"
+      headers_env: {{Authorization: AIRFLOW_AUTH}}
+      hmac_secret_env: RETRAIN_SECRET
+      body: |
+        {{"dag_run_id": "{{{{ idempotency_key }}}}", "conf": {{{{ evidence | tojson }}}}}}
+groups:
+  - name: drift
+    rules:
+      - alert: FeatureDrift
+        model: credit
+        metric: driftwatch_feature_drift_detected
+        op: "=="
+        threshold: {threshold}
+        actions: [retrain]
+"#,
+                team.url, airflow.url
+            ),
+        )
+        .expect("rules")
+    };
+    write(1);
+    let args = args_with_rules(&rules);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_on(
+        &args,
+        &[
+            ("AIRFLOW_AUTH", "Basic YWRtaW46YWRtaW4="),
+            ("RETRAIN_SECRET", "k3y"),
+        ],
+        &dir.join("driftwatch.db"),
+    );
+    post_examples(&server);
+    // One message for the whole group, after group_wait.
+    server.wait_for(Duration::from_secs(30), "the group's message", |_| {
+        !team.requests().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = team.requests();
+    assert_eq!(sent.len(), 1, "one message for {n} alerts");
+    let m = sent[0].json();
+    assert_eq!(m["status"], "firing");
+    let firing: Vec<(String, String)> = drifted
+        .iter()
+        .map(|f| (f.clone(), "firing".to_string()))
+        .collect();
+    assert_eq!(message_features(&m), firing);
+
+    // The retraining call: once for the rule's n alerts, retried after the
+    // 500 with the same key and body, signed, with the secret header.
+    server.wait_for(Duration::from_secs(30), "the retried call", |_| {
+        airflow.requests().len() == 2
+    });
+    let calls = airflow.requests();
+    assert_eq!(calls[0].body, calls[1].body);
+    let key = calls[0].header("Idempotency-Key").expect("key").to_string();
+    assert_eq!(calls[1].header("Idempotency-Key"), Some(key.as_str()));
+    for c in &calls {
+        assert_eq!(c.path, "/api/v1/dags/retrain_credit/dagRuns");
+        assert_eq!(c.header("Authorization"), Some("Basic YWRtaW46YWRtaW4="));
+        let ts = c.header("X-Driftwatch-Timestamp").expect("timestamp");
+        let want = driftwatch::notify::deliver::sign(b"k3y", ts, &c.body);
+        assert_eq!(c.header("X-Driftwatch-Signature"), Some(want.as_str()));
+    }
+    let body = calls[0].json();
+    assert_eq!(body["dag_run_id"], key);
+    let conf = &body["conf"];
+    assert_eq!(conf["model"], "credit");
+    assert_eq!(conf["rule"], "FeatureDrift");
+    assert_eq!(conf["idempotency_key"], key);
+    let mut named: Vec<String> = conf["drifted_features"]
+        .as_array()
+        .expect("drifted features")
+        .iter()
+        .map(|f| f["feature"].as_str().expect("feature").to_string())
+        .collect();
+    named.sort();
+    assert_eq!(named, drifted);
+    assert!(conf["drifted_features"][0]["statistic"].is_number());
+    assert_eq!(conf["window"]["length"], "1d");
+    let reference = std::fs::read(example("reference.csv")).expect("reference");
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&reference));
+    assert_eq!(conf["reference"]["sha256"], sha);
+    assert_eq!(conf["reference"]["rows"], 2000);
+    let actions = |outcome: &str| {
+        server.metric(
+            "driftwatch_actions_total",
+            &[
+                ("action", "retrain"),
+                ("model", "credit"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(actions("queued"), Some(1.0));
+    assert_eq!(actions("cooldown"), Some((n - 1) as f64));
+
+    // Drift "stops": one resolved message for the group.
+    write(2);
+    reload(&server);
+    server.wait_for(Duration::from_secs(30), "the resolved message", |_| {
+        team.requests().len() == 2
+    });
+    let m = team.requests()[1].json();
+    assert_eq!(m["status"], "resolved");
+    let resolved: Vec<(String, String)> = drifted
+        .iter()
+        .map(|f| (f.clone(), "resolved".to_string()))
+        .collect();
+    assert_eq!(message_features(&m), resolved);
+    assert_ne!(
+        m["idempotency_key"],
+        team.requests()[0].json()["idempotency_key"]
+    );
+    // It fires again inside the cooldown: a new firing message, no new call.
+    write(1);
+    reload(&server);
+    server.wait_for(Duration::from_secs(30), "the new firing message", |_| {
+        team.requests().len() == 3
+    });
+    assert_eq!(team.requests()[2].json()["status"], "firing");
+    server.wait_for(Duration::from_secs(10), "the cooldown counted", |_| {
+        actions("cooldown") == Some((2 * n - 1) as f64)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(airflow.requests().len(), 2, "no second retraining call");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_resolved_message_follows_when_drift_stops_in_the_traffic() {
+    let dir = common::server::temp_db_dir();
+    let hook = Receiver::start(&[]);
+    let drifted = drifted_features();
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, hook_rules(&hook)).expect("rules");
+    // Windows of 6 s: the drifted rows fill one, the reference's rows the next.
+    const WINDOW_MS: i64 = 6000;
+    let reference = example("reference.csv");
+    let server = Server::start_on(
+        &[
+            "--model",
+            "credit",
+            "--reference",
+            reference.to_str().expect("UTF-8"),
+            "--window",
+            "6s",
+            "--eval-interval",
+            "100ms",
+            "--rules",
+            rules.to_str().expect("UTF-8"),
+        ],
+        &[],
+        &dir.join("driftwatch.db"),
+    );
+    let now = || chrono::Utc::now().timestamp_millis();
+    let stamp = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // Start early in a window so the alerts fire well within it.
+    while now() % WINDOW_MS > 500 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first_window = now() / WINDOW_MS;
+    let events = events_with_ids(&example("current.csv"), &stamp(), "cur");
+    assert_eq!(
+        server.post_items("/v1/events", "events", &events)["accepted"],
+        1500
+    );
+    let statuses = |hook: &Receiver, status: &str| {
+        let mut f: Vec<String> = hook
+            .requests()
+            .iter()
+            .map(|r| r.json())
+            .filter(|m| m["status"] == status)
+            .filter_map(|m| {
+                m["alerts"][0]["labels"]["feature"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    server.wait_for(Duration::from_secs(4), "the firing messages", |_| {
+        statuses(&hook, "firing") == drifted
+    });
+    // The window ends with no new traffic: nothing resolves by itself.
+    while now() / WINDOW_MS == first_window {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(statuses(&hook, "resolved").is_empty());
+    // Traffic like the reference arrives in the new window: drift stopped.
+    let events = events_with_ids(&reference, &stamp(), "ref");
+    assert_eq!(
+        server.post_items("/v1/events", "events", &events)["accepted"],
+        2000
+    );
+    server.wait_for(Duration::from_secs(10), "the resolved messages", |_| {
+        statuses(&hook, "resolved") == drifted
+    });
+    let (_, body) = server.request("GET", "/v1/alerts", &[], b"");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(v["alerts"].as_array().map(Vec::len), Some(0), "{body}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -111,6 +111,39 @@ groups:
         err.contains(&format!("{f}:3:5: duplicate key `name`")),
         "{err}"
     );
+    // Routes and actions are checked the same way.
+    std::fs::write(
+        &bad,
+        r#"route:
+  receiver: pager
+  group_wait: soon
+actions:
+  - name: retrain
+    webhook:
+      url: ftp://x/y
+      body: "{{ evidence | tojson "
+groups:
+  - name: g
+    rules:
+      - alert: A
+        metric: driftwatch_label_coverage_ratio
+        op: "<"
+        threshold: 0.5
+        actions: [retrian]
+"#,
+    )
+    .expect("write");
+    let (code, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    assert_eq!(code, 1);
+    for want in [
+        format!("{f}:2:13: unknown receiver `pager`"),
+        format!("{f}:3:15: route.group_wait: \"soon\" is not a duration"),
+        format!("{f}:7:12: actions[0].webhook.url: \"ftp://x/y\" is not an http(s) URL"),
+        format!("{f}:8:13: actions[0].webhook.body: the template does not parse"),
+        format!("{f}:16:19: unknown action `retrian`"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
     // A rule test whose expectation is wrong fails, naming what fired.
     std::fs::write(
         dir.join("rules.yaml"),

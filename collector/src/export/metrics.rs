@@ -90,6 +90,7 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     pub outbox: GaugeVec,
     pub notifications_silenced: prometheus::IntCounter,
+    pub actions: IntCounterVec,
 }
 
 /// Registers a metric built from a fixed definition (a bad definition or a
@@ -297,6 +298,12 @@ impl Metrics {
                     "driftwatch_notifications_silenced_total",
                     "Alert firings held back by a silence",
                 ),
+            ),
+            actions: counter(
+                r,
+                "driftwatch_actions_total",
+                "Actions (retraining webhooks) for firing alerts by action, model and outcome (queued, cooldown: held by the cooldown, render_error: the body template failed)",
+                &["action", "model", "outcome"],
             ),
             registry,
         }

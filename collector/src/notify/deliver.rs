@@ -4,7 +4,8 @@
 //! signature), Slack incoming webhooks (Block Kit, cut to Slack's limits
 //! with a link to the rest) and an existing Alertmanager
 //! (`POST /api/v2/alerts`), and email over SMTP (lettre: STARTTLS, implicit
-//! TLS or plain for local relays; a plain-text and an HTML part).
+//! TLS or plain for local relays; a plain-text and an HTML part); and
+//! action calls (retraining webhooks) with their rendered bodies.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use sha2::Sha256;
 
 use super::{retry_at, Message};
 use crate::rules::receivers::{ReceiverKind, Secret, Tls, WebhookFormat};
-use crate::rules::Receiver;
+use crate::rules::{Action, Receiver};
 use crate::serve::AppState;
 use crate::store::{Attempt, Queued};
 
@@ -53,16 +54,18 @@ pub async fn run(state: Arc<AppState>) {
         if due.is_empty() {
             continue;
         }
-        let receivers = Arc::new(alerting.receivers());
+        let targets = Arc::new((alerting.receivers(), alerting.actions()));
         let mut set = tokio::task::JoinSet::new();
         for (i, q) in due.iter().enumerate() {
-            let (client, receivers, q) = (client.clone(), receivers.clone(), q.clone());
+            let (client, targets, q) = (client.clone(), targets.clone(), q.clone());
             let external = state.external_url.clone();
             set.spawn(async move {
-                (
-                    i,
-                    attempt(&client, &receivers, &q, external.as_deref()).await,
-                )
+                let (receivers, actions) = &*targets;
+                let result = match actions.iter().find(|a| a.name == q.receiver) {
+                    Some(action) => call(&client, action, &q).await,
+                    None => attempt(&client, receivers, &q, external.as_deref()).await,
+                };
+                (i, result)
             });
         }
         let mut results: Vec<Option<Result<(), (String, bool)>>> =
@@ -134,6 +137,29 @@ pub async fn run(state: Arc<AppState>) {
     }
 }
 
+/// One attempt of an action call. A 409 Conflict counts as done: the
+/// job exists already (Airflow answers so to a `dag_run_id` it has seen).
+async fn call(client: &reqwest::Client, action: &Action, q: &Queued) -> Result<(), (String, bool)> {
+    let call: super::action::Call = serde_json::from_str(&q.payload)
+        .map_err(|e| (format!("unreadable queued action call: {e}"), false))?;
+    let body = call.body.into_bytes();
+    let mut headers = action.headers.clone();
+    for (name, secret) in &action.secret_headers {
+        let value = read_secret(secret).map_err(|e| (e, true))?;
+        headers.push((
+            name.clone(),
+            String::from_utf8_lossy(&value).trim().to_string(),
+        ));
+    }
+    if let Some(secret) = &action.hmac_secret {
+        headers.extend(signature(secret, &body)?);
+    }
+    match post(client, &action.url, &call.idempotency_key, &headers, body).await {
+        Err((why, _)) if why.starts_with("HTTP 409") => Ok(()),
+        other => other,
+    }
+}
+
 /// One attempt: Ok, or the reason and whether a retry makes sense.
 async fn attempt(
     client: &reqwest::Client,
@@ -166,10 +192,7 @@ async fn attempt(
             };
             let mut extra: Vec<(String, String)> = headers.clone();
             if let Some(secret) = hmac_secret {
-                let key = read_secret(secret).map_err(|e| (e, true))?;
-                let ts = chrono::Utc::now().timestamp().to_string();
-                extra.push(("X-Driftwatch-Signature".into(), sign(&key, &ts, &body)));
-                extra.push(("X-Driftwatch-Timestamp".into(), ts));
+                extra.extend(signature(secret, &body)?);
             }
             post(client, url, &message.idempotency_key, &extra, body).await
         }
@@ -295,14 +318,7 @@ const SLACK_SECTION_MAX: usize = 3000;
 /// context, and a link to the full alert list when `external_url` is set.
 /// Sections longer than Slack allows are cut, with the link to the rest.
 pub fn slack_blocks(m: &Message, external_url: Option<&str>) -> serde_json::Value {
-    let first = m.alerts.first();
-    let name = first
-        .and_then(|a| a.labels.get("alertname"))
-        .map_or("alert", String::as_str);
-    let model = first
-        .and_then(|a| a.labels.get("model"))
-        .map_or("", String::as_str);
-    let title = format!("[{}] {name} {model}", m.status.to_uppercase());
+    let title = super::title(m);
     let link = super::alerts_link(external_url);
     let mut blocks = vec![json!({
         "type": "header",
@@ -388,6 +404,16 @@ fn am_alert(
 
 fn rfc3339_now_plus(seconds: i64) -> String {
     crate::rules::engine::rfc3339(chrono::Utc::now().timestamp_millis() + seconds * 1000)
+}
+
+/// The signature headers of a body signed now with the secret.
+fn signature(secret: &Secret, body: &[u8]) -> Result<[(String, String); 2], (String, bool)> {
+    let key = read_secret(secret).map_err(|e| (e, true))?;
+    let ts = chrono::Utc::now().timestamp().to_string();
+    Ok([
+        ("X-Driftwatch-Signature".into(), sign(&key, &ts, body)),
+        ("X-Driftwatch-Timestamp".into(), ts),
+    ])
 }
 
 /// `sha256=HEX(HMAC-SHA256(key, "TIMESTAMP.BODY"))`.

@@ -3,7 +3,7 @@
 //! labels and a link to the collector. Long annotations are cut (email
 //! clients clip large messages) with a link to the full alert.
 
-use super::{alerts_link, Message};
+use super::{alerts_link, title, Message};
 use crate::notify::deliver::truncate;
 
 /// Characters kept of one annotation.
@@ -12,24 +12,21 @@ const ANNOTATION_MAX: usize = 4000;
 const ALERTS_MAX: usize = 50;
 
 pub fn subject(m: &Message) -> String {
-    let first = m.alerts.first();
-    let label = |k: &str| {
-        first
-            .and_then(|a| a.labels.get(k))
-            .map_or("", String::as_str)
+    // One alert: its summary; several: the features they name.
+    let detail = match m.alerts.as_slice() {
+        [a] => a.annotations.get("summary").cloned(),
+        many => {
+            let features: Vec<&str> = many
+                .iter()
+                .filter_map(|a| a.labels.get("feature").map(String::as_str))
+                .collect();
+            (!features.is_empty()).then(|| features.join(", "))
+        }
     };
-    let summary = first
-        .and_then(|a| a.annotations.get("summary"))
-        .map_or(String::new(), |s| format!(": {s}"));
+    let detail = detail.map_or(String::new(), |d| format!(": {d}"));
     // One header line: well under RFC 5322's 998 characters.
     truncate(
-        &format!(
-            "[{}] {} {}{summary}",
-            m.status.to_uppercase(),
-            label("alertname"),
-            label("model")
-        )
-        .replace(['\r', '\n'], " "),
+        &format!("{}{detail}", title(m)).replace(['\r', '\n'], " "),
         200,
     )
 }
@@ -46,7 +43,7 @@ pub fn text(m: &Message, external_url: Option<&str>) -> String {
     let mut out = String::new();
     for a in m.alerts.iter().take(ALERTS_MAX) {
         let name = a.labels.get("alertname").map_or("", String::as_str);
-        out.push_str(&format!("{} {name}\n", m.status.to_uppercase()));
+        out.push_str(&format!("{} {name}\n", a.status.to_uppercase()));
         if let Some(s) = a.annotations.get("summary") {
             out.push_str(&format!("{}\n", cut(s, external_url)));
         }
@@ -97,14 +94,14 @@ pub fn html(m: &Message, external_url: Option<&str>) -> String {
     let mut out = String::from("<!doctype html><html><body style=\"font-family:sans-serif\">");
     for a in m.alerts.iter().take(ALERTS_MAX) {
         let name = a.labels.get("alertname").map_or("", String::as_str);
-        let colour = if m.status == "firing" {
+        let colour = if a.status == "firing" {
             "#b42318"
         } else {
             "#067647"
         };
         out.push_str(&format!(
             "<h2 style=\"color:{colour}\">{} {}</h2>",
-            escape(&m.status.to_uppercase()),
+            escape(&a.status.to_uppercase()),
             escape(name)
         ));
         if let Some(s) = a.annotations.get("summary") {

@@ -1,19 +1,25 @@
-//! Notifications: every alert change becomes one message per receiver the
-//! alert names, queued in the SQLite outbox in the same transaction as the
-//! alert states (so a crash neither loses nor invents one), then delivered
-//! at least once by `deliver::run` with exponential backoff and jitter, and
-//! dead-lettered after `MAX_ATTEMPTS`.
+//! Notifications: alerts reach receivers through the route tree (or the
+//! receivers their rule names), grouped into messages as Alertmanager does
+//! it (`group`), or pushed one by one to Alertmanager receivers; firing
+//! alerts may call actions (`action`). Every message is queued in the
+//! SQLite outbox in the same transaction as the alert and group states (so
+//! a crash neither loses nor invents one), then delivered at least once by
+//! `deliver::run` with exponential backoff and jitter, and dead-lettered
+//! after `MAX_ATTEMPTS`.
 
+pub mod action;
 pub mod deliver;
 pub mod email;
+pub mod group;
 pub mod silence;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::engine::{rfc3339, Alert, Change};
-use crate::rules::Receiver;
+use crate::rules::engine::{rfc3339, Alert};
+use crate::rules::receivers::ReceiverKind;
+use crate::rules::{Receiver, Route, RuleSet};
 use crate::store::NewNotification;
 
 /// Attempts before a notification is dead-lettered.
@@ -56,6 +62,27 @@ pub fn alerts_link(external_url: Option<&str>) -> Option<String> {
     external_url.map(|u| format!("{u}/v1/alerts"))
 }
 
+/// `[FIRING] FeatureDrift credit`, or `[FIRING:3] ...` for a message of
+/// several alerts (counting the firing ones, as Alertmanager does).
+pub fn title(m: &Message) -> String {
+    let first = m.alerts.first();
+    let label = |k: &str| {
+        first
+            .and_then(|a| a.labels.get(k))
+            .map_or("", String::as_str)
+    };
+    let status = m.status.to_uppercase();
+    let status = if m.alerts.len() > 1 {
+        let n = m.alerts.iter().filter(|a| a.status == m.status).count();
+        format!("{status}:{n}")
+    } else {
+        status
+    };
+    format!("[{status}] {} {}", label("alertname"), label("model"))
+        .trim_end()
+        .to_string()
+}
+
 /// A stable 64-bit FNV-1a fingerprint of an alert's identity, in hex.
 pub fn fingerprint(key: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -66,7 +93,7 @@ pub fn fingerprint(key: &str) -> String {
     format!("{h:016x}")
 }
 
-fn view(a: &Alert, status: &str, ends_ms: Option<i64>) -> AlertView {
+pub fn view(a: &Alert, status: &str, ends_ms: Option<i64>) -> AlertView {
     AlertView {
         status: status.to_string(),
         labels: a.labels.clone(),
@@ -81,14 +108,19 @@ fn view(a: &Alert, status: &str, ends_ms: Option<i64>) -> AlertView {
     }
 }
 
-/// One alert's message to `receiver`, keyed by the alert, its status and
-/// the time of the change (`at_ms`) so every retry carries the same key.
-fn queue(receiver: &str, v: AlertView, at_ms: i64) -> NewNotification {
+/// A message of `alerts` to `receiver`, with a key that every retry of it
+/// carries (receivers deduplicate on it).
+fn queue(receiver: &str, alerts: Vec<AlertView>, idempotency_key: String) -> NewNotification {
+    let status = if alerts.iter().any(|a| a.status == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
     let message = Message {
         receiver: receiver.to_string(),
-        status: v.status.clone(),
-        idempotency_key: format!("{}-{}-{at_ms}", v.fingerprint, v.status),
-        alerts: vec![v],
+        status: status.to_string(),
+        idempotency_key,
+        alerts,
     };
     NewNotification {
         receiver: receiver.to_string(),
@@ -96,69 +128,75 @@ fn queue(receiver: &str, v: AlertView, at_ms: i64) -> NewNotification {
     }
 }
 
-/// The messages for one evaluation's changes: one per change and receiver
-/// (resolved ones only to receivers with `send_resolved`). A receiver an
-/// alert names that is not configured is skipped (rule files are checked
-/// for that at load).
-pub fn messages(changes: &[Change], receivers: &[Receiver]) -> Vec<NewNotification> {
-    let mut out = Vec::new();
-    for change in changes {
-        let (alert, status, at_ms, ends) = match change {
-            Change::Firing(a) => (
-                a,
-                "firing",
-                a.fired_at_ms.unwrap_or(a.active_since_ms),
-                None,
-            ),
-            Change::Resolved(a, at) => (a, "resolved", *at, Some(*at)),
-        };
-        for name in &alert.receivers {
-            let Some(r) = receivers.iter().find(|r| &r.name == name) else {
-                continue;
-            };
-            if status == "resolved" && !r.send_resolved {
-                continue;
-            }
-            out.push(queue(name, view(alert, status, ends), at_ms));
-        }
+/// Where an alert goes: the receivers its rule names (grouped as the root
+/// route says), or else the receivers of the routes its labels reach.
+pub fn targets<'a>(rules: &'a RuleSet, a: &Alert) -> Vec<(&'a Route, &'a Receiver)> {
+    let find = |name: &str| rules.receivers.iter().find(|r| r.name == name);
+    if !a.receivers.is_empty() {
+        return a
+            .receivers
+            .iter()
+            .filter_map(|name| Some((&rules.route, find(name)?)))
+            .collect();
     }
-    out
+    rules
+        .route
+        .find(&a.labels)
+        .into_iter()
+        .filter_map(|route| Some((route, find(route.receiver.as_deref()?)?)))
+        .collect()
+}
+
+fn is_alertmanager(r: &Receiver) -> bool {
+    matches!(r.kind, ReceiverKind::Alertmanager { .. })
 }
 
 /// How often a firing alert is sent again to Alertmanager receivers, which
 /// resolve an alert that is not refreshed before its `endsAt` (4 minutes).
 pub const ALERTMANAGER_RESEND_MS: i64 = 60_000;
 
-/// Messages that refresh firing alerts at Alertmanager receivers: one per
-/// alert and receiver once `ALERTMANAGER_RESEND_MS` has passed since the
-/// last (`last` remembers when, by alert and receiver).
-pub fn alertmanager_resends<'a>(
-    firing: impl Iterator<Item = &'a Alert>,
-    receivers: &[Receiver],
-    last: &mut std::collections::HashMap<String, i64>,
+/// Messages to Alertmanager receivers, which group, route and repeat by
+/// themselves (as Prometheus does it): each firing alert at once and again
+/// every `ALERTMANAGER_RESEND_MS`, each resolution at once. `last`
+/// remembers when each alert was last sent to each receiver.
+pub fn alertmanager_pushes(
+    rules: &RuleSet,
+    firing: &[&Alert],
+    resolved: &[(&Alert, i64)],
+    last: &mut HashMap<String, i64>,
     now_ms: i64,
 ) -> Vec<NewNotification> {
     let mut out = Vec::new();
-    let mut live = std::collections::HashSet::new();
+    let mut live = HashSet::new();
     for a in firing {
-        for name in &a.receivers {
-            let Some(r) = receivers.iter().find(|r| &r.name == name) else {
-                continue;
-            };
-            if !matches!(
-                r.kind,
-                crate::rules::receivers::ReceiverKind::Alertmanager { .. }
-            ) {
-                continue;
-            }
-            let key = format!("{}\u{1f}{name}", a.key());
+        for (_, r) in targets(rules, a)
+            .into_iter()
+            .filter(|(_, r)| is_alertmanager(r))
+        {
+            let key = format!("{}\u{1f}{}", a.key(), r.name);
             live.insert(key.clone());
-            let sent = last.entry(key).or_insert(now_ms);
-            if now_ms - *sent < ALERTMANAGER_RESEND_MS {
+            if last
+                .get(&key)
+                .is_some_and(|t| now_ms - t < ALERTMANAGER_RESEND_MS)
+            {
                 continue;
             }
-            *sent = now_ms;
-            out.push(queue(name, view(a, "firing", None), now_ms));
+            last.insert(key, now_ms);
+            let v = view(a, "firing", None);
+            let k = format!("{}-firing-{now_ms}", v.fingerprint);
+            out.push(queue(&r.name, vec![v], k));
+        }
+    }
+    for (a, at) in resolved {
+        for (_, r) in targets(rules, a)
+            .into_iter()
+            .filter(|(_, r)| is_alertmanager(r))
+        {
+            if r.send_resolved {
+                let v = view(a, "resolved", Some(*at));
+                let k = format!("{}-resolved-{at}", v.fingerprint);
+                out.push(queue(&r.name, vec![v], k));
+            }
         }
     }
     last.retain(|k, _| live.contains(k));

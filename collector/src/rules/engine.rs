@@ -67,9 +67,15 @@ pub struct Alert {
     /// first: (feature, default test, statistic), for notifications.
     #[serde(default)]
     pub top_features: Vec<(String, String, f64)>,
-    /// Firing, but its firing notification was held back by a silence.
+    /// A silence matched it at the last evaluation (not notified, no actions).
+    #[serde(default, alias = "unnotified")]
+    pub silenced: bool,
+    /// The rule's actions (retraining webhooks).
     #[serde(default)]
-    pub unnotified: bool,
+    pub actions: Vec<String>,
+    /// This firing has had its actions called (or held back by a cooldown).
+    #[serde(default)]
+    pub actions_done: bool,
 }
 
 impl Alert {
@@ -80,6 +86,37 @@ impl Alert {
     /// The identity of an alert: its group and label set.
     pub fn key(&self) -> String {
         key(&self.group, &self.labels)
+    }
+}
+
+#[cfg(test)]
+impl Alert {
+    /// A firing `FeatureDrift` alert of model `credit` for `feature` in the
+    /// 1h window, fired at `at_ms`, for tests.
+    pub fn firing_for_test(feature: &str, at_ms: i64) -> Alert {
+        Alert {
+            group: "g".into(),
+            labels: [
+                ("alertname", "FeatureDrift"),
+                ("model", "credit"),
+                ("feature", feature),
+                ("window", "1h"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+            annotations: BTreeMap::new(),
+            state: State::Firing,
+            active_since_ms: at_ms,
+            fired_at_ms: Some(at_ms),
+            last_true_ms: at_ms,
+            value: 0.4,
+            threshold: 0.2,
+            receivers: Vec::new(),
+            top_features: vec![("age".into(), "psi".into(), 0.4)],
+            silenced: false,
+            actions: Vec::new(),
+            actions_done: false,
+        }
     }
 }
 
@@ -238,7 +275,9 @@ impl Engine {
                         threshold,
                         receivers: rule.receivers.clone(),
                         top_features: top,
-                        unnotified: false,
+                        silenced: false,
+                        actions: rule.actions.clone(),
+                        actions_done: false,
                     };
                     if rule.for_.is_zero() {
                         a.state = State::Firing;
@@ -255,6 +294,7 @@ impl Engine {
                     a.threshold = threshold;
                     a.last_true_ms = now_ms;
                     a.receivers = rule.receivers.clone();
+                    a.actions = rule.actions.clone();
                     a.top_features = top;
                     let due = now_ms - a.active_since_ms >= rule.for_.as_millis() as i64;
                     let fires = a.state == State::Pending && due;

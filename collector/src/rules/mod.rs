@@ -3,10 +3,12 @@
 //! evaluated by a state machine that `driftwatch rules test` drives with
 //! synthetic series and the collector drives with its live gauges.
 
+pub mod actions;
 pub mod calibrate;
 pub mod catalog;
 pub mod engine;
 pub mod receivers;
+pub mod route;
 pub mod unit;
 pub mod yaml;
 
@@ -15,7 +17,9 @@ use std::time::Duration;
 
 use marked_yaml::Node;
 
+pub use actions::Action;
 pub use receivers::Receiver;
+pub use route::Route;
 use yaml::{Checker, Diagnostic};
 
 /// Every loaded rule file, validated.
@@ -23,6 +27,9 @@ use yaml::{Checker, Diagnostic};
 pub struct RuleSet {
     pub groups: Vec<Group>,
     pub receivers: Vec<Receiver>,
+    /// Where alerts go; Alertmanager's defaults when no file gives one.
+    pub route: Route,
+    pub actions: Vec<Action>,
     pub files: Vec<PathBuf>,
 }
 
@@ -111,6 +118,8 @@ pub struct Rule {
     pub labels: Vec<(String, String)>,
     pub annotations: Vec<(String, String)>,
     pub receivers: Vec<String>,
+    /// Actions (retraining webhooks) called when the alert fires.
+    pub actions: Vec<String>,
 }
 
 /// Why rule files were refused: every problem, each with its position.
@@ -128,11 +137,20 @@ pub fn load_files(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
     let mut diagnostics = Vec::new();
     // Receivers a rule names, with where, checked once all files are read.
     let mut wanted: Vec<(String, Diagnostic)> = Vec::new();
+    let mut wanted_actions: Vec<(String, Diagnostic)> = Vec::new();
+    let mut route_file: Option<String> = None;
     for path in paths {
         let name = path.display().to_string();
         let mut c = Checker::new(&name);
         match std::fs::read_to_string(path) {
-            Ok(text) => check_file(&mut c, &text, &mut set, &mut wanted),
+            Ok(text) => {
+                let mut wants = Wanted {
+                    receivers: &mut wanted,
+                    actions: &mut wanted_actions,
+                    route_file: &mut route_file,
+                };
+                check_file(&mut c, &text, &mut set, &mut wants)
+            }
             Err(e) => c.diagnostics.push(Diagnostic {
                 file: name.clone(),
                 line: 1,
@@ -142,18 +160,24 @@ pub fn load_files(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         }
         diagnostics.extend(c.take_sorted());
     }
-    for (receiver, mut at) in wanted {
-        if !set.receivers.iter().any(|r| r.name == receiver) {
-            let known: Vec<&str> = set.receivers.iter().map(|r| r.name.as_str()).collect();
-            at.message = format!(
-                "unknown receiver `{receiver}`; defined: {}",
-                if known.is_empty() {
-                    "none (add it under `receivers:`)".to_string()
-                } else {
-                    known.join(", ")
-                }
-            );
-            diagnostics.push(at);
+    let receivers: Vec<&str> = set.receivers.iter().map(|r| r.name.as_str()).collect();
+    let actions: Vec<&str> = set.actions.iter().map(|a| a.name.as_str()).collect();
+    for (kind, uses, known) in [
+        ("receiver", wanted, receivers),
+        ("action", wanted_actions, actions),
+    ] {
+        for (name, mut at) in uses {
+            if !known.contains(&name.as_str()) {
+                at.message = format!(
+                    "unknown {kind} `{name}`; defined: {}",
+                    if known.is_empty() {
+                        format!("none (add it under `{kind}s:`)")
+                    } else {
+                        known.join(", ")
+                    }
+                );
+                diagnostics.push(at);
+            }
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -177,20 +201,67 @@ pub fn load_files(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
     }
 }
 
+/// Names used before they are known to exist (checked once every file is
+/// read), and which file gave the route.
+struct Wanted<'a> {
+    receivers: &'a mut Vec<(String, Diagnostic)>,
+    actions: &'a mut Vec<(String, Diagnostic)>,
+    route_file: &'a mut Option<String>,
+}
+
+/// Where a node is, as a diagnostic to fill in later.
+fn place(c: &Checker, n: &Node) -> Diagnostic {
+    let (line, column) = n.span().start().map_or((1, 1), |m| (m.line(), m.column()));
+    Diagnostic {
+        file: c.file.clone(),
+        line,
+        column,
+        message: String::new(),
+    }
+}
+
 /// Checks one file's text into `set`.
-fn check_file(
-    c: &mut Checker,
-    text: &str,
-    set: &mut RuleSet,
-    wanted: &mut Vec<(String, Diagnostic)>,
-) {
+fn check_file(c: &mut Checker, text: &str, set: &mut RuleSet, wants: &mut Wanted<'_>) {
     let Some(top) = c.parse(text) else { return };
-    let top = c.mapping(&top, "file", &["groups", "receivers"]);
+    let top = c.mapping(&top, "file", &["groups", "receivers", "route", "actions"]);
+    if let Some(node) = top.get("route") {
+        if let Some(first) = wants.route_file.as_ref() {
+            c.at(
+                node.span(),
+                format!("a route is already given in {first}; give one `route:` in all rule files"),
+            );
+        } else if let Some(r) = route::check(c, node, "route", "root", None, wants.receivers) {
+            *wants.route_file = Some(c.file.clone());
+            set.route = r;
+        }
+    }
+    if let Some(node) = top.get("actions") {
+        if let Some(list) = c.sequence(node, "actions") {
+            for (i, a) in list.iter().enumerate() {
+                if let Some(a) = actions::check(c, a, &format!("actions[{i}]")) {
+                    let taken = set.actions.iter().any(|x| x.name == a.name)
+                        || set.receivers.iter().any(|x| x.name == a.name);
+                    if taken {
+                        c.at(
+                            r_span(node, i),
+                            format!(
+                                "`{}` is already the name of a receiver or an action",
+                                a.name
+                            ),
+                        );
+                    }
+                    set.actions.push(a);
+                }
+            }
+        }
+    }
     if let Some(node) = top.get("receivers") {
         if let Some(list) = c.sequence(node, "receivers") {
             for (i, r) in list.iter().enumerate() {
                 if let Some(r) = receivers::check(c, r, &format!("receivers[{i}]")) {
-                    if set.receivers.iter().any(|x| x.name == r.name) {
+                    if set.receivers.iter().any(|x| x.name == r.name)
+                        || set.actions.iter().any(|x| x.name == r.name)
+                    {
                         c.at(
                             r_span(node, i),
                             format!("receiver `{}` is defined twice", r.name),
@@ -224,7 +295,7 @@ fn check_file(
             .and_then(|n| c.sequence(n, &f.path("rules")))
         {
             for (ri, r) in list.iter().enumerate() {
-                if let Some(rule) = check_rule(c, r, &format!("{what}.rules[{ri}]"), wanted) {
+                if let Some(rule) = check_rule(c, r, &format!("{what}.rules[{ri}]"), wants) {
                     rules.push(rule);
                 }
             }
@@ -266,14 +337,10 @@ const RULE_FIELDS: &[&str] = &[
     "labels",
     "annotations",
     "receivers",
+    "actions",
 ];
 
-fn check_rule(
-    c: &mut Checker,
-    node: &Node,
-    what: &str,
-    wanted: &mut Vec<(String, Diagnostic)>,
-) -> Option<Rule> {
+fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) -> Option<Rule> {
     let f = c.fields(node, what, RULE_FIELDS)?;
     let before = c.diagnostics.len();
     let alert = f
@@ -507,16 +574,15 @@ fn check_rule(
         .map_or(Some(Vec::new()), |n| c.strings(n, &f.path("receivers")));
     if let (Some(list), Some(Node::Sequence(seq))) = (&receivers, f.get("receivers")) {
         for (r, n) in list.iter().zip(seq.iter()) {
-            let (line, column) = n.span().start().map_or((1, 1), |m| (m.line(), m.column()));
-            wanted.push((
-                r.clone(),
-                Diagnostic {
-                    file: c.file.clone(),
-                    line,
-                    column,
-                    message: String::new(),
-                },
-            ));
+            wants.receivers.push((r.clone(), place(c, n)));
+        }
+    }
+    let actions = f
+        .get("actions")
+        .map_or(Some(Vec::new()), |n| c.strings(n, &f.path("actions")));
+    if let (Some(list), Some(Node::Sequence(seq))) = (&actions, f.get("actions")) {
+        for (a, n) in list.iter().zip(seq.iter()) {
+            wants.actions.push((a.clone(), place(c, n)));
         }
     }
     if c.diagnostics.len() > before {
@@ -542,6 +608,7 @@ fn check_rule(
         labels: labels?,
         annotations: annotations?,
         receivers: receivers?,
+        actions: actions?,
     })
 }
 

@@ -81,14 +81,7 @@ pub fn check(c: &mut Checker, node: &Node, what: &str) -> Option<Receiver> {
         .and_then(|n| c.string(n, &f.path("name")));
     let send_resolved = match f.get("send_resolved") {
         None => true,
-        Some(Node::Scalar(s)) if s.as_bool().is_some() => s.as_bool() == Some(true),
-        Some(n) => {
-            c.at(
-                n.span(),
-                format!("{}: expected true or false", f.path("send_resolved")),
-            );
-            return None;
-        }
+        Some(n) => c.boolean(n, &f.path("send_resolved"))?,
     };
     let given: Vec<&str> = KINDS
         .iter()
@@ -259,7 +252,7 @@ fn webhook(c: &mut Checker, node: &Node, what: &str) -> Option<ReceiverKind> {
 }
 
 /// An http(s) URL with a host.
-fn url(c: &mut Checker, g: &Fields<'_>, key: &str) -> Option<String> {
+pub(super) fn url(c: &mut Checker, g: &Fields<'_>, key: &str) -> Option<String> {
     let n = g.require(c, key)?;
     let s = c.string(n, &g.path(key))?;
     match url::Url::parse(&s) {
@@ -286,7 +279,7 @@ fn url(c: &mut Checker, g: &Fields<'_>, key: &str) -> Option<String> {
 }
 
 /// `KEY_env` or `KEY_file` (one of them; `required` demands it).
-fn secret(c: &mut Checker, g: &Fields<'_>, key: &str, required: bool) -> Option<Secret> {
+pub(super) fn secret(c: &mut Checker, g: &Fields<'_>, key: &str, required: bool) -> Option<Secret> {
     let env = g.get(&format!("{key}_env"));
     let file = g.get(&format!("{key}_file"));
     match (env, file) {

@@ -164,6 +164,17 @@ impl Checker {
         }
     }
 
+    /// `true` or `false`.
+    pub fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match node {
+            Node::Scalar(s) if s.as_bool().is_some() => s.as_bool(),
+            other => {
+                self.at(other.span(), format!("{what}: expected true or false"));
+                None
+            }
+        }
+    }
+
     /// An unquoted number.
     pub fn number(&mut self, node: &Node, what: &str) -> Option<f64> {
         match node {

@@ -14,10 +14,13 @@ use serde_json::json;
 
 use super::AppState;
 use crate::export::metrics::Metrics;
+use crate::notify::action::{self, Cooldowns};
+use crate::notify::group::Groups;
 use crate::notify::silence::Silence;
 use crate::rules::engine::{rfc3339, Alert, Change, Engine, Series, Snapshot, State, WindowInfo};
 use crate::rules::{self, calibrate, Rule, RuleErrors, RuleSet, Threshold};
 use crate::stats::TestKind;
+use crate::store::AlertSave;
 
 pub struct Alerting {
     files: Vec<PathBuf>,
@@ -28,9 +31,18 @@ pub struct Alerting {
     default_interval_ms: i64,
     /// Calibrated thresholds by model, column, test, chunks and sigmas.
     calibrated: Mutex<HashMap<String, Option<f64>>>,
-    /// When each firing alert was last sent to each Alertmanager receiver.
-    resent: Mutex<HashMap<String, i64>>,
+    /// Aggregation groups, action cooldowns and Alertmanager resend times.
+    notify: Mutex<NotifyState>,
     silences: RwLock<Vec<Silence>>,
+}
+
+/// What routing remembers between evaluations (all but `resent` is stored).
+#[derive(Debug, Default)]
+struct NotifyState {
+    groups: Groups,
+    cooldowns: Cooldowns,
+    /// When each firing alert was last sent to each Alertmanager receiver.
+    resent: HashMap<String, i64>,
 }
 
 /// The outcome of the last (re)load, for the API.
@@ -69,7 +81,7 @@ impl Alerting {
             engine: Mutex::new(Engine::new()),
             default_interval_ms,
             calibrated: Mutex::new(HashMap::new()),
-            resent: Mutex::new(HashMap::new()),
+            notify: Mutex::new(NotifyState::default()),
             silences: RwLock::new(Vec::new()),
         })
     }
@@ -103,6 +115,22 @@ impl Alerting {
             );
         }
         self.lock_engine().restore(alerts);
+        match state.store.notify_state() {
+            Ok(rows) => {
+                let mut n = self.notify.lock().unwrap_or_else(|p| p.into_inner());
+                for (key, json) in rows {
+                    let read = match key.as_str() {
+                        "groups" => serde_json::from_str(&json).map(|g| n.groups = g),
+                        "cooldowns" => serde_json::from_str(&json).map(|c| n.cooldowns = c),
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = read {
+                        eprintln!("warning: the stored notification {key} could not be read ({e}); starting afresh");
+                    }
+                }
+            }
+            Err(e) => eprintln!("error: cannot read the stored notification state: {e}"),
+        }
         self.publish(&state.metrics);
     }
 
@@ -147,7 +175,9 @@ impl Alerting {
         }
     }
 
-    /// Evaluates the rules against the current gauges.
+    /// Evaluates the rules against the current gauges, then routes the
+    /// changes: aggregation groups, Alertmanager pushes and actions, saved
+    /// with the alert states in one transaction.
     pub fn tick(&self, state: &AppState, windows: Vec<WindowInfo>) {
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let snap = Snapshot {
@@ -163,53 +193,86 @@ impl Alerting {
         let silenced = |labels: &std::collections::BTreeMap<String, String>| {
             silences.iter().any(|s| s.silences(labels, now))
         };
-        let (changes, notify, saved, resends) = {
+        let reference = |model: &str| {
+            state
+                .models
+                .iter()
+                .find(|m| m.name == model)
+                .map_or(serde_json::Value::Null, |m| json!(m.reference))
+        };
+        let (changes, save, outcomes) = {
             let mut engine = self.lock_engine();
             let calibration = |rule: &Rule, s: &Series| self.calibrated_threshold(state, rule, s);
             let changes =
                 engine.evaluate(&rules, now, self.default_interval_ms, &snap, &calibration);
-            // What to notify: silenced firings wait; a resolution only
-            // follows a firing that was sent; a firing whose silence ended
-            // is sent now.
-            let mut notify = Vec::new();
-            for change in &changes {
-                match change {
-                    Change::Firing(a) if silenced(&a.labels) => {
-                        let key = a.key();
-                        if let Some(x) = engine.alerts_mut().find(|x| x.key() == key) {
-                            x.unnotified = true;
-                        }
-                        state.metrics.notifications_silenced.inc();
-                    }
-                    Change::Resolved(a, _) if a.unnotified => {}
-                    c => notify.push(c.clone()),
-                }
-            }
             for a in engine.alerts_mut() {
-                if a.state == State::Firing && a.unnotified && !silenced(&a.labels) {
-                    a.unnotified = false;
-                    notify.push(Change::Firing(a.clone()));
+                let muted = a.state == State::Firing && silenced(&a.labels);
+                if muted && !a.silenced {
+                    state.metrics.notifications_silenced.inc();
                 }
+                a.silenced = muted;
             }
-            let saved: Vec<(String, String)> = engine
-                .alerts()
-                .map(|a| (a.key(), serde_json::to_string(a).unwrap_or_default()))
+            let resolved: Vec<(&Alert, i64)> = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Resolved(a, at) if !silenced(&a.labels) => Some((a, *at)),
+                    _ => None,
+                })
                 .collect();
-            let firing = engine
-                .alerts()
-                .filter(|a| a.state == State::Firing && !a.unnotified);
-            let mut resent = self.resent.lock().unwrap_or_else(|p| p.into_inner());
-            let resends =
-                crate::notify::alertmanager_resends(firing, &rules.receivers, &mut resent, now);
-            (changes, notify, saved, resends)
+            let mut n = self.notify.lock().unwrap_or_else(|p| p.into_inner());
+            let n = &mut *n;
+            let mut firing: Vec<&mut Alert> = engine
+                .alerts_mut()
+                .filter(|a| a.state == State::Firing && !a.silenced)
+                .collect();
+            let cx = action::Context {
+                windows: &snap.windows,
+                reference: &reference,
+                external_url: state.external_url.as_deref(),
+                now_ms: now,
+            };
+            let (calls, outcomes) = n.cooldowns.calls(&rules, &mut firing, &cx);
+            let firing: Vec<&Alert> = firing.into_iter().map(|a| &*a).collect();
+            let mut queued = n.groups.step(&rules, &firing, &resolved, now);
+            queued.extend(crate::notify::alertmanager_pushes(
+                &rules,
+                &firing,
+                &resolved,
+                &mut n.resent,
+                now,
+            ));
+            queued.extend(calls);
+            let save = AlertSave {
+                alerts: engine
+                    .alerts()
+                    .map(|a| (a.key(), serde_json::to_string(a).unwrap_or_default()))
+                    .collect(),
+                state: vec![
+                    (
+                        "groups".into(),
+                        serde_json::to_string(&n.groups).unwrap_or_default(),
+                    ),
+                    (
+                        "cooldowns".into(),
+                        serde_json::to_string(&n.cooldowns).unwrap_or_default(),
+                    ),
+                ],
+                notifications: queued,
+            };
+            (changes, save, outcomes)
         };
         for change in &changes {
             log_change(change);
         }
+        for o in outcomes {
+            state
+                .metrics
+                .actions
+                .with_label_values(&[o.action.as_str(), o.model.as_str(), o.outcome])
+                .inc();
+        }
         self.publish(&state.metrics);
-        let mut queued = crate::notify::messages(&notify, &rules.receivers);
-        queued.extend(resends);
-        if let Err(e) = state.store.save_alerts_blocking(saved, queued) {
+        if let Err(e) = state.store.save_alerts_blocking(save) {
             eprintln!("error: storing alert states and notifications failed: {e}");
         }
     }
@@ -276,6 +339,15 @@ impl Alerting {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .receivers
+            .clone()
+    }
+
+    /// The actions of the rules running now.
+    pub fn actions(&self) -> Vec<rules::Action> {
+        self.rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .actions
             .clone()
     }
 
@@ -366,7 +438,8 @@ impl Alerting {
                     "value": a.value,
                     "threshold": a.threshold,
                     "receivers": a.receivers,
-                    "silenced": a.unnotified,
+                    "silenced": a.silenced,
+                    "actions": a.actions,
                 })
             })
             .collect();

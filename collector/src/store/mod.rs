@@ -65,6 +65,12 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         silence TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 7: notification state beside the alerts (aggregation groups, action
+    // cooldowns), saved in the same transaction.
+    "CREATE TABLE notify_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Delivered notifications are kept this long for the API, then pruned.
@@ -95,8 +101,17 @@ pub enum StoreError {
     Stopped,
 }
 
+/// One rule evaluation's outcome, saved atomically: every active alert
+/// (key, JSON), the notification state (key, JSON) and the messages queued.
+#[derive(Debug, Clone, Default)]
+pub struct AlertSave {
+    pub alerts: Vec<(String, String)>,
+    pub state: Vec<(String, String)>,
+    pub notifications: Vec<NewNotification>,
+}
+
 /// A notification to queue: the receiver's name and the message (JSON).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewNotification {
     pub receiver: String,
     pub payload: String,
@@ -177,7 +192,7 @@ enum Work {
     Results(Vec<WindowResult>),
     /// The whole set of active alerts (key, JSON), replacing the stored set,
     /// and the notifications their changes caused, in one transaction.
-    Alerts(Vec<(String, String)>, Vec<NewNotification>),
+    Alerts(AlertSave),
     /// Delivery attempts' outcomes.
     Attempts(Vec<Attempt>),
     /// A silence created or changed (id, JSON).
@@ -296,12 +311,8 @@ impl Store {
 
     /// Replaces the stored active alerts and queues the notifications
     /// their changes caused, atomically (from a blocking thread).
-    pub fn save_alerts_blocking(
-        &self,
-        alerts: Vec<(String, String)>,
-        notifications: Vec<NewNotification>,
-    ) -> Result<(), StoreError> {
-        let rx = self.send(Work::Alerts(alerts, notifications))?;
+    pub fn save_alerts_blocking(&self, save: AlertSave) -> Result<(), StoreError> {
+        let rx = self.send(Work::Alerts(save))?;
         self.outcome(rx.blocking_recv()).map(|_| ())
     }
 
@@ -374,6 +385,13 @@ impl Store {
                 created_ms: r.get(5)?,
                 last_error: r.get(6)?,
             })
+        })
+    }
+
+    /// The stored notification state (key, JSON).
+    pub fn notify_state(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read("SELECT key, value FROM notify_state", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
         })
     }
 
@@ -564,13 +582,20 @@ fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlit
                     }
                     Done::Labels(outcomes)
                 }
-                Work::Alerts(alerts, notifications) => {
+                Work::Alerts(save) => {
                     tx.execute("DELETE FROM alerts", [])?;
                     let mut stmt =
                         tx.prepare_cached("INSERT INTO alerts (key, alert) VALUES (?1, ?2)")?;
-                    for (key, json) in alerts {
+                    for (key, json) in &save.alerts {
                         stmt.execute(params![key, json])?;
                     }
+                    tx.execute("DELETE FROM notify_state", [])?;
+                    let mut stmt = tx
+                        .prepare_cached("INSERT INTO notify_state (key, value) VALUES (?1, ?2)")?;
+                    for (key, json) in &save.state {
+                        stmt.execute(params![key, json])?;
+                    }
+                    let notifications = &save.notifications;
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO outbox (receiver, payload, created_ms, next_attempt_ms, state) VALUES (?1, ?2, ?3, ?3, 'pending')",
                     )?;

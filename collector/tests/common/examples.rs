@@ -13,8 +13,14 @@ pub fn example(name: &str) -> PathBuf {
 
 const NUMERIC: [&str; 4] = ["age", "income", "loan_amount", "bureau_score"];
 
-/// The rows of examples/credit/current.csv as events (values copied as text).
+/// The rows of examples/credit/current.csv as events (values copied as
+/// text), with request ids r0, r1, ...
 pub fn events_from_csv(path: &Path, timestamp: &str) -> Vec<String> {
+    events_with_ids(path, timestamp, "r")
+}
+
+/// The rows of a CSV file as events with request ids `{prefix}{row}`.
+pub fn events_with_ids(path: &Path, timestamp: &str, prefix: &str) -> Vec<String> {
     let text = std::fs::read_to_string(path).expect("example CSV");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
@@ -36,7 +42,7 @@ pub fn events_from_csv(path: &Path, timestamp: &str) -> Vec<String> {
                 })
                 .collect();
             format!(
-                r#"{{"model": "credit", "request_id": "r{i}", "timestamp": "{timestamp}", "features": {{{}}}, "champion": {{"version": "v3", "label": "1", "score": 0.7, "latency_ms": 12.5}}, "shadow": {{"version": "v4", "label": "0", "score": 0.4, "latency_ms": 3.0}}}}"#,
+                r#"{{"model": "credit", "request_id": "{prefix}{i}", "timestamp": "{timestamp}", "features": {{{}}}, "champion": {{"version": "v3", "label": "1", "score": 0.7, "latency_ms": 12.5}}, "shadow": {{"version": "v4", "label": "0", "score": 0.4, "latency_ms": 3.0}}}}"#,
                 features.join(", ")
             )
         })
