@@ -860,3 +860,89 @@ fn a_resolved_message_follows_when_drift_stops_in_the_traffic() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_hanging_or_refusing_receiver_delays_no_other_and_is_retried() {
+    let dir = common::server::temp_db_dir();
+    let n = drifted();
+    // The first attempt fails: its retry must not wait for the hanging one.
+    let hook = Receiver::start(&[500]);
+    // Accepts connections (the kernel's backlog) and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = |l: std::net::TcpListener| l.local_addr().expect("addr").port();
+    let refused = closed(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let smtp_down = closed(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        drift_rules(
+            &format!(
+                "  - name: hook\n    webhook: {{url: \"{}/hook\"}}\n  - name: hang\n    webhook: {{url: \"http://{}/hang\"}}\n  - name: refused\n    webhook: {{url: \"http://127.0.0.1:{refused}/x\"}}\n  - name: smtp-down\n    email: {{to: [ml@example.com], from: dw@example.com, smarthost: \"127.0.0.1:{smtp_down}\", tls: none}}",
+                hook.url,
+                hang.local_addr().expect("addr"),
+            ),
+            "hook, hang, refused, smtp-down",
+            1,
+            "",
+        ),
+    )
+    .expect("rules");
+    let server = start(&rules, &dir.join("driftwatch.db"));
+    post_examples(&server);
+    let metric = |receiver: &str, outcome: &str| {
+        server
+            .metric(
+                "driftwatch_notifications_total",
+                &[("receiver", receiver), ("outcome", outcome)],
+            )
+            .unwrap_or(0.0)
+    };
+    // Well before the hanging attempts time out (10 s), the failed hook
+    // message has been retried and every hook message delivered.
+    server.wait_for(Duration::from_secs(6), "the hook's retry", |_| {
+        hook.requests().len() == n + 1 && metric("hook", "delivered") == n as f64
+    });
+    assert_eq!(metric("hang", "failed"), 0.0, "still waiting for an answer");
+    assert!(metric("refused", "failed") >= n as f64);
+    assert!(metric("smtp-down", "failed") >= n as f64);
+    server.wait_for(
+        Duration::from_secs(20),
+        "the hanging attempts timing out",
+        |_| metric("hang", "failed") >= n as f64,
+    );
+    let (status, body) = server.request("GET", "/v1/notifications?state=pending", &[], b"");
+    assert_eq!(status, 200);
+    let pending: Value = serde_json::from_str(&body).expect("JSON");
+    let errors: Vec<(String, String)> = pending["notifications"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| {
+            (
+                m["receiver"].as_str().unwrap_or("").to_string(),
+                m["last_error"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let error_of = |r: &str| {
+        errors
+            .iter()
+            .find(|(name, e)| name == r && !e.is_empty())
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        error_of("hang").contains("no answer within 10 s"),
+        "{errors:?}"
+    );
+    assert!(!error_of("refused").is_empty(), "{errors:?}");
+    assert!(
+        error_of("smtp-down").contains("SMTP 127.0.0.1:"),
+        "{errors:?}"
+    );
+    let (status, _) = server.request("GET", "/healthz", &[], b"");
+    assert_eq!(status, 200);
+    drop(hang);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,8 +7,9 @@
 //! TLS or plain for local relays; a plain-text and an HTML part); and
 //! action calls (retraining webhooks) with their rendered bodies.
 
+use std::collections::HashSet;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -26,7 +27,12 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the outbox is polled for due messages.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Delivers due messages until the task is aborted.
+/// Messages being attempted at once, at most.
+const MAX_IN_FLIGHT: usize = 128;
+
+/// Delivers due messages until the task is aborted. Each message is
+/// attempted on its own task and recorded when its attempt ends, so a
+/// receiver that hangs (up to `ATTEMPT_TIMEOUT`) delays no other message.
 pub async fn run(state: Arc<AppState>) {
     let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
         Ok(c) => c,
@@ -35,15 +41,22 @@ pub async fn run(state: Arc<AppState>) {
             return;
         }
     };
-    let mut rng = crate::window::Rng::new(chrono::Utc::now().timestamp_millis() as u64);
+    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let seed = chrono::Utc::now().timestamp_millis() as u64;
     loop {
         tokio::time::sleep(POLL).await;
         let Some(alerting) = &state.alerting else {
             return;
         };
+        let busy = lock(&in_flight).len();
+        if busy >= MAX_IN_FLIGHT {
+            continue;
+        }
         let s = state.clone();
         let now = chrono::Utc::now().timestamp_millis();
-        let due = match tokio::task::spawn_blocking(move || s.store.due(now, 64)).await {
+        // Rows in flight are still pending: ask for enough to get past them.
+        let limit = busy + MAX_IN_FLIGHT;
+        let due = match tokio::task::spawn_blocking(move || s.store.due(now, limit)).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
                 eprintln!("error: reading the notification outbox failed: {e}");
@@ -55,86 +68,101 @@ pub async fn run(state: Arc<AppState>) {
             continue;
         }
         let targets = Arc::new((alerting.receivers(), alerting.actions()));
-        let mut set = tokio::task::JoinSet::new();
-        for (i, q) in due.iter().enumerate() {
-            let (client, targets, q) = (client.clone(), targets.clone(), q.clone());
-            let external = state.external_url.clone();
-            set.spawn(async move {
-                let (receivers, actions) = &*targets;
-                let result = match actions.iter().find(|a| a.name == q.receiver) {
-                    Some(action) => call(&client, action, &q).await,
-                    None => attempt(&client, receivers, &q, external.as_deref()).await,
-                };
-                (i, result)
+        for q in due {
+            {
+                let mut set = lock(&in_flight);
+                if set.len() >= MAX_IN_FLIGHT || !set.insert(q.id) {
+                    continue;
+                }
+            }
+            let (client, targets) = (client.clone(), targets.clone());
+            let (state, in_flight) = (state.clone(), in_flight.clone());
+            let jitter = crate::window::Rng::new(seed ^ q.id as u64 ^ q.attempts as u64).below(1000)
+                as f64
+                / 1000.0;
+            tokio::spawn(async move {
+                let (message, external) = (q.clone(), state.external_url.clone());
+                // A panic inside the attempt is retried like a failure.
+                let result = tokio::spawn(async move {
+                    let (receivers, actions) = &*targets;
+                    match actions.iter().find(|a| a.name == message.receiver) {
+                        Some(action) => call(&client, action, &message).await,
+                        None => attempt(&client, receivers, &message, external.as_deref()).await,
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Err(("the delivery task failed".into(), true)));
+                record(&state, &q, result, jitter).await;
+                lock(&in_flight).remove(&q.id);
             });
         }
-        let mut results: Vec<Option<Result<(), (String, bool)>>> =
-            due.iter().map(|_| None).collect();
-        while let Some(joined) = set.join_next().await {
-            if let Ok((i, r)) = joined {
-                results[i] = Some(r);
-            }
-        }
-        let mut records = Vec::with_capacity(due.len());
-        for (q, result) in due.iter().zip(results) {
-            // A task that panicked is retried like a failed attempt.
-            let result = result.unwrap_or_else(|| Err(("the delivery task failed".into(), true)));
-            let outcome = match &result {
-                Ok(()) => "delivered",
-                Err((_, false)) => "dead",
-                Err(_) if q.attempts + 1 >= super::MAX_ATTEMPTS => "dead",
-                Err(_) => "failed",
-            };
-            state
-                .metrics
-                .notifications
-                .with_label_values(&[q.receiver.as_str(), outcome])
-                .inc();
-            let now = chrono::Utc::now().timestamp_millis();
-            let jitter = rng.below(1000) as f64 / 1000.0;
-            let record = match result {
-                Ok(()) => Attempt {
-                    id: q.id,
-                    error: None,
-                    retry_at_ms: None,
-                },
-                Err((why, retry)) => {
-                    let retry_at_ms = retry
-                        .then(|| retry_at(now, q.attempts + 1, jitter))
-                        .flatten();
-                    let what = if retry_at_ms.is_some() {
-                        "will retry"
-                    } else {
-                        "dead-lettered"
-                    };
-                    eprintln!(
-                        "warning: notification {} to {} failed (attempt {}), {what}: {why}",
-                        q.id,
-                        q.receiver,
-                        q.attempts + 1
-                    );
-                    Attempt {
-                        id: q.id,
-                        error: Some(why),
-                        retry_at_ms,
-                    }
-                }
-            };
-            records.push(record);
-        }
-        if let Err(e) = state.store.record_attempts(records).await {
-            // The rows stay pending and are tried again: at least once.
-            eprintln!("error: recording notification attempts failed: {e}");
-        }
-        // The outbox counts are a database read: off the reactor, like `due`.
-        let s = state.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(a) = &s.alerting {
-                a.publish_outbox(&s);
-            }
-        })
-        .await;
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts and stores one attempt's outcome: delivered, retried later with
+/// backoff, or dead-lettered.
+async fn record(
+    state: &Arc<AppState>,
+    q: &Queued,
+    result: Result<(), (String, bool)>,
+    jitter: f64,
+) {
+    let outcome = match &result {
+        Ok(()) => "delivered",
+        Err((_, false)) => "dead",
+        Err(_) if q.attempts + 1 >= super::MAX_ATTEMPTS => "dead",
+        Err(_) => "failed",
+    };
+    state
+        .metrics
+        .notifications
+        .with_label_values(&[q.receiver.as_str(), outcome])
+        .inc();
+    let now = chrono::Utc::now().timestamp_millis();
+    let record = match result {
+        Ok(()) => Attempt {
+            id: q.id,
+            error: None,
+            retry_at_ms: None,
+        },
+        Err((why, retry)) => {
+            let retry_at_ms = retry
+                .then(|| retry_at(now, q.attempts + 1, jitter))
+                .flatten();
+            let what = if retry_at_ms.is_some() {
+                "will retry"
+            } else {
+                "dead-lettered"
+            };
+            eprintln!(
+                "warning: notification {} to {} failed (attempt {}), {what}: {why}",
+                q.id,
+                q.receiver,
+                q.attempts + 1
+            );
+            Attempt {
+                id: q.id,
+                error: Some(why),
+                retry_at_ms,
+            }
+        }
+    };
+    if let Err(e) = state.store.record_attempts(vec![record]).await {
+        // The row stays pending and is tried again: at least once.
+        eprintln!("error: recording notification attempts failed: {e}");
+    }
+    // The outbox counts are a database read: off the reactor, like `due`.
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(a) = &s.alerting {
+            a.publish_outbox(&s);
+        }
+    })
+    .await;
 }
 
 /// One attempt of an action call. A 409 Conflict counts as done: the
