@@ -1,15 +1,14 @@
-//! `driftwatch-agent`: the per-node agent. This is the skeleton of the
-//! command line fixed in DESIGN.md; proxying, shadow scoring and shipping
-//! arrive with the agent issue, so for now it validates its flags and says
-//! plainly that it does not serve traffic yet.
+//! `driftwatch-agent --config FILE`, or the flag-only quick start of
+//! DESIGN.md for one model.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use driftwatch_agent::config::{Config, Model, Protocol};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum Protocol {
+enum ProtocolArg {
     #[value(name = "kserve-v2")]
     KserveV2,
     Tfserving,
@@ -20,7 +19,7 @@ enum Protocol {
 #[command(
     name = "driftwatch-agent",
     version,
-    about = "Per-node driftwatch agent (skeleton)"
+    about = "Per-node driftwatch agent: proxies a model server, scores a shadow model, ships events to the collector"
 )]
 struct Cli {
     /// YAML configuration file (many models); flags override it.
@@ -35,23 +34,75 @@ struct Cli {
     /// Collector URL.
     #[arg(long)]
     collector: Option<String>,
-    #[arg(long, default_value = "0.0.0.0:8081")]
-    listen: String,
-    #[arg(long, value_enum, default_value = "generic")]
-    protocol: Protocol,
+    /// Traffic listener (default 0.0.0.0:8081).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Admin listener for /metrics, /healthz, /readyz (default 0.0.0.0:8082).
+    #[arg(long)]
+    admin_listen: Option<String>,
+    #[arg(long, value_enum, default_value = "kserve-v2")]
+    protocol: ProtocolArg,
     /// ONNX shadow model.
     #[arg(long)]
     shadow_model: Option<std::path::PathBuf>,
+    /// The shadow model's input columns, in order (comma-separated feature names).
+    #[arg(long, value_delimiter = ',')]
+    shadow_inputs: Option<Vec<String>>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.config.is_none()
-        && (cli.model.is_none() || cli.upstream.is_none() || cli.collector.is_none())
-    {
-        eprintln!("error: give --config FILE, or --model, --upstream and --collector");
-        return ExitCode::from(2);
+    let mut config = match (&cli.config, &cli.model, &cli.upstream, &cli.collector) {
+        (Some(path), _, _, _) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(model), Some(upstream), Some(collector)) => {
+            let protocol = match cli.protocol {
+                ProtocolArg::KserveV2 => Protocol::KserveV2,
+                ProtocolArg::Tfserving => Protocol::Tfserving,
+                ProtocolArg::Generic => Protocol::Generic,
+            };
+            let mut m = Model::quick(model, upstream, protocol, cli.shadow_model.clone());
+            if let (Some(s), Some(inputs)) = (&mut m.shadow, &cli.shadow_inputs) {
+                s.inputs = Some(inputs.clone());
+            }
+            let c = Config::from_flags(m, collector, "0.0.0.0:8081");
+            if let Err(e) = c.check() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            c
+        }
+        _ => {
+            eprintln!("error: give --config FILE, or --model, --upstream and --collector");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(l) = cli.listen {
+        config.listen = l;
     }
-    eprintln!("error: the agent does not serve traffic yet (skeleton); see the README's roadmap");
-    ExitCode::from(1)
+    if let Some(l) = cli.admin_listen {
+        config.admin_listen = l;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(driftwatch_agent::run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

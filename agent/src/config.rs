@@ -1,0 +1,437 @@
+//! The agent's configuration: a YAML file (serde_yaml_ng, which names the
+//! line and column of a mistake) or the flag-only quick start of DESIGN.md;
+//! flags override the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A duration written like `30s`, `5m`, `250ms`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration like 250ms, 30s or 5m ({e})"
+        ))
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where proxied, mirrored and KServe logger traffic arrives.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `/metrics`, `/healthz` and `/readyz`, apart from the traffic.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// The node's name in events (default: the `NODE_NAME` environment variable).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The ONNX Runtime shared library (default: `ORT_DYLIB_PATH`).
+    #[serde(default)]
+    pub ort_library: Option<PathBuf>,
+    pub collector: Collector,
+    pub models: Vec<Model>,
+    /// How long SIGTERM waits for requests in flight and a last flush.
+    #[serde(default = "default_shutdown", deserialize_with = "duration")]
+    pub shutdown_deadline: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collector {
+    pub url: String,
+    /// The bearer token, from an environment variable or a file.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Events per POST at most.
+    #[serde(default = "default_batch_events")]
+    pub batch_events: usize,
+    /// How long an event may wait for its batch to fill.
+    #[serde(default = "default_batch_wait", deserialize_with = "duration")]
+    pub batch_wait: Duration,
+    /// Events kept in memory while the collector is away; the oldest go
+    /// to the spool (or are dropped, counted) beyond it.
+    #[serde(default = "default_buffer_events")]
+    pub buffer_events: usize,
+    #[serde(default)]
+    pub spool: Option<Spool>,
+    #[serde(default = "default_ship_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Share of requests whose events are shipped (1.0: all). The agent's
+    /// own request, error and latency metrics stay exact.
+    #[serde(default = "one")]
+    pub sample_rate: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spool {
+    pub path: PathBuf,
+    /// Bytes on disk at most; the oldest spool files are dropped (counted) beyond.
+    #[serde(default = "default_spool_bytes")]
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    KserveV2,
+    Tfserving,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A reverse proxy in front of the champion.
+    Proxy,
+    /// Mirrored copies of requests (Istio/Envoy), answered at once.
+    Mirror,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub name: String,
+    /// Path prefix this model's traffic arrives on (longest prefix wins).
+    #[serde(default = "default_route")]
+    pub route: String,
+    /// Or the `Host` header it arrives with (checked before routes).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// The champion model server (proxy mode).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default = "default_upstream_timeout", deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// Names of the columns of 2-D inputs (`[N, F]` tensors, list instances).
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    /// Output names to read (defaults cover sklearn, KServe and TF Serving).
+    #[serde(default)]
+    pub outputs: OutputNames,
+    /// Class names of probability columns (default: "0", "1", ...).
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// The class whose probability is the `score` of binary models.
+    #[serde(default = "default_positive")]
+    pub positive_class: String,
+    /// Generic JSON adapter: where rows and outputs are.
+    #[serde(default)]
+    pub generic: Option<Generic>,
+    #[serde(default)]
+    pub champion_version: Option<String>,
+    /// A header carrying request ids, tried after `x-request-id` and `traceparent`.
+    #[serde(default)]
+    pub request_id_header: Option<String>,
+    /// Bodies larger than this are forwarded without being read.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Mirror and KServe logger traffic: how long a request waits for its response.
+    #[serde(default = "default_join_wait", deserialize_with = "duration")]
+    pub join_wait: Duration,
+    #[serde(default)]
+    pub shadow: Option<Shadow>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputNames {
+    pub label: Option<String>,
+    pub probabilities: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generic {
+    /// JSON pointer to the rows in the request: an array of objects, or one object.
+    pub rows: String,
+    /// JSON pointer to the outputs in the response: an array parallel to
+    /// the rows (objects, numbers or strings), or one value.
+    pub outputs: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shadow {
+    /// The ONNX model file.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Features in the order of the model's float input's columns (default:
+    /// `features`, else the request's order).
+    #[serde(default)]
+    pub inputs: Option<Vec<String>>,
+    /// The ONNX input name (default: the model's first input).
+    #[serde(default)]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub outputs: OutputNames,
+    #[serde(default = "default_device")]
+    pub device: Device,
+    /// Inference threads of the session.
+    #[serde(default = "one_usize")]
+    pub threads: usize,
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    #[serde(default = "default_max_wait", deserialize_with = "duration")]
+    pub max_wait: Duration,
+    /// Rows waiting at most; beyond, rows are shed (counted).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// A row not scored within this time is shipped without the shadow.
+    #[serde(default = "default_shadow_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8081".into()
+}
+fn default_admin_listen() -> String {
+    "0.0.0.0:8082".into()
+}
+fn default_shutdown() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_batch_events() -> usize {
+    500
+}
+fn default_batch_wait() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_buffer_events() -> usize {
+    100_000
+}
+fn default_ship_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn one() -> f64 {
+    1.0
+}
+fn one_usize() -> usize {
+    1
+}
+fn default_spool_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_route() -> String {
+    "/".into()
+}
+fn default_mode() -> Mode {
+    Mode::Proxy
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_protocol() -> Protocol {
+    Protocol::KserveV2
+}
+fn default_positive() -> String {
+    "1".into()
+}
+fn default_max_body() -> usize {
+    10 * 1024 * 1024
+}
+fn default_join_wait() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_device() -> Device {
+    Device::Cpu
+}
+fn default_max_batch() -> usize {
+    64
+}
+fn default_max_wait() -> Duration {
+    Duration::from_millis(2)
+}
+fn default_queue() -> usize {
+    4096
+}
+fn default_shadow_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: Config =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The config for one model from flags alone.
+    pub fn from_flags(model: Model, collector: &str, listen: &str) -> Config {
+        Config {
+            listen: listen.to_string(),
+            admin_listen: default_admin_listen(),
+            node: None,
+            ort_library: None,
+            collector: Collector {
+                url: collector.to_string(),
+                token_env: Some("DRIFTWATCH_TOKEN".into()),
+                token_file: None,
+                batch_events: default_batch_events(),
+                batch_wait: default_batch_wait(),
+                buffer_events: default_buffer_events(),
+                spool: None,
+                timeout: default_ship_timeout(),
+                sample_rate: 1.0,
+            },
+            models: vec![model],
+            shutdown_deadline: default_shutdown(),
+        }
+    }
+
+    /// Cross-field checks, every problem at once.
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.models.is_empty() {
+            problems.push("models: give at least one model".to_string());
+        }
+        if !(0.0..=1.0).contains(&self.collector.sample_rate) {
+            problems.push(format!(
+                "collector.sample_rate: {} is not between 0 and 1",
+                self.collector.sample_rate
+            ));
+        }
+        if self.collector.batch_events == 0 || self.collector.buffer_events == 0 {
+            problems.push("collector: batch_events and buffer_events must be above 0".into());
+        }
+        if self.collector.token_env.is_some() && self.collector.token_file.is_some() {
+            problems.push("collector: give token_env or token_file, not both".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            if !names.insert(&m.name) {
+                problems.push(format!("models[{i}]: model {} is given twice", m.name));
+            }
+            if m.mode == Mode::Proxy && m.upstream.is_none() {
+                problems.push(format!(
+                    "models[{i}] ({}): proxy mode needs `upstream`",
+                    m.name
+                ));
+            }
+            if m.protocol == Protocol::Generic && m.generic.is_none() {
+                problems.push(format!(
+                    "models[{i}] ({}): the generic protocol needs `generic: {{rows, outputs}}` (JSON pointers)",
+                    m.name
+                ));
+            }
+            if !m.route.starts_with('/') {
+                problems.push(format!(
+                    "models[{i}] ({}): route {:?} must start with /",
+                    m.name, m.route
+                ));
+            }
+            if let Some(s) = &m.shadow {
+                if s.max_batch == 0 || s.queue == 0 || s.threads == 0 {
+                    problems.push(format!(
+                        "models[{i}] ({}): shadow max_batch, queue and threads must be above 0",
+                        m.name
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// The collector token, read from its environment variable or file.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        if let Some(var) = &self.collector.token_env {
+            return Ok(std::env::var(var).ok().filter(|t| !t.is_empty()));
+        }
+        if let Some(path) = &self.collector.token_file {
+            return std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| format!("collector.token_file {}: {e}", path.display()));
+        }
+        Ok(None)
+    }
+}
+
+impl Model {
+    /// A model from the quick-start flags.
+    pub fn quick(name: &str, upstream: &str, protocol: Protocol, shadow: Option<PathBuf>) -> Model {
+        let yaml = format!("name: {name:?}\nupstream: {upstream:?}\n");
+        let mut m: Model = serde_yaml_ng::from_str(&yaml).expect("a valid model");
+        m.protocol = protocol;
+        m.shadow = shadow.map(|path| {
+            let mut s: Shadow =
+                serde_yaml_ng::from_str(&format!("path: {:?}\n", path.display().to_string()))
+                    .expect("a valid shadow");
+            s.path = path;
+            s
+        });
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mistakes_name_their_place_and_cross_checks_come_together() {
+        let dir = std::env::temp_dir().join(format!("dw-agent-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("agent.yaml");
+        std::fs::write(
+            &file,
+            "collector: {url: http://c:8080}\nmodels:\n  - name: m\n    upstream_timeout: soon\n",
+        )
+        .expect("write");
+        let err = Config::load(&file).expect_err("bad duration");
+        assert!(
+            err.contains("models[0]")
+                && err.contains("line 3")
+                && err.contains("\"soon\" is not a duration"),
+            "{err}"
+        );
+        std::fs::write(
+            &file,
+            "collector: {url: http://c:8080, sample_rate: 2}\nmodels:\n  - name: m\n    protocol: generic\n  - name: m\n    upstream: http://u\n    colour: red\n",
+        )
+        .expect("write");
+        let err = Config::load(&file).expect_err("unknown field");
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        std::fs::write(
+            &file,
+            "collector: {url: http://c:8080, sample_rate: 2}\nmodels:\n  - name: m\n    protocol: generic\n  - name: m\n    upstream: http://u\n",
+        )
+        .expect("write");
+        let err = Config::load(&file).expect_err("cross checks");
+        for want in [
+            "sample_rate: 2 is not between 0 and 1",
+            "model m is given twice",
+            "proxy mode needs `upstream`",
+            "generic protocol needs",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,190 @@
+//! The agent's Prometheus metrics (`driftwatch_agent_*`; the names in
+//! DESIGN.md are a contract, the others are added by this crate).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Proxied requests by model and the status code the client got.
+    pub requests: IntCounterVec,
+    /// Time the agent adds to a proxied request (its handling outside the
+    /// upstream call).
+    pub added_latency: HistogramVec,
+    pub upstream_latency: HistogramVec,
+    pub shadow_queue_depth: IntGaugeVec,
+    pub shadow_shed: IntCounterVec,
+    pub shadow_up: IntGaugeVec,
+    pub shadow_errors: IntCounterVec,
+    pub shadow_batch_rows: Histogram,
+    pub events_dropped: IntCounterVec,
+    pub events_shipped: prometheus::IntCounter,
+    pub events_sampled_out: IntCounterVec,
+    pub unparsed: IntCounterVec,
+    pub buffered: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub ship_failures: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("metric definition");
+    r.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+/// 20 µs to 50 ms: what a proxy adds.
+const ADDED: &[f64] = &[
+    0.00002, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
+];
+/// 1 ms to 10 s: what a model takes.
+const UPSTREAM: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "driftwatch_agent_shadow_batch_rows",
+                "Rows per shadow inference batch",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("metric definition");
+        r.register(Box::new(batch.clone()))
+            .expect("registered once");
+        let buffered = IntGauge::new(
+            "driftwatch_agent_buffered_events",
+            "Events waiting in memory to be shipped",
+        )
+        .expect("metric definition");
+        r.register(Box::new(buffered.clone()))
+            .expect("registered once");
+        let spool_bytes = IntGauge::new(
+            "driftwatch_agent_spool_bytes",
+            "Bytes of events waiting in the disk spool",
+        )
+        .expect("metric definition");
+        r.register(Box::new(spool_bytes.clone()))
+            .expect("registered once");
+        let shipped = prometheus::IntCounter::new(
+            "driftwatch_agent_events_shipped_total",
+            "Events the collector accepted",
+        )
+        .expect("metric definition");
+        r.register(Box::new(shipped.clone()))
+            .expect("registered once");
+        Metrics {
+            requests: counter(
+                &r,
+                "driftwatch_agent_requests_total",
+                "Requests handled, by model and the status code returned to the client",
+                &["model", "code"],
+            ),
+            added_latency: histogram(
+                &r,
+                "driftwatch_agent_added_latency_seconds",
+                "Time the agent adds to a proxied request (all but the upstream call)",
+                &["model"],
+                ADDED,
+            ),
+            upstream_latency: histogram(
+                &r,
+                "driftwatch_agent_upstream_latency_seconds",
+                "Time the champion took (request sent to response read)",
+                &["model"],
+                UPSTREAM,
+            ),
+            shadow_queue_depth: gauge(
+                &r,
+                "driftwatch_agent_shadow_queue_depth",
+                "Rows waiting for the shadow model",
+                &["model"],
+            ),
+            shadow_shed: counter(
+                &r,
+                "driftwatch_agent_shadow_shed_total",
+                "Rows not scored by the shadow because its queue was full or it answered too late",
+                &["model"],
+            ),
+            shadow_up: gauge(
+                &r,
+                "driftwatch_agent_shadow_up",
+                "1 when the shadow model is loaded and scoring, 0 when unavailable",
+                &["model"],
+            ),
+            shadow_errors: counter(
+                &r,
+                "driftwatch_agent_shadow_errors_total",
+                "Shadow inference batches that failed",
+                &["model"],
+            ),
+            shadow_batch_rows: batch,
+            events_dropped: counter(
+                &r,
+                "driftwatch_agent_events_dropped_total",
+                "Events lost, by reason (buffer_full, spool_full, observer_busy, refused_by_collector, rejected_by_collector, unjoined, shutdown)",
+                &["reason"],
+            ),
+            events_shipped: shipped,
+            events_sampled_out: counter(
+                &r,
+                "driftwatch_agent_events_sampled_out_total",
+                "Events not shipped because of the sampling rate (the request counters stay exact)",
+                &["model"],
+            ),
+            unparsed: counter(
+                &r,
+                "driftwatch_agent_unparsed_total",
+                "Bodies the protocol adapter could not read (forwarded unchanged), by model, part and reason",
+                &["model", "part", "reason"],
+            ),
+            buffered,
+            spool_bytes,
+            ship_failures: counter(
+                &r,
+                "driftwatch_agent_ship_failures_total",
+                "Failed attempts to post a batch to the collector, by reason",
+                &["reason"],
+            ),
+            registry: r,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

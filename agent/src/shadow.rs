@@ -1,0 +1,202 @@
+//! Shadow scoring: the shadow ONNX model runs on its own thread, taking
+//! rows from a bounded queue in micro-batches (up to `max_batch` rows or
+//! `max_wait`). A full queue sheds rows at once (counted); a row not
+//! answered within `timeout` is shipped without the shadow (counted). The
+//! champion's requests never wait for any of it.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftwatch_protocol::{FeatureValue, Output};
+use tokio::sync::oneshot;
+
+use crate::adapter::{outputs_from_tensors, OutputSpec, Row};
+use crate::config::{Model, Shadow};
+use crate::metrics::Metrics;
+use crate::onnx::OnnxModel;
+
+struct Job {
+    rows: Vec<Vec<f32>>,
+    reply: oneshot::Sender<Result<Vec<Output>, String>>,
+}
+
+pub struct Scorer {
+    tx: SyncSender<Job>,
+    /// Rows queued or being scored.
+    depth: Arc<AtomicI64>,
+    queue: i64,
+    /// The model's input columns, in order.
+    pub inputs: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// A row's features as the model's float columns: numbers as they are,
+/// booleans 1/0, numeric strings parsed, anything else missing (NaN).
+pub fn columns(row: &Row, inputs: &[String]) -> Vec<f32> {
+    inputs
+        .iter()
+        .map(|name| match row.get(name) {
+            Some(FeatureValue::Number(x)) => *x as f32,
+            Some(FeatureValue::Bool(b)) => f32::from(u8::from(*b)),
+            Some(FeatureValue::String(s)) => s.trim().parse().unwrap_or(f32::NAN),
+            _ => f32::NAN,
+        })
+        .collect()
+}
+
+impl Scorer {
+    /// Loads the shadow model and starts its thread; an error says why the
+    /// shadow is unavailable (the agent runs without it).
+    pub fn start(
+        model: &Model,
+        shadow: &Shadow,
+        library: Option<&std::path::Path>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Scorer, String> {
+        let env = crate::onnx::environment(library)?;
+        let mut onnx = OnnxModel::load(
+            &env,
+            &shadow.path,
+            shadow.input.as_deref(),
+            shadow.device,
+            shadow.threads,
+        )?;
+        let inputs = shadow
+            .inputs
+            .clone()
+            .or_else(|| model.features.clone())
+            .ok_or(
+                "name the model's input columns in `shadow.inputs` (or the model's `features`)",
+            )?;
+        if let Some(w) = onnx.width {
+            if w != inputs.len() {
+                return Err(format!(
+                    "{}: the model takes {w} columns, `shadow.inputs` names {}",
+                    shadow.path.display(),
+                    inputs.len()
+                ));
+            }
+        }
+        // A first run proves the model answers in the shape we read.
+        let probe = onnx
+            .run(&[vec![0.0; inputs.len()]])
+            .map_err(|e| format!("{}: a test inference failed: {e}", shadow.path.display()))?;
+        let (names, classes, positive) = (
+            shadow.outputs.clone(),
+            model.classes.clone(),
+            model.positive_class.clone(),
+        );
+        let spec = OutputSpec {
+            names: &names,
+            classes: classes.as_deref(),
+            positive_class: &positive,
+        };
+        outputs_from_tensors(&probe, 1, &spec)
+            .map_err(|e| format!("{}: {e}", shadow.path.display()))?;
+        eprintln!(
+            "shadow model {} for {} loaded ({} columns, {} execution provider)",
+            shadow.path.display(),
+            model.name,
+            inputs.len(),
+            onnx.provider
+        );
+        let (tx, rx) = sync_channel::<Job>(shadow.queue);
+        let depth = Arc::new(AtomicI64::new(0));
+        let (max_batch, max_wait) = (shadow.max_batch, shadow.max_wait);
+        let version = shadow.version.clone();
+        let name = model.name.clone();
+        let thread_depth = depth.clone();
+        std::thread::Builder::new()
+            .name(format!("shadow-{name}"))
+            .spawn(move || {
+                let spec = OutputSpec {
+                    names: &names,
+                    classes: classes.as_deref(),
+                    positive_class: &positive,
+                };
+                let gauge = metrics.shadow_queue_depth.with_label_values(&[&name]);
+                let errors = metrics.shadow_errors.with_label_values(&[&name]);
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    let mut rows = jobs[0].rows.len();
+                    let deadline = Instant::now() + max_wait;
+                    while rows < max_batch {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(j) => {
+                                rows += j.rows.len();
+                                jobs.push(j);
+                            }
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                break
+                            }
+                        }
+                    }
+                    let batch: Vec<Vec<f32>> =
+                        jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
+                    metrics.shadow_batch_rows.observe(batch.len() as f64);
+                    let started = Instant::now();
+                    let result = onnx
+                        .run(&batch)
+                        .and_then(|t| outputs_from_tensors(&t, batch.len(), &spec));
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    if result.is_err() {
+                        errors.inc();
+                    }
+                    let mut offset = 0;
+                    for job in jobs {
+                        let n = job.rows.len();
+                        let answer = match &result {
+                            Ok(all) => Ok(all[offset..offset + n]
+                                .iter()
+                                .cloned()
+                                .map(|mut o| {
+                                    o.version = version.clone();
+                                    o.latency_ms = Some(ms);
+                                    o
+                                })
+                                .collect()),
+                            Err(e) => Err(e.clone()),
+                        };
+                        offset += n;
+                        let _ = job.reply.send(answer);
+                    }
+                    let left = thread_depth.fetch_sub(rows as i64, Ordering::Relaxed) - rows as i64;
+                    gauge.set(left.max(0));
+                }
+            })
+            .map_err(|e| format!("cannot start the shadow thread: {e}"))?;
+        Ok(Scorer {
+            tx,
+            depth,
+            queue: shadow.queue as i64,
+            inputs,
+            timeout: shadow.timeout,
+        })
+    }
+
+    /// Queues rows; None when the queue is full (the rows are shed).
+    pub fn submit(
+        &self,
+        rows: Vec<Vec<f32>>,
+        gauge: &prometheus::IntGauge,
+    ) -> Option<oneshot::Receiver<Result<Vec<Output>, String>>> {
+        let n = rows.len() as i64;
+        let now = self.depth.fetch_add(n, Ordering::Relaxed) + n;
+        if now > self.queue {
+            self.depth.fetch_sub(n, Ordering::Relaxed);
+            return None;
+        }
+        gauge.set(now);
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { rows, reply }) {
+            Ok(()) => Some(rx),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.depth.fetch_sub(n, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}

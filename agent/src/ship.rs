@@ -1,0 +1,404 @@
+//! Shipping events to the collector: batched by count and time, gzipped,
+//! posted with the bearer token, retried with backoff and jitter while the
+//! collector is away. Events wait in a bounded memory buffer; beyond it the
+//! oldest go to a bounded disk spool (gzipped batches, ready to post, kept
+//! across restarts) or, without a spool, are dropped and counted. The
+//! spool drops its oldest files (counted) when full. On shutdown what could
+//! not be sent within the deadline goes to the spool or is counted.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use driftwatch_protocol::{Event, EventBatch};
+
+use crate::config::Collector;
+use crate::metrics::Metrics;
+
+/// First retry delay; doubled per failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct Shipper {
+    buffer: Mutex<VecDeque<Event>>,
+    wake: tokio::sync::Notify,
+    cfg: Collector,
+    token: Option<String>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    spool_seq: AtomicU64,
+}
+
+/// How a post went.
+enum Posted {
+    Done,
+    /// Try again later (the collector is away or overloaded).
+    Retry(String),
+    /// The collector refused the batch for good (counted as dropped).
+    Refused(String),
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = enc.write_all(bytes);
+    enc.finish().unwrap_or_default()
+}
+
+/// Spool files, oldest first, with the number of events each holds.
+fn spool_files(dir: &Path) -> Vec<(PathBuf, u64, u64)> {
+    let mut files: Vec<(PathBuf, u64, u64)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let name = path.file_name()?.to_str()?.to_string();
+            // spool-{millis}-{seq}-{events}.json.gz
+            let events = name
+                .strip_suffix(".json.gz")?
+                .rsplit('-')
+                .next()?
+                .parse()
+                .ok()?;
+            let bytes = e.metadata().ok()?.len();
+            Some((path, events, bytes))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+impl Shipper {
+    pub fn new(
+        cfg: Collector,
+        token: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Shipper, String> {
+        if let Some(s) = &cfg.spool {
+            std::fs::create_dir_all(&s.path)
+                .map_err(|e| format!("spool {}: {e}", s.path.display()))?;
+        }
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let shipper = Shipper {
+            buffer: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+            cfg,
+            token,
+            metrics,
+            client,
+            spool_seq: AtomicU64::new(0),
+        };
+        shipper.publish_spool();
+        Ok(shipper)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds events; beyond the buffer's bound the oldest are spooled or dropped.
+    pub fn push(&self, events: Vec<Event>) {
+        let overflow: Vec<Event> = {
+            let mut b = self.lock();
+            b.extend(events);
+            let over = b.len().saturating_sub(self.cfg.buffer_events);
+            let out = b.drain(..over).collect();
+            self.metrics.buffered.set(b.len() as i64);
+            out
+        };
+        if !overflow.is_empty() {
+            self.spill(overflow, "buffer_full");
+        }
+        self.wake.notify_one();
+    }
+
+    /// Events that no longer fit in memory: to the spool, else dropped.
+    fn spill(&self, events: Vec<Event>, reason: &str) {
+        let Some(spool) = &self.cfg.spool else {
+            self.metrics
+                .events_dropped
+                .with_label_values(&[reason])
+                .inc_by(events.len() as u64);
+            return;
+        };
+        for chunk in events.chunks(self.cfg.batch_events) {
+            let body = gzip(
+                &serde_json::to_vec(&EventBatch {
+                    events: chunk.to_vec(),
+                })
+                .unwrap_or_default(),
+            );
+            // Room first: the oldest files go (their events counted).
+            let mut files = spool_files(&spool.path);
+            let mut used: u64 = files.iter().map(|f| f.2).sum();
+            while used + body.len() as u64 > spool.max_bytes && !files.is_empty() {
+                let (path, n, bytes) = files.remove(0);
+                if std::fs::remove_file(&path).is_ok() {
+                    used -= bytes;
+                    self.metrics
+                        .events_dropped
+                        .with_label_values(&["spool_full"])
+                        .inc_by(n);
+                }
+            }
+            if used + body.len() as u64 > spool.max_bytes {
+                self.metrics
+                    .events_dropped
+                    .with_label_values(&["spool_full"])
+                    .inc_by(chunk.len() as u64);
+                continue;
+            }
+            let seq = self.spool_seq.fetch_add(1, Ordering::Relaxed);
+            let name = format!(
+                "spool-{:015}-{seq:06}-{}.json.gz",
+                chrono::Utc::now().timestamp_millis(),
+                chunk.len()
+            );
+            let tmp = spool.path.join(format!(".{name}.tmp"));
+            let written = std::fs::write(&tmp, &body)
+                .and_then(|_| std::fs::rename(&tmp, spool.path.join(&name)));
+            if let Err(e) = written {
+                eprintln!(
+                    "error: cannot write the spool file {name}: {e}; {} events dropped",
+                    chunk.len()
+                );
+                self.metrics
+                    .events_dropped
+                    .with_label_values(&[reason])
+                    .inc_by(chunk.len() as u64);
+            }
+        }
+        self.publish_spool();
+    }
+
+    fn publish_spool(&self) {
+        if let Some(s) = &self.cfg.spool {
+            let bytes: u64 = spool_files(&s.path).iter().map(|f| f.2).sum();
+            self.metrics.spool_bytes.set(bytes as i64);
+        }
+    }
+
+    /// Posts one gzipped batch of `n` events.
+    async fn post(&self, body: Vec<u8>, n: usize) -> Posted {
+        let url = format!("{}/v1/events", self.cfg.url.trim_end_matches('/'));
+        let mut req = self
+            .client
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Content-Encoding", "gzip");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = match req.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "unreachable"
+                };
+                self.metrics
+                    .ship_failures
+                    .with_label_values(&[reason])
+                    .inc();
+                return Posted::Retry(format!("{url}: {e}"));
+            }
+        };
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200..=299 => {
+                let reply: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let accepted = reply["accepted"].as_u64().unwrap_or(n as u64);
+                self.metrics.events_shipped.inc_by(accepted);
+                let errors = reply["errors"].as_array().cloned().unwrap_or_default();
+                // A resent event the collector already has is not lost.
+                let lost: Vec<&serde_json::Value> = errors
+                    .iter()
+                    .filter(|e| !e["error"].as_str().unwrap_or("").contains("duplicate"))
+                    .collect();
+                if let Some(first) = lost.first() {
+                    eprintln!(
+                        "warning: the collector rejected {} event(s), e.g. {}",
+                        lost.len(),
+                        first["error"]
+                    );
+                    self.metrics
+                        .events_dropped
+                        .with_label_values(&["rejected_by_collector"])
+                        .inc_by(lost.len() as u64);
+                }
+                Posted::Done
+            }
+            408 | 429 | 500..=599 => {
+                self.metrics
+                    .ship_failures
+                    .with_label_values(&["server_error"])
+                    .inc();
+                Posted::Retry(format!("{url}: HTTP {status}"))
+            }
+            _ => Posted::Refused(format!(
+                "{url}: HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )),
+        }
+    }
+
+    /// The next batch: a spool file first (oldest), else up to
+    /// `batch_events` from memory. Returns the body, its event count, and
+    /// the spool file or the events taken (to put back on failure).
+    fn next_batch(&self) -> Option<(Vec<u8>, usize, Taken)> {
+        if let Some(s) = &self.cfg.spool {
+            if let Some((path, n, _)) = spool_files(&s.path).into_iter().next() {
+                match std::fs::read(&path) {
+                    Ok(body) => return Some((body, n as usize, Taken::File(path))),
+                    Err(e) => {
+                        eprintln!(
+                            "error: cannot read the spool file {}: {e}; it is dropped",
+                            path.display()
+                        );
+                        let _ = std::fs::remove_file(&path);
+                        self.metrics
+                            .events_dropped
+                            .with_label_values(&["spool_full"])
+                            .inc_by(n);
+                    }
+                }
+            }
+        }
+        let events: Vec<Event> = {
+            let mut b = self.lock();
+            let n = b.len().min(self.cfg.batch_events);
+            let out = b.drain(..n).collect();
+            self.metrics.buffered.set(b.len() as i64);
+            out
+        };
+        if events.is_empty() {
+            return None;
+        }
+        let body = gzip(
+            &serde_json::to_vec(&EventBatch {
+                events: events.clone(),
+            })
+            .unwrap_or_default(),
+        );
+        Some((body, events.len(), Taken::Events(events)))
+    }
+
+    /// Sends until `stop` is set and everything is sent, or the deadline
+    /// after `stop` passes; what is left is spooled or counted.
+    pub async fn run(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        deadline: Duration,
+    ) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut rng = chrono::Utc::now().timestamp_subsec_nanos() as u64 | 1;
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            if stopping_since.is_none() && *stop.borrow() {
+                stopping_since = Some(Instant::now());
+            }
+            if let Some(t) = stopping_since {
+                if t.elapsed() >= deadline {
+                    break;
+                }
+            } else {
+                // Wait for a full batch, or batch_wait for a partial one.
+                let full = self.lock().len() >= self.cfg.batch_events || self.spooled();
+                if !full {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.cfg.batch_wait) => {}
+                        _ = stop.changed() => {}
+                        _ = async { loop {
+                            self.wake.notified().await;
+                            if self.lock().len() >= self.cfg.batch_events { break; }
+                        } } => {}
+                    }
+                }
+            }
+            let Some((body, n, taken)) = self.next_batch() else {
+                if stopping_since.is_some() {
+                    return;
+                }
+                continue;
+            };
+            match self.post(body, n).await {
+                Posted::Done => {
+                    backoff = FIRST_BACKOFF;
+                    if let Taken::File(p) = taken {
+                        let _ = std::fs::remove_file(p);
+                        self.publish_spool();
+                    }
+                }
+                Posted::Refused(why) => {
+                    eprintln!("error: the collector refused a batch of {n} events for good: {why}");
+                    self.metrics
+                        .events_dropped
+                        .with_label_values(&["refused_by_collector"])
+                        .inc_by(n as u64);
+                    if let Taken::File(p) = taken {
+                        let _ = std::fs::remove_file(p);
+                        self.publish_spool();
+                    }
+                }
+                Posted::Retry(why) => {
+                    if let Taken::Events(events) = taken {
+                        let mut b = self.lock();
+                        for e in events.into_iter().rev() {
+                            b.push_front(e);
+                        }
+                        self.metrics.buffered.set(b.len() as i64);
+                    }
+                    // xorshift jitter: 0.5 to 1.5 times the delay.
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let factor = 0.5 + (rng % 1000) as f64 / 1000.0;
+                    let wait = backoff.mul_f64(factor);
+                    eprintln!(
+                        "warning: shipping {n} events failed ({why}); retrying in {} ms",
+                        wait.as_millis()
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed(), if stopping_since.is_none() => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        let left: Vec<Event> = self.lock().drain(..).collect();
+        self.metrics.buffered.set(0);
+        if !left.is_empty() {
+            eprintln!(
+                "warning: {} events not shipped by the shutdown deadline; {}",
+                left.len(),
+                if self.cfg.spool.is_some() {
+                    "spooled"
+                } else {
+                    "dropped"
+                }
+            );
+            self.spill(left, "shutdown");
+        }
+    }
+
+    fn spooled(&self) -> bool {
+        self.cfg
+            .spool
+            .as_ref()
+            .is_some_and(|s| !spool_files(&s.path).is_empty())
+    }
+}
+
+enum Taken {
+    File(PathBuf),
+    Events(Vec<Event>),
+}
