@@ -230,8 +230,14 @@ fn feature(v: &Value) -> FeatureValue {
 }
 
 fn tensor_data(values: &[Value], what: &str) -> Result<Data, String> {
-    if values.iter().all(|v| v.is_number()) {
-        return Ok(Data::Num(values.iter().filter_map(Value::as_f64).collect()));
+    // JSON has no NaN: a null among numbers is a missing value.
+    if values.iter().all(|v| v.is_number() || v.is_null()) && values.iter().any(Value::is_number) {
+        return Ok(Data::Num(
+            values
+                .iter()
+                .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                .collect(),
+        ));
     }
     if values.iter().all(|v| v.is_string()) {
         return Ok(Data::Str(
@@ -271,7 +277,41 @@ fn v2_tensor(t: &Value) -> Result<Tensor, String> {
             values.len()
         ));
     }
-    let data = tensor_data(&values, &format!("tensor `{name}`"))?;
+    let what = format!("tensor `{name}`");
+    let data = match t["datatype"].as_str().unwrap_or("") {
+        // The declared type decides; JSON has no NaN, so null is missing.
+        "BYTES" => Data::Str(
+            values
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| format!("{what}: BYTES data must be strings"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        "BOOL" => Data::Bool(
+            values
+                .iter()
+                .map(|v| {
+                    v.as_bool()
+                        .ok_or_else(|| format!("{what}: BOOL data must be true or false"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        d if d.starts_with("FP") || d.starts_with("INT") || d.starts_with("UINT") => Data::Num(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::Null => Ok(f64::NAN),
+                    v => v
+                        .as_f64()
+                        .ok_or_else(|| format!("{what}: {d} data must be numbers")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => tensor_data(&values, &what)?,
+    };
     Ok(Tensor { name, shape, data })
 }
 
@@ -312,6 +352,7 @@ fn rows_from_tensors(tensors: &[Tensor], columns: Option<&[String]>) -> Result<V
             for (j, name) in names.iter().enumerate() {
                 let k = i * width + j;
                 let v = match &t.data {
+                    Data::Num(v) if v[k].is_nan() => FeatureValue::Null,
                     Data::Num(v) => FeatureValue::Number(v[k]),
                     Data::Str(v) => FeatureValue::String(v[k].clone()),
                     Data::Bool(v) => FeatureValue::Bool(v[k]),

@@ -329,7 +329,15 @@ impl Shipper {
                 }
                 continue;
             };
-            match self.post(body, n).await {
+            // While stopping, nothing may outlast the deadline.
+            let left = stopping_since.map(|t| deadline.saturating_sub(t.elapsed()));
+            let posted = match left {
+                Some(left) => tokio::time::timeout(left, self.post(body, n))
+                    .await
+                    .unwrap_or_else(|_| Posted::Retry("the shutdown deadline passed".into())),
+                None => self.post(body, n).await,
+            };
+            match posted {
                 Posted::Done => {
                     backoff = FIRST_BACKOFF;
                     if let Taken::File(p) = taken {
@@ -361,7 +369,7 @@ impl Shipper {
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     let factor = 0.5 + (rng % 1000) as f64 / 1000.0;
-                    let wait = backoff.mul_f64(factor);
+                    let wait = backoff.mul_f64(factor).min(left.unwrap_or(MAX_BACKOFF));
                     eprintln!(
                         "warning: shipping {n} events failed ({why}); retrying in {} ms",
                         wait.as_millis()

@@ -13,7 +13,8 @@ Writes (all committed, all small):
   champion.onnx    imputer + scaler + logistic regression (production model)
   challenger.onnx  imputer + gradient boosting (the shadow candidate)
   expected.json    onnxruntime's own outputs of both models on the first 32
-                   rows, which the agent's tests compare with
+                   rows (a missing value is null), which the agent's tests
+                   compare with
 
 Both models take one input `features`: float32 [N, 6] with the columns
 FEATURES below (has_card as 0/1, a missing bureau score as NaN), and give
@@ -99,7 +100,9 @@ def main():
             ]
         ),
     }
-    expected = {"features": FEATURES, "rows": x[:32].tolist(), "models": {}}
+    # JSON has no NaN: a missing value is null.
+    rows32 = [[None if v != v else v for v in r] for r in x[:32].tolist()]
+    expected = {"features": FEATURES, "rows": rows32, "models": {}}
     for name, pipe in models.items():
         pipe.fit(x, y)
         onx = convert_sklearn(

@@ -1,0 +1,689 @@
+//! The agent binary in front of real HTTP model servers on loopback: the
+//! example champion (ONNX through ort) and small servers that fail, hang
+//! or answer oddly; a collector stand-in records what is shipped.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{
+    expected, free_addr, http, kserve_request, repo, wait_for, Agent, Champion, Collector, Mini,
+};
+use serde_json::Value;
+
+const INPUTS: &str = "[age, income, loan_amount, bureau_score, dependents, has_card]";
+
+/// A config for model `credit` in front of `upstream`, shipping to
+/// `collector` every 100 ms, with `extra` model lines and `collector_extra`.
+fn config(upstream: &str, collector: &str, extra: &str, collector_extra: &str) -> String {
+    format!(
+        "collector:\n  url: {collector}\n  batch_wait: 100ms\n{collector_extra}models:\n  - name: credit\n    upstream: http://{upstream}\n    upstream_timeout: 1s\n    champion_version: v3\n{extra}"
+    )
+}
+
+fn shadow(path: &str, extra: &str) -> String {
+    format!(
+        "    shadow:\n      path: {}\n      version: v4\n      inputs: {INPUTS}\n{extra}",
+        repo(path).display()
+    )
+}
+
+fn rows_of(e: &Value) -> (Vec<String>, Vec<Vec<f64>>) {
+    let features: Vec<String> = e["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .map(|f| f.as_str().expect("name").to_string())
+        .collect();
+    let rows: Vec<Vec<f64>> = e["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    (features, rows)
+}
+
+#[test]
+fn proxied_requests_are_teed_and_scored_like_python_onnxruntime() {
+    let champion = Champion::start();
+    let collector = Collector::start();
+    let agent = Agent::start(&config(
+        &champion.addr,
+        &collector.url(),
+        &shadow("examples/credit/challenger.onnx", ""),
+        "",
+    ));
+    let e = expected();
+    let (features, rows) = rows_of(&e);
+    let body = kserve_request(&features, &rows);
+    let direct = http(
+        &champion.addr,
+        "POST",
+        "/v2/models/credit/infer",
+        &[],
+        &body,
+    );
+    let proxied = agent.post(
+        "/v2/models/credit/infer",
+        &[("x-request-id", "batch-1")],
+        &body,
+    );
+    // The client gets the champion's answer, byte for byte, and its id.
+    assert_eq!(proxied.status, 200);
+    assert_eq!(proxied.body, direct.body);
+    assert_eq!(proxied.header("x-request-id"), Some("batch-1"));
+    wait_for(Duration::from_secs(10), "32 events", || {
+        collector.events().len() == 32
+    });
+    let mut events = collector.events();
+    events.sort_by_key(|v| {
+        v["request_id"]
+            .as_str()
+            .and_then(|id| id.rsplit('-').next())
+            .and_then(|i| i.parse::<usize>().ok())
+    });
+    let champ = &e["models"]["champion"];
+    let shadow = &e["models"]["challenger"];
+    for (i, ev) in events.iter().enumerate() {
+        assert_eq!(ev["model"], "credit");
+        assert_eq!(ev["request_id"], format!("batch-1-{i}"));
+        assert_eq!(ev["node"], "node-test");
+        // Features as sent (a missing bureau score is absent or null).
+        assert_eq!(ev["features"]["age"].as_f64(), Some(rows[i][0]));
+        // The champion's outputs as the champion answered.
+        assert_eq!(ev["champion"]["version"], "v3");
+        assert_eq!(ev["champion"]["label"], champ["label"][i].to_string());
+        let p1 = champ["probabilities"][i][1].as_f64().expect("p");
+        assert!((ev["champion"]["score"].as_f64().expect("score") - p1).abs() < 1e-6);
+        assert!(ev["champion"]["latency_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0));
+        // The shadow's outputs equal Python onnxruntime's on the same rows.
+        assert_eq!(ev["shadow"]["version"], "v4");
+        assert_eq!(ev["shadow"]["label"], shadow["label"][i].to_string());
+        assert_eq!(
+            ev["shadow"]["score"].as_f64(),
+            shadow["probabilities"][i][1].as_f64(),
+            "row {i}"
+        );
+        assert_eq!(
+            ev["shadow"]["probabilities"]["0"].as_f64(),
+            shadow["probabilities"][i][0].as_f64()
+        );
+    }
+    assert_eq!(
+        agent.metric("driftwatch_agent_shadow_up", &[("model", "credit")]),
+        1.0
+    );
+    assert_eq!(
+        agent.metric(
+            "driftwatch_agent_requests_total",
+            &[("model", "credit"), ("code", "200")]
+        ),
+        1.0
+    );
+    assert!(
+        agent.metric(
+            "driftwatch_agent_added_latency_seconds_count",
+            &[("model", "credit")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        agent.metric("driftwatch_agent_events_shipped_total", &[]),
+        32.0
+    );
+}
+
+#[test]
+fn request_ids_are_taken_or_made_and_always_returned() {
+    let upstream = Mini::start(|_| (200, br#"{"predictions": [0.5]}"#.to_vec(), Duration::ZERO));
+    let collector = Collector::start();
+    let agent = Agent::start(&config(
+        &upstream.addr,
+        &collector.url(),
+        "    protocol: tfserving\n    request_id_header: x-correlation-id\n",
+        "",
+    ));
+    let body = br#"{"instances": [{"age": 40}]}"#;
+    let made = agent.post("/v1/models/credit:predict", &[], body);
+    let id = made.header("x-request-id").expect("an id").to_string();
+    assert_eq!(id.len(), 32);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    let other = agent.post("/v1/models/credit:predict", &[], body);
+    assert_ne!(other.header("x-request-id"), Some(id.as_str()));
+    let traced = agent.post(
+        "/v1/models/credit:predict",
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
+        body,
+    );
+    assert_eq!(
+        traced.header("x-request-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7")
+    );
+    let configured = agent.post(
+        "/v1/models/credit:predict",
+        &[("x-correlation-id", "corr-7")],
+        body,
+    );
+    assert_eq!(configured.header("x-request-id"), Some("corr-7"));
+    // The upstream sees the same id.
+    let seen: Vec<String> = upstream
+        .seen()
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert!(
+        seen.contains(&id) && seen.contains(&"corr-7".to_string()),
+        "{seen:?}"
+    );
+    wait_for(Duration::from_secs(10), "4 events", || {
+        collector.events().len() == 4
+    });
+    let ids: BTreeSet<String> = collector
+        .events()
+        .iter()
+        .map(|e| e["request_id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(ids.contains(&id) && ids.contains("corr-7"));
+    assert_eq!(collector.events()[0]["champion"]["value"], 0.5);
+}
+
+#[test]
+fn upstream_failures_reach_the_client_clearly_and_are_counted() {
+    let collector = Collector::start();
+    // 500 with a body, a hang past the timeout.
+    let upstream = Mini::start(|req| {
+        if req.path.contains("slow") {
+            (200, b"{}".to_vec(), Duration::from_secs(3))
+        } else {
+            (
+                500,
+                br#"{"error": "model crashed"}"#.to_vec(),
+                Duration::ZERO,
+            )
+        }
+    });
+    let agent = Agent::start(&config(&upstream.addr, &collector.url(), "", ""));
+    let body = kserve_request(&["age".to_string()], &[vec![40.0]]);
+    let failed = agent.post("/v2/models/credit/infer", &[], &body);
+    assert_eq!(failed.status, 500);
+    assert_eq!(failed.body, br#"{"error": "model crashed"}"#);
+    let started = std::time::Instant::now();
+    let slow = agent.post("/slow", &[], &body);
+    assert_eq!(slow.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "the 1 s timeout held"
+    );
+    assert!(String::from_utf8_lossy(&slow.body).contains("did not answer within 1000 ms"));
+    // An upstream that is down: 502 at once.
+    let down = Agent::start(&config(&free_addr(), &collector.url(), "", ""));
+    let refused = down.post("/v2/models/credit/infer", &[], &body);
+    assert_eq!(refused.status, 502);
+    assert!(
+        String::from_utf8_lossy(&refused.body).contains("failed"),
+        "{:?}",
+        refused.body
+    );
+    // Each is an event whose champion output carries the error.
+    wait_for(Duration::from_secs(10), "3 events", || {
+        collector.events().len() == 3
+    });
+    let errors: Vec<String> = collector
+        .events()
+        .iter()
+        .map(|e| e["champion"]["error"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(errors.iter().any(|e| e == "HTTP 500"), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("did not answer")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        agent.metric("driftwatch_agent_requests_total", &[("code", "504")]),
+        1.0
+    );
+    assert_eq!(
+        down.metric("driftwatch_agent_requests_total", &[("code", "502")]),
+        1.0
+    );
+}
+
+#[test]
+fn bodies_the_adapter_cannot_read_are_forwarded_unchanged_and_counted() {
+    let collector = Collector::start();
+    // An upstream that echoes the body it got.
+    let upstream = Mini::start(|req| (200, req.body.clone(), Duration::ZERO));
+    let agent = Agent::start(&config(
+        &upstream.addr,
+        &collector.url(),
+        "    max_body_bytes: 1000\n",
+        "",
+    ));
+    let cases: Vec<Vec<u8>> = vec![
+        b"this is not JSON".to_vec(),
+        br#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1]}]}"#.to_vec(),
+        format!(
+            r#"{{"inputs": [{{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["{}"]}}]}}"#,
+            "y".repeat(5000)
+        )
+        .into_bytes(),
+    ];
+    for body in &cases {
+        let r = agent.post("/v2/models/credit/infer", &[], body);
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body, body, "forwarded and answered unchanged");
+    }
+    let got: Vec<Vec<u8>> = upstream.seen().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(got, cases);
+    wait_for(Duration::from_secs(5), "the counters", || {
+        agent.metric(
+            "driftwatch_agent_unparsed_total",
+            &[("part", "request"), ("reason", "not_json")],
+        ) == 1.0
+            && agent.metric(
+                "driftwatch_agent_unparsed_total",
+                &[("part", "request"), ("reason", "shape")],
+            ) == 1.0
+            && agent.metric(
+                "driftwatch_agent_unparsed_total",
+                &[("part", "request"), ("reason", "too_large")],
+            ) == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(collector.events().is_empty());
+    assert!(!agent.stderr().contains("panicked"));
+}
+
+#[test]
+fn a_missing_corrupt_or_misshapen_shadow_leaves_the_agent_proxying() {
+    let champion = Champion::start();
+    let collector = Collector::start();
+    let dir = common::temp_dir();
+    let corrupt = dir.join("corrupt.onnx");
+    std::fs::write(&corrupt, b"not an onnx model").expect("write");
+    let cases = [
+        (
+            dir.join("missing.onnx").display().to_string(),
+            "missing.onnx",
+        ),
+        (corrupt.display().to_string(), "corrupt.onnx"),
+    ];
+    let body = kserve_request(
+        &["age".to_string(), "income".to_string()],
+        &[vec![40.0, 30000.0]],
+    );
+    for (path, name) in cases {
+        let agent = Agent::start(&config(
+            &champion.addr,
+            &collector.url(),
+            &format!("    shadow:\n      path: {path}\n      inputs: {INPUTS}\n"),
+            "",
+        ));
+        assert_eq!(
+            agent.metric("driftwatch_agent_shadow_up", &[("model", "credit")]),
+            0.0
+        );
+        assert!(
+            agent.stderr().contains("the shadow model is unavailable"),
+            "{}",
+            agent.stderr()
+        );
+        assert!(agent.stderr().contains(name), "{}", agent.stderr());
+        let r = agent.post("/v2/models/credit/infer", &[], &body);
+        assert_eq!(r.status, 200);
+        let before = collector.events().len();
+        wait_for(Duration::from_secs(10), "its event", || {
+            collector.events().len() > before
+        });
+    }
+    // Three input names for a model that takes six columns.
+    let agent = Agent::start(&config(
+        &champion.addr,
+        &collector.url(),
+        &format!(
+            "    shadow:\n      path: {}\n      inputs: [age, income, loan_amount]\n",
+            repo("examples/credit/challenger.onnx").display()
+        ),
+        "",
+    ));
+    assert_eq!(
+        agent.metric("driftwatch_agent_shadow_up", &[("model", "credit")]),
+        0.0
+    );
+    assert!(
+        agent
+            .stderr()
+            .contains("the model takes 6 columns, `shadow.inputs` names 3"),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(
+        agent.post("/v2/models/credit/infer", &[], &body).status,
+        200
+    );
+    wait_for(Duration::from_secs(10), "events without a shadow", || {
+        collector.events().len() == 3
+    });
+    assert!(collector.events().iter().all(|e| e.get("shadow").is_none()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_shadow_slower_than_the_traffic_is_shed_and_the_champion_is_unaffected() {
+    let champion = Champion::start();
+    let collector = Collector::start();
+    // One row in the queue at most, one row per batch.
+    let agent = Agent::start(&config(
+        &champion.addr,
+        &collector.url(),
+        &shadow(
+            "examples/credit/challenger.onnx",
+            "      queue: 1\n      max_batch: 1\n      max_wait: 0ms\n",
+        ),
+        "",
+    ));
+    let e = expected();
+    let (features, rows) = rows_of(&e);
+    let body = kserve_request(&features, &rows[..1]);
+    let n = 200;
+    let addr = agent.addr.clone();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (addr, body) = (addr.clone(), body.clone());
+            std::thread::spawn(move || {
+                (0..n / 8)
+                    .map(|_| http(&addr, "POST", "/v2/models/credit/infer", &[], &body).status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    assert_eq!(statuses.len(), n);
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every champion answer arrived"
+    );
+    wait_for(Duration::from_secs(10), "an event per request", || {
+        collector.events().len() == n
+    });
+    let shed = agent.metric("driftwatch_agent_shadow_shed_total", &[("model", "credit")]);
+    let scored = collector
+        .events()
+        .iter()
+        .filter(|e| e.get("shadow").is_some())
+        .count();
+    assert!(shed > 0.0, "some rows were shed");
+    assert_eq!(
+        shed as usize + scored,
+        n,
+        "each row scored or counted as shed"
+    );
+}
+
+#[test]
+fn events_wait_for_a_collector_that_is_down_and_arrive_when_it_returns() {
+    let champion = Champion::start();
+    let addr = free_addr();
+    let agent = Agent::start(&config(&champion.addr, &format!("http://{addr}"), "", ""));
+    let e = expected();
+    let (features, rows) = rows_of(&e);
+    let mut ids = BTreeSet::new();
+    for i in 0..40 {
+        let id = format!("down-{i}");
+        let body = kserve_request(&features, &rows[i % 32..i % 32 + 1]);
+        let r = agent.post("/v2/models/credit/infer", &[("x-request-id", &id)], &body);
+        assert_eq!(r.status, 200, "the champion's traffic is unaffected");
+        ids.insert(id);
+    }
+    wait_for(Duration::from_secs(10), "failed attempts", || {
+        agent.metric(
+            "driftwatch_agent_ship_failures_total",
+            &[("reason", "unreachable")],
+        ) >= 1.0
+    });
+    assert_eq!(agent.metric("driftwatch_agent_buffered_events", &[]), 40.0);
+    // The collector comes back on the same address.
+    let collector = Collector::start_on(&addr);
+    wait_for(Duration::from_secs(40), "the buffered events", || {
+        collector
+            .events()
+            .iter()
+            .filter_map(|e| e["request_id"].as_str().map(String::from))
+            .collect::<BTreeSet<_>>()
+            == ids
+    });
+    assert_eq!(
+        agent.metric("driftwatch_agent_events_dropped_total", &[]),
+        0.0
+    );
+}
+
+#[test]
+fn a_full_buffer_spills_to_the_spool_which_survives_a_restart() {
+    let champion = Champion::start();
+    let addr = free_addr();
+    let dir = common::temp_dir();
+    let spool = dir.join("spool");
+    let collector_lines = format!(
+        "  buffer_events: 10\n  batch_events: 5\n  spool: {{path: {}, max_bytes: 1000000}}\n",
+        spool.display()
+    );
+    let cfg = format!(
+        "shutdown_deadline: 2s\n{}",
+        config(
+            &champion.addr,
+            &format!("http://{addr}"),
+            "",
+            &collector_lines
+        )
+    );
+    let mut agent = Agent::start_in(&cfg, dir.clone());
+    let e = expected();
+    let (features, rows) = rows_of(&e);
+    for i in 0..30 {
+        let body = kserve_request(&features, &rows[i..i + 1]);
+        let id = format!("sp-{i}");
+        assert_eq!(
+            agent
+                .post("/v2/models/credit/infer", &[("x-request-id", &id)], &body)
+                .status,
+            200
+        );
+    }
+    wait_for(Duration::from_secs(10), "spool files", || {
+        std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0) >= 4
+    });
+    assert!(agent.metric("driftwatch_agent_spool_bytes", &[]) > 0.0);
+    // SIGTERM with the collector still down: the rest goes to the spool too.
+    assert!(agent.terminate(), "a clean exit");
+    wait_for(Duration::from_secs(5), "the shutdown report", || {
+        agent.stderr().contains("spooled")
+    });
+    let collector = Collector::start_on(&addr);
+    let second = Agent::start_in(&cfg, common::temp_dir());
+    // The new agent (same spool) ships what the first one left.
+    let _keep = (second, agent);
+    let want: BTreeSet<String> = (0..30).map(|i| format!("sp-{i}")).collect();
+    wait_for(Duration::from_secs(30), "every spooled event", || {
+        collector
+            .events()
+            .iter()
+            .filter_map(|e| e["request_id"].as_str().map(String::from))
+            .collect::<BTreeSet<_>>()
+            == want
+    });
+}
+
+#[test]
+fn sigterm_flushes_the_buffer_before_exit() {
+    let champion = Champion::start();
+    let collector = Collector::start();
+    // Batches would wait a minute: only the shutdown flush sends them.
+    let cfg = format!(
+        "collector:\n  url: {}\n  batch_wait: 60s\nmodels:\n  - name: credit\n    upstream: http://{}\n",
+        collector.url(),
+        champion.addr
+    );
+    let mut agent = Agent::start(&cfg);
+    let body = kserve_request(&["age".to_string()], &[vec![33.0], vec![44.0]]);
+    assert_eq!(
+        agent.post("/v2/models/credit/infer", &[], &body).status,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(collector.events().is_empty());
+    assert!(agent.terminate());
+    assert_eq!(collector.events().len(), 2);
+}
+
+#[test]
+fn kserve_logger_cloudevents_and_mirrored_copies_are_joined() {
+    let collector = Collector::start();
+    let cfg = format!(
+        "collector:\n  url: {}\n  batch_wait: 100ms\nmodels:\n  - name: credit\n    mode: mirror\n    join_wait: 500ms\n",
+        collector.url()
+    );
+    let agent = Agent::start(&cfg);
+    let request = kserve_request(&["age".to_string()], &[vec![51.0]]);
+    let response =
+        br#"{"outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [1]}]}"#;
+    // KServe's logger: request and response CloudEvents with one ce-id.
+    let ce = |ty: &str, body: &[u8]| {
+        agent.post(
+            "/_driftwatch/kserve",
+            &[
+                ("ce-id", "ce-1"),
+                ("ce-type", ty),
+                ("ce-source", "http://localhost:9081/"),
+                ("ce-specversion", "1.0"),
+                ("ce-inferenceservicename", "credit"),
+            ],
+            body,
+        )
+    };
+    assert_eq!(
+        ce("org.kubeflow.serving.inference.request", &request).status,
+        202
+    );
+    assert_eq!(
+        ce("org.kubeflow.serving.inference.response", response).status,
+        202
+    );
+    // A mirrored copy, answered at once, then the champion's response.
+    let mirrored = agent.post(
+        "/v2/models/credit/infer",
+        &[("x-request-id", "m-1")],
+        &request,
+    );
+    assert_eq!(mirrored.status, 200);
+    assert_eq!(
+        agent
+            .post(
+                "/_driftwatch/responses/credit",
+                &[("x-request-id", "m-1")],
+                response
+            )
+            .status,
+        202
+    );
+    // A mirrored copy whose response never comes, and a lone response.
+    agent.post(
+        "/v2/models/credit/infer",
+        &[("x-request-id", "m-2")],
+        &request,
+    );
+    ce_lone(&agent, response);
+    wait_for(Duration::from_secs(10), "3 events", || {
+        collector.events().len() == 3
+    });
+    let by_id = |id: &str| {
+        collector
+            .events()
+            .into_iter()
+            .find(|e| e["request_id"] == id)
+            .unwrap_or_else(|| panic!("no event {id}"))
+    };
+    assert_eq!(by_id("ce-1")["champion"]["label"], "1");
+    assert_eq!(by_id("ce-1")["features"]["age"], 51.0);
+    assert_eq!(by_id("m-1")["champion"]["label"], "1");
+    assert!(by_id("m-2")["champion"].get("label").is_none());
+    wait_for(
+        Duration::from_secs(5),
+        "the unjoined response counted",
+        || {
+            agent.metric(
+                "driftwatch_agent_events_dropped_total",
+                &[("reason", "unjoined")],
+            ) == 1.0
+        },
+    );
+    let bad = agent.post("/_driftwatch/kserve", &[("ce-type", "x")], &request);
+    assert_eq!(bad.status, 400);
+}
+
+fn ce_lone(agent: &Agent, body: &[u8]) {
+    let r = agent.post(
+        "/_driftwatch/kserve/credit",
+        &[
+            ("ce-id", "ce-lone"),
+            ("ce-type", "org.kubeflow.serving.inference.response"),
+        ],
+        body,
+    );
+    assert_eq!(r.status, 202);
+}
+
+#[test]
+fn sampling_ships_a_share_of_events_and_keeps_the_counters_exact() {
+    let upstream = Mini::start(|_| (200, br#"{"predictions": [1.0]}"#.to_vec(), Duration::ZERO));
+    let collector = Collector::start();
+    let agent = Agent::start(&config(
+        &upstream.addr,
+        &collector.url(),
+        "    protocol: tfserving\n",
+        "  sample_rate: 0.25\n",
+    ));
+    for _ in 0..200 {
+        agent.post(
+            "/v1/models/credit:predict",
+            &[],
+            br#"{"instances": [{"age": 40}]}"#,
+        );
+    }
+    assert_eq!(
+        agent.metric(
+            "driftwatch_agent_requests_total",
+            &[("model", "credit"), ("code", "200")]
+        ),
+        200.0
+    );
+    wait_for(Duration::from_secs(10), "the sample shipped", || {
+        let out = agent.metric(
+            "driftwatch_agent_events_sampled_out_total",
+            &[("model", "credit")],
+        );
+        out > 0.0 && collector.events().len() as f64 + out == 200.0
+    });
+    let shipped = collector.events().len();
+    assert!((20..=80).contains(&shipped), "about a quarter: {shipped}");
+}

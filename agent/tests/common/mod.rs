@@ -1,0 +1,479 @@
+//! Real processes and servers on loopback for the agent's tests: the
+//! agent binary, the example champion (ONNX through ort), a small
+//! threaded HTTP server with a handler (misbehaving upstreams), and a
+//! collector stand-in that records the events it is sent.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The ONNX Runtime library the tests use (scripts/test installs it).
+pub fn ort_library() -> String {
+    let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
+    assert!(
+        !path.is_empty() && Path::new(&path).exists(),
+        "ORT_DYLIB_PATH ({path:?}) must name libonnxruntime: run ./scripts/test, which installs onnxruntime 1.31.1 in .cache/testenv"
+    );
+    path
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir() -> PathBuf {
+    let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("dw-agent-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// A message's first line, headers and body.
+type Message = (String, Vec<(String, String)>, Vec<u8>);
+
+fn read_message(reader: &mut BufReader<TcpStream>) -> Option<Message> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    if line.trim().is_empty() {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let body = if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body
+    } else {
+        let len = get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).ok()?;
+        body
+    };
+    Some((line.trim().to_string(), headers, body))
+}
+
+/// One HTTP/1.1 request (Connection: close).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body).expect("write body");
+    let mut reader = BufReader::new(stream);
+    let (status_line, headers, body) = read_message(&mut reader).expect("a response");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A request a `Mini` server saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+type Handler = dyn Fn(&Seen) -> (u16, Vec<u8>, Duration) + Send + Sync;
+
+/// A threaded HTTP server on loopback answering with `handler` (status,
+/// body, delay before answering); stops when dropped.
+pub struct Mini {
+    pub addr: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Mini {
+    pub fn start(
+        handler: impl Fn(&Seen) -> (u16, Vec<u8>, Duration) + Send + Sync + 'static,
+    ) -> Mini {
+        Mini::start_on("127.0.0.1:0", handler)
+    }
+
+    pub fn start_on(
+        addr: &str,
+        handler: impl Fn(&Seen) -> (u16, Vec<u8>, Duration) + Send + Sync + 'static,
+    ) -> Mini {
+        let listener = TcpListener::bind(addr).expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (s, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (s, h, st) = (s.clone(), handler.clone(), st.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    // Keep-alive: answer requests until the peer closes.
+                    while let Some((line, headers, body)) = read_message(&mut reader) {
+                        if st.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let req = Seen {
+                            path,
+                            headers,
+                            body,
+                        };
+                        let (status, body, delay) = h(&req);
+                        s.lock().expect("lock").push(req);
+                        std::thread::sleep(delay);
+                        let stream = reader.get_mut();
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if stream
+                            .write_all(head.as_bytes())
+                            .and_then(|_| stream.write_all(&body))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Mini { addr, seen, stop }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Mini {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// A collector stand-in: records every event posted to /v1/events.
+pub struct Collector {
+    pub server: Mini,
+    pub events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Collector {
+    pub fn start() -> Collector {
+        Collector::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_on(addr: &str) -> Collector {
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let e = events.clone();
+        let server = Mini::start_on(addr, move |req| {
+            let gz = req
+                .headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("content-encoding") && v == "gzip");
+            let body = if gz {
+                let mut out = Vec::new();
+                let _ = flate2::read::GzDecoder::new(&req.body[..]).read_to_end(&mut out);
+                out
+            } else {
+                req.body.clone()
+            };
+            let batch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let list = batch["events"].as_array().cloned().unwrap_or_default();
+            let n = list.len();
+            e.lock().expect("lock").extend(list);
+            let reply = serde_json::json!({"accepted": n, "rejected": 0, "errors": []});
+            (200, reply.to_string().into_bytes(), Duration::ZERO)
+        });
+        Collector { server, events }
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().expect("lock").clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+}
+
+/// A free loopback port, not listened on (a collector that is down).
+pub fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+fn read_addresses(child: &mut Child, what: &str, want: usize) -> Vec<String> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut out = Vec::new();
+    while out.len() < want {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some((_, a)) = line.rsplit_once(" on ") {
+                    out.push(a.trim().to_string());
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                panic!("{what} exited before listening");
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    out
+}
+
+/// The example champion (KServe v2, examples/credit/champion.onnx).
+pub struct Champion {
+    child: Child,
+    pub addr: String,
+}
+
+impl Champion {
+    pub fn start() -> Champion {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch-example-champion"))
+            .arg("--model-file")
+            .arg(repo("examples/credit/champion.onnx"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("ORT_DYLIB_PATH", ort_library())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the example champion");
+        let addr = read_addresses(&mut child, "the example champion", 1).remove(0);
+        Champion { child, addr }
+    }
+}
+
+impl Drop for Champion {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent binary with a config file (listeners on free ports).
+pub struct Agent {
+    child: Child,
+    pub addr: String,
+    pub admin: String,
+    pub dir: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    pub fn start(config: &str) -> Agent {
+        let dir = temp_dir();
+        Agent::start_in(config, dir)
+    }
+
+    pub fn start_in(config: &str, dir: PathBuf) -> Agent {
+        let file = dir.join("agent.yaml");
+        std::fs::write(
+            &file,
+            format!("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{config}"),
+        )
+        .expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch-agent"))
+            .arg("--config")
+            .arg(&file)
+            .env("ORT_DYLIB_PATH", ort_library())
+            .env("NODE_NAME", "node-test")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (err, log) = (child.stderr.take().expect("stderr"), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                log.lock().expect("lock").push_str(&(line + "\n"));
+            }
+        });
+        let mut a = read_addresses(&mut child, "the agent", 2);
+        let admin = a.pop().expect("admin");
+        let addr = a.pop().expect("addr");
+        Agent {
+            child,
+            addr,
+            admin,
+            dir,
+            stderr,
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        http(&self.addr, "POST", path, headers, body)
+    }
+
+    /// A metric's value from /metrics (a counter or gauge; 0 when absent).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text =
+            String::from_utf8(http(&self.admin, "GET", "/metrics", &[], b"").body).expect("UTF-8");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            if n != name {
+                continue;
+            }
+            if labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            {
+                return value.parse().unwrap_or(f64::NAN);
+            }
+        }
+        0.0
+    }
+
+    /// Sends SIGTERM and waits for the exit (true: exited 0).
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `f` until true, or panics naming `what` after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The example rows (examples/credit/expected.json) and Python
+/// onnxruntime's outputs on them.
+pub fn expected() -> Value {
+    serde_json::from_slice(
+        &std::fs::read(repo("examples/credit/expected.json")).expect("expected.json"),
+    )
+    .expect("JSON")
+}
+
+/// A KServe v2 request with one tensor per feature for `rows` (f64 columns).
+pub fn kserve_request(features: &[String], rows: &[Vec<f64>]) -> Vec<u8> {
+    let inputs: Vec<Value> = features
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            let data: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    let x = r[j];
+                    if x.is_nan() {
+                        Value::Null
+                    } else {
+                        serde_json::json!(x)
+                    }
+                })
+                .collect();
+            serde_json::json!({"name": name, "shape": [rows.len()], "datatype": "FP64", "data": data})
+        })
+        .collect();
+    serde_json::json!({ "inputs": inputs })
+        .to_string()
+        .into_bytes()
+}
