@@ -687,3 +687,59 @@ fn sampling_ships_a_share_of_events_and_keeps_the_counters_exact() {
     let shipped = collector.events().len();
     assert!((20..=80).contains(&shipped), "about a quarter: {shipped}");
 }
+
+#[test]
+fn multiclass_and_regression_shadows_read_like_python_onnxruntime() {
+    let champion = Champion::start();
+    let e = expected();
+    let (features, rows) = rows_of(&e);
+    let body = kserve_request(&features, &rows);
+    for name in ["employment", "loan"] {
+        let collector = Collector::start();
+        let want = &e["models"][name];
+        let inputs: Vec<&str> = want["inputs"]
+            .as_array()
+            .expect("inputs")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let agent = Agent::start(&config(
+            &champion.addr,
+            &collector.url(),
+            &format!(
+                "    classes: [retired, salaried, self-employed, student]\n    shadow:\n      path: {}\n      inputs: [{}]\n",
+                repo(&format!("examples/credit/{name}.onnx")).display(),
+                inputs.join(", ")
+            ),
+            "",
+        ));
+        let r = agent.post("/v2/models/credit/infer", &[("x-request-id", name)], &body);
+        assert_eq!(r.status, 200);
+        wait_for(Duration::from_secs(10), "32 events", || {
+            collector.events().len() == 32
+        });
+        for ev in collector.events() {
+            let id = ev["request_id"].as_str().expect("id");
+            let i: usize = id
+                .rsplit('-')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .expect("row");
+            let shadow = &ev["shadow"];
+            if name == "employment" {
+                assert_eq!(shadow["label"], want["values"][0][i], "row {i}");
+                let p = &want["values"][1][i];
+                for (j, class) in ["retired", "salaried", "self-employed", "student"]
+                    .iter()
+                    .enumerate()
+                {
+                    assert_eq!(shadow["probabilities"][*class], p[j], "row {i} {class}");
+                }
+                assert!(shadow.get("score").is_none(), "no score for 4 classes");
+            } else {
+                assert_eq!(shadow["value"], want["values"][0][i][0], "row {i}");
+                assert!(shadow.get("label").is_none());
+            }
+        }
+    }
+}

@@ -12,6 +12,9 @@ Writes (all committed, all small):
                    (a seeded synthetic ground truth)
   champion.onnx    imputer + scaler + logistic regression (production model)
   challenger.onnx  imputer + gradient boosting (the shadow candidate)
+  employment.onnx  a multiclass classifier with string labels, and
+  loan.onnx        a regressor, both on the five other columns (the
+                   agent's tests read every kind of output)
   expected.json    onnxruntime's own outputs of both models on the first 32
                    rows (a missing value is null), which the agent's tests
                    compare with
@@ -32,7 +35,7 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -122,6 +125,40 @@ def main():
             "outputs": [o.name for o in sess.get_outputs()],
         }
         print(f"{name}: training accuracy {pipe.score(x, y):.3f}, {len(onx.SerializeToString())} bytes")
+    # Two more shapes of output for the agent's tests: a multiclass
+    # classifier with string labels (employment) and a regressor (loan amount).
+    employment = np.array([r["employment"] for r in rows])
+    others = {
+        "employment": (
+            Pipeline([("impute", SimpleImputer(strategy="median")), ("model", LogisticRegression(max_iter=1000))]),
+            employment,
+        ),
+        "loan": (
+            Pipeline([("impute", SimpleImputer(strategy="median")), ("model", LinearRegression())]),
+            x[:, 2].astype(np.float64),
+        ),
+    }
+    for name, (pipe, target) in others.items():
+        cols = [0, 1, 3, 4, 5]  # every feature but the loan amount
+        pipe.fit(x[:, cols], target)
+        options = {id(pipe.steps[-1][1]): {"zipmap": False}} if name == "employment" else None
+        onx = convert_sklearn(
+            pipe,
+            initial_types=[("features", FloatTensorType([None, len(cols)]))],
+            options=options,
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+        path = f"{name}.onnx"
+        with open(path, "wb") as f:
+            f.write(onx.SerializeToString())
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        outs = sess.run(None, {"features": x[:32][:, cols]})
+        expected["models"][name] = {
+            "inputs": [FEATURES[c] for c in cols],
+            "outputs": [o.name for o in sess.get_outputs()],
+            "values": [o.tolist() for o in outs],
+        }
+        print(f"{name}: {len(onx.SerializeToString())} bytes")
     with open("expected.json", "w") as f:
         json.dump(expected, f)
 
