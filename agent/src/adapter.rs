@@ -35,7 +35,11 @@ impl Data {
     fn label(&self, i: usize) -> Option<String> {
         match self {
             Data::Num(v) => v.get(i).map(|x| {
-                if x.fract() == 0.0 && x.abs() < 1e15 {
+                // Class ids are small whole numbers: no formatting for them.
+                const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+                if x.fract() == 0.0 && (0.0..10.0).contains(x) {
+                    SMALL[*x as usize].to_string()
+                } else if x.fract() == 0.0 && x.abs() < 1e15 {
                     format!("{}", *x as i64)
                 } else {
                     x.to_string()
@@ -161,10 +165,33 @@ pub fn outputs_from_tensors(
             ));
         }
     }
-    let class_name = |j: usize| -> String {
-        spec.classes
-            .and_then(|c| c.get(j).cloned())
-            .unwrap_or_else(|| j.to_string())
+    // Class names and the positive column, worked out once per batch.
+    let proba = match proba {
+        Some(t) => {
+            let Data::Num(v) = &t.data else {
+                return Err(format!("output `{}` is not numeric", t.name));
+            };
+            let c = t.width();
+            let names: Vec<String> = (0..c)
+                .map(|j| {
+                    spec.classes
+                        .and_then(|k| k.get(j).cloned())
+                        .unwrap_or_else(|| j.to_string())
+                })
+                .collect();
+            let positive = match c {
+                1 => Some(0),
+                2 => Some(
+                    names
+                        .iter()
+                        .position(|n| n == spec.positive_class)
+                        .unwrap_or(1),
+                ),
+                _ => None,
+            };
+            Some((v, c, names, positive))
+        }
+        None => None,
     };
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -172,33 +199,19 @@ pub fn outputs_from_tensors(
         if let Some(t) = label {
             o.label = t.data.label(i);
         }
-        if let Some(t) = proba {
-            let Data::Num(v) = &t.data else {
-                return Err(format!("output `{}` is not numeric", t.name));
-            };
-            let c = t.width();
+        if let Some((v, c, names, positive)) = &proba {
             let row = &v[i * c..(i + 1) * c];
-            let map: BTreeMap<String, f64> = row
-                .iter()
-                .enumerate()
-                .map(|(j, p)| (class_name(j), *p))
-                .collect();
-            if c == 2 {
-                let pos = (0..c)
-                    .find(|&j| class_name(j) == spec.positive_class)
-                    .unwrap_or(1);
-                o.score = Some(row[pos]);
-            } else if c == 1 {
-                o.score = Some(row[0]);
-            }
-            if o.label.is_none() && c > 1 {
-                let best = (0..c)
+            o.score = positive.map(|j| row[j]);
+            if *c > 1 && o.label.is_none() {
+                let best = (0..*c)
                     .max_by(|&a, &b| row[a].total_cmp(&row[b]))
                     .unwrap_or(0);
-                o.label = Some(class_name(best));
+                o.label = Some(names[best].clone());
             }
-            if c > 1 {
-                o.probabilities = Some(map);
+            // Binary tasks carry the positive class's `score` alone (the
+            // wire protocol's `probabilities` are for multiclass tasks).
+            if *c > 2 {
+                o.probabilities = Some(names.iter().cloned().zip(row.iter().copied()).collect());
             }
         }
         if let Some(t) = value {
@@ -571,7 +584,8 @@ mod tests {
         let out = parse_response(&m, resp, 2).expect("outputs");
         assert_eq!(out[0].label.as_deref(), Some("1"));
         assert_eq!(out[0].score, Some(0.8));
-        assert_eq!(out[1].probabilities.as_ref().map(|p| p["0"]), Some(0.9));
+        assert_eq!(out[1].score, Some(0.1));
+        assert_eq!(out[1].probabilities, None, "binary: the score alone");
         // Shapes that do not add up are refused with the reason.
         let bad =
             br#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#;

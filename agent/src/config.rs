@@ -37,6 +37,10 @@ pub struct Config {
     /// How long SIGTERM waits for requests in flight and a last flush.
     #[serde(default = "default_shutdown", deserialize_with = "duration")]
     pub shutdown_deadline: Duration,
+    /// Threads serving traffic, each with its own connections (default:
+    /// one per core the agent may use).
+    #[serde(default)]
+    pub traffic_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +303,7 @@ impl Config {
             },
             models: vec![model],
             shutdown_deadline: default_shutdown(),
+            traffic_threads: None,
         }
     }
 
@@ -307,6 +312,9 @@ impl Config {
         let mut problems = Vec::new();
         if self.models.is_empty() {
             problems.push("models: give at least one model".to_string());
+        }
+        if self.traffic_threads == Some(0) {
+            problems.push("traffic_threads: give at least 1".to_string());
         }
         if !(0.0..=1.0).contains(&self.collector.sample_rate) {
             problems.push(format!(

@@ -88,17 +88,33 @@ fn main() -> ExitCode {
     if let Some(l) = cli.admin_listen {
         config.admin_listen = l;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This thread accepts connections and deals them to the traffic
+    // threads (`run`); parsing, event building, shipping and the admin
+    // endpoints run on a thread of their own at a lower priority, so that
+    // none of it stands in a request's way.
+    let runtimes = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
+        .and_then(|main| {
+            let background = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("driftwatch-background")
+                .on_thread_start(driftwatch_agent::run::lower_thread_priority)
+                .enable_all()
+                .build()?;
+            Ok((main, background))
+        });
+    let (runtime, background) = match runtimes {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(driftwatch_agent::run::run(config)) {
+    match runtime.block_on(driftwatch_agent::run::run(
+        config,
+        background.handle().clone(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

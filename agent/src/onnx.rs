@@ -21,7 +21,7 @@ pub fn environment(library: Option<&Path>) -> Result<Environment, String> {
         let path: PathBuf = match library {
             Some(p) => p.to_path_buf(),
             None => std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or(
-                "no ONNX Runtime library: set ORT_DYLIB_PATH or `ort_library` (scripts/setup installs it)",
+                "no ONNX Runtime library: set ORT_DYLIB_PATH or `ort_library` (`scripts/setup-ort` installs it and prints its path)",
             )?,
         };
         if !path.exists() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -18,7 +19,9 @@ use crate::server::{self, State};
 use crate::shadow::Scorer;
 use crate::ship::Shipper;
 
-pub async fn run(config: Config) -> Result<(), String> {
+/// Serves until SIGTERM or Ctrl-C: the traffic listener on the current
+/// runtime, everything else on `background`.
+pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let mut models = Vec::with_capacity(config.models.len());
     for m in &config.models {
@@ -52,25 +55,38 @@ pub async fn run(config: Config) -> Result<(), String> {
     )?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let deadline = config.shutdown_deadline;
-    let shipping = tokio::spawn(shipper.clone().run(stop_rx, deadline));
+    let shipping = background.spawn(shipper.clone().run(stop_rx, deadline));
     let traffic = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let admin = TcpListener::bind(&config.admin_listen)
-        .await
+    let admin = std::net::TcpListener::bind(&config.admin_listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| format!("cannot listen on {}: {e}", config.admin_listen))?;
     let (traffic_addr, admin_addr) = (
         traffic.local_addr().map_err(|e| e.to_string())?,
         admin.local_addr().map_err(|e| e.to_string())?,
     );
-    let state = State::new(config, models, metrics, shipper);
+    let threads = config.traffic_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let state = State::new(config, models, metrics, shipper, &background);
+    let mut workers = Vec::with_capacity(threads);
+    for i in 0..threads {
+        workers.push(traffic_thread(i, state.clone())?);
+    }
     // Tests and scripts read these lines for the ports.
     println!("listening on {traffic_addr}");
     println!("admin on {admin_addr}");
-    eprintln!("driftwatch-agent listening on {traffic_addr} (admin {admin_addr})");
+    eprintln!(
+        "driftwatch-agent listening on {traffic_addr} (admin {admin_addr}, {threads} traffic threads)"
+    );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let admin_state = state.clone();
-    let admin_task = tokio::spawn(async move {
+    let admin_task = background.spawn(async move {
+        let Ok(admin) = TcpListener::from_std(admin) else {
+            eprintln!("error: the admin listener cannot be served");
+            return;
+        };
         loop {
             let Ok((stream, _)) = admin.accept().await else {
                 continue;
@@ -86,26 +102,24 @@ pub async fn run(config: Config) -> Result<(), String> {
     });
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut next = 0;
     loop {
         tokio::select! {
             accepted = traffic.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let s = state.clone();
-                let svc = service_fn(move |req| server::handle(s.clone(), req));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                // Connections are dealt to the traffic threads in turn.
+                if let Ok(stream) = stream.into_std() {
+                    let _ = workers[next % threads].send((stream, graceful.watcher()));
+                    next += 1;
+                }
             }
             _ = &mut shutdown => break,
         }
     }
     eprintln!("shutting down: finishing requests in flight, flushing events");
     drop(traffic);
+    drop(workers);
     let _ = tokio::time::timeout(deadline, graceful.shutdown()).await;
     // Give observations in flight a moment to reach the shipper.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -113,6 +127,70 @@ pub async fn run(config: Config) -> Result<(), String> {
     let _ = tokio::time::timeout(deadline + Duration::from_secs(1), shipping).await;
     admin_task.abort();
     Ok(())
+}
+
+type Handoff = (std::net::TcpStream, Watcher);
+
+/// A thread serving the connections it is dealt on a runtime of its own
+/// (thread per core, like nginx's workers: a request never changes
+/// threads, and no wakeup crosses to another one), with its own pool of
+/// connections to the champions. It ends when the acceptor is gone and
+/// its connections have closed.
+fn traffic_thread(
+    i: usize,
+    state: Arc<State>,
+) -> Result<tokio::sync::mpsc::UnboundedSender<Handoff>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a traffic runtime: {e}"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+    std::thread::Builder::new()
+        .name(format!("driftwatch-traffic-{i}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let client = server::upstream_client();
+                let mut conns = tokio::task::JoinSet::new();
+                loop {
+                    tokio::select! {
+                        handed = rx.recv() => {
+                            let Some((stream, watcher)) = handed else { break };
+                            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                                continue;
+                            };
+                            let (s, c) = (state.clone(), client.clone());
+                            let svc = service_fn(move |req| server::handle(s.clone(), c.clone(), req));
+                            let conn = hyper::server::conn::http1::Builder::new()
+                                .keep_alive(true)
+                                .serve_connection(TokioIo::new(stream), svc);
+                            conns.spawn(watcher.watch(conn));
+                        }
+                        Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                    }
+                }
+                while conns.join_next().await.is_some() {}
+            });
+        })
+        .map_err(|e| format!("cannot start a traffic thread: {e}"))?;
+    Ok(tx)
+}
+
+/// The nice value of the threads that do the agent's own work (parsing,
+/// events, shipping, shadow scoring): when the cores are all busy, the
+/// champion's traffic runs first and that work waits, then sheds (counted).
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority to `BACKGROUND_NICE`
+/// (Linux; threads it starts inherit it). Raising it back is not allowed
+/// without privileges, so this is done once per thread, at its start.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
+            eprintln!("warning: cannot lower the priority of a background thread: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,9 @@
 //! logger sink (`/_driftwatch/kserve[/{model}]`, request and response
 //! CloudEvents joined by `ce-id`), and the admin endpoints. The champion's
 //! answer goes back before anything is parsed: observations travel to
-//! `observe` through a bounded channel, dropped (counted) when it is full.
+//! `observe` through a bounded channel, dropped (counted) when it is full;
+//! the observer collects them every few milliseconds, so that handing one
+//! over never costs a request a wakeup of another thread.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -36,6 +38,8 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Observations waiting to be parsed, at most.
 const OBSERVER_QUEUE: usize = 16_384;
+/// How often the observer collects observations.
+const OBSERVER_TICK: Duration = Duration::from_millis(5);
 /// Mirror and KServe logger halves waiting for their other half, at most.
 const MAX_PENDING_JOINS: usize = 100_000;
 
@@ -69,8 +73,7 @@ pub struct State {
     pub models: Vec<ModelRt>,
     pub metrics: Arc<Metrics>,
     pub shipper: Arc<Shipper>,
-    client: Client<HttpConnector, Body>,
-    observe: tokio::sync::mpsc::Sender<Observation>,
+    observe: std::sync::mpsc::SyncSender<Observation>,
     joins: Mutex<HashMap<(usize, String), Half>>,
     node: Option<String>,
     ids: AtomicU64,
@@ -154,15 +157,9 @@ impl State {
         models: Vec<ModelRt>,
         metrics: Arc<Metrics>,
         shipper: Arc<Shipper>,
+        background: &tokio::runtime::Handle,
     ) -> Arc<State> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        let (tx, rx) = tokio::sync::mpsc::channel(OBSERVER_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel(OBSERVER_QUEUE);
         let node = config
             .node
             .clone()
@@ -172,14 +169,13 @@ impl State {
             models,
             metrics,
             shipper,
-            client,
             observe: tx,
             joins: Mutex::new(HashMap::new()),
             node,
             ids: AtomicU64::new(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64),
         });
-        tokio::spawn(observer(state.clone(), rx));
-        tokio::spawn(sweep_joins(state.clone()));
+        background.spawn(observer(state.clone(), rx));
+        background.spawn(sweep_joins(state.clone()));
         state
     }
 
@@ -278,9 +274,24 @@ pub fn model_runtime(cfg: Model, scorer: Option<Scorer>) -> Result<ModelRt, Stri
     })
 }
 
+/// The client of the champions, one per traffic thread: its pooled
+/// keep-alive connections live on that thread's runtime.
+pub type Upstream = Client<HttpConnector, Body>;
+
+pub fn upstream_client() -> Upstream {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
 /// Every request on the traffic listener.
 pub async fn handle(
     state: Arc<State>,
+    client: Upstream,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
@@ -303,7 +314,7 @@ pub async fn handle(
     let m = &state.models[mi];
     let id = state.request_id(req.headers(), &m.cfg);
     let mut resp = match m.cfg.mode {
-        Mode::Proxy => proxy(&state, mi, &id, req).await,
+        Mode::Proxy => proxy(&state, &client, mi, &id, req).await,
         Mode::Mirror => mirror(&state, mi, &id, req).await,
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -314,7 +325,13 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn proxy(state: &Arc<State>, mi: usize, id: &str, req: Request<Incoming>) -> Response<Body> {
+async fn proxy(
+    state: &Arc<State>,
+    client: &Upstream,
+    mi: usize,
+    id: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let m = &state.models[mi];
     let name = m.cfg.name.as_str();
@@ -364,10 +381,7 @@ async fn proxy(state: &Arc<State>, mi: usize, id: &str, req: Request<Incoming>) 
     }
     let sent = Instant::now();
     let call = async {
-        let resp = state
-            .client
-            .request(Request::from_parts(parts, body))
-            .await?;
+        let resp = client.request(Request::from_parts(parts, body)).await?;
         let (parts, body) = resp.into_parts();
         let read = read_limited(body, m.cfg.max_body_bytes).await?;
         Ok::<_, BoxError>((parts, read))
@@ -624,10 +638,20 @@ async fn sinks(state: &Arc<State>, rest: String, req: Request<Incoming>) -> Resp
 
 /// Parses observations into events (with the shadow's outputs where it
 /// keeps up) and hands them to the shipper.
-async fn observer(state: Arc<State>, mut rx: tokio::sync::mpsc::Receiver<Observation>) {
+async fn observer(state: Arc<State>, rx: std::sync::mpsc::Receiver<Observation>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(1024));
     let mut rng: u64 = chrono::Utc::now().timestamp_subsec_nanos() as u64 | 1;
-    while let Some(o) = rx.recv().await {
+    let mut tick = tokio::time::interval(OBSERVER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let o = match rx.try_recv() {
+            Ok(o) => o,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                tick.tick().await;
+                continue;
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+        };
         let rate = state.config.collector.sample_rate;
         if rate < 1.0 {
             rng ^= rng << 13;

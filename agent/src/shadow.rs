@@ -111,6 +111,7 @@ impl Scorer {
         std::thread::Builder::new()
             .name(format!("shadow-{name}"))
             .spawn(move || {
+                crate::run::lower_thread_priority();
                 let spec = OutputSpec {
                     names: &names,
                     classes: classes.as_deref(),

@@ -23,7 +23,7 @@ pub fn ort_library() -> String {
     let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
     assert!(
         !path.is_empty() && Path::new(&path).exists(),
-        "ORT_DYLIB_PATH ({path:?}) must name libonnxruntime: run ./scripts/test, which installs onnxruntime 1.31.1 in .cache/testenv"
+        "ORT_DYLIB_PATH ({path:?}) must name libonnxruntime: run ./scripts/test, or export ORT_DYLIB_PATH=\"$(scripts/setup-ort)\""
     );
     path
 }

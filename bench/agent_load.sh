@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# The agent's cost to the champion's traffic, measured side by side on this
+# machine (release builds; not a test):
+#
+#  1. fixed rate (1000 requests/s by default, open loop): the example
+#     champion directly, through the agent with shadow scoring on (the
+#     challenger model, events shipped to a sink), and through nginx as a
+#     plain reverse proxy; p50 and p99, and what the agent and nginx add;
+#  2. saturation (closed loop, 32 connections): requests per second of the
+#     same three, and the agent's throughput as a share of nginx's;
+#  3. shadow scoring throughput: the agent's scorer against Python
+#     onnxruntime's InferenceSession.run on the same batches.
+#
+# Each measurement runs ROUNDS times, the targets taking turns, and the
+# median is printed. Usage: bench/agent_load.sh [--rounds N] [--rps R]
+#   [--duration 20s] [--parts rate,max,onnx]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds=$2; shift 2 ;;
+        --rps) rps=$2; shift 2 ;;
+        --duration) duration=$2; shift 2 ;;
+        --parts) parts=$2; shift 2 ;;
+        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx]" >&2; exit 2 ;;
+    esac
+done
+
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing nginx-light (Debian), the reverse proxy compared against" >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx-light >/dev/null \
+        || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; }
+fi
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+ORT_DYLIB_PATH="$(scripts/setup-ort)"
+export ORT_DYLIB_PATH
+python=.cache/ort/bin/python
+cargo build -q --release -p driftwatch-agent --bins --examples
+bin=target/release
+loadgen=$bin/examples/loadgen
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts a program whose stdout says "... on ADDR"; ADDR goes to $work/NAME.addr.
+start() {
+    local name=$1; shift
+    "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        if grep -q " on " "$work/$name.out" 2>/dev/null; then
+            grep -m1 " on " "$work/$name.out" | sed 's/.* on //' >"$work/$name.addr"
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$name did not start:" >&2
+    cat "$work/$name.err" >&2
+    exit 1
+}
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start sink "$loadgen" sink
+start champion "$bin/driftwatch-example-champion" --model-file examples/credit/champion.onnx --listen 127.0.0.1:0
+sink=$(cat "$work/sink.addr") champion=$(cat "$work/champion.addr")
+cat >"$work/agent.yaml" <<EOF
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+node: bench
+collector:
+  url: http://$sink
+models:
+  - name: credit
+    upstream: http://$champion
+    champion_version: champion
+    shadow:
+      path: $PWD/examples/credit/challenger.onnx
+      version: challenger
+      inputs: [age, income, loan_amount, bureau_score, dependents, has_card]
+EOF
+start agent "$bin/driftwatch-agent" --config "$work/agent.yaml"
+agent=$(cat "$work/agent.addr")
+for _ in $(seq 50); do grep -q "^admin on " "$work/agent.out" && break; sleep 0.1; done
+admin=$(grep -m1 "^admin on " "$work/agent.out" | sed 's/.* on //')
+nginx_port=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    upstream champion { server $champion; keepalive 64; keepalive_requests 1000000; }
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://champion;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"$nginx" -c "$work/nginx.conf" -p "$work/nginx" 2>"$work/nginx.err" &
+pids+=($!)
+for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/$nginx_port) 2>/dev/null && break
+    sleep 0.1
+done
+
+# One row of the example data as a KServe v2 request.
+"$python" - "$work/body.json" <<'PY'
+import json, sys
+e = json.load(open("examples/credit/expected.json"))
+row = e["rows"][0]
+inputs = [{"name": f, "shape": [1], "datatype": "FP64", "data": [row[j]]}
+          for j, f in enumerate(e["features"])]
+json.dump({"inputs": inputs}, open(sys.argv[1], "w"))
+PY
+
+declare -A url=(
+    [direct]="http://$champion/v2/models/credit/infer"
+    [agent]="http://$agent/v2/models/credit/infer"
+    [nginx]="http://127.0.0.1:$nginx_port/v2/models/credit/infer"
+)
+results="$work/results.jsonl"
+for name in direct agent nginx; do
+    # Warm every path (connections, the shadow model) before measuring.
+    "$loadgen" rate --url "${url[$name]}" --body "$work/body.json" --rps 500 --duration 2s --warmup 1s >/dev/null
+done
+has() { [[ ",$parts," == *",$1,"* ]]; }
+has rate && echo "fixed rate: $rps requests/s for $duration, $rounds rounds" >&2
+has rate && for r in $(seq "$rounds"); do
+    for name in direct agent nginx; do
+        "$loadgen" rate --url "${url[$name]}" --body "$work/body.json" --rps "$rps" \
+            --duration "$duration" | sed "s/^{/{\"target\":\"$name\",\"round\":$r,/" | tee -a "$results" >&2
+    done
+done
+has max && echo "saturation: 32 connections for $max_duration, $rounds rounds" >&2
+has max && for r in $(seq "$rounds"); do
+    for name in direct agent nginx; do
+        "$loadgen" max --url "${url[$name]}" --body "$work/body.json" --duration "$max_duration" \
+            | sed "s/^{/{\"target\":\"$name\",\"round\":$r,/" | tee -a "$results" >&2
+    done
+done
+curl -s "http://$admin/metrics" >"$work/agent.metrics" 2>/dev/null \
+    || "$python" -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://$admin/metrics').read().decode())" >"$work/agent.metrics"
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+pids=()
+
+has onnx && echo "shadow scoring throughput (the agent's scorer vs Python onnxruntime, 1 intra-op thread)" >&2
+has onnx && for batch in 1 64; do
+    for r in $(seq "$rounds"); do
+        "$loadgen" onnx --model examples/credit/challenger.onnx --rows examples/credit/expected.json \
+            --batch "$batch" | sed "s/^{/{\"target\":\"agent\",\"round\":$r,/" | tee -a "$results" >&2
+        "$python" bench/ort_python.py --model examples/credit/challenger.onnx --rows examples/credit/expected.json \
+            --batch "$batch" | sed "s/^{/{\"target\":\"python\",\"round\":$r,/" | tee -a "$results" >&2
+    done
+done
+
+python3 - "$results" "$work/agent.metrics" "$rps" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+metrics = open(sys.argv[2]).read().splitlines()
+rps = sys.argv[3]
+
+def med(mode, target, key, **kw):
+    v = [r[key] for r in rows if r["mode"] == mode and r["target"] == target
+         and all(r.get(k) == x for k, x in kw.items())]
+    return statistics.median(v)
+
+def metric(name):
+    return sum(float(l.rsplit(" ", 1)[1]) for l in metrics
+               if l.startswith(name) and not l.startswith("#"))
+
+modes = {r["mode"] for r in rows}
+if "rate" in modes:
+    print(f"\nfixed rate, {rps} requests/s (median of rounds; ms)")
+    print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'late':>7}{'errors':>8}")
+    for t in ["direct", "agent", "nginx"]:
+        print(f"{t:>8}" + "".join(f"{med('rate', t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
+              + f"{med('rate', t, 'late_sends'):7.0f}{med('rate', t, 'errors'):8.0f}")
+    for t in ["agent", "nginx"]:
+        print(f"added by {t}: p50 {med('rate', t, 'p50_ms') - med('rate', 'direct', 'p50_ms'):+.3f} ms, "
+              f"p99 {med('rate', t, 'p99_ms') - med('rate', 'direct', 'p99_ms'):+.3f} ms")
+if "max" in modes:
+    print("\nsaturation, 32 connections (median of rounds)")
+    for t in ["direct", "agent", "nginx"]:
+        print(f"{t:>8}{med('max', t, 'rps'):10.0f} requests/s  p50 {med('max', t, 'p50_ms'):.3f} ms  "
+              f"p99 {med('max', t, 'p99_ms'):.3f} ms  errors {med('max', t, 'errors'):.0f}")
+    print(f"agent / nginx throughput: {med('max', 'agent', 'rps') / med('max', 'nginx', 'rps'):.2f}; "
+          f"agent / direct: {med('max', 'agent', 'rps') / med('max', 'direct', 'rps'):.2f}; "
+          f"nginx / direct: {med('max', 'nginx', 'rps') / med('max', 'direct', 'rps'):.2f}")
+if modes & {"rate", "max"}:
+    print(f"agent during the run: {metric('driftwatch_agent_events_shipped_total'):.0f} events shipped, "
+          f"{metric('driftwatch_agent_shadow_batch_rows_count'):.0f} shadow batches, "
+          f"{metric('driftwatch_agent_shadow_shed_total'):.0f} rows shed, "
+          f"{metric('driftwatch_agent_events_dropped_total'):.0f} events dropped")
+if "onnx" in modes:
+    print("\nshadow scoring throughput, rows/s (median of rounds)")
+    for b in [1, 64]:
+        a = med('onnx', 'agent', 'rows_per_s_median', batch=b)
+        p = med('python-onnxruntime', 'python', 'rows_per_s_median', batch=b)
+        print(f"batch {b:>3}: agent {a:10.0f}  python onnxruntime {p:10.0f}  ratio {a / p:.2f}")
+PY
