@@ -149,6 +149,15 @@ fn traffic_thread(
         .name(format!("driftwatch-traffic-{i}"))
         .spawn(move || {
             runtime.block_on(async move {
+                // A timer that always comes before any request's deadline:
+                // without it, the first timer of an idle thread (a request's
+                // upstream timeout) costs a wakeup of its own driver.
+                tokio::spawn(async {
+                    let mut tick = tokio::time::interval(Duration::from_millis(250));
+                    loop {
+                        tick.tick().await;
+                    }
+                });
                 let client = server::upstream_client();
                 let mut conns = tokio::task::JoinSet::new();
                 loop {
