@@ -1,0 +1,309 @@
+//! The Kubernetes manifests in `deploy/`, checked offline: every resource
+//! against the Kubernetes schemas (kubernetes-validate, installed by
+//! scripts/test), the kustomization against the files it names, the
+//! configs inside the ConfigMaps by the programs that read them (the
+//! collector serves with its config, `rules check` passes the rules), and
+//! the cross-references a schema cannot see (Service ports, probes,
+//! ServiceMonitor endpoints, grace periods).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::examples::run_cli;
+use common::server::{temp_db_dir, Server};
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
+}
+
+/// Every YAML document of a file.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("manifest");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .collect()
+}
+
+fn resource_files() -> Vec<String> {
+    let k = &documents(&deploy("kustomization.yaml"))[0];
+    k["resources"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .map(|r| r.as_str().expect("file name").to_string())
+        .collect()
+}
+
+/// All resources of the kustomization.
+fn resources() -> Vec<Value> {
+    resource_files()
+        .iter()
+        .flat_map(|f| documents(&deploy(f)))
+        .collect()
+}
+
+fn find<'a>(all: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    all.iter()
+        .find(|r| r["kind"] == kind && r["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn config_map_file(all: &[Value], name: &str, key: &str) -> String {
+    find(all, "ConfigMap", name)["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap {name} has no {key}"))
+        .to_string()
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_manifest_passes_the_kubernetes_schemas() {
+    let validator =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/testenv/bin/kubernetes-validate");
+    assert!(
+        validator.exists(),
+        "{} is missing: run ./scripts/test, which installs kubernetes-validate",
+        validator.display()
+    );
+    let mut files: Vec<PathBuf> = resource_files().iter().map(|f| deploy(f)).collect();
+    files.push(deploy("secret.example.yaml"));
+    files.push(deploy("examples/kserve-inferenceservice.yaml"));
+    let out = Command::new(&validator)
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .args(&files)
+        .output()
+        .expect("run kubernetes-validate");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    // Custom resources have no schema there: only they may be skipped.
+    for line in report
+        .lines()
+        .filter(|l| l.contains("Couldn't find schema"))
+    {
+        assert!(
+            line.contains("kind ServiceMonitor") || line.contains("kind InferenceService"),
+            "{line}"
+        );
+    }
+    let passed = report.lines().filter(|l| l.contains(" passed ")).count();
+    assert!(passed >= 13, "{report}");
+    // The validator does refuse a broken manifest (it is not a no-op).
+    let dir = temp_db_dir();
+    let broken = dir.join("broken.yaml");
+    let text = std::fs::read_to_string(deploy("agent.yaml")).expect("agent.yaml");
+    std::fs::write(
+        &broken,
+        text.replace("containerPort: 8081", "containerPortt: 8081"),
+    )
+    .expect("write");
+    let out = Command::new(&validator)
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .arg(&broken)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_kustomization_names_every_manifest_and_generated_file() {
+    let listed = resource_files();
+    let k = &documents(&deploy("kustomization.yaml"))[0];
+    for entry in std::fs::read_dir(deploy("")).expect("deploy/") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" && name != "secret.example.yaml"
+        {
+            assert!(
+                listed.contains(&name),
+                "{name} is not in kustomization.yaml"
+            );
+        }
+    }
+    for g in k["configMapGenerator"].as_sequence().expect("generators") {
+        for f in strs(&g["files"]) {
+            let path = f.split_once('=').map_or(f.as_str(), |(_, p)| p);
+            assert!(
+                deploy(path).exists(),
+                "generated from {path}, which is missing"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_collector_serves_with_the_deployed_config_and_rules() {
+    let all = resources();
+    let dir = temp_db_dir();
+    // The rules pass `rules check`, as the collector would load them.
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    for key in ["receivers.yaml", "drift.yaml"] {
+        std::fs::write(
+            rules.join(key),
+            config_map_file(&all, "driftwatch-rules", key),
+        )
+        .expect("rule file");
+    }
+    let files: Vec<String> = ["receivers.yaml", "drift.yaml"]
+        .iter()
+        .map(|k| rules.join(k).display().to_string())
+        .collect();
+    let mut args = vec!["rules", "check"];
+    args.extend(files.iter().map(String::as_str));
+    let (code, out, err) = run_cli(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    // The collector's config, with the mounted paths pointed at the files
+    // the kustomization mounts there, starts a collector that serves.
+    let config = config_map_file(&all, "driftwatch-collector-config", "collector.yaml")
+        .replace("/etc/driftwatch/rules/", &format!("{}/", rules.display()))
+        .replace(
+            "/etc/driftwatch/reference/credit.csv",
+            &deploy("reference/credit.csv").display().to_string(),
+        );
+    let file = dir.join("collector.yaml");
+    std::fs::write(&file, config).expect("config");
+    let server = Server::start(
+        &["--config", &file.display().to_string()],
+        &[
+            ("DRIFTWATCH_TOKENS", "t0ken"),
+            ("SMTP_PASSWORD", "x"),
+            ("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+            ("RETRAIN_HMAC", "k"),
+        ],
+    );
+    let (status, body) = server.request("GET", "/v1/models", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"credit\""), "{body}");
+    // Events need the Secret's token, as the agents send it.
+    let (status, _) = server.request("POST", "/v1/events", &[], br#"{"events": []}"#);
+    assert_eq!(status, 401);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Named ports of the first container of a workload.
+fn container_ports(workload: &Value) -> Vec<(String, i64)> {
+    workload["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().expect("port name").to_string(),
+                p["containerPort"].as_i64().expect("port"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn services_probes_monitors_and_policies_point_at_real_ports() {
+    let all = resources();
+    let workloads = [
+        (
+            find(&all, "StatefulSet", "driftwatch-collector"),
+            find(&all, "Service", "driftwatch-collector"),
+        ),
+        (
+            find(&all, "DaemonSet", "driftwatch-agent"),
+            find(&all, "Service", "driftwatch-agent"),
+        ),
+    ];
+    let mut service_ports = Vec::new();
+    for (w, svc) in workloads {
+        let ports = container_ports(w);
+        let labels = &w["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in svc["spec"]["selector"].as_mapping().expect("selector") {
+            assert_eq!(&labels[k.as_str().expect("key")], v, "selector {k:?}");
+        }
+        for p in svc["spec"]["ports"].as_sequence().expect("service ports") {
+            let target = p["targetPort"].as_str().expect("named targetPort");
+            assert!(
+                ports.iter().any(|(n, _)| n == target),
+                "{target} is no container port"
+            );
+            service_ports.push(p["name"].as_str().expect("name").to_string());
+        }
+        let c = &w["spec"]["template"]["spec"]["containers"][0];
+        for probe in ["readinessProbe", "livenessProbe"] {
+            let port = c[probe]["httpGet"]["port"].as_str().expect("probe port");
+            assert!(ports.iter().any(|(n, _)| n == port), "{probe} on {port}");
+            let path = c[probe]["httpGet"]["path"].as_str().expect("path");
+            assert!(path == "/healthz" || path == "/readyz", "{path}");
+        }
+        // Restricted pods: non-root, read-only root, no privilege.
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(
+            w["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+            true
+        );
+    }
+    let monitor = find(&all, "ServiceMonitor", "driftwatch");
+    for e in monitor["spec"]["endpoints"]
+        .as_sequence()
+        .expect("endpoints")
+    {
+        let port = e["port"].as_str().expect("port");
+        assert!(service_ports.iter().any(|p| p == port), "{port}");
+        assert_eq!(e["path"], "/metrics");
+    }
+    let agent = find(&all, "Service", "driftwatch-agent");
+    assert_eq!(agent["spec"]["internalTrafficPolicy"], "Local");
+    let ds = find(&all, "DaemonSet", "driftwatch-agent");
+    let env = &ds["spec"]["template"]["spec"]["containers"][0]["env"];
+    let node = env
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .expect("NODE_NAME");
+    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    // SIGTERM: the agent's shutdown deadline ends before the kubelet kills it.
+    let agent_config: Value = serde_yaml_ng::from_str(&config_map_file(
+        &all,
+        "driftwatch-agent-config",
+        "agent.yaml",
+    ))
+    .expect("agent config");
+    let deadline = humantime::parse_duration(
+        agent_config["shutdown_deadline"]
+            .as_str()
+            .expect("shutdown_deadline"),
+    )
+    .expect("duration");
+    let grace = ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("grace period");
+    assert!(grace > deadline.as_secs(), "{grace}s ≤ {deadline:?}");
+    // The network policies admit the ports the Services serve.
+    for policy in all.iter().filter(|r| r["kind"] == "NetworkPolicy") {
+        for rule in policy["spec"]["ingress"].as_sequence().expect("ingress") {
+            for p in rule["ports"].as_sequence().expect("ports") {
+                let port = p["port"].as_i64().expect("port");
+                assert!([8080, 8081, 8082].contains(&port), "{port}");
+            }
+        }
+    }
+}
