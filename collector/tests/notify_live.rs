@@ -790,8 +790,10 @@ fn a_resolved_message_follows_when_drift_stops_in_the_traffic() {
     let drifted = drifted_features();
     let rules = dir.join("rules.yaml");
     std::fs::write(&rules, hook_rules(&hook)).expect("rules");
-    // Windows of 6 s: the drifted rows fill one, the reference's rows the next.
-    const WINDOW_MS: i64 = 6000;
+    // Windows of 12 s: the drifted rows fill one, the reference's rows the
+    // next (long enough for the firing messages to arrive within the first
+    // on a busy 2-core machine running the other tests at the same time).
+    const WINDOW_MS: i64 = 12_000;
     let reference = example("reference.csv");
     let server = Server::start_on(
         &[
@@ -800,7 +802,7 @@ fn a_resolved_message_follows_when_drift_stops_in_the_traffic() {
             "--reference",
             reference.to_str().expect("UTF-8"),
             "--window",
-            "6s",
+            "12s",
             "--eval-interval",
             "100ms",
             "--rules",
@@ -836,7 +838,7 @@ fn a_resolved_message_follows_when_drift_stops_in_the_traffic() {
         f.sort();
         f
     };
-    server.wait_for(Duration::from_secs(4), "the firing messages", |_| {
+    server.wait_for(Duration::from_secs(9), "the firing messages", |_| {
         statuses(&hook, "firing") == drifted
     });
     // The window ends with no new traffic: nothing resolves by itself.
