@@ -109,9 +109,17 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 // Connections are dealt to the traffic threads in turn.
-                if let Ok(stream) = stream.into_std() {
-                    let _ = workers[next % threads].send((stream, graceful.watcher()));
-                    next += 1;
+                let handed = stream
+                    .into_std()
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| {
+                        workers[next % threads]
+                            .send((s, graceful.watcher()))
+                            .map_err(|_| format!("traffic thread {} has stopped", next % threads))
+                    });
+                next += 1;
+                if let Err(e) = handed {
+                    eprintln!("error: a connection was closed unserved: {e}");
                 }
             }
             _ = &mut shutdown => break,
