@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::examples::{
     args_with_rules, drifted_features, events_with_ids, example, post_examples, run_cli,
 };
+use common::mail::mails;
 use common::receiver::Receiver;
 use common::server::Server;
 use serde_json::Value;
@@ -434,18 +435,6 @@ impl Drop for SmtpSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn mails(dir: &Path) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|x| x == "eml"));
-    files.sort();
-    files
-        .iter()
-        .map(|p| std::fs::read_to_string(p).expect("mail"))
-        .collect()
 }
 
 #[test]

@@ -3,5 +3,6 @@
 
 pub mod examples;
 pub mod gen;
+pub mod mail;
 pub mod receiver;
 pub mod server;

@@ -1,0 +1,264 @@
+"""Writes the Grafana dashboards (dashboards/*.json) from the panel lists
+below: one place for the queries, the same layout, variables and links on
+every dashboard. Standard library only; run it after editing a query:
+
+    python3 dashboards/build.py
+
+The test suite runs it too and fails when a committed JSON file differs
+from what it writes, then runs every query against a real Prometheus
+(tests/e2e.rs).
+"""
+
+import json
+import os
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+M = 'model="$model"'
+MW = 'model="$model", window="$window"'
+RATE = "$__rate_interval"
+
+
+def variables(extra=()):
+    return [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+        },
+        query_var("model", "label_values(driftwatch_window_samples, model)", "Model"),
+        query_var(
+            "window",
+            "label_values(driftwatch_window_samples{model=\"$model\"}, window)",
+            "Window",
+        ),
+        *extra,
+    ]
+
+
+def query_var(name, query, label, multi=False):
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,
+        "sort": 1,
+        "multi": multi,
+        "includeAll": multi,
+        "current": {},
+        "hide": 0,
+    }
+
+
+def target(expr, legend="", ref="A"):
+    return {"refId": ref, "datasource": DS, "expr": expr, "legendFormat": legend, "range": True}
+
+
+def panel(kind, title, targets, unit="short", description="", w=12, h=8, **extra):
+    p = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": [target(*t, ref=chr(ord("A") + i)) for i, t in enumerate(targets)],
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+        "gridPos": {"w": w, "h": h},
+    }
+    if kind == "timeseries":
+        p["options"] = {"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]},
+                        "tooltip": {"mode": "multi", "sort": "desc"}}
+    p.update(extra)
+    return p
+
+
+def layout(panels):
+    x = y = row_h = 0
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+        g = p["gridPos"]
+        if x + g["w"] > 24:
+            x, y, row_h = 0, y + row_h, 0
+        g["x"], g["y"] = x, y
+        x += g["w"]
+        row_h = max(row_h, g["h"])
+    return panels
+
+
+def dashboard(uid, title, description, panels, extra_vars=()):
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["driftwatch"],
+        "timezone": "",
+        "editable": True,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "links": [{"type": "dashboards", "tags": ["driftwatch"], "asDropdown": False,
+                   "title": "driftwatch", "includeVars": True, "keepTime": True}],
+        "templating": {"list": variables(extra_vars)},
+        "annotations": {"list": []},
+        "panels": layout(panels),
+    }
+
+
+def quantiles(metric, by, where):
+    return [
+        (f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{where}}}[{RATE}])))",
+         f"{{{{{by}}}}} p{int(q * 100)}")
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+OVERVIEW = dashboard(
+    "driftwatch-overview",
+    "driftwatch / Overview",
+    "Traffic, errors, latency and cost per model and role (champion, shadow).",
+    [
+        panel("timeseries", "Predictions per second",
+              [(f"sum by (role) (rate(driftwatch_predictions_total{{{M}}}[{RATE}]))", "{{role}}")],
+              unit="reqps", description="Outputs received by the collector, per role."),
+        panel("timeseries", "Error ratio (live window)",
+              [(f"driftwatch_prediction_error_ratio{{{MW}}}", "{{role}}")],
+              unit="percentunit", description="Outputs that carried an error ÷ outputs, in the live window."),
+        panel("timeseries", "Latency p50 / p95 / p99",
+              quantiles("driftwatch_inference_latency_seconds", "role", M),
+              unit="s", description="Reported latency per role, from the collector's histogram."),
+        panel("timeseries", "Latency quantiles (live window, exact)",
+              [(f"driftwatch_inference_latency_quantile_seconds{{{MW}}}", "{{role}} {{quantile}}")],
+              unit="s", description="p50/p95/p99 of the live window's reported latencies."),
+        panel("stat", "Cost per 1000 predictions",
+              [(f"driftwatch_cost_per_1k_predictions_usd{{{M}}}", "{{role}}")],
+              unit="currencyUSD", w=8, description="From the model's cost config."),
+        panel("stat", "Events in the live window",
+              [(f"driftwatch_window_samples{{{MW}}}", "{{window}}")], w=8),
+        panel("stat", "Label coverage",
+              [(f"driftwatch_label_coverage_ratio{{{MW}}}", "{{window}}")], unit="percentunit", w=8),
+        panel("timeseries", "Agent: requests per second by status code",
+              [(f"sum by (code) (rate(driftwatch_agent_requests_total{{{M}}}[{RATE}]))", "{{code}}")],
+              unit="reqps", description="Requests the agents answered, by the code the client got."),
+        panel("timeseries", "Agent: added latency and champion latency",
+              quantiles("driftwatch_agent_added_latency_seconds", "model", M)
+              + [(f"histogram_quantile(0.99, sum by (le) (rate(driftwatch_agent_upstream_latency_seconds_bucket{{{M}}}[{RATE}])))",
+                  "champion p99")],
+              unit="s", description="Time the agent adds to a proxied request, and the champion's own time."),
+        panel("timeseries", "Agent: events shipped and shadow",
+              [(f"sum(rate(driftwatch_agent_events_shipped_total[{RATE}]))", "shipped/s"),
+               (f"sum(driftwatch_agent_shadow_up{{{M}}})", "shadow models up"),
+               (f"sum(driftwatch_agent_buffered_events)", "buffered")],
+              description="Events the collector accepted from the agents; shadow models loaded; events waiting."),
+    ],
+)
+
+DRIFT = dashboard(
+    "driftwatch-drift",
+    "driftwatch / Drift",
+    "Per-feature data drift of the live window against the reference.",
+    [
+        panel("timeseries", "Drifted share of features",
+              [(f"driftwatch_drifted_features_share{{{MW}}}", "drifted share")],
+              unit="percentunit", description="Share of the model's features that drift by their default test."),
+        panel("bargauge", "Top drifted features (share of the time range drifting)",
+              [(f"topk(10, avg_over_time(driftwatch_feature_drift_detected{{{MW}}}[$__range]))", "{{feature}}")],
+              unit="percentunit", description="How much of the selected range each feature spent drifting.",
+              options={"orientation": "horizontal", "displayMode": "gradient",
+                       "reduceOptions": {"calcs": ["lastNotNull"], "values": False}}),
+        panel("heatmap", "Drift verdict per feature",
+              [(f"max by (feature) (driftwatch_feature_drift_detected{{{MW}}})", "{{feature}}")],
+              w=24, description="1 (dark) when the feature drifts by its default test, per evaluation.",
+              options={"calculate": False, "yAxis": {"axisPlacement": "left"},
+                       "color": {"mode": "scheme", "scheme": "Oranges", "steps": 2},
+                       "cellGap": 1, "legend": {"show": False}}),
+        panel("timeseries", "Drift score per feature ($test)",
+              [(f"driftwatch_feature_drift_score{{{MW}, test=~\"$test\"}}", "{{feature}} {{test}}")],
+              description="Each test's statistic (distances, PSI; a chi-square with an unseen category is +Inf)."),
+        panel("timeseries", "p-value per feature ($test)",
+              [(f"driftwatch_feature_drift_p_value{{{MW}, test=~\"$test\"}}", "{{feature}} {{test}}")],
+              description="For the tests that have one (KS, chi-square, z-test, ...)."),
+        panel("timeseries", "Missing values per feature",
+              [(f"driftwatch_feature_missing_ratio{{{MW}}}", "{{feature}}")], unit="percentunit", w=24),
+    ],
+    extra_vars=[query_var("test", "label_values(driftwatch_feature_drift_score{model=\"$model\"}, test)",
+                          "Test", multi=True)],
+)
+
+PERFORMANCE = dashboard(
+    "driftwatch-performance",
+    "driftwatch / Performance",
+    "Accuracy-family metrics once labels arrive, label coverage, champion vs shadow.",
+    [
+        panel("timeseries", "Accuracy per role",
+              [(f"driftwatch_model_performance{{{MW}, metric=\"accuracy\"}}", "{{role}}")],
+              unit="percentunit"),
+        panel("timeseries", "Performance metrics ($metric)",
+              [(f"driftwatch_model_performance{{{MW}, metric=~\"$metric\"}}", "{{role}} {{metric}}")]),
+        panel("timeseries", "Label coverage",
+              [(f"driftwatch_label_coverage_ratio{{{MW}}}", "labels ÷ events")], unit="percentunit", w=8),
+        panel("timeseries", "Champion vs shadow agreement",
+              [(f"driftwatch_shadow_agreement_ratio{{{MW}}}", "same label"),
+               (f"driftwatch_shadow_score_mean_abs_diff{{{MW}}}", "mean |score diff|")],
+              unit="percentunit", w=8),
+        panel("stat", "Shadow verdict",
+              [(f"driftwatch_shadow_comparison_verdict{{{MW}}}", "verdict"),
+               (f"driftwatch_shadow_comparison_p_value{{{MW}}}", "p-value")],
+              w=8, description="McNemar (classification) or Wilcoxon (regression): 1 shadow better, −1 champion better, 0 no difference.",
+              fieldConfig={"defaults": {"unit": "short", "mappings": [
+                  {"type": "value", "options": {
+                      "1": {"text": "shadow better", "color": "green"},
+                      "0": {"text": "no difference", "color": "text"},
+                      "-1": {"text": "champion better", "color": "orange"}}}]},
+                  "overrides": []}),
+    ],
+    extra_vars=[query_var("metric", "label_values(driftwatch_model_performance{model=\"$model\"}, metric)",
+                          "Metric", multi=True)],
+)
+
+ALERTS = dashboard(
+    "driftwatch-alerts",
+    "driftwatch / Alerts",
+    "Alerts firing, notifications delivered and failed, retraining actions, rule reloads.",
+    [
+        panel("timeseries", "Alerts firing",
+              [(f"sum by (alertname, severity) (driftwatch_alerts_firing{{{M}}})", "{{alertname}} ({{severity}})")]),
+        panel("table", "Firing now",
+              [(f"driftwatch_alerts_firing{{{M}}} > 0", "")],
+              options={"showHeader": True},
+              transformations=[{"id": "labelsToFields", "options": {"mode": "columns"}}]),
+        panel("timeseries", "Notifications by receiver and outcome",
+              [(f"sum by (receiver, outcome) (increase(driftwatch_notifications_total[{RATE}]))",
+                "{{receiver}} {{outcome}}")],
+              description="Delivery attempts: delivered, failed (will retry), dead (given up)."),
+        panel("timeseries", "Outbox",
+              [("sum by (state) (driftwatch_notifications_queued)", "{{state}}")],
+              description="Messages waiting for delivery (pending) and given up (dead)."),
+        panel("timeseries", "Retraining actions",
+              [(f"sum by (action, outcome) (increase(driftwatch_actions_total{{{M}}}[{RATE}]))",
+                "{{action}} {{outcome}}")]),
+        panel("stat", "Last rule reload",
+              [("min(driftwatch_rules_last_reload_success)", "ok")],
+              fieldConfig={"defaults": {"unit": "short", "mappings": [
+                  {"type": "value", "options": {"1": {"text": "OK", "color": "green"},
+                                                "0": {"text": "REFUSED", "color": "red"}}}]},
+                  "overrides": []}),
+    ],
+)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name, d in [("overview", OVERVIEW), ("drift", DRIFT), ("performance", PERFORMANCE), ("alerts", ALERTS)]:
+        with open(os.path.join(here, f"{name}.json"), "w") as f:
+            json.dump(d, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,781 @@
+//! The whole loop with the real binaries: the collector, the example
+//! champion, the agent in front of it with the challenger as shadow, and
+//! the example traffic generator sending drifting loan applications with
+//! delayed labels; a real SMTP server (aiosmtpd), an HTTP receiver for the
+//! Slack and retraining webhooks, and a real Prometheus (Debian's
+//! `prometheus`) scraping the collector and the agent. It checks what a
+//! user would: the drift email names the drifted features, the retraining
+//! webhook is called once with a valid signature, accuracy appears once
+//! labels arrive, the alert resolves after the drift stops, and every
+//! query of every dashboard in dashboards/ parses and returns series from
+//! that Prometheus.
+
+#[path = "../collector/tests/common/receiver.rs"]
+#[allow(dead_code)]
+mod receiver;
+
+#[path = "../collector/tests/common/mail.rs"]
+mod mail;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use mail::mails;
+use serde_json::Value;
+
+const HMAC_SECRET: &str = "e2e-secret";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// A binary of the workspace, next to this test's own directory
+/// (`target/debug/deps/e2e-HASH` → `target/debug/NAME`).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test --workspace` builds it before the tests run",
+        path.display()
+    );
+    path
+}
+
+fn ort_library() -> String {
+    let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
+    assert!(
+        !path.is_empty() && Path::new(&path).exists(),
+        "ORT_DYLIB_PATH ({path:?}) must name libonnxruntime: run ./scripts/test, or export ORT_DYLIB_PATH=\"$(scripts/setup-ort)\""
+    );
+    path
+}
+
+/// A child process writing stdout and stderr to `DIR/NAME.log`, killed on drop.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(name: &str, mut cmd: Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).expect("log file");
+        cmd.stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The rest of the first line of output that starts with `prefix`.
+    fn wait_line(&mut self, prefix: &str) -> String {
+        self.wait_for(prefix, |l| {
+            l.strip_prefix(prefix).map(|r| r.trim().to_string())
+        })
+    }
+
+    /// The first line of output `pick` accepts (`what` names it in a failure).
+    fn wait_for(&mut self, what: &str, pick: impl Fn(&str) -> Option<String>) -> String {
+        let prefix = what;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(found) = self.output().lines().find_map(&pick) {
+                return found;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing {prefix:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print {prefix:?} within 60 s:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One HTTP/1.0 request (no chunked replies); the status and the body.
+fn http(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
+}
+
+fn get_json(addr: &str, path: &str) -> Value {
+    match http(addr, "GET", path) {
+        Some((200, body)) => serde_json::from_str(&body).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A metric's value in a Prometheus text exposition, by labels.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn wait_until(what: &str, limit: Duration, procs: &[&Proc], mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        if Instant::now() > deadline {
+            let logs: String = procs
+                .iter()
+                .map(|p| {
+                    let out = p.output();
+                    let tail: Vec<&str> = out.lines().rev().take(40).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    format!("--- {} ---\n{}\n", p.name, tail.join("\n"))
+                })
+                .collect();
+            panic!("timed out after {limit:?} waiting for {what}\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn subject(mail: &str) -> &str {
+    mail.lines()
+        .find_map(|l| l.strip_prefix("Subject: "))
+        .unwrap_or("")
+}
+
+fn valid_signature(r: &receiver::Request) -> bool {
+    let (Some(ts), Some(sig)) = (
+        r.header("x-driftwatch-timestamp"),
+        r.header("x-driftwatch-signature"),
+    ) else {
+        return false;
+    };
+    let Some(expected) = sig
+        .strip_prefix("sha256=")
+        .and_then(|h| hex::decode(h).ok())
+    else {
+        return false;
+    };
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(HMAC_SECRET.as_bytes())
+        .expect("HMAC takes any key");
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(&r.body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn config_files(dir: &Path, smtp_port: &str, hooks: &str) -> PathBuf {
+    write(
+        &dir.join("receivers.yaml"),
+        &format!(
+            r#"route:
+  receiver: mail
+  group_by: [alertname, model]
+  group_wait: 1s
+  group_interval: 5s
+  repeat_interval: 1h
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: slack
+receivers:
+  - name: mail
+    email: {{to: [ml-team@example.com], from: driftwatch@example.com, smarthost: "127.0.0.1:{smtp_port}", tls: none}}
+  - name: slack
+    slack: {{url_env: SLACK_URL}}
+actions:
+  - name: retrain
+    cooldown: 1h
+    webhook:
+      url: {hooks}/retrain
+      hmac_secret_env: RETRAIN_HMAC
+groups: []
+"#
+        ),
+    );
+    write(
+        &dir.join("rules.yaml"),
+        r#"groups:
+  - name: e2e
+    rules:
+      - alert: FeatureDrift
+        metric: driftwatch_feature_drift_detected
+        op: "=="
+        threshold: 1
+        min_samples: 600
+        for: 3s
+        severity: warning
+        annotations:
+          summary: "{{ model }}: feature {{ feature }} drifted in the {{ window }} window"
+      - alert: DatasetDrift
+        metric: driftwatch_drifted_features_share
+        op: ">="
+        threshold: 0.25
+        min_samples: 600
+        for: 3s
+        severity: critical
+        actions: [retrain]
+        annotations:
+          summary: "{{ model }}: {{ (value * 100) | round(0) }}% of features drift"
+"#,
+    );
+    let config = dir.join("collector.yaml");
+    write(
+        &config,
+        &format!(
+            r#"db: {db}
+eval_interval: 1s
+external_url: http://driftwatch.e2e.example
+rules: [{dir}/receivers.yaml, {dir}/rules.yaml]
+models:
+  - name: credit
+    task: binary_classification
+    positive_class: "1"
+    reference: {reference}
+    windows: [20s]
+    label_ttl: 1h
+    cost:
+      champion: {{per_hour_usd: 1.20}}
+      shadow: {{per_second_usd: 0.0004}}
+"#,
+            db = dir.join("driftwatch.db").display(),
+            dir = dir.display(),
+            reference = repo("examples/credit/reference.csv").display(),
+        ),
+    );
+    config
+}
+
+#[test]
+fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
+    let dir = std::env::temp_dir().join(format!("dw-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).expect("temp dir");
+
+    let python = repo(".cache/testenv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./scripts/test, which installs aiosmtpd there",
+        python.display()
+    );
+    let mut cmd = Command::new(&python);
+    cmd.arg(repo("collector/tests/support/smtp_sink.py"))
+        .arg(&inbox);
+    let mut smtp = Proc::start("smtp", cmd, &dir);
+    let smtp_port = smtp.wait_for("its port", |l| {
+        l.trim().parse::<u16>().ok().map(|p| p.to_string())
+    });
+    let hooks = receiver::Receiver::start(&[]);
+    let config = config_files(&dir, &smtp_port, &hooks.url);
+
+    let mut cmd = Command::new(bin("driftwatch"));
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SLACK_URL", format!("{}/slack", hooks.url))
+        .env("RETRAIN_HMAC", HMAC_SECRET);
+    let mut collector = Proc::start("collector", cmd, &dir);
+    let collector_addr = collector.wait_line("driftwatch listening on ");
+
+    let mut cmd = Command::new(bin("driftwatch-example-champion"));
+    cmd.arg("--model-file")
+        .arg(repo("examples/credit/champion.onnx"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ORT_DYLIB_PATH", ort_library());
+    let mut champion = Proc::start("champion", cmd, &dir);
+    let champion_addr = champion.wait_line("listening on ");
+
+    let mut cmd = Command::new(bin("driftwatch-agent"));
+    cmd.args(["--model", "credit", "--upstream"])
+        .arg(format!("http://{champion_addr}"))
+        .arg("--collector")
+        .arg(format!("http://{collector_addr}"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--shadow-model")
+        .arg(repo("examples/credit/challenger.onnx"))
+        .args([
+            "--shadow-inputs",
+            "age,income,loan_amount,bureau_score,dependents,has_card",
+        ])
+        .env("ORT_DYLIB_PATH", ort_library())
+        .env("NODE_NAME", "e2e-node");
+    let mut agent = Proc::start("agent", cmd, &dir);
+    let agent_addr = agent.wait_line("listening on ");
+    let admin_addr = agent.wait_line("admin on ");
+    wait_until(
+        "the agent to be ready",
+        Duration::from_secs(60),
+        &[&agent],
+        || http(&admin_addr, "GET", "/readyz").is_some_and(|(s, _)| s == 200),
+    );
+
+    let prometheus_addr = format!("127.0.0.1:{}", free_port());
+    write(
+        &dir.join("prometheus.yml"),
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: driftwatch-collector\n    static_configs: [{{targets: ['{collector_addr}']}}]\n  - job_name: driftwatch-agent\n    static_configs: [{{targets: ['{admin_addr}']}}]\n"
+        ),
+    );
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("prometheus").display()
+    ))
+    .arg(format!("--web.listen-address={prometheus_addr}"))
+    .arg("--log.level=warn");
+    let prometheus = Proc::start("prometheus", cmd, &dir);
+    wait_until(
+        "Prometheus to be ready (Debian's prometheus; ./scripts/test installs it)",
+        Duration::from_secs(60),
+        &[&prometheus],
+        || http(&prometheus_addr, "GET", "/-/ready").is_some_and(|(s, _)| s == 200),
+    );
+
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut cmd = Command::new(bin("driftwatch-example-traffic"));
+    cmd.arg("--agent")
+        .arg(format!("http://{agent_addr}"))
+        .arg("--collector")
+        .arg(format!("http://{collector_addr}"))
+        .arg("--reference")
+        .arg(repo("examples/credit/reference.csv"))
+        .arg("--drifted")
+        .arg(repo("examples/credit/current.csv"))
+        .args(["--rate", "60", "--drift-after", "25s", "--drift-for", "50s"])
+        .args([
+            "--label-delay",
+            "3s",
+            "--window",
+            "20s",
+            "--status-every",
+            "5s",
+        ])
+        .args(["--seed", "11"]);
+    let traffic = Proc::start("traffic", cmd, &dir);
+    let all = [&collector, &agent, &champion, &traffic, &prometheus, &smtp];
+    let drift_started = Instant::now() + Duration::from_secs(25);
+
+    // The drift email names the features that drifted (income and country
+    // in examples/credit/current.csv; others may join on a noisy window).
+    wait_until(
+        "a FeatureDrift email naming income and country",
+        Duration::from_secs(240),
+        &all,
+        || {
+            let firing: Vec<String> = mails(&inbox)
+                .into_iter()
+                .filter(|m| {
+                    subject(m).starts_with("[FIRING") && subject(m).contains("FeatureDrift")
+                })
+                .collect();
+            ["income", "country"].iter().all(|f| {
+                firing.iter().any(|m| {
+                    m.contains(&format!("feature={f}"))
+                        || m.contains(&format!("feature {f} drifted"))
+                })
+            })
+        },
+    );
+    assert!(
+        Instant::now() > drift_started,
+        "no drift alert may fire before the drift starts"
+    );
+    for m in mails(&inbox) {
+        assert!(m.contains("To: ml-team@example.com"), "{m}");
+        assert!(m.contains("http://driftwatch.e2e.example/v1/alerts"), "{m}");
+    }
+
+    // The retraining webhook, signed, from the DatasetDrift alert; the
+    // critical alert also reached Slack.
+    wait_until(
+        "the retraining webhook",
+        Duration::from_secs(60),
+        &all,
+        || hooks.requests().iter().any(|r| r.path == "/retrain"),
+    );
+    let slack_firing = |status: &str| {
+        hooks.requests().iter().any(|r| {
+            r.path == "/slack"
+                && String::from_utf8_lossy(&r.body)
+                    .contains(&format!("[{status}] DatasetDrift credit"))
+        })
+    };
+    wait_until(
+        "DatasetDrift on Slack",
+        Duration::from_secs(30),
+        &all,
+        || slack_firing("FIRING"),
+    );
+
+    // Accuracy, per role, once the delayed labels arrive.
+    wait_until(
+        "accuracy of the champion and the shadow",
+        Duration::from_secs(60),
+        &all,
+        || {
+            let text = http(&collector_addr, "GET", "/metrics").map_or(String::new(), |r| r.1);
+            ["champion", "shadow"].iter().all(|role| {
+                metric(
+                    &text,
+                    "driftwatch_model_performance",
+                    &[("role", role), ("metric", "accuracy"), ("window", "20s")],
+                )
+                .is_some_and(|a| (0.0..=1.0).contains(&a))
+            })
+        },
+    );
+
+    // The drift stops 75 s after the start; the alerts resolve on the next
+    // clean window.
+    wait_until(
+        "DatasetDrift resolved on Slack and income's drift resolved by email",
+        Duration::from_secs(240),
+        &all,
+        || {
+            slack_firing("RESOLVED")
+                && mails(&inbox).iter().any(|m| {
+                    subject(m).starts_with("[RESOLVED")
+                        && m.contains("FeatureDrift")
+                        && m.contains("income")
+                })
+        },
+    );
+    let alerts = get_json(&collector_addr, "/v1/alerts");
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .all(|a| a["labels"]["alertname"] != "DatasetDrift"),
+        "DatasetDrift is no longer active: {alerts}"
+    );
+
+    // Called once (the cooldown holds the rest), with a valid signature
+    // and the evidence.
+    let calls: Vec<receiver::Request> = hooks
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/retrain")
+        .collect();
+    assert_eq!(calls.len(), 1, "one retraining call");
+    assert!(valid_signature(&calls[0]), "HMAC signature checks out");
+    let evidence = calls[0].json();
+    assert_eq!(evidence["kind"], "driftwatch.retraining");
+    assert_eq!(evidence["model"], "credit");
+    assert_eq!(evidence["rule"], "DatasetDrift");
+    let drifted: Vec<&str> = evidence["drifted_features"]
+        .as_array()
+        .expect("drifted features")
+        .iter()
+        .filter_map(|f| f["feature"].as_str())
+        .collect();
+    assert!(
+        drifted.contains(&"income") && drifted.contains(&"country"),
+        "{drifted:?}"
+    );
+
+    // Nothing the agent saw was lost on the way.
+    let agent_metrics = http(&admin_addr, "GET", "/metrics").map_or(String::new(), |r| r.1);
+    assert!(
+        !agent_metrics
+            .lines()
+            .any(|l| l.starts_with("driftwatch_agent_events_dropped_total{") && !l.ends_with(" 0")),
+        "no event dropped:\n{agent_metrics}"
+    );
+
+    let ended = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 1;
+    // One more scrape after the last change.
+    std::thread::sleep(Duration::from_secs(2));
+    check_dashboards(&prometheus_addr, started, ended);
+    drop(traffic);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs every variable's and every panel's query of every dashboard as
+/// Grafana would (variables substituted with the values their own queries
+/// return, range queries over the test's time range) and fails on any that
+/// does not parse or returns no series.
+fn check_dashboards(prometheus: &str, start: u64, end: u64) {
+    let range = format!("{}s", end - start);
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for name in ["overview", "drift", "performance", "alerts"] {
+        let path = repo(&format!("dashboards/{name}.json"));
+        let text = std::fs::read_to_string(&path).expect("dashboard");
+        let d: Value = serde_json::from_str(&text).expect("dashboard JSON");
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for v in d["templating"]["list"].as_array().expect("variables") {
+            if v["type"] != "query" {
+                continue;
+            }
+            let name = v["name"].as_str().expect("variable name");
+            let query = substitute(v["query"]["query"].as_str().expect("query"), &vars, &range);
+            let values = label_values(prometheus, &query, start, end)
+                .unwrap_or_else(|e| panic!("dashboards/{}: variable {name}: {e}", path.display()));
+            checked += 1;
+            if values.is_empty() {
+                failures.push(format!(
+                    "{} variable {name}: {query}: no values",
+                    d["title"]
+                ));
+                continue;
+            }
+            let value = if v["multi"] == true {
+                values.join("|")
+            } else {
+                values[0].clone()
+            };
+            if name == "model" {
+                assert_eq!(value, "credit");
+            }
+            vars.push((name.to_string(), value));
+        }
+        for p in d["panels"].as_array().expect("panels") {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = substitute(t["expr"].as_str().expect("expr"), &vars, &range);
+                checked += 1;
+                let path = format!(
+                    "/api/v1/query_range?query={}&start={start}&end={end}&step=2",
+                    encode(&expr)
+                );
+                let reply = get_json_any(prometheus, &path);
+                if reply["status"] != "success" {
+                    failures.push(format!(
+                        "{} / {}: {expr}: {}",
+                        d["title"], p["title"], reply
+                    ));
+                } else if reply["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+                    failures.push(format!(
+                        "{} / {}: {expr}: no series",
+                        d["title"], p["title"]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 30, "{checked} queries checked");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} dashboard queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn get_json_any(addr: &str, path: &str) -> Value {
+    http(addr, "GET", path)
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Grafana's substitutions: the dashboard's variables, `$__range`, and
+/// `$__rate_interval` (at least four scrape intervals; the test scrapes
+/// every second).
+fn substitute(expr: &str, vars: &[(String, String)], range: &str) -> String {
+    let mut out = expr
+        .replace("$__rate_interval", "10s")
+        .replace("$__range", range);
+    for (k, v) in vars {
+        out = out.replace(&format!("${k}"), v);
+    }
+    assert!(!out.contains('$'), "an unknown variable in {out}");
+    out
+}
+
+/// `label_values(SELECTOR, LABEL)` through Prometheus's label values API.
+fn label_values(
+    prometheus: &str,
+    query: &str,
+    start: u64,
+    end: u64,
+) -> Result<Vec<String>, String> {
+    let inner = query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .ok_or_else(|| format!("{query}: not label_values(...)"))?;
+    let (selector, label) = inner
+        .rsplit_once(',')
+        .ok_or_else(|| format!("{query}: no label"))?;
+    let path = format!(
+        "/api/v1/label/{}/values?match[]={}&start={start}&end={end}",
+        label.trim(),
+        encode(selector.trim())
+    );
+    let reply = get_json_any(prometheus, &path);
+    if reply["status"] != "success" {
+        return Err(format!("{query}: {reply}"));
+    }
+    Ok(reply["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect())
+}
+
+#[test]
+fn the_dashboards_are_what_build_py_writes_and_provisioning_names_them() {
+    let dir = std::env::temp_dir().join(format!("dw-dash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // build.py writes next to itself: run a copy, compare with the committed files.
+    std::fs::copy(repo("dashboards/build.py"), dir.join("build.py")).expect("copy");
+    let status = Command::new("python3")
+        .arg(dir.join("build.py"))
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    for name in ["overview", "drift", "performance", "alerts"] {
+        let file = format!("{name}.json");
+        let built = std::fs::read_to_string(dir.join(&file)).expect("built");
+        let committed =
+            std::fs::read_to_string(repo(&format!("dashboards/{file}"))).expect("committed");
+        assert!(
+            built == committed,
+            "dashboards/{file} differs from what build.py writes: run python3 dashboards/build.py"
+        );
+        let d: Value = serde_json::from_str(&committed).expect("JSON");
+        assert_eq!(d["uid"], format!("driftwatch-{name}"));
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .expect("variables")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert!(
+            vars.contains(&"model") && vars.contains(&"window"),
+            "{vars:?}"
+        );
+        // Panels do not overlap in Grafana's 24-column grid.
+        let cells: Vec<(i64, i64, i64, i64)> = d["panels"]
+            .as_array()
+            .expect("panels")
+            .iter()
+            .map(|p| {
+                let g = &p["gridPos"];
+                let n = |k: &str| g[k].as_i64().expect("grid position");
+                (n("x"), n("y"), n("w"), n("h"))
+            })
+            .collect();
+        for (i, a) in cells.iter().enumerate() {
+            assert!(a.0 + a.2 <= 24, "{name}: panel {i} is wider than the grid");
+            for b in &cells[i + 1..] {
+                let apart =
+                    a.0 + a.2 <= b.0 || b.0 + b.2 <= a.0 || a.1 + a.3 <= b.1 || b.1 + b.3 <= a.1;
+                assert!(apart, "{name}: panels {a:?} and {b:?} overlap");
+            }
+        }
+    }
+    let datasource =
+        std::fs::read_to_string(repo("dashboards/provisioning/datasources/driftwatch.yaml"))
+            .expect("datasource");
+    assert!(datasource.contains("type: prometheus"));
+    let provider =
+        std::fs::read_to_string(repo("dashboards/provisioning/dashboards/driftwatch.yaml"))
+            .expect("provider");
+    assert!(provider.contains("type: file") && provider.contains("path: "));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_demo_config_and_rules_load_in_the_collector() {
+    let dir = std::env::temp_dir().join(format!("dw-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut cmd = Command::new(bin("driftwatch"));
+    cmd.current_dir(repo(""))
+        .args(["serve", "--config", "examples/demo/collector.yaml"])
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.join("demo.db"));
+    let mut collector = Proc::start("collector", cmd, &dir);
+    let addr = collector.wait_line("driftwatch listening on ");
+    let rules = get_json(&addr, "/v1/rules");
+    let names: Vec<&str> = rules["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    assert_eq!(names, ["FeatureDrift", "DatasetDrift"], "{rules}");
+    let models = get_json(&addr, "/v1/models");
+    assert_eq!(models["models"][0]["name"], "credit", "{models}");
+    drop(collector);
+    let _ = std::fs::remove_dir_all(&dir);
+}
