@@ -17,186 +17,20 @@ mod receiver;
 #[path = "../collector/tests/common/mail.rs"]
 mod mail;
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+#[path = "support.rs"]
+#[allow(dead_code)]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use mail::mails;
 use serde_json::Value;
+use support::{bin, encode, free_port, get_json, http, metric, repo, wait_until, write, Proc};
 
 const HMAC_SECRET: &str = "e2e-secret";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// A binary of the workspace, next to this test's own directory
-/// (`target/debug/deps/e2e-HASH` → `target/debug/NAME`).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test --workspace` builds it before the tests run",
-        path.display()
-    );
-    path
-}
-
-fn ort_library() -> String {
-    let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
-    assert!(
-        !path.is_empty() && Path::new(&path).exists(),
-        "ORT_DYLIB_PATH ({path:?}) must name libonnxruntime: run ./scripts/test, or export ORT_DYLIB_PATH=\"$(scripts/setup-ort)\""
-    );
-    path
-}
-
-/// A child process writing stdout and stderr to `DIR/NAME.log`, killed on drop.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(name: &str, mut cmd: Command, dir: &Path) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).expect("log file");
-        cmd.stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .stdin(Stdio::null());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The rest of the first line of output that starts with `prefix`.
-    fn wait_line(&mut self, prefix: &str) -> String {
-        self.wait_for(prefix, |l| {
-            l.strip_prefix(prefix).map(|r| r.trim().to_string())
-        })
-    }
-
-    /// The first line of output `pick` accepts (`what` names it in a failure).
-    fn wait_for(&mut self, what: &str, pick: impl Fn(&str) -> Option<String>) -> String {
-        let prefix = what;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(found) = self.output().lines().find_map(&pick) {
-                return found;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before printing {prefix:?}:\n{}",
-                    self.name,
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not print {prefix:?} within 60 s:\n{}",
-                self.name,
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// One HTTP/1.0 request (no chunked replies); the status and the body.
-fn http(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Some((status, body.to_string()))
-}
-
-fn get_json(addr: &str, path: &str) -> Value {
-    match http(addr, "GET", path) {
-        Some((200, body)) => serde_json::from_str(&body).unwrap_or(Value::Null),
-        _ => Value::Null,
-    }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A metric's value in a Prometheus text exposition, by labels.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn wait_until(what: &str, limit: Duration, procs: &[&Proc], mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        if Instant::now() > deadline {
-            let logs: String = procs
-                .iter()
-                .map(|p| {
-                    let out = p.output();
-                    let tail: Vec<&str> = out.lines().rev().take(40).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    format!("--- {} ---\n{}\n", p.name, tail.join("\n"))
-                })
-                .collect();
-            panic!("timed out after {limit:?} waiting for {what}\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 fn subject(mail: &str) -> &str {
     mail.lines()
@@ -223,10 +57,6 @@ fn valid_signature(r: &receiver::Request) -> bool {
     mac.update(b".");
     mac.update(&r.body);
     mac.verify_slice(&expected).is_ok()
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 fn config_files(dir: &Path, smtp_port: &str, hooks: &str) -> PathBuf {
@@ -333,40 +163,25 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
     let hooks = receiver::Receiver::start(&[]);
     let config = config_files(&dir, &smtp_port, &hooks.url);
 
-    let mut cmd = Command::new(bin("driftwatch"));
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("SLACK_URL", format!("{}/slack", hooks.url))
-        .env("RETRAIN_HMAC", HMAC_SECRET);
-    let mut collector = Proc::start("collector", cmd, &dir);
-    let collector_addr = collector.wait_line("driftwatch listening on ");
-
-    let mut cmd = Command::new(bin("driftwatch-example-champion"));
-    cmd.arg("--model-file")
-        .arg(repo("examples/credit/champion.onnx"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("ORT_DYLIB_PATH", ort_library());
-    let mut champion = Proc::start("champion", cmd, &dir);
-    let champion_addr = champion.wait_line("listening on ");
-
-    let mut cmd = Command::new(bin("driftwatch-agent"));
-    cmd.args(["--model", "credit", "--upstream"])
-        .arg(format!("http://{champion_addr}"))
-        .arg("--collector")
-        .arg(format!("http://{collector_addr}"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--shadow-model")
-        .arg(repo("examples/credit/challenger.onnx"))
-        .args([
+    let slack = format!("{}/slack", hooks.url);
+    let (collector, collector_addr) = support::start_collector(
+        &dir,
+        &config,
+        &[("SLACK_URL", slack.as_str()), ("RETRAIN_HMAC", HMAC_SECRET)],
+    );
+    let (champion, champion_addr) = support::start_champion(&dir);
+    let challenger = repo("examples/credit/challenger.onnx");
+    let (agent, agent_addr, admin_addr) = support::start_agent(
+        &dir,
+        &champion_addr,
+        &collector_addr,
+        &[
+            "--shadow-model",
+            challenger.to_str().expect("UTF-8 path"),
             "--shadow-inputs",
             "age,income,loan_amount,bureau_score,dependents,has_card",
-        ])
-        .env("ORT_DYLIB_PATH", ort_library())
-        .env("NODE_NAME", "e2e-node");
-    let mut agent = Proc::start("agent", cmd, &dir);
-    let agent_addr = agent.wait_line("listening on ");
-    let admin_addr = agent.wait_line("admin on ");
+        ],
+    );
     wait_until(
         "the agent to be ready",
         Duration::from_secs(60),

@@ -41,6 +41,10 @@ pub struct Config {
     /// one per core the agent may use).
     #[serde(default)]
     pub traffic_threads: Option<usize>,
+    /// OpenTelemetry export (request spans and metrics over OTLP/HTTP);
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` when absent.
+    #[serde(default)]
+    pub otlp: Option<driftwatch_telemetry::OtlpConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +308,7 @@ impl Config {
             models: vec![model],
             shutdown_deadline: default_shutdown(),
             traffic_threads: None,
+            otlp: None,
         }
     }
 
@@ -312,6 +317,9 @@ impl Config {
         let mut problems = Vec::new();
         if self.models.is_empty() {
             problems.push("models: give at least one model".to_string());
+        }
+        if let Some(o) = &self.otlp {
+            problems.extend(o.check());
         }
         if self.traffic_threads == Some(0) {
             problems.push("traffic_threads: give at least 1".to_string());

@@ -48,6 +48,10 @@ struct Cli {
     /// The shadow model's input columns, in order (comma-separated feature names).
     #[arg(long, value_delimiter = ',')]
     shadow_inputs: Option<Vec<String>>,
+    /// Export request spans and metrics over OTLP/HTTP to this base URL
+    /// (e.g. http://otel-collector:4318; replaces the config's `otlp.endpoint`).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,24 @@ fn main() -> ExitCode {
     }
     if let Some(l) = cli.admin_listen {
         config.admin_listen = l;
+    }
+    if let Some(url) = cli.otlp_endpoint {
+        let mut otlp = config
+            .otlp
+            .take()
+            .unwrap_or_else(|| driftwatch_telemetry::OtlpConfig::endpoint(&url));
+        otlp.endpoint = url;
+        config.otlp = Some(otlp);
+    }
+    config.otlp = driftwatch_telemetry::OtlpConfig::resolve(config.otlp.take());
+    if let Some(problems) = config
+        .otlp
+        .as_ref()
+        .map(|o| o.check())
+        .filter(|p| !p.is_empty())
+    {
+        eprintln!("error: {}", problems.join("; "));
+        return ExitCode::from(2);
     }
     // This thread accepts connections and deals them to the traffic
     // threads (`run`); parsing, event building, shipping and the admin

@@ -176,6 +176,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for the OTLP export of the same metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -69,7 +69,32 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
     let threads = config.traffic_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let state = State::new(config, models, metrics, shipper, &background);
+    let telemetry = match &config.otlp {
+        None => driftwatch_telemetry::Telemetry::off(),
+        Some(otlp) => {
+            let node = config
+                .node
+                .clone()
+                .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()));
+            let attributes = node
+                .map(|n| vec![driftwatch_telemetry::KeyValue::new("k8s.node.name", n)])
+                .unwrap_or_default();
+            let t = driftwatch_telemetry::Telemetry::start(
+                otlp,
+                "driftwatch-agent",
+                attributes,
+                metrics.registry(),
+                "driftwatch_agent",
+            )
+            .map_err(|e| format!("otlp: {e}"))?;
+            eprintln!(
+                "exporting request spans and metrics over OTLP to {}",
+                otlp.endpoint
+            );
+            t
+        }
+    };
+    let state = State::new(config, models, metrics, shipper, telemetry, &background);
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         workers.push(traffic_thread(i, state.clone())?);
@@ -134,6 +159,9 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(deadline + Duration::from_secs(1), shipping).await;
     admin_task.abort();
+    // The exporters block while they flush: off the reactor.
+    let s = state.clone();
+    let _ = tokio::task::spawn_blocking(move || s.telemetry.shutdown()).await;
     Ok(())
 }
 

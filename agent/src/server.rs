@@ -77,6 +77,8 @@ pub struct State {
     joins: Mutex<HashMap<(usize, String), Half>>,
     node: Option<String>,
     ids: AtomicU64,
+    /// Request spans (OTLP), when configured.
+    pub telemetry: driftwatch_telemetry::Telemetry,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -157,6 +159,7 @@ impl State {
         models: Vec<ModelRt>,
         metrics: Arc<Metrics>,
         shipper: Arc<Shipper>,
+        telemetry: driftwatch_telemetry::Telemetry,
         background: &tokio::runtime::Handle,
     ) -> Arc<State> {
         let (tx, rx) = std::sync::mpsc::sync_channel(OBSERVER_QUEUE);
@@ -173,6 +176,7 @@ impl State {
             joins: Mutex::new(HashMap::new()),
             node,
             ids: AtomicU64::new(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64),
+            telemetry,
         });
         background.spawn(observer(state.clone(), rx));
         background.spawn(sweep_joins(state.clone()));
@@ -340,6 +344,21 @@ async fn proxy(
     };
     let timestamp = now_rfc3339();
     let (mut parts, body) = req.into_parts();
+    // Only when tracing: the caller's trace context and the wall-clock start.
+    let trace = state.telemetry.tracing().then(|| {
+        let parent = parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let path = parts.uri.path().to_string();
+        (
+            parent,
+            path,
+            parts.method.to_string(),
+            std::time::SystemTime::now() - started.elapsed(),
+        )
+    });
     let (body, request) = match read_limited(body, m.cfg.max_body_bytes).await {
         Ok(x) => x,
         Err(e) => {
@@ -444,7 +463,44 @@ async fn proxy(
         .added_latency
         .with_label_values(&[name])
         .observe(added.as_secs_f64());
+    if let Some((parent, path, method, start)) = trace {
+        request_span(state, name, id, parent, path, method, start, &resp, &target);
+    }
     resp
+}
+
+/// The span of one proxied request, a child of the caller's `traceparent`.
+#[allow(clippy::too_many_arguments)]
+fn request_span(
+    state: &State,
+    model: &str,
+    id: &str,
+    parent: Option<String>,
+    path: String,
+    method: String,
+    start: std::time::SystemTime,
+    resp: &Response<Body>,
+    target: &str,
+) {
+    use driftwatch_telemetry::{KeyValue, SpanKind};
+    let status = resp.status();
+    let error = (status.is_server_error()).then(|| format!("HTTP {}", status.as_u16()));
+    state.telemetry.span(
+        format!("proxy {model}"),
+        SpanKind::Server,
+        parent.as_deref(),
+        start,
+        std::time::SystemTime::now(),
+        vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+            KeyValue::new("url.path", path),
+            KeyValue::new("driftwatch.upstream", target.to_string()),
+            KeyValue::new("driftwatch.model", model.to_string()),
+            KeyValue::new("driftwatch.request_id", id.to_string()),
+        ],
+        error,
+    );
 }
 
 /// A mirrored copy: answered at once, joined with the champion's response

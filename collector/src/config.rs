@@ -83,6 +83,9 @@ pub struct RawConfig {
     pub rules: Vec<PathBuf>,
     /// The collector's address as users reach it (links in notifications).
     pub external_url: Option<String>,
+    /// OpenTelemetry export (traces and metrics over OTLP/HTTP).
+    #[serde(default)]
+    pub otlp: Option<driftwatch_telemetry::OtlpConfig>,
     pub models: Vec<RawModel>,
 }
 
@@ -221,6 +224,8 @@ pub struct Config {
     pub tokens: Vec<String>,
     pub rules: Vec<PathBuf>,
     pub external_url: Option<String>,
+    /// From `otlp:`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; none: no export.
+    pub otlp: Option<driftwatch_telemetry::OtlpConfig>,
     pub models: Vec<RawModel>,
 }
 
@@ -282,6 +287,8 @@ impl RawConfig {
                 errors.push(format!("external_url: {u:?} is not an http(s) URL"));
             }
         }
+        let otlp = driftwatch_telemetry::OtlpConfig::resolve(self.otlp.clone());
+        errors.extend(otlp.iter().flat_map(|o| o.check()));
         if self.max_body_bytes == 0 {
             errors.push("max_body_bytes: must be at least 1".to_string());
         }
@@ -377,6 +384,7 @@ impl RawConfig {
                 external_url: self
                     .external_url
                     .map(|u| u.trim_end_matches('/').to_string()),
+                otlp,
                 models: self.models,
             }),
             _ => Err(ConfigError::Invalid {
@@ -403,6 +411,7 @@ pub fn from_flags(
         auth: RawAuth::default(),
         rules: Vec::new(),
         external_url: None,
+        otlp: None,
         models: vec![RawModel {
             name: model,
             task: default_task(),

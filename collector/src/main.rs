@@ -265,6 +265,10 @@ struct ServeArgs {
     /// Alerting rule files (replace the config's `rules:`).
     #[arg(long, num_args = 1..)]
     rules: Vec<PathBuf>,
+    /// Export traces and metrics over OTLP/HTTP to this base URL (e.g.
+    /// http://otel-collector:4318; replaces the config's `otlp.endpoint`).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -484,6 +488,14 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.rules.is_empty() {
         raw.rules = args.rules.clone();
     }
+    if let Some(url) = &args.otlp_endpoint {
+        let mut otlp = raw
+            .otlp
+            .take()
+            .unwrap_or_else(|| driftwatch_telemetry::OtlpConfig::endpoint(url));
+        otlp.endpoint = url.clone();
+        raw.otlp = Some(otlp);
+    }
     if args.config.is_some() && !windows.is_empty() {
         for m in raw.models.iter_mut() {
             m.windows = windows.clone();
@@ -519,6 +531,20 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let store = driftwatch::store::Store::open(&config.db, retention)?;
         let mut state = driftwatch::serve::AppState::new(&config, models, store);
+        if let Some(otlp) = &config.otlp {
+            state.telemetry = driftwatch_telemetry::Telemetry::start(
+                otlp,
+                "driftwatch-collector",
+                Vec::new(),
+                state.metrics.registry(),
+                "driftwatch",
+            )
+            .map_err(|e| anyhow::anyhow!("otlp: {e}"))?;
+            eprintln!(
+                "exporting traces and metrics over OTLP to {}",
+                otlp.endpoint
+            );
+        }
         if !config.rules.is_empty() {
             let interval_ms = config.eval_interval.as_millis() as i64;
             let alerting = driftwatch::serve::alerting::Alerting::load(
@@ -538,7 +564,17 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             alerting.restore(&state);
         }
         eprintln!("driftwatch listening on {addr}");
-        driftwatch::serve::run(listener, state, config.eval_interval, shutdown_signal()).await?;
+        let served = driftwatch::serve::run(
+            listener,
+            state.clone(),
+            config.eval_interval,
+            shutdown_signal(),
+        )
+        .await;
+        // The exporters block while they flush: off the reactor.
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || s.telemetry.shutdown()).await;
+        served?;
         eprintln!("driftwatch stopped");
         Ok(ExitCode::SUCCESS)
     })

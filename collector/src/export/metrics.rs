@@ -337,6 +337,11 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// The registry, for the OTLP export of the same metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

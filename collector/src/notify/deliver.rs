@@ -81,6 +81,7 @@ pub async fn run(state: Arc<AppState>) {
                 as f64
                 / 1000.0;
             tokio::spawn(async move {
+                let started = std::time::SystemTime::now();
                 let (message, external) = (q.clone(), state.external_url.clone());
                 // A panic inside the attempt is retried like a failure.
                 let result = tokio::spawn(async move {
@@ -92,11 +93,42 @@ pub async fn run(state: Arc<AppState>) {
                 })
                 .await
                 .unwrap_or_else(|_| Err(("the delivery task failed".into(), true)));
+                delivery_span(&state, &q, started, &result);
                 record(&state, &q, result, jitter).await;
                 lock(&in_flight).remove(&q.id);
             });
         }
     }
+}
+
+/// A span for one delivery attempt (a notification or an action call).
+fn delivery_span(
+    state: &AppState,
+    q: &Queued,
+    started: std::time::SystemTime,
+    result: &Result<(), (String, bool)>,
+) {
+    use driftwatch_telemetry::{KeyValue, SpanKind};
+    state.telemetry.span(
+        "deliver notification",
+        SpanKind::Client,
+        None,
+        started,
+        std::time::SystemTime::now(),
+        vec![
+            KeyValue::new("driftwatch.receiver", q.receiver.clone()),
+            KeyValue::new("driftwatch.attempt", i64::from(q.attempts) + 1),
+            KeyValue::new(
+                "driftwatch.outcome",
+                if result.is_ok() {
+                    "delivered"
+                } else {
+                    "failed"
+                },
+            ),
+        ],
+        result.as_ref().err().map(|(why, _)| why.clone()),
+    );
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

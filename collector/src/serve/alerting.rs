@@ -424,6 +424,14 @@ impl Alerting {
     }
 
     /// `GET /v1/alerts`: active alerts.
+    /// How many alerts are firing now.
+    pub fn firing_count(&self) -> usize {
+        self.lock_engine()
+            .alerts()
+            .filter(|a| a.state == crate::rules::engine::State::Firing)
+            .count()
+    }
+
     pub fn alerts_json(&self) -> serde_json::Value {
         let alerts: Vec<serde_json::Value> = self
             .lock_engine()

@@ -31,6 +31,8 @@ pub async fn run_loop(state: Arc<AppState>, interval: Duration) {
 
 /// Recomputes every kept window, publishes the live ones and stores all.
 pub fn evaluate_all(state: &AppState) {
+    use driftwatch_telemetry::{KeyValue, SpanKind};
+    let started = std::time::SystemTime::now();
     let mut results = Vec::new();
     let mut live_windows = Vec::new();
     for (mi, model) in state.models.iter().enumerate() {
@@ -55,14 +57,43 @@ pub fn evaluate_all(state: &AppState) {
             }
         }
     }
-    if !results.is_empty() {
-        if let Err(e) = state.store.save_results_blocking(results) {
-            eprintln!("error: storing window results failed: {e}");
-        }
+    let evaluated = results.len() as i64;
+    let stored = match results.is_empty() {
+        true => Ok(()),
+        false => state.store.save_results_blocking(results),
+    };
+    let error = stored
+        .err()
+        .map(|e| format!("storing window results failed: {e}"));
+    if let Some(e) = &error {
+        eprintln!("error: {e}");
     }
+    let rules_started = std::time::SystemTime::now();
+    state.telemetry.span(
+        "evaluate windows",
+        SpanKind::Internal,
+        None,
+        started,
+        rules_started,
+        vec![KeyValue::new("driftwatch.windows", evaluated)],
+        error,
+    );
     if let Some(alerting) = &state.alerting {
         alerting.reload_if_changed(&state.metrics);
+        let live = live_windows.len() as i64;
         alerting.tick(state, live_windows);
+        state.telemetry.span(
+            "evaluate rules",
+            SpanKind::Internal,
+            None,
+            rules_started,
+            std::time::SystemTime::now(),
+            vec![
+                KeyValue::new("driftwatch.live_windows", live),
+                KeyValue::new("driftwatch.alerts_firing", alerting.firing_count() as i64),
+            ],
+            None,
+        );
     }
 }
 

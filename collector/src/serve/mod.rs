@@ -39,6 +39,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Rules and alert states, when rule files are configured.
     pub alerting: Option<alerting::Alerting>,
+    /// OpenTelemetry spans and metrics; off unless `otlp:` is configured.
+    pub telemetry: driftwatch_telemetry::Telemetry,
 }
 
 impl AppState {
@@ -57,6 +59,7 @@ impl AppState {
             external_url: config.external_url.clone(),
             ready: AtomicBool::new(false),
             alerting: None,
+            telemetry: driftwatch_telemetry::Telemetry::off(),
         }
     }
 }
@@ -179,7 +182,60 @@ async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
-    let (bytes, encoding) = read_body(&state, &headers, body).await?;
+    let started = SystemTime::now();
+    let reply = ingest_events(&state, &headers, body).await;
+    ingest_span(&state, "ingest events", &headers, started, &reply);
+    reply
+}
+
+/// A span for one ingest request, continuing the client's `traceparent`.
+fn ingest_span(
+    state: &AppState,
+    name: &'static str,
+    headers: &HeaderMap,
+    started: SystemTime,
+    reply: &Result<Json<IngestReply>, ApiError>,
+) {
+    use driftwatch_telemetry::{KeyValue, SpanKind};
+    if !state.telemetry.tracing() {
+        return;
+    }
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let (attributes, error) = match reply {
+        Ok(r) => (
+            vec![
+                KeyValue::new("http.response.status_code", 200),
+                KeyValue::new("driftwatch.accepted", r.accepted as i64),
+                KeyValue::new("driftwatch.rejected", r.rejected as i64),
+            ],
+            None,
+        ),
+        Err(e) => (
+            vec![KeyValue::new(
+                "http.response.status_code",
+                i64::from(e.status.as_u16()),
+            )],
+            Some(e.message.clone()),
+        ),
+    };
+    state.telemetry.span(
+        name,
+        SpanKind::Server,
+        parent,
+        started,
+        SystemTime::now(),
+        attributes,
+        error,
+    );
+}
+
+async fn ingest_events(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<IngestReply>, ApiError> {
+    let state = state.clone();
+    let (bytes, encoding) = read_body(&state, headers, body).await?;
     // Decompression, parsing and validation are CPU work: keep them off the reactor.
     let worker = state.clone();
     let (mut reply, accepted) =
@@ -274,7 +330,19 @@ async fn feedback(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
-    let (bytes, encoding) = read_body(&state, &headers, body).await?;
+    let started = SystemTime::now();
+    let reply = ingest_labels(&state, &headers, body).await;
+    ingest_span(&state, "ingest labels", &headers, started, &reply);
+    reply
+}
+
+async fn ingest_labels(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<IngestReply>, ApiError> {
+    let state = state.clone();
+    let (bytes, encoding) = read_body(&state, headers, body).await?;
     let worker = state.clone();
     let (refusals, labels) = tokio::task::spawn_blocking(move || {
         let decoded = decode_body(&worker, encoding.as_deref(), &bytes)?;

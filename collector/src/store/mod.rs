@@ -99,6 +99,13 @@ pub enum StoreError {
     },
     #[error("the storage writer has stopped")]
     Stopped,
+    /// A database written by a newer driftwatch: refused rather than misread.
+    #[error("{path}: the database has schema version {found}, newer than this driftwatch knows ({known}); run the newer version, or give another --db")]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
 }
 
 /// One rule evaluation's outcome, saved atomically: every active alert
@@ -243,6 +250,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Newer {
+            path: path.to_path_buf(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
@@ -652,6 +666,27 @@ mod tests {
             ts_ms: ts,
             json: format!("{{\"id\": \"{id}\"}}"),
         }
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused() {
+        let dir = std::env::temp_dir().join(format!("dw-store-newer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        drop(Store::open(&path, vec![]).expect("open"));
+        let conn = Connection::open(&path).expect("sqlite");
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+            .expect("version");
+        drop(conn);
+        match Store::open(&path, vec![]) {
+            Err(e @ StoreError::Newer { .. }) => {
+                assert!(e.to_string().contains("newer than this driftwatch"), "{e}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a newer schema was opened"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
