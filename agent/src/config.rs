@@ -312,6 +312,13 @@ impl Config {
         }
     }
 
+    /// The node's name: `node`, else the `NODE_NAME` environment variable.
+    pub fn node_name(&self) -> Option<String> {
+        self.node
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+    }
+
     /// Cross-field checks, every problem at once.
     pub fn check(&self) -> Result<(), String> {
         let mut problems = Vec::new();

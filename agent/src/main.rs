@@ -92,13 +92,11 @@ fn main() -> ExitCode {
     if let Some(l) = cli.admin_listen {
         config.admin_listen = l;
     }
-    if let Some(url) = cli.otlp_endpoint {
-        let mut otlp = config
-            .otlp
-            .take()
-            .unwrap_or_else(|| driftwatch_telemetry::OtlpConfig::endpoint(&url));
-        otlp.endpoint = url;
-        config.otlp = Some(otlp);
+    if let Some(url) = &cli.otlp_endpoint {
+        config.otlp = Some(driftwatch_telemetry::OtlpConfig::with_endpoint(
+            config.otlp.take(),
+            url,
+        ));
     }
     config.otlp = driftwatch_telemetry::OtlpConfig::resolve(config.otlp.take());
     if let Some(problems) = config

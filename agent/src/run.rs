@@ -72,11 +72,8 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
     let telemetry = match &config.otlp {
         None => driftwatch_telemetry::Telemetry::off(),
         Some(otlp) => {
-            let node = config
-                .node
-                .clone()
-                .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()));
-            let attributes = node
+            let attributes = config
+                .node_name()
                 .map(|n| vec![driftwatch_telemetry::KeyValue::new("k8s.node.name", n)])
                 .unwrap_or_default();
             let t = driftwatch_telemetry::Telemetry::start(

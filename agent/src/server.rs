@@ -163,10 +163,7 @@ impl State {
         background: &tokio::runtime::Handle,
     ) -> Arc<State> {
         let (tx, rx) = std::sync::mpsc::sync_channel(OBSERVER_QUEUE);
-        let node = config
-            .node
-            .clone()
-            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()));
+        let node = config.node_name();
         let state = Arc::new(State {
             config,
             models,

@@ -489,12 +489,10 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         raw.rules = args.rules.clone();
     }
     if let Some(url) = &args.otlp_endpoint {
-        let mut otlp = raw
-            .otlp
-            .take()
-            .unwrap_or_else(|| driftwatch_telemetry::OtlpConfig::endpoint(url));
-        otlp.endpoint = url.clone();
-        raw.otlp = Some(otlp);
+        raw.otlp = Some(driftwatch_telemetry::OtlpConfig::with_endpoint(
+            raw.otlp.take(),
+            url,
+        ));
     }
     if args.config.is_some() && !windows.is_empty() {
         for m in raw.models.iter_mut() {

@@ -96,6 +96,14 @@ impl OtlpConfig {
         }
     }
 
+    /// `--otlp-endpoint URL`: the configured block with this endpoint, or
+    /// every default with it.
+    pub fn with_endpoint(configured: Option<OtlpConfig>, url: &str) -> OtlpConfig {
+        let mut otlp = configured.unwrap_or_else(|| OtlpConfig::endpoint(url));
+        otlp.endpoint = url.to_string();
+        otlp
+    }
+
     /// The config's own `otlp:`, else the standard environment variable.
     pub fn resolve(configured: Option<OtlpConfig>) -> Option<OtlpConfig> {
         configured.or_else(|| {
@@ -487,26 +495,23 @@ fn register(
                 .build();
         }
         MetricType::HISTOGRAM => {
-            let read = of(snapshot, name);
-            meter
-                .f64_observable_counter(format!("{name}_count"))
-                .with_description(format!("{help} (count)"))
-                .with_callback(move |o| {
-                    for m in read() {
-                        o.observe(m.get_histogram().get_sample_count() as f64, &attributes(&m));
-                    }
-                })
-                .build();
-            let read = of(snapshot, name);
-            meter
-                .f64_observable_counter(format!("{name}_sum"))
-                .with_description(format!("{help} (sum)"))
-                .with_callback(move |o| {
-                    for m in read() {
-                        o.observe(m.get_histogram().get_sample_sum(), &attributes(&m));
-                    }
-                })
-                .build();
+            type Part = fn(&prometheus::proto::Histogram) -> f64;
+            let parts: [(&str, Part); 2] = [
+                ("count", |h| h.get_sample_count() as f64),
+                ("sum", |h| h.get_sample_sum()),
+            ];
+            for (part, value) in parts {
+                let read = of(snapshot, name);
+                meter
+                    .f64_observable_counter(format!("{name}_{part}"))
+                    .with_description(format!("{help} ({part})"))
+                    .with_callback(move |o| {
+                        for m in read() {
+                            o.observe(value(m.get_histogram()), &attributes(&m));
+                        }
+                    })
+                    .build();
+            }
         }
         _ => {}
     }
