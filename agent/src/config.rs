@@ -41,6 +41,11 @@ pub struct Config {
     /// one per core the agent may use).
     #[serde(default)]
     pub traffic_threads: Option<usize>,
+    /// Serve plain HTTP/1.1 proxy requests (a `Content-Length` body, no
+    /// upgrade or `Expect`) on the agent's own lean path; `false` serves
+    /// every request through hyper, as all other requests are.
+    #[serde(default = "default_true")]
+    pub fast_path: bool,
     /// OpenTelemetry export (request spans and metrics over OTLP/HTTP);
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` when absent.
     #[serde(default)]
@@ -215,6 +220,10 @@ fn default_listen() -> String {
 fn default_admin_listen() -> String {
     "0.0.0.0:8082".into()
 }
+fn default_true() -> bool {
+    true
+}
+
 fn default_shutdown() -> Duration {
     Duration::from_secs(10)
 }
@@ -308,6 +317,7 @@ impl Config {
             models: vec![model],
             shutdown_deadline: default_shutdown(),
             traffic_threads: None,
+            fast_path: true,
             otlp: None,
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod fast;
 pub mod metrics;
 pub mod onnx;
 pub mod run;

@@ -14,6 +14,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::fast;
 use crate::metrics::Metrics;
 use crate::server::{self, State};
 use crate::shadow::Scorer;
@@ -92,9 +93,11 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
         }
     };
     let state = State::new(config, models, metrics, shipper, telemetry, &background);
+    // Turns true at shutdown: the fast path's connections close when idle.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
-        workers.push(traffic_thread(i, state.clone())?);
+        workers.push(traffic_thread(i, state.clone(), stop.clone())?);
     }
     // Tests and scripts read these lines for the ports.
     println!("listening on {traffic_addr}");
@@ -150,6 +153,7 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
     eprintln!("shutting down: finishing requests in flight, flushing events");
     drop(traffic);
     drop(workers);
+    let _ = stopping.send(true);
     let _ = tokio::time::timeout(deadline, graceful.shutdown()).await;
     // Give observations in flight a moment to reach the shipper.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -166,12 +170,13 @@ type Handoff = (std::net::TcpStream, Watcher);
 
 /// A thread serving the connections it is dealt on a runtime of its own
 /// (thread per core, like nginx's workers: a request never changes
-/// threads, and no wakeup crosses to another one), with its own pool of
-/// connections to the champions. It ends when the acceptor is gone and
-/// its connections have closed.
+/// threads, and no wakeup crosses to another one), with its own pools of
+/// connections to the champions (the fast path's and hyper's). It ends
+/// when the acceptor is gone and its connections have closed.
 fn traffic_thread(
     i: usize,
     state: Arc<State>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::sync::mpsc::UnboundedSender<Handoff>, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,13 +187,17 @@ fn traffic_thread(
         .name(format!("driftwatch-traffic-{i}"))
         .spawn(move || {
             runtime.block_on(async move {
+                let pool = Arc::new(fast::Pool::new(state.models.len()));
                 // A timer that always comes before any request's deadline:
                 // without it, the first timer of an idle thread (a request's
-                // upstream timeout) costs a wakeup of its own driver.
-                tokio::spawn(async {
+                // upstream timeout) costs a wakeup of its own driver. It
+                // also closes the fast path's stale champion connections.
+                let p = pool.clone();
+                tokio::spawn(async move {
                     let mut tick = tokio::time::interval(Duration::from_millis(250));
                     loop {
                         tick.tick().await;
+                        p.sweep();
                     }
                 });
                 let client = server::upstream_client();
@@ -201,11 +210,12 @@ fn traffic_thread(
                                 continue;
                             };
                             let (s, c) = (state.clone(), client.clone());
-                            let svc = service_fn(move |req| server::handle(s.clone(), c.clone(), req));
-                            let conn = hyper::server::conn::http1::Builder::new()
-                                .keep_alive(true)
-                                .serve_connection(TokioIo::new(stream), svc);
-                            conns.spawn(watcher.watch(conn));
+                            if s.config.fast_path {
+                                let (p, stop) = (pool.clone(), stop.clone());
+                                conns.spawn(fast::serve(s, p, c, stream, watcher, stop));
+                            } else {
+                                conns.spawn(server::serve_hyper(s, c, stream, watcher));
+                            }
                         }
                         Some(_) = conns.join_next(), if !conns.is_empty() => {}
                     }

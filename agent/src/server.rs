@@ -46,7 +46,7 @@ const MAX_PENDING_JOINS: usize = 100_000;
 pub struct ModelRt {
     pub cfg: Model,
     pub scorer: Option<Scorer>,
-    upstream: Option<Uri>,
+    pub(crate) upstream: Option<Uri>,
 }
 
 /// One seen inference, before parsing.
@@ -58,6 +58,12 @@ struct Observation {
     /// The champion's answer: status and body, or why there is none.
     response: Option<Result<(u16, Bytes), String>>,
     champion_ms: Option<f64>,
+}
+
+struct ModelMetrics {
+    upstream_latency: prometheus::Histogram,
+    added_latency: prometheus::Histogram,
+    ok: prometheus::IntCounter,
 }
 
 #[derive(Default)]
@@ -72,6 +78,8 @@ pub struct State {
     pub config: Config,
     pub models: Vec<ModelRt>,
     pub metrics: Arc<Metrics>,
+    /// Each model's latency histograms and count of 200s, looked up once.
+    per_model: Vec<ModelMetrics>,
     pub shipper: Arc<Shipper>,
     observe: std::sync::mpsc::SyncSender<Observation>,
     joins: Mutex<HashMap<(usize, String), Half>>,
@@ -87,9 +95,13 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// The JSON body of an error the agent answers itself.
+pub(crate) fn error_body(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
 fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut r = Response::new(full(body));
+    let mut r = Response::new(full(error_body(message)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -110,13 +122,18 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Whether a header belongs to one connection only, never forwarded.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for h in HOP_BY_HOP {
         headers.remove(*h);
     }
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -164,9 +181,21 @@ impl State {
     ) -> Arc<State> {
         let (tx, rx) = std::sync::mpsc::sync_channel(OBSERVER_QUEUE);
         let node = config.node_name();
+        let per_model = models
+            .iter()
+            .map(|m| {
+                let name = m.cfg.name.as_str();
+                ModelMetrics {
+                    upstream_latency: metrics.upstream_latency.with_label_values(&[name]),
+                    added_latency: metrics.added_latency.with_label_values(&[name]),
+                    ok: metrics.requests.with_label_values(&[name, "200"]),
+                }
+            })
+            .collect();
         let state = Arc::new(State {
             config,
             models,
+            per_model,
             metrics,
             shipper,
             observe: tx,
@@ -194,12 +223,15 @@ impl State {
     }
 
     /// The request id: `x-request-id`, the trace and parent ids of a
-    /// `traceparent`, the configured header, or a new one.
-    fn request_id(&self, headers: &HeaderMap, model: &Model) -> String {
+    /// `traceparent`, the configured header, or a new one. `header` looks
+    /// a request header up by name.
+    pub(crate) fn request_id<'h>(
+        &self,
+        header: impl Fn(&str) -> Option<&'h str>,
+        model: &Model,
+    ) -> String {
         let get = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
+            header(name)
                 .map(str::trim)
                 .filter(|v| !v.is_empty() && v.len() <= 200)
         };
@@ -219,7 +251,7 @@ impl State {
     }
 
     /// The model whose `host` or longest `route` prefix matches.
-    fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(|h| h.split(':').next().unwrap_or(h));
         if let Some(i) = self
             .models
@@ -245,12 +277,118 @@ impl State {
         }
     }
 
-    fn count(&self, model: &str, status: StatusCode) {
+    pub(crate) fn count(&self, model: &str, status: StatusCode) {
+        if status == StatusCode::OK {
+            if let Some(i) = self.models.iter().position(|m| m.cfg.name == model) {
+                self.per_model[i].ok.inc();
+                return;
+            }
+        }
         self.metrics
             .requests
             .with_label_values(&[model, status.as_str()])
             .inc();
     }
+
+    /// What both proxy paths record of a request once it is answered: the
+    /// champion's latency, the latency the agent added, the observation
+    /// (when the request body was read) and, when tracing, the span.
+    pub(crate) fn proxied(&self, p: Proxied<'_>) {
+        let metrics = &self.per_model[p.mi];
+        metrics
+            .upstream_latency
+            .observe(p.upstream_time.as_secs_f64());
+        if let Some(request) = p.request {
+            self.observe(Observation {
+                model: p.mi,
+                request_id: p.id.to_string(),
+                timestamp: p.timestamp,
+                request,
+                response: p.answer,
+                champion_ms: Some(p.upstream_time.as_secs_f64() * 1000.0),
+            });
+        }
+        let added = p.started.elapsed().saturating_sub(p.upstream_time);
+        metrics.added_latency.observe(added.as_secs_f64());
+        if let Some(trace) = p.trace {
+            let name = self.models[p.mi].cfg.name.as_str();
+            request_span(self, name, p.id, trace, p.status, p.upstream, p.target);
+        }
+    }
+}
+
+/// One proxied request, answered (see `State::proxied`).
+pub(crate) struct Proxied<'a> {
+    pub mi: usize,
+    pub id: &'a str,
+    pub timestamp: String,
+    /// The request body, when it was read whole.
+    pub request: Option<Bytes>,
+    /// The champion's status and body, or why there is none.
+    pub answer: Option<Result<(u16, Bytes), String>>,
+    pub upstream_time: Duration,
+    /// When the agent had the request's head.
+    pub started: Instant,
+    pub status: StatusCode,
+    pub trace: Option<Trace>,
+    /// The upstream and the path and query the request had (for the span).
+    pub upstream: &'a Uri,
+    pub target: &'a str,
+}
+
+/// A request's trace context, taken only when spans are exported.
+pub(crate) struct Trace {
+    parent: Option<String>,
+    path: String,
+    method: String,
+    start: std::time::SystemTime,
+}
+
+impl Trace {
+    /// The caller's `traceparent`, the request's path and method, and the
+    /// wall-clock time of `started`; `None` unless tracing.
+    pub(crate) fn start(
+        state: &State,
+        started: Instant,
+        parent: Option<&str>,
+        path: &str,
+        method: &str,
+    ) -> Option<Trace> {
+        state.telemetry.tracing().then(|| Trace {
+            parent: parent.map(str::to_string),
+            path: path.to_string(),
+            method: method.to_string(),
+            start: std::time::SystemTime::now() - started.elapsed(),
+        })
+    }
+}
+
+/// The message of an upstream that failed.
+pub(crate) fn upstream_failed(upstream: &Uri, e: impl std::fmt::Display) -> String {
+    format!("upstream {upstream} failed: {e}")
+}
+
+/// The message of an upstream that did not answer in time.
+pub(crate) fn upstream_timed_out(upstream: &Uri, timeout: Duration) -> String {
+    format!(
+        "upstream {upstream} did not answer within {} ms",
+        timeout.as_millis()
+    )
+}
+
+/// The URL a request for `path_and_query` goes to on `upstream`.
+pub(crate) fn upstream_target(upstream: &Uri, path_and_query: &str) -> String {
+    format!(
+        "{}://{}{}{path_and_query}",
+        upstream.scheme_str().unwrap_or("http"),
+        upstream.authority().map_or("", |a| a.as_str()),
+        upstream_base(upstream)
+    )
+}
+
+/// The upstream URL's path, prefixed to every request's path.
+pub(crate) fn upstream_base(upstream: &Uri) -> &str {
+    upstream.path().trim_end_matches('/')
 }
 
 pub fn model_runtime(cfg: Model, scorer: Option<Scorer>) -> Result<ModelRt, String> {
@@ -313,7 +451,8 @@ pub async fn handle(
         ));
     };
     let m = &state.models[mi];
-    let id = state.request_id(req.headers(), &m.cfg);
+    let headers = req.headers();
+    let id = state.request_id(|n| headers.get(n).and_then(|v| v.to_str().ok()), &m.cfg);
     let mut resp = match m.cfg.mode {
         Mode::Proxy => proxy(&state, &client, mi, &id, req).await,
         Mode::Mirror => mirror(&state, mi, &id, req).await,
@@ -341,21 +480,16 @@ async fn proxy(
     };
     let timestamp = now_rfc3339();
     let (mut parts, body) = req.into_parts();
-    // Only when tracing: the caller's trace context and the wall-clock start.
-    let trace = state.telemetry.tracing().then(|| {
-        let parent = parts
+    let trace = Trace::start(
+        state,
+        started,
+        parts
             .headers
             .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let path = parts.uri.path().to_string();
-        (
-            parent,
-            path,
-            parts.method.to_string(),
-            std::time::SystemTime::now() - started.elapsed(),
-        )
-    });
+            .and_then(|v| v.to_str().ok()),
+        parts.uri.path(),
+        parts.method.as_str(),
+    );
     let (body, request) = match read_limited(body, m.cfg.max_body_bytes).await {
         Ok(x) => x,
         Err(e) => {
@@ -372,13 +506,12 @@ async fn proxy(
             .with_label_values(&[name, "request", "too_large"])
             .inc();
     }
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let base = upstream.path().trim_end_matches('/');
-    let target = format!(
-        "{}://{}{base}{path}",
-        upstream.scheme_str().unwrap_or("http"),
-        upstream.authority().map_or("", |a| a.as_str())
-    );
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let target = upstream_target(upstream, &path_and_query);
     match target.parse::<Uri>() {
         Ok(u) => parts.uri = u,
         Err(e) => {
@@ -404,83 +537,72 @@ async fn proxy(
     };
     let outcome = tokio::time::timeout(m.cfg.upstream_timeout, call).await;
     let upstream_time = sent.elapsed();
-    state
-        .metrics
-        .upstream_latency
-        .with_label_values(&[name])
-        .observe(upstream_time.as_secs_f64());
-    let champion_ms = Some(upstream_time.as_secs_f64() * 1000.0);
     let (resp, answer) = match outcome {
         Ok(Ok((mut parts, (body, bytes)))) => {
             strip_hop_by_hop(&mut parts.headers);
             let status = parts.status.as_u16();
             let answer = match bytes {
                 Some(b) => Some(Ok((status, b))),
-                None => {
-                    state
-                        .metrics
-                        .unparsed
-                        .with_label_values(&[name, "response", "too_large"])
-                        .inc();
-                    Some(Err(
-                        "the response was larger than max_body_bytes".to_string()
-                    ))
-                }
+                None => Some(Err(response_too_large(state, name))),
             };
             (Response::from_parts(parts, body), answer)
         }
         Ok(Err(e)) => {
-            let why = format!("upstream {upstream} failed: {e}");
+            let why = upstream_failed(upstream, e);
             (json_error(StatusCode::BAD_GATEWAY, &why), Some(Err(why)))
         }
         Err(_) => {
-            let why = format!(
-                "upstream {upstream} did not answer within {} ms",
-                m.cfg.upstream_timeout.as_millis()
-            );
+            let why = upstream_timed_out(upstream, m.cfg.upstream_timeout);
             (
                 json_error(StatusCode::GATEWAY_TIMEOUT, &why),
                 Some(Err(why)),
             )
         }
     };
-    if let Some(request) = request {
-        state.observe(Observation {
-            model: mi,
-            request_id: id.to_string(),
-            timestamp,
-            request,
-            response: answer,
-            champion_ms,
-        });
-    }
-    let added = started.elapsed().saturating_sub(upstream_time);
-    state
-        .metrics
-        .added_latency
-        .with_label_values(&[name])
-        .observe(added.as_secs_f64());
-    if let Some((parent, path, method, start)) = trace {
-        request_span(state, name, id, parent, path, method, start, &resp, &target);
-    }
+    state.proxied(Proxied {
+        mi,
+        id,
+        timestamp,
+        request,
+        answer,
+        upstream_time,
+        started,
+        status: resp.status(),
+        trace,
+        upstream,
+        target: &path_and_query,
+    });
     resp
 }
 
+/// Counts a champion response too large to read; why it has no event output.
+pub(crate) fn response_too_large(state: &State, model: &str) -> String {
+    state
+        .metrics
+        .unparsed
+        .with_label_values(&[model, "response", "too_large"])
+        .inc();
+    "the response was larger than max_body_bytes".to_string()
+}
+
 /// The span of one proxied request, a child of the caller's `traceparent`.
-#[allow(clippy::too_many_arguments)]
 fn request_span(
     state: &State,
     model: &str,
     id: &str,
-    parent: Option<String>,
-    path: String,
-    method: String,
-    start: std::time::SystemTime,
-    resp: &Response<Body>,
-    target: &str,
+    trace: Trace,
+    status: StatusCode,
+    upstream: &Uri,
+    path_and_query: &str,
 ) {
+    let target = upstream_target(upstream, path_and_query);
     use driftwatch_telemetry::{KeyValue, SpanKind};
-    let status = resp.status();
+    let Trace {
+        parent,
+        path,
+        method,
+        start,
+    } = trace;
     let error = (status.is_server_error()).then(|| format!("HTTP {}", status.as_u16()));
     state.telemetry.span(
         format!("proxy {model}"),
@@ -492,7 +614,7 @@ fn request_span(
             KeyValue::new("http.request.method", method),
             KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
             KeyValue::new("url.path", path),
-            KeyValue::new("driftwatch.upstream", target.to_string()),
+            KeyValue::new("driftwatch.upstream", target),
             KeyValue::new("driftwatch.model", model.to_string()),
             KeyValue::new("driftwatch.request_id", id.to_string()),
         ],
@@ -870,4 +992,21 @@ pub async fn admin(
             "not found: /metrics, /healthz, /readyz",
         ),
     })
+}
+
+/// Serves a traffic connection through hyper: every request when the fast
+/// path is off, and the rest of a connection the fast path hands over.
+pub async fn serve_hyper<I>(
+    state: Arc<State>,
+    client: Upstream,
+    io: I,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(state.clone(), client.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    let _ = watcher.watch(conn).await;
 }

@@ -741,3 +741,224 @@ fn multiclass_and_regression_shadows_read_like_python_onnxruntime() {
         }
     }
 }
+
+/// Reads one response from a kept-alive connection: status, headers, body.
+fn response(reader: &mut std::io::BufReader<std::net::TcpStream>) -> common::Reply {
+    let (line, headers, body) = common::read_message(reader).expect("a response");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    common::Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[test]
+fn one_connection_carries_kept_alive_pipelined_and_handed_over_requests() {
+    use std::io::Write;
+    let champion = Champion::start();
+    let collector = Collector::start();
+    let agent = Agent::start(&config(&champion.addr, &collector.url(), "", ""));
+    let body = kserve_request(&["age".to_string()], &[vec![41.0]]);
+    let plain = {
+        let mut r = format!(
+            "POST /v2/models/credit/infer HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(&body);
+        r
+    };
+    // The same body chunked: not the fast path's, so hyper serves the
+    // connection from there on.
+    let chunked = {
+        let (a, b) = body.split_at(body.len() / 2);
+        let mut r = b"POST /v2/models/credit/infer HTTP/1.1\r\nHost: agent\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for part in [a, b] {
+            r.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            r.extend_from_slice(part);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"0\r\n\r\n");
+        r
+    };
+    let stream = std::net::TcpStream::connect(&agent.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = std::io::BufReader::new(stream);
+    let mut replies = Vec::new();
+    writer.write_all(&plain).expect("write");
+    replies.push(response(&mut reader));
+    // Two requests in one write.
+    writer
+        .write_all(&[plain.clone(), plain.clone()].concat())
+        .expect("write");
+    replies.push(response(&mut reader));
+    replies.push(response(&mut reader));
+    writer.write_all(&chunked).expect("write");
+    replies.push(response(&mut reader));
+    writer.write_all(&plain).expect("write");
+    replies.push(response(&mut reader));
+    let mut ids = BTreeSet::new();
+    for r in &replies {
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+        assert!(r.json()["outputs"].is_array(), "{:?}", r.json());
+        ids.insert(r.header("x-request-id").expect("an id").to_string());
+    }
+    assert_eq!(ids.len(), 5, "each request its own id");
+    wait_for(Duration::from_secs(10), "5 events", || {
+        collector.events().len() == 5
+    });
+    let shipped: BTreeSet<String> = collector
+        .events()
+        .iter()
+        .map(|e| e["request_id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(shipped, ids);
+    assert!(collector
+        .events()
+        .iter()
+        .all(|e| e["features"]["age"] == 41.0 && e["champion"]["label"].is_string()));
+    assert_eq!(
+        agent.metric("driftwatch_agent_requests_total", &[("code", "200")]),
+        5.0
+    );
+}
+
+/// A champion answering in the framing its path names: `chunked` (chunks,
+/// an extension and a trailer), `close` (no length: the body ends when the
+/// connection closes), `once` (a length, then the connection closes
+/// without saying so), `interim` (two 1xx answers first, all in one
+/// write), `empty` (204).
+fn oddly_framed_champion() -> String {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                while let Some((line, _, _)) = common::read_message(&mut reader) {
+                    let s = reader.get_mut();
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let sent = if path.ends_with("/chunked") {
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5;note=x\r\n{\"pre\r\n8\r\ndictions\r\n9\r\n\": [0.25]\r\n1\r\n}\r\n0\r\nx-checksum: 1\r\n\r\n")
+                    } else if path.ends_with("/interim") {
+                        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 24\r\n\r\n{\"predictions\": [0.125]}")
+                    } else if path.ends_with("/close") {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"predictions\": [0.5]}");
+                        return;
+                    } else if path.ends_with("/once") {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 23\r\n\r\n{\"predictions\": [0.75]}");
+                        return;
+                    } else {
+                        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn champion_answers_in_any_framing_reach_the_client_whole_and_are_read() {
+    let upstream = oddly_framed_champion();
+    let collector = Collector::start();
+    let agent = Agent::start(&config(
+        &upstream,
+        &collector.url(),
+        "    protocol: tfserving\n",
+        "",
+    ));
+    let body = br#"{"instances": [{"age": 40}]}"#;
+    let chunked = agent.post("/v1/models/credit/chunked", &[], body);
+    assert_eq!(chunked.status, 200);
+    assert_eq!(chunked.body, br#"{"predictions": [0.25]}"#);
+    let interim = agent.post("/v1/models/credit/interim", &[], body);
+    assert_eq!(interim.status, 200);
+    assert_eq!(interim.body, br#"{"predictions": [0.125]}"#);
+    let until_close = agent.post("/v1/models/credit/close", &[], body);
+    assert_eq!(until_close.status, 200);
+    assert_eq!(until_close.body, br#"{"predictions": [0.5]}"#);
+    // The champion closes each `once` connection after answering: the
+    // next request must not be sent on the closed one.
+    for _ in 0..3 {
+        let once = agent.post("/v1/models/credit/once", &[], body);
+        assert_eq!(
+            once.status,
+            200,
+            "{:?}",
+            String::from_utf8_lossy(&once.body)
+        );
+        assert_eq!(once.body, br#"{"predictions": [0.75]}"#);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let empty = agent.post("/v1/models/credit/empty", &[], body);
+    assert_eq!(empty.status, 204);
+    assert!(empty.header("x-request-id").is_some());
+    wait_for(Duration::from_secs(10), "7 events", || {
+        collector.events().len() == 7
+    });
+    let mut values: Vec<f64> = collector
+        .events()
+        .iter()
+        .filter_map(|e| e["champion"]["value"].as_f64())
+        .collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, vec![0.125, 0.25, 0.5, 0.75, 0.75, 0.75]);
+    assert_eq!(
+        agent.metric("driftwatch_agent_requests_total", &[("code", "502")]),
+        0.0
+    );
+}
+
+#[test]
+fn sigterm_closes_idle_kept_alive_connections_without_waiting_out_the_deadline() {
+    use std::io::Write;
+    let champion = Champion::start();
+    let collector = Collector::start();
+    let mut agent = Agent::start(&format!(
+        "shutdown_deadline: 20s\n{}",
+        config(&champion.addr, &collector.url(), "", "")
+    ));
+    let body = kserve_request(&["age".to_string()], &[vec![52.0]]);
+    let stream = std::net::TcpStream::connect(&agent.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = std::io::BufReader::new(stream);
+    let mut request = format!(
+        "POST /v2/models/credit/infer HTTP/1.1\r\nHost: agent\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    writer.write_all(&request).expect("write");
+    assert_eq!(response(&mut reader).status, 200);
+    // The connection stays open and idle while the agent stops.
+    let started = std::time::Instant::now();
+    assert!(agent.terminate());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    assert_eq!(
+        std::io::Read::read_to_end(&mut reader, &mut rest).expect("closed"),
+        0
+    );
+    assert_eq!(collector.events().len(), 1);
+}

@@ -61,7 +61,7 @@ impl Reply {
 /// A message's first line, headers and body.
 type Message = (String, Vec<(String, String)>, Vec<u8>);
 
-fn read_message(reader: &mut BufReader<TcpStream>) -> Option<Message> {
+pub fn read_message(reader: &mut BufReader<TcpStream>) -> Option<Message> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     if line.trim().is_empty() {
@@ -88,14 +88,31 @@ fn read_message(reader: &mut BufReader<TcpStream>) -> Option<Message> {
         loop {
             let mut size = String::new();
             reader.read_line(&mut size).ok()?;
+            let size = size.split(';').next().unwrap_or("");
             let n = usize::from_str_radix(size.trim(), 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk).ok()?;
             if n == 0 {
+                // Trailer fields, up to an empty line.
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).ok()? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
                 break;
             }
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).ok()?;
             body.extend_from_slice(&chunk[..n]);
         }
+        body
+    } else if get("content-length").is_none()
+        && line.starts_with("HTTP/")
+        && !line.contains(" 204 ")
+        && !line.contains(" 304 ")
+    {
+        // A response without a length: its body ends with the connection.
+        let mut body = Vec::new();
+        reader.read_to_end(&mut body).ok()?;
         body
     } else {
         let len = get("content-length")

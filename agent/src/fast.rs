@@ -1,0 +1,1005 @@
+//! The proxy's fast path: plain HTTP/1.1 requests to a proxied model (a
+//! `Content-Length` body no larger than `max_body_bytes`, no upgrade, no
+//! `Expect`) are read, forwarded and answered here with one buffer each
+//! way and the champion's connections kept per traffic thread, without
+//! hyper's machinery. On this path the agent adds about a third less
+//! latency than through hyper (bench/agent_load.sh).
+//!
+//! Anything else (other methods of framing, `/_driftwatch/` sinks, mirror
+//! routes, unknown routes, HTTP/1.0, requests hyper would reject) hands
+//! the connection, with the bytes already read, to hyper for the rest of
+//! its life, so every behaviour of the hyper path stays as it is. The
+//! bookkeeping after an answer (metrics, the observation, the span) is the
+//! hyper path's own (`State::proxied`).
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::{StatusCode, Uri};
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::config::Mode;
+use crate::server::{self, Proxied, State, Trace, Upstream};
+
+/// A request or response head larger than this is not for the fast path
+/// (a request goes to hyper, which answers 431; a response is a 502).
+const MAX_HEAD: usize = 64 * 1024;
+/// Headers per message at most on the fast path.
+const MAX_HEADERS: usize = 100;
+/// Bytes asked for per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// An idle champion connection is closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+/// Idle champion connections kept per model and traffic thread, at most.
+const POOL_MAX: usize = 1024;
+
+/// Idle keep-alive connections to the champions, a list per model, owned
+/// by one traffic thread (the lock is never contended).
+pub struct Pool {
+    idle: Mutex<Vec<Vec<(TcpStream, Instant)>>>,
+}
+
+impl Pool {
+    pub fn new(models: usize) -> Pool {
+        Pool {
+            idle: Mutex::new((0..models).map(|_| Vec::new()).collect()),
+        }
+    }
+
+    /// The most recently used connection that is still open.
+    fn take(&self, mi: usize) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((stream, since)) = idle[mi].pop() {
+            if since.elapsed() < POOL_IDLE && !closed(&stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn put(&self, mi: usize, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle[mi].len() < POOL_MAX {
+            idle[mi].push((stream, Instant::now()));
+        }
+    }
+
+    /// Closes connections idle too long or closed by the champion.
+    pub fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        for list in idle.iter_mut() {
+            list.retain(|(stream, since)| since.elapsed() < POOL_IDLE && !closed(stream));
+        }
+    }
+}
+
+/// Whether an idle connection was closed by its peer (or sent something it
+/// should not have): its reactor has seen it readable and a read agrees.
+/// An open idle connection costs no system call here.
+fn closed(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => false,
+        Poll::Ready(Err(_)) => true,
+        Poll::Ready(Ok(())) => {
+            let mut byte = [0u8; 1];
+            !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// A request head the fast path serves: where its parts are in the buffer.
+struct Head {
+    len: usize,
+    method: Range<usize>,
+    target: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    content_length: usize,
+    close: bool,
+}
+
+enum Parsed {
+    Partial,
+    Fast(Head),
+    /// Not for the fast path: hyper serves the connection from here.
+    Hyper,
+}
+
+fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let at = part.as_ptr() as usize - buf.as_ptr() as usize;
+    at..at + part.len()
+}
+
+fn parse_request(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
+        _ => return Parsed::Hyper,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Hyper;
+    };
+    if !target.starts_with('/') {
+        return Parsed::Hyper;
+    }
+    let mut head = Head {
+        len,
+        method: offset(buf, method.as_bytes()),
+        target: offset(buf, target.as_bytes()),
+        headers: Vec::with_capacity(req.headers.len()),
+        content_length: 0,
+        close: false,
+    };
+    let mut length_seen = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+            else {
+                return Parsed::Hyper;
+            };
+            if length_seen {
+                return Parsed::Hyper;
+            }
+            length_seen = true;
+            head.content_length = n;
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return Parsed::Hyper;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Hyper;
+                }
+            }
+        }
+        head.headers
+            .push((offset(buf, name.as_bytes()), offset(buf, h.value)));
+    }
+    Parsed::Fast(head)
+}
+
+impl Head {
+    fn header<'a>(&self, msg: &'a [u8], name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| msg[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|(_, v)| std::str::from_utf8(&msg[v.clone()]).ok())
+    }
+}
+
+/// Serves one traffic connection: requests for the fast path here, the
+/// rest of the connection through hyper from the first one that is not.
+/// `stop` turns true at shutdown: an idle connection closes, a request in
+/// flight is answered with `connection: close`.
+pub async fn serve(
+    state: Arc<State>,
+    pool: Arc<Pool>,
+    client: Upstream,
+    mut stream: TcpStream,
+    watcher: Watcher,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        let head = loop {
+            if !buf.is_empty() {
+                match parse_request(&buf) {
+                    Parsed::Partial => {}
+                    Parsed::Fast(head) => break Some(head),
+                    Parsed::Hyper => break None,
+                }
+            } else if *stop.borrow() {
+                return;
+            }
+            buf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                read = stream.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                _ = stop.changed(), if buf.is_empty() => return,
+            }
+        };
+        let Some(head) = head.filter(|h| fits(&state, &buf, h)) else {
+            let io = Rewind {
+                prefix: buf.freeze(),
+                inner: stream,
+            };
+            return server::serve_hyper(state, client, io, watcher).await;
+        };
+        let whole = head.len + head.content_length;
+        while buf.len() < whole {
+            buf.reserve(whole - buf.len());
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let msg = buf.split_to(whole).freeze();
+        let close = head.close || *stop.borrow();
+        if !proxy(&state, &pool, &mut stream, &msg, &head, close).await || close {
+            return;
+        }
+    }
+}
+
+/// Whether a parsed request is for a proxied model and small enough to
+/// be read whole.
+fn fits(state: &State, buf: &[u8], head: &Head) -> bool {
+    let target = std::str::from_utf8(&buf[head.target.clone()]).unwrap_or("");
+    let path = target.split('?').next().unwrap_or(target);
+    if path.starts_with("/_driftwatch/") {
+        return false;
+    }
+    let host = head.header(buf, "host");
+    match state.route(host, path) {
+        Some(mi) => {
+            let m = &state.models[mi].cfg;
+            m.mode == Mode::Proxy
+                && head.content_length <= m.max_body_bytes
+                && state.models[mi].upstream.is_some()
+        }
+        None => false,
+    }
+}
+
+/// How a response's body ends (RFC 9112, section 6.3).
+enum Framing {
+    Empty,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// The champion's response head.
+struct Answer {
+    status: u16,
+    /// The head as received.
+    raw: Bytes,
+    reason: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    framing: Framing,
+    /// The champion keeps the connection open after this response.
+    keep_alive: bool,
+}
+
+fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<(usize, Answer)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err("a response head over 64 KiB".into()),
+        Err(e) => return Err(format!("an invalid response: {e}")),
+    };
+    let status = resp.code.unwrap_or(0);
+    if !(100..1000).contains(&status) {
+        return Err(format!("an invalid status code {status}"));
+    }
+    let mut keep_alive = resp.version == Some(1);
+    let mut length = None;
+    let mut chunked = None;
+    let mut list = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or("an invalid content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting content-length headers".into());
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                    keep_alive = true;
+                }
+            }
+        }
+        list.push((offset(buf, h.name.as_bytes()), offset(buf, h.value)));
+    }
+    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    if matches!(framing, Framing::UntilClose) {
+        keep_alive = false;
+    }
+    let reason = offset(buf, resp.reason.unwrap_or("").as_bytes());
+    Ok(Some((
+        len,
+        Answer {
+            status,
+            raw: Bytes::new(),
+            reason,
+            headers: list,
+            framing,
+            keep_alive,
+        },
+    )))
+}
+
+/// What the exchange with the champion gave: its head and connection, and
+/// the body when it was read whole (`Length` up to `max_body_bytes`, or
+/// empty); otherwise the bytes already read after the head.
+struct Exchange {
+    answer: Answer,
+    upstream: TcpStream,
+    body: Bytes,
+    whole: bool,
+}
+
+/// Sends the request on a pooled (or new) connection and reads the answer.
+async fn exchange(
+    pool: &Pool,
+    mi: usize,
+    authority: &str,
+    request: &[u8],
+    head_request: bool,
+    max: usize,
+) -> Result<Exchange, String> {
+    let mut upstream = match pool.take(mi) {
+        Some(s) => s,
+        None => connect(authority).await.map_err(|e| e.to_string())?,
+    };
+    upstream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let (len, mut answer) = loop {
+        match parse_response(&buf, head_request)? {
+            Some((len, interim)) if (100..200).contains(&interim.status) => {
+                if interim.status == 101 {
+                    return Err("an upgrade the request did not ask for".into());
+                }
+                // An interim response (100 Continue, 103 Early Hints): skipped.
+                buf.advance(len);
+            }
+            Some(head) => break head,
+            None => read_more(&mut upstream, &mut buf, READ_CHUNK, "before a response").await?,
+        }
+    };
+    answer.raw = buf.split_to(len).freeze();
+    if let Framing::Length(n) = answer.framing {
+        if n <= max {
+            while buf.len() < n {
+                let want = n - buf.len();
+                read_more(&mut upstream, &mut buf, want, "inside the response body").await?;
+            }
+            if buf.len() > n {
+                answer.keep_alive = false;
+            }
+            let body = buf.split_to(n).freeze();
+            return Ok(Exchange {
+                answer,
+                upstream,
+                body,
+                whole: true,
+            });
+        }
+    }
+    let whole = matches!(answer.framing, Framing::Empty);
+    if whole && !buf.is_empty() {
+        answer.keep_alive = false;
+    }
+    Ok(Exchange {
+        answer,
+        upstream,
+        body: buf.freeze(),
+        whole,
+    })
+}
+
+/// Reads at least a byte more of the champion's response (room for
+/// `want` made first); a closed connection is an error naming `place`.
+async fn read_more(
+    upstream: &mut TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+    place: &str,
+) -> Result<(), String> {
+    buf.reserve(want);
+    match upstream.read_buf(buf).await {
+        Ok(0) => Err(format!("the connection closed {place}")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("cannot read the response: {e}")),
+    }
+}
+
+async fn connect(authority: &str) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+    Ok(stream)
+}
+
+/// The request as the champion gets it: the upstream URL's path before the
+/// target, `host` the upstream's, hop-by-hop headers dropped, the request id
+/// set.
+fn upstream_request(msg: &[u8], head: &Head, upstream: &Uri, id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len() + 128);
+    out.extend_from_slice(&msg[head.method.clone()]);
+    out.push(b' ');
+    out.extend_from_slice(server::upstream_base(upstream).as_bytes());
+    out.extend_from_slice(&msg[head.target.clone()]);
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(upstream.authority().map_or("", |a| a.as_str()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let drop = |n: &str| server::is_hop_by_hop(n) || n.eq_ignore_ascii_case("host");
+    put_headers(&mut out, msg, &head.headers, drop, id);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(&msg[head.len..]);
+    out
+}
+
+/// Appends the headers (ranges into `src`) but those `drop` names and any
+/// `x-request-id`, then `x-request-id: {id}` (without its line end).
+fn put_headers(
+    out: &mut Vec<u8>,
+    src: &[u8],
+    headers: &[(Range<usize>, Range<usize>)],
+    drop: impl Fn(&str) -> bool,
+    id: &str,
+) {
+    for (name, value) in headers {
+        let n = std::str::from_utf8(&src[name.clone()]).unwrap_or("");
+        if drop(n) || n.eq_ignore_ascii_case("x-request-id") {
+            continue;
+        }
+        out.extend_from_slice(&src[name.clone()]);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&src[value.clone()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(id.as_bytes());
+}
+
+/// The response head as the client gets it: the champion's, hop-by-hop
+/// headers dropped (but `transfer-encoding` kept when its chunks are passed
+/// through), the request id set, and `connection: close` when the
+/// connection ends after it.
+fn client_head(answer: &Answer, id: &str, close: bool) -> Vec<u8> {
+    let raw = &answer.raw;
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(&raw[answer.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    let chunked = matches!(answer.framing, Framing::Chunked);
+    let drop = |n: &str| {
+        server::is_hop_by_hop(n) && !(chunked && n.eq_ignore_ascii_case("transfer-encoding"))
+    };
+    put_headers(&mut out, raw, &answer.headers, drop, id);
+    if close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+/// An answer the agent makes itself (502, 504), as JSON.
+fn error_response(status: StatusCode, message: &str, id: &str, close: bool) -> Vec<u8> {
+    let body = server::error_body(message);
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}{}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        if close { "\r\nconnection: close" } else { "" },
+    )
+    .into_bytes()
+}
+
+/// Proxies one request and answers the client; whether the client
+/// connection can carry another request.
+async fn proxy(
+    state: &Arc<State>,
+    pool: &Pool,
+    client: &mut TcpStream,
+    msg: &Bytes,
+    head: &Head,
+    close: bool,
+) -> bool {
+    let started = Instant::now();
+    let target = std::str::from_utf8(&msg[head.target.clone()]).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
+    let Some(mi) = state.route(head.header(msg, "host"), path) else {
+        return false;
+    };
+    let m = &state.models[mi];
+    let Some(upstream) = &m.upstream else {
+        return false;
+    };
+    let id = state.request_id(|n| head.header(msg, n), &m.cfg);
+    let timestamp = server::now_rfc3339();
+    let method = std::str::from_utf8(&msg[head.method.clone()]).unwrap_or("");
+    let trace = Trace::start(
+        state,
+        started,
+        head.header(msg, "traceparent"),
+        path,
+        method,
+    );
+    let request = upstream_request(msg, head, upstream, &id);
+    let authority = upstream.authority().map_or("", |a| a.as_str());
+    let sent = Instant::now();
+    let outcome = tokio::time::timeout(
+        m.cfg.upstream_timeout,
+        exchange(
+            pool,
+            mi,
+            authority,
+            &request,
+            method == "HEAD",
+            m.cfg.max_body_bytes,
+        ),
+    )
+    .await;
+    let upstream_time = sent.elapsed();
+    let name = m.cfg.name.as_str();
+    let (status, answer, keep) = match outcome {
+        Ok(Ok(ex)) => {
+            let status = StatusCode::from_u16(ex.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let close = close || matches!(ex.answer.framing, Framing::UntilClose);
+            let mut out = client_head(&ex.answer, &id, close);
+            if ex.whole {
+                out.extend_from_slice(&ex.body);
+                let written = client.write_all(&out).await.is_ok();
+                if ex.answer.keep_alive {
+                    pool.put(mi, ex.upstream);
+                }
+                (status, Ok((ex.answer.status, ex.body)), written && !close)
+            } else {
+                let max = m.cfg.max_body_bytes;
+                let timeout = m.cfg.upstream_timeout;
+                let (written, body) = stream_body(pool, mi, client, out, ex, max, timeout).await;
+                let answer = match body {
+                    Some(b) => Ok((status.as_u16(), b)),
+                    None => Err(server::response_too_large(state, name)),
+                };
+                (status, answer, written && !close)
+            }
+        }
+        Ok(Err(e)) => {
+            let why = server::upstream_failed(upstream, e);
+            let out = error_response(StatusCode::BAD_GATEWAY, &why, &id, close);
+            let written = client.write_all(&out).await.is_ok();
+            (StatusCode::BAD_GATEWAY, Err(why), written && !close)
+        }
+        Err(_) => {
+            let why = server::upstream_timed_out(upstream, m.cfg.upstream_timeout);
+            let out = error_response(StatusCode::GATEWAY_TIMEOUT, &why, &id, close);
+            let written = client.write_all(&out).await.is_ok();
+            (StatusCode::GATEWAY_TIMEOUT, Err(why), written && !close)
+        }
+    };
+    state.proxied(Proxied {
+        mi,
+        id: &id,
+        timestamp,
+        request: Some(msg.slice(head.len..)),
+        answer: Some(answer),
+        upstream_time,
+        started,
+        status,
+        trace,
+        upstream,
+        target,
+    });
+    state.count(name, status);
+    keep
+}
+
+/// Passes a body that was not read whole to the client as it arrives
+/// (each read within `timeout`), chunks as they are; whether the client got
+/// all of it, and the body (decoded) when it fits in `max`.
+async fn stream_body(
+    pool: &Pool,
+    mi: usize,
+    client: &mut TcpStream,
+    head: Vec<u8>,
+    ex: Exchange,
+    max: usize,
+    timeout: Duration,
+) -> (bool, Option<Bytes>) {
+    let Exchange {
+        answer,
+        mut upstream,
+        body: first,
+        ..
+    } = ex;
+    let mut captured: Option<Vec<u8>> = Some(Vec::new());
+    let mut capture = |data: &[u8]| {
+        if let Some(c) = captured.as_mut() {
+            if c.len() + data.len() > max {
+                captured = None;
+            } else {
+                c.extend_from_slice(data);
+            }
+        }
+    };
+    let mut chunks = Chunked::default();
+    let mut left = match answer.framing {
+        Framing::Length(n) => n,
+        _ => usize::MAX,
+    };
+    let mut pending = first;
+    let mut out = head;
+    let mut client_ok = true;
+    let mut done = false;
+    let mut clean = answer.keep_alive;
+    loop {
+        // The part of `pending` that belongs to this response.
+        let take = match answer.framing {
+            Framing::Chunked => match chunks.feed(&pending, &mut capture) {
+                Ok(Some(end)) => {
+                    done = true;
+                    end
+                }
+                Ok(None) => pending.len(),
+                Err(_) => {
+                    clean = false;
+                    done = true;
+                    client_ok = false;
+                    0
+                }
+            },
+            Framing::Length(_) => {
+                let n = pending.len().min(left);
+                capture(&pending[..n]);
+                left -= n;
+                done = left == 0;
+                n
+            }
+            Framing::UntilClose | Framing::Empty => {
+                capture(&pending);
+                pending.len()
+            }
+        };
+        if take < pending.len() {
+            clean = false;
+        }
+        out.extend_from_slice(&pending[..take]);
+        if client_ok && !out.is_empty() {
+            client_ok = client.write_all(&out).await.is_ok();
+        }
+        out.clear();
+        if done || !client_ok {
+            break;
+        }
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        match tokio::time::timeout(timeout, upstream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => pending = buf.freeze(),
+            Ok(Ok(_)) => {
+                // The champion closed: the end of a body read until close,
+                // a truncated one otherwise.
+                clean = false;
+                client_ok = client_ok && matches!(answer.framing, Framing::UntilClose);
+                break;
+            }
+            _ => {
+                clean = false;
+                client_ok = false;
+                break;
+            }
+        }
+    }
+    if done && clean {
+        pool.put(mi, upstream);
+    }
+    (client_ok, captured.map(Bytes::from))
+}
+
+/// Follows `transfer-encoding: chunked` framing through bytes as they
+/// arrive: where the message ends, and its data.
+#[derive(Default)]
+struct Chunked {
+    state: ChunkState,
+    line: Vec<u8>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Debug)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+}
+
+/// Chunk-size and trailer lines longer than this are refused.
+const MAX_CHUNK_LINE: usize = 8 * 1024;
+
+impl Chunked {
+    /// Reads `input`, giving the chunks' data to `data`; the offset just
+    /// past the message's end when it ends in `input`.
+    fn feed(
+        &mut self,
+        input: &[u8],
+        data: &mut impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, String> {
+        let mut at = 0;
+        while at < input.len() {
+            match self.state {
+                ChunkState::Data(left) => {
+                    let n = (input.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    data(&input[at..at + n]);
+                    at += n;
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                }
+                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
+                    let Some(nl) = input[at..].iter().position(|&b| b == b'\n') else {
+                        self.line.extend_from_slice(&input[at..]);
+                        if self.line.len() > MAX_CHUNK_LINE {
+                            return Err("a chunk line too long".into());
+                        }
+                        return Ok(None);
+                    };
+                    self.line.extend_from_slice(&input[at..at + nl]);
+                    at += nl + 1;
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = match self.state {
+                        ChunkState::Size => {
+                            let size = line
+                                .split(|&b| b == b';')
+                                .next()
+                                .unwrap_or(b"")
+                                .trim_ascii();
+                            let size = std::str::from_utf8(size)
+                                .ok()
+                                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                                .ok_or("an invalid chunk size")?;
+                            if size == 0 {
+                                ChunkState::Trailer
+                            } else {
+                                ChunkState::Data(size)
+                            }
+                        }
+                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+                        ChunkState::DataEnd => return Err("a chunk without its CRLF".into()),
+                        _ if line.is_empty() => {
+                            self.state = ChunkState::Size;
+                            return Ok(Some(at));
+                        }
+                        _ => ChunkState::Trailer,
+                    };
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again
+/// first (how hyper gets a connection the fast path hands over).
+pub struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `message` to a chunk reader in pieces of `step` bytes; the
+    /// data and where the message ended.
+    fn read_chunked(message: &[u8], step: usize) -> (Vec<u8>, Option<usize>) {
+        let mut c = Chunked::default();
+        let mut data = Vec::new();
+        let mut at = 0;
+        while at < message.len() {
+            let piece = &message[at..(at + step).min(message.len())];
+            if let Some(end) = c
+                .feed(piece, &mut |d: &[u8]| data.extend_from_slice(d))
+                .expect("valid")
+            {
+                return (data, Some(at + end));
+            }
+            at += piece.len();
+        }
+        (data, None)
+    }
+
+    #[test]
+    fn chunked_bodies_are_followed_in_pieces_of_any_size() {
+        let message =
+            b"5;note=x\r\n{\"pre\r\n8\r\ndictions\r\nA\r\n\": [0.25]}\r\n0\r\nx-sum: 1\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, 1000] {
+            let (data, end) = read_chunked(message, step);
+            assert_eq!(data, b"{\"predictions\": [0.25]}", "step {step}");
+            assert_eq!(end, Some(message.len() - 4), "step {step}");
+        }
+        // Not ended yet.
+        assert_eq!(read_chunked(b"3\r\nabc\r\n", 2), (b"abc".to_vec(), None));
+        let mut c = Chunked::default();
+        assert!(c.feed(b"zz\r\n", &mut |_: &[u8]| {}).is_err());
+        let mut c = Chunked::default();
+        assert!(c.feed(b"1\r\nab\r\n", &mut |_: &[u8]| {}).is_err());
+    }
+
+    fn kind(request: &[u8]) -> &'static str {
+        match parse_request(request) {
+            Parsed::Partial => "partial",
+            Parsed::Fast(_) => "fast",
+            Parsed::Hyper => "hyper",
+        }
+    }
+
+    #[test]
+    fn only_plainly_framed_http_1_1_requests_take_the_fast_path() {
+        let fast = b"POST /v2/models/m/infer?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: keep-alive, close\r\nX-Request-Id: r1\r\n\r\n{}";
+        let Parsed::Fast(head) = parse_request(fast) else {
+            panic!("not fast")
+        };
+        assert_eq!(head.content_length, 2);
+        assert!(head.close);
+        assert_eq!(&fast[head.target.clone()], b"/v2/models/m/infer?x=1");
+        assert_eq!(head.header(fast, "x-request-id"), Some("r1"));
+        assert_eq!(head.len, fast.len() - 2);
+        assert_eq!(kind(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"), "fast");
+        assert_eq!(
+            kind(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: a\r\nContent-Le"),
+            "partial"
+        );
+        for hyper in [
+            &b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"POST /x HTTP/1.0\r\nContent-Length: 1\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST http://a/x HTTP/1.1\r\n\r\n",
+            b"NOT HTTP\r\n\r\n",
+        ] {
+            assert_eq!(kind(hyper), "hyper", "{}", String::from_utf8_lossy(hyper));
+        }
+        let mut huge = b"GET /x HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(MAX_HEAD + 10, b'a');
+        assert_eq!(kind(&huge), "hyper");
+    }
+
+    fn framing(response: &[u8], head_request: bool) -> (&'static str, bool) {
+        let (_, a) = parse_response(response, head_request)
+            .expect("valid")
+            .expect("complete");
+        let f = match a.framing {
+            Framing::Empty => "empty",
+            Framing::Length(_) => "length",
+            Framing::Chunked => "chunked",
+            Framing::UntilClose => "close",
+        };
+        (f, a.keep_alive)
+    }
+
+    #[test]
+    fn a_response_body_ends_where_rfc_9112_says() {
+        let length = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(framing(length, false), ("length", true));
+        assert_eq!(framing(length, true), ("empty", true));
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            ("chunked", true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            ("close", false)
+        );
+        assert_eq!(framing(b"HTTP/1.1 200 OK\r\n\r\n", false), ("close", false));
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            ("empty", true)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false
+            ),
+            ("length", false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            ("length", false)
+        );
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+            .expect("partial")
+            .is_none());
+    }
+}
