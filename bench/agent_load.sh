@@ -13,18 +13,20 @@
 #
 # Each measurement runs ROUNDS times, the targets taking turns, and the
 # median is printed. Usage: bench/agent_load.sh [--rounds N] [--rps R]
-#   [--duration 20s] [--parts rate,max,onnx]
+#   [--duration 20s] [--parts rate,max,onnx] [--fast-path on|off]
+# (`--fast-path off` measures the agent with every request through hyper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx
+rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx fast_path=on
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
         --rps) rps=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
-        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx]" >&2; exit 2 ;;
+        --fast-path) fast_path=$2; shift 2 ;;
+        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx] [--fast-path on|off]" >&2; exit 2 ;;
     esac
 done
 
@@ -80,6 +82,7 @@ cat >"$work/agent.yaml" <<EOF
 listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 node: bench
+fast_path: $([ "$fast_path" = off ] && echo false || echo true)
 collector:
   url: http://$sink
 models:
