@@ -184,6 +184,8 @@ struct Counters {
     labels_posted: AtomicU64,
     labels_failed: AtomicU64,
     webhooks: AtomicU64,
+    /// The generator is stopping: a label post it cuts off is no failure.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 struct Shared {
@@ -301,6 +303,9 @@ async fn label_loop(s: Arc<Shared>) {
                 .send()
                 .await;
             let n = chunk.len() as u64;
+            if s.counters.stopping.load(Ordering::Relaxed) {
+                return;
+            }
             match r {
                 Ok(r) if r.status().is_success() => {
                     s.counters.labels_posted.fetch_add(n, Ordering::Relaxed);
@@ -592,6 +597,7 @@ fn main() -> ExitCode {
             _ = tokio::signal::ctrl_c() => {}
         }
         let c = &s.counters;
+        c.stopping.store(true, Ordering::Relaxed);
         println!(
             "traffic stopped: {} requests answered, {} failed, {} labels posted ({} waiting, {} refused), {} retraining webhooks",
             c.sent.load(Ordering::Relaxed),
