@@ -112,25 +112,17 @@ fn main() -> ExitCode {
     // threads (`run`); parsing, event building, shipping and the admin
     // endpoints run on a thread of their own at a lower priority, so that
     // none of it stands in a request's way.
-    // Both are current-thread runtimes: a timer or a socket wakes only the
-    // thread that waits for it.
     let runtimes = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .and_then(|main| {
-            let background = tokio::runtime::Builder::new_current_thread()
+            let background = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .thread_name("driftwatch-background")
                 .on_thread_start(driftwatch_agent::run::lower_thread_priority)
                 .enable_all()
                 .build()?;
-            let handle = background.handle().clone();
-            std::thread::Builder::new()
-                .name("driftwatch-background".into())
-                .spawn(move || {
-                    driftwatch_agent::run::lower_thread_priority();
-                    background.block_on(std::future::pending::<()>());
-                })?;
-            Ok((main, handle))
+            Ok((main, background))
         });
     let (runtime, background) = match runtimes {
         Ok(r) => r,
@@ -139,7 +131,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(driftwatch_agent::run::run(config, background)) {
+    match runtime.block_on(driftwatch_agent::run::run(
+        config,
+        background.handle().clone(),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
