@@ -177,6 +177,17 @@ fn parse_request(buf: &[u8]) -> Parsed {
 }
 
 impl Head {
+    /// The request target (path and query).
+    fn target<'a>(&self, msg: &'a [u8]) -> &'a str {
+        std::str::from_utf8(&msg[self.target.clone()]).unwrap_or("/")
+    }
+
+    /// The target's path, without the query.
+    fn path<'a>(&self, msg: &'a [u8]) -> &'a str {
+        let target = self.target(msg);
+        target.split('?').next().unwrap_or(target)
+    }
+
     fn header<'a>(&self, msg: &'a [u8], name: &str) -> Option<&'a str> {
         self.headers
             .iter()
@@ -219,7 +230,8 @@ pub async fn serve(
                 _ = stop.changed(), if buf.is_empty() => return,
             }
         };
-        let Some(head) = head.filter(|h| fits(&state, &buf, h)) else {
+        let Some((head, mi)) = head.and_then(|h| fast_model(&state, &buf, &h).map(|mi| (h, mi)))
+        else {
             let io = Rewind {
                 prefix: buf.freeze(),
                 inner: stream,
@@ -236,30 +248,25 @@ pub async fn serve(
         }
         let msg = buf.split_to(whole).freeze();
         let close = head.close || *stop.borrow();
-        if !proxy(&state, &pool, &mut stream, &msg, &head, close).await || close {
+        if !proxy(&state, &pool, &mut stream, &msg, &head, mi, close).await || close {
             return;
         }
     }
 }
 
-/// Whether a parsed request is for a proxied model and small enough to
-/// be read whole.
-fn fits(state: &State, buf: &[u8], head: &Head) -> bool {
-    let target = std::str::from_utf8(&buf[head.target.clone()]).unwrap_or("");
-    let path = target.split('?').next().unwrap_or(target);
+/// The model a parsed request is for, when that model is proxied and the
+/// request is small enough to be read whole.
+fn fast_model(state: &State, buf: &[u8], head: &Head) -> Option<usize> {
+    let path = head.path(buf);
     if path.starts_with("/_driftwatch/") {
-        return false;
+        return None;
     }
-    let host = head.header(buf, "host");
-    match state.route(host, path) {
-        Some(mi) => {
-            let m = &state.models[mi].cfg;
-            m.mode == Mode::Proxy
-                && head.content_length <= m.max_body_bytes
-                && state.models[mi].upstream.is_some()
-        }
-        None => false,
-    }
+    let mi = state.route(head.header(buf, "host"), path)?;
+    let m = &state.models[mi];
+    (m.cfg.mode == Mode::Proxy
+        && head.content_length <= m.cfg.max_body_bytes
+        && m.upstream.is_some())
+    .then_some(mi)
 }
 
 /// How a response's body ends (RFC 9112, section 6.3).
@@ -536,14 +543,11 @@ async fn proxy(
     client: &mut TcpStream,
     msg: &Bytes,
     head: &Head,
+    mi: usize,
     close: bool,
 ) -> bool {
     let started = Instant::now();
-    let target = std::str::from_utf8(&msg[head.target.clone()]).unwrap_or("/");
-    let path = target.split('?').next().unwrap_or(target);
-    let Some(mi) = state.route(head.header(msg, "host"), path) else {
-        return false;
-    };
+    let (target, path) = (head.target(msg), head.path(msg));
     let m = &state.models[mi];
     let Some(upstream) = &m.upstream else {
         return false;
@@ -624,7 +628,7 @@ async fn proxy(
         upstream,
         target,
     });
-    state.count(name, status);
+    state.count(Some(mi), status);
     keep
 }
 

@@ -277,17 +277,19 @@ impl State {
         }
     }
 
-    pub(crate) fn count(&self, model: &str, status: StatusCode) {
-        if status == StatusCode::OK {
-            if let Some(i) = self.models.iter().position(|m| m.cfg.name == model) {
-                self.per_model[i].ok.inc();
-                return;
+    /// Counts a request by its model (`None`: routed to none) and the
+    /// status the client got.
+    pub(crate) fn count(&self, model: Option<usize>, status: StatusCode) {
+        match model {
+            Some(mi) if status == StatusCode::OK => self.per_model[mi].ok.inc(),
+            _ => {
+                let name = model.map_or("", |mi| self.models[mi].cfg.name.as_str());
+                self.metrics
+                    .requests
+                    .with_label_values(&[name, status.as_str()])
+                    .inc();
             }
         }
-        self.metrics
-            .requests
-            .with_label_values(&[model, status.as_str()])
-            .inc();
     }
 
     /// What both proxy paths record of a request once it is answered: the
@@ -444,7 +446,7 @@ pub async fn handle(
         .map(String::from)
         .or_else(|| req.uri().host().map(String::from));
     let Some(mi) = state.route(host.as_deref(), &path) else {
-        state.count("", StatusCode::NOT_FOUND);
+        state.count(None, StatusCode::NOT_FOUND);
         return Ok(json_error(
             StatusCode::NOT_FOUND,
             &format!("no model is routed at {path}"),
@@ -461,7 +463,7 @@ pub async fn handle(
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
     }
-    state.count(&m.cfg.name, resp.status());
+    state.count(Some(mi), resp.status());
     Ok(resp)
 }
 
@@ -749,14 +751,14 @@ async fn sinks(state: &Arc<State>, rest: String, req: Request<Incoming>) -> Resp
         let why = format!(
             "unknown model {model:?}: name it in the path or the ce-inferenceservicename header"
         );
-        state.count("", StatusCode::NOT_FOUND);
+        state.count(None, StatusCode::NOT_FOUND);
         return json_error(StatusCode::NOT_FOUND, &why);
     };
     let name = state.models[mi].cfg.name.clone();
     let (id, is_response) = match kind {
         "kserve" => {
             let Some(id) = header("ce-id") else {
-                state.count(&name, StatusCode::BAD_REQUEST);
+                state.count(Some(mi), StatusCode::BAD_REQUEST);
                 return json_error(StatusCode::BAD_REQUEST, "a CloudEvent needs a ce-id header");
             };
             let ty = header("ce-type").unwrap_or_default();
@@ -765,7 +767,7 @@ async fn sinks(state: &Arc<State>, rest: String, req: Request<Incoming>) -> Resp
         "responses" => match header("x-request-id") {
             Some(id) => (id, true),
             None => {
-                state.count(&name, StatusCode::BAD_REQUEST);
+                state.count(Some(mi), StatusCode::BAD_REQUEST);
                 return json_error(
                     StatusCode::BAD_REQUEST,
                     "a champion response needs an x-request-id header",
@@ -773,7 +775,7 @@ async fn sinks(state: &Arc<State>, rest: String, req: Request<Incoming>) -> Resp
             }
         },
         _ => {
-            state.count(&name, StatusCode::NOT_FOUND);
+            state.count(Some(mi), StatusCode::NOT_FOUND);
             return json_error(StatusCode::NOT_FOUND, "unknown /_driftwatch endpoint");
         }
     };
@@ -787,7 +789,7 @@ async fn sinks(state: &Arc<State>, rest: String, req: Request<Incoming>) -> Resp
                 .unparsed
                 .with_label_values(&[&name, part, "too_large"])
                 .inc();
-            state.count(&name, StatusCode::PAYLOAD_TOO_LARGE);
+            state.count(Some(mi), StatusCode::PAYLOAD_TOO_LARGE);
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body larger than max_body_bytes",
@@ -805,7 +807,7 @@ async fn sinks(state: &Arc<State>, rest: String, req: Request<Incoming>) -> Resp
     } else {
         join(state, mi, &id, Some(body), None);
     }
-    state.count(&name, StatusCode::ACCEPTED);
+    state.count(Some(mi), StatusCode::ACCEPTED);
     let mut r = Response::new(full("{}"));
     *r.status_mut() = StatusCode::ACCEPTED;
     r
