@@ -39,14 +39,9 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-pub fn ort_library() -> String {
-    let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
-    assert!(
-        !path.is_empty() && Path::new(&path).exists(),
-        "ORT_DYLIB_PATH ({path:?}) must name libonnxruntime: run ./scripts/test, or export ORT_DYLIB_PATH=\"$(scripts/setup-ort)\""
-    );
-    path
-}
+#[path = "../agent/tests/common/ort.rs"]
+mod ort;
+use ort::ort_library;
 
 /// A child process writing stdout and stderr to `DIR/NAME.log`, killed on drop.
 pub struct Proc {

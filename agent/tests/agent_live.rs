@@ -742,21 +742,6 @@ fn multiclass_and_regression_shadows_read_like_python_onnxruntime() {
     }
 }
 
-/// Reads one response from a kept-alive connection: status, headers, body.
-fn response(reader: &mut std::io::BufReader<std::net::TcpStream>) -> common::Reply {
-    let (line, headers, body) = common::read_message(reader).expect("a response");
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    common::Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
 #[test]
 fn one_connection_carries_kept_alive_pipelined_and_handed_over_requests() {
     use std::io::Write;
@@ -794,17 +779,17 @@ fn one_connection_carries_kept_alive_pipelined_and_handed_over_requests() {
     let mut reader = std::io::BufReader::new(stream);
     let mut replies = Vec::new();
     writer.write_all(&plain).expect("write");
-    replies.push(response(&mut reader));
+    replies.push(common::read_reply(&mut reader));
     // Two requests in one write.
     writer
         .write_all(&[plain.clone(), plain.clone()].concat())
         .expect("write");
-    replies.push(response(&mut reader));
-    replies.push(response(&mut reader));
+    replies.push(common::read_reply(&mut reader));
+    replies.push(common::read_reply(&mut reader));
     writer.write_all(&chunked).expect("write");
-    replies.push(response(&mut reader));
+    replies.push(common::read_reply(&mut reader));
     writer.write_all(&plain).expect("write");
-    replies.push(response(&mut reader));
+    replies.push(common::read_reply(&mut reader));
     let mut ids = BTreeSet::new();
     for r in &replies {
         assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
@@ -946,7 +931,7 @@ fn sigterm_closes_idle_kept_alive_connections_without_waiting_out_the_deadline()
     .into_bytes();
     request.extend_from_slice(&body);
     writer.write_all(&request).expect("write");
-    assert_eq!(response(&mut reader).status, 200);
+    assert_eq!(common::read_reply(&mut reader).status, 200);
     // The connection stays open and idle while the agent stops.
     let started = std::time::Instant::now();
     assert!(agent.terminate());

@@ -18,15 +18,8 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-/// The ONNX Runtime library the tests use (scripts/test installs it).
-pub fn ort_library() -> String {
-    let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
-    assert!(
-        !path.is_empty() && Path::new(&path).exists(),
-        "ORT_DYLIB_PATH ({path:?}) must name libonnxruntime: run ./scripts/test, or export ORT_DYLIB_PATH=\"$(scripts/setup-ort)\""
-    );
-    path
-}
+mod ort;
+pub use ort::ort_library;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
@@ -141,8 +134,12 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).expect("write");
     stream.write_all(body).expect("write body");
-    let mut reader = BufReader::new(stream);
-    let (status_line, headers, body) = read_message(&mut reader).expect("a response");
+    read_reply(&mut BufReader::new(stream))
+}
+
+/// Reads one response: its status, headers and body.
+pub fn read_reply(reader: &mut BufReader<TcpStream>) -> Reply {
+    let (status_line, headers, body) = read_message(reader).expect("a response");
     let status = status_line
         .split_whitespace()
         .nth(1)
