@@ -234,8 +234,7 @@ async fn ingest_events(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
-    let state = state.clone();
-    let (bytes, encoding) = read_body(&state, headers, body).await?;
+    let (bytes, encoding) = read_body(state, headers, body).await?;
     // Decompression, parsing and validation are CPU work: keep them off the reactor.
     let worker = state.clone();
     let (mut reply, accepted) =
@@ -257,7 +256,7 @@ async fn ingest_events(
         .collect();
     let inserted = match state.store.insert(new_events).await {
         Ok(flags) => flags,
-        Err(e) => return Err(storage_unavailable(&state, "events", accepted.len(), &e)),
+        Err(e) => return Err(storage_unavailable(state, "events", accepted.len(), &e)),
     };
     for ((index, a), new) in accepted.into_iter().zip(inserted) {
         if !new {
@@ -271,7 +270,7 @@ async fn ingest_events(
             });
             continue;
         }
-        match apply(&state, &a) {
+        match apply(state, &a) {
             Ok(()) => reply.accepted += 1,
             Err(error) => reply.errors.push(ItemError { index, error }),
         }
@@ -341,8 +340,7 @@ async fn ingest_labels(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Json<IngestReply>, ApiError> {
-    let state = state.clone();
-    let (bytes, encoding) = read_body(&state, headers, body).await?;
+    let (bytes, encoding) = read_body(state, headers, body).await?;
     let worker = state.clone();
     let (refusals, labels) = tokio::task::spawn_blocking(move || {
         let decoded = decode_body(&worker, encoding.as_deref(), &bytes)?;
@@ -364,12 +362,12 @@ async fn ingest_labels(
         .await
     {
         Ok(outcomes) => outcomes,
-        Err(e) => return Err(storage_unavailable(&state, "labels", labels.len(), &e)),
+        Err(e) => return Err(storage_unavailable(state, "labels", labels.len(), &e)),
     };
     for ((index, model, label), outcome) in labels.into_iter().zip(stored) {
         match outcome {
             LabelOutcome::Stored { ts_ms, event } => {
-                apply_label(&state, model, ts_ms, &event, &label);
+                apply_label(state, model, ts_ms, &event, &label);
                 reply.accepted += 1;
             }
             LabelOutcome::UnknownRequest => {
