@@ -4,8 +4,10 @@
 #
 #  1. fixed rate (1000 requests/s by default, open loop): the example
 #     champion directly, through the agent with shadow scoring on (the
-#     challenger model, events shipped to a sink), and through nginx as a
-#     plain reverse proxy; p50 and p99, and what the agent and nginx add;
+#     challenger model, events shipped to a sink), through nginx as a
+#     plain reverse proxy, and through a relay that only copies bytes (the
+#     least any proxy adds on this machine: the extra hop's system calls
+#     and wakeups); p50 and p99, and what each adds;
 #  2. saturation (closed loop, 32 connections): requests per second of the
 #     same three, and the agent's throughput as a share of nginx's;
 #  3. shadow scoring throughput: the agent's scorer against Python
@@ -78,6 +80,7 @@ free_port() {
 start sink "$loadgen" sink
 start champion "$bin/driftwatch-example-champion" --model-file examples/credit/champion.onnx --listen 127.0.0.1:0
 sink=$(cat "$work/sink.addr") champion=$(cat "$work/champion.addr")
+start relay "$loadgen" relay --upstream "$champion"
 cat >"$work/agent.yaml" <<EOF
 listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
@@ -146,16 +149,17 @@ declare -A url=(
     [direct]="http://$champion/v2/models/credit/infer"
     [agent]="http://$agent/v2/models/credit/infer"
     [nginx]="http://127.0.0.1:$nginx_port/v2/models/credit/infer"
+    [relay]="http://$(cat "$work/relay.addr")/v2/models/credit/infer"
 )
 results="$work/results.jsonl"
-for name in direct agent nginx; do
+for name in direct agent nginx relay; do
     # Warm every path (connections, the shadow model) before measuring.
     "$loadgen" rate --url "${url[$name]}" --body "$work/body.json" --rps 500 --duration 2s --warmup 1s >/dev/null
 done
 has() { [[ ",$parts," == *",$1,"* ]]; }
 has rate && echo "fixed rate: $rps requests/s for $duration, $rounds rounds" >&2
 has rate && for r in $(seq "$rounds"); do
-    for name in direct agent nginx; do
+    for name in direct agent nginx relay; do
         "$loadgen" rate --url "${url[$name]}" --body "$work/body.json" --rps "$rps" \
             --duration "$duration" | sed "s/^{/{\"target\":\"$name\",\"round\":$r,/" | tee -a "$results" >&2
     done
@@ -202,10 +206,10 @@ modes = {r["mode"] for r in rows}
 if "rate" in modes:
     print(f"\nfixed rate, {rps} requests/s (median of rounds; ms)")
     print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'late':>7}{'errors':>8}")
-    for t in ["direct", "agent", "nginx"]:
+    for t in ["direct", "agent", "nginx", "relay"]:
         print(f"{t:>8}" + "".join(f"{med('rate', t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
               + f"{med('rate', t, 'late_sends'):7.0f}{med('rate', t, 'errors'):8.0f}")
-    for t in ["agent", "nginx"]:
+    for t in ["agent", "nginx", "relay"]:
         print(f"added by {t}: p50 {med('rate', t, 'p50_ms') - med('rate', 'direct', 'p50_ms'):+.3f} ms, "
               f"p99 {med('rate', t, 'p99_ms') - med('rate', 'direct', 'p99_ms'):+.3f} ms")
 if "max" in modes:

@@ -10,6 +10,11 @@
 //! - `max`: closed-loop saturation, every connection sending back to back;
 //!   prints completed requests per second.
 //! - `sink`: a collector stand-in that acknowledges every event batch.
+//! - `relay`: the least a reverse proxy can do, for reference: a thread per
+//!   connection copying each request to the upstream and its response
+//!   back, bytes unchanged, over one upstream connection per client
+//!   connection. What it adds is the cost of the extra hop itself on this
+//!   machine (the system calls and thread wakeups), with no proxy's work.
 //! - `onnx`: shadow scoring throughput, the scorer thread's work per batch
 //!   (`OnnxModel::run` and reading its outputs), on the rows of
 //!   examples/credit/expected.json tiled to the batch size, as
@@ -77,6 +82,13 @@ enum Mode {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// Relays requests to `upstream` and responses back, doing nothing else.
+    Relay {
+        #[arg(long)]
+        upstream: String,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
     /// Rows per second of the shadow scorer's per-batch work.
     Onnx {
         #[arg(long)]
@@ -120,6 +132,7 @@ fn main() -> Result<()> {
             connections,
         } => max(&url, &std::fs::read(body)?, duration, warmup, connections),
         Mode::Sink { listen } => sink(&listen),
+        Mode::Relay { upstream, listen } => relay(&upstream, &listen),
         Mode::Onnx {
             model,
             batch,
@@ -197,34 +210,56 @@ impl Conn {
     }
 }
 
-/// Reads one HTTP/1.1 message: its first line and its body (Content-Length
-/// or chunked; a response without either has none).
-fn read_message(reader: &mut BufReader<TcpStream>) -> Result<(String, Vec<u8>)> {
+/// A message's head as read: its first line, the bytes of the whole head,
+/// and its framing.
+struct Head {
+    first: String,
+    raw: Vec<u8>,
+    length: usize,
+    chunked: bool,
+}
+
+/// Reads an HTTP/1.1 message head; `None` when the connection closed
+/// before one began.
+fn read_head(reader: &mut BufReader<TcpStream>) -> Result<Option<Head>> {
     let mut first = String::new();
     if reader.read_line(&mut first)? == 0 {
-        bail!("connection closed");
+        return Ok(None);
     }
-    let (mut length, mut chunked) = (0usize, false);
+    let mut head = Head {
+        raw: first.clone().into_bytes(),
+        first,
+        length: 0,
+        chunked: false,
+    };
     let mut line = String::new();
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
             bail!("connection closed in the headers");
         }
+        head.raw.extend_from_slice(line.as_bytes());
         let h = line.trim_end();
         if h.is_empty() {
-            break;
+            return Ok(Some(head));
         }
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse()?;
+                head.length = v.trim().parse()?;
             } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = v.to_ascii_lowercase().contains("chunked");
+                head.chunked = v.to_ascii_lowercase().contains("chunked");
             }
         }
     }
+}
+
+/// Reads one HTTP/1.1 message: its first line and its body (Content-Length
+/// or chunked; a response without either has none).
+fn read_message(reader: &mut BufReader<TcpStream>) -> Result<(String, Vec<u8>)> {
+    let head = read_head(reader)?.ok_or_else(|| anyhow!("connection closed"))?;
     let mut body = Vec::new();
-    if chunked {
+    if head.chunked {
+        let mut line = String::new();
         loop {
             line.clear();
             reader.read_line(&mut line)?;
@@ -237,10 +272,10 @@ fn read_message(reader: &mut BufReader<TcpStream>) -> Result<(String, Vec<u8>)> 
             body.extend_from_slice(&chunk[..n]);
         }
     } else {
-        body.resize(length, 0);
+        body.resize(head.length, 0);
         reader.read_exact(&mut body)?;
     }
-    Ok((first, body))
+    Ok((head.first, body))
 }
 
 /// Every load thread's latencies (ns), together and sorted.
@@ -405,6 +440,50 @@ fn sink(listen: &str) -> Result<()> {
                 }
             }
         });
+    }
+    Ok(())
+}
+
+fn relay(upstream: &str, listen: &str) -> Result<()> {
+    let listener = TcpListener::bind(listen)?;
+    println!("relaying on {}", listener.local_addr()?);
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            if let Err(e) = relay_connection(client, &upstream) {
+                eprintln!("relay: {e:#}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Relays the messages of one client connection until it closes.
+fn relay_connection(client: TcpStream, upstream: &str) -> Result<()> {
+    let up = TcpStream::connect(upstream).with_context(|| format!("connect {upstream}"))?;
+    client.set_nodelay(true)?;
+    up.set_nodelay(true)?;
+    let (mut client_w, mut up_w) = (client.try_clone()?, up.try_clone()?);
+    let (mut client_r, mut up_r) = (BufReader::new(client), BufReader::new(up));
+    // One whole message (Content-Length framed) in one buffer.
+    let message = |reader: &mut BufReader<TcpStream>| -> Result<Option<Vec<u8>>> {
+        let Some(head) = read_head(reader)? else {
+            return Ok(None);
+        };
+        if head.chunked {
+            bail!("chunked messages are not relayed");
+        }
+        let mut all = head.raw;
+        let n = all.len();
+        all.resize(n + head.length, 0);
+        reader.read_exact(&mut all[n..])?;
+        Ok(Some(all))
+    };
+    while let Some(request) = message(&mut client_r)? {
+        up_w.write_all(&request)?;
+        let response = message(&mut up_r)?.ok_or_else(|| anyhow!("upstream closed"))?;
+        client_w.write_all(&response)?;
     }
     Ok(())
 }
