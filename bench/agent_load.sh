@@ -152,14 +152,15 @@ declare -A url=(
     [relay]="http://$(cat "$work/relay.addr")/v2/models/credit/infer"
 )
 results="$work/results.jsonl"
-for name in direct agent nginx relay; do
+rate_targets="direct agent nginx relay"
+for name in $rate_targets; do
     # Warm every path (connections, the shadow model) before measuring.
     "$loadgen" rate --url "${url[$name]}" --body "$work/body.json" --rps 500 --duration 2s --warmup 1s >/dev/null
 done
 has() { [[ ",$parts," == *",$1,"* ]]; }
 has rate && echo "fixed rate: $rps requests/s for $duration, $rounds rounds" >&2
 has rate && for r in $(seq "$rounds"); do
-    for name in direct agent nginx relay; do
+    for name in $rate_targets; do
         "$loadgen" rate --url "${url[$name]}" --body "$work/body.json" --rps "$rps" \
             --duration "$duration" | sed "s/^{/{\"target\":\"$name\",\"round\":$r,/" | tee -a "$results" >&2
     done

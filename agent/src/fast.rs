@@ -565,7 +565,8 @@ async fn proxy(
     let request = upstream_request(msg, head, upstream, &id);
     let authority = upstream.authority().map_or("", |a| a.as_str());
     let sent = Instant::now();
-    let outcome = tokio::time::timeout(
+    let outcome = server::call_upstream(
+        upstream,
         m.cfg.upstream_timeout,
         exchange(
             pool,
@@ -580,7 +581,7 @@ async fn proxy(
     let upstream_time = sent.elapsed();
     let name = m.cfg.name.as_str();
     let (status, answer, keep) = match outcome {
-        Ok(Ok(ex)) => {
+        Ok(ex) => {
             let status = StatusCode::from_u16(ex.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let close = close || matches!(ex.answer.framing, Framing::UntilClose);
             let mut out = client_head(&ex.answer, &id, close);
@@ -602,17 +603,10 @@ async fn proxy(
                 (status, answer, written && !close)
             }
         }
-        Ok(Err(e)) => {
-            let why = server::upstream_failed(upstream, e);
-            let out = error_response(StatusCode::BAD_GATEWAY, &why, &id, close);
+        Err((status, why)) => {
+            let out = error_response(status, &why, &id, close);
             let written = client.write_all(&out).await.is_ok();
-            (StatusCode::BAD_GATEWAY, Err(why), written && !close)
-        }
-        Err(_) => {
-            let why = server::upstream_timed_out(upstream, m.cfg.upstream_timeout);
-            let out = error_response(StatusCode::GATEWAY_TIMEOUT, &why, &id, close);
-            let written = client.write_all(&out).await.is_ok();
-            (StatusCode::GATEWAY_TIMEOUT, Err(why), written && !close)
+            (status, Err(why), written && !close)
         }
     };
     state.proxied(Proxied {

@@ -365,17 +365,28 @@ impl Trace {
     }
 }
 
-/// The message of an upstream that failed.
-pub(crate) fn upstream_failed(upstream: &Uri, e: impl std::fmt::Display) -> String {
-    format!("upstream {upstream} failed: {e}")
-}
-
-/// The message of an upstream that did not answer in time.
-pub(crate) fn upstream_timed_out(upstream: &Uri, timeout: Duration) -> String {
-    format!(
-        "upstream {upstream} did not answer within {} ms",
-        timeout.as_millis()
-    )
+/// Runs a call to the champion within `timeout`: its result, or the status
+/// the client gets instead (502 when the call failed, 504 when it did not
+/// answer in time) and why.
+pub(crate) async fn call_upstream<T, E: std::fmt::Display>(
+    upstream: &Uri,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, (StatusCode, String)> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err((
+            StatusCode::BAD_GATEWAY,
+            format!("upstream {upstream} failed: {e}"),
+        )),
+        Err(_) => Err((
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "upstream {upstream} did not answer within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
 }
 
 /// The URL a request for `path_and_query` goes to on `upstream`.
@@ -537,10 +548,10 @@ async fn proxy(
         let read = read_limited(body, m.cfg.max_body_bytes).await?;
         Ok::<_, BoxError>((parts, read))
     };
-    let outcome = tokio::time::timeout(m.cfg.upstream_timeout, call).await;
+    let outcome = call_upstream(upstream, m.cfg.upstream_timeout, call).await;
     let upstream_time = sent.elapsed();
     let (resp, answer) = match outcome {
-        Ok(Ok((mut parts, (body, bytes)))) => {
+        Ok((mut parts, (body, bytes))) => {
             strip_hop_by_hop(&mut parts.headers);
             let status = parts.status.as_u16();
             let answer = match bytes {
@@ -549,17 +560,7 @@ async fn proxy(
             };
             (Response::from_parts(parts, body), answer)
         }
-        Ok(Err(e)) => {
-            let why = upstream_failed(upstream, e);
-            (json_error(StatusCode::BAD_GATEWAY, &why), Some(Err(why)))
-        }
-        Err(_) => {
-            let why = upstream_timed_out(upstream, m.cfg.upstream_timeout);
-            (
-                json_error(StatusCode::GATEWAY_TIMEOUT, &why),
-                Some(Err(why)),
-            )
-        }
+        Err((status, why)) => (json_error(status, &why), Some(Err(why))),
     };
     state.proxied(Proxied {
         mi,
