@@ -304,6 +304,9 @@ fn rate(
     warmup: Duration,
     connections: usize,
 ) -> Result<()> {
+    if warmup >= duration {
+        bail!("--duration ({duration:?}) must be longer than --warmup ({warmup:?}): nothing would be measured");
+    }
     let conn = Conn::new(url, body)?;
     let start = Instant::now() + Duration::from_millis(200);
     let total = (rps * duration.as_secs_f64()) as u64;
