@@ -3,6 +3,8 @@
 //! is a thin CLI over this library.
 #![forbid(unsafe_code)]
 
+pub mod alert;
+pub mod clock;
 pub mod config;
 pub mod export;
 pub mod ingest;
@@ -11,6 +13,8 @@ pub mod notify;
 pub mod report;
 pub mod rules;
 pub mod serve;
+pub mod service;
 pub mod stats;
 pub mod store;
 pub mod window;
+pub mod yaml;

@@ -198,7 +198,7 @@ fn run_rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
                     "{} file(s) OK: {} group(s), {n} rule(s), {} receiver(s)",
                     files.len(),
                     set.groups.len(),
-                    set.receivers.len()
+                    set.routing.receivers.len()
                 );
                 Ok(ExitCode::SUCCESS)
             }
@@ -439,7 +439,7 @@ fn run_profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
         bail!("--max-samples must be at least 1");
     }
     let data = load::read(&args.reference)?;
-    let (profile, skipped): (Profile, _) = Profile::from_dataset(&data, args.max_samples);
+    let (profile, skipped): (Profile, _) = data.profile(args.max_samples);
     for (name, why) in &skipped {
         eprintln!("warning: column {name:?} not profiled: {why}");
     }
@@ -500,12 +500,6 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let config = raw.validate(&origin, &|name| std::env::var(name).ok())?;
-    let models = config
-        .models
-        .iter()
-        .map(driftwatch::models::Model::load)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -514,65 +508,17 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        // Events serve the live window and the one before, and wait for their labels.
-        let retention = models
-            .iter()
-            .map(|m| {
-                let windows = 2 * m
-                    .windows
-                    .iter()
-                    .map(|w| w.duration)
-                    .max()
-                    .unwrap_or_default();
-                (m.name.clone(), windows.max(m.label_ttl))
-            })
-            .collect();
-        let store = driftwatch::store::Store::open(&config.db, retention)?;
-        let mut state = driftwatch::serve::AppState::new(&config, models, store);
-        if let Some(otlp) = &config.otlp {
-            state.telemetry = driftwatch_telemetry::Telemetry::start(
-                otlp,
-                "driftwatch-collector",
-                Vec::new(),
-                state.metrics.registry(),
-                "driftwatch",
-            )
-            .map_err(|e| anyhow::anyhow!("otlp: {e}"))?;
+        let collector = driftwatch::service::Collector::build(&config)?;
+        if collector.restored > 0 {
             eprintln!(
-                "exporting traces and metrics over OTLP to {}",
-                otlp.endpoint
+                "restored {} events from {}",
+                collector.restored,
+                config.db.display()
             );
         }
-        if !config.rules.is_empty() {
-            let interval_ms = config.eval_interval.as_millis() as i64;
-            let alerting = driftwatch::serve::alerting::Alerting::load(
-                config.rules.clone(),
-                interval_ms,
-                &state.metrics,
-            )
-            .map_err(|errors| anyhow::anyhow!("the rule files are refused:\n{errors}"))?;
-            state.alerting = Some(alerting);
-        }
-        let state = std::sync::Arc::new(state);
-        let restored = driftwatch::serve::restore(&state)?;
-        if restored > 0 {
-            eprintln!("restored {restored} events from {}", config.db.display());
-        }
-        if let Some(alerting) = &state.alerting {
-            alerting.restore(&state);
-        }
+        // Tests and scripts read this line for the address.
         eprintln!("driftwatch listening on {addr}");
-        let served = driftwatch::serve::run(
-            listener,
-            state.clone(),
-            config.eval_interval,
-            shutdown_signal(),
-        )
-        .await;
-        // The exporters block while they flush: off the reactor.
-        let s = state.clone();
-        let _ = tokio::task::spawn_blocking(move || s.telemetry.shutdown()).await;
-        served?;
+        collector.run(listener, shutdown_signal()).await?;
         eprintln!("driftwatch stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -135,7 +135,7 @@ fn signed_webhooks_are_retried_and_logged_and_final_refusals_dead_letter() {
         assert_eq!(r.path, "/hook");
         assert_eq!(r.header("X-Team"), Some("risk"));
         let ts = r.header("X-Driftwatch-Timestamp").expect("timestamp");
-        let want = driftwatch::notify::deliver::sign(b"s3cret", ts, &r.body);
+        let want = driftwatch::notify::http::sign(b"s3cret", ts, &r.body);
         assert_eq!(r.header("X-Driftwatch-Signature"), Some(want.as_str()));
         let m = r.json();
         assert_eq!(m["status"], "firing");
@@ -703,7 +703,7 @@ groups:
         assert_eq!(c.path, "/api/v1/dags/retrain_credit/dagRuns");
         assert_eq!(c.header("Authorization"), Some("Basic YWRtaW46YWRtaW4="));
         let ts = c.header("X-Driftwatch-Timestamp").expect("timestamp");
-        let want = driftwatch::notify::deliver::sign(b"k3y", ts, &c.body);
+        let want = driftwatch::notify::http::sign(b"k3y", ts, &c.body);
         assert_eq!(c.header("X-Driftwatch-Signature"), Some(want.as_str()));
     }
     let body = calls[0].json();

@@ -310,14 +310,14 @@ impl Metrics {
     }
 
     /// Every gauge's series with its current value: what rules judge.
-    pub fn gauge_series(&self) -> Vec<crate::rules::engine::Series> {
+    pub fn gauge_series(&self) -> Vec<super::Series> {
         let mut out = Vec::new();
         for family in self.registry.gather() {
             if family.get_field_type() != prometheus::proto::MetricType::GAUGE {
                 continue;
             }
             for m in family.get_metric() {
-                out.push(crate::rules::engine::Series {
+                out.push(super::Series {
                     metric: family.name().to_string(),
                     labels: m
                         .get_label()
@@ -329,6 +329,32 @@ impl Metrics {
             }
         }
         out
+    }
+
+    /// Counts an event's outputs: predictions and errors by model, version
+    /// and role, and the latencies they report.
+    pub fn count_outputs(&self, model: &str, event: &driftwatch_protocol::Event) {
+        let outputs = [
+            ("champion", Some(&event.champion)),
+            ("shadow", event.shadow.as_ref()),
+        ];
+        for (role, output) in outputs {
+            let Some(o) = output else { continue };
+            let version = o.version.as_deref().unwrap_or("");
+            self.predictions
+                .with_label_values(&[model, version, role])
+                .inc();
+            if o.error.is_some() {
+                self.prediction_errors
+                    .with_label_values(&[model, version, role])
+                    .inc();
+            }
+            if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+                self.latency
+                    .with_label_values(&[model, role])
+                    .observe(ms / 1000.0);
+            }
+        }
     }
 
     pub fn reject(&self, reason: RejectReason, n: u64) {

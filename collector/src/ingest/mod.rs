@@ -1,383 +1,316 @@
-//! Ingest of `POST /v1/events`: decompression with a size bound, the batch
-//! envelope, and per-event validation against the model's features. A bad
-//! event gets its own error and a counted reason; it never poisons the
-//! good events of its batch.
+//! Ingest: a batch of events (`POST /v1/events`) or labels
+//! (`POST /v1/feedback`) is decoded (`body`), each item validated on its
+//! own (`validate`), the good ones committed to the store before anything
+//! is acknowledged, then added to the live windows and counted. At start
+//! the windows are rebuilt from the store (`restore`). Every refusal is
+//! counted by reason.
 
-use std::io::Read;
+pub mod body;
+pub mod validate;
 
-use driftwatch_protocol::{Event, FeatureValue, ItemError, Label, Output};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{OutputField, Task};
-use crate::export::metrics::RejectReason;
-use crate::models::{Model, Prediction};
-use crate::stats::{ColumnType, Key};
-use crate::store::NewLabel;
-use crate::window::Value;
+use driftwatch_protocol::{IngestReply, ItemError};
 
-/// Request-level failures, before any event is looked at.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum BodyError {
-    #[error("body larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("unsupported Content-Encoding {0:?} (gzip, zstd or identity)")]
-    Encoding(String),
-    #[error("cannot decompress the body: {0}")]
-    Decompress(String),
-    #[error("malformed body: {0}")]
-    Malformed(String),
+pub use body::{decode, split_events, BodyError};
+pub use validate::{parse_labels, validate, LabelRefusal, Rejection, ValidLabel};
+
+use crate::clock::now_ms;
+use crate::export::metrics::{Metrics, RejectReason};
+use crate::models::Model;
+use crate::store::{LabelOutcome, NewEvent, NewLabel, Store, StoreError};
+use crate::window::{Accepted, Live, ModelWindows, Placement};
+
+/// Why a whole batch was refused (the items of a batch fail one by one in
+/// its reply instead).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body as a whole: too large, undecodable, not the envelope.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The store could not commit: nothing of the batch was acknowledged
+    /// and the sender should retry it.
+    #[error("storing {what} failed: {source}")]
+    Storage {
+        what: &'static str,
+        source: StoreError,
+    },
+    /// The worker thread failed (a bug): nothing was acknowledged.
+    #[error("the ingest worker failed: {0}")]
+    Worker(String),
 }
 
-impl BodyError {
-    pub fn reason(&self) -> RejectReason {
-        match self {
-            BodyError::TooLarge(_) => RejectReason::TooLarge,
-            BodyError::Encoding(_) => RejectReason::UnsupportedEncoding,
-            BodyError::Decompress(_) | BodyError::Malformed(_) => RejectReason::MalformedBody,
-        }
-    }
+/// What ingest needs: the live windows, the store, the counters and the
+/// request limits.
+pub struct Ingest {
+    pub live: Arc<Live>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Largest body accepted, after decompression.
+    pub max_body_bytes: usize,
+    /// Events stamped further ahead than this are refused.
+    pub max_future_skew: Duration,
 }
 
-/// The body after `Content-Encoding`, refusing more than `max` bytes
-/// decompressed (a small compressed body can expand enormously).
-pub fn decode(encoding: Option<&str>, body: &[u8], max: usize) -> Result<Vec<u8>, BodyError> {
-    let limited = |r: &mut dyn Read| -> Result<Vec<u8>, BodyError> {
-        let mut out = Vec::new();
-        r.take(max as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| BodyError::Decompress(e.to_string()))?;
-        if out.len() > max {
-            return Err(BodyError::TooLarge(max));
-        }
-        Ok(out)
-    };
-    match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") | Some("identity") => {
-            if body.len() > max {
-                return Err(BodyError::TooLarge(max));
-            }
-            Ok(body.to_vec())
-        }
-        Some("gzip") | Some("x-gzip") => limited(&mut flate2::read::GzDecoder::new(body)),
-        Some("zstd") => {
-            let mut d = zstd::stream::read::Decoder::new(body)
-                .map_err(|e| BodyError::Decompress(e.to_string()))?;
-            limited(&mut d)
-        }
-        Some(other) => Err(BodyError::Encoding(other.to_string())),
-    }
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
-}
-
-/// Splits `{"events": [...]}` into the raw text of each event.
-pub fn split_events(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| BodyError::Malformed(format!("not UTF-8: {e}")))?;
-    let env: Envelope = serde_json::from_str(text)
-        .map_err(|e| BodyError::Malformed(format!("expected {{\"events\": [...]}}: {e}")))?;
-    Ok(env.events)
-}
-
-#[derive(Deserialize)]
-struct LabelEnvelope<'a> {
-    #[serde(borrow)]
-    labels: Vec<&'a RawValue>,
-}
-
-/// A label that passed validation: its index in the batch, its model's index, the label.
-pub type ValidLabel = (usize, usize, NewLabel);
-/// A refused label: the counted reason and the error for the reply.
-pub type LabelRefusal = (RejectReason, ItemError);
-
-/// Parses `{"labels": [...]}`; each label is checked on its own against the
-/// models (known model, a class label for classification, a finite value for
-/// regression).
-pub fn parse_labels(
-    body: &[u8],
-    models: &[Model],
-) -> Result<(Vec<LabelRefusal>, Vec<ValidLabel>), BodyError> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| BodyError::Malformed(format!("not UTF-8: {e}")))?;
-    let env: LabelEnvelope = serde_json::from_str(text)
-        .map_err(|e| BodyError::Malformed(format!("expected {{\"labels\": [...]}}: {e}")))?;
-    let mut refused = Vec::new();
-    let mut valid = Vec::new();
-    for (index, raw) in env.labels.iter().enumerate() {
-        let fail = |reason, error: String| (reason, ItemError { index, error });
-        let label: Label = match serde_json::from_str(raw.get()) {
-            Ok(l) => l,
-            Err(e) => {
-                refused.push(fail(
-                    RejectReason::MalformedLabel,
-                    format!("invalid label: {e}"),
-                ));
+impl Ingest {
+    /// A batch of events: decoded and validated off the reactor, committed,
+    /// then added to the windows. Duplicates and items refused are in the
+    /// reply with their index.
+    pub async fn events(
+        self: Arc<Self>,
+        encoding: Option<String>,
+        body: Vec<u8>,
+    ) -> Result<IngestReply, IngestError> {
+        let worker = self.clone();
+        let (mut reply, accepted) =
+            tokio::task::spawn_blocking(move || worker.validate_batch(encoding.as_deref(), &body))
+                .await
+                .map_err(worker_failed)??;
+        // Nothing is acknowledged before it is committed.
+        let new_events = accepted
+            .iter()
+            .map(|(_, a)| NewEvent {
+                model: self.live.models[a.model].name.clone(),
+                request_id: a.event.request_id.clone(),
+                ts_ms: a.ts_ms,
+                json: a.json.clone(),
+            })
+            .collect();
+        let inserted = match self.store.insert(new_events).await {
+            Ok(flags) => flags,
+            Err(e) => return Err(self.storage_failed("events", accepted.len(), e)),
+        };
+        for ((index, a), new) in accepted.into_iter().zip(inserted) {
+            if !new {
+                self.metrics.reject(RejectReason::DuplicateRequestId, 1);
+                reply.errors.push(ItemError {
+                    index,
+                    error: format!(
+                        "duplicate request_id {:?} for model {}",
+                        a.event.request_id, a.event.model
+                    ),
+                });
                 continue;
             }
-        };
-        let Some(mi) = models.iter().position(|m| m.name == label.model) else {
-            refused.push(fail(
-                RejectReason::UnknownModel,
-                format!("unknown model {:?}", label.model),
-            ));
-            continue;
-        };
-        let ok = match models[mi].task {
-            Task::Regression => label.value.is_some_and(f64::is_finite),
-            _ => label.label.is_some(),
-        };
-        if !ok {
-            let want = if models[mi].task == Task::Regression {
-                "a finite \"value\""
-            } else {
-                "a \"label\""
-            };
-            refused.push(fail(
-                RejectReason::MalformedLabel,
-                format!("a label for model {} needs {want}", label.model),
-            ));
-            continue;
+            match self.apply(&a) {
+                Ok(()) => reply.accepted += 1,
+                Err(error) => reply.errors.push(ItemError { index, error }),
+            }
         }
-        valid.push((
-            index,
-            mi,
-            NewLabel {
-                model: label.model,
-                request_id: label.request_id,
-                label: label.label,
-                value: label.value,
-            },
-        ));
+        Ok(finish(reply))
     }
-    Ok((refused, valid))
-}
 
-/// An event that passed validation.
-#[derive(Debug)]
-pub struct Accepted {
-    pub model: usize,
-    pub ts_ms: i64,
-    /// Feature values in the model's feature order.
-    pub values: Vec<Value>,
-    /// The champion's and the shadow's outputs in the field the reference's
-    /// prediction column holds (`None`: no prediction column, or no shadow).
-    pub predicted: [Option<Value>; 2],
-    pub event: Event,
-    /// The event as sent, for storage.
-    pub json: String,
-}
-
-pub type Rejection = (RejectReason, String);
-
-/// Validates one event's text against the models.
-pub fn validate(
-    raw: &RawValue,
-    models: &[Model],
-    now_ms: i64,
-    max_skew_ms: i64,
-) -> Result<Accepted, Rejection> {
-    let event: Event = serde_json::from_str(raw.get())
-        .map_err(|e| (RejectReason::MalformedEvent, format!("invalid event: {e}")))?;
-    let Some(model_idx) = models.iter().position(|m| m.name == event.model) else {
-        return Err((
-            RejectReason::UnknownModel,
-            format!("unknown model {:?}", event.model),
-        ));
-    };
-    let model = &models[model_idx];
-    let ts = chrono::DateTime::parse_from_rfc3339(&event.timestamp).map_err(|e| {
-        (
-            RejectReason::BadTimestamp,
-            format!("timestamp {:?} is not RFC 3339: {e}", event.timestamp),
-        )
-    })?;
-    let ts_ms = ts.timestamp_millis();
-    if ts_ms > now_ms + max_skew_ms {
-        return Err((
-            RejectReason::FutureTimestamp,
-            format!(
-                "timestamp {} is more than {} s in the future",
-                event.timestamp,
-                max_skew_ms / 1000
-            ),
-        ));
-    }
-    let mut values = vec![Value::Missing; model.features.len()];
-    for (name, value) in &event.features {
-        let Some(i) = model.feature_index(name) else {
-            return Err((
-                RejectReason::UnknownFeature,
-                format!("model {} has no feature {name:?}", model.name),
-            ));
+    /// A batch of labels: joined with their stored predictions and scored
+    /// in the windows those predictions belong to.
+    pub async fn labels(
+        self: Arc<Self>,
+        encoding: Option<String>,
+        body: Vec<u8>,
+    ) -> Result<IngestReply, IngestError> {
+        let worker = self.clone();
+        let (refusals, labels) = tokio::task::spawn_blocking(move || {
+            let decoded = worker.decode(encoding.as_deref(), &body)?;
+            parse_labels(&decoded, &worker.live.models).map_err(|e| worker.refuse(e))
+        })
+        .await
+        .map_err(worker_failed)??;
+        let mut reply = IngestReply::default();
+        for (reason, error) in refusals {
+            self.metrics.reject(reason, 1);
+            reply.errors.push(error);
+        }
+        let stored = match self
+            .store
+            .insert_labels(labels.iter().map(|(_, _, l)| l.clone()).collect())
+            .await
+        {
+            Ok(outcomes) => outcomes,
+            Err(e) => return Err(self.storage_failed("labels", labels.len(), e)),
         };
-        let f = &model.features[i];
-        values[i] = match (f.column_type, value) {
-            (_, FeatureValue::Null) => Value::Missing,
-            (ColumnType::Numeric, FeatureValue::Number(x)) => Value::Num(*x),
-            (ColumnType::Categorical, FeatureValue::Number(x))
-                if f.numeric_keys || f.reference.is_empty() =>
-            {
-                Value::Cat(Key::Num(*x))
+        for ((index, model, label), outcome) in labels.into_iter().zip(stored) {
+            match outcome {
+                LabelOutcome::Stored { ts_ms, event } => {
+                    let mut windows = self.live.windows(model);
+                    apply_label(
+                        &mut windows,
+                        &self.live.models[model],
+                        ts_ms,
+                        &event,
+                        &label,
+                    );
+                    reply.accepted += 1;
+                }
+                LabelOutcome::UnknownRequest => {
+                    self.metrics.reject(RejectReason::UnknownRequestId, 1);
+                    let error = format!("no prediction with request_id {:?} for model {} (never sent, or older than its label TTL)", label.request_id, label.model);
+                    reply.errors.push(ItemError { index, error });
+                }
+                LabelOutcome::Duplicate => {
+                    self.metrics.reject(RejectReason::DuplicateLabel, 1);
+                    reply.errors.push(ItemError {
+                        index,
+                        error: format!("request_id {:?} already has a label", label.request_id),
+                    });
+                }
             }
-            (ColumnType::Categorical, FeatureValue::String(s)) if !f.numeric_keys => {
-                Value::Cat(Key::Str(s.clone()))
+        }
+        Ok(finish(reply))
+    }
+
+    /// Counts a refused body by its reason.
+    fn refuse(&self, e: BodyError) -> IngestError {
+        self.metrics.reject(e.reason(), 1);
+        IngestError::Body(e)
+    }
+
+    /// A batch the database could not commit: counted and logged.
+    fn storage_failed(&self, what: &'static str, n: usize, source: StoreError) -> IngestError {
+        self.metrics.reject(RejectReason::StorageError, n as u64);
+        let e = IngestError::Storage { what, source };
+        eprintln!("error: {e}");
+        e
+    }
+
+    /// The body after `Content-Encoding`, bounded.
+    fn decode(&self, encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, IngestError> {
+        decode(encoding, body, self.max_body_bytes).map_err(|e| self.refuse(e))
+    }
+
+    /// Decodes and validates a batch: the refusals so far, and the accepted
+    /// events with their index in the batch.
+    fn validate_batch(
+        &self,
+        encoding: Option<&str>,
+        body: &[u8],
+    ) -> Result<(IngestReply, Vec<(usize, Accepted)>), IngestError> {
+        let decoded = self.decode(encoding, body)?;
+        let raw_events = split_events(&decoded).map_err(|e| self.refuse(e))?;
+        let now = now_ms();
+        let skew = self.max_future_skew.as_millis() as i64;
+        let mut reply = IngestReply::default();
+        let mut accepted = Vec::with_capacity(raw_events.len());
+        for (index, raw) in raw_events.iter().enumerate() {
+            let checked = validate(raw, &self.live.models, now, skew)
+                .and_then(|a| placeable(&self.live.windows(a.model), &a).map(|()| a));
+            match checked {
+                Ok(a) => accepted.push((index, a)),
+                Err((reason, error)) => {
+                    self.metrics.reject(reason, 1);
+                    reply.errors.push(ItemError { index, error });
+                }
             }
-            (ColumnType::Categorical, FeatureValue::Bool(b)) if !f.numeric_keys => {
-                Value::Cat(Key::Str(b.to_string()))
+        }
+        Ok((reply, accepted))
+    }
+
+    /// Adds a stored event to its windows and counts its predictions.
+    fn apply(&self, a: &Accepted) -> Result<(), String> {
+        let model = &self.live.models[a.model];
+        {
+            let mut windows = self.live.windows(a.model);
+            // The windows may have moved on since validation.
+            if let Err((reason, error)) = placeable(&windows, a) {
+                self.metrics.reject(reason, 1);
+                return Err(error);
             }
-            (t, v) => {
-                let want = match (t, f.numeric_keys) {
-                    (ColumnType::Numeric, _) | (ColumnType::Categorical, true) => "a number",
-                    (ColumnType::Categorical, false) => "a string or boolean",
+            windows.add(model, a);
+        }
+        self.metrics.count_outputs(&model.name, &a.event);
+        Ok(())
+    }
+
+    /// Rebuilds the windows from the stored events (at start, before
+    /// serving); returns how many events were replayed. Counters are not
+    /// replayed: they restart from zero as Prometheus expects.
+    pub fn restore(&self) -> Result<usize, StoreError> {
+        let mut replayed = 0;
+        for (mi, model) in self.live.models.iter().enumerate() {
+            let longest = model
+                .windows
+                .iter()
+                .map(|w| w.duration.as_millis() as i64)
+                .max()
+                .unwrap_or(0);
+            // The live window and the one before it, for the longest length.
+            let since = now_ms() - 2 * longest;
+            let mut windows = self.live.windows(mi);
+            let mut skipped = 0usize;
+            for json in self.store.events_since(&model.name, since)? {
+                let parsed = serde_json::value::RawValue::from_string(json).ok();
+                match parsed
+                    .as_deref()
+                    .map(|raw| validate(raw, &self.live.models, i64::MAX / 2, 0))
+                {
+                    Some(Ok(a)) if a.model == mi => {
+                        windows.add(model, &a);
+                        replayed += 1;
+                    }
+                    _ => skipped += 1,
+                }
+            }
+            if skipped > 0 {
+                eprintln!("warning: model {}: {skipped} stored events no longer match its configuration and were not replayed", model.name);
+            }
+            for stored in self.store.labels_since(&model.name, since)? {
+                let label = NewLabel {
+                    model: model.name.clone(),
+                    request_id: String::new(),
+                    label: stored.label,
+                    value: stored.value,
                 };
-                return Err((
-                    RejectReason::WrongType,
-                    format!(
-                        "feature {name:?} must be {want} or null, got {}",
-                        describe(v)
-                    ),
-                ));
+                apply_label(&mut windows, model, stored.ts_ms, &stored.event, &label);
             }
-        };
+        }
+        Ok(replayed)
     }
-    let predicted = match &model.prediction {
-        None => [None, None],
-        Some(p) => [
-            Some(output_value(p, &event.champion)),
-            event.shadow.as_ref().map(|o| output_value(p, o)),
-        ],
+}
+
+/// Whether the event's windows still exist; else why not (too old).
+fn placeable(windows: &ModelWindows, a: &Accepted) -> Result<(), Rejection> {
+    match windows.check(a.ts_ms) {
+        Ok(()) => Ok(()),
+        Err(Placement::TooOld) => Err((
+            RejectReason::TooOld,
+            format!(
+                "timestamp {} is older than the windows kept",
+                a.event.timestamp
+            ),
+        )),
+    }
+}
+
+/// A worker that panicked (a bug): logged; nothing was acknowledged.
+fn worker_failed(e: tokio::task::JoinError) -> IngestError {
+    let e = IngestError::Worker(e.to_string());
+    eprintln!("error: {e}");
+    e
+}
+
+/// The reply with its errors in batch order and counted.
+fn finish(mut reply: IngestReply) -> IngestReply {
+    reply.errors.sort_by_key(|e| e.index);
+    reply.rejected = reply.errors.len();
+    reply
+}
+
+/// Scores a stored label in the live windows of its prediction.
+fn apply_label(
+    windows: &mut ModelWindows,
+    model: &Model,
+    ts_ms: i64,
+    event_json: &str,
+    label: &NewLabel,
+) {
+    // The event was validated before it was stored.
+    let Ok(event) = serde_json::from_str::<driftwatch_protocol::Event>(event_json) else {
+        return;
     };
-    Ok(Accepted {
-        model: model_idx,
-        ts_ms,
-        values,
-        predicted,
-        event,
-        json: raw.get().to_string(),
-    })
-}
-
-/// An output's field, typed like the reference's prediction column; a
-/// failed call, an absent or non-finite field, or a label that is not a
-/// number where the reference's labels are numbers counts as missing.
-fn output_value(p: &Prediction, output: &Output) -> Value {
-    if output.error.is_some() {
-        return Value::Missing;
-    }
-    let number = |x: Option<f64>| {
-        x.filter(|x| x.is_finite())
-            .map_or(Value::Missing, Value::Num)
+    let wire = driftwatch_protocol::Label {
+        model: label.model.clone(),
+        request_id: label.request_id.clone(),
+        label: label.label.clone(),
+        value: label.value,
     };
-    match p.output {
-        OutputField::Score => number(output.score),
-        OutputField::Value => number(output.value),
-        OutputField::Label => match &output.label {
-            None => Value::Missing,
-            Some(s) if p.reference.numeric_keys => match s.trim().parse::<f64>() {
-                Ok(x) if x.is_finite() => Value::Cat(Key::Num(x)),
-                _ => Value::Missing,
-            },
-            Some(s) => Value::Cat(Key::Str(s.clone())),
-        },
-    }
-}
-
-fn describe(v: &FeatureValue) -> String {
-    match v {
-        FeatureValue::Bool(b) => format!("boolean {b}"),
-        FeatureValue::Number(x) => format!("number {x}"),
-        FeatureValue::String(s) => format!("string {s:?}"),
-        FeatureValue::Null => "null".to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn outputs_take_the_reference_columns_type() {
-        let column = |numeric_keys: bool| crate::models::Feature {
-            name: "prediction".into(),
-            column_type: ColumnType::Categorical,
-            reference: crate::stats::Sample::Categorical(crate::stats::Counts::from_pairs(vec![])),
-            reference_missing: 0,
-            integer: false,
-            numeric_keys,
-        };
-        let label = |numeric_keys| Prediction {
-            output: OutputField::Label,
-            reference: column(numeric_keys),
-        };
-        let out = |label: &str| Output {
-            label: Some(label.into()),
-            score: Some(0.25),
-            ..Output::default()
-        };
-        assert_eq!(
-            output_value(&label(true), &out(" 1 ")),
-            Value::Cat(Key::Num(1.0))
-        );
-        assert_eq!(output_value(&label(true), &out("yes")), Value::Missing);
-        assert_eq!(
-            output_value(&label(false), &out("yes")),
-            Value::Cat(Key::Str("yes".into()))
-        );
-        let failed = Output {
-            error: Some("timeout".into()),
-            ..out("1")
-        };
-        assert_eq!(output_value(&label(false), &failed), Value::Missing);
-        let score = Prediction {
-            output: OutputField::Score,
-            reference: column(false),
-        };
-        assert_eq!(output_value(&score, &out("1")), Value::Num(0.25));
-        assert_eq!(output_value(&score, &Output::default()), Value::Missing);
-    }
-
-    #[test]
-    fn decode_bounds_decompressed_size() {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&vec![b' '; 10_000]).expect("compress");
-        let body = gz.finish().expect("compress");
-        assert!(body.len() < 200);
-        assert_eq!(
-            decode(Some("gzip"), &body, 1000),
-            Err(BodyError::TooLarge(1000))
-        );
-        assert_eq!(
-            decode(Some("gzip"), &body, 20_000).map(|b| b.len()),
-            Ok(10_000)
-        );
-        let z = zstd::encode_all(&b"{\"events\": []}"[..], 3).expect("zstd");
-        assert_eq!(
-            decode(Some("zstd"), &z, 100).as_deref(),
-            Ok(&b"{\"events\": []}"[..])
-        );
-        assert!(matches!(
-            decode(Some("br"), b"x", 10),
-            Err(BodyError::Encoding(_))
-        ));
-        assert!(matches!(
-            decode(Some("gzip"), b"not gzip", 10),
-            Err(BodyError::Decompress(_))
-        ));
-    }
-
-    #[test]
-    fn envelope_errors_are_clear() {
-        assert!(split_events(b"[]").is_err());
-        assert!(split_events(b"{\"events\": 3}").is_err());
-        assert_eq!(
-            split_events(b"{\"events\": [1, {\"a\": 2}]}").map(|v| v.len()),
-            Ok(2)
-        );
-    }
+    windows.add_label(model, ts_ms, &event, &wire);
 }

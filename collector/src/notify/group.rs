@@ -13,9 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{fingerprint, is_alertmanager, queue, targets, view, AlertView};
-use crate::rules::engine::Alert;
-use crate::rules::{Receiver, Route, RuleSet};
+use super::{fingerprint, queue, targets, view, AlertView, Receiver, Route, Routing};
+use crate::alert::Alert;
 use crate::store::NewNotification;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,15 +56,15 @@ impl Groups {
     /// Returns the messages due.
     pub fn step(
         &mut self,
-        rules: &RuleSet,
+        routing: &Routing,
         firing: &[&Alert],
         resolved: &[(&Alert, i64)],
         now_ms: i64,
     ) -> Vec<NewNotification> {
         let mut current: BTreeMap<String, Vec<AlertView>> = BTreeMap::new();
         for a in firing {
-            for (route, r) in targets(rules, a) {
-                if is_alertmanager(r) {
+            for (route, r) in targets(routing, a) {
+                if r.is_alertmanager() {
                     continue;
                 }
                 let labels = route.group_labels(&a.labels);
@@ -87,7 +86,7 @@ impl Groups {
             }
         }
         for (a, at) in resolved {
-            for (route, r) in targets(rules, a) {
+            for (route, r) in targets(routing, a) {
                 let key = group_key(route, r, &route.group_labels(&a.labels));
                 let Some(g) = self.groups.get_mut(&key) else {
                     continue;
@@ -106,7 +105,7 @@ impl Groups {
                     && g.sent_firing.is_empty()
                     && g.resolved.is_empty());
             }
-            let route = rules.route.by_id(&g.route).unwrap_or(&rules.route);
+            let route = routing.route.by_id(&g.route).unwrap_or(&routing.route);
             let fps: BTreeSet<String> = now_firing.iter().map(|v| v.fingerprint.clone()).collect();
             // An alert that fired again before its resolution went out.
             g.resolved.retain(|fp, _| !fps.contains(fp));
@@ -133,10 +132,9 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::Message;
-    use crate::rules::receivers::ReceiverKind;
+    use crate::notify::{log, Message, ReceiverKind};
 
-    fn rules(send_resolved: bool) -> RuleSet {
+    fn rules(send_resolved: bool) -> Routing {
         let route = Route {
             receiver: Some("team".into()),
             group_wait: std::time::Duration::from_secs(30),
@@ -144,14 +142,14 @@ mod tests {
             repeat_interval: std::time::Duration::from_secs(3600),
             ..Route::default()
         };
-        RuleSet {
+        Routing {
             route,
             receivers: vec![Receiver {
                 name: "team".into(),
-                kind: ReceiverKind::Log { path: None },
+                kind: ReceiverKind::Log(log::Config { path: None }),
                 send_resolved,
             }],
-            ..RuleSet::default()
+            ..Routing::default()
         }
     }
 

@@ -1,26 +1,90 @@
 //! Notifications: alerts reach receivers through the route tree (or the
 //! receivers their rule names), grouped into messages as Alertmanager does
-//! it (`group`), or pushed one by one to Alertmanager receivers; firing
-//! alerts may call actions (`action`). Every message is queued in the
-//! SQLite outbox in the same transaction as the alert and group states (so
-//! a crash neither loses nor invents one), then delivered at least once by
-//! `deliver::run` with exponential backoff and jitter, and dead-lettered
-//! after `MAX_ATTEMPTS`.
+//! it (`group`), or pushed one by one to Alertmanager receivers
+//! (`alertmanager::push`); firing alerts may call actions (`action`). Every
+//! message is queued in the SQLite outbox in the same transaction as the
+//! alert and group states (so a crash neither loses nor invents one), then
+//! delivered at least once by `deliver::run` with exponential backoff and
+//! jitter, and dead-lettered after `MAX_ATTEMPTS`.
+//!
+//! Each receiver kind is a folder with the same files: `config.rs` (its
+//! part of a rule file, checked) and `deliver.rs` (one attempt), joined by
+//! the closed enum `receiver::ReceiverKind`.
 
 pub mod action;
+pub mod alertmanager;
 pub mod deliver;
 pub mod email;
 pub mod group;
+pub mod http;
+pub mod log;
+pub mod matcher;
+pub mod receiver;
+pub mod route;
+pub mod secret;
 pub mod silence;
+pub mod slack;
+pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rules::engine::{rfc3339, Alert};
-use crate::rules::receivers::ReceiverKind;
-use crate::rules::{Receiver, Route, RuleSet};
+pub use action::Action;
+pub use receiver::{Receiver, ReceiverKind};
+pub use route::Route;
+
+use crate::alert::Alert;
+use crate::clock::rfc3339;
 use crate::store::NewNotification;
+
+/// Where alerts go, as the rule files say: the receivers, the route tree
+/// and the actions (Alertmanager's defaults when no file gives a route).
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    pub receivers: Vec<Receiver>,
+    pub route: Route,
+    pub actions: Vec<Action>,
+}
+
+/// What every delivery attempt may use: the HTTP client, and where users
+/// reach the collector (for links).
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub client: &'a reqwest::Client,
+    pub external_url: Option<&'a str>,
+}
+
+/// Why one delivery attempt failed, and whether another attempt may pass.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    pub message: String,
+    /// Worth another attempt later (a timeout, a 5xx, a secret not there yet).
+    pub retry: bool,
+    /// The receiver's HTTP status, when it answered one.
+    pub status: Option<u16>,
+}
+
+impl DeliveryError {
+    /// A failure that may pass later.
+    pub fn retry(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            message: message.into(),
+            retry: true,
+            status: None,
+        }
+    }
+
+    /// A failure that will not pass by trying again (dead-lettered at once).
+    pub fn permanent(message: impl Into<String>) -> DeliveryError {
+        DeliveryError {
+            message: message.into(),
+            retry: false,
+            status: None,
+        }
+    }
+}
 
 /// Attempts before a notification is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -110,7 +174,11 @@ pub fn view(a: &Alert, status: &str, ends_ms: Option<i64>) -> AlertView {
 
 /// A message of `alerts` to `receiver`, with a key that every retry of it
 /// carries (receivers deduplicate on it).
-fn queue(receiver: &str, alerts: Vec<AlertView>, idempotency_key: String) -> NewNotification {
+pub(crate) fn queue(
+    receiver: &str,
+    alerts: Vec<AlertView>,
+    idempotency_key: String,
+) -> NewNotification {
     let status = if alerts.iter().any(|a| a.status == "firing") {
         "firing"
     } else {
@@ -130,77 +198,21 @@ fn queue(receiver: &str, alerts: Vec<AlertView>, idempotency_key: String) -> New
 
 /// Where an alert goes: the receivers its rule names (grouped as the root
 /// route says), or else the receivers of the routes its labels reach.
-pub fn targets<'a>(rules: &'a RuleSet, a: &Alert) -> Vec<(&'a Route, &'a Receiver)> {
-    let find = |name: &str| rules.receivers.iter().find(|r| r.name == name);
+pub fn targets<'a>(routing: &'a Routing, a: &Alert) -> Vec<(&'a Route, &'a Receiver)> {
+    let find = |name: &str| routing.receivers.iter().find(|r| r.name == name);
     if !a.receivers.is_empty() {
         return a
             .receivers
             .iter()
-            .filter_map(|name| Some((&rules.route, find(name)?)))
+            .filter_map(|name| Some((&routing.route, find(name)?)))
             .collect();
     }
-    rules
+    routing
         .route
         .find(&a.labels)
         .into_iter()
         .filter_map(|route| Some((route, find(route.receiver.as_deref()?)?)))
         .collect()
-}
-
-fn is_alertmanager(r: &Receiver) -> bool {
-    matches!(r.kind, ReceiverKind::Alertmanager { .. })
-}
-
-/// How often a firing alert is sent again to Alertmanager receivers, which
-/// resolve an alert that is not refreshed before its `endsAt` (4 minutes).
-pub const ALERTMANAGER_RESEND_MS: i64 = 60_000;
-
-/// Messages to Alertmanager receivers, which group, route and repeat by
-/// themselves (as Prometheus does it): each firing alert at once and again
-/// every `ALERTMANAGER_RESEND_MS`, each resolution at once. `last`
-/// remembers when each alert was last sent to each receiver.
-pub fn alertmanager_pushes(
-    rules: &RuleSet,
-    firing: &[&Alert],
-    resolved: &[(&Alert, i64)],
-    last: &mut HashMap<String, i64>,
-    now_ms: i64,
-) -> Vec<NewNotification> {
-    let mut out = Vec::new();
-    let mut live = HashSet::new();
-    for a in firing {
-        for (_, r) in targets(rules, a)
-            .into_iter()
-            .filter(|(_, r)| is_alertmanager(r))
-        {
-            let key = format!("{}\u{1f}{}", a.key(), r.name);
-            live.insert(key.clone());
-            if last
-                .get(&key)
-                .is_some_and(|t| now_ms - t < ALERTMANAGER_RESEND_MS)
-            {
-                continue;
-            }
-            last.insert(key, now_ms);
-            let v = view(a, "firing", None);
-            let k = format!("{}-firing-{now_ms}", v.fingerprint);
-            out.push(queue(&r.name, vec![v], k));
-        }
-    }
-    for (a, at) in resolved {
-        for (_, r) in targets(rules, a)
-            .into_iter()
-            .filter(|(_, r)| is_alertmanager(r))
-        {
-            if r.send_resolved {
-                let v = view(a, "resolved", Some(*at));
-                let k = format!("{}-resolved-{at}", v.fingerprint);
-                out.push(queue(&r.name, vec![v], k));
-            }
-        }
-    }
-    last.retain(|k, _| live.contains(k));
-    out
 }
 
 /// When to try again after `attempts` failed attempts (None: give up).
@@ -213,6 +225,44 @@ pub fn retry_at(now_ms: i64, attempts: u32, jitter: f64) -> Option<i64> {
         .saturating_mul(1 << attempts.saturating_sub(1).min(20))
         .min(MAX_BACKOFF_MS);
     Some(now_ms + (base as f64 * (0.5 + jitter)) as i64)
+}
+
+/// `text` cut to at most `max` characters, ending in "…" when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A firing message of one `FeatureDrift` alert with this summary, for tests.
+#[cfg(test)]
+pub fn test_message(summary: &str) -> Message {
+    Message {
+        receiver: "slack".into(),
+        status: "firing".into(),
+        idempotency_key: "k".into(),
+        alerts: vec![AlertView {
+            status: "firing".into(),
+            labels: [
+                ("alertname", "FeatureDrift"),
+                ("model", "credit"),
+                ("feature", "age"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+            annotations: [("summary".to_string(), summary.to_string())].into(),
+            starts_at: "2026-11-29T10:00:00Z".into(),
+            fired_at: Some("2026-11-29T10:05:00Z".into()),
+            ends_at: None,
+            value: 0.42,
+            threshold: 0.2,
+            fingerprint: "f".into(),
+            top_features: Vec::new(),
+        }],
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,55 @@ impl Dataset {
         }
     }
 
+    /// Profiles every column of a table; columns whose type is unsupported are skipped
+    /// and returned by name with the reason.
+    pub fn profile(&self, max_samples: usize) -> (Profile, Vec<(String, String)>) {
+        let dataset = self;
+        if let Dataset::Profile { profile, .. } = dataset {
+            return (profile.clone(), Vec::new());
+        }
+        let mut columns = Vec::new();
+        let mut skipped = Vec::new();
+        for name in dataset.column_names() {
+            let series = match dataset.series(&name) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(why) => {
+                    skipped.push((name, why));
+                    continue;
+                }
+            };
+            let s = &series;
+            let t = match infer_type(s) {
+                Ok(t) => t,
+                Err(why) => {
+                    skipped.push((name, why));
+                    continue;
+                }
+            };
+            let integer = s.dtype().is_integer() && s.null_count() == 0;
+            match to_side(s, t, integer) {
+                Ok(side) => columns.push(ProfileColumn::of(
+                    name,
+                    t,
+                    side.sample,
+                    side.missing,
+                    integer,
+                    max_samples,
+                )),
+                Err(why) => skipped.push((name, why)),
+            }
+        }
+        (
+            Profile {
+                format: super::profile::FORMAT.to_string(),
+                rows: dataset.rows(),
+                columns,
+            },
+            skipped,
+        )
+    }
+
     pub fn column_names(&self) -> Vec<String> {
         match self {
             Dataset::Csv { frame, .. } => frame

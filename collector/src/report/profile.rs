@@ -8,7 +8,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::load::{self, Dataset};
 use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
 
 /// Format marker and version written into every profile.
@@ -80,58 +79,12 @@ impl Profile {
     pub fn column(&self, name: &str) -> Option<&ProfileColumn> {
         self.columns.iter().find(|c| c.name == name)
     }
-
-    /// Profiles every column of a table; columns whose type is unsupported are skipped
-    /// and returned by name with the reason.
-    pub fn from_dataset(dataset: &Dataset, max_samples: usize) -> (Profile, Vec<(String, String)>) {
-        if let Dataset::Profile { profile, .. } = dataset {
-            return (profile.clone(), Vec::new());
-        }
-        let mut columns = Vec::new();
-        let mut skipped = Vec::new();
-        for name in dataset.column_names() {
-            let series = match dataset.series(&name) {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(why) => {
-                    skipped.push((name, why));
-                    continue;
-                }
-            };
-            let s = &series;
-            let t = match load::infer_type(s) {
-                Ok(t) => t,
-                Err(why) => {
-                    skipped.push((name, why));
-                    continue;
-                }
-            };
-            let integer = s.dtype().is_integer() && s.null_count() == 0;
-            match load::to_side(s, t, integer) {
-                Ok(side) => columns.push(ProfileColumn::of(
-                    name,
-                    t,
-                    side.sample,
-                    side.missing,
-                    integer,
-                    max_samples,
-                )),
-                Err(why) => skipped.push((name, why)),
-            }
-        }
-        (
-            Profile {
-                format: FORMAT.to_string(),
-                rows: dataset.rows(),
-                columns,
-            },
-            skipped,
-        )
-    }
 }
 
 impl ProfileColumn {
-    fn of(
+    /// A column's profile from its cleaned sample, numeric values cut to
+    /// `max` by a seeded uniform sample.
+    pub fn of(
         name: String,
         column_type: ColumnType,
         sample: Sample,

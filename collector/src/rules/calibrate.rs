@@ -4,8 +4,8 @@
 //! of the size the reference itself shows never cross it, however large
 //! the live sample.
 
+use crate::stats::rng::Rng;
 use crate::stats::{self, Counts, Numeric, Sample, TestKind};
-use crate::window::Rng;
 
 /// The calibrated threshold of `kind` on `reference`, or `None` when the
 /// reference is too small for `chunks` chunks or the test cannot run on it.

@@ -7,128 +7,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::{Deserialize, Serialize};
-
 use super::{Group, Rule, RuleSet, Threshold};
-
-/// One value of a metric, as exported (name and labels) or given in a test.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    pub metric: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-impl Series {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.get(key).map(String::as_str)
-    }
-}
-
-/// A window's context for annotation templates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct WindowInfo {
-    pub model: String,
-    pub window: String,
-    pub start: String,
-    pub end: String,
-    /// Drifted features, most drifted first: (feature, default test, statistic).
-    pub top_features: Vec<(String, String, f64)>,
-}
+use crate::alert::{self, Alert, State};
+use crate::clock::rfc3339;
+use crate::export::Series;
+use crate::window::WindowInfo;
 
 /// Everything one evaluation sees.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub series: Vec<Series>,
     pub windows: Vec<WindowInfo>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Pending,
-    Firing,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub group: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    pub state: State,
-    pub active_since_ms: i64,
-    pub fired_at_ms: Option<i64>,
-    /// Last evaluation at which the condition held.
-    pub last_true_ms: i64,
-    pub value: f64,
-    pub threshold: f64,
-    pub receivers: Vec<String>,
-    /// The window's drifted features at the last evaluation, most drifted
-    /// first: (feature, default test, statistic), for notifications.
-    #[serde(default)]
-    pub top_features: Vec<(String, String, f64)>,
-    /// A silence matched it at the last evaluation (not notified, no actions).
-    #[serde(default, alias = "unnotified")]
-    pub silenced: bool,
-    /// The rule's actions (retraining webhooks).
-    #[serde(default)]
-    pub actions: Vec<String>,
-    /// This firing has had its actions called (or held back by a cooldown).
-    #[serde(default)]
-    pub actions_done: bool,
-}
-
-impl Alert {
-    pub fn name(&self) -> &str {
-        self.labels.get("alertname").map_or("", String::as_str)
-    }
-
-    /// The identity of an alert: its group and label set.
-    pub fn key(&self) -> String {
-        key(&self.group, &self.labels)
-    }
-}
-
-#[cfg(test)]
-impl Alert {
-    /// A firing `FeatureDrift` alert of model `credit` for `feature` in the
-    /// 1h window, fired at `at_ms`, for tests.
-    pub fn firing_for_test(feature: &str, at_ms: i64) -> Alert {
-        Alert {
-            group: "g".into(),
-            labels: [
-                ("alertname", "FeatureDrift"),
-                ("model", "credit"),
-                ("feature", feature),
-                ("window", "1h"),
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .into(),
-            annotations: BTreeMap::new(),
-            state: State::Firing,
-            active_since_ms: at_ms,
-            fired_at_ms: Some(at_ms),
-            last_true_ms: at_ms,
-            value: 0.4,
-            threshold: 0.2,
-            receivers: Vec::new(),
-            top_features: vec![("age".into(), "psi".into(), 0.4)],
-            silenced: false,
-            actions: Vec::new(),
-            actions_done: false,
-        }
-    }
-}
-
-fn key(group: &str, labels: &BTreeMap<String, String>) -> String {
-    let mut k = group.to_string();
-    for (n, v) in labels {
-        k.push('\u{1f}');
-        k.push_str(n);
-        k.push('=');
-        k.push_str(v);
-    }
-    k
 }
 
 /// What changed in one evaluation, for notifications.
@@ -235,7 +124,7 @@ impl Engine {
         let mut judged: BTreeSet<String> = BTreeSet::new();
         for s in snap.series.iter().filter(|s| matches(rule, s)) {
             let labels = alert_labels(rule, s);
-            let k = key(&group.name, &labels);
+            let k = alert::key(&group.name, &labels);
             // Not judged: too few samples, or no calibrated threshold yet.
             judged.insert(k.clone());
             if rule.min_samples > 0 && rule.metric.windowed {
@@ -487,10 +376,4 @@ pub fn windows_from_series(series: &[Series]) -> Vec<WindowInfo> {
         w.top_features.sort_by(|a, b| b.2.total_cmp(&a.2));
     }
     out
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
-        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    })
 }

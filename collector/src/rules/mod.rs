@@ -3,33 +3,28 @@
 //! evaluated by a state machine that `driftwatch rules test` drives with
 //! synthetic series and the collector drives with its live gauges.
 
-pub mod actions;
 pub mod calibrate;
 pub mod catalog;
 pub mod engine;
-pub mod receivers;
-pub mod route;
+pub mod runtime;
 pub mod unit;
-pub mod yaml;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use marked_yaml::Node;
 
-pub use actions::Action;
-pub use receivers::Receiver;
-pub use route::Route;
-use yaml::{Checker, Diagnostic};
+use crate::notify::{self, Routing};
+use crate::yaml::{Checker, Diagnostic};
 
 /// Every loaded rule file, validated.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub groups: Vec<Group>,
-    pub receivers: Vec<Receiver>,
-    /// Where alerts go; Alertmanager's defaults when no file gives one.
-    pub route: Route,
-    pub actions: Vec<Action>,
+    /// Receivers, the route tree (Alertmanager's defaults when no file
+    /// gives one) and actions: where alerts go.
+    pub routing: Arc<Routing>,
     pub files: Vec<PathBuf>,
 }
 
@@ -160,8 +155,18 @@ pub fn load_files(paths: &[PathBuf]) -> Result<RuleSet, RuleErrors> {
         }
         diagnostics.extend(c.take_sorted());
     }
-    let receivers: Vec<&str> = set.receivers.iter().map(|r| r.name.as_str()).collect();
-    let actions: Vec<&str> = set.actions.iter().map(|a| a.name.as_str()).collect();
+    let receivers: Vec<&str> = set
+        .routing
+        .receivers
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    let actions: Vec<&str> = set
+        .routing
+        .actions
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
     for (kind, uses, known) in [
         ("receiver", wanted, receivers),
         ("action", wanted_actions, actions),
@@ -209,20 +214,10 @@ struct Wanted<'a> {
     route_file: &'a mut Option<String>,
 }
 
-/// Where a node is, as a diagnostic to fill in later.
-fn place(c: &Checker, n: &Node) -> Diagnostic {
-    let (line, column) = n.span().start().map_or((1, 1), |m| (m.line(), m.column()));
-    Diagnostic {
-        file: c.file.clone(),
-        line,
-        column,
-        message: String::new(),
-    }
-}
-
 /// Checks one file's text into `set`.
 fn check_file(c: &mut Checker, text: &str, set: &mut RuleSet, wants: &mut Wanted<'_>) {
     let Some(top) = c.parse(text) else { return };
+    let routing = Arc::make_mut(&mut set.routing);
     let top = c.mapping(&top, "file", &["groups", "receivers", "route", "actions"]);
     if let Some(node) = top.get("route") {
         if let Some(first) = wants.route_file.as_ref() {
@@ -230,17 +225,19 @@ fn check_file(c: &mut Checker, text: &str, set: &mut RuleSet, wants: &mut Wanted
                 node.span(),
                 format!("a route is already given in {first}; give one `route:` in all rule files"),
             );
-        } else if let Some(r) = route::check(c, node, "route", "root", None, wants.receivers) {
+        } else if let Some(r) =
+            notify::route::check(c, node, "route", "root", None, wants.receivers)
+        {
             *wants.route_file = Some(c.file.clone());
-            set.route = r;
+            routing.route = r;
         }
     }
     if let Some(node) = top.get("actions") {
         if let Some(list) = c.sequence(node, "actions") {
             for (i, a) in list.iter().enumerate() {
-                if let Some(a) = actions::check(c, a, &format!("actions[{i}]")) {
-                    let taken = set.actions.iter().any(|x| x.name == a.name)
-                        || set.receivers.iter().any(|x| x.name == a.name);
+                if let Some(a) = notify::action::check(c, a, &format!("actions[{i}]")) {
+                    let taken = routing.actions.iter().any(|x| x.name == a.name)
+                        || routing.receivers.iter().any(|x| x.name == a.name);
                     if taken {
                         c.at(
                             r_span(node, i),
@@ -250,7 +247,7 @@ fn check_file(c: &mut Checker, text: &str, set: &mut RuleSet, wants: &mut Wanted
                             ),
                         );
                     }
-                    set.actions.push(a);
+                    routing.actions.push(a);
                 }
             }
         }
@@ -258,16 +255,16 @@ fn check_file(c: &mut Checker, text: &str, set: &mut RuleSet, wants: &mut Wanted
     if let Some(node) = top.get("receivers") {
         if let Some(list) = c.sequence(node, "receivers") {
             for (i, r) in list.iter().enumerate() {
-                if let Some(r) = receivers::check(c, r, &format!("receivers[{i}]")) {
-                    if set.receivers.iter().any(|x| x.name == r.name)
-                        || set.actions.iter().any(|x| x.name == r.name)
+                if let Some(r) = notify::receiver::check(c, r, &format!("receivers[{i}]")) {
+                    if routing.receivers.iter().any(|x| x.name == r.name)
+                        || routing.actions.iter().any(|x| x.name == r.name)
                     {
                         c.at(
                             r_span(node, i),
                             format!("receiver `{}` is defined twice", r.name),
                         );
                     }
-                    set.receivers.push(r);
+                    routing.receivers.push(r);
                 }
             }
         }
@@ -574,7 +571,7 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
         .map_or(Some(Vec::new()), |n| c.strings(n, &f.path("receivers")));
     if let (Some(list), Some(Node::Sequence(seq))) = (&receivers, f.get("receivers")) {
         for (r, n) in list.iter().zip(seq.iter()) {
-            wants.receivers.push((r.clone(), place(c, n)));
+            wants.receivers.push((r.clone(), c.place(n)));
         }
     }
     let actions = f
@@ -582,7 +579,7 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
         .map_or(Some(Vec::new()), |n| c.strings(n, &f.path("actions")));
     if let (Some(list), Some(Node::Sequence(seq))) = (&actions, f.get("actions")) {
         for (a, n) in list.iter().zip(seq.iter()) {
-            wants.actions.push((a.clone(), place(c, n)));
+            wants.actions.push((a.clone(), c.place(n)));
         }
     }
     if c.diagnostics.len() > before {

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use marked_yaml::Node;
 
-use super::engine::{Engine, Series, Snapshot, State};
-use super::yaml::{Checker, Diagnostic};
+use super::engine::{Engine, Snapshot};
 use super::RuleErrors;
+use crate::alert::State;
+use crate::export::Series;
+use crate::yaml::{Checker, Diagnostic};
 
 struct InputSeries {
     metric: String,

@@ -10,6 +10,7 @@ pub mod cvm;
 pub mod distance;
 pub mod kolmogorov;
 pub mod ks;
+pub mod rng;
 pub mod sample;
 pub mod special;
 pub mod sum;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
+use crate::clock::now_ms;
+
 /// Schema migrations, applied in order; never edit one that has shipped.
 const MIGRATIONS: &[&str] = &[
     // 1: events, keyed by (model, request_id) so a repeated id is refused.
@@ -220,7 +222,8 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Reply>,
 }
 
-/// Handle to the writer thread.
+/// Handle to the writer thread (cloned by every stage that stores).
+#[derive(Clone)]
 pub struct Store {
     sender: mpsc::Sender<Job>,
     path: PathBuf,
@@ -476,12 +479,6 @@ impl Store {
             |r| r.get(0),
         )
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The writer: groups waiting batches into one transaction, answers each

@@ -7,17 +7,20 @@
 //! `driftwatch report` on those rows.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+pub mod evaluate;
 pub mod performance;
 pub mod reservoir;
 
 use driftwatch_protocol::{Event, Label, Output};
 pub use performance::Performance;
-pub use reservoir::{Reservoir, Rng};
+pub use reservoir::Reservoir;
+use serde::Serialize;
 
 use crate::config::Task;
-use crate::ingest::Accepted;
 use crate::models::{Feature, Model};
+use crate::stats::rng::Rng;
 use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
 
 /// Distinct categories kept per feature per window.
@@ -33,6 +36,32 @@ pub enum Value {
     Missing,
     Num(f64),
     Cat(Key),
+}
+
+/// An event that passed validation.
+#[derive(Debug)]
+pub struct Accepted {
+    pub model: usize,
+    pub ts_ms: i64,
+    /// Feature values in the model's feature order.
+    pub values: Vec<Value>,
+    /// The champion's and the shadow's outputs in the field the reference's
+    /// prediction column holds (`None`: no prediction column, or no shadow).
+    pub predicted: [Option<Value>; 2],
+    pub event: Event,
+    /// The event as sent, for storage.
+    pub json: String,
+}
+
+/// A window's context for annotation templates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowInfo {
+    pub model: String,
+    pub window: String,
+    pub start: String,
+    pub end: String,
+    /// Drifted features, most drifted first: (feature, default test, statistic).
+    pub top_features: Vec<(String, String, f64)>,
 }
 
 /// Hashable form of a category key.
@@ -352,6 +381,36 @@ impl ShadowComparison {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     TooOld,
+}
+
+/// The live state of every model: its configuration and reference, and
+/// its windows behind a lock of their own (ingest adds, evaluation clones).
+pub struct Live {
+    pub models: Arc<[Model]>,
+    windows: Vec<Mutex<ModelWindows>>,
+}
+
+impl Live {
+    pub fn new(models: Vec<Model>) -> Live {
+        Live {
+            windows: models
+                .iter()
+                .map(|m| Mutex::new(ModelWindows::new(m)))
+                .collect(),
+            models: models.into(),
+        }
+    }
+
+    /// The windows of model `mi` (a poisoned lock is taken over: the
+    /// windows stay consistent between single updates).
+    pub fn windows(&self, mi: usize) -> MutexGuard<'_, ModelWindows> {
+        self.windows[mi].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A model by name, with its index.
+    pub fn model(&self, name: &str) -> Option<(usize, &Model)> {
+        self.models.iter().enumerate().find(|(_, m)| m.name == name)
+    }
 }
 
 /// All windows of one model.

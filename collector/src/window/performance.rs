@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use driftwatch_protocol::{Label, Output};
 
-use super::{Reservoir, Rng};
+use super::Reservoir;
 use crate::config::Task;
+use crate::stats::rng::Rng;
 
 /// Distinct classes tracked per window; labels beyond are pooled.
 const MAX_CLASSES: usize = 100;

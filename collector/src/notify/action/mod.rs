@@ -9,10 +9,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::fingerprint;
-use crate::rules::engine::{rfc3339, Alert, WindowInfo};
-use crate::rules::{Action, RuleSet};
+mod config;
+mod deliver;
+
+pub use config::{check, Action, DEFAULT_COOLDOWN};
+pub use deliver::call;
+
+use super::{alerts_link, fingerprint, Routing};
+use crate::alert::Alert;
+use crate::clock::rfc3339;
 use crate::store::NewNotification;
+use crate::window::WindowInfo;
 
 /// A queued action call (the outbox row's payload).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +59,7 @@ impl Cooldowns {
     /// is marked, so a firing calls its actions once).
     pub fn calls(
         &mut self,
-        rules: &RuleSet,
+        routing: &Routing,
         firing: &mut [&mut Alert],
         cx: &Context<'_>,
     ) -> (Vec<NewNotification>, Vec<Outcome>) {
@@ -61,7 +68,7 @@ impl Cooldowns {
             a.actions_done = true;
             let model = a.labels.get("model").cloned().unwrap_or_default();
             for name in &a.actions {
-                let Some(action) = rules.actions.iter().find(|x| &x.name == name) else {
+                let Some(action) = routing.actions.iter().find(|x| &x.name == name) else {
                     continue;
                 };
                 let key = format!("{name}\u{1f}{model}\u{1f}{}", a.name());
@@ -144,7 +151,7 @@ pub fn evidence(a: &Alert, idempotency_key: &str, cx: &Context<'_>) -> Value {
         "window": window.map(|w| json!({"length": w.window, "start": w.start, "end": w.end})),
         "drifted_features": drifted,
         "reference": (cx.reference)(model),
-        "alerts_url": super::alerts_link(cx.external_url),
+        "alerts_url": alerts_link(cx.external_url),
     })
 }
 
@@ -189,8 +196,8 @@ mod tests {
         }
     }
 
-    fn rules(body: Option<&str>) -> RuleSet {
-        RuleSet {
+    fn rules(body: Option<&str>) -> Routing {
+        Routing {
             actions: vec![Action {
                 name: "retrain".into(),
                 url: "http://127.0.0.1:1/".into(),
@@ -200,7 +207,7 @@ mod tests {
                 body: body.map(String::from),
                 cooldown: std::time::Duration::from_secs(3600),
             }],
-            ..RuleSet::default()
+            ..Routing::default()
         }
     }
 

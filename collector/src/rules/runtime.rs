@@ -3,7 +3,10 @@
 //! (a broken file is refused, logged and exposed, and the previous rules
 //! keep running), evaluated after every window evaluation against the
 //! exported gauges, with alert states saved to SQLite so that pending
-//! `for:` timers and firing alerts survive a restart.
+//! `for:` timers and firing alerts survive a restart. Changes are routed
+//! through `notify` (groups, Alertmanager pushes, actions, silences) and
+//! queued in the same transaction; delivery follows the receivers of the
+//! rules running now (`routing()`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,15 +15,34 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::AppState;
+use driftwatch_telemetry::Telemetry;
+use tokio::sync::watch;
+
+use super::engine::{Change, Engine, Snapshot};
+use super::{calibrate, Rule, RuleErrors, RuleSet, Threshold};
+use crate::alert::{Alert, State};
+use crate::clock::{now_ms, rfc3339};
 use crate::export::metrics::Metrics;
+use crate::export::Series;
+use crate::models::Model;
 use crate::notify::action::{self, Cooldowns};
 use crate::notify::group::Groups;
 use crate::notify::silence::Silence;
-use crate::rules::engine::{rfc3339, Alert, Change, Engine, Series, Snapshot, State, WindowInfo};
-use crate::rules::{self, calibrate, Rule, RuleErrors, RuleSet, Threshold};
+use crate::notify::{alertmanager, Routing};
 use crate::stats::TestKind;
-use crate::store::AlertSave;
+use crate::store::{AlertSave, Store, StoreError};
+use crate::window::WindowInfo;
+
+/// What the rules runtime works with besides its rule files.
+pub struct Handles {
+    /// The watched models (references for evidence and calibration).
+    pub models: Arc<[Model]>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub telemetry: Arc<Telemetry>,
+    /// Where users reach the collector, for links in notifications.
+    pub external_url: Option<String>,
+}
 
 pub struct Alerting {
     files: Vec<PathBuf>,
@@ -34,6 +56,9 @@ pub struct Alerting {
     /// Aggregation groups, action cooldowns and Alertmanager resend times.
     notify: Mutex<NotifyState>,
     silences: RwLock<Vec<Silence>>,
+    /// The routing of the rules running now, for delivery.
+    routing: watch::Sender<Arc<Routing>>,
+    h: Handles,
 }
 
 /// What routing remembers between evaluations (all but `resent` is stored).
@@ -65,14 +90,18 @@ impl Alerting {
     pub fn load(
         files: Vec<PathBuf>,
         default_interval_ms: i64,
-        metrics: &Metrics,
+        h: Handles,
     ) -> Result<Alerting, RuleErrors> {
-        let set = rules::load_files(&files)?;
-        metrics.rules_reloads.with_label_values(&["success"]).inc();
-        metrics.rules_reload_success.set(1.0);
+        let set = super::load_files(&files)?;
+        h.metrics
+            .rules_reloads
+            .with_label_values(&["success"])
+            .inc();
+        h.metrics.rules_reload_success.set(1.0);
+        let (routing, _) = watch::channel(set.routing.clone());
         Ok(Alerting {
             status: Mutex::new(Status {
-                loaded_at_ms: chrono::Utc::now().timestamp_millis(),
+                loaded_at_ms: now_ms(),
                 error: None,
                 mtimes: mtimes(&files),
             }),
@@ -83,12 +112,21 @@ impl Alerting {
             calibrated: Mutex::new(HashMap::new()),
             notify: Mutex::new(NotifyState::default()),
             silences: RwLock::new(Vec::new()),
+            routing,
+            h,
         })
     }
 
+    /// The receivers and actions of the rules running now, updated at
+    /// every reload (what delivery follows).
+    pub fn routing(&self) -> watch::Receiver<Arc<Routing>> {
+        self.routing.subscribe()
+    }
+
     /// Takes back the alerts and silences stored before a restart.
-    pub fn restore(&self, state: &AppState) {
-        match state.store.silences() {
+    pub fn restore(&self) {
+        let store = &self.h.store;
+        match store.silences() {
             Ok(rows) => {
                 *self.silences.write().unwrap_or_else(|p| p.into_inner()) = rows
                     .iter()
@@ -97,7 +135,7 @@ impl Alerting {
             }
             Err(e) => eprintln!("error: cannot read the stored silences: {e}"),
         }
-        let stored = match state.store.alerts() {
+        let stored = match store.alerts() {
             Ok(rows) => rows,
             Err(e) => {
                 eprintln!("error: cannot read the stored alerts: {e}");
@@ -115,7 +153,7 @@ impl Alerting {
             );
         }
         self.lock_engine().restore(alerts);
-        match state.store.notify_state() {
+        match store.notify_state() {
             Ok(rows) => {
                 let mut n = self.notify.lock().unwrap_or_else(|p| p.into_inner());
                 for (key, json) in rows {
@@ -131,7 +169,7 @@ impl Alerting {
             }
             Err(e) => eprintln!("error: cannot read the stored notification state: {e}"),
         }
-        self.publish(&state.metrics);
+        self.publish();
     }
 
     fn lock_engine(&self) -> std::sync::MutexGuard<'_, Engine> {
@@ -143,13 +181,15 @@ impl Alerting {
     }
 
     /// Reloads every rule file; on any problem the previous rules stay.
-    pub fn reload(&self, metrics: &Metrics) -> Result<(), RuleErrors> {
-        let result = rules::load_files(&self.files);
+    pub fn reload(&self) -> Result<(), RuleErrors> {
+        let metrics = &self.h.metrics;
+        let result = super::load_files(&self.files);
         let mut status = self.lock_status();
         status.mtimes = mtimes(&self.files);
-        status.loaded_at_ms = chrono::Utc::now().timestamp_millis();
+        status.loaded_at_ms = now_ms();
         match result {
             Ok(set) => {
+                self.routing.send_replace(set.routing.clone());
                 *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
                 status.error = None;
                 metrics.rules_reloads.with_label_values(&["success"]).inc();
@@ -168,23 +208,47 @@ impl Alerting {
     }
 
     /// Reloads when a rule file's modification time changed.
-    pub fn reload_if_changed(&self, metrics: &Metrics) {
+    pub fn reload_if_changed(&self) {
         let changed = self.lock_status().mtimes != mtimes(&self.files);
         if changed {
-            let _ = self.reload(metrics);
+            let _ = self.reload();
         }
+    }
+
+    /// One evaluation after the windows': reloads changed files, judges the
+    /// live windows' gauges and routes what changed (blocking: run it off
+    /// the reactor).
+    pub fn evaluate(&self, windows: Vec<WindowInfo>) {
+        use driftwatch_telemetry::{KeyValue, SpanKind};
+        let started = std::time::SystemTime::now();
+        self.reload_if_changed();
+        let live = windows.len() as i64;
+        self.tick(windows);
+        self.h.telemetry.span(
+            "evaluate rules",
+            SpanKind::Internal,
+            None,
+            started,
+            std::time::SystemTime::now(),
+            vec![
+                KeyValue::new("driftwatch.live_windows", live),
+                KeyValue::new("driftwatch.alerts_firing", self.firing_count() as i64),
+            ],
+            None,
+        );
     }
 
     /// Evaluates the rules against the current gauges, then routes the
     /// changes: aggregation groups, Alertmanager pushes and actions, saved
     /// with the alert states in one transaction.
-    pub fn tick(&self, state: &AppState, windows: Vec<WindowInfo>) {
+    fn tick(&self, windows: Vec<WindowInfo>) {
+        let metrics = &self.h.metrics;
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let snap = Snapshot {
-            series: state.metrics.gauge_series(),
+            series: metrics.gauge_series(),
             windows,
         };
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = now_ms();
         let silences = self
             .silences
             .read()
@@ -194,7 +258,7 @@ impl Alerting {
             silences.iter().any(|s| s.silences(labels, now))
         };
         let reference = |model: &str| {
-            state
+            self.h
                 .models
                 .iter()
                 .find(|m| m.name == model)
@@ -202,13 +266,13 @@ impl Alerting {
         };
         let (changes, save, outcomes) = {
             let mut engine = self.lock_engine();
-            let calibration = |rule: &Rule, s: &Series| self.calibrated_threshold(state, rule, s);
+            let calibration = |rule: &Rule, s: &Series| self.calibrated_threshold(rule, s);
             let changes =
                 engine.evaluate(&rules, now, self.default_interval_ms, &snap, &calibration);
             for a in engine.alerts_mut() {
                 let muted = a.state == State::Firing && silenced(&a.labels);
                 if muted && !a.silenced {
-                    state.metrics.notifications_silenced.inc();
+                    metrics.notifications_silenced.inc();
                 }
                 a.silenced = muted;
             }
@@ -228,14 +292,14 @@ impl Alerting {
             let cx = action::Context {
                 windows: &snap.windows,
                 reference: &reference,
-                external_url: state.external_url.as_deref(),
+                external_url: self.h.external_url.as_deref(),
                 now_ms: now,
             };
-            let (calls, outcomes) = n.cooldowns.calls(&rules, &mut firing, &cx);
+            let (calls, outcomes) = n.cooldowns.calls(&rules.routing, &mut firing, &cx);
             let firing: Vec<&Alert> = firing.into_iter().map(|a| &*a).collect();
-            let mut queued = n.groups.step(&rules, &firing, &resolved, now);
-            queued.extend(crate::notify::alertmanager_pushes(
-                &rules,
+            let mut queued = n.groups.step(&rules.routing, &firing, &resolved, now);
+            queued.extend(alertmanager::push::pushes(
+                &rules.routing,
                 &firing,
                 &resolved,
                 &mut n.resent,
@@ -265,21 +329,20 @@ impl Alerting {
             log_change(change);
         }
         for o in outcomes {
-            state
-                .metrics
+            metrics
                 .actions
                 .with_label_values(&[o.action.as_str(), o.model.as_str(), o.outcome])
                 .inc();
         }
-        self.publish(&state.metrics);
-        if let Err(e) = state.store.save_alerts_blocking(save) {
+        self.publish();
+        if let Err(e) = self.h.store.save_alerts_blocking(save) {
             eprintln!("error: storing alert states and notifications failed: {e}");
         }
     }
 
     /// Adds a silence (stored first, so it survives a restart).
-    pub async fn add_silence(&self, state: &AppState, silence: Silence) -> Result<(), String> {
-        persist(state, &silence).await?;
+    pub async fn add_silence(&self, silence: Silence) -> Result<(), StoreError> {
+        self.persist(&silence).await?;
         self.silences
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -288,8 +351,8 @@ impl Alerting {
     }
 
     /// Ends a silence now; false when there is no such silence.
-    pub async fn expire_silence(&self, state: &AppState, id: &str) -> Result<bool, String> {
-        let now = chrono::Utc::now().timestamp_millis();
+    pub async fn expire_silence(&self, id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
         let found = {
             let list = self.silences.read().unwrap_or_else(|p| p.into_inner());
             list.iter().find(|s| s.id == id).cloned()
@@ -299,7 +362,7 @@ impl Alerting {
         };
         silence.ends_at_ms = silence.ends_at_ms.min(now);
         silence.starts_at_ms = silence.starts_at_ms.min(now);
-        persist(state, &silence).await?;
+        self.persist(&silence).await?;
         let mut list = self.silences.write().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = list.iter_mut().find(|s| s.id == id) {
             *s = silence;
@@ -307,9 +370,15 @@ impl Alerting {
         Ok(true)
     }
 
+    /// Stores a silence (new or changed).
+    async fn persist(&self, silence: &Silence) -> Result<(), StoreError> {
+        let json = serde_json::to_string(silence).unwrap_or_default();
+        self.h.store.save_silence(silence.id.clone(), json).await
+    }
+
     /// `GET /v1/silences`: every silence with its state, newest first.
     pub fn silences_json(&self) -> serde_json::Value {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = now_ms();
         let mut list = self
             .silences
             .read()
@@ -333,44 +402,14 @@ impl Alerting {
         json!({ "silences": items })
     }
 
-    /// The receivers of the rules running now.
-    pub fn receivers(&self) -> Vec<rules::Receiver> {
-        self.rules
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .receivers
-            .clone()
-    }
-
-    /// The actions of the rules running now.
-    pub fn actions(&self) -> Vec<rules::Action> {
-        self.rules
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .actions
-            .clone()
-    }
-
-    /// `driftwatch_notifications_queued{state}` from the outbox.
-    pub fn publish_outbox(&self, state: &AppState) {
-        match state.store.outbox_counts() {
-            Ok(counts) => {
-                for s in ["pending", "dead"] {
-                    let n = counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-                    state.metrics.outbox.with_label_values(&[s]).set(n as f64);
-                }
-            }
-            Err(e) => eprintln!("error: reading the outbox counts failed: {e}"),
-        }
-    }
-
     /// A rule's calibrated threshold for a series' column and test, computed
     /// from the model's reference once and kept.
-    fn calibrated_threshold(&self, state: &AppState, rule: &Rule, s: &Series) -> Option<f64> {
+    fn calibrated_threshold(&self, rule: &Rule, s: &Series) -> Option<f64> {
         let Threshold::Calibrated { sigmas, chunks } = rule.threshold else {
             return None;
         };
-        let model = state
+        let model = self
+            .h
             .models
             .iter()
             .find(|m| Some(m.name.as_str()) == s.label("model"))?;
@@ -402,7 +441,8 @@ impl Alerting {
     }
 
     /// `driftwatch_alerts_firing`: firing alerts per name, model and severity.
-    fn publish(&self, metrics: &Metrics) {
+    fn publish(&self) {
+        let metrics = &self.h.metrics;
         let mut counts: std::collections::BTreeMap<[String; 3], f64> = Default::default();
         for a in self
             .lock_engine()
@@ -428,7 +468,7 @@ impl Alerting {
     pub fn firing_count(&self) -> usize {
         self.lock_engine()
             .alerts()
-            .filter(|a| a.state == crate::rules::engine::State::Firing)
+            .filter(|a| a.state == State::Firing)
             .count()
     }
 
@@ -485,16 +525,6 @@ impl Alerting {
             "groups": groups,
         })
     }
-}
-
-/// Stores a silence (new or changed).
-async fn persist(state: &AppState, silence: &Silence) -> Result<(), String> {
-    let json = serde_json::to_string(silence).map_err(|e| e.to_string())?;
-    state
-        .store
-        .save_silence(silence.id.clone(), json)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// One line per transition on standard error (notifications come from receivers).

@@ -1,99 +1,82 @@
-//! The evaluation loop: every interval, snapshot each model's kept windows
-//! under the lock, run the drift tests and accuracy on a blocking thread,
+//! Window evaluation: snapshot each model's kept windows under the lock,
+//! run the drift tests and accuracy (on the caller's blocking thread),
 //! publish the live (newest) window as gauges and store every kept window's
 //! results for the JSON API. The statistics are `report`'s own, so a window
 //! within its sample limit shows exactly what `driftwatch report` computes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::AppState;
+use driftwatch_telemetry::Telemetry;
+
+use super::{FeatureWindow, Live, Window, WindowInfo};
+use crate::clock::rfc3339;
+use crate::export::metrics::Metrics;
 use crate::models::{Feature, Model};
 use crate::report::{self, ColumnReport, Overrides};
-use crate::rules::engine::WindowInfo;
 use crate::stats::{Numeric, Sample};
-use crate::store::WindowResult;
-use crate::window::{FeatureWindow, Window};
+use crate::store::{Store, WindowResult};
 
-pub async fn run_loop(state: Arc<AppState>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let s = state.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || evaluate_all(&s)).await {
-            eprintln!("error: window evaluation failed: {e}");
-        }
-    }
+/// What evaluation needs: the live windows, the store for results, the
+/// gauges it publishes, and telemetry for its span.
+pub struct Evaluator {
+    pub live: Arc<Live>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub telemetry: Arc<Telemetry>,
 }
 
-/// Recomputes every kept window, publishes the live ones and stores all.
-pub fn evaluate_all(state: &AppState) {
-    use driftwatch_telemetry::{KeyValue, SpanKind};
-    let started = std::time::SystemTime::now();
-    let mut results = Vec::new();
-    let mut live_windows = Vec::new();
-    for (mi, model) in state.models.iter().enumerate() {
-        let kept = state.windows[mi]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .kept();
-        for (wi, windows) in kept.into_iter().enumerate() {
-            let label = model.windows[wi].label();
-            let newest = windows.len().saturating_sub(1);
-            for (i, window) in windows.iter().enumerate() {
-                let (summary, info) = evaluate_window(state, model, &label, window, i == newest);
-                if i == newest {
-                    live_windows.push(info);
+impl Evaluator {
+    /// Recomputes every kept window, publishes the live ones and stores
+    /// all; returns the live windows' context (for rules and their
+    /// templates). Blocking: run it off the reactor.
+    pub fn evaluate_all(&self) -> Vec<WindowInfo> {
+        use driftwatch_telemetry::{KeyValue, SpanKind};
+        let started = std::time::SystemTime::now();
+        let mut results = Vec::new();
+        let mut live_windows = Vec::new();
+        for (mi, model) in self.live.models.iter().enumerate() {
+            let kept = self.live.windows(mi).kept();
+            for (wi, windows) in kept.into_iter().enumerate() {
+                let label = model.windows[wi].label();
+                let newest = windows.len().saturating_sub(1);
+                for (i, window) in windows.iter().enumerate() {
+                    let live = (i == newest).then_some(&*self.metrics);
+                    let (summary, info) = evaluate_window(live, model, &label, window);
+                    if i == newest {
+                        live_windows.push(info);
+                    }
+                    results.push(WindowResult {
+                        model: model.name.clone(),
+                        window: label.clone(),
+                        start_ms: window.start_ms,
+                        json: summary.to_string(),
+                    });
                 }
-                results.push(WindowResult {
-                    model: model.name.clone(),
-                    window: label.clone(),
-                    start_ms: window.start_ms,
-                    json: summary.to_string(),
-                });
             }
         }
-    }
-    let evaluated = results.len() as i64;
-    let stored = match results.is_empty() {
-        true => Ok(()),
-        false => state.store.save_results_blocking(results),
-    };
-    let error = stored
-        .err()
-        .map(|e| format!("storing window results failed: {e}"));
-    if let Some(e) = &error {
-        eprintln!("error: {e}");
-    }
-    let rules_started = std::time::SystemTime::now();
-    state.telemetry.span(
-        "evaluate windows",
-        SpanKind::Internal,
-        None,
-        started,
-        rules_started,
-        vec![KeyValue::new("driftwatch.windows", evaluated)],
-        error,
-    );
-    if let Some(alerting) = &state.alerting {
-        alerting.reload_if_changed(&state.metrics);
-        let live = live_windows.len() as i64;
-        alerting.tick(state, live_windows);
-        state.telemetry.span(
-            "evaluate rules",
+        let evaluated = results.len() as i64;
+        let stored = match results.is_empty() {
+            true => Ok(()),
+            false => self.store.save_results_blocking(results),
+        };
+        let error = stored
+            .err()
+            .map(|e| format!("storing window results failed: {e}"));
+        if let Some(e) = &error {
+            eprintln!("error: {e}");
+        }
+        self.telemetry.span(
+            "evaluate windows",
             SpanKind::Internal,
             None,
-            rules_started,
+            started,
             std::time::SystemTime::now(),
-            vec![
-                KeyValue::new("driftwatch.live_windows", live),
-                KeyValue::new("driftwatch.alerts_firing", alerting.firing_count() as i64),
-            ],
-            None,
+            vec![KeyValue::new("driftwatch.windows", evaluated)],
+            error,
         );
+        live_windows
     }
 }
 
@@ -128,19 +111,18 @@ fn evaluate_column(feature: &Feature, fw: &FeatureWindow) -> ColumnReport {
 }
 
 /// One window's statistics as JSON and its context for alert templates;
-/// with `live`, also its gauges.
+/// for the live window (`live` holds the metrics), also its gauges.
 fn evaluate_window(
-    state: &AppState,
+    live: Option<&Metrics>,
     model: &Model,
     label: &str,
     window: &Window,
-    live: bool,
 ) -> (Value, WindowInfo) {
     let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
     for (feature, fw) in model.features.iter().zip(&window.features) {
         let r = evaluate_column(feature, fw);
-        if live {
-            publish_feature(state, &model.name, label, &r, fw.missing, fw.seen());
+        if let Some(m) = live {
+            publish_feature(m, &model.name, label, &r, fw.missing, fw.seen());
         }
         reports.push(r);
     }
@@ -152,8 +134,8 @@ fn evaluate_window(
                 continue;
             }
             let r = evaluate_column(&p.reference, pw);
-            if live {
-                publish_prediction(state, &model.name, role, label, &r);
+            if let Some(m) = live {
+                publish_prediction(m, &model.name, role, label, &r);
             }
             prediction_drift.insert(role.to_string(), json!(r));
         }
@@ -174,7 +156,7 @@ fn evaluate_window(
     let comparison = window.shadow.comparison(model.task, SIGNIFICANCE);
     let coverage = (window.events > 0).then(|| window.labels as f64 / window.events as f64);
     // Hours of the window elapsed so far (all of it once it has ended).
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::clock::now_ms();
     let elapsed_ms = (now.min(window.start_ms + window.length_ms) - window.start_ms).max(0);
     let elapsed_hours = elapsed_ms as f64 / 3_600_000.0;
     // Each role's traffic, computed once for the JSON and the gauges.
@@ -188,8 +170,7 @@ fn evaluate_window(
             cost_per_1k: cost.as_ref().and_then(|c| t.cost_per_1k(c, elapsed_hours)),
         })
         .collect();
-    if live {
-        let m = &state.metrics;
+    if let Some(m) = live {
         let series = [model.name.as_str(), label];
         m.window_samples
             .with_label_values(&series)
@@ -257,14 +238,14 @@ fn evaluate_window(
     let info = WindowInfo {
         model: model.name.clone(),
         window: label.to_string(),
-        start: millis_rfc3339(window.start_ms),
-        end: millis_rfc3339(window.start_ms + window.length_ms),
+        start: rfc3339(window.start_ms),
+        end: rfc3339(window.start_ms + window.length_ms),
         top_features,
     };
     let summary = json!({
-        "start": millis_rfc3339(window.start_ms),
-        "end": millis_rfc3339(window.start_ms + window.length_ms),
-        "live": live,
+        "start": rfc3339(window.start_ms),
+        "end": rfc3339(window.start_ms + window.length_ms),
+        "live": live.is_some(),
         "events": window.events,
         "labels": window.labels,
         "label_coverage": coverage,
@@ -309,16 +290,9 @@ impl RoleSummary {
 /// Significance level of the champion-vs-shadow verdict.
 const SIGNIFICANCE: f64 = 0.05;
 
-fn millis_rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
-        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    })
-}
-
 /// A role's prediction drift gauges: every test's statistic and p-value,
 /// and the verdict of the default test.
-fn publish_prediction(state: &AppState, model: &str, role: &str, window: &str, r: &ColumnReport) {
-    let m = &state.metrics;
+fn publish_prediction(m: &Metrics, model: &str, role: &str, window: &str, r: &ColumnReport) {
     if r.untestable.is_some() {
         let _ = m
             .prediction_drift_detected
@@ -347,14 +321,13 @@ fn set_or_remove(g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>) {
 }
 
 fn publish_feature(
-    state: &AppState,
+    m: &Metrics,
     model: &str,
     window: &str,
     r: &ColumnReport,
     missing: u64,
     seen: u64,
 ) {
-    let m = &state.metrics;
     let total = missing + seen;
     if total > 0 {
         m.feature_missing_ratio

@@ -9,8 +9,8 @@ use std::time::Duration;
 use marked_yaml::Node;
 use serde::Serialize;
 
-use super::yaml::{Checker, Diagnostic};
-use crate::notify::silence::Matcher;
+use super::matcher::Matcher;
+use crate::yaml::{Checker, Diagnostic};
 
 /// How alerts are grouped into messages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,7 +121,7 @@ pub fn check(
         Some(n) => {
             let name = c.string(n, &f.path("receiver"));
             if let Some(name) = &name {
-                wanted.push((name.clone(), super::place(c, n)));
+                wanted.push((name.clone(), c.place(n)));
             }
             name
         }

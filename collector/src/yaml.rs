@@ -48,6 +48,18 @@ impl Checker {
         }
     }
 
+    /// Where a node is, as a diagnostic whose message is filled in later
+    /// (a name checked once every file is read).
+    pub fn place(&self, n: &Node) -> Diagnostic {
+        let (line, column) = n.span().start().map_or((1, 1), |m| (m.line(), m.column()));
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            column,
+            message: String::new(),
+        }
+    }
+
     pub fn at(&mut self, span: &Span, message: impl Into<String>) {
         let (line, column) = span.start().map_or((1, 1), |m| (m.line(), m.column()));
         self.diagnostics.push(Diagnostic {
@@ -273,6 +285,33 @@ impl<'n> Fields<'n> {
     /// `what.key`, for messages.
     pub fn path(&self, key: &str) -> String {
         format!("{}.{key}", self.what)
+    }
+
+    /// A required http(s) URL with a host.
+    pub fn url(&self, c: &mut Checker, key: &str) -> Option<String> {
+        let n = self.require(c, key)?;
+        let s = c.string(n, &self.path(key))?;
+        match url::Url::parse(&s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(s),
+            Ok(u) => {
+                c.at(
+                    n.span(),
+                    format!(
+                        "{}: {s:?} is not an http(s) URL (scheme {})",
+                        self.path(key),
+                        u.scheme()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                c.at(
+                    n.span(),
+                    format!("{}: {s:?} is not a URL: {e}", self.path(key)),
+                );
+                None
+            }
+        }
     }
 
     /// A required field, or an error at the mapping naming it.

@@ -1,14 +1,13 @@
-//! Actions as written in rule files: a webhook called when an alert fires,
-//! to start retraining. Each call goes through the outbox (at least once,
-//! same idempotency key on every attempt), at most once per model and rule
-//! within the action's `cooldown`.
+//! An action as written in a rule file: a webhook called when an alert
+//! fires (to start retraining), with headers, secret headers, an optional
+//! HMAC secret, a body template and a cooldown.
 
 use std::time::Duration;
 
 use marked_yaml::Node;
 
-use super::receivers::{secret, url, Secret};
-use super::yaml::Checker;
+use crate::notify::secret::{self, Secret};
+use crate::yaml::Checker;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Action {
@@ -27,6 +26,7 @@ pub struct Action {
 /// The cooldown when an action does not set one.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(6 * 3600);
 
+/// Checks one entry of `actions:`.
 pub fn check(c: &mut Checker, node: &Node, what: &str) -> Option<Action> {
     let f = c.fields(node, what, &["name", "cooldown", "webhook"])?;
     let before = c.diagnostics.len();
@@ -50,7 +50,7 @@ pub fn check(c: &mut Checker, node: &Node, what: &str) -> Option<Action> {
             "body",
         ],
     )?;
-    let url = url(c, &g, "url");
+    let url = g.url(c, "url");
     let headers = g
         .get("headers")
         .map_or(Some(Vec::new()), |n| c.string_map(n, &g.path("headers")));
@@ -65,7 +65,7 @@ pub fn check(c: &mut Checker, node: &Node, what: &str) -> Option<Action> {
             }
         }
     }
-    let hmac_secret = secret(c, &g, "hmac_secret", false);
+    let hmac_secret = secret::check(c, &g, "hmac_secret", false);
     let body = g.get("body").and_then(|n| {
         let text = c.string(n, &g.path("body"))?;
         if let Err(e) = minijinja::Environment::new().template_from_str(&text) {

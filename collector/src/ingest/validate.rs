@@ -1,0 +1,259 @@
+//! Validation of one event or label against the models: known model,
+//! RFC 3339 time not too far ahead, known features of the right types,
+//! outputs typed like the reference's prediction column. A bad event gets
+//! its own error and a counted reason; it never poisons its batch.
+
+use driftwatch_protocol::{Event, FeatureValue, ItemError, Label, Output};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::body::BodyError;
+use crate::config::{OutputField, Task};
+use crate::export::metrics::RejectReason;
+use crate::models::{Model, Prediction};
+use crate::stats::{ColumnType, Key};
+use crate::store::NewLabel;
+use crate::window::{Accepted, Value};
+
+#[derive(Deserialize)]
+struct LabelEnvelope<'a> {
+    #[serde(borrow)]
+    labels: Vec<&'a RawValue>,
+}
+
+/// A label that passed validation: its index in the batch, its model's index, the label.
+pub type ValidLabel = (usize, usize, NewLabel);
+/// A refused label: the counted reason and the error for the reply.
+pub type LabelRefusal = (RejectReason, ItemError);
+
+/// Parses `{"labels": [...]}`; each label is checked on its own against the
+/// models (known model, a class label for classification, a finite value for
+/// regression).
+pub fn parse_labels(
+    body: &[u8],
+    models: &[Model],
+) -> Result<(Vec<LabelRefusal>, Vec<ValidLabel>), BodyError> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| BodyError::Malformed(format!("not UTF-8: {e}")))?;
+    let env: LabelEnvelope = serde_json::from_str(text)
+        .map_err(|e| BodyError::Malformed(format!("expected {{\"labels\": [...]}}: {e}")))?;
+    let mut refused = Vec::new();
+    let mut valid = Vec::new();
+    for (index, raw) in env.labels.iter().enumerate() {
+        let fail = |reason, error: String| (reason, ItemError { index, error });
+        let label: Label = match serde_json::from_str(raw.get()) {
+            Ok(l) => l,
+            Err(e) => {
+                refused.push(fail(
+                    RejectReason::MalformedLabel,
+                    format!("invalid label: {e}"),
+                ));
+                continue;
+            }
+        };
+        let Some(mi) = models.iter().position(|m| m.name == label.model) else {
+            refused.push(fail(
+                RejectReason::UnknownModel,
+                format!("unknown model {:?}", label.model),
+            ));
+            continue;
+        };
+        let ok = match models[mi].task {
+            Task::Regression => label.value.is_some_and(f64::is_finite),
+            _ => label.label.is_some(),
+        };
+        if !ok {
+            let want = if models[mi].task == Task::Regression {
+                "a finite \"value\""
+            } else {
+                "a \"label\""
+            };
+            refused.push(fail(
+                RejectReason::MalformedLabel,
+                format!("a label for model {} needs {want}", label.model),
+            ));
+            continue;
+        }
+        valid.push((
+            index,
+            mi,
+            NewLabel {
+                model: label.model,
+                request_id: label.request_id,
+                label: label.label,
+                value: label.value,
+            },
+        ));
+    }
+    Ok((refused, valid))
+}
+
+pub type Rejection = (RejectReason, String);
+
+/// Validates one event's text against the models.
+pub fn validate(
+    raw: &RawValue,
+    models: &[Model],
+    now_ms: i64,
+    max_skew_ms: i64,
+) -> Result<Accepted, Rejection> {
+    let event: Event = serde_json::from_str(raw.get())
+        .map_err(|e| (RejectReason::MalformedEvent, format!("invalid event: {e}")))?;
+    let Some(model_idx) = models.iter().position(|m| m.name == event.model) else {
+        return Err((
+            RejectReason::UnknownModel,
+            format!("unknown model {:?}", event.model),
+        ));
+    };
+    let model = &models[model_idx];
+    let ts = chrono::DateTime::parse_from_rfc3339(&event.timestamp).map_err(|e| {
+        (
+            RejectReason::BadTimestamp,
+            format!("timestamp {:?} is not RFC 3339: {e}", event.timestamp),
+        )
+    })?;
+    let ts_ms = ts.timestamp_millis();
+    if ts_ms > now_ms + max_skew_ms {
+        return Err((
+            RejectReason::FutureTimestamp,
+            format!(
+                "timestamp {} is more than {} s in the future",
+                event.timestamp,
+                max_skew_ms / 1000
+            ),
+        ));
+    }
+    let mut values = vec![Value::Missing; model.features.len()];
+    for (name, value) in &event.features {
+        let Some(i) = model.feature_index(name) else {
+            return Err((
+                RejectReason::UnknownFeature,
+                format!("model {} has no feature {name:?}", model.name),
+            ));
+        };
+        let f = &model.features[i];
+        values[i] = match (f.column_type, value) {
+            (_, FeatureValue::Null) => Value::Missing,
+            (ColumnType::Numeric, FeatureValue::Number(x)) => Value::Num(*x),
+            (ColumnType::Categorical, FeatureValue::Number(x))
+                if f.numeric_keys || f.reference.is_empty() =>
+            {
+                Value::Cat(Key::Num(*x))
+            }
+            (ColumnType::Categorical, FeatureValue::String(s)) if !f.numeric_keys => {
+                Value::Cat(Key::Str(s.clone()))
+            }
+            (ColumnType::Categorical, FeatureValue::Bool(b)) if !f.numeric_keys => {
+                Value::Cat(Key::Str(b.to_string()))
+            }
+            (t, v) => {
+                let want = match (t, f.numeric_keys) {
+                    (ColumnType::Numeric, _) | (ColumnType::Categorical, true) => "a number",
+                    (ColumnType::Categorical, false) => "a string or boolean",
+                };
+                return Err((
+                    RejectReason::WrongType,
+                    format!(
+                        "feature {name:?} must be {want} or null, got {}",
+                        describe(v)
+                    ),
+                ));
+            }
+        };
+    }
+    let predicted = match &model.prediction {
+        None => [None, None],
+        Some(p) => [
+            Some(output_value(p, &event.champion)),
+            event.shadow.as_ref().map(|o| output_value(p, o)),
+        ],
+    };
+    Ok(Accepted {
+        model: model_idx,
+        ts_ms,
+        values,
+        predicted,
+        event,
+        json: raw.get().to_string(),
+    })
+}
+
+/// An output's field, typed like the reference's prediction column; a
+/// failed call, an absent or non-finite field, or a label that is not a
+/// number where the reference's labels are numbers counts as missing.
+fn output_value(p: &Prediction, output: &Output) -> Value {
+    if output.error.is_some() {
+        return Value::Missing;
+    }
+    let number = |x: Option<f64>| {
+        x.filter(|x| x.is_finite())
+            .map_or(Value::Missing, Value::Num)
+    };
+    match p.output {
+        OutputField::Score => number(output.score),
+        OutputField::Value => number(output.value),
+        OutputField::Label => match &output.label {
+            None => Value::Missing,
+            Some(s) if p.reference.numeric_keys => match s.trim().parse::<f64>() {
+                Ok(x) if x.is_finite() => Value::Cat(Key::Num(x)),
+                _ => Value::Missing,
+            },
+            Some(s) => Value::Cat(Key::Str(s.clone())),
+        },
+    }
+}
+
+fn describe(v: &FeatureValue) -> String {
+    match v {
+        FeatureValue::Bool(b) => format!("boolean {b}"),
+        FeatureValue::Number(x) => format!("number {x}"),
+        FeatureValue::String(s) => format!("string {s:?}"),
+        FeatureValue::Null => "null".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_take_the_reference_columns_type() {
+        let column = |numeric_keys: bool| crate::models::Feature {
+            name: "prediction".into(),
+            column_type: ColumnType::Categorical,
+            reference: crate::stats::Sample::Categorical(crate::stats::Counts::from_pairs(vec![])),
+            reference_missing: 0,
+            integer: false,
+            numeric_keys,
+        };
+        let label = |numeric_keys| Prediction {
+            output: OutputField::Label,
+            reference: column(numeric_keys),
+        };
+        let out = |label: &str| Output {
+            label: Some(label.into()),
+            score: Some(0.25),
+            ..Output::default()
+        };
+        assert_eq!(
+            output_value(&label(true), &out(" 1 ")),
+            Value::Cat(Key::Num(1.0))
+        );
+        assert_eq!(output_value(&label(true), &out("yes")), Value::Missing);
+        assert_eq!(
+            output_value(&label(false), &out("yes")),
+            Value::Cat(Key::Str("yes".into()))
+        );
+        let failed = Output {
+            error: Some("timeout".into()),
+            ..out("1")
+        };
+        assert_eq!(output_value(&label(false), &failed), Value::Missing);
+        let score = Prediction {
+            output: OutputField::Score,
+            reference: column(false),
+        };
+        assert_eq!(output_value(&score, &out("1")), Value::Num(0.25));
+        assert_eq!(output_value(&score, &Output::default()), Value::Missing);
+    }
+}

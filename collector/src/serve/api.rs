@@ -1,0 +1,115 @@
+//! The read-only JSON API: the models watched, each window's results as of
+//! its last evaluation, and the notification outbox.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+
+use super::{ApiError, AppState};
+
+/// `GET /v1/models`: what is watched, with each feature's type.
+pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let models: Vec<serde_json::Value> = state
+        .ingest
+        .live
+        .models
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "task": m.task,
+                "positive_class": m.positive_class,
+                "windows": m.windows.iter().map(|w| w.label()).collect::<Vec<_>>(),
+                "window_sample_limit": m.sample_limit,
+                "label_ttl_seconds": m.label_ttl.as_secs(),
+                "features": m.features.iter().map(|f| serde_json::json!({"name": f.name, "type": f.column_type})).collect::<Vec<_>>(),
+                "prediction": m.prediction.as_ref().map(|p| serde_json::json!({"column": p.reference.name, "output": p.output.as_str(), "type": p.reference.column_type})),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "models": models }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct WindowsQuery {
+    window: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most windows one request returns.
+const MAX_WINDOWS: usize = 1000;
+
+/// `GET /v1/models/{model}/windows?window=1h&limit=N`: each window's results
+/// (as of its last evaluation), newest first.
+pub async fn model_windows(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<WindowsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some((_, model)) = state.ingest.live.model(&name) else {
+        return Err(ApiError::NotFound(format!("unknown model {name:?}")));
+    };
+    let labels: Vec<String> = model.windows.iter().map(|w| w.label()).collect();
+    let window = q.window.unwrap_or_else(|| labels[0].clone());
+    if !labels.contains(&window) {
+        return Err(ApiError::BadRequest(format!(
+            "model {name} has no window {window:?}; it has {}",
+            labels.join(", ")
+        )));
+    }
+    let limit = q.limit.unwrap_or(24).clamp(1, MAX_WINDOWS);
+    let store = state.store.clone();
+    let (model_name, w) = (model.name.clone(), window.clone());
+    let rows = tokio::task::spawn_blocking(move || store.results(&model_name, &w, limit))
+        .await
+        .map_err(|e| ApiError::internal("reading window results", e))?
+        .map_err(|e| ApiError::storage("reading window results", &e))?;
+    let windows: Vec<serde_json::Value> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "model": name, "window": window, "windows": windows }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+pub struct NotificationsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/notifications?state=pending|delivered|dead&limit=N`: the outbox, newest first.
+pub async fn list_notifications(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<NotificationsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let which = q.state.unwrap_or_else(|| "pending".into());
+    if !matches!(which.as_str(), "pending" | "delivered" | "dead") {
+        return Err(ApiError::BadRequest(format!(
+            "state {which:?}: expected pending, delivered or dead"
+        )));
+    }
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let store = state.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.notifications(&which, limit))
+        .await
+        .map_err(|e| ApiError::internal("reading the outbox", e))?
+        .map_err(|e| ApiError::storage("reading the outbox", &e))?;
+    let items: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "receiver": r.receiver,
+                "state": r.state,
+                "attempts": r.attempts,
+                "created": crate::clock::rfc3339(r.created_ms),
+                "last_error": r.last_error,
+                "message": serde_json::from_str::<serde_json::Value>(&r.payload).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "notifications": items })))
+}

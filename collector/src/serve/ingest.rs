@@ -1,0 +1,121 @@
+//! `POST /v1/events` and `POST /v1/feedback`: the token, the body read
+//! within `max_body_bytes` (refusals counted), then the ingest stage; one
+//! span per request, continuing the client's `traceparent`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use driftwatch_protocol::IngestReply;
+
+use super::{require_token, ApiError, AppState};
+use crate::export::metrics::RejectReason;
+use crate::ingest::{Ingest, IngestError};
+
+/// The handler of an ingest endpoint: `POST /v1/events` with
+/// `Ingest::events`, `POST /v1/feedback` (labels join their stored
+/// predictions) with `Ingest::labels`.
+pub fn endpoint<F, Fut>(
+    span: &'static str,
+    ingest: F,
+) -> impl Fn(State<Arc<AppState>>, HeaderMap, Body) -> Reply + Clone + Send + Sync + 'static
+where
+    F: Fn(Arc<Ingest>, Option<String>, Vec<u8>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<IngestReply, IngestError>> + Send + 'static,
+{
+    move |State(state), headers, body| {
+        Box::pin(async move { handle(&state, span, &headers, body, ingest).await })
+    }
+}
+
+/// An ingest endpoint's answer, to come.
+type Reply = std::pin::Pin<Box<dyn Future<Output = Result<Json<IngestReply>, ApiError>> + Send>>;
+
+/// Reads an authorised body and gives it to `ingest`, inside a span.
+async fn handle<F, Fut>(
+    state: &AppState,
+    span: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+    ingest: F,
+) -> Result<Json<IngestReply>, ApiError>
+where
+    F: FnOnce(Arc<Ingest>, Option<String>, Vec<u8>) -> Fut,
+    Fut: Future<Output = Result<IngestReply, IngestError>>,
+{
+    let started = SystemTime::now();
+    let reply = match read_body(state, headers, body).await {
+        Ok((bytes, encoding)) => ingest(state.ingest.clone(), encoding, bytes)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    ingest_span(state, span, headers, started, &reply);
+    reply.map(Json)
+}
+
+/// Reads an authorised, size-bounded body and its `Content-Encoding`.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, Option<String>), ApiError> {
+    require_token(state, headers)?;
+    let max = state.ingest.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, max.saturating_add(1))
+        .await
+        .map_err(|_| {
+            state.metrics.reject(RejectReason::TooLarge, 1);
+            ApiError::TooLarge(format!("body larger than {max} bytes"))
+        })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok((bytes.to_vec(), encoding))
+}
+
+/// A span for one ingest request, continuing the client's `traceparent`.
+fn ingest_span(
+    state: &AppState,
+    name: &'static str,
+    headers: &HeaderMap,
+    started: SystemTime,
+    reply: &Result<IngestReply, ApiError>,
+) {
+    use driftwatch_telemetry::{KeyValue, SpanKind};
+    if !state.telemetry.tracing() {
+        return;
+    }
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let (attributes, error) = match reply {
+        Ok(r) => (
+            vec![
+                KeyValue::new("http.response.status_code", 200),
+                KeyValue::new("driftwatch.accepted", r.accepted as i64),
+                KeyValue::new("driftwatch.rejected", r.rejected as i64),
+            ],
+            None,
+        ),
+        Err(e) => (
+            vec![KeyValue::new(
+                "http.response.status_code",
+                i64::from(e.status().as_u16()),
+            )],
+            Some(e.message()),
+        ),
+    };
+    state.telemetry.span(
+        name,
+        SpanKind::Server,
+        parent,
+        started,
+        SystemTime::now(),
+        attributes,
+        error,
+    );
+}

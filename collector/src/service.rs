@@ -1,0 +1,230 @@
+//! The running collector, assembled from a validated configuration: the
+//! models and their references, the store, the counters and telemetry,
+//! the rules runtime, the windows restored from the store; then run as the
+//! HTTP API, the evaluation loop (windows, then rules), rule reloads on
+//! SIGHUP and delivery of the outbox, until a shutdown future resolves.
+//! `driftwatch serve` is a thin shell over this; tests build it too.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use driftwatch_telemetry::Telemetry;
+
+use crate::config::Config;
+use crate::export::metrics::Metrics;
+use crate::ingest::Ingest;
+use crate::models::Model;
+use crate::notify::deliver::{self, Deliverer};
+use crate::rules::runtime::{Alerting, Handles};
+use crate::rules::RuleErrors;
+use crate::serve::{self, AppState};
+use crate::store::{Store, StoreError};
+use crate::window::evaluate::Evaluator;
+use crate::window::Live;
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A model's reference could not be loaded (the message names it).
+    #[error("{0}")]
+    Model(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("otlp: {0}")]
+    Telemetry(String),
+    #[error("the rule files are refused:\n{0}")]
+    Rules(RuleErrors),
+}
+
+/// A collector ready to serve.
+pub struct Collector {
+    state: Arc<AppState>,
+    evaluator: Arc<Evaluator>,
+    deliverer: Option<Arc<Deliverer>>,
+    eval_interval: Duration,
+    /// Events replayed from the store into the windows at start.
+    pub restored: usize,
+}
+
+impl Collector {
+    /// Loads the models, opens (and migrates) the store, starts telemetry,
+    /// loads the rule files and rebuilds the windows from the store. Call
+    /// it inside a Tokio runtime.
+    pub fn build(config: &Config) -> Result<Collector, StartError> {
+        let models = config
+            .models
+            .iter()
+            .map(Model::load)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Model)?;
+        let store = Store::open(&config.db, retention(&models))?;
+        let metrics = Arc::new(Metrics::new());
+        let telemetry = Arc::new(match &config.otlp {
+            None => Telemetry::off(),
+            Some(otlp) => {
+                let t = Telemetry::start(
+                    otlp,
+                    "driftwatch-collector",
+                    Vec::new(),
+                    metrics.registry(),
+                    "driftwatch",
+                )
+                .map_err(|e| StartError::Telemetry(e.to_string()))?;
+                eprintln!(
+                    "exporting traces and metrics over OTLP to {}",
+                    otlp.endpoint
+                );
+                t
+            }
+        });
+        let live = Arc::new(Live::new(models));
+        let alerting = match config.rules.is_empty() {
+            true => None,
+            false => Some(Arc::new(
+                Alerting::load(
+                    config.rules.clone(),
+                    config.eval_interval.as_millis() as i64,
+                    Handles {
+                        models: live.models.clone(),
+                        store: store.clone(),
+                        metrics: metrics.clone(),
+                        telemetry: telemetry.clone(),
+                        external_url: config.external_url.clone(),
+                    },
+                )
+                .map_err(StartError::Rules)?,
+            )),
+        };
+        let ingest = Arc::new(Ingest {
+            live: live.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            max_body_bytes: config.max_body_bytes,
+            max_future_skew: config.max_future_skew,
+        });
+        let restored = ingest.restore()?;
+        if let Some(a) = &alerting {
+            a.restore();
+        }
+        let deliverer = alerting.as_ref().map(|a| {
+            Arc::new(Deliverer {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                telemetry: telemetry.clone(),
+                external_url: config.external_url.clone(),
+                routing: a.routing(),
+            })
+        });
+        let evaluator = Arc::new(Evaluator {
+            live,
+            store: store.clone(),
+            metrics: metrics.clone(),
+            telemetry: telemetry.clone(),
+        });
+        let state = Arc::new(AppState {
+            ingest,
+            alerting,
+            store,
+            metrics,
+            telemetry,
+            tokens: config.tokens.clone(),
+            ready: AtomicBool::new(false),
+        });
+        Ok(Collector {
+            state,
+            evaluator,
+            deliverer,
+            eval_interval: config.eval_interval,
+            restored,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves: the API, the
+    /// evaluation loop, reloads on SIGHUP and delivery; then flushes
+    /// telemetry.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut tasks = vec![tokio::spawn(evaluate_every(
+            self.evaluator.clone(),
+            self.state.alerting.clone(),
+            self.eval_interval,
+        ))];
+        if let Some(a) = &self.state.alerting {
+            tasks.push(tokio::spawn(reload_on_sighup(a.clone())));
+        }
+        if let Some(d) = &self.deliverer {
+            tasks.push(tokio::spawn(deliver::run(d.clone())));
+        }
+        let served = serve::run(listener, self.state.clone(), shutdown).await;
+        for t in tasks {
+            t.abort();
+        }
+        // The exporters block while they flush: off the reactor.
+        let telemetry = self.state.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        served
+    }
+}
+
+/// How long each model's events are kept: the live window and the one
+/// before (for the longest length), or until their labels may arrive.
+fn retention(models: &[Model]) -> Vec<(String, Duration)> {
+    models
+        .iter()
+        .map(|m| {
+            let windows = 2 * m
+                .windows
+                .iter()
+                .map(|w| w.duration)
+                .max()
+                .unwrap_or_default();
+            (m.name.clone(), windows.max(m.label_ttl))
+        })
+        .collect()
+}
+
+/// Every `interval`: the windows, then the rules on what they published,
+/// on a blocking thread (the statistics are CPU work).
+async fn evaluate_every(
+    evaluator: Arc<Evaluator>,
+    alerting: Option<Arc<Alerting>>,
+    interval: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (e, a) = (evaluator.clone(), alerting.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let live = e.evaluate_all();
+            if let Some(a) = a {
+                a.evaluate(live);
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            eprintln!("error: window evaluation failed: {e}");
+        }
+    }
+}
+
+/// Reloads the rule files on every SIGHUP.
+async fn reload_on_sighup(alerting: Arc<Alerting>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let a = alerting.clone();
+            let _ = tokio::task::spawn_blocking(move || a.reload()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = alerting;
+}

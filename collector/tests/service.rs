@@ -1,0 +1,123 @@
+//! The collector assembled by its library constructor (what `driftwatch
+//! serve` runs), started on a free port inside the test: it ingests,
+//! evaluates, refuses to leak storage errors, and stops when told.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use driftwatch::config::{from_flags, Span};
+use driftwatch::service::Collector;
+use serde_json::{json, Value};
+
+fn reference() -> PathBuf {
+    common::examples::example("reference.csv")
+}
+
+/// A collector for the example model on 127.0.0.1:0 with its database in
+/// `db`; its address and the sender that stops it.
+async fn start(
+    db: PathBuf,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let mut raw = from_flags("credit".into(), reference(), Vec::new(), None);
+    raw.listen = "127.0.0.1:0".into();
+    raw.db = db;
+    raw.eval_interval = Span::parse("100ms").expect("span");
+    let config = raw
+        .validate(std::path::Path::new("flags"), &|_| None)
+        .expect("valid config");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let collector = Collector::build(&config).expect("collector");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(collector.run(listener, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_collector_ingests_and_stops_when_told() {
+    let dir = common::server::temp_db_dir();
+    let (addr, stop, running) = start(dir.join("driftwatch.db")).await;
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("{addr}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let now = chrono::Utc::now().to_rfc3339();
+    let event = json!({"events": [{
+        "model": "credit", "request_id": "r1", "timestamp": now,
+        "features": {"age": 40.0, "country": "DE"},
+        "champion": {"label": "1", "score": 0.8}
+    }]});
+    let reply: Value = client
+        .post(format!("{addr}/v1/events"))
+        .json(&event)
+        .send()
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(reply["accepted"], 1, "{reply}");
+    // The evaluation loop runs: the live window's results appear.
+    let mut events = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let w: Value = client
+            .get(format!("{addr}/v1/models/credit/windows"))
+            .send()
+            .await
+            .expect("windows")
+            .json()
+            .await
+            .expect("JSON");
+        events = w["windows"][0]["events"].clone();
+        if events == 1 {
+            break;
+        }
+    }
+    assert_eq!(events, 1);
+    stop.send(()).expect("running");
+    let served = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops within 10 s")
+        .expect("task");
+    assert!(served.is_ok(), "{served:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Storage errors name the database's path: they are logged, and the
+/// client is told only that storage is unavailable (`GET
+/// /v1/notifications` used to send the error text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_error_never_reaches_the_client() {
+    let dir = common::server::temp_db_dir().join("a-secret-place");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (addr, stop, _running) = start(dir.join("driftwatch.db")).await;
+    // Readers open the database anew: without its directory they fail.
+    std::fs::remove_dir_all(&dir).expect("remove the database");
+    let client = reqwest::Client::new();
+    for path in ["/v1/notifications", "/v1/models/credit/windows"] {
+        let resp = client
+            .get(format!("{addr}{path}"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), 503, "{path}");
+        let body = resp.text().await.expect("body");
+        assert!(!body.contains("a-secret-place"), "{path}: {body}");
+        assert!(body.contains("storage unavailable"), "{path}: {body}");
+    }
+    let _ = stop.send(());
+}
