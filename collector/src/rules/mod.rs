@@ -16,7 +16,7 @@ use std::time::Duration;
 use marked_yaml::Node;
 
 use crate::notify::{self, Routing};
-use crate::yaml::{Checker, Diagnostic};
+use crate::yaml::{Checker, Diagnostic, Fields};
 
 /// Every loaded rule file, validated.
 #[derive(Debug, Clone, Default)]
@@ -340,6 +340,57 @@ const RULE_FIELDS: &[&str] = &[
 fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) -> Option<Rule> {
     let f = c.fields(node, what, RULE_FIELDS)?;
     let before = c.diagnostics.len();
+    let alert = check_alert_name(c, &f);
+    let model = f
+        .get("model")
+        .and_then(|n| c.string(n, &f.path("model")))
+        .filter(|m| m != "*");
+    let metric = check_metric(c, &f);
+    let selectors = check_selectors(c, &f, what, metric);
+    let features = check_features(c, &f, metric);
+    let window = f.get("window").and_then(|n| {
+        let d = c.duration(n, &f.path("window"), false)?;
+        Some(crate::config::Span { duration: d }.label())
+    });
+    let condition = check_condition(c, &f, metric);
+    let timing = check_timing(c, &f);
+    let severity = f.get("severity").map_or(Some("warning".to_string()), |n| {
+        c.string(n, &f.path("severity"))
+    });
+    let labels = check_labels(c, &f);
+    let annotations = check_annotations(c, &f);
+    let (receivers, actions) = check_targets(c, &f, wants);
+    if c.diagnostics.len() > before {
+        return None;
+    }
+    let (op, threshold, resolve_threshold) = condition?;
+    let (min_samples, for_, keep_firing_for) = timing?;
+    Some(Rule {
+        alert: alert?,
+        model,
+        metric: metric?,
+        test: selectors.test,
+        role: selectors.role,
+        performance: selectors.performance,
+        quantile: selectors.quantile,
+        features,
+        window,
+        op,
+        threshold,
+        resolve_threshold,
+        min_samples,
+        for_,
+        keep_firing_for,
+        severity: severity?,
+        labels: labels?,
+        annotations: annotations?,
+        receivers: receivers?,
+        actions: actions?,
+    })
+}
+
+/// `alert`: letters, digits and underscores.
+fn check_alert_name(c: &mut Checker, f: &Fields<'_>) -> Option<String> {
     let alert = f
         .require(c, "alert")
         .and_then(|n| c.string(n, &f.path("alert")));
@@ -354,11 +405,12 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             );
         }
     }
-    let model = f
-        .get("model")
-        .and_then(|n| c.string(n, &f.path("model")))
-        .filter(|m| m != "*");
-    let metric = f.require(c, "metric").and_then(|n| {
+    alert
+}
+
+/// `metric`: one of the catalog's.
+fn check_metric(c: &mut Checker, f: &Fields<'_>) -> Option<&'static catalog::MetricDef> {
+    f.require(c, "metric").and_then(|n| {
         let name = c.string(n, &f.path("metric"))?;
         let def = catalog::find(&name);
         if def.is_none() {
@@ -372,7 +424,26 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             );
         }
         def
-    });
+    })
+}
+
+/// The series a rule selects besides model, feature and window.
+#[derive(Default)]
+struct Selectors {
+    test: Option<String>,
+    role: Option<String>,
+    performance: Option<String>,
+    quantile: Option<String>,
+}
+
+/// `test`, `role`, `performance`, `quantile`: each must suit the metric
+/// and come from its closed list; a metric that needs one must have it.
+fn check_selectors(
+    c: &mut Checker,
+    f: &Fields<'_>,
+    what: &str,
+    metric: Option<&catalog::MetricDef>,
+) -> Selectors {
     // Selectors: each must suit the metric, and come from its closed list.
     let mut selector = |key: &str, allowed: Option<&[&str]>, applies: bool| -> Option<String> {
         let n = f.get(key)?;
@@ -443,7 +514,21 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             );
         }
     }
-    let features = f.get("features").and_then(|n| {
+    Selectors {
+        test,
+        role,
+        performance,
+        quantile,
+    }
+}
+
+/// `features`: only for per-feature metrics.
+fn check_features(
+    c: &mut Checker,
+    f: &Fields<'_>,
+    metric: Option<&catalog::MetricDef>,
+) -> Option<Vec<String>> {
+    f.get("features").and_then(|n| {
         let list = c.strings(n, &f.path("features"))?;
         if metric.is_some_and(|m| !m.per_feature) {
             c.at(
@@ -455,11 +540,15 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             );
         }
         Some(list)
-    });
-    let window = f.get("window").and_then(|n| {
-        let d = c.duration(n, &f.path("window"), false)?;
-        Some(crate::config::Span { duration: d }.label())
-    });
+    })
+}
+
+/// `op`, `threshold` and `resolve_threshold` (on the quiet side).
+fn check_condition(
+    c: &mut Checker,
+    f: &Fields<'_>,
+    metric: Option<&catalog::MetricDef>,
+) -> Option<(Op, Threshold, Option<f64>)> {
     let op = f.require(c, "op").and_then(|n| {
         let s = c.string(n, &f.path("op"))?;
         let op = Op::ALL.iter().find(|(t, _)| *t == s).map(|(_, o)| *o);
@@ -501,6 +590,11 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             );
         }
     }
+    Some((op?, threshold?, resolve_threshold))
+}
+
+/// `min_samples`, `for` and `keep_firing_for`.
+fn check_timing(c: &mut Checker, f: &Fields<'_>) -> Option<(u64, Duration, Duration)> {
     let min_samples = match f.get("min_samples") {
         None => Some(0),
         Some(n) => c.number(n, &f.path("min_samples")).and_then(|x| {
@@ -521,9 +615,11 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
     let keep_firing_for = f.get("keep_firing_for").map_or(Some(Duration::ZERO), |n| {
         c.duration(n, &f.path("keep_firing_for"), true)
     });
-    let severity = f.get("severity").map_or(Some("warning".to_string()), |n| {
-        c.string(n, &f.path("severity"))
-    });
+    Some((min_samples?, for_?, keep_firing_for?))
+}
+
+/// `labels`: valid names, none that driftwatch sets.
+fn check_labels(c: &mut Checker, f: &Fields<'_>) -> Option<Vec<(String, String)>> {
     let labels = f
         .get("labels")
         .map_or(Some(Vec::new()), |n| c.string_map(n, &f.path("labels")));
@@ -548,6 +644,11 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             }
         }
     }
+    labels
+}
+
+/// `annotations`: templates that parse.
+fn check_annotations(c: &mut Checker, f: &Fields<'_>) -> Option<Vec<(String, String)>> {
     let annotations = f.get("annotations").map_or(Some(Vec::new()), |n| {
         c.string_map(n, &f.path("annotations"))
     });
@@ -566,6 +667,15 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             }
         }
     }
+    annotations
+}
+
+/// `receivers` and `actions`: names checked once every file is read.
+fn check_targets(
+    c: &mut Checker,
+    f: &Fields<'_>,
+    wants: &mut Wanted<'_>,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
     let receivers = f
         .get("receivers")
         .map_or(Some(Vec::new()), |n| c.strings(n, &f.path("receivers")));
@@ -582,31 +692,7 @@ fn check_rule(c: &mut Checker, node: &Node, what: &str, wants: &mut Wanted<'_>) 
             wants.actions.push((a.clone(), c.place(n)));
         }
     }
-    if c.diagnostics.len() > before {
-        return None;
-    }
-    Some(Rule {
-        alert: alert?,
-        model,
-        metric: metric?,
-        test,
-        role,
-        performance,
-        quantile,
-        features,
-        window,
-        op: op?,
-        threshold: threshold?,
-        resolve_threshold,
-        min_samples: min_samples?,
-        for_: for_?,
-        keep_firing_for: keep_firing_for?,
-        severity: severity?,
-        labels: labels?,
-        annotations: annotations?,
-        receivers: receivers?,
-        actions: actions?,
-    })
+    (receivers, actions)
 }
 
 /// Labels an alert gets from driftwatch; a rule cannot set them.

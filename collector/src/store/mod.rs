@@ -4,84 +4,17 @@
 //! so a restart (also after `kill -9`) loses nothing acknowledged. Schema
 //! changes are numbered migrations tracked in `PRAGMA user_version`.
 
+mod schema;
+mod writer;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
-use crate::clock::now_ms;
-
-/// Schema migrations, applied in order; never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[
-    // 1: events, keyed by (model, request_id) so a repeated id is refused.
-    "CREATE TABLE events (
-        model TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        ts_ms INTEGER NOT NULL,
-        received_ms INTEGER NOT NULL,
-        event TEXT NOT NULL,
-        PRIMARY KEY (model, request_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX events_by_time ON events (model, ts_ms);",
-    // 2: ground-truth labels, one per prediction; ts_ms is the prediction's.
-    "CREATE TABLE labels (
-        model TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        ts_ms INTEGER NOT NULL,
-        label TEXT,
-        value REAL,
-        received_ms INTEGER NOT NULL,
-        PRIMARY KEY (model, request_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX labels_by_time ON labels (model, ts_ms);",
-    // 3: each window's latest results (JSON), for the API and history.
-    "CREATE TABLE window_results (
-        model TEXT NOT NULL,
-        window TEXT NOT NULL,
-        start_ms INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        result TEXT NOT NULL,
-        PRIMARY KEY (model, window, start_ms)
-    ) WITHOUT ROWID;",
-    // 4: active alerts (pending and firing, timers included), by identity.
-    "CREATE TABLE alerts (
-        key TEXT PRIMARY KEY,
-        alert TEXT NOT NULL
-    ) WITHOUT ROWID;",
-    // 5: the notification outbox: written with the alert states that caused
-    // it, delivered at least once, retried with backoff, then dead-lettered.
-    "CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        receiver TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_ms INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        last_error TEXT
-    );
-    CREATE INDEX outbox_due ON outbox (state, next_attempt_ms);",
-    // 6: silences (JSON), kept after they expire for the record.
-    "CREATE TABLE silences (
-        id TEXT PRIMARY KEY,
-        silence TEXT NOT NULL
-    ) WITHOUT ROWID;",
-    // 7: notification state beside the alerts (aggregation groups, action
-    // cooldowns), saved in the same transaction.
-    "CREATE TABLE notify_state (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) WITHOUT ROWID;",
-];
-
-/// Delivered notifications are kept this long for the API, then pruned.
-const DELIVERED_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
-
-/// How often the writer deletes events past retention.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Batches the writer folds into one transaction at most.
-const MAX_GROUP: usize = 64;
+use schema::{migrate, open};
+use writer::{writer, Done, Job, Reply, Work};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -194,80 +127,10 @@ pub struct WindowResult {
     pub start_ms: i64,
     pub json: String,
 }
-
-enum Work {
-    Events(Vec<NewEvent>),
-    Labels(Vec<NewLabel>),
-    Results(Vec<WindowResult>),
-    /// The whole set of active alerts (key, JSON), replacing the stored set,
-    /// and the notifications their changes caused, in one transaction.
-    Alerts(AlertSave),
-    /// Delivery attempts' outcomes.
-    Attempts(Vec<Attempt>),
-    /// A silence created or changed (id, JSON).
-    Silence(String, String),
-}
-
-enum Done {
-    Events(Vec<bool>),
-    Labels(Vec<LabelOutcome>),
-    Results,
-}
-
-/// What the writer answers: what it did, or why it could not.
-type Reply = Result<Done, String>;
-
-struct Job {
-    work: Work,
-    reply: tokio::sync::oneshot::Sender<Reply>,
-}
-
-/// Handle to the writer thread (cloned by every stage that stores).
 #[derive(Clone)]
 pub struct Store {
     sender: mpsc::Sender<Job>,
     path: PathBuf,
-}
-
-fn open(path: &Path) -> Result<Connection, StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(err)?;
-    // NORMAL in WAL mode survives a killed process (the case we promise);
-    // an operating-system crash may lose the last transactions.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(err)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    if version > MIGRATIONS.len() as i64 {
-        return Err(StoreError::Newer {
-            path: path.to_path_buf(),
-            found: version,
-            known: MIGRATIONS.len(),
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let tx = conn.transaction().map_err(err)?;
-        tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
-    }
-    Ok(())
 }
 
 impl Store {
@@ -481,180 +344,11 @@ impl Store {
     }
 }
 
-/// The writer: groups waiting batches into one transaction, answers each
-/// batch after the commit, prunes old events now and then.
-fn writer(
-    mut conn: Connection,
-    path: &Path,
-    receiver: mpsc::Receiver<Job>,
-    retention: Vec<(String, Duration)>,
-) {
-    let mut last_prune = Instant::now() - PRUNE_EVERY;
-    while let Ok(first) = receiver.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match receiver.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let result = write_group(&mut conn, &jobs);
-        match result {
-            Ok(per_job) => {
-                for (job, done) in jobs.into_iter().zip(per_job) {
-                    let _ = job.reply.send(Ok(done));
-                }
-            }
-            Err(e) => {
-                let message = format!("{}: {e}", path.display());
-                for job in jobs {
-                    let _ = job.reply.send(Err(message.clone()));
-                }
-            }
-        }
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = Instant::now();
-            for (model, keep) in &retention {
-                let cutoff = now_ms() - keep.as_millis() as i64;
-                let pruned = conn
-                    .execute(
-                        "DELETE FROM events WHERE model = ?1 AND ts_ms < ?2",
-                        params![model, cutoff],
-                    )
-                    .and_then(|_| {
-                        conn.execute(
-                            "DELETE FROM labels WHERE model = ?1 AND ts_ms < ?2",
-                            params![model, cutoff],
-                        )
-                    })
-                    .and_then(|_| {
-                        // Window results are history: kept 30 times as long as events.
-                        let history_cutoff = now_ms() - 30 * keep.as_millis() as i64;
-                        conn.execute(
-                            "DELETE FROM window_results WHERE model = ?1 AND start_ms < ?2",
-                            params![model, history_cutoff],
-                        )
-                    })
-                    .and_then(|_| {
-                        conn.execute(
-                            "DELETE FROM outbox WHERE state = 'delivered' AND created_ms < ?1",
-                            params![now_ms() - DELIVERED_KEPT_MS],
-                        )
-                    });
-                if let Err(e) = pruned {
-                    eprintln!(
-                        "warning: {}: pruning old events failed: {e}",
-                        path.display()
-                    );
-                }
-            }
-        }
-    }
-}
-
-fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlite::Error> {
-    let tx = conn.transaction()?;
-    let mut out = Vec::with_capacity(jobs.len());
-    {
-        let received = now_ms();
-        for job in jobs {
-            out.push(match &job.work {
-                Work::Events(events) => {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO events (model, request_id, ts_ms, received_ms, event) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?;
-                    let mut inserted = Vec::with_capacity(events.len());
-                    for e in events {
-                        inserted.push(stmt.execute(params![e.model, e.request_id, e.ts_ms, received, e.json])? == 1);
-                    }
-                    Done::Events(inserted)
-                }
-                Work::Labels(labels) => {
-                    let mut find = tx.prepare_cached("SELECT ts_ms, event FROM events WHERE model = ?1 AND request_id = ?2")?;
-                    let mut insert = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO labels (model, request_id, ts_ms, label, value, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?;
-                    let mut outcomes = Vec::with_capacity(labels.len());
-                    for l in labels {
-                        let found: Option<(i64, String)> = find
-                            .query_row(params![l.model, l.request_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .map(Some)
-                            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
-                        outcomes.push(match found {
-                            None => LabelOutcome::UnknownRequest,
-                            Some((ts_ms, event)) => {
-                                if insert.execute(params![l.model, l.request_id, ts_ms, l.label, l.value, received])? == 1 {
-                                    LabelOutcome::Stored { ts_ms, event }
-                                } else {
-                                    LabelOutcome::Duplicate
-                                }
-                            }
-                        });
-                    }
-                    Done::Labels(outcomes)
-                }
-                Work::Alerts(save) => {
-                    tx.execute("DELETE FROM alerts", [])?;
-                    let mut stmt =
-                        tx.prepare_cached("INSERT INTO alerts (key, alert) VALUES (?1, ?2)")?;
-                    for (key, json) in &save.alerts {
-                        stmt.execute(params![key, json])?;
-                    }
-                    tx.execute("DELETE FROM notify_state", [])?;
-                    let mut stmt = tx
-                        .prepare_cached("INSERT INTO notify_state (key, value) VALUES (?1, ?2)")?;
-                    for (key, json) in &save.state {
-                        stmt.execute(params![key, json])?;
-                    }
-                    let notifications = &save.notifications;
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT INTO outbox (receiver, payload, created_ms, next_attempt_ms, state) VALUES (?1, ?2, ?3, ?3, 'pending')",
-                    )?;
-                    for n in notifications {
-                        stmt.execute(params![n.receiver, n.payload, received])?;
-                    }
-                    Done::Results
-                }
-                Work::Silence(id, json) => {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO silences (id, silence) VALUES (?1, ?2)",
-                        params![id, json],
-                    )?;
-                    Done::Results
-                }
-                Work::Attempts(attempts) => {
-                    let mut stmt = tx.prepare_cached(
-                        "UPDATE outbox SET attempts = attempts + 1, state = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
-                    )?;
-                    for a in attempts {
-                        let (state, next) = match a.retry_at_ms {
-                            _ if a.error.is_none() => ("delivered", received),
-                            Some(t) => ("pending", t),
-                            None => ("dead", received),
-                        };
-                        stmt.execute(params![a.id, state, next, a.error])?;
-                    }
-                    Done::Results
-                }
-                Work::Results(results) => {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT OR REPLACE INTO window_results (model, window, start_ms, updated_ms, result) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?;
-                    for r in results {
-                        stmt.execute(params![r.model, r.window, r.start_ms, received, r.json])?;
-                    }
-                    Done::Results
-                }
-            });
-        }
-    }
-    tx.commit()?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::Connection;
+    use schema::MIGRATIONS;
 
     fn event(id: &str, ts: i64) -> NewEvent {
         NewEvent {
