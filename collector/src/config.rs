@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::report::Overrides;
+
 /// Default exact samples kept per feature per window (then a uniform reservoir).
 pub const DEFAULT_SAMPLE_LIMIT: usize = 10_000;
 
@@ -126,6 +128,28 @@ pub struct RawModel {
     /// Serving cost per role, for `driftwatch_cost_per_1k_predictions_usd`.
     #[serde(default)]
     pub cost: RawCost,
+    /// Verdict tests and thresholds of the live windows, written as
+    /// `driftwatch report`'s `--test` and `--threshold` (live = offline).
+    #[serde(default)]
+    pub drift: RawDrift,
+}
+
+/// A model's drift test and threshold overrides, in `driftwatch report`'s
+/// syntax: tests `NAME` (every feature) or `FEATURE=NAME`; thresholds
+/// `NAME=VALUE` or `FEATURE:NAME=VALUE`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrift {
+    #[serde(default)]
+    pub tests: Vec<String>,
+    #[serde(default)]
+    pub thresholds: Vec<String>,
+}
+
+impl RawDrift {
+    pub fn overrides(&self) -> Result<Overrides, String> {
+        Overrides::parse(&self.tests, &self.thresholds)
+    }
 }
 
 /// The reference column holding the model's outputs on the reference rows;
@@ -334,6 +358,9 @@ impl RawConfig {
                 )),
                 _ => {}
             }
+            if let Err(e) = m.drift.overrides() {
+                errors.push(format!("{at}.drift: {e}"));
+            }
             if !m.reference.exists() {
                 errors.push(format!(
                     "{at}.reference: {} does not exist",
@@ -430,6 +457,7 @@ pub fn from_flags(
             window_sample_limit: DEFAULT_SAMPLE_LIMIT,
             label_ttl: default_label_ttl(),
             cost: RawCost::default(),
+            drift: RawDrift::default(),
         }],
     }
 }

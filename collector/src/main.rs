@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use driftwatch::report::{self, html, load, profile::Profile, Overrides};
-use driftwatch::stats::TestKind;
 
 #[derive(Parser)]
 #[command(
@@ -269,6 +268,14 @@ struct ServeArgs {
     /// http://otel-collector:4318; replaces the config's `otlp.endpoint`).
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Live verdict test for every feature (NAME) or one (FEATURE=NAME), as
+    /// `report --test` takes it; repeatable (replaces each model's `drift.tests`).
+    #[arg(long)]
+    test: Vec<String>,
+    /// Live threshold (NAME=VALUE or FEATURE:NAME=VALUE), as `report
+    /// --threshold` takes it; repeatable (replaces each model's `drift.thresholds`).
+    #[arg(long)]
+    threshold: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -323,50 +330,8 @@ struct ProfileArgs {
     max_samples: usize,
 }
 
-fn parse_test(name: &str) -> anyhow::Result<TestKind> {
-    TestKind::parse(name).with_context(|| {
-        format!(
-            "unknown test {name:?}; expected one of {}",
-            TestKind::names()
-        )
-    })
-}
-
-fn overrides(args: &ReportArgs) -> anyhow::Result<Overrides> {
-    let mut o = Overrides::default();
-    for t in &args.test {
-        match t.split_once('=') {
-            Some((col, name)) => {
-                o.column_test.insert(col.to_string(), parse_test(name)?);
-            }
-            None => o.test = Some(parse_test(t)?),
-        }
-    }
-    for t in &args.threshold {
-        let (key, value) = t.split_once('=').with_context(|| {
-            format!("--threshold {t:?}: expected NAME=VALUE or COLUMN:NAME=VALUE")
-        })?;
-        let value: f64 = value
-            .parse()
-            .with_context(|| format!("--threshold {t:?}: {value:?} is not a number"))?;
-        if !value.is_finite() {
-            bail!("--threshold {t:?}: the value must be finite");
-        }
-        match key.rsplit_once(':') {
-            Some((col, name)) => {
-                o.column_threshold
-                    .insert((col.to_string(), parse_test(name)?), value);
-            }
-            None => {
-                o.threshold.insert(parse_test(key)?, value);
-            }
-        }
-    }
-    Ok(o)
-}
-
 fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let overrides = overrides(&args)?;
+    let overrides = Overrides::parse(&args.test, &args.threshold).map_err(anyhow::Error::msg)?;
     let (reference, current) =
         rayon::join(|| load::read(&args.reference), || load::read(&args.current));
     let (reference, current) = (reference?, current?);
@@ -494,9 +459,15 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             url,
         ));
     }
-    if args.config.is_some() && !windows.is_empty() {
-        for m in raw.models.iter_mut() {
+    for m in raw.models.iter_mut() {
+        if args.config.is_some() && !windows.is_empty() {
             m.windows = windows.clone();
+        }
+        if !args.test.is_empty() {
+            m.drift.tests = args.test.clone();
+        }
+        if !args.threshold.is_empty() {
+            m.drift.thresholds = args.threshold.clone();
         }
     }
     let config = raw.validate(&origin, &|name| std::env::var(name).ok())?;

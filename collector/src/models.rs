@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use crate::config::{OutputField, RawCost, RawModel, Span, Task};
 use crate::report::load::{self, Dataset};
+use crate::report::Overrides;
 use crate::stats::{ColumnType, Key, Sample};
 
 /// One watched feature and its reference sample.
@@ -66,6 +67,8 @@ pub struct Model {
     pub prediction: Option<Prediction>,
     /// Which reference the model was loaded from (for retraining evidence).
     pub reference: ReferenceId,
+    /// Verdict tests and thresholds of its live windows, as `report` takes them.
+    pub drift: Overrides,
     index: HashMap<String, usize>,
 }
 
@@ -120,11 +123,27 @@ impl Model {
                 Some(Prediction { output, reference })
             }
         };
-        let index = features
+        let index: HashMap<String, usize> = features
             .iter()
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
+        let drift = raw
+            .drift
+            .overrides()
+            .map_err(|e| format!("model {}: drift: {e}", raw.name))?;
+        let columns: Vec<&str> = features
+            .iter()
+            .chain(prediction.iter().map(|p| &p.reference))
+            .map(|f| f.name.as_str())
+            .collect();
+        if let Some(unknown) = drift.columns().find(|c| !columns.contains(c)) {
+            return Err(format!(
+                "model {}: drift: {unknown:?} is not a watched column (the features, or the prediction column); watched: {}",
+                raw.name,
+                columns.join(", ")
+            ));
+        }
         let sha256 = std::fs::read(&raw.reference)
             .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
             .map_err(|e| format!("model {}: {}: {e}", raw.name, raw.reference.display()))?;
@@ -150,6 +169,7 @@ impl Model {
             features,
             prediction,
             reference,
+            drift,
             index,
         })
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::examples::{events_from_csv, example, offline_report};
+use common::examples::{events_from_csv, example, offline_report, offline_report_with};
 use common::server::Server;
 use serde_json::Value;
 
@@ -110,6 +110,75 @@ fn live_drift_metrics_equal_the_offline_report_on_the_same_rows() {
         ),
         Some(1500.0)
     );
+}
+
+/// Overrides that change verdicts on the example data: wasserstein for
+/// every feature at 0.04 (age and loan_amount drift), income's at 1.0 (it
+/// stops drifting), country by PSI at 2 (it stops drifting).
+const OVERRIDES: [&str; 10] = [
+    "--test",
+    "wasserstein",
+    "--threshold",
+    "wasserstein=0.04",
+    "--threshold",
+    "income:wasserstein=1.0",
+    "--test",
+    "country=psi",
+    "--threshold",
+    "country:psi=2",
+];
+
+#[test]
+fn live_verdicts_follow_the_models_tests_and_thresholds_as_report_does() {
+    let reference = example("reference.csv");
+    let mut args = live_args(&reference).to_vec();
+    args.extend(OVERRIDES);
+    let server = Server::start(&args, &[]);
+    let events = events_from_csv(&example("current.csv"), &now_rfc3339());
+    let reply = server.post_items("/v1/events", "events", &events);
+    assert_eq!(reply["accepted"], 1500, "{reply}");
+    server.wait_for_samples("credit", "1d", 1500);
+    let report = offline_report_with(&OVERRIDES);
+    let default = offline_report();
+    // The gauges and the stored results come from the same evaluation.
+    let mut windows = Value::Null;
+    server.wait_for(Duration::from_secs(10), "stored window results", |s| {
+        let (_, body) = s.request("GET", "/v1/models/credit/windows?window=1d", &[], b"");
+        windows = serde_json::from_str(&body).unwrap_or(Value::Null);
+        windows["windows"][0]["events"] == 1500
+    });
+    let live = &windows["windows"][0]["features"];
+    let mut flipped = Vec::new();
+    for (i, col) in report["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .enumerate()
+    {
+        let feature = col["name"].as_str().expect("name");
+        let series = [("model", "credit"), ("feature", feature), ("window", "1d")];
+        server.assert_column_matches("feature", col, &series);
+        let l = live
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == feature))
+            .expect("the feature in the window's results");
+        assert_eq!(l["verdict_test"], col["verdict_test"], "{feature}");
+        assert_eq!(l["drift"], col["drift"], "{feature}");
+        let thresholds = |c: &Value| -> Vec<Value> {
+            c["tests"]
+                .as_array()
+                .expect("tests")
+                .iter()
+                .map(|t| t["threshold"].clone())
+                .collect()
+        };
+        assert_eq!(thresholds(l), thresholds(col), "{feature}");
+        if col["drift"] != default["columns"][i]["drift"] {
+            flipped.push(feature);
+        }
+    }
+    flipped.sort();
+    assert_eq!(flipped, ["age", "country", "income", "loan_amount"]);
 }
 
 #[test]
@@ -443,6 +512,37 @@ fn a_broken_config_is_refused_with_its_location() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nowhere.csv does not exist"), "{err}");
+    // Drift overrides: a test that does not exist, a feature not watched.
+    let reference = example("reference.csv");
+    for (drift, want) in [
+        (
+            "{tests: [age=nope]}",
+            "models[0] (credit).drift: unknown test \"nope\"",
+        ),
+        (
+            "{thresholds: [\"agee:psi=0.2\"]}",
+            "model credit: drift: \"agee\" is not a watched column",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "models:\n  - name: credit\n    reference: {}\n    drift: {drift}\n",
+                reference.display()
+            ),
+        )
+        .expect("config");
+        let out = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(dir.join("t.db"))
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{want}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

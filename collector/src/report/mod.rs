@@ -31,6 +31,51 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// Overrides as `report` takes them: each test `NAME` (every column) or
+    /// `COLUMN=NAME`, each threshold `NAME=VALUE` or `COLUMN:NAME=VALUE`.
+    /// The same syntax sets a model's live overrides (`drift:` in the
+    /// collector's config), so live verdicts equal `report`'s.
+    pub fn parse(tests: &[String], thresholds: &[String]) -> Result<Overrides, String> {
+        let mut o = Overrides::default();
+        for t in tests {
+            match t.split_once('=') {
+                Some((col, name)) => {
+                    o.column_test.insert(col.to_string(), parse_test(name)?);
+                }
+                None => o.test = Some(parse_test(t)?),
+            }
+        }
+        for t in thresholds {
+            let (key, value) = t.split_once('=').ok_or_else(|| {
+                format!("threshold {t:?}: expected NAME=VALUE or COLUMN:NAME=VALUE")
+            })?;
+            let value: f64 = value
+                .parse()
+                .map_err(|_| format!("threshold {t:?}: {value:?} is not a number"))?;
+            if !value.is_finite() {
+                return Err(format!("threshold {t:?}: the value must be finite"));
+            }
+            match key.rsplit_once(':') {
+                Some((col, name)) => {
+                    o.column_threshold
+                        .insert((col.to_string(), parse_test(name)?), value);
+                }
+                None => {
+                    o.threshold.insert(parse_test(key)?, value);
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// The columns the overrides name.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.column_test
+            .keys()
+            .chain(self.column_threshold.keys().map(|(c, _)| c))
+            .map(String::as_str)
+    }
+
     fn threshold(&self, column: &str, test: TestKind) -> f64 {
         self.column_threshold
             .get(&(column.to_string(), test))
@@ -42,6 +87,15 @@ impl Overrides {
     fn verdict_test(&self, column: &str) -> Option<TestKind> {
         self.column_test.get(column).copied().or(self.test)
     }
+}
+
+fn parse_test(name: &str) -> Result<TestKind, String> {
+    TestKind::parse(name).ok_or_else(|| {
+        format!(
+            "unknown test {name:?}; expected one of {}",
+            TestKind::names()
+        )
+    })
 }
 
 /// A column that cannot be compared, and why.

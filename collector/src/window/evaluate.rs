@@ -81,8 +81,8 @@ impl Evaluator {
 }
 
 /// A window's column (a feature, or a role's outputs) against its
-/// reference, with `report`'s own statistics.
-fn evaluate_column(feature: &Feature, fw: &FeatureWindow) -> ColumnReport {
+/// reference, with `report`'s own statistics and the model's overrides.
+fn evaluate_column(feature: &Feature, fw: &FeatureWindow, overrides: &Overrides) -> ColumnReport {
     // Integer histogram widths apply only when, as in a file, every
     // value is an integer and nothing is missing.
     let mut current = fw.sample(false);
@@ -106,7 +106,7 @@ fn evaluate_column(feature: &Feature, fw: &FeatureWindow) -> ColumnReport {
         &reference,
         &current,
         (feature.reference_missing, fw.missing),
-        &Overrides::default(),
+        overrides,
     )
 }
 
@@ -120,7 +120,7 @@ fn evaluate_window(
 ) -> (Value, WindowInfo) {
     let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
     for (feature, fw) in model.features.iter().zip(&window.features) {
-        let r = evaluate_column(feature, fw);
+        let r = evaluate_column(feature, fw, &model.drift);
         if let Some(m) = live {
             publish_feature(m, &model.name, label, &r, fw.missing, fw.seen());
         }
@@ -133,7 +133,7 @@ fn evaluate_window(
             if pw.seen() + pw.missing == 0 {
                 continue;
             }
-            let r = evaluate_column(&p.reference, pw);
+            let r = evaluate_column(&p.reference, pw, &model.drift);
             if let Some(m) = live {
                 publish_prediction(m, &model.name, role, label, &r);
             }

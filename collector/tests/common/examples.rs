@@ -78,11 +78,17 @@ pub fn args_with_rules(rules: &Path) -> Vec<String> {
 
 /// `driftwatch report` on the example files, as JSON.
 pub fn offline_report() -> serde_json::Value {
+    offline_report_with(&[])
+}
+
+/// `driftwatch report ARGS` on the example files, as JSON.
+pub fn offline_report_with(args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
         .args(["report", "--reference"])
         .arg(example("reference.csv"))
         .arg("--current")
         .arg(example("current.csv"))
+        .args(args)
         .output()
         .expect("report");
     serde_json::from_slice(&out.stdout).expect("report JSON")
