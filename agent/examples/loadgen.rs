@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use driftwatch_agent::adapter::outputs_from_tensors;
-use driftwatch_agent::adapter::OutputSpec;
+use driftwatch_agent::adapters::outputs_from_tensors;
+use driftwatch_agent::adapters::OutputSpec;
 use driftwatch_agent::config::{Device, OutputNames};
-use driftwatch_agent::onnx::{environment, OnnxModel};
+use driftwatch_agent::shadow::onnx::{environment, OnnxModel};
 use serde_json::json;
 
 #[derive(Parser)]

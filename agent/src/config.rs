@@ -90,7 +90,8 @@ pub struct Spool {
     pub max_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The model server's protocol (also `--protocol` of the quick start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     KserveV2,
@@ -285,14 +286,51 @@ fn default_shadow_timeout() -> Duration {
     Duration::from_millis(500)
 }
 
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The YAML does not parse into the schema (serde_yaml_ng names the line).
+    #[error("{}: {source}", path.display())]
+    Yaml {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    /// Cross-field problems, every one of them.
+    #[error("{}{}", origin.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default(), problems.join("\n"))]
+    Invalid {
+        origin: Option<PathBuf>,
+        problems: Vec<String>,
+    },
+    #[error("collector.token_file {}: {source}", path.display())]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         let config: Config =
-            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config
-            .check()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Yaml {
+                path: path.into(),
+                source,
+            })?;
+        config.check().map_err(|e| match e {
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                origin: Some(path.into()),
+                problems,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -330,7 +368,7 @@ impl Config {
     }
 
     /// Cross-field checks, every problem at once.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.models.is_empty() {
             problems.push("models: give at least one model".to_string());
@@ -388,19 +426,25 @@ impl Config {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("\n"))
+            Err(ConfigError::Invalid {
+                origin: None,
+                problems,
+            })
         }
     }
 
     /// The collector token, read from its environment variable or file.
-    pub fn token(&self) -> Result<Option<String>, String> {
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
         if let Some(var) = &self.collector.token_env {
             return Ok(std::env::var(var).ok().filter(|t| !t.is_empty()));
         }
         if let Some(path) = &self.collector.token_file {
             return std::fs::read_to_string(path)
                 .map(|t| Some(t.trim().to_string()))
-                .map_err(|e| format!("collector.token_file {}: {e}", path.display()));
+                .map_err(|source| ConfigError::Token {
+                    path: path.clone(),
+                    source,
+                });
         }
         Ok(None)
     }
@@ -437,7 +481,7 @@ mod tests {
             "collector: {url: http://c:8080}\nmodels:\n  - name: m\n    upstream_timeout: soon\n",
         )
         .expect("write");
-        let err = Config::load(&file).expect_err("bad duration");
+        let err = Config::load(&file).expect_err("bad duration").to_string();
         assert!(
             err.contains("models[0]")
                 && err.contains("line 3")
@@ -449,14 +493,14 @@ mod tests {
             "collector: {url: http://c:8080, sample_rate: 2}\nmodels:\n  - name: m\n    protocol: generic\n  - name: m\n    upstream: http://u\n    colour: red\n",
         )
         .expect("write");
-        let err = Config::load(&file).expect_err("unknown field");
+        let err = Config::load(&file).expect_err("unknown field").to_string();
         assert!(err.contains("unknown field `colour`"), "{err}");
         std::fs::write(
             &file,
             "collector: {url: http://c:8080, sample_rate: 2}\nmodels:\n  - name: m\n    protocol: generic\n  - name: m\n    upstream: http://u\n",
         )
         .expect("write");
-        let err = Config::load(&file).expect_err("cross checks");
+        let err = Config::load(&file).expect_err("cross checks").to_string();
         for want in [
             "sample_rate: 2 is not between 0 and 1",
             "model m is given twice",

@@ -4,16 +4,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use driftwatch_agent::config::{Config, Model, Protocol};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ProtocolArg {
-    #[value(name = "kserve-v2")]
-    KserveV2,
-    Tfserving,
-    Generic,
-}
+use driftwatch_agent::run::{run, shutdown_signal, Listeners};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,7 +34,7 @@ struct Cli {
     #[arg(long)]
     admin_listen: Option<String>,
     #[arg(long, value_enum, default_value = "kserve-v2")]
-    protocol: ProtocolArg,
+    protocol: Protocol,
     /// ONNX shadow model.
     #[arg(long)]
     shadow_model: Option<std::path::PathBuf>,
@@ -65,12 +58,7 @@ fn main() -> ExitCode {
             }
         },
         (None, Some(model), Some(upstream), Some(collector)) => {
-            let protocol = match cli.protocol {
-                ProtocolArg::KserveV2 => Protocol::KserveV2,
-                ProtocolArg::Tfserving => Protocol::Tfserving,
-                ProtocolArg::Generic => Protocol::Generic,
-            };
-            let mut m = Model::quick(model, upstream, protocol, cli.shadow_model.clone());
+            let mut m = Model::quick(model, upstream, cli.protocol, cli.shadow_model.clone());
             if let (Some(s), Some(inputs)) = (&mut m.shadow, &cli.shadow_inputs) {
                 s.inputs = Some(inputs.clone());
             }
@@ -119,7 +107,7 @@ fn main() -> ExitCode {
             let background = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("driftwatch-background")
-                .on_thread_start(driftwatch_agent::run::lower_thread_priority)
+                .on_thread_start(driftwatch_agent::threads::lower_thread_priority)
                 .enable_all()
                 .build()?;
             Ok((main, background))
@@ -131,8 +119,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(driftwatch_agent::run::run(
+    let listeners = match bind(&config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(
         config,
+        listeners,
+        shutdown_signal(),
         background.handle().clone(),
     )) {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,4 +138,15 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The traffic and admin listeners of the configuration.
+fn bind(config: &Config) -> Result<Listeners, String> {
+    let listen = |addr: &str| {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+    };
+    Ok(Listeners {
+        traffic: listen(&config.listen)?,
+        admin: listen(&config.admin_listen)?,
+    })
 }

@@ -176,6 +176,11 @@ impl Metrics {
         }
     }
 
+    /// Counts a traffic request by model (empty: routed to none) and status.
+    pub fn count_request(&self, model: &str, status: &str) {
+        self.requests.with_label_values(&[model, status]).inc();
+    }
+
     /// The registry, for the OTLP export of the same metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry

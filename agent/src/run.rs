@@ -1,53 +1,81 @@
-//! Starting and stopping the agent: shadow models (a model that cannot
-//! load leaves the agent running without it, said once and shown by
-//! `driftwatch_agent_shadow_up`), the shipper, the traffic and admin
-//! listeners, and a graceful shutdown on SIGTERM or Ctrl-C: no new
-//! connections, requests in flight finish, events are flushed within
+//! Starting and stopping the agent on listeners it is given: shadow models
+//! (a model that cannot load leaves the agent running without it, said
+//! once and shown by `driftwatch_agent_shadow_up`), the shipper, the
+//! observer and the tap on the background runtime, the traffic threads,
+//! the admin endpoints, and a graceful stop when `shutdown` resolves: no
+//! new connections, requests in flight finish, events are flushed within
 //! `shutdown_deadline` (the rest spooled or counted).
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
-use crate::fast;
+use crate::config::{Config, ConfigError};
+use crate::http::{full, json_error, Body};
 use crate::metrics::Metrics;
-use crate::server::{self, State};
+use crate::observe::{self, Events, Watched};
+use crate::proxy::{fast, hyper as hyper_path, ProxyError, State};
 use crate::shadow::Scorer;
-use crate::ship::Shipper;
+use crate::ship::{ShipError, Shipper};
+use crate::tap::Tap;
 
-/// Serves until SIGTERM or Ctrl-C: the traffic listener on the current
+/// Why the agent could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+    #[error("otlp: {0}")]
+    Telemetry(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// The listeners the agent serves, bound by the caller.
+pub struct Listeners {
+    /// Proxied, mirrored and KServe logger traffic.
+    pub traffic: std::net::TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: std::net::TcpListener,
+}
+
+/// Serves until `shutdown` resolves: the traffic listener on the current
 /// runtime, everything else on `background`.
-pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(), String> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()>,
+    background: tokio::runtime::Handle,
+) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
-    let mut models = Vec::with_capacity(config.models.len());
-    for m in &config.models {
-        let scorer = match &m.shadow {
-            None => None,
-            Some(s) => {
-                let up = metrics.shadow_up.with_label_values(&[&m.name]);
-                match Scorer::start(m, s, config.ort_library.as_deref(), metrics.clone()) {
-                    Ok(scorer) => {
-                        up.set(1);
-                        Some(scorer)
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "warning: model {}: the shadow model is unavailable, proxying without it: {e}",
-                            m.name
-                        );
-                        up.set(0);
-                        None
-                    }
-                }
-            }
-        };
-        models.push(server::model_runtime(m.clone(), scorer)?);
-    }
+    let watched = config
+        .models
+        .iter()
+        .map(|m| Watched {
+            cfg: m.clone(),
+            scorer: start_shadow(&config, m, &metrics),
+        })
+        .collect();
     let token = config.token()?;
     let shipper = Arc::new(Shipper::new(
         config.collector.clone(),
@@ -57,42 +85,34 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let deadline = config.shutdown_deadline;
     let shipping = background.spawn(shipper.clone().run(stop_rx, deadline));
-    let traffic = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let admin = std::net::TcpListener::bind(&config.admin_listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| format!("cannot listen on {}: {e}", config.admin_listen))?;
-    let (traffic_addr, admin_addr) = (
-        traffic.local_addr().map_err(|e| e.to_string())?,
-        admin.local_addr().map_err(|e| e.to_string())?,
+    let observer = observe::start(
+        Events {
+            models: watched,
+            metrics: metrics.clone(),
+            shipper,
+            node: config.node_name(),
+            sample_rate: config.collector.sample_rate,
+        },
+        &background,
     );
+    let tap = Tap::start(
+        config.models.clone(),
+        observer.clone(),
+        metrics.clone(),
+        &background,
+    );
+    let (traffic_addr, admin_addr) = (addr(&listeners.traffic)?, addr(&listeners.admin)?);
+    listeners
+        .traffic
+        .set_nonblocking(true)
+        .and_then(|()| listeners.admin.set_nonblocking(true))
+        .map_err(io("the listeners"))?;
+    let traffic = TcpListener::from_std(listeners.traffic).map_err(io("the traffic listener"))?;
     let threads = config.traffic_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let telemetry = match &config.otlp {
-        None => driftwatch_telemetry::Telemetry::off(),
-        Some(otlp) => {
-            let attributes = config
-                .node_name()
-                .map(|n| vec![driftwatch_telemetry::KeyValue::new("k8s.node.name", n)])
-                .unwrap_or_default();
-            let t = driftwatch_telemetry::Telemetry::start(
-                otlp,
-                "driftwatch-agent",
-                attributes,
-                metrics.registry(),
-                "driftwatch_agent",
-            )
-            .map_err(|e| format!("otlp: {e}"))?;
-            eprintln!(
-                "exporting request spans and metrics over OTLP to {}",
-                otlp.endpoint
-            );
-            t
-        }
-    };
-    let state = State::new(config, models, metrics, shipper, telemetry, &background);
+    let telemetry = telemetry(&config, &metrics)?;
+    let state = State::new(config, metrics, observer, tap, telemetry)?;
     // Turns true at shutdown: the fast path's connections close when idle.
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut workers = Vec::with_capacity(threads);
@@ -106,26 +126,7 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
         "driftwatch-agent listening on {traffic_addr} (admin {admin_addr}, {threads} traffic threads)"
     );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let admin_state = state.clone();
-    let admin_task = background.spawn(async move {
-        let Ok(admin) = TcpListener::from_std(admin) else {
-            eprintln!("error: the admin listener cannot be served");
-            return;
-        };
-        loop {
-            let Ok((stream, _)) = admin.accept().await else {
-                continue;
-            };
-            let s = admin_state.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| server::admin(s.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    let shutdown = shutdown_signal();
+    let admin_task = background.spawn(serve_admin(state.clone(), listeners.admin));
     tokio::pin!(shutdown);
     let mut next = 0;
     loop {
@@ -166,6 +167,100 @@ pub async fn run(config: Config, background: tokio::runtime::Handle) -> Result<(
     Ok(())
 }
 
+fn addr(l: &std::net::TcpListener) -> Result<SocketAddr, RunError> {
+    l.local_addr().map_err(io("a listener's address"))
+}
+
+/// The model's shadow scorer, or none (said once, and shown by
+/// `driftwatch_agent_shadow_up`) when it has no shadow or it cannot load.
+fn start_shadow(
+    config: &Config,
+    m: &crate::config::Model,
+    metrics: &Arc<Metrics>,
+) -> Option<Scorer> {
+    let s = m.shadow.as_ref()?;
+    let up = metrics.shadow_up.with_label_values(&[&m.name]);
+    match Scorer::start(m, s, config.ort_library.as_deref(), metrics.clone()) {
+        Ok(scorer) => {
+            up.set(1);
+            Some(scorer)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: model {}: the shadow model is unavailable, proxying without it: {e}",
+                m.name
+            );
+            up.set(0);
+            None
+        }
+    }
+}
+
+/// Request spans and metrics over OTLP, when configured.
+fn telemetry(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<driftwatch_telemetry::Telemetry, RunError> {
+    let Some(otlp) = &config.otlp else {
+        return Ok(driftwatch_telemetry::Telemetry::off());
+    };
+    let attributes = config
+        .node_name()
+        .map(|n| vec![driftwatch_telemetry::KeyValue::new("k8s.node.name", n)])
+        .unwrap_or_default();
+    let t = driftwatch_telemetry::Telemetry::start(
+        otlp,
+        "driftwatch-agent",
+        attributes,
+        metrics.registry(),
+        "driftwatch_agent",
+    )
+    .map_err(|e| RunError::Telemetry(e.to_string()))?;
+    eprintln!(
+        "exporting request spans and metrics over OTLP to {}",
+        otlp.endpoint
+    );
+    Ok(t)
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+async fn serve_admin(state: Arc<State>, listener: std::net::TcpListener) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        eprintln!("error: the admin listener cannot be served");
+        return;
+    };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let s = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| admin(s.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn admin(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(match req.uri().path() {
+        "/metrics" => {
+            let mut r = Response::new(full(state.metrics.render()));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        "/healthz" | "/readyz" => Response::new(full("ok\n")),
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            "not found: /metrics, /healthz, /readyz",
+        ),
+    })
+}
+
 type Handoff = (std::net::TcpStream, Watcher);
 
 /// A thread serving the connections it is dealt on a runtime of its own
@@ -177,11 +272,11 @@ fn traffic_thread(
     i: usize,
     state: Arc<State>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::sync::mpsc::UnboundedSender<Handoff>, String> {
+) -> Result<tokio::sync::mpsc::UnboundedSender<Handoff>, RunError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a traffic runtime: {e}"))?;
+        .map_err(io("cannot start a traffic runtime"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
     std::thread::Builder::new()
         .name(format!("driftwatch-traffic-{i}"))
@@ -200,7 +295,7 @@ fn traffic_thread(
                         p.sweep();
                     }
                 });
-                let client = server::upstream_client();
+                let client = hyper_path::upstream_client();
                 let mut conns = tokio::task::JoinSet::new();
                 loop {
                     tokio::select! {
@@ -214,7 +309,7 @@ fn traffic_thread(
                                 let (p, stop) = (pool.clone(), stop.clone());
                                 conns.spawn(fast::serve(s, p, c, stream, watcher, stop));
                             } else {
-                                conns.spawn(server::serve_hyper(s, c, stream, watcher));
+                                conns.spawn(hyper_path::serve_hyper(s, c, stream, watcher));
                             }
                         }
                         Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -223,29 +318,12 @@ fn traffic_thread(
                 while conns.join_next().await.is_some() {}
             });
         })
-        .map_err(|e| format!("cannot start a traffic thread: {e}"))?;
+        .map_err(io("cannot start a traffic thread"))?;
     Ok(tx)
 }
 
-/// The nice value of the threads that do the agent's own work (parsing,
-/// events, shipping, shadow scoring): when the cores are all busy, the
-/// champion's traffic runs first and that work waits, then sheds (counted).
-pub const BACKGROUND_NICE: i32 = 10;
-
-/// Lowers the calling thread's scheduling priority to `BACKGROUND_NICE`
-/// (Linux; threads it starts inherit it). Raising it back is not allowed
-/// without privileges, so this is done once per thread, at its start.
-pub fn lower_thread_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
-            eprintln!("warning: cannot lower the priority of a background thread: {e}");
-        }
-    }
-}
-
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C: the agent's default shutdown.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

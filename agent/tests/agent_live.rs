@@ -947,3 +947,57 @@ fn sigterm_closes_idle_kept_alive_connections_without_waiting_out_the_deadline()
     );
     assert_eq!(collector.events().len(), 1);
 }
+
+/// The agent as a library: `run` on listeners the caller bound and a
+/// shutdown future the caller resolves (what the binary does with
+/// SIGTERM), proxying, shipping, then stopping within its deadline.
+#[test]
+fn run_serves_given_listeners_until_its_shutdown_future_resolves() {
+    use driftwatch_agent::config::Config;
+    use driftwatch_agent::run::{run, Listeners};
+    let collector = Collector::start();
+    let upstream = Mini::start(|_| {
+        (
+            200,
+            br#"{"outputs": [{"name": "label", "shape": [1], "datatype": "INT64", "data": [1]}]}"#
+                .to_vec(),
+            Duration::ZERO,
+        )
+    });
+    let yaml = config(&upstream.addr, &collector.url(), "", "");
+    let mut cfg: Config = serde_yaml_ng::from_str(&yaml).expect("config");
+    cfg.shutdown_deadline = Duration::from_secs(3);
+    cfg.traffic_threads = Some(1);
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listeners = Listeners {
+        traffic: bind(),
+        admin: bind(),
+    };
+    let traffic = listeners.traffic.local_addr().expect("addr").to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = std::thread::spawn(move || {
+        let main = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let background = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        main.block_on(run(cfg, listeners, shutdown, background.handle().clone()))
+    });
+    let body = kserve_request(&["age".into()], &[vec![42.0]]);
+    let reply = http(&traffic, "POST", "/v2/models/credit/infer", &[], &body);
+    assert_eq!(reply.status, 200);
+    wait_for(Duration::from_secs(10), "the event shipped", || {
+        collector.events().len() == 1
+    });
+    stop.send(()).expect("running");
+    let outcome = agent.join().expect("the agent's thread");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(collector.events()[0]["features"]["age"], 42.0);
+}

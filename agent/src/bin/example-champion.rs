@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use clap::Parser;
-use driftwatch_agent::adapter::{parse_request, Data};
+use driftwatch_agent::adapters::{parse_request, Data};
 use driftwatch_agent::config::{Device, Model};
-use driftwatch_agent::onnx::{environment, OnnxModel};
 use driftwatch_agent::shadow::columns;
+use driftwatch_agent::shadow::onnx::{environment, OnnxModel};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -91,7 +91,12 @@ async fn handle(
     let rows = match parse_request(&s.spec, &body) {
         Ok(r) if !r.is_empty() => r,
         Ok(_) => return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "no rows"}))),
-        Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": e}))),
+        Err(e) => {
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": e.to_string()}),
+            ))
+        }
     };
     let input: Vec<Vec<f32>> = rows.iter().map(|r| columns(r, &s.features)).collect();
     let outputs = {

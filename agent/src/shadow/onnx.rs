@@ -1,7 +1,7 @@
 //! ONNX models through ort, with the ONNX Runtime library loaded at run
 //! time (`load-dynamic`): from the config, else `ORT_DYLIB_PATH`. A model
 //! takes one float input `[N, F]` and gives named output tensors, read by
-//! the same code as model server responses (`adapter::outputs_from_tensors`).
+//! the same code as model server responses (`adapters::outputs_from_tensors`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -10,7 +10,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use crate::adapter::{Data, Tensor};
+use crate::adapters::{Data, Tensor};
 use crate::config::Device;
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();

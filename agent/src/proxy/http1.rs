@@ -1,123 +1,51 @@
-//! The proxy's fast path: plain HTTP/1.1 requests to a proxied model (a
-//! `Content-Length` body no larger than `max_body_bytes`, no upgrade, no
-//! `Expect`) are read, forwarded and answered here with one buffer each
-//! way and the champion's connections kept per traffic thread, without
-//! hyper's machinery. On this path the agent adds about a third less
-//! latency than through hyper (bench/agent_load.sh).
-//!
-//! Anything else (other methods of framing, `/_driftwatch/` sinks, mirror
-//! routes, unknown routes, HTTP/1.0, requests hyper would reject) hands
-//! the connection, with the bytes already read, to hyper for the rest of
-//! its life, so every behaviour of the hyper path stays as it is. The
-//! bookkeeping after an answer (metrics, the observation, the span) is the
-//! hyper path's own (`State::proxied`).
+//! HTTP/1.1 messages as the fast path reads and writes them, over one
+//! buffer each way: request and response heads parsed by httparse into
+//! ranges of the buffer, how a response body ends (RFC 9112, section 6.3),
+//! chunked bodies followed as they arrive, the heads the champion and the
+//! client get, and `Rewind`, which gives hyper a connection whose first
+//! bytes were already read.
 
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use hyper::{StatusCode, Uri};
-use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::config::Mode;
-use crate::server::{self, Proxied, State, Trace, Upstream};
+use crate::http::{error_body, is_hop_by_hop};
 
 /// A request or response head larger than this is not for the fast path
 /// (a request goes to hyper, which answers 431; a response is a 502).
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+
 /// Headers per message at most on the fast path.
-const MAX_HEADERS: usize = 100;
-/// Bytes asked for per read.
-const READ_CHUNK: usize = 16 * 1024;
-/// An idle champion connection is closed after this long.
-const POOL_IDLE: Duration = Duration::from_secs(90);
-/// Idle champion connections kept per model and traffic thread, at most.
-const POOL_MAX: usize = 1024;
-
-/// Idle keep-alive connections to the champions, a list per model, owned
-/// by one traffic thread (the lock is never contended).
-pub struct Pool {
-    idle: Mutex<Vec<Vec<(TcpStream, Instant)>>>,
-}
-
-impl Pool {
-    pub fn new(models: usize) -> Pool {
-        Pool {
-            idle: Mutex::new((0..models).map(|_| Vec::new()).collect()),
-        }
-    }
-
-    /// The most recently used connection that is still open.
-    fn take(&self, mi: usize) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((stream, since)) = idle[mi].pop() {
-            if since.elapsed() < POOL_IDLE && !closed(&stream) {
-                return Some(stream);
-            }
-        }
-        None
-    }
-
-    fn put(&self, mi: usize, stream: TcpStream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle[mi].len() < POOL_MAX {
-            idle[mi].push((stream, Instant::now()));
-        }
-    }
-
-    /// Closes connections idle too long or closed by the champion.
-    pub fn sweep(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        for list in idle.iter_mut() {
-            list.retain(|(stream, since)| since.elapsed() < POOL_IDLE && !closed(stream));
-        }
-    }
-}
-
-/// Whether an idle connection was closed by its peer (or sent something it
-/// should not have): its reactor has seen it readable and a read agrees.
-/// An open idle connection costs no system call here.
-fn closed(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => false,
-        Poll::Ready(Err(_)) => true,
-        Poll::Ready(Ok(())) => {
-            let mut byte = [0u8; 1];
-            !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        }
-    }
-}
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// A request head the fast path serves: where its parts are in the buffer.
-struct Head {
-    len: usize,
-    method: Range<usize>,
-    target: Range<usize>,
-    headers: Vec<(Range<usize>, Range<usize>)>,
-    content_length: usize,
-    close: bool,
+pub(crate) struct Head {
+    pub(crate) len: usize,
+    pub(crate) method: Range<usize>,
+    pub(crate) target: Range<usize>,
+    pub(crate) headers: Vec<(Range<usize>, Range<usize>)>,
+    pub(crate) content_length: usize,
+    pub(crate) close: bool,
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Partial,
     Fast(Head),
     /// Not for the fast path: hyper serves the connection from here.
     Hyper,
 }
 
-fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
+pub(crate) fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
     let at = part.as_ptr() as usize - buf.as_ptr() as usize;
     at..at + part.len()
 }
 
-fn parse_request(buf: &[u8]) -> Parsed {
+pub(crate) fn parse_request(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -178,17 +106,17 @@ fn parse_request(buf: &[u8]) -> Parsed {
 
 impl Head {
     /// The request target (path and query).
-    fn target<'a>(&self, msg: &'a [u8]) -> &'a str {
+    pub(crate) fn target<'a>(&self, msg: &'a [u8]) -> &'a str {
         std::str::from_utf8(&msg[self.target.clone()]).unwrap_or("/")
     }
 
     /// The target's path, without the query.
-    fn path<'a>(&self, msg: &'a [u8]) -> &'a str {
+    pub(crate) fn path<'a>(&self, msg: &'a [u8]) -> &'a str {
         let target = self.target(msg);
         target.split('?').next().unwrap_or(target)
     }
 
-    fn header<'a>(&self, msg: &'a [u8], name: &str) -> Option<&'a str> {
+    pub(crate) fn header<'a>(&self, msg: &'a [u8], name: &str) -> Option<&'a str> {
         self.headers
             .iter()
             .find(|(n, _)| msg[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
@@ -196,81 +124,9 @@ impl Head {
     }
 }
 
-/// Serves one traffic connection: requests for the fast path here, the
-/// rest of the connection through hyper from the first one that is not.
-/// `stop` turns true at shutdown: an idle connection closes, a request in
-/// flight is answered with `connection: close`.
-pub async fn serve(
-    state: Arc<State>,
-    pool: Arc<Pool>,
-    client: Upstream,
-    mut stream: TcpStream,
-    watcher: Watcher,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    loop {
-        let head = loop {
-            if !buf.is_empty() {
-                match parse_request(&buf) {
-                    Parsed::Partial => {}
-                    Parsed::Fast(head) => break Some(head),
-                    Parsed::Hyper => break None,
-                }
-            } else if *stop.borrow() {
-                return;
-            }
-            buf.reserve(READ_CHUNK);
-            tokio::select! {
-                biased;
-                read = stream.read_buf(&mut buf) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                },
-                _ = stop.changed(), if buf.is_empty() => return,
-            }
-        };
-        let Some((head, mi)) = head.and_then(|h| fast_model(&state, &buf, &h).map(|mi| (h, mi)))
-        else {
-            let io = Rewind {
-                prefix: buf.freeze(),
-                inner: stream,
-            };
-            return server::serve_hyper(state, client, io, watcher).await;
-        };
-        let whole = head.len + head.content_length;
-        while buf.len() < whole {
-            buf.reserve(whole - buf.len());
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-        let msg = buf.split_to(whole).freeze();
-        let close = head.close || *stop.borrow();
-        if !proxy(&state, &pool, &mut stream, &msg, &head, mi, close).await || close {
-            return;
-        }
-    }
-}
-
-/// The model a parsed request is for, when that model is proxied and the
-/// request is small enough to be read whole.
-fn fast_model(state: &State, buf: &[u8], head: &Head) -> Option<usize> {
-    let path = head.path(buf);
-    if path.starts_with("/_driftwatch/") {
-        return None;
-    }
-    let mi = state.route(head.header(buf, "host"), path)?;
-    let m = &state.models[mi];
-    (m.cfg.mode == Mode::Proxy
-        && head.content_length <= m.cfg.max_body_bytes
-        && m.upstream.is_some())
-    .then_some(mi)
-}
-
 /// How a response's body ends (RFC 9112, section 6.3).
-enum Framing {
+#[derive(Clone, Copy)]
+pub(crate) enum Framing {
     Empty,
     Length(usize),
     Chunked,
@@ -278,18 +134,21 @@ enum Framing {
 }
 
 /// The champion's response head.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     /// The head as received.
-    raw: Bytes,
-    reason: Range<usize>,
-    headers: Vec<(Range<usize>, Range<usize>)>,
-    framing: Framing,
+    pub(crate) raw: Bytes,
+    pub(crate) reason: Range<usize>,
+    pub(crate) headers: Vec<(Range<usize>, Range<usize>)>,
+    pub(crate) framing: Framing,
     /// The champion keeps the connection open after this response.
-    keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
-fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<(usize, Answer)>, String> {
+pub(crate) fn parse_response(
+    buf: &[u8],
+    head_request: bool,
+) -> Result<Option<(usize, Answer)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -359,115 +218,19 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<(usize, Answe
     )))
 }
 
-/// What the exchange with the champion gave: its head and connection, and
-/// the body when it was read whole (`Length` up to `max_body_bytes`, or
-/// empty); otherwise the bytes already read after the head.
-struct Exchange {
-    answer: Answer,
-    upstream: TcpStream,
-    body: Bytes,
-    whole: bool,
-}
-
-/// Sends the request on a pooled (or new) connection and reads the answer.
-async fn exchange(
-    pool: &Pool,
-    mi: usize,
-    authority: &str,
-    request: &[u8],
-    head_request: bool,
-    max: usize,
-) -> Result<Exchange, String> {
-    let mut upstream = match pool.take(mi) {
-        Some(s) => s,
-        None => connect(authority).await.map_err(|e| e.to_string())?,
-    };
-    upstream
-        .write_all(request)
-        .await
-        .map_err(|e| format!("cannot send the request: {e}"))?;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let (len, mut answer) = loop {
-        match parse_response(&buf, head_request)? {
-            Some((len, interim)) if (100..200).contains(&interim.status) => {
-                if interim.status == 101 {
-                    return Err("an upgrade the request did not ask for".into());
-                }
-                // An interim response (100 Continue, 103 Early Hints): skipped.
-                buf.advance(len);
-            }
-            Some(head) => break head,
-            None => read_more(&mut upstream, &mut buf, READ_CHUNK, "before a response").await?,
-        }
-    };
-    answer.raw = buf.split_to(len).freeze();
-    if let Framing::Length(n) = answer.framing {
-        if n <= max {
-            while buf.len() < n {
-                let want = n - buf.len();
-                read_more(&mut upstream, &mut buf, want, "inside the response body").await?;
-            }
-            if buf.len() > n {
-                answer.keep_alive = false;
-            }
-            let body = buf.split_to(n).freeze();
-            return Ok(Exchange {
-                answer,
-                upstream,
-                body,
-                whole: true,
-            });
-        }
-    }
-    let whole = matches!(answer.framing, Framing::Empty);
-    if whole && !buf.is_empty() {
-        answer.keep_alive = false;
-    }
-    Ok(Exchange {
-        answer,
-        upstream,
-        body: buf.freeze(),
-        whole,
-    })
-}
-
-/// Reads at least a byte more of the champion's response (room for
-/// `want` made first); a closed connection is an error naming `place`.
-async fn read_more(
-    upstream: &mut TcpStream,
-    buf: &mut BytesMut,
-    want: usize,
-    place: &str,
-) -> Result<(), String> {
-    buf.reserve(want);
-    match upstream.read_buf(buf).await {
-        Ok(0) => Err(format!("the connection closed {place}")),
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("cannot read the response: {e}")),
-    }
-}
-
-async fn connect(authority: &str) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect(authority).await?;
-    stream.set_nodelay(true)?;
-    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
-    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
-    Ok(stream)
-}
-
 /// The request as the champion gets it: the upstream URL's path before the
 /// target, `host` the upstream's, hop-by-hop headers dropped, the request id
 /// set.
-fn upstream_request(msg: &[u8], head: &Head, upstream: &Uri, id: &str) -> Vec<u8> {
+pub(crate) fn upstream_request(msg: &[u8], head: &Head, upstream: &Uri, id: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + 128);
     out.extend_from_slice(&msg[head.method.clone()]);
     out.push(b' ');
-    out.extend_from_slice(server::upstream_base(upstream).as_bytes());
+    out.extend_from_slice(super::upstream_base(upstream).as_bytes());
     out.extend_from_slice(&msg[head.target.clone()]);
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(upstream.authority().map_or("", |a| a.as_str()).as_bytes());
     out.extend_from_slice(b"\r\n");
-    let drop = |n: &str| server::is_hop_by_hop(n) || n.eq_ignore_ascii_case("host");
+    let drop = |n: &str| is_hop_by_hop(n) || n.eq_ignore_ascii_case("host");
     put_headers(&mut out, msg, &head.headers, drop, id);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&msg[head.len..]);
@@ -476,7 +239,7 @@ fn upstream_request(msg: &[u8], head: &Head, upstream: &Uri, id: &str) -> Vec<u8
 
 /// Appends the headers (ranges into `src`) but those `drop` names and any
 /// `x-request-id`, then `x-request-id: {id}` (without its line end).
-fn put_headers(
+pub(crate) fn put_headers(
     out: &mut Vec<u8>,
     src: &[u8],
     headers: &[(Range<usize>, Range<usize>)],
@@ -501,7 +264,7 @@ fn put_headers(
 /// headers dropped (but `transfer-encoding` kept when its chunks are passed
 /// through), the request id set, and `connection: close` when the
 /// connection ends after it.
-fn client_head(answer: &Answer, id: &str, close: bool) -> Vec<u8> {
+pub(crate) fn client_head(answer: &Answer, id: &str, close: bool) -> Vec<u8> {
     let raw = &answer.raw;
     let mut out = Vec::with_capacity(raw.len() + 64);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -511,9 +274,8 @@ fn client_head(answer: &Answer, id: &str, close: bool) -> Vec<u8> {
     out.extend_from_slice(&raw[answer.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     let chunked = matches!(answer.framing, Framing::Chunked);
-    let drop = |n: &str| {
-        server::is_hop_by_hop(n) && !(chunked && n.eq_ignore_ascii_case("transfer-encoding"))
-    };
+    let drop =
+        |n: &str| is_hop_by_hop(n) && !(chunked && n.eq_ignore_ascii_case("transfer-encoding"));
     put_headers(&mut out, raw, &answer.headers, drop, id);
     if close {
         out.extend_from_slice(b"\r\nconnection: close");
@@ -523,8 +285,8 @@ fn client_head(answer: &Answer, id: &str, close: bool) -> Vec<u8> {
 }
 
 /// An answer the agent makes itself (502, 504), as JSON.
-fn error_response(status: StatusCode, message: &str, id: &str, close: bool) -> Vec<u8> {
-    let body = server::error_body(message);
+pub(crate) fn error_response(status: StatusCode, message: &str, id: &str, close: bool) -> Vec<u8> {
+    let body = error_body(message);
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}{}\r\n\r\n{body}",
         status.as_u16(),
@@ -535,207 +297,16 @@ fn error_response(status: StatusCode, message: &str, id: &str, close: bool) -> V
     .into_bytes()
 }
 
-/// Proxies one request and answers the client; whether the client
-/// connection can carry another request.
-async fn proxy(
-    state: &Arc<State>,
-    pool: &Pool,
-    client: &mut TcpStream,
-    msg: &Bytes,
-    head: &Head,
-    mi: usize,
-    close: bool,
-) -> bool {
-    let started = Instant::now();
-    let (target, path) = (head.target(msg), head.path(msg));
-    let m = &state.models[mi];
-    let Some(upstream) = &m.upstream else {
-        return false;
-    };
-    let id = state.request_id(|n| head.header(msg, n), &m.cfg);
-    let timestamp = server::now_rfc3339();
-    let method = std::str::from_utf8(&msg[head.method.clone()]).unwrap_or("");
-    let trace = Trace::start(
-        state,
-        started,
-        head.header(msg, "traceparent"),
-        path,
-        method,
-    );
-    let request = upstream_request(msg, head, upstream, &id);
-    let authority = upstream.authority().map_or("", |a| a.as_str());
-    let sent = Instant::now();
-    let outcome = server::call_upstream(
-        upstream,
-        m.cfg.upstream_timeout,
-        exchange(
-            pool,
-            mi,
-            authority,
-            &request,
-            method == "HEAD",
-            m.cfg.max_body_bytes,
-        ),
-    )
-    .await;
-    let upstream_time = sent.elapsed();
-    let name = m.cfg.name.as_str();
-    let (status, answer, keep) = match outcome {
-        Ok(ex) => {
-            let status = StatusCode::from_u16(ex.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let close = close || matches!(ex.answer.framing, Framing::UntilClose);
-            let mut out = client_head(&ex.answer, &id, close);
-            if ex.whole {
-                out.extend_from_slice(&ex.body);
-                let written = client.write_all(&out).await.is_ok();
-                if ex.answer.keep_alive {
-                    pool.put(mi, ex.upstream);
-                }
-                (status, Ok((ex.answer.status, ex.body)), written && !close)
-            } else {
-                let max = m.cfg.max_body_bytes;
-                let timeout = m.cfg.upstream_timeout;
-                let (written, body) = stream_body(pool, mi, client, out, ex, max, timeout).await;
-                let answer = match body {
-                    Some(b) => Ok((status.as_u16(), b)),
-                    None => Err(server::response_too_large(state, name)),
-                };
-                (status, answer, written && !close)
-            }
-        }
-        Err((status, why)) => {
-            let out = error_response(status, &why, &id, close);
-            let written = client.write_all(&out).await.is_ok();
-            (status, Err(why), written && !close)
-        }
-    };
-    state.proxied(Proxied {
-        mi,
-        id: &id,
-        timestamp,
-        request: Some(msg.slice(head.len..)),
-        answer: Some(answer),
-        upstream_time,
-        started,
-        status,
-        trace,
-        upstream,
-        target,
-    });
-    state.count(Some(mi), status);
-    keep
-}
-
-/// Passes a body that was not read whole to the client as it arrives
-/// (each read within `timeout`), chunks as they are; whether the client got
-/// all of it, and the body (decoded) when it fits in `max`.
-async fn stream_body(
-    pool: &Pool,
-    mi: usize,
-    client: &mut TcpStream,
-    head: Vec<u8>,
-    ex: Exchange,
-    max: usize,
-    timeout: Duration,
-) -> (bool, Option<Bytes>) {
-    let Exchange {
-        answer,
-        mut upstream,
-        body: first,
-        ..
-    } = ex;
-    let mut captured: Option<Vec<u8>> = Some(Vec::new());
-    let mut capture = |data: &[u8]| {
-        if let Some(c) = captured.as_mut() {
-            if c.len() + data.len() > max {
-                captured = None;
-            } else {
-                c.extend_from_slice(data);
-            }
-        }
-    };
-    let mut chunks = Chunked::default();
-    let mut left = match answer.framing {
-        Framing::Length(n) => n,
-        _ => usize::MAX,
-    };
-    let mut pending = first;
-    let mut out = head;
-    let mut client_ok = true;
-    let mut done = false;
-    let mut clean = answer.keep_alive;
-    loop {
-        // The part of `pending` that belongs to this response.
-        let take = match answer.framing {
-            Framing::Chunked => match chunks.feed(&pending, &mut capture) {
-                Ok(Some(end)) => {
-                    done = true;
-                    end
-                }
-                Ok(None) => pending.len(),
-                Err(_) => {
-                    clean = false;
-                    done = true;
-                    client_ok = false;
-                    0
-                }
-            },
-            Framing::Length(_) => {
-                let n = pending.len().min(left);
-                capture(&pending[..n]);
-                left -= n;
-                done = left == 0;
-                n
-            }
-            Framing::UntilClose | Framing::Empty => {
-                capture(&pending);
-                pending.len()
-            }
-        };
-        if take < pending.len() {
-            clean = false;
-        }
-        out.extend_from_slice(&pending[..take]);
-        if client_ok && !out.is_empty() {
-            client_ok = client.write_all(&out).await.is_ok();
-        }
-        out.clear();
-        if done || !client_ok {
-            break;
-        }
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        match tokio::time::timeout(timeout, upstream.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => pending = buf.freeze(),
-            Ok(Ok(_)) => {
-                // The champion closed: the end of a body read until close,
-                // a truncated one otherwise.
-                clean = false;
-                client_ok = client_ok && matches!(answer.framing, Framing::UntilClose);
-                break;
-            }
-            _ => {
-                clean = false;
-                client_ok = false;
-                break;
-            }
-        }
-    }
-    if done && clean {
-        pool.put(mi, upstream);
-    }
-    (client_ok, captured.map(Bytes::from))
-}
-
 /// Follows `transfer-encoding: chunked` framing through bytes as they
 /// arrive: where the message ends, and its data.
 #[derive(Default)]
-struct Chunked {
+pub(crate) struct Chunked {
     state: ChunkState,
     line: Vec<u8>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Debug)]
-enum ChunkState {
+pub(crate) enum ChunkState {
     #[default]
     Size,
     Data(u64),
@@ -744,12 +315,12 @@ enum ChunkState {
 }
 
 /// Chunk-size and trailer lines longer than this are refused.
-const MAX_CHUNK_LINE: usize = 8 * 1024;
+pub(crate) const MAX_CHUNK_LINE: usize = 8 * 1024;
 
 impl Chunked {
     /// Reads `input`, giving the chunks' data to `data`; the offset just
     /// past the message's end when it ends in `input`.
-    fn feed(
+    pub(crate) fn feed(
         &mut self,
         input: &[u8],
         data: &mut impl FnMut(&[u8]),
@@ -815,8 +386,8 @@ impl Chunked {
 /// A connection whose first bytes were already read: they are read again
 /// first (how hyper gets a connection the fast path hands over).
 pub struct Rewind {
-    prefix: Bytes,
-    inner: TcpStream,
+    pub(crate) prefix: Bytes,
+    pub(crate) inner: TcpStream,
 }
 
 impl AsyncRead for Rewind {

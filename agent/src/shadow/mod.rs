@@ -12,10 +12,36 @@ use std::time::{Duration, Instant};
 use driftwatch_protocol::{FeatureValue, Output};
 use tokio::sync::oneshot;
 
-use crate::adapter::{outputs_from_tensors, OutputSpec, Row};
+pub mod onnx;
+
+use crate::adapters::{outputs_from_tensors, OutputSpec, Row};
 use crate::config::{Model, Shadow};
 use crate::metrics::Metrics;
-use crate::onnx::OnnxModel;
+use onnx::OnnxModel;
+
+/// Why a shadow model is unavailable (the agent runs without it).
+#[derive(Debug, thiserror::Error)]
+pub enum ShadowError {
+    /// ONNX Runtime could not be loaded or started.
+    #[error("{0}")]
+    Runtime(String),
+    /// The model file could not be loaded, or not in the shape driftwatch feeds.
+    #[error("{0}")]
+    Model(String),
+    #[error("name the model's input columns in `shadow.inputs` (or the model's `features`)")]
+    NoInputs,
+    #[error("{path}: the model takes {width} columns, `shadow.inputs` names {inputs}")]
+    Width {
+        path: String,
+        width: usize,
+        inputs: usize,
+    },
+    /// A first inference failed, or gave outputs driftwatch cannot read.
+    #[error("{path}: {why}")]
+    Probe { path: String, why: String },
+    #[error("cannot start the shadow thread: {0}")]
+    Thread(std::io::Error),
+}
 
 struct Job {
     rows: Vec<Vec<f32>>,
@@ -54,35 +80,38 @@ impl Scorer {
         shadow: &Shadow,
         library: Option<&std::path::Path>,
         metrics: Arc<Metrics>,
-    ) -> Result<Scorer, String> {
-        let env = crate::onnx::environment(library)?;
+    ) -> Result<Scorer, ShadowError> {
+        let env = onnx::environment(library).map_err(ShadowError::Runtime)?;
         let mut onnx = OnnxModel::load(
             &env,
             &shadow.path,
             shadow.input.as_deref(),
             shadow.device,
             shadow.threads,
-        )?;
+        )
+        .map_err(ShadowError::Model)?;
         let inputs = shadow
             .inputs
             .clone()
             .or_else(|| model.features.clone())
-            .ok_or(
-                "name the model's input columns in `shadow.inputs` (or the model's `features`)",
-            )?;
-        if let Some(w) = onnx.width {
-            if w != inputs.len() {
-                return Err(format!(
-                    "{}: the model takes {w} columns, `shadow.inputs` names {}",
-                    shadow.path.display(),
-                    inputs.len()
-                ));
+            .ok_or(ShadowError::NoInputs)?;
+        let path = shadow.path.display().to_string();
+        if let Some(width) = onnx.width {
+            if width != inputs.len() {
+                return Err(ShadowError::Width {
+                    path,
+                    width,
+                    inputs: inputs.len(),
+                });
             }
         }
         // A first run proves the model answers in the shape we read.
         let probe = onnx
             .run(&[vec![0.0; inputs.len()]])
-            .map_err(|e| format!("{}: a test inference failed: {e}", shadow.path.display()))?;
+            .map_err(|e| ShadowError::Probe {
+                path: path.clone(),
+                why: format!("a test inference failed: {e}"),
+            })?;
         let (names, classes, positive) = (
             shadow.outputs.clone(),
             model.classes.clone(),
@@ -93,8 +122,10 @@ impl Scorer {
             classes: classes.as_deref(),
             positive_class: &positive,
         };
-        outputs_from_tensors(&probe, 1, &spec)
-            .map_err(|e| format!("{}: {e}", shadow.path.display()))?;
+        outputs_from_tensors(&probe, 1, &spec).map_err(|e| ShadowError::Probe {
+            path,
+            why: e.to_string(),
+        })?;
         eprintln!(
             "shadow model {} for {} loaded ({} columns, {} execution provider)",
             shadow.path.display(),
@@ -111,7 +142,7 @@ impl Scorer {
         std::thread::Builder::new()
             .name(format!("shadow-{name}"))
             .spawn(move || {
-                crate::run::lower_thread_priority();
+                crate::threads::lower_thread_priority();
                 let spec = OutputSpec {
                     names: &names,
                     classes: classes.as_deref(),
@@ -139,9 +170,9 @@ impl Scorer {
                         jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
                     metrics.shadow_batch_rows.observe(batch.len() as f64);
                     let started = Instant::now();
-                    let result = onnx
-                        .run(&batch)
-                        .and_then(|t| outputs_from_tensors(&t, batch.len(), &spec));
+                    let result = onnx.run(&batch).and_then(|t| {
+                        outputs_from_tensors(&t, batch.len(), &spec).map_err(|e| e.to_string())
+                    });
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     if result.is_err() {
                         errors.inc();
@@ -168,7 +199,7 @@ impl Scorer {
                     gauge.set(left.max(0));
                 }
             })
-            .map_err(|e| format!("cannot start the shadow thread: {e}"))?;
+            .map_err(ShadowError::Thread)?;
         Ok(Scorer {
             tx,
             depth,

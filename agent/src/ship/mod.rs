@@ -6,10 +6,11 @@
 //! spool drops its oldest files (counted) when full. On shutdown what could
 //! not be sent within the deadline goes to the spool or is counted.
 
+mod spool;
+
 use std::collections::VecDeque;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use driftwatch_protocol::{Event, EventBatch};
 
 use crate::config::Collector;
 use crate::metrics::Metrics;
+use spool::Spool;
 
 /// First retry delay; doubled per failure up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -29,7 +31,7 @@ pub struct Shipper {
     token: Option<String>,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
-    spool_seq: AtomicU64,
+    spool: Option<Spool>,
 }
 
 /// How a post went.
@@ -41,34 +43,27 @@ enum Posted {
     Refused(String),
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = enc.write_all(bytes);
-    enc.finish().unwrap_or_default()
+/// Why the shipper could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error("spool {}: {source}", path.display())]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
 }
 
-/// Spool files, oldest first, with the number of events each holds.
-fn spool_files(dir: &Path) -> Vec<(PathBuf, u64, u64)> {
-    let mut files: Vec<(PathBuf, u64, u64)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let path = e.path();
-            let name = path.file_name()?.to_str()?.to_string();
-            // spool-{millis}-{seq}-{events}.json.gz
-            let events = name
-                .strip_suffix(".json.gz")?
-                .rsplit('-')
-                .next()?
-                .parse()
-                .ok()?;
-            let bytes = e.metadata().ok()?.len();
-            Some((path, events, bytes))
-        })
-        .collect();
-    files.sort();
-    files
+/// A batch as it is posted (and spooled): gzipped `{"events": [...]}`.
+fn batch_body(events: &[Event]) -> Vec<u8> {
+    let json = serde_json::to_vec(&EventBatch {
+        events: events.to_vec(),
+    })
+    .unwrap_or_default();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = enc.write_all(&json);
+    enc.finish().unwrap_or_default()
 }
 
 impl Shipper {
@@ -76,26 +71,24 @@ impl Shipper {
         cfg: Collector,
         token: Option<String>,
         metrics: Arc<Metrics>,
-    ) -> Result<Shipper, String> {
-        if let Some(s) = &cfg.spool {
-            std::fs::create_dir_all(&s.path)
-                .map_err(|e| format!("spool {}: {e}", s.path.display()))?;
-        }
+    ) -> Result<Shipper, ShipError> {
+        let spool = match &cfg.spool {
+            Some(s) => Some(Spool::open(s, metrics.clone())?),
+            None => None,
+        };
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let shipper = Shipper {
+            .map_err(ShipError::Client)?;
+        Ok(Shipper {
             buffer: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),
             cfg,
             token,
             metrics,
             client,
-            spool_seq: AtomicU64::new(0),
-        };
-        shipper.publish_spool();
-        Ok(shipper)
+            spool,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
@@ -120,67 +113,13 @@ impl Shipper {
 
     /// Events that no longer fit in memory: to the spool, else dropped.
     fn spill(&self, events: Vec<Event>, reason: &str) {
-        let Some(spool) = &self.cfg.spool else {
-            self.metrics
+        match &self.spool {
+            Some(spool) => spool.write(&events, self.cfg.batch_events, reason),
+            None => self
+                .metrics
                 .events_dropped
                 .with_label_values(&[reason])
-                .inc_by(events.len() as u64);
-            return;
-        };
-        for chunk in events.chunks(self.cfg.batch_events) {
-            let body = gzip(
-                &serde_json::to_vec(&EventBatch {
-                    events: chunk.to_vec(),
-                })
-                .unwrap_or_default(),
-            );
-            // Room first: the oldest files go (their events counted).
-            let mut files = spool_files(&spool.path);
-            let mut used: u64 = files.iter().map(|f| f.2).sum();
-            while used + body.len() as u64 > spool.max_bytes && !files.is_empty() {
-                let (path, n, bytes) = files.remove(0);
-                if std::fs::remove_file(&path).is_ok() {
-                    used -= bytes;
-                    self.metrics
-                        .events_dropped
-                        .with_label_values(&["spool_full"])
-                        .inc_by(n);
-                }
-            }
-            if used + body.len() as u64 > spool.max_bytes {
-                self.metrics
-                    .events_dropped
-                    .with_label_values(&["spool_full"])
-                    .inc_by(chunk.len() as u64);
-                continue;
-            }
-            let seq = self.spool_seq.fetch_add(1, Ordering::Relaxed);
-            let name = format!(
-                "spool-{:015}-{seq:06}-{}.json.gz",
-                chrono::Utc::now().timestamp_millis(),
-                chunk.len()
-            );
-            let tmp = spool.path.join(format!(".{name}.tmp"));
-            let written = std::fs::write(&tmp, &body)
-                .and_then(|_| std::fs::rename(&tmp, spool.path.join(&name)));
-            if let Err(e) = written {
-                eprintln!(
-                    "error: cannot write the spool file {name}: {e}; {} events dropped",
-                    chunk.len()
-                );
-                self.metrics
-                    .events_dropped
-                    .with_label_values(&[reason])
-                    .inc_by(chunk.len() as u64);
-            }
-        }
-        self.publish_spool();
-    }
-
-    fn publish_spool(&self) {
-        if let Some(s) = &self.cfg.spool {
-            let bytes: u64 = spool_files(&s.path).iter().map(|f| f.2).sum();
-            self.metrics.spool_bytes.set(bytes as i64);
+                .inc_by(events.len() as u64),
         }
     }
 
@@ -254,23 +193,8 @@ impl Shipper {
     /// `batch_events` from memory. Returns the body, its event count, and
     /// the spool file or the events taken (to put back on failure).
     fn next_batch(&self) -> Option<(Vec<u8>, usize, Taken)> {
-        if let Some(s) = &self.cfg.spool {
-            if let Some((path, n, _)) = spool_files(&s.path).into_iter().next() {
-                match std::fs::read(&path) {
-                    Ok(body) => return Some((body, n as usize, Taken::File(path))),
-                    Err(e) => {
-                        eprintln!(
-                            "error: cannot read the spool file {}: {e}; it is dropped",
-                            path.display()
-                        );
-                        let _ = std::fs::remove_file(&path);
-                        self.metrics
-                            .events_dropped
-                            .with_label_values(&["spool_full"])
-                            .inc_by(n);
-                    }
-                }
-            }
+        if let Some((body, n, path)) = self.spool.as_ref().and_then(Spool::oldest) {
+            return Some((body, n, Taken::File(path)));
         }
         let events: Vec<Event> = {
             let mut b = self.lock();
@@ -282,12 +206,7 @@ impl Shipper {
         if events.is_empty() {
             return None;
         }
-        let body = gzip(
-            &serde_json::to_vec(&EventBatch {
-                events: events.clone(),
-            })
-            .unwrap_or_default(),
-        );
+        let body = batch_body(&events);
         Some((body, events.len(), Taken::Events(events)))
     }
 
@@ -340,10 +259,7 @@ impl Shipper {
             match posted {
                 Posted::Done => {
                     backoff = FIRST_BACKOFF;
-                    if let Taken::File(p) = taken {
-                        let _ = std::fs::remove_file(p);
-                        self.publish_spool();
-                    }
+                    self.done(taken);
                 }
                 Posted::Refused(why) => {
                     eprintln!("error: the collector refused a batch of {n} events for good: {why}");
@@ -351,10 +267,7 @@ impl Shipper {
                         .events_dropped
                         .with_label_values(&["refused_by_collector"])
                         .inc_by(n as u64);
-                    if let Taken::File(p) = taken {
-                        let _ = std::fs::remove_file(p);
-                        self.publish_spool();
-                    }
+                    self.done(taken);
                 }
                 Posted::Retry(why) => {
                     if let Taken::Events(events) = taken {
@@ -399,10 +312,14 @@ impl Shipper {
     }
 
     fn spooled(&self) -> bool {
-        self.cfg
-            .spool
-            .as_ref()
-            .is_some_and(|s| !spool_files(&s.path).is_empty())
+        self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// A batch that left for good: its spool file goes.
+    fn done(&self, taken: Taken) {
+        if let (Taken::File(p), Some(spool)) = (taken, &self.spool) {
+            spool.remove(&p);
+        }
     }
 }
 

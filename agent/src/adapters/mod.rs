@@ -1,0 +1,200 @@
+//! Protocol adapters: a request body becomes rows of features, a response
+//! body becomes output tensors, one adapter per protocol behind `Adapter`
+//! (`kserve_v2`, `tfserving`, `generic`). Output tensors, from a response
+//! or from the shadow model, are read by one function
+//! (`tensor::outputs_from_tensors`).
+
+pub mod generic;
+pub mod kserve_v2;
+pub mod tensor;
+pub mod tfserving;
+
+use std::collections::BTreeMap;
+
+use driftwatch_protocol::{FeatureValue, Output};
+use serde_json::Value;
+
+pub use tensor::{outputs_from_tensors, Data, OutputSpec, Tensor};
+
+use crate::config::{Model, Protocol};
+
+pub type Row = BTreeMap<String, FeatureValue>;
+
+/// Why a body could not be read (the body is forwarded unchanged either
+/// way; the reason is counted).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdapterError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not in the protocol's shape.
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl AdapterError {
+    /// The reason label of `driftwatch_agent_unparsed_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AdapterError::NotJson(_) => "not_json",
+            AdapterError::Shape(_) => "shape",
+        }
+    }
+}
+
+impl From<String> for AdapterError {
+    fn from(shape: String) -> AdapterError {
+        AdapterError::Shape(shape)
+    }
+}
+
+impl From<&str> for AdapterError {
+    fn from(shape: &str) -> AdapterError {
+        AdapterError::Shape(shape.to_string())
+    }
+}
+
+/// How one protocol's bodies are read.
+pub trait Adapter: Sync {
+    /// The rows of a request body.
+    fn rows(&self, model: &Model, body: &Value) -> Result<Vec<Row>, AdapterError>;
+    /// The output tensors of a response body to a request of `n` rows.
+    fn outputs(&self, model: &Model, body: &Value, n: usize) -> Result<Vec<Tensor>, AdapterError>;
+}
+
+/// The adapter of a protocol.
+pub fn adapter(protocol: Protocol) -> &'static dyn Adapter {
+    match protocol {
+        Protocol::KserveV2 => &kserve_v2::KserveV2,
+        Protocol::Tfserving => &tfserving::TfServing,
+        Protocol::Generic => &generic::Generic,
+    }
+}
+
+fn json(body: &[u8]) -> Result<Value, AdapterError> {
+    serde_json::from_slice(body).map_err(|e| AdapterError::NotJson(e.to_string()))
+}
+
+/// The rows of a request body.
+pub fn parse_request(model: &Model, body: &[u8]) -> Result<Vec<Row>, AdapterError> {
+    adapter(model.protocol).rows(model, &json(body)?)
+}
+
+/// The outputs of a response body, one per row (`n` rows).
+pub fn parse_response(model: &Model, body: &[u8], n: usize) -> Result<Vec<Output>, AdapterError> {
+    let tensors = adapter(model.protocol).outputs(model, &json(body)?, n)?;
+    outputs_from_tensors(&tensors, n, &OutputSpec::of(model, &model.outputs))
+}
+
+/// Nested arrays flattened row-major.
+pub(crate) fn flatten(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
+        other => out.push(other.clone()),
+    }
+}
+
+/// A JSON scalar as a feature value (anything else is missing).
+pub(crate) fn feature(v: &Value) -> FeatureValue {
+    match v {
+        Value::Number(n) => n.as_f64().map_or(FeatureValue::Null, FeatureValue::Number),
+        Value::String(s) => FeatureValue::String(s.clone()),
+        Value::Bool(b) => FeatureValue::Bool(*b),
+        _ => FeatureValue::Null,
+    }
+}
+
+/// Flattened JSON values as one tensor's data: all numbers (null is
+/// missing), all strings, or all booleans.
+pub(crate) fn tensor_data(values: &[Value], what: &str) -> Result<Data, String> {
+    // JSON has no NaN: a null among numbers is a missing value.
+    if values.iter().all(|v| v.is_number() || v.is_null()) && values.iter().any(Value::is_number) {
+        return Ok(Data::Num(
+            values
+                .iter()
+                .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                .collect(),
+        ));
+    }
+    if values.iter().all(|v| v.is_string()) {
+        return Ok(Data::Str(
+            values
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+        ));
+    }
+    if values.iter().all(|v| v.is_boolean()) {
+        return Ok(Data::Bool(
+            values.iter().filter_map(Value::as_bool).collect(),
+        ));
+    }
+    Err(format!("{what}: mixed or unsupported values"))
+}
+
+/// A row from a JSON value: an object's scalar fields, or a list's items
+/// named by `columns` (or `f0`, `f1`, ...).
+pub(crate) fn row_from_value(v: &Value, columns: Option<&[String]>) -> Result<Row, String> {
+    match v {
+        Value::Object(o) => Ok(o
+            .iter()
+            .filter(|(_, x)| !x.is_object() && !x.is_array())
+            .map(|(k, x)| (k.clone(), feature(x)))
+            .collect()),
+        Value::Array(items) => Ok(items
+            .iter()
+            .enumerate()
+            .map(|(j, x)| {
+                let name = columns
+                    .and_then(|c| c.get(j).cloned())
+                    .unwrap_or_else(|| format!("f{j}"));
+                (name, feature(x))
+            })
+            .collect()),
+        scalar => {
+            let name = columns
+                .and_then(|c| c.first().cloned())
+                .unwrap_or_else(|| "input".into());
+            Ok([(name, feature(scalar))].into())
+        }
+    }
+}
+
+/// Tensors from predictions given per row (TF Serving, generic): objects
+/// give one tensor per key; numbers, strings and lists one tensor `predictions`.
+pub(crate) fn tensors_from_rows(items: &[Value]) -> Result<Vec<Tensor>, String> {
+    let n = items.len();
+    let column = |name: &str, values: Vec<&Value>| -> Result<Tensor, String> {
+        let width = values
+            .first()
+            .and_then(|v| v.as_array())
+            .map_or(1, Vec::len);
+        let mut flat = Vec::new();
+        for v in &values {
+            if v.as_array().map_or(1, Vec::len) != width {
+                return Err(format!("output `{name}`: rows of different lengths"));
+            }
+            flatten(v, &mut flat);
+        }
+        let shape = if width == 1 && !values.first().is_some_and(|v| v.is_array()) {
+            vec![n]
+        } else {
+            vec![n, width]
+        };
+        Ok(Tensor {
+            name: name.to_string(),
+            shape,
+            data: tensor_data(&flat, &format!("output `{name}`"))?,
+        })
+    };
+    if items.first().is_some_and(Value::is_object) {
+        let keys: Vec<String> = items[0]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.iter()
+            .map(|k| column(k, items.iter().map(|v| &v[k.as_str()]).collect()))
+            .collect()
+    } else {
+        Ok(vec![column("predictions", items.iter().collect())?])
+    }
+}

@@ -1,0 +1,363 @@
+//! The reverse proxy in front of the champion: what its two paths share.
+//! Ordinary HTTP/1.1 requests take the lean fast path (`fast`, with its
+//! message framing in `http1`), everything else goes through hyper
+//! (`hyper`), which also hands `/_driftwatch/` and mirror traffic to the
+//! tap. Both route a request to its model, find its request id, call the
+//! champion within `upstream_timeout`, and record the answer the same way
+//! (`State::proxied`): the champion's latency, the latency the agent
+//! added, the observation, and the span. The champion's answer goes back
+//! before anything is parsed.
+
+pub mod fast;
+pub mod http1;
+pub mod hyper;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::hyper::{StatusCode, Uri};
+use bytes::Bytes;
+use driftwatch_telemetry::Telemetry;
+
+use crate::config::{Config, Model};
+use crate::metrics::Metrics;
+use crate::observe::{Observation, Observer};
+use crate::tap::Tap;
+
+/// A configured model as the proxy routes it, with its upstream parsed.
+pub struct Target {
+    pub cfg: Model,
+    pub(crate) upstream: Option<Uri>,
+}
+
+impl Target {
+    fn new(cfg: Model) -> Result<Target, ProxyError> {
+        let upstream = match &cfg.upstream {
+            Some(u) => Some(
+                u.parse::<Uri>()
+                    .ok()
+                    .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some())
+                    .ok_or_else(|| ProxyError::Upstream {
+                        model: cfg.name.clone(),
+                        url: u.clone(),
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Target { cfg, upstream })
+    }
+}
+
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("model {model}: upstream {url:?} is not an http://host:port URL")]
+    Upstream { model: String, url: String },
+}
+
+struct ModelMetrics {
+    upstream_latency: prometheus::Histogram,
+    added_latency: prometheus::Histogram,
+    ok: prometheus::IntCounter,
+}
+
+/// Everything the traffic threads share.
+pub struct State {
+    pub config: Config,
+    pub models: Vec<Target>,
+    pub metrics: Arc<Metrics>,
+    /// Each model's latency histograms and count of 200s, looked up once.
+    per_model: Vec<ModelMetrics>,
+    /// Where seen inferences go to become events.
+    pub observer: Observer,
+    /// Mirror and KServe logger traffic.
+    pub tap: Arc<Tap>,
+    ids: AtomicU64,
+    /// Request spans (OTLP), when configured.
+    pub telemetry: Telemetry,
+}
+
+impl State {
+    /// The proxy's state for the configured models; an upstream that is
+    /// not an `http://host:port` URL is refused.
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        observer: Observer,
+        tap: Arc<Tap>,
+        telemetry: Telemetry,
+    ) -> Result<Arc<State>, ProxyError> {
+        let models = config
+            .models
+            .iter()
+            .cloned()
+            .map(Target::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_model = models
+            .iter()
+            .map(|m| {
+                let name = m.cfg.name.as_str();
+                ModelMetrics {
+                    upstream_latency: metrics.upstream_latency.with_label_values(&[name]),
+                    added_latency: metrics.added_latency.with_label_values(&[name]),
+                    ok: metrics.requests.with_label_values(&[name, "200"]),
+                }
+            })
+            .collect();
+        Ok(Arc::new(State {
+            config,
+            models,
+            per_model,
+            metrics,
+            observer,
+            tap,
+            ids: AtomicU64::new(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64),
+            telemetry,
+        }))
+    }
+
+    /// A fresh request id: 32 hex digits from a counter scrambled by splitmix64.
+    fn new_id(&self) -> String {
+        let mut z = self.ids.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        let mut mix = || {
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        };
+        format!("{:016x}{:016x}", mix(), mix())
+    }
+
+    /// The request id: `x-request-id`, the trace and parent ids of a
+    /// `traceparent`, the configured header, or a new one. `header` looks
+    /// a request header up by name.
+    pub(crate) fn request_id<'h>(
+        &self,
+        header: impl Fn(&str) -> Option<&'h str>,
+        model: &Model,
+    ) -> String {
+        let get = |name: &str| {
+            header(name)
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= 200)
+        };
+        if let Some(id) = get("x-request-id") {
+            return id.to_string();
+        }
+        if let Some(tp) = get("traceparent") {
+            let parts: Vec<&str> = tp.split('-').collect();
+            if parts.len() == 4 && parts[1].len() == 32 && parts[2].len() == 16 {
+                return format!("{}-{}", parts[1], parts[2]);
+            }
+        }
+        if let Some(id) = model.request_id_header.as_deref().and_then(get) {
+            return id.to_string();
+        }
+        self.new_id()
+    }
+
+    /// The model whose `host` or longest `route` prefix matches.
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        if let Some(i) = self
+            .models
+            .iter()
+            .position(|m| m.cfg.host.is_some() && m.cfg.host.as_deref() == host)
+        {
+            return Some(i);
+        }
+        self.models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.cfg.host.is_none() && path.starts_with(m.cfg.route.as_str()))
+            .max_by_key(|(_, m)| m.cfg.route.len())
+            .map(|(i, _)| i)
+    }
+
+    /// Counts a request by its model (`None`: routed to none) and the
+    /// status the client got.
+    pub(crate) fn count(&self, model: Option<usize>, status: StatusCode) {
+        match model {
+            Some(mi) if status == StatusCode::OK => self.per_model[mi].ok.inc(),
+            _ => {
+                let name = model.map_or("", |mi| self.models[mi].cfg.name.as_str());
+                self.metrics.count_request(name, status.as_str());
+            }
+        }
+    }
+
+    /// What both proxy paths record of a request once it is answered: the
+    /// champion's latency, the latency the agent added, the observation
+    /// (when the request body was read) and, when tracing, the span.
+    pub(crate) fn proxied(&self, p: Proxied<'_>) {
+        let metrics = &self.per_model[p.mi];
+        metrics
+            .upstream_latency
+            .observe(p.upstream_time.as_secs_f64());
+        if let Some(request) = p.request {
+            self.observer.observe(Observation {
+                model: p.mi,
+                request_id: p.id.to_string(),
+                timestamp: p.timestamp,
+                request,
+                response: p.answer,
+                champion_ms: Some(p.upstream_time.as_secs_f64() * 1000.0),
+            });
+        }
+        let added = p.started.elapsed().saturating_sub(p.upstream_time);
+        metrics.added_latency.observe(added.as_secs_f64());
+        if let Some(trace) = p.trace {
+            let name = self.models[p.mi].cfg.name.as_str();
+            request_span(self, name, p.id, trace, p.status, p.upstream, p.target);
+        }
+    }
+}
+
+/// One proxied request, answered (see `State::proxied`).
+pub(crate) struct Proxied<'a> {
+    pub mi: usize,
+    pub id: &'a str,
+    pub timestamp: String,
+    /// The request body, when it was read whole.
+    pub request: Option<Bytes>,
+    /// The champion's status and body, or why there is none.
+    pub answer: Option<Result<(u16, Bytes), String>>,
+    pub upstream_time: Duration,
+    /// When the agent had the request's head.
+    pub started: Instant,
+    pub status: StatusCode,
+    pub trace: Option<Trace>,
+    /// The upstream and the path and query the request had (for the span).
+    pub upstream: &'a Uri,
+    pub target: &'a str,
+}
+
+/// A request's trace context, taken only when spans are exported.
+pub(crate) struct Trace {
+    parent: Option<String>,
+    path: String,
+    method: String,
+    start: std::time::SystemTime,
+}
+
+impl Trace {
+    /// The caller's `traceparent`, the request's path and method, and the
+    /// wall-clock time of `started`; `None` unless tracing.
+    pub(crate) fn start(
+        state: &State,
+        started: Instant,
+        parent: Option<&str>,
+        path: &str,
+        method: &str,
+    ) -> Option<Trace> {
+        state.telemetry.tracing().then(|| Trace {
+            parent: parent.map(str::to_string),
+            path: path.to_string(),
+            method: method.to_string(),
+            start: std::time::SystemTime::now() - started.elapsed(),
+        })
+    }
+}
+
+/// Runs a call to the champion within `timeout`: its result, or the status
+/// the client gets instead (502 when the call failed, 504 when it did not
+/// answer in time) and why.
+/// Why the champion gave no answer; the client gets its status.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} failed: {cause}")]
+    Failed { upstream: String, cause: String },
+    #[error("upstream {upstream} did not answer within {ms} ms")]
+    Timeout { upstream: String, ms: u128 },
+}
+
+impl UpstreamError {
+    /// 502 when the call failed, 504 when it did not answer in time.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::Failed { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// Runs a call to the champion within `timeout`: its result, or why not.
+pub(crate) async fn call_upstream<T, E: std::fmt::Display>(
+    upstream: &Uri,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, UpstreamError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(UpstreamError::Failed {
+            upstream: upstream.to_string(),
+            cause: e.to_string(),
+        }),
+        Err(_) => Err(UpstreamError::Timeout {
+            upstream: upstream.to_string(),
+            ms: timeout.as_millis(),
+        }),
+    }
+}
+
+pub(crate) fn upstream_target(upstream: &Uri, path_and_query: &str) -> String {
+    format!(
+        "{}://{}{}{path_and_query}",
+        upstream.scheme_str().unwrap_or("http"),
+        upstream.authority().map_or("", |a| a.as_str()),
+        upstream_base(upstream)
+    )
+}
+
+/// The upstream URL's path, prefixed to every request's path.
+pub(crate) fn upstream_base(upstream: &Uri) -> &str {
+    upstream.path().trim_end_matches('/')
+}
+
+pub(crate) fn response_too_large(state: &State, model: &str) -> String {
+    state
+        .metrics
+        .unparsed
+        .with_label_values(&[model, "response", "too_large"])
+        .inc();
+    "the response was larger than max_body_bytes".to_string()
+}
+
+/// The span of one proxied request, a child of the caller's `traceparent`.
+fn request_span(
+    state: &State,
+    model: &str,
+    id: &str,
+    trace: Trace,
+    status: StatusCode,
+    upstream: &Uri,
+    path_and_query: &str,
+) {
+    let target = upstream_target(upstream, path_and_query);
+    use driftwatch_telemetry::{KeyValue, SpanKind};
+    let Trace {
+        parent,
+        path,
+        method,
+        start,
+    } = trace;
+    let error = (status.is_server_error()).then(|| format!("HTTP {}", status.as_u16()));
+    state.telemetry.span(
+        format!("proxy {model}"),
+        SpanKind::Server,
+        parent.as_deref(),
+        start,
+        std::time::SystemTime::now(),
+        vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+            KeyValue::new("url.path", path),
+            KeyValue::new("driftwatch.upstream", target),
+            KeyValue::new("driftwatch.model", model.to_string()),
+            KeyValue::new("driftwatch.request_id", id.to_string()),
+        ],
+        error,
+    );
+}
