@@ -10,25 +10,18 @@
 //! query of every dashboard in dashboards/ parses and returns series from
 //! that Prometheus.
 
-#[path = "../collector/tests/common/receiver.rs"]
-#[allow(dead_code)]
-mod receiver;
-
-#[path = "../collector/tests/common/mail.rs"]
-mod mail;
-
-#[path = "support.rs"]
-#[allow(dead_code)]
-mod support;
+use driftwatch_testkit::process as support;
+use driftwatch_testkit::{mail, receiver};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use driftwatch_testkit::repo;
 use hmac::{Hmac, Mac};
 use mail::mails;
 use serde_json::Value;
-use support::{bin, encode, free_port, get_json, http, metric, repo, wait_until, write, Proc};
+use support::{bin, encode, free_port, get_json, http, metric, wait_until, write, Proc};
 
 const HMAC_SECRET: &str = "e2e-secret";
 
@@ -142,7 +135,7 @@ models:
 
 #[test]
 fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
-    let dir = std::env::temp_dir().join(format!("dw-e2e-{}", std::process::id()));
+    let dir = driftwatch_testkit::temp_dir("e2e");
     let _ = std::fs::remove_dir_all(&dir);
     let inbox = dir.join("inbox");
     std::fs::create_dir_all(&inbox).expect("temp dir");
@@ -510,7 +503,7 @@ fn label_values(
 
 #[test]
 fn the_dashboards_are_what_build_py_writes_and_provisioning_names_them() {
-    let dir = std::env::temp_dir().join(format!("dw-dash-{}", std::process::id()));
+    let dir = driftwatch_testkit::temp_dir("dash");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     // build.py writes next to itself: run a copy, compare with the committed files.
@@ -574,7 +567,7 @@ fn the_dashboards_are_what_build_py_writes_and_provisioning_names_them() {
 
 #[test]
 fn the_demo_config_and_rules_load_in_the_collector() {
-    let dir = std::env::temp_dir().join(format!("dw-demo-{}", std::process::id()));
+    let dir = driftwatch_testkit::temp_dir("demo");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut cmd = Command::new(bin("driftwatch"));

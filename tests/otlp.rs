@@ -5,23 +5,19 @@
 //! `traceparent`; the collector's spans cover ingest, rule evaluation and
 //! notification delivery; both export their Prometheus metrics.
 
-#[path = "../collector/tests/common/receiver.rs"]
-#[allow(dead_code)]
-mod receiver;
-
-#[path = "support.rs"]
-#[allow(dead_code)]
-mod support;
+use driftwatch_testkit::process as support;
+use driftwatch_testkit::receiver;
 
 use std::process::Command;
 use std::time::Duration;
 
+use driftwatch_testkit::repo;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
-use support::{http_request, repo, wait_until, write, Proc};
+use support::{http_request, wait_until, write, Proc};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -86,7 +82,7 @@ fn terminate(p: &mut Proc) {
 
 #[test]
 fn the_collector_and_the_agent_export_traces_and_metrics_over_otlp() {
-    let dir = support::temp_dir("otlp");
+    let dir = driftwatch_testkit::temp_dir("otlp");
     let hook = receiver::Receiver::start(&[]);
     write(
         &dir.join("rules.yaml"),
@@ -231,7 +227,7 @@ fn the_collector_and_the_agent_export_traces_and_metrics_over_otlp() {
 
 #[test]
 fn an_unreachable_otlp_endpoint_is_logged_once_and_counted() {
-    let dir = support::temp_dir("otlp-down");
+    let dir = driftwatch_testkit::temp_dir("otlp-down");
     let closed = format!("http://127.0.0.1:{}", support::free_port());
     let config = dir.join("collector.yaml");
     write(

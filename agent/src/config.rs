@@ -473,7 +473,7 @@ mod tests {
 
     #[test]
     fn mistakes_name_their_place_and_cross_checks_come_together() {
-        let dir = std::env::temp_dir().join(format!("dw-agent-config-{}", std::process::id()));
+        let dir = driftwatch_testkit::temp_dir("agent-config");
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("agent.yaml");
         std::fs::write(

@@ -24,7 +24,7 @@ fn the_deployed_agent_config_loads_and_its_paths_exist_in_the_image_and_mounts()
         .iter()
         .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "driftwatch-agent-config")
         .expect("the agent's ConfigMap");
-    let dir = std::env::temp_dir().join(format!("dw-deploy-{}", std::process::id()));
+    let dir = driftwatch_testkit::temp_dir("deploy");
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("agent.yaml");
     std::fs::write(

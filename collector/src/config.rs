@@ -478,7 +478,7 @@ mod tests {
 
     #[test]
     fn yaml_errors_name_line_and_column() {
-        let dir = std::env::temp_dir().join(format!("dw-config-{}", std::process::id()));
+        let dir = driftwatch_testkit::temp_dir("config");
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("bad.yaml");
         std::fs::write(

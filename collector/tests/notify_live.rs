@@ -14,9 +14,9 @@ use std::time::Duration;
 use common::examples::{
     args_with_rules, drifted_features, events_with_ids, example, post_examples, run_cli,
 };
-use common::mail::mails;
-use common::receiver::Receiver;
 use common::server::Server;
+use driftwatch_testkit::mail::mails;
+use driftwatch_testkit::receiver::Receiver;
 use serde_json::Value;
 
 fn repo(path: &str) -> PathBuf {

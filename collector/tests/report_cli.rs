@@ -21,10 +21,7 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("driftwatch-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
+        Dir(driftwatch_testkit::temp_dir(tag))
     }
 
     fn file(&self, name: &str, contents: &[u8]) -> PathBuf {

@@ -383,7 +383,7 @@ fn bad_events_are_refused_one_by_one_and_counted() {
 
 #[test]
 fn limits_and_tokens_hold() {
-    let dir = std::env::temp_dir().join(format!("dw-serve-{}", std::process::id()));
+    let dir = driftwatch_testkit::temp_dir("serve");
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("collector.yaml");
     std::fs::write(
@@ -481,7 +481,7 @@ fn limits_and_tokens_hold() {
 
 #[test]
 fn a_broken_config_is_refused_with_its_location() {
-    let dir = std::env::temp_dir().join(format!("dw-badconf-{}", std::process::id()));
+    let dir = driftwatch_testkit::temp_dir("badconf");
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("bad.yaml");
     std::fs::write(

@@ -6,29 +6,19 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
+pub use driftwatch_testkit::{ort_library, repo};
 
-mod ort;
-pub use ort::ort_library;
-
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
+/// A fresh directory for an agent's files.
 pub fn temp_dir() -> PathBuf {
-    let n = NEXT_DIR.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("dw-agent-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    driftwatch_testkit::temp_dir("agent")
 }
 
 #[derive(Debug, Clone)]

@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_database_from_a_newer_version_is_refused() {
-        let dir = std::env::temp_dir().join(format!("dw-store-newer-{}", std::process::id()));
+        let dir = driftwatch_testkit::temp_dir("store-newer");
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("t.db");
         let _ = std::fs::remove_file(&path);
@@ -382,7 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn duplicates_are_refused_and_events_survive_reopening() {
-        let dir = std::env::temp_dir().join(format!("dw-store-{}", std::process::id()));
+        let dir = driftwatch_testkit::temp_dir("store");
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("t.db");
         let _ = std::fs::remove_file(&path);

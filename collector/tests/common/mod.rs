@@ -3,6 +3,4 @@
 
 pub mod examples;
 pub mod gen;
-pub mod mail;
-pub mod receiver;
 pub mod server;

@@ -5,7 +5,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,15 +16,9 @@ pub struct Server {
     owned_dir: Option<PathBuf>,
 }
 
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
 /// A fresh directory for a test database.
 pub fn temp_db_dir() -> PathBuf {
-    let n = NEXT_DB.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("dw-db-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp db dir");
-    dir
+    driftwatch_testkit::temp_dir("db")
 }
 
 impl Server {

@@ -36,7 +36,7 @@ mod tests {
 
     #[test]
     fn concurrent_deliveries_to_a_log_file_write_whole_lines() {
-        let dir = std::env::temp_dir().join(format!("dw-log-{}", std::process::id()));
+        let dir = driftwatch_testkit::temp_dir("log");
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("notifications.jsonl");
         let _ = std::fs::remove_file(&path);

@@ -1,5 +1,6 @@
-//! What the end-to-end tests share: the workspace's binaries, child
-//! processes with their output in a log file, plain HTTP, waiting.
+//! The workspace's real binaries as child processes with their output in
+//! a log file (the collector, the example champion, the agent started as a
+//! user would), plain HTTP to them, and waiting for what they print.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -9,18 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// A fresh directory under the system's temp dir for one test.
-pub fn temp_dir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dw-{what}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-pub fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
 
 /// A binary of the workspace, next to this test's own directory
 /// (`target/debug/deps/e2e-HASH` → `target/debug/NAME`).
@@ -39,9 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-#[path = "../agent/tests/common/ort.rs"]
-mod ort;
-use ort::ort_library;
+use crate::{ort_library, repo};
 
 /// A child process writing stdout and stderr to `DIR/NAME.log`, killed on drop.
 pub struct Proc {
