@@ -1,9 +1,9 @@
 //! The agent's Prometheus metrics (`driftwatch_agent_*`; the names in
 //! DESIGN.md are a contract, the others are added by this crate).
 
+use driftwatch_telemetry::register_metric as register;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 pub struct Metrics {
@@ -29,15 +29,11 @@ pub struct Metrics {
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
-    r.register(Box::new(c.clone())).expect("registered once");
-    c
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
-    r.register(Box::new(g.clone())).expect("registered once");
-    g
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
 }
 
 fn histogram(
@@ -47,13 +43,13 @@ fn histogram(
     labels: &[&str],
     buckets: &[f64],
 ) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
+    register(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        ),
     )
-    .expect("metric definition");
-    r.register(Box::new(h.clone())).expect("registered once");
-    h
 }
 
 /// 20 µs to 50 ms: what a proxy adds.
@@ -65,40 +61,41 @@ const UPSTREAM: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-impl Metrics {
-    pub fn new() -> Metrics {
+impl Default for Metrics {
+    /// Every metric, registered.
+    fn default() -> Metrics {
         let r = Registry::new();
-        let batch = Histogram::with_opts(
-            HistogramOpts::new(
-                "driftwatch_agent_shadow_batch_rows",
-                "Rows per shadow inference batch",
-            )
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-        )
-        .expect("metric definition");
-        r.register(Box::new(batch.clone()))
-            .expect("registered once");
-        let buffered = IntGauge::new(
-            "driftwatch_agent_buffered_events",
-            "Events waiting in memory to be shipped",
-        )
-        .expect("metric definition");
-        r.register(Box::new(buffered.clone()))
-            .expect("registered once");
-        let spool_bytes = IntGauge::new(
-            "driftwatch_agent_spool_bytes",
-            "Bytes of events waiting in the disk spool",
-        )
-        .expect("metric definition");
-        r.register(Box::new(spool_bytes.clone()))
-            .expect("registered once");
-        let shipped = prometheus::IntCounter::new(
-            "driftwatch_agent_events_shipped_total",
-            "Events the collector accepted",
-        )
-        .expect("metric definition");
-        r.register(Box::new(shipped.clone()))
-            .expect("registered once");
+        let batch = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "driftwatch_agent_shadow_batch_rows",
+                    "Rows per shadow inference batch",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            ),
+        );
+        let buffered = register(
+            &r,
+            IntGauge::new(
+                "driftwatch_agent_buffered_events",
+                "Events waiting in memory to be shipped",
+            ),
+        );
+        let spool_bytes = register(
+            &r,
+            IntGauge::new(
+                "driftwatch_agent_spool_bytes",
+                "Bytes of events waiting in the disk spool",
+            ),
+        );
+        let shipped = register(
+            &r,
+            prometheus::IntCounter::new(
+                "driftwatch_agent_events_shipped_total",
+                "Events the collector accepted",
+            ),
+        );
         Metrics {
             requests: counter(
                 &r,
@@ -175,7 +172,9 @@ impl Metrics {
             registry: r,
         }
     }
+}
 
+impl Metrics {
     /// Counts a traffic request by model (empty: routed to none) and status.
     pub fn count_request(&self, model: &str, status: &str) {
         self.requests.with_label_values(&[model, status]).inc();
@@ -184,17 +183,5 @@ impl Metrics {
     /// The registry, for the OTLP export of the same metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
     }
 }

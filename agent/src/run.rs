@@ -67,7 +67,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     background: tokio::runtime::Handle,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::default());
     let watched = config
         .models
         .iter()
@@ -246,7 +246,9 @@ async fn serve_admin(state: Arc<State>, listener: std::net::TcpListener) {
 async fn admin(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(match req.uri().path() {
         "/metrics" => {
-            let mut r = Response::new(full(state.metrics.render()));
+            let mut r = Response::new(full(driftwatch_telemetry::render_metrics(
+                state.metrics.registry(),
+            )));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -22,6 +22,36 @@ fn config(upstream: &str, collector: &str, extra: &str, collector_extra: &str) -
     )
 }
 
+/// A TF Serving stand-in answering `predictions`, a collector stand-in,
+/// and the agent in front of it with `extra` model lines and
+/// `collector_extra`.
+fn tfserving(predictions: &str, extra: &str, collector_extra: &str) -> (Mini, Collector, Agent) {
+    let body = format!(r#"{{"predictions": {predictions}}}"#).into_bytes();
+    let upstream = Mini::start(move |_| (200, body.clone(), Duration::ZERO));
+    let collector = Collector::start();
+    let agent = Agent::start(&config(
+        &upstream.addr,
+        &collector.url(),
+        &format!("    protocol: tfserving\n{extra}"),
+        collector_extra,
+    ));
+    (upstream, collector, agent)
+}
+
+/// The example champion, a collector stand-in, and the agent in front of
+/// the champion with the challenger as its shadow (`extra` shadow lines).
+fn challenger(extra: &str) -> (Champion, Collector, Agent) {
+    let champion = Champion::start();
+    let collector = Collector::start();
+    let agent = Agent::start(&config(
+        &champion.addr,
+        &collector.url(),
+        &shadow("examples/credit/challenger.onnx", extra),
+        "",
+    ));
+    (champion, collector, agent)
+}
+
 fn shadow(path: &str, extra: &str) -> String {
     format!(
         "    shadow:\n      path: {}\n      version: v4\n      inputs: {INPUTS}\n{extra}",
@@ -53,14 +83,7 @@ fn rows_of(e: &Value) -> (Vec<String>, Vec<Vec<f64>>) {
 
 #[test]
 fn proxied_requests_are_teed_and_scored_like_python_onnxruntime() {
-    let champion = Champion::start();
-    let collector = Collector::start();
-    let agent = Agent::start(&config(
-        &champion.addr,
-        &collector.url(),
-        &shadow("examples/credit/challenger.onnx", ""),
-        "",
-    ));
+    let (champion, collector, agent) = challenger("");
     let e = expected();
     let (features, rows) = rows_of(&e);
     let body = kserve_request(&features, &rows);
@@ -80,9 +103,7 @@ fn proxied_requests_are_teed_and_scored_like_python_onnxruntime() {
     assert_eq!(proxied.status, 200);
     assert_eq!(proxied.body, direct.body);
     assert_eq!(proxied.header("x-request-id"), Some("batch-1"));
-    wait_for(Duration::from_secs(10), "32 events", || {
-        collector.events().len() == 32
-    });
+    collector.wait_for_events(32);
     let mut events = collector.events();
     events.sort_by_key(|v| {
         v["request_id"]
@@ -121,13 +142,7 @@ fn proxied_requests_are_teed_and_scored_like_python_onnxruntime() {
         agent.metric("driftwatch_agent_shadow_up", &[("model", "credit")]),
         1.0
     );
-    assert_eq!(
-        agent.metric(
-            "driftwatch_agent_requests_total",
-            &[("model", "credit"), ("code", "200")]
-        ),
-        1.0
-    );
+    assert_eq!(agent.requests("200"), 1.0);
     assert!(
         agent.metric(
             "driftwatch_agent_added_latency_seconds_count",
@@ -142,14 +157,8 @@ fn proxied_requests_are_teed_and_scored_like_python_onnxruntime() {
 
 #[test]
 fn request_ids_are_taken_or_made_and_always_returned() {
-    let upstream = Mini::start(|_| (200, br#"{"predictions": [0.5]}"#.to_vec(), Duration::ZERO));
-    let collector = Collector::start();
-    let agent = Agent::start(&config(
-        &upstream.addr,
-        &collector.url(),
-        "    protocol: tfserving\n    request_id_header: x-correlation-id\n",
-        "",
-    ));
+    let (upstream, collector, agent) =
+        tfserving("[0.5]", "    request_id_header: x-correlation-id\n", "");
     let body = br#"{"instances": [{"age": 40}]}"#;
     let made = agent.post("/v1/models/credit:predict", &[], body);
     let id = made.header("x-request-id").expect("an id").to_string();
@@ -190,14 +199,8 @@ fn request_ids_are_taken_or_made_and_always_returned() {
         seen.contains(&id) && seen.contains(&"corr-7".to_string()),
         "{seen:?}"
     );
-    wait_for(Duration::from_secs(10), "4 events", || {
-        collector.events().len() == 4
-    });
-    let ids: BTreeSet<String> = collector
-        .events()
-        .iter()
-        .map(|e| e["request_id"].as_str().expect("id").to_string())
-        .collect();
+    collector.wait_for_events(4);
+    let ids = collector.request_ids();
     assert!(ids.contains(&id) && ids.contains("corr-7"));
     assert_eq!(collector.events()[0]["champion"]["value"], 0.5);
 }
@@ -240,9 +243,7 @@ fn upstream_failures_reach_the_client_clearly_and_are_counted() {
         refused.body
     );
     // Each is an event whose champion output carries the error.
-    wait_for(Duration::from_secs(10), "3 events", || {
-        collector.events().len() == 3
-    });
+    collector.wait_for_events(3);
     let errors: Vec<String> = collector
         .events()
         .iter()
@@ -253,14 +254,8 @@ fn upstream_failures_reach_the_client_clearly_and_are_counted() {
         errors.iter().any(|e| e.contains("did not answer")),
         "{errors:?}"
     );
-    assert_eq!(
-        agent.metric("driftwatch_agent_requests_total", &[("code", "504")]),
-        1.0
-    );
-    assert_eq!(
-        down.metric("driftwatch_agent_requests_total", &[("code", "502")]),
-        1.0
-    );
+    assert_eq!(agent.requests("504"), 1.0);
+    assert_eq!(down.requests("502"), 1.0);
 }
 
 #[test]
@@ -314,8 +309,7 @@ fn a_missing_corrupt_or_misshapen_shadow_leaves_the_agent_proxying() {
     let champion = Champion::start();
     let collector = Collector::start();
     let dir = common::temp_dir();
-    let corrupt = dir.join("corrupt.onnx");
-    std::fs::write(&corrupt, b"not an onnx model").expect("write");
+    let corrupt = driftwatch_testkit::file(&dir, "corrupt.onnx", b"not an onnx model");
     let cases = [
         (
             dir.join("missing.onnx").display().to_string(),
@@ -376,27 +370,16 @@ fn a_missing_corrupt_or_misshapen_shadow_leaves_the_agent_proxying() {
         agent.post("/v2/models/credit/infer", &[], &body).status,
         200
     );
-    wait_for(Duration::from_secs(10), "events without a shadow", || {
-        collector.events().len() == 3
-    });
+    collector.wait_for_events(3);
     assert!(collector.events().iter().all(|e| e.get("shadow").is_none()));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_shadow_slower_than_the_traffic_is_shed_and_the_champion_is_unaffected() {
-    let champion = Champion::start();
-    let collector = Collector::start();
     // One row in the queue at most, one row per batch.
-    let agent = Agent::start(&config(
-        &champion.addr,
-        &collector.url(),
-        &shadow(
-            "examples/credit/challenger.onnx",
-            "      queue: 1\n      max_batch: 1\n      max_wait: 0ms\n",
-        ),
-        "",
-    ));
+    let (_champion, collector, agent) =
+        challenger("      queue: 1\n      max_batch: 1\n      max_wait: 0ms\n");
     let e = expected();
     let (features, rows) = rows_of(&e);
     let body = kserve_request(&features, &rows[..1]);
@@ -421,9 +404,7 @@ fn a_shadow_slower_than_the_traffic_is_shed_and_the_champion_is_unaffected() {
         statuses.iter().all(|s| *s == 200),
         "every champion answer arrived"
     );
-    wait_for(Duration::from_secs(10), "an event per request", || {
-        collector.events().len() == n
-    });
+    collector.wait_for_events(n);
     let shed = agent.metric("driftwatch_agent_shadow_shed_total", &[("model", "credit")]);
     let scored = collector
         .events()
@@ -463,12 +444,7 @@ fn events_wait_for_a_collector_that_is_down_and_arrive_when_it_returns() {
     // The collector comes back on the same address.
     let collector = Collector::start_on(&addr);
     wait_for(Duration::from_secs(40), "the buffered events", || {
-        collector
-            .events()
-            .iter()
-            .filter_map(|e| e["request_id"].as_str().map(String::from))
-            .collect::<BTreeSet<_>>()
-            == ids
+        collector.request_ids() == ids
     });
     assert_eq!(
         agent.metric("driftwatch_agent_events_dropped_total", &[]),
@@ -523,12 +499,7 @@ fn a_full_buffer_spills_to_the_spool_which_survives_a_restart() {
     let _keep = (second, agent);
     let want: BTreeSet<String> = (0..30).map(|i| format!("sp-{i}")).collect();
     wait_for(Duration::from_secs(30), "every spooled event", || {
-        collector
-            .events()
-            .iter()
-            .filter_map(|e| e["request_id"].as_str().map(String::from))
-            .collect::<BTreeSet<_>>()
-            == want
+        collector.request_ids() == want
     });
 }
 
@@ -611,9 +582,7 @@ fn kserve_logger_cloudevents_and_mirrored_copies_are_joined() {
         &request,
     );
     ce_lone(&agent, response);
-    wait_for(Duration::from_secs(10), "3 events", || {
-        collector.events().len() == 3
-    });
+    collector.wait_for_events(3);
     let by_id = |id: &str| {
         collector
             .events()
@@ -653,14 +622,7 @@ fn ce_lone(agent: &Agent, body: &[u8]) {
 
 #[test]
 fn sampling_ships_a_share_of_events_and_keeps_the_counters_exact() {
-    let upstream = Mini::start(|_| (200, br#"{"predictions": [1.0]}"#.to_vec(), Duration::ZERO));
-    let collector = Collector::start();
-    let agent = Agent::start(&config(
-        &upstream.addr,
-        &collector.url(),
-        "    protocol: tfserving\n",
-        "  sample_rate: 0.25\n",
-    ));
+    let (_upstream, collector, agent) = tfserving("[1.0]", "", "  sample_rate: 0.25\n");
     for _ in 0..200 {
         agent.post(
             "/v1/models/credit:predict",
@@ -668,13 +630,7 @@ fn sampling_ships_a_share_of_events_and_keeps_the_counters_exact() {
             br#"{"instances": [{"age": 40}]}"#,
         );
     }
-    assert_eq!(
-        agent.metric(
-            "driftwatch_agent_requests_total",
-            &[("model", "credit"), ("code", "200")]
-        ),
-        200.0
-    );
+    assert_eq!(agent.requests("200"), 200.0);
     wait_for(Duration::from_secs(10), "the sample shipped", || {
         let out = agent.metric(
             "driftwatch_agent_events_sampled_out_total",
@@ -713,9 +669,7 @@ fn multiclass_and_regression_shadows_read_like_python_onnxruntime() {
         ));
         let r = agent.post("/v2/models/credit/infer", &[("x-request-id", name)], &body);
         assert_eq!(r.status, 200);
-        wait_for(Duration::from_secs(10), "32 events", || {
-            collector.events().len() == 32
-        });
+        collector.wait_for_events(32);
         for ev in collector.events() {
             let id = ev["request_id"].as_str().expect("id");
             let i: usize = id
@@ -771,12 +725,7 @@ fn one_connection_carries_kept_alive_pipelined_and_handed_over_requests() {
         r.extend_from_slice(b"0\r\n\r\n");
         r
     };
-    let stream = std::net::TcpStream::connect(&agent.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = std::io::BufReader::new(stream);
+    let (mut writer, mut reader) = common::connect(&agent.addr);
     let mut replies = Vec::new();
     writer.write_all(&plain).expect("write");
     replies.push(common::read_reply(&mut reader));
@@ -797,23 +746,14 @@ fn one_connection_carries_kept_alive_pipelined_and_handed_over_requests() {
         ids.insert(r.header("x-request-id").expect("an id").to_string());
     }
     assert_eq!(ids.len(), 5, "each request its own id");
-    wait_for(Duration::from_secs(10), "5 events", || {
-        collector.events().len() == 5
-    });
-    let shipped: BTreeSet<String> = collector
-        .events()
-        .iter()
-        .map(|e| e["request_id"].as_str().expect("id").to_string())
-        .collect();
+    collector.wait_for_events(5);
+    let shipped = collector.request_ids();
     assert_eq!(shipped, ids);
     assert!(collector
         .events()
         .iter()
         .all(|e| e["features"]["age"] == 41.0 && e["champion"]["label"].is_string()));
-    assert_eq!(
-        agent.metric("driftwatch_agent_requests_total", &[("code", "200")]),
-        5.0
-    );
+    assert_eq!(agent.requests("200"), 5.0);
 }
 
 /// A champion answering in the framing its path names: `chunked` (chunks,
@@ -892,9 +832,7 @@ fn champion_answers_in_any_framing_reach_the_client_whole_and_are_read() {
     let empty = agent.post("/v1/models/credit/empty", &[], body);
     assert_eq!(empty.status, 204);
     assert!(empty.header("x-request-id").is_some());
-    wait_for(Duration::from_secs(10), "7 events", || {
-        collector.events().len() == 7
-    });
+    collector.wait_for_events(7);
     let mut values: Vec<f64> = collector
         .events()
         .iter()
@@ -902,10 +840,7 @@ fn champion_answers_in_any_framing_reach_the_client_whole_and_are_read() {
         .collect();
     values.sort_by(f64::total_cmp);
     assert_eq!(values, vec![0.125, 0.25, 0.5, 0.75, 0.75, 0.75]);
-    assert_eq!(
-        agent.metric("driftwatch_agent_requests_total", &[("code", "502")]),
-        0.0
-    );
+    assert_eq!(agent.requests("502"), 0.0);
 }
 
 #[test]
@@ -918,12 +853,7 @@ fn sigterm_closes_idle_kept_alive_connections_without_waiting_out_the_deadline()
         config(&champion.addr, &collector.url(), "", "")
     ));
     let body = kserve_request(&["age".to_string()], &[vec![52.0]]);
-    let stream = std::net::TcpStream::connect(&agent.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let mut reader = std::io::BufReader::new(stream);
+    let (mut writer, mut reader) = common::connect(&agent.addr);
     let mut request = format!(
         "POST /v2/models/credit/infer HTTP/1.1\r\nHost: agent\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -993,9 +923,7 @@ fn run_serves_given_listeners_until_its_shutdown_future_resolves() {
     let body = kserve_request(&["age".into()], &[vec![42.0]]);
     let reply = http(&traffic, "POST", "/v2/models/credit/infer", &[], &body);
     assert_eq!(reply.status, 200);
-    wait_for(Duration::from_secs(10), "the event shipped", || {
-        collector.events().len() == 1
-    });
+    collector.wait_for_events(1);
     stop.send(()).expect("running");
     let outcome = agent.join().expect("the agent's thread");
     assert!(outcome.is_ok(), "{outcome:?}");

@@ -26,12 +26,11 @@ fn the_deployed_agent_config_loads_and_its_paths_exist_in_the_image_and_mounts()
         .expect("the agent's ConfigMap");
     let dir = driftwatch_testkit::temp_dir("deploy");
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("agent.yaml");
-    std::fs::write(
-        &file,
+    let file = driftwatch_testkit::file(
+        &dir,
+        "agent.yaml",
         map["data"]["agent.yaml"].as_str().expect("agent.yaml"),
-    )
-    .expect("write");
+    );
     let config = Config::load(&file).expect("the deployed config loads");
     config.check().expect("and passes the agent's checks");
     let _ = std::fs::remove_dir_all(&dir);

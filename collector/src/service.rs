@@ -59,7 +59,7 @@ impl Collector {
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::Model)?;
         let store = Store::open(&config.db, retention(&models))?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::default());
         let telemetry = Arc::new(match &config.otlp {
             None => Telemetry::off(),
             Some(otlp) => {

@@ -180,8 +180,7 @@ fn the_collector_serves_with_the_deployed_config_and_rules() {
             "/etc/driftwatch/reference/credit.csv",
             &deploy("reference/credit.csv").display().to_string(),
         );
-    let file = dir.join("collector.yaml");
-    std::fs::write(&file, config).expect("config");
+    let file = driftwatch_testkit::file(&dir, "collector.yaml", &config);
     let server = Server::start(
         &["--config", &file.display().to_string()],
         &[

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::examples::{
-    args_with_rules, drifted_features, events_with_ids, example, post_examples, run_cli,
+    args_with_rules, drift_group, drifted_features, events_with_ids, example, post_examples,
+    run_cli, serve_args,
 };
 use common::server::Server;
 use driftwatch_testkit::mail::mails;
@@ -30,38 +31,24 @@ const EACH_AT_ONCE: &str = "route:\n  group_by: ['...']\n  group_wait: 0s\n  gro
 /// drifted feature of the example model that notifies `names` (each alert
 /// alone, at once); `extra` adds annotation lines.
 fn drift_rules(receivers: &str, names: &str, threshold: u32, extra: &str) -> String {
-    format!(
-        r#"{EACH_AT_ONCE}receivers:
-{receivers}
-groups:
-  - name: drift
-    rules:
-      - alert: FeatureDrift
-        model: credit
-        metric: driftwatch_feature_drift_detected
-        op: "=="
-        threshold: {threshold}
-        annotations:
-          summary: "{{{{ feature }}}} drifted"
-{extra}        receivers: [{names}]
-"#
-    )
+    let group = drift_group(
+        &threshold.to_string(),
+        &format!(
+            "        annotations:\n          summary: \"{{{{ feature }}}} drifted\"\n{extra}        receivers: [{names}]\n"
+        ),
+    );
+    format!("{EACH_AT_ONCE}receivers:\n{receivers}\n{group}")
 }
 
 /// A collector config for the example model (1-day window, evaluated every
 /// 100 ms) with `rules` and `external_url`.
 fn config_file(dir: &Path, rules: &Path, external_url: &str) -> PathBuf {
-    let config = dir.join("driftwatch.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "eval_interval: 100ms\nexternal_url: {external_url}\nrules: [{}]\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
-            rules.display(),
-            example("reference.csv").display()
-        ),
-    )
-    .expect("config");
-    config
+    let text = format!(
+        "eval_interval: 100ms\nexternal_url: {external_url}\nrules: [{}]\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
+        rules.display(),
+        example("reference.csv").display()
+    );
+    driftwatch_testkit::file(dir, "driftwatch.yaml", text)
 }
 
 fn rules_file(dir: &Path, hook: &Receiver, gone: &Receiver, format: &str) -> PathBuf {
@@ -86,6 +73,14 @@ fn rules_file(dir: &Path, hook: &Receiver, gone: &Receiver, format: &str) -> Pat
 }
 
 /// The drift rule notifying one webhook receiver `hook` at `{url}/hook`.
+/// A database directory with the rules of `hook_rules` in it, and the hook.
+fn hooked() -> (std::path::PathBuf, Receiver, std::path::PathBuf) {
+    let dir = common::server::temp_db_dir();
+    let hook = Receiver::start(&[]);
+    let rules = driftwatch_testkit::file(&dir, "rules.yaml", hook_rules(&hook));
+    (dir, hook, rules)
+}
+
 fn hook_rules(hook: &Receiver) -> String {
     drift_rules(
         &format!(
@@ -100,7 +95,6 @@ fn hook_rules(hook: &Receiver) -> String {
 
 fn start(rules: &Path, db: &Path) -> Server {
     let args = args_with_rules(rules);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_on(&args, &[("HOOK_SECRET", "s3cret")], db)
 }
 
@@ -252,12 +246,11 @@ impl Alertmanager {
             "{bin} is missing: scripts/test installs Debian's prometheus-alertmanager"
         );
         let dir = common::server::temp_db_dir();
-        let config = dir.join("am.yml");
-        std::fs::write(
-            &config,
+        let config = driftwatch_testkit::file(
+            &dir,
+            "am.yml",
             "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-        )
-        .expect("config");
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -339,8 +332,7 @@ fn slack_gets_block_kit_and_a_real_alertmanager_gets_the_alerts_until_they_resol
             "",
         )
     };
-    let rules = dir.join("rules.yaml");
-    std::fs::write(&rules, rule(1)).expect("rules");
+    let rules = driftwatch_testkit::file(&dir, "rules.yaml", rule(1));
     let config = config_file(&dir, &rules, "http://driftwatch.example:8080/");
     let slack_url = format!("{}/services/T0/B0/X", slack.url);
     let server = Server::start(
@@ -446,10 +438,7 @@ fn drift_alerts_arrive_by_email_through_a_real_smtp_server() {
     std::fs::write(inbox.join("reject-next"), "").expect("flag");
     let smtp = SmtpSink::start(&inbox);
     let drifted = drifted_features();
-    let rules = dir.join("rules.yaml");
-    std::fs::write(
-        &rules,
-        drift_rules(
+    let rules = driftwatch_testkit::file(&dir, "rules.yaml", drift_rules(
             &format!(
                 "  - name: mail\n    email:\n      to: [ml-oncall@example.com]\n      from: driftwatch@example.com\n      smarthost: \"127.0.0.1:{}\"\n      tls: none",
                 smtp.port
@@ -457,9 +446,7 @@ fn drift_alerts_arrive_by_email_through_a_real_smtp_server() {
             "mail",
             1,
             "          description: \"Most drifted: {{ top_features | map(attribute='name') | join(', ') }}\"\n",
-        ),
-    )
-    .expect("rules");
+        ));
     let config = config_file(&dir, &rules, "http://driftwatch.example:8080");
     let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
     post_examples(&server);
@@ -512,11 +499,8 @@ fn drift_alerts_arrive_by_email_through_a_real_smtp_server() {
 
 #[test]
 fn a_silence_holds_back_a_firing_until_it_is_expired() {
-    let dir = common::server::temp_db_dir();
-    let hook = Receiver::start(&[]);
+    let (dir, hook, rules) = hooked();
     let drifted = drifted_features();
-    let rules = dir.join("rules.yaml");
-    std::fs::write(&rules, hook_rules(&hook)).expect("rules");
     let server = start(&rules, &dir.join("driftwatch.db"));
     let url = format!("http://{}", server.addr);
     let quiet = &drifted[0];
@@ -648,24 +632,16 @@ actions:
       hmac_secret_env: RETRAIN_SECRET
       body: |
         {{"dag_run_id": "{{{{ idempotency_key }}}}", "conf": {{{{ evidence | tojson }}}}}}
-groups:
-  - name: drift
-    rules:
-      - alert: FeatureDrift
-        model: credit
-        metric: driftwatch_feature_drift_detected
-        op: "=="
-        threshold: {threshold}
-        actions: [retrain]
-"#,
-                team.url, airflow.url
+{}"#,
+                team.url,
+                airflow.url,
+                drift_group(&threshold.to_string(), "        actions: [retrain]\n")
             ),
         )
         .expect("rules")
     };
     write(1);
     let args = args_with_rules(&rules);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start_on(
         &args,
         &[
@@ -774,29 +750,24 @@ groups:
 
 #[test]
 fn a_resolved_message_follows_when_drift_stops_in_the_traffic() {
-    let dir = common::server::temp_db_dir();
-    let hook = Receiver::start(&[]);
+    let (dir, hook, rules) = hooked();
     let drifted = drifted_features();
-    let rules = dir.join("rules.yaml");
-    std::fs::write(&rules, hook_rules(&hook)).expect("rules");
     // Windows of 12 s: the drifted rows fill one, the reference's rows the
     // next (long enough for the firing messages to arrive within the first
     // on a busy 2-core machine running the other tests at the same time).
     const WINDOW_MS: i64 = 12_000;
+    let rules = rules.to_str().expect("UTF-8");
+    let extra = [
+        "--window",
+        "12s",
+        "--eval-interval",
+        "100ms",
+        "--rules",
+        rules,
+    ];
     let reference = example("reference.csv");
     let server = Server::start_on(
-        &[
-            "--model",
-            "credit",
-            "--reference",
-            reference.to_str().expect("UTF-8"),
-            "--window",
-            "12s",
-            "--eval-interval",
-            "100ms",
-            "--rules",
-            rules.to_str().expect("UTF-8"),
-        ],
+        &serve_args("credit", &reference, &extra),
         &[],
         &dir.join("driftwatch.db"),
     );
@@ -863,10 +834,7 @@ fn a_hanging_or_refusing_receiver_delays_no_other_and_is_retried() {
     let closed = |l: std::net::TcpListener| l.local_addr().expect("addr").port();
     let refused = closed(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
     let smtp_down = closed(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
-    let rules = dir.join("rules.yaml");
-    std::fs::write(
-        &rules,
-        drift_rules(
+    let rules = driftwatch_testkit::file(&dir, "rules.yaml", drift_rules(
             &format!(
                 "  - name: hook\n    webhook: {{url: \"{}/hook\"}}\n  - name: hang\n    webhook: {{url: \"http://{}/hang\"}}\n  - name: refused\n    webhook: {{url: \"http://127.0.0.1:{refused}/x\"}}\n  - name: smtp-down\n    email: {{to: [ml@example.com], from: dw@example.com, smarthost: \"127.0.0.1:{smtp_down}\", tls: none}}",
                 hook.url,
@@ -875,9 +843,7 @@ fn a_hanging_or_refusing_receiver_delays_no_other_and_is_retried() {
             "hook, hang, refused, smtp-down",
             1,
             "",
-        ),
-    )
-    .expect("rules");
+        ));
     let server = start(&rules, &dir.join("driftwatch.db"));
     post_examples(&server);
     let metric = |receiver: &str, outcome: &str| {

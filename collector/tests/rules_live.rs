@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::examples::{args_with_rules, drifted_features, post_examples, run_cli};
+use common::examples::{args_with_rules, drift_group, drifted_features, post_examples, run_cli};
 use common::server::Server;
 use serde_json::Value;
 
@@ -53,9 +53,9 @@ fn the_shipped_packs_pass_check_and_their_tests() {
 #[test]
 fn rules_check_reports_every_problem_with_its_position() {
     let dir = common::server::temp_db_dir();
-    let bad = dir.join("bad.yaml");
-    std::fs::write(
-        &bad,
+    let bad = driftwatch_testkit::file(
+        &dir,
+        "bad.yaml",
         r#"receivers:
   - name: hook
     webhook: {url: "not a url"}
@@ -77,8 +77,7 @@ groups:
         op: ">"
         threshold: "0.2"
 "#,
-    )
-    .expect("write");
+    );
     let (code, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
     assert_eq!(code, 1, "{err}");
     let f = bad.display().to_string();
@@ -150,12 +149,7 @@ groups:
         "groups:\n  - name: g\n    rules:\n      - alert: Low\n        metric: driftwatch_label_coverage_ratio\n        op: \"<\"\n        threshold: 0.5\n",
     )
     .expect("write");
-    let test = dir.join("rules.test.yaml");
-    std::fs::write(
-        &test,
-        "rule_files: [rules.yaml]\ntests:\n  - input_series:\n      - series: 'driftwatch_label_coverage_ratio{model=\"m\", window=\"1h\"}'\n        values: \"0.1x3\"\n    alert_rule_test:\n      - eval_time: 2m\n        alertname: Low\n        exp_alerts: []\n",
-    )
-    .expect("write");
+    let test = driftwatch_testkit::file(&dir, "rules.test.yaml", "rule_files: [rules.yaml]\ntests:\n  - input_series:\n      - series: 'driftwatch_label_coverage_ratio{model=\"m\", window=\"1h\"}'\n        values: \"0.1x3\"\n    alert_rule_test:\n      - eval_time: 2m\n        alertname: Low\n        exp_alerts: []\n");
     let (code, out, err) = run_cli(&["rules", "test", test.to_str().expect("UTF-8")]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -166,26 +160,19 @@ groups:
 }
 
 fn drift_rule(for_: &str, threshold: &str) -> String {
-    format!(
-        r#"receivers:
-  - name: log
-    log: {{}}
-groups:
-  - name: drift
-    rules:
-      - alert: FeatureDrift
-        model: credit
-        metric: driftwatch_feature_drift_detected
-        window: 1d
-        op: "=="
-        threshold: {threshold}
+    let group = drift_group(
+        threshold,
+        &format!(
+            r#"        window: 1d
         min_samples: 1000
         for: {for_}
         annotations:
           summary: "{{{{ feature }}}} drifted; top: {{{{ top_features | map(attribute='name') | join(',') }}}}"
         receivers: [log]
 "#
-    )
+        ),
+    );
+    format!("receivers:\n  - name: log\n    log: {{}}\n{group}")
 }
 
 fn alerts(server: &Server) -> Vec<Value> {
@@ -208,10 +195,8 @@ fn firing_features(server: &Server) -> Vec<String> {
 #[test]
 fn alerts_fire_for_the_drifted_features_and_reloads_keep_the_last_good_rules() {
     let dir = common::server::temp_db_dir();
-    let rules = dir.join("rules.yaml");
-    std::fs::write(&rules, drift_rule("0s", "1")).expect("rules");
+    let rules = driftwatch_testkit::file(&dir, "rules.yaml", drift_rule("0s", "1"));
     let args = args_with_rules(&rules);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args, &[]);
     post_examples(&server);
     let drifted = drifted_features();
@@ -283,11 +268,9 @@ fn alerts_fire_for_the_drifted_features_and_reloads_keep_the_last_good_rules() {
 #[test]
 fn a_pending_timer_survives_kill_9() {
     let dir = common::server::temp_db_dir();
-    let rules = dir.join("rules.yaml");
-    std::fs::write(&rules, drift_rule("1h", "1")).expect("rules");
+    let rules = driftwatch_testkit::file(&dir, "rules.yaml", drift_rule("1h", "1"));
     let db = dir.join("driftwatch.db");
     let args = args_with_rules(&rules);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let first = Server::start_on(&args, &[], &db);
     post_examples(&first);
     first.wait_for(Duration::from_secs(20), "pending alerts", |s| {
@@ -316,15 +299,9 @@ fn a_pending_timer_survives_kill_9() {
 #[test]
 fn calibrated_thresholds_come_from_the_reference_chunks() {
     let dir = common::server::temp_db_dir();
-    let rules = dir.join("rules.yaml");
-    std::fs::write(
-        &rules,
-        "groups:\n  - name: calibrated\n    rules:\n      - alert: PsiDrift\n        metric: driftwatch_feature_drift_score\n        test: psi\n        op: \">\"\n        threshold: {calibrated: {chunks: 5, sigmas: 3}}\n",
-    )
-    .expect("rules");
+    let rules = driftwatch_testkit::file(&dir, "rules.yaml", "groups:\n  - name: calibrated\n    rules:\n      - alert: PsiDrift\n        metric: driftwatch_feature_drift_score\n        test: psi\n        op: \">\"\n        threshold: {calibrated: {chunks: 5, sigmas: 3}}\n");
     let reference = repo("examples/credit/reference.csv");
     let args = args_with_rules(&rules);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start(&args, &[]);
     post_examples(&server);
     server.wait_for_samples("credit", "1d", 1500);

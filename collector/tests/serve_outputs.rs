@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::examples::serve_args;
 use common::server::Server;
 use serde_json::Value;
 
@@ -75,21 +76,15 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 fn prediction_drift_equals_the_report_on_the_same_outputs_and_latency_quantiles_are_exact() {
     let dir = reference_dir();
     let reference = dir.join("reference.csv");
-    let server = Server::start(
-        &[
-            "--model",
-            "scorer",
-            "--reference",
-            reference.to_str().expect("UTF-8"),
-            "--prediction-column",
-            "score",
-            "--window",
-            "1d",
-            "--eval-interval",
-            "100ms",
-        ],
-        &[],
-    );
+    let extra = [
+        "--prediction-column",
+        "score",
+        "--window",
+        "1d",
+        "--eval-interval",
+        "100ms",
+    ];
+    let server = Server::start(&serve_args("scorer", &reference, &extra), &[]);
     let ts = now_rfc3339();
     let n = 400;
     let events: Vec<String> = (0..n)
@@ -174,15 +169,10 @@ fn prediction_drift_equals_the_report_on_the_same_outputs_and_latency_quantiles_
 #[test]
 fn a_regression_shadow_is_compared_by_wilcoxon_on_absolute_errors() {
     let dir = reference_dir();
-    let config = dir.join("driftwatch.yaml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = driftwatch_testkit::file(&dir, "driftwatch.yaml", format!(
             "eval_interval: 100ms\nmodels:\n  - name: price\n    task: regression\n    reference: {}\n    prediction: {{column: score}}\n    windows: [1d]\n",
             dir.join("reference.csv").display()
-        ),
-    )
-    .expect("config");
+        ));
     let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
     let ts = now_rfc3339();
     // Truth y; the shadow's error is about half the champion's.

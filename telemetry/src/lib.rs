@@ -30,7 +30,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 use prometheus::proto::MetricType;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{Encoder, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Deserializer};
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -515,4 +515,25 @@ fn register(
         }
         _ => {}
     }
+}
+
+/// Registers a metric built from a fixed definition in `registry` (both
+/// binaries register theirs this way); a bad definition or a second
+/// registration is a programming error, caught by every test run.
+pub fn register_metric<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let m = metric.expect("valid metric definition");
+    registry
+        .register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+/// The Prometheus text exposition of every metric in `registry`.
+pub fn render_metrics(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
 }

@@ -25,6 +25,13 @@ pub fn temp_dir(what: &str) -> PathBuf {
     dir
 }
 
+/// Writes `contents` to `dir/name`; the file's path.
+pub fn file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
 /// A path in the repository (`examples/credit/reference.csv`).
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)

@@ -38,12 +38,8 @@ impl Adapter for Generic {
 
 #[cfg(test)]
 mod tests {
+    use crate::adapters::testing::model;
     use crate::adapters::{parse_request, parse_response};
-    use crate::config::Model;
-
-    fn model(yaml: &str) -> Model {
-        serde_yaml_ng::from_str(&format!("name: m\nupstream: http://u\n{yaml}")).expect("model")
-    }
 
     #[test]
     fn generic_pointers_and_bad_bodies() {

@@ -142,17 +142,9 @@ fn rows_from_tensors(tensors: &[Tensor], columns: Option<&[String]>) -> Result<V
 
 #[cfg(test)]
 mod tests {
+    use crate::adapters::testing::{model, num};
     use crate::adapters::{parse_request, parse_response};
-    use crate::config::Model;
     use driftwatch_protocol::FeatureValue;
-
-    fn model(yaml: &str) -> Model {
-        serde_yaml_ng::from_str(&format!("name: m\nupstream: http://u\n{yaml}")).expect("model")
-    }
-
-    fn num(x: f64) -> FeatureValue {
-        FeatureValue::Number(x)
-    }
 
     #[test]
     fn kserve_v2_per_feature_and_matrix_inputs_give_rows() {

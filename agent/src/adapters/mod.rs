@@ -198,3 +198,20 @@ pub(crate) fn tensors_from_rows(items: &[Value]) -> Result<Vec<Tensor>, String> 
         Ok(vec![column("predictions", items.iter().collect())?])
     }
 }
+
+/// What the adapters' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use driftwatch_protocol::FeatureValue;
+
+    use crate::config::Model;
+
+    /// Model `m` in front of `http://u`, with `yaml` lines added.
+    pub fn model(yaml: &str) -> Model {
+        serde_yaml_ng::from_str(&format!("name: m\nupstream: http://u\n{yaml}")).expect("model")
+    }
+
+    pub fn num(x: f64) -> FeatureValue {
+        FeatureValue::Number(x)
+    }
+}

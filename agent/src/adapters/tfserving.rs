@@ -66,17 +66,9 @@ impl Adapter for TfServing {
 
 #[cfg(test)]
 mod tests {
+    use crate::adapters::testing::{model, num};
     use crate::adapters::{parse_request, parse_response};
-    use crate::config::Model;
     use driftwatch_protocol::FeatureValue;
-
-    fn model(yaml: &str) -> Model {
-        serde_yaml_ng::from_str(&format!("name: m\nupstream: http://u\n{yaml}")).expect("model")
-    }
-
-    fn num(x: f64) -> FeatureValue {
-        FeatureValue::Number(x)
-    }
 
     #[test]
     fn tf_serving_rows_columns_and_predictions() {

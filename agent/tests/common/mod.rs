@@ -127,6 +127,17 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     read_reply(&mut BufReader::new(stream))
 }
 
+/// A kept-alive connection to `addr` (reads time out after 30 s): a
+/// writer and a reader.
+pub fn connect(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let writer = stream.try_clone().expect("clone");
+    (writer, BufReader::new(stream))
+}
+
 /// Reads one response: its status, headers and body.
 pub fn read_reply(reader: &mut BufReader<TcpStream>) -> Reply {
     let (status_line, headers, body) = read_message(reader).expect("a response");
@@ -271,6 +282,22 @@ impl Collector {
         self.events.lock().expect("lock").clone()
     }
 
+    /// Waits up to 10 s until exactly `n` events arrived; them.
+    pub fn wait_for_events(&self, n: usize) -> Vec<Value> {
+        wait_for(Duration::from_secs(10), &format!("{n} events"), || {
+            self.events().len() == n
+        });
+        self.events()
+    }
+
+    /// The request ids of the events received.
+    pub fn request_ids(&self) -> std::collections::BTreeSet<String> {
+        self.events()
+            .iter()
+            .map(|e| e["request_id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.server.addr)
     }
@@ -390,6 +417,14 @@ impl Agent {
     }
 
     /// A metric's value from /metrics (a counter or gauge; 0 when absent).
+    /// `driftwatch_agent_requests_total` of model `credit` with this status code.
+    pub fn requests(&self, code: &str) -> f64 {
+        self.metric(
+            "driftwatch_agent_requests_total",
+            &[("model", "credit"), ("code", code)],
+        )
+    }
+
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text =
             String::from_utf8(http(&self.admin, "GET", "/metrics", &[], b"").body).expect("UTF-8");

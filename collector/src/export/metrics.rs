@@ -2,10 +2,8 @@
 //! are bounded: models, features, tests and windows come from the config,
 //! reasons from a closed list; never a request id.
 
-use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
-    TextEncoder,
-};
+use driftwatch_telemetry::register_metric as register;
+use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// Why an event (or, for request-level reasons, a request) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,19 +91,6 @@ pub struct Metrics {
     pub actions: IntCounterVec,
 }
 
-/// Registers a metric built from a fixed definition (a bad definition or a
-/// second registration is a programming error, caught by every test run).
-fn register<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: prometheus::Result<M>,
-) -> M {
-    let m = metric.expect("valid metric definition");
-    registry
-        .register(Box::new(m.clone()))
-        .expect("metric registered once");
-    m
-}
-
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     register(registry, GaugeVec::new(Opts::new(name, help), labels))
 }
@@ -114,8 +99,9 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
     register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
+impl Default for Metrics {
+    /// Every metric, registered.
+    fn default() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
         // Model latencies: 1 ms to 10 s, denser where online models live.
@@ -308,7 +294,9 @@ impl Metrics {
             registry,
         }
     }
+}
 
+impl Metrics {
     /// Every gauge's series with its current value: what rules judge.
     pub fn gauge_series(&self) -> Vec<super::Series> {
         let mut out = Vec::new();
@@ -366,18 +354,5 @@ impl Metrics {
     /// The registry, for the OTLP export of the same metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
     }
 }

@@ -109,7 +109,7 @@ fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        driftwatch_telemetry::render_metrics(state.metrics.registry()),
     )
 }
 

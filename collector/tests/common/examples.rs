@@ -57,23 +57,37 @@ pub fn post_examples(server: &Server) {
     assert_eq!(reply["accepted"], 1500, "{reply}");
 }
 
+/// `driftwatch serve` flags: model `model` with `reference`, and `extra`.
+pub fn serve_args(model: &str, reference: &Path, extra: &[&str]) -> Vec<String> {
+    let reference = reference.to_str().expect("UTF-8");
+    ["--model", model, "--reference", reference]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// The example model with one 1-day window evaluated every 100 ms, and `rules`.
 pub fn args_with_rules(rules: &Path) -> Vec<String> {
-    let reference = example("reference.csv");
-    [
-        "--model",
-        "credit",
-        "--reference",
-        reference.to_str().expect("UTF-8"),
+    let rules = rules.to_str().expect("UTF-8");
+    let extra = [
         "--window",
         "1d",
         "--eval-interval",
         "100ms",
         "--rules",
-        rules.to_str().expect("UTF-8"),
-    ]
-    .map(String::from)
-    .to_vec()
+        rules,
+    ];
+    serve_args("credit", &example("reference.csv"), &extra)
+}
+
+/// Rule group `drift`: alert FeatureDrift of model `credit` when
+/// `driftwatch_feature_drift_detected == threshold`, with `lines` (YAML at
+/// the rule's indentation) added.
+pub fn drift_group(threshold: &str, lines: &str) -> String {
+    format!(
+        "groups:\n  - name: drift\n    rules:\n      - alert: FeatureDrift\n        model: credit\n        metric: driftwatch_feature_drift_detected\n        op: \"==\"\n        threshold: {threshold}\n{lines}"
+    )
 }
 
 /// `driftwatch report` on the example files, as JSON.

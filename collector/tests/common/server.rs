@@ -1,6 +1,7 @@
 //! Starts the real `driftwatch serve` on a free loopback port and talks
 //! plain HTTP/1.1 to it; the process is killed when the handle drops.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ pub fn temp_db_dir() -> PathBuf {
 
 impl Server {
     /// Runs `driftwatch serve ARGS` on a free port with a database of its own.
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+    pub fn start<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Server {
         let dir = temp_db_dir();
         let mut server = Server::start_on(args, env, &dir.join("driftwatch.db"));
         server.owned_dir = Some(dir);
@@ -31,7 +32,7 @@ impl Server {
     }
 
     /// Runs `driftwatch serve ARGS --db DB --listen 127.0.0.1:0` and waits for its address.
-    pub fn start_on(args: &[&str], env: &[(&str, &str)], db: &Path) -> Server {
+    pub fn start_on<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)], db: &Path) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
         cmd.arg("serve")
             .args(args)
