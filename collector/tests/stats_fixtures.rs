@@ -87,6 +87,28 @@ fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
     (got - want).abs() <= abs || (got - want).abs() <= rel * want.abs()
 }
 
+/// A drift test without a SciPy or Evidently case is unchecked: adding a
+/// test means adding its case to `fixtures/generate.py` (README, Recipes).
+#[test]
+fn every_drift_test_has_reference_cases() {
+    let cases = cases();
+    let covered: std::collections::BTreeSet<String> = cases["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .flat_map(|c| c["columns"].as_array().expect("columns"))
+        .filter_map(|col| col["tests"].as_object())
+        .flat_map(|tests| tests.keys().cloned())
+        .collect();
+    for kind in driftwatch::stats::TestKind::ALL {
+        assert!(
+            covered.contains(kind.name()),
+            "no fixture case checks `{}`: add one to collector/tests/fixtures/generate.py",
+            kind.name()
+        );
+    }
+}
+
 #[test]
 fn every_statistic_and_verdict_matches_scipy_and_evidently() {
     let cases = cases();
