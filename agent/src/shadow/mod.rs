@@ -5,7 +5,7 @@
 //! champion's requests never wait for any of it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 pub mod onnx;
 
 use crate::adapters::{outputs_from_tensors, OutputSpec, Row};
-use crate::config::{Model, Shadow};
+use crate::config::{Model, OutputNames, Shadow};
 use crate::metrics::Metrics;
 use onnx::OnnxModel;
 
@@ -56,6 +56,93 @@ pub struct Scorer {
     /// The model's input columns, in order.
     pub inputs: Vec<String>,
     pub timeout: Duration,
+}
+
+/// The shadow thread: micro-batches of queued rows through the model.
+struct Worker {
+    onnx: OnnxModel,
+    names: OutputNames,
+    classes: Option<Vec<String>>,
+    positive: String,
+    version: Option<String>,
+    max_batch: usize,
+    max_wait: Duration,
+    /// Rows queued or being scored (shared with `Scorer::submit`).
+    depth: Arc<AtomicI64>,
+    gauge: prometheus::IntGauge,
+    errors: prometheus::IntCounter,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    /// Scores until every `Scorer` is gone, at the background priority.
+    fn run(mut self, rx: Receiver<Job>) {
+        crate::threads::lower_thread_priority();
+        while let Ok(first) = rx.recv() {
+            let jobs = self.gather(first, &rx);
+            let rows: usize = jobs.iter().map(|j| j.rows.len()).sum();
+            self.score(jobs);
+            let left = self.depth.fetch_sub(rows as i64, Ordering::Relaxed) - rows as i64;
+            self.gauge.set(left.max(0));
+        }
+    }
+
+    /// `first` and the jobs that arrive within `max_wait`, up to `max_batch` rows.
+    fn gather(&self, first: Job, rx: &Receiver<Job>) -> Vec<Job> {
+        let mut rows = first.rows.len();
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + self.max_wait;
+        while rows < self.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(j) => {
+                    rows += j.rows.len();
+                    jobs.push(j);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        jobs
+    }
+
+    /// One inference over the jobs' rows; each job gets its outputs (or
+    /// the error), stamped with the version and the batch's latency.
+    fn score(&mut self, jobs: Vec<Job>) {
+        let batch: Vec<Vec<f32>> = jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
+        self.metrics.shadow_batch_rows.observe(batch.len() as f64);
+        let spec = OutputSpec {
+            names: &self.names,
+            classes: self.classes.as_deref(),
+            positive_class: &self.positive,
+        };
+        let started = Instant::now();
+        let result = self
+            .onnx
+            .run(&batch)
+            .and_then(|t| outputs_from_tensors(&t, batch.len(), &spec).map_err(|e| e.to_string()));
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if result.is_err() {
+            self.errors.inc();
+        }
+        let mut offset = 0;
+        for job in jobs {
+            let n = job.rows.len();
+            let answer = match &result {
+                Ok(all) => Ok(all[offset..offset + n]
+                    .iter()
+                    .cloned()
+                    .map(|mut o| {
+                        o.version = self.version.clone();
+                        o.latency_ms = Some(ms);
+                        o
+                    })
+                    .collect()),
+                Err(e) => Err(e.clone()),
+            };
+            offset += n;
+            let _ = job.reply.send(answer);
+        }
+    }
 }
 
 /// A row's features as the model's float columns: numbers as they are,
@@ -135,70 +222,22 @@ impl Scorer {
         );
         let (tx, rx) = sync_channel::<Job>(shadow.queue);
         let depth = Arc::new(AtomicI64::new(0));
-        let (max_batch, max_wait) = (shadow.max_batch, shadow.max_wait);
-        let version = shadow.version.clone();
-        let name = model.name.clone();
-        let thread_depth = depth.clone();
+        let worker = Worker {
+            onnx,
+            names,
+            classes,
+            positive,
+            version: shadow.version.clone(),
+            max_batch: shadow.max_batch,
+            max_wait: shadow.max_wait,
+            depth: depth.clone(),
+            gauge: metrics.shadow_queue_depth.with_label_values(&[&model.name]),
+            errors: metrics.shadow_errors.with_label_values(&[&model.name]),
+            metrics,
+        };
         std::thread::Builder::new()
-            .name(format!("shadow-{name}"))
-            .spawn(move || {
-                crate::threads::lower_thread_priority();
-                let spec = OutputSpec {
-                    names: &names,
-                    classes: classes.as_deref(),
-                    positive_class: &positive,
-                };
-                let gauge = metrics.shadow_queue_depth.with_label_values(&[&name]);
-                let errors = metrics.shadow_errors.with_label_values(&[&name]);
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
-                    let mut rows = jobs[0].rows.len();
-                    let deadline = Instant::now() + max_wait;
-                    while rows < max_batch {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match rx.recv_timeout(left) {
-                            Ok(j) => {
-                                rows += j.rows.len();
-                                jobs.push(j);
-                            }
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break
-                            }
-                        }
-                    }
-                    let batch: Vec<Vec<f32>> =
-                        jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
-                    metrics.shadow_batch_rows.observe(batch.len() as f64);
-                    let started = Instant::now();
-                    let result = onnx.run(&batch).and_then(|t| {
-                        outputs_from_tensors(&t, batch.len(), &spec).map_err(|e| e.to_string())
-                    });
-                    let ms = started.elapsed().as_secs_f64() * 1000.0;
-                    if result.is_err() {
-                        errors.inc();
-                    }
-                    let mut offset = 0;
-                    for job in jobs {
-                        let n = job.rows.len();
-                        let answer = match &result {
-                            Ok(all) => Ok(all[offset..offset + n]
-                                .iter()
-                                .cloned()
-                                .map(|mut o| {
-                                    o.version = version.clone();
-                                    o.latency_ms = Some(ms);
-                                    o
-                                })
-                                .collect()),
-                            Err(e) => Err(e.clone()),
-                        };
-                        offset += n;
-                        let _ = job.reply.send(answer);
-                    }
-                    let left = thread_depth.fetch_sub(rows as i64, Ordering::Relaxed) - rows as i64;
-                    gauge.set(left.max(0));
-                }
-            })
+            .name(format!("shadow-{}", model.name))
+            .spawn(move || worker.run(rx))
             .map_err(ShadowError::Thread)?;
         Ok(Scorer {
             tx,

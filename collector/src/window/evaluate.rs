@@ -170,62 +170,49 @@ fn evaluate_window(
             cost_per_1k: cost.as_ref().and_then(|c| t.cost_per_1k(c, elapsed_hours)),
         })
         .collect();
+    let o = Outcomes {
+        drift,
+        comparison,
+        coverage,
+        roles,
+        performance,
+    };
     if let Some(m) = live {
-        let series = [model.name.as_str(), label];
-        m.window_samples
-            .with_label_values(&series)
-            .set(window.events as f64);
-        m.drifted_features_share
-            .with_label_values(&series)
-            .set(drift.share);
-        if let Some(r) = window.shadow.agreement_ratio() {
-            m.shadow_agreement.with_label_values(&series).set(r);
-        }
-        if let Some(d) = window.shadow.mean_abs_score_diff() {
-            m.shadow_score_diff.with_label_values(&series).set(d);
-        }
-        if let Some(c) = comparison {
-            m.shadow_comparison_p_value
-                .with_label_values(&series)
-                .set(c.p_value);
-            m.shadow_comparison_verdict
-                .with_label_values(&series)
-                .set(f64::from(c.verdict));
-        }
-        if let Some(c) = coverage {
-            m.label_coverage.with_label_values(&series).set(c);
-        }
-        // The cost gauge has no window label: the shortest window sets it.
-        let shortest = model.windows.first().is_some_and(|w| w.label() == label);
-        for (role, r) in ROLES.into_iter().zip(&roles) {
-            if let Some(v) = r.cost_per_1k.filter(|_| shortest) {
-                m.cost_per_1k
-                    .with_label_values(&[model.name.as_str(), role])
-                    .set(v);
-            }
-            if let Some(q) = r.latency_ms {
-                for (quantile, ms) in ["0.5", "0.95", "0.99"].into_iter().zip(q) {
-                    m.latency_quantile
-                        .with_label_values(&[model.name.as_str(), role, quantile, label])
-                        .set(ms / 1000.0);
-                }
-            }
-            if let Some(ratio) = r.error_ratio {
-                m.prediction_error_ratio
-                    .with_label_values(&[model.name.as_str(), role, label])
-                    .set(ratio);
-            }
-        }
-        for (role, metrics) in ROLES.into_iter().zip(&performance) {
-            for &(metric, value) in metrics {
-                m.model_performance
-                    .with_label_values(&[model.name.as_str(), role, metric, label])
-                    .set(value);
-            }
-        }
+        publish_window(m, model, label, window, &o);
     }
-    // Drifted features, largest default-test statistic first.
-    let mut top_features: Vec<(String, String, f64)> = reports
+    let info = WindowInfo {
+        model: model.name.clone(),
+        window: label.to_string(),
+        start: rfc3339(window.start_ms),
+        end: rfc3339(window.start_ms + window.length_ms),
+        top_features: top_features(&reports),
+    };
+    let summary = json!({
+        "start": rfc3339(window.start_ms),
+        "end": rfc3339(window.start_ms + window.length_ms),
+        "live": live.is_some(),
+        "events": window.events,
+        "labels": window.labels,
+        "label_coverage": o.coverage,
+        "dataset_drift": o.drift,
+        "features": reports,
+        "prediction_drift": prediction_drift,
+        "performance": {"champion": performance_json(&o.performance[0]), "shadow": performance_json(&o.performance[1])},
+        "traffic": {"champion": o.roles[0].json(), "shadow": o.roles[1].json()},
+        "shadow": {
+            "agreement_ratio": window.shadow.agreement_ratio(),
+            "mean_abs_score_diff": window.shadow.mean_abs_score_diff(),
+            "test": o.comparison.map(|c| c.test),
+            "p_value": o.comparison.map(|c| c.p_value),
+            "verdict": o.comparison.map(|c| c.verdict),
+            "pairs": o.comparison.map(|c| c.pairs),
+        },
+    });
+    (summary, info)
+}
+/// Drifted features, largest verdict statistic first: (feature, test, statistic).
+fn top_features(reports: &[ColumnReport]) -> Vec<(String, String, f64)> {
+    let mut top: Vec<(String, String, f64)> = reports
         .iter()
         .filter(|r| r.drift)
         .filter_map(|r| {
@@ -234,36 +221,74 @@ fn evaluate_window(
             Some((r.name.clone(), test.to_string(), t.value))
         })
         .collect();
-    top_features.sort_by(|a, b| b.2.total_cmp(&a.2));
-    let info = WindowInfo {
-        model: model.name.clone(),
-        window: label.to_string(),
-        start: rfc3339(window.start_ms),
-        end: rfc3339(window.start_ms + window.length_ms),
-        top_features,
-    };
-    let summary = json!({
-        "start": rfc3339(window.start_ms),
-        "end": rfc3339(window.start_ms + window.length_ms),
-        "live": live.is_some(),
-        "events": window.events,
-        "labels": window.labels,
-        "label_coverage": coverage,
-        "dataset_drift": drift,
-        "features": reports,
-        "prediction_drift": prediction_drift,
-        "performance": {"champion": performance_json(&performance[0]), "shadow": performance_json(&performance[1])},
-        "traffic": {"champion": roles[0].json(), "shadow": roles[1].json()},
-        "shadow": {
-            "agreement_ratio": window.shadow.agreement_ratio(),
-            "mean_abs_score_diff": window.shadow.mean_abs_score_diff(),
-            "test": comparison.map(|c| c.test),
-            "p_value": comparison.map(|c| c.p_value),
-            "verdict": comparison.map(|c| c.verdict),
-            "pairs": comparison.map(|c| c.pairs),
-        },
-    });
-    (summary, info)
+    top.sort_by(|a, b| b.2.total_cmp(&a.2));
+    top
+}
+
+/// A window's outcomes beyond its columns, computed once for its JSON and
+/// its gauges.
+struct Outcomes {
+    drift: report::DatasetDrift,
+    comparison: Option<super::Comparison>,
+    coverage: Option<f64>,
+    roles: Vec<RoleSummary>,
+    performance: Vec<Vec<(&'static str, f64)>>,
+}
+
+/// The live window's gauges (the columns' are published as they are tested).
+fn publish_window(m: &Metrics, model: &Model, label: &str, window: &Window, o: &Outcomes) {
+    let series = [model.name.as_str(), label];
+    m.window_samples
+        .with_label_values(&series)
+        .set(window.events as f64);
+    m.drifted_features_share
+        .with_label_values(&series)
+        .set(o.drift.share);
+    if let Some(r) = window.shadow.agreement_ratio() {
+        m.shadow_agreement.with_label_values(&series).set(r);
+    }
+    if let Some(d) = window.shadow.mean_abs_score_diff() {
+        m.shadow_score_diff.with_label_values(&series).set(d);
+    }
+    if let Some(c) = o.comparison {
+        m.shadow_comparison_p_value
+            .with_label_values(&series)
+            .set(c.p_value);
+        m.shadow_comparison_verdict
+            .with_label_values(&series)
+            .set(f64::from(c.verdict));
+    }
+    if let Some(c) = o.coverage {
+        m.label_coverage.with_label_values(&series).set(c);
+    }
+    // The cost gauge has no window label: the shortest window sets it.
+    let shortest = model.windows.first().is_some_and(|w| w.label() == label);
+    for (role, r) in ROLES.into_iter().zip(&o.roles) {
+        if let Some(v) = r.cost_per_1k.filter(|_| shortest) {
+            m.cost_per_1k
+                .with_label_values(&[model.name.as_str(), role])
+                .set(v);
+        }
+        if let Some(q) = r.latency_ms {
+            for (quantile, ms) in ["0.5", "0.95", "0.99"].into_iter().zip(q) {
+                m.latency_quantile
+                    .with_label_values(&[model.name.as_str(), role, quantile, label])
+                    .set(ms / 1000.0);
+            }
+        }
+        if let Some(ratio) = r.error_ratio {
+            m.prediction_error_ratio
+                .with_label_values(&[model.name.as_str(), role, label])
+                .set(ratio);
+        }
+    }
+    for (role, metrics) in ROLES.into_iter().zip(&o.performance) {
+        for &(metric, value) in metrics {
+            m.model_performance
+                .with_label_values(&[model.name.as_str(), role, metric, label])
+                .set(value);
+        }
+    }
 }
 
 const ROLES: [&str; 2] = ["champion", "shadow"];
