@@ -77,9 +77,15 @@ pub struct RawConfig {
     /// Events stamped further in the future than this are rejected.
     #[serde(default = "default_max_future_skew")]
     pub max_future_skew: Span,
-    /// Where ingest tokens come from; no tokens means no authentication.
+    /// Bearer tokens by scope; no tokens means no authentication.
     #[serde(default)]
     pub auth: RawAuth,
+    /// Bounds on connections and slow clients.
+    #[serde(default)]
+    pub http: HttpLimits,
+    /// Serve HTTPS with this certificate (reloaded when it changes).
+    #[serde(default)]
+    pub tls: Option<driftwatch_telemetry::tls::TlsFiles>,
     /// Alerting rule files (see `driftwatch rules check`).
     #[serde(default)]
     pub rules: Vec<PathBuf>,
@@ -91,7 +97,41 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
 }
 
-/// Bearer tokens accepted on `/v1/events` and `/v1/feedback`.
+/// Bounds on connections and slow or greedy clients.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Connections open at once; more are closed at once (counted).
+    pub max_connections: usize,
+    /// How long a request head (and a TLS handshake) may take to arrive;
+    /// also how long an idle kept-alive connection stays open.
+    #[serde(deserialize_with = "span")]
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive (408 after).
+    #[serde(deserialize_with = "span")]
+    pub body_timeout: Duration,
+    /// The largest request head (431 above); at least 8192.
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+fn span<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    Span::deserialize(d).map(|s| s.duration)
+}
+
+/// Bearer tokens by scope. The tokens at the top level (as before scopes
+/// existed) hold `ingest` and `admin`; `read` is open until read tokens
+/// are configured; with no tokens at all nothing is authenticated.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
@@ -99,6 +139,110 @@ pub struct RawAuth {
     pub tokens_env: Option<String>,
     /// A file holding one token per line.
     pub tokens_file: Option<PathBuf>,
+    /// Tokens that may post events and labels.
+    pub ingest: Option<RawTokens>,
+    /// Tokens that may read the JSON API (and `/metrics` with `metrics: true`).
+    pub read: Option<RawTokens>,
+    /// Tokens that may change state: reload, silences; they may also read.
+    pub admin: Option<RawTokens>,
+    /// Whether `/metrics` needs a read token too (off: Prometheus scrapes
+    /// without one).
+    #[serde(default)]
+    pub metrics: bool,
+}
+
+/// Where one scope's tokens come from (never inline in the file).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokens {
+    pub tokens_env: Option<String>,
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// The tokens of each scope, as validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tokens {
+    pub ingest: Vec<String>,
+    pub read: Vec<String>,
+    pub admin: Vec<String>,
+    /// `/metrics` needs a read token.
+    pub metrics: bool,
+}
+
+impl RawTokens {
+    /// The tokens from the environment variable and the file; `at` names
+    /// the block in errors.
+    fn load(
+        &self,
+        at: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut Vec<String>,
+    ) -> Vec<String> {
+        let before = errors.len();
+        let mut tokens = Vec::new();
+        let mut add = |parts: &mut dyn Iterator<Item = &str>| {
+            tokens.extend(
+                parts
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from),
+            )
+        };
+        if let Some(var) = &self.tokens_env {
+            match env(var) {
+                Some(v) => add(&mut v.split(',')),
+                None => errors.push(format!(
+                    "{at}tokens_env: environment variable {var} is not set"
+                )),
+            }
+        }
+        if let Some(file) = &self.tokens_file {
+            match std::fs::read_to_string(file) {
+                Ok(text) => add(&mut text.lines()),
+                Err(e) => errors.push(format!("{at}tokens_file: {}: {e}", file.display())),
+            }
+        }
+        if (self.tokens_env.is_some() || self.tokens_file.is_some())
+            && tokens.is_empty()
+            && errors.len() == before
+        {
+            errors.push(format!(
+                "{}: a token source is configured but holds no token",
+                at.trim_end_matches('.')
+            ));
+        }
+        tokens
+    }
+}
+
+impl RawAuth {
+    fn load(&self, env: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<String>) -> Tokens {
+        let before = errors.len();
+        let top = RawTokens {
+            tokens_env: self.tokens_env.clone(),
+            tokens_file: self.tokens_file.clone(),
+        }
+        .load("auth.", env, errors);
+        let scope = |raw: &Option<RawTokens>, at: &str, errors: &mut Vec<String>| {
+            raw.as_ref()
+                .map_or_else(Vec::new, |r| r.load(at, env, errors))
+        };
+        let mut tokens = Tokens {
+            ingest: scope(&self.ingest, "auth.ingest.", errors),
+            read: scope(&self.read, "auth.read.", errors),
+            admin: scope(&self.admin, "auth.admin.", errors),
+            metrics: self.metrics,
+        };
+        tokens.ingest.extend(top.iter().cloned());
+        tokens.admin.extend(top);
+        if self.metrics && tokens.read.is_empty() && errors.len() == before {
+            errors.push(
+                "auth.metrics: `/metrics` would need a read token, but auth.read has none"
+                    .to_string(),
+            );
+        }
+        tokens
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,7 +389,9 @@ pub struct Config {
     pub eval_interval: Duration,
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
-    pub tokens: Vec<String>,
+    pub tokens: Tokens,
+    pub http: HttpLimits,
+    pub tls: Option<driftwatch_telemetry::tls::TlsFiles>,
     pub rules: Vec<PathBuf>,
     pub external_url: Option<String>,
     /// From `otlp:`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; none: no export.
@@ -276,6 +422,12 @@ impl RawConfig {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
+        })?;
+        crate::yaml::check_depth(&text).map_err(|(line, column, message)| ConfigError::Yaml {
+            path: path.into(),
+            line,
+            column,
+            message,
         })?;
         serde_yaml_ng::from_str(&text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
@@ -368,36 +520,17 @@ impl RawConfig {
                 ));
             }
         }
-        let mut tokens = Vec::new();
-        if let Some(var) = &self.auth.tokens_env {
-            match env(var) {
-                Some(v) => tokens.extend(
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(String::from),
-                ),
-                None => errors.push(format!(
-                    "auth.tokens_env: environment variable {var} is not set"
-                )),
-            }
+        let tokens = self.auth.load(env, &mut errors);
+        if self.http.max_connections == 0 {
+            errors.push("http.max_connections must be at least 1".to_string());
         }
-        if let Some(file) = &self.auth.tokens_file {
-            match std::fs::read_to_string(file) {
-                Ok(text) => tokens.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(String::from),
-                ),
-                Err(e) => errors.push(format!("auth.tokens_file: {}: {e}", file.display())),
-            }
+        if self.http.max_header_bytes < 8192 {
+            errors.push("http.max_header_bytes must be at least 8192".to_string());
         }
-        if (self.auth.tokens_env.is_some() || self.auth.tokens_file.is_some())
-            && tokens.is_empty()
-            && errors.is_empty()
-        {
-            errors.push("auth: a token source is configured but holds no token".to_string());
+        if let Some(tls) = &self.tls {
+            if let Err(e) = tls.server_config() {
+                errors.push(format!("tls: {e}"));
+            }
         }
         match (errors.is_empty(), listen) {
             (true, Some(listen)) => Ok(Config {
@@ -407,6 +540,8 @@ impl RawConfig {
                 max_body_bytes: self.max_body_bytes,
                 max_future_skew: self.max_future_skew.duration,
                 tokens,
+                http: self.http,
+                tls: self.tls,
                 rules: self.rules,
                 external_url: self
                     .external_url
@@ -436,6 +571,8 @@ pub fn from_flags(
         max_body_bytes: default_max_body_bytes(),
         max_future_skew: default_max_future_skew(),
         auth: RawAuth::default(),
+        http: HttpLimits::default(),
+        tls: None,
         rules: Vec::new(),
         external_url: None,
         otlp: None,

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use driftwatch_telemetry::tls::ServerTls;
 use driftwatch_telemetry::Telemetry;
 
 use crate::config::Config;
@@ -35,6 +36,8 @@ pub enum StartError {
     Telemetry(String),
     #[error("the rule files are refused:\n{0}")]
     Rules(RuleErrors),
+    #[error("tls: {0}")]
+    Tls(#[from] driftwatch_telemetry::tls::TlsError),
 }
 
 /// A collector ready to serve.
@@ -58,6 +61,10 @@ impl Collector {
             .map(Model::load)
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::Model)?;
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
+            None => None,
+        };
         let store = Store::open(&config.db, retention(&models))?;
         let metrics = Arc::new(Metrics::default());
         let telemetry = Arc::new(match &config.otlp {
@@ -128,7 +135,9 @@ impl Collector {
             store,
             metrics,
             telemetry,
-            tokens: config.tokens.clone(),
+            auth: serve::Auth::new(&config.tokens),
+            http: config.http,
+            tls,
             ready: AtomicBool::new(false),
         });
         Ok(Collector {
@@ -158,6 +167,13 @@ impl Collector {
         }
         if let Some(d) = &self.deliverer {
             tasks.push(tokio::spawn(deliver::run(d.clone())));
+        }
+        if let Some(tls) = &self.state.tls {
+            tasks.push(tokio::spawn(driftwatch_telemetry::tls::watch(
+                tls.clone(),
+                "tls",
+                self.state.metrics.tls_reloads.clone(),
+            )));
         }
         let served = serve::run(listener, self.state.clone(), shutdown).await;
         for t in tasks {

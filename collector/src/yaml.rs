@@ -91,6 +91,15 @@ impl Checker {
                 return None;
             }
         }
+        if let Err((line, column, message)) = check_depth(text) {
+            self.diagnostics.push(Diagnostic {
+                file: self.file.clone(),
+                line,
+                column,
+                message,
+            });
+            return None;
+        }
         // Quoted scalars stay strings: `threshold: "0.2"` is refused, not coerced.
         let options = LoaderOptions::default()
             .error_on_duplicate_keys(true)
@@ -339,6 +348,41 @@ fn parse_number(text: &str) -> Option<f64> {
     }
 }
 
+/// How deeply a YAML file may nest mappings and sequences. Ours need a
+/// handful of levels; the bound keeps every recursive step after parsing
+/// (building the tree, checking it, dropping it) far from the stack's end.
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuses a document nested deeper than `MAX_DEPTH`, with the position
+/// where it goes too deep (`line`, `column`, message). The parser's event
+/// stream is read without building anything, so no input can exhaust the
+/// stack here; syntax errors are left to the full parse.
+pub fn check_depth(text: &str) -> Result<(), (usize, usize, String)> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let Ok((event, mark)) = parser.next_token() else {
+            return Ok(());
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err((
+                        mark.line(),
+                        mark.col() + 1,
+                        format!("nested more than {MAX_DEPTH} levels deep"),
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::StreamEnd => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
 fn load_error(e: &marked_yaml::LoadError) -> (usize, usize, String) {
     use marked_yaml::LoadError::*;
     let pos = |m: &marked_yaml::Marker| (m.line(), m.column());
@@ -364,4 +408,48 @@ fn load_error(e: &marked_yaml::LoadError) -> (usize, usize, String) {
         }
     };
     (line, column, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `levels` nested sequences in block style, one line.
+    fn block(levels: usize) -> String {
+        format!("groups:\n  {}x\n", "- ".repeat(levels))
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_where_it_goes_too_deep_whatever_the_depth() {
+        for levels in [MAX_DEPTH, 10_000, 200_000] {
+            let mut c = Checker::new("deep.yaml");
+            assert!(c.parse(&block(levels)).is_none(), "{levels}");
+            let d = c.take_sorted();
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert_eq!((d[0].line, d[0].column), (2, 2 * MAX_DEPTH + 1), "{levels}");
+            assert!(d[0].message.contains("nested more than 64 levels"), "{d:?}");
+        }
+        // Flow style and nested mappings count the same way.
+        let flow = format!("groups: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let maps: String = (0..MAX_DEPTH + 1)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        // (yaml-rust2's scanner refuses deep flow nesting itself.)
+        for (text, want) in [
+            (flow, "recursion limit exceeded"),
+            (maps, "nested more than"),
+        ] {
+            let mut c = Checker::new("deep.yaml");
+            assert!(c.parse(&text).is_none());
+            let d = c.take_sorted();
+            assert!(d[0].message.contains(want) && d[0].line > 0, "{d:?}");
+        }
+        // Just inside the bound parses.
+        let mut c = Checker::new("ok.yaml");
+        assert!(
+            c.parse(&block(MAX_DEPTH - 1)).is_some(),
+            "{:?}",
+            c.diagnostics
+        );
+    }
 }

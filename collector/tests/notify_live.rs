@@ -484,6 +484,38 @@ fn drift_alerts_arrive_by_email_through_a_real_smtp_server() {
         .collect();
     want.sort();
     assert_eq!(subjects, want);
+    // Each email carries its outbox message's key as Message-ID and
+    // Idempotency-Key; the attempt refused with 451 carried the same ones as
+    // the resend that was accepted.
+    let header = |m: &str, name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+            .trim()
+            .to_string()
+    };
+    let ids: BTreeSet<String> = mails(&inbox)
+        .iter()
+        .map(|m| header(m, "Message-ID"))
+        .collect();
+    let (_, outbox) = server.request("GET", "/v1/notifications?state=delivered", &[], b"");
+    let outbox: serde_json::Value = serde_json::from_str(&outbox).expect("JSON");
+    let want_ids: BTreeSet<String> = outbox["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .map(|n| {
+            let key = n["message"]["idempotency_key"].as_str().expect("key");
+            format!("<{key}@driftwatch>")
+        })
+        .collect();
+    assert_eq!(ids, want_ids);
+    for m in mails(&inbox) {
+        let key = header(&m, "Idempotency-Key");
+        assert_eq!(header(&m, "Message-ID"), format!("<{key}@driftwatch>"));
+    }
+    let refused = std::fs::read_to_string(inbox.join("refused.txt")).expect("the refused attempt");
+    assert!(ids.contains(&header(&refused, "Message-ID")), "{refused}");
     let metric = |outcome: &str| {
         server.metric(
             "driftwatch_notifications_total",

@@ -104,6 +104,17 @@ groups:
         err.contains(&format!("{f}:2:1: a tab in indentation")),
         "{err}"
     );
+    // However deep a file nests, it is refused where it goes too deep (it
+    // used to overflow the stack from 30,000 levels).
+    for levels in [50_000, 1_000_000] {
+        std::fs::write(&bad, format!("groups:\n  {}x\n", "- ".repeat(levels))).expect("write");
+        let (code, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("{f}:2:129: nested more than 64 levels deep")),
+            "{err}"
+        );
+    }
     std::fs::write(&bad, "groups:\n  - name: x\n    name: y\n    rules: []\n").expect("write");
     let (_, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
     assert!(
@@ -143,6 +154,25 @@ groups:
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
+    // Rules split across files: receivers and the route in one file with no
+    // groups; an empty file still needs something.
+    let shared = driftwatch_testkit::file(
+        &dir,
+        "receivers.yaml",
+        "route: {receiver: hook}\nreceivers:\n  - name: hook\n    log: {}\n",
+    );
+    let rules = driftwatch_testkit::file(
+        &dir,
+        "only-rules.yaml",
+        "groups:\n  - name: g\n    rules:\n      - alert: Low\n        metric: driftwatch_label_coverage_ratio\n        op: \"<\"\n        threshold: 0.5\n",
+    );
+    let path = |p: &PathBuf| p.to_str().expect("UTF-8").to_string();
+    let (code, _, err) = run_cli(&["rules", "check", &path(&shared), &path(&rules)]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&bad, "{}\n").expect("write");
+    let (code, _, err) = run_cli(&["rules", "check", bad.to_str().expect("UTF-8")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing required field `groups`"), "{err}");
     // A rule test whose expectation is wrong fails, naming what fired.
     std::fs::write(
         dir.join("rules.yaml"),
@@ -233,9 +263,19 @@ fn alerts_fire_for_the_drifted_features_and_reloads_keep_the_last_good_rules() {
     );
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(firing_features(&server), drifted);
+    // So is a file nested 10,000 deep (it used to overflow a worker's
+    // stack and abort the collector).
+    std::fs::write(&rules, format!("groups:\n  {}x\n", "- ".repeat(10_000))).expect("rules");
+    let (status, body) = server.request("POST", "/-/reload", &[], b"");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("rules.yaml:2:129: nested more than 64 levels deep"),
+        "{body}"
+    );
+    assert_eq!(firing_features(&server), drifted);
     let (_, body) = server.request("GET", "/v1/rules", &[], b"");
     assert!(
-        body.contains("last_reload_error") && body.contains("threshold"),
+        body.contains("nested more than 64 levels deep") && body.contains("FeatureDrift"),
         "{body}"
     );
 

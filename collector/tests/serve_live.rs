@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -263,15 +263,22 @@ fn bad_events_are_refused_one_by_one_and_counted() {
         "42".to_string(),
         good.replace("\"age\": 40", "\"we\\\"ird\\nname\": 1"),
     ];
-    // Two windows per length are kept (the live one and the one before): with
-    // events now and two hours ago, an event from 2001 has no window left.
-    let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2))
+    // Two windows per length are kept, the live one and the one before,
+    // whether they hold events or not: with events only in the live window,
+    // anything older than the previous window (1h and 1d windows here) is
+    // too old, however far back.
+    let months_ago = (chrono::Utc::now() - chrono::Duration::days(330))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let earlier = format!(
-        r#"{{"events": [{}, {}]}}"#,
-        good.replace("\"g\"", "\"e1\""),
-        good.replace(&ts, &two_hours_ago).replace("\"g\"", "\"e2\"")
-    );
+    let too_old: Vec<String> = [
+        "1969-12-31T23:59:59Z",
+        "1970-01-01T00:00:00Z",
+        "2020-06-01T00:00:00Z",
+        &months_ago,
+    ]
+    .iter()
+    .map(|t| good.replace(&ts, t))
+    .collect();
+    let earlier = format!(r#"{{"events": [{}]}}"#, good.replace("\"g\"", "\"e1\""));
     let (status, _) = server.post_json("/v1/events", &earlier);
     assert_eq!(status, 200);
     let (status, reply) = server.post_json(
@@ -279,6 +286,35 @@ fn bad_events_are_refused_one_by_one_and_counted() {
         &format!(r#"{{"events": [{}]}}"#, batch.join(",")),
     );
     assert_eq!(status, 200, "{reply}");
+    let (status, old_reply) = server.post_json(
+        "/v1/events",
+        &format!(r#"{{"events": [{}]}}"#, too_old.join(",")),
+    );
+    assert_eq!(status, 200, "{old_reply}");
+    let old_reply: Value = serde_json::from_str(&old_reply).expect("JSON");
+    assert_eq!(old_reply["accepted"], 0, "{old_reply}");
+    for e in old_reply["errors"].as_array().expect("errors") {
+        let e = e["error"].as_str().expect("error");
+        assert!(e.contains("older than the windows kept"), "{e}");
+    }
+    let (_, windows) = server.request("GET", "/v1/models/credit/windows?limit=100", &[], b"");
+    assert!(!windows.contains("2020-06-01"), "{windows}");
+    // What the client sent is quoted in errors, but never whole: a 1 MB
+    // feature name comes back clipped.
+    let huge = "n".repeat(1 << 20);
+    let (status, clipped) = server.post_json(
+        "/v1/events",
+        &format!(
+            r#"{{"events": [{}]}}"#,
+            good.replace("\"age\"", &format!("\"{huge}\""))
+        ),
+    );
+    assert_eq!(status, 200);
+    assert!(clipped.len() < 1024, "{} bytes", clipped.len());
+    assert!(
+        clipped.contains(r#"no feature \"nnnn"#) && clipped.contains("1048576 bytes"),
+        "{clipped}"
+    );
     let reply: Value = serde_json::from_str(&reply).expect("JSON");
     let errors: Vec<(u64, String)> = reply["errors"]
         .as_array()
@@ -309,11 +345,11 @@ fn bad_events_are_refused_one_by_one_and_counted() {
     );
     for (reason, n) in [
         ("unknown_model", 1.0),
-        ("unknown_feature", 2.0),
+        ("unknown_feature", 3.0),
         ("wrong_type", 2.0),
         ("bad_timestamp", 1.0),
         ("future_timestamp", 1.0),
-        ("too_old", 1.0),
+        ("too_old", 5.0),
         ("malformed_event", 1.0),
     ] {
         assert_eq!(
@@ -374,7 +410,8 @@ fn limits_and_tokens_hold() {
     let dir = driftwatch_testkit::temp_dir("serve");
     std::fs::create_dir_all(&dir).expect("dir");
     let config = driftwatch_testkit::file(&dir, "collector.yaml", format!(
-            "max_body_bytes: 2000\nauth:\n  tokens_env: DW_TEST_TOKENS\nmodels:\n  - name: credit\n    reference: {}\n    windows: [5m, 1h]\n    cost:\n      champion: {{per_second_usd: 0.002}}\n      shadow: {{per_hour_usd: 1.5}}\n",
+            "max_body_bytes: 2000\nauth:\n  tokens_env: DW_TEST_TOKENS\n  ingest: {{tokens_env: DW_INGEST}}\n  read: {{tokens_file: {}}}\n  admin: {{tokens_env: DW_ADMIN}}\nmodels:\n  - name: credit\n    reference: {}\n    windows: [5m, 1h]\n    cost:\n      champion: {{per_second_usd: 0.002}}\n      shadow: {{per_hour_usd: 1.5}}\n",
+            driftwatch_testkit::file(&dir, "read-tokens", "grafana\n").display(),
             example("reference.csv").display()
         ));
     let server = Server::start(
@@ -384,8 +421,89 @@ fn limits_and_tokens_hold() {
             "--eval-interval",
             "100ms",
         ],
-        &[("DW_TEST_TOKENS", "alpha, beta")],
+        &[
+            ("DW_TEST_TOKENS", "alpha, beta"),
+            ("DW_INGEST", "agent"),
+            ("DW_ADMIN", "ops"),
+        ],
     );
+    // Each route takes the tokens of its scope: 401 without a known token,
+    // 403 with one that lacks the scope. The top-level tokens hold ingest
+    // and admin; admin tokens may read; /metrics stays open.
+    for (method, path, token, want) in [
+        ("POST", "/-/reload", None, 401),
+        ("POST", "/-/reload", Some("agent"), 403),
+        ("POST", "/-/reload", Some("grafana"), 403),
+        // Past the token check: no rule files here.
+        ("POST", "/-/reload", Some("ops"), 404),
+        ("POST", "/-/reload", Some("alpha"), 404),
+        ("DELETE", "/v1/silences/x", Some("agent"), 403),
+        ("GET", "/v1/models", None, 401),
+        ("GET", "/v1/models", Some("agent"), 403),
+        ("GET", "/v1/models", Some("grafana"), 200),
+        ("GET", "/v1/models", Some("ops"), 200),
+        ("GET", "/v1/alerts", Some("wrong"), 401),
+        ("POST", "/v1/events", Some("grafana"), 403),
+        ("POST", "/v1/events", Some("agent"), 200),
+        ("GET", "/metrics", None, 200),
+        ("GET", "/healthz", None, 200),
+    ] {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let body: &[u8] = if method == "POST" {
+            br#"{"events": []}"#
+        } else {
+            b""
+        };
+        let (status, reply) = server.request(method, path, &headers, body);
+        assert_eq!(status, want, "{method} {path} with {token:?}: {reply}");
+        if status == 401 || status == 403 {
+            // Nothing about which tokens exist.
+            assert!(
+                !reply.contains("agent") && !reply.contains("ops"),
+                "{reply}"
+            );
+        }
+    }
+    for (scope, status, n) in [
+        ("admin", "401", 1.0),
+        ("admin", "403", 3.0),
+        ("read", "401", 2.0),
+        ("read", "403", 1.0),
+        ("ingest", "403", 1.0),
+    ] {
+        assert_eq!(
+            server.metric(
+                "driftwatch_auth_refusals_total",
+                &[("scope", scope), ("status", status)]
+            ),
+            Some(n),
+            "{scope} {status}"
+        );
+    }
+    // A body announced larger than the limit is refused before it is read:
+    // 413 at once, and 413 instead of `100 Continue`.
+    for (expect, sent) in [(false, 1024), (true, 0)] {
+        let mut s = std::net::TcpStream::connect(&server.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let length = if expect {
+            1_073_741_824u64
+        } else {
+            10_737_418_240
+        };
+        let head = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer agent\r\nContent-Length: {length}\r\n{}\r\n",
+            if expect { "Expect: 100-continue\r\n" } else { "" }
+        );
+        s.write_all(head.as_bytes()).expect("head");
+        s.write_all(&vec![b'{'; sent]).expect("some body");
+        let mut first = [0u8; 12];
+        s.read_exact(&mut first)
+            .expect("an answer before the body is sent");
+        assert_eq!(&first, b"HTTP/1.1 413", "Expect: {expect}");
+    }
     let empty = r#"{"events": []}"#.as_bytes().to_vec();
     let big = format!(r#"{{"events": ["{}"]}}"#, "x".repeat(5000)).into_bytes();
     // A small gzip body that expands past the limit is refused too.
@@ -420,7 +538,7 @@ fn limits_and_tokens_hold() {
             "driftwatch_events_rejected_total",
             &[("reason", "too_large")]
         ),
-        Some(2.0)
+        Some(4.0)
     );
     // The cost model: 10 ms at 0.002 USD per second is 0.02 USD per 1000.
     let ts = now_rfc3339();
@@ -473,6 +591,16 @@ fn a_broken_config_is_refused_with_its_location() {
                 "{reference}    drift: {{thresholds: [\"agee:psi=0.2\"]}}\n"
             )),
             vec!["model credit: drift: \"agee\" is not a watched column"],
+        ),
+        // Nesting past the bound is refused where it goes too deep, never a
+        // stack overflow.
+        (
+            format!("models:\n  {}x\n", "- ".repeat(100_000)),
+            vec!["bad.yaml:2:", "nested more than 64 levels deep"],
+        ),
+        (
+            model(&format!("{reference}auth: {{metrics: true}}\n")),
+            vec!["auth.metrics: `/metrics` would need a read token"],
         ),
     ] {
         std::fs::write(&config, &text).expect("config");

@@ -129,6 +129,36 @@ pub struct ItemError {
     pub error: String,
 }
 
+/// Most characters of a client's text quoted back in an error.
+pub const QUOTED_CHARS: usize = 64;
+
+/// A client's text as an error quotes it: Debug-quoted, and clipped to
+/// `QUOTED_CHARS` with its full size said, so that an error reply never
+/// grows with what was sent.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// Longest error message a reply carries, in bytes.
+pub const MAX_ERROR_BYTES: usize = 512;
+
+/// An error message cut to `MAX_ERROR_BYTES` (at a character boundary),
+/// whatever it quotes: the last guard on an error reply's size.
+pub fn clip(mut message: String) -> String {
+    if message.len() > MAX_ERROR_BYTES {
+        let mut end = MAX_ERROR_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
 /// Reply to both endpoints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngestReply {
@@ -140,6 +170,17 @@ pub struct IngestReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_text_is_clipped_with_its_size() {
+        assert_eq!(quoted("a\"b"), r#""a\"b""#);
+        let long = "é".repeat(1000);
+        let q = quoted(&long);
+        assert_eq!(q, format!("{:?}… (2000 bytes)", "é".repeat(QUOTED_CHARS)));
+        let clipped = clip("é".repeat(MAX_ERROR_BYTES));
+        assert!(clipped.len() <= MAX_ERROR_BYTES + '…'.len_utf8());
+        assert_eq!(clip("short".into()), "short");
+    }
 
     #[test]
     fn design_example_round_trips() {

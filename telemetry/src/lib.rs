@@ -1,5 +1,7 @@
-//! OpenTelemetry export for the agent and the collector: traces and
-//! metrics over OTLP/HTTP (protobuf), when configured.
+//! What the agent and the collector share beyond the wire format:
+//! OpenTelemetry export (traces and metrics over OTLP/HTTP, protobuf, when
+//! configured), the Prometheus text rendering, and TLS for listeners
+//! (`tls`).
 //!
 //! Spans are recorded after the fact, with the start and end times of the
 //! work they describe (a proxied request, an ingest batch, a rule
@@ -10,6 +12,9 @@
 //! as their `_count` and `_sum`. Every export is counted in the registry
 //! (`{prefix}_otlp_exports_total{signal, outcome}`) and the first failure
 //! of a run is logged with its reason.
+
+pub mod conn;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -9,6 +9,7 @@
 pub mod mail;
 pub mod process;
 pub mod receiver;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -14,6 +14,8 @@ pub enum RejectReason {
     TooLarge,
     /// Request level: missing or wrong bearer token (counts requests).
     Unauthorized,
+    /// Request level: a known token without the `ingest` scope (counts requests).
+    Forbidden,
     /// Request level: a `Content-Encoding` other than gzip, zstd or identity (counts requests).
     UnsupportedEncoding,
     MalformedEvent,
@@ -41,6 +43,7 @@ impl RejectReason {
             RejectReason::MalformedBody => "malformed_body",
             RejectReason::TooLarge => "too_large",
             RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Forbidden => "forbidden",
             RejectReason::UnsupportedEncoding => "unsupported_encoding",
             RejectReason::MalformedEvent => "malformed_event",
             RejectReason::UnknownModel => "unknown_model",
@@ -80,6 +83,9 @@ pub struct Metrics {
     pub cost_per_1k: GaugeVec,
     pub shadow_score_diff: GaugeVec,
     pub events_rejected: IntCounterVec,
+    pub auth_refusals: IntCounterVec,
+    pub connections_refused: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
     pub latency_quantile: GaugeVec,
     pub prediction_error_ratio: GaugeVec,
     pub alerts_firing: GaugeVec,
@@ -234,6 +240,24 @@ impl Default for Metrics {
                 "driftwatch_events_rejected_total",
                 "Events (or requests, for request-level reasons) refused, by reason",
                 &["reason"],
+            ),
+            auth_refusals: counter(
+                r,
+                "driftwatch_auth_refusals_total",
+                "Requests refused for their bearer token, by the scope the route needs and status (401, 403)",
+                &["scope", "status"],
+            ),
+            connections_refused: counter(
+                r,
+                "driftwatch_connections_refused_total",
+                "Connections closed by the listener's bounds, by reason",
+                &["reason"],
+            ),
+            tls_reloads: counter(
+                r,
+                "driftwatch_tls_reloads_total",
+                "TLS certificate reloads after a file changed, by outcome",
+                &["outcome"],
             ),
             latency_quantile: gauge(
                 r,

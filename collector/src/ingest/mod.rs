@@ -11,7 +11,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use driftwatch_protocol::{IngestReply, ItemError};
+use driftwatch_protocol::{quoted, IngestReply, ItemError};
 
 pub use body::{decode, split_events, BodyError};
 pub use validate::{parse_labels, validate, LabelRefusal, Rejection, ValidLabel};
@@ -87,8 +87,9 @@ impl Ingest {
                 reply.errors.push(ItemError {
                     index,
                     error: format!(
-                        "duplicate request_id {:?} for model {}",
-                        a.event.request_id, a.event.model
+                        "duplicate request_id {} for model {}",
+                        quoted(&a.event.request_id),
+                        a.event.model
                     ),
                 });
                 continue;
@@ -143,14 +144,17 @@ impl Ingest {
                 }
                 LabelOutcome::UnknownRequest => {
                     self.metrics.reject(RejectReason::UnknownRequestId, 1);
-                    let error = format!("no prediction with request_id {:?} for model {} (never sent, or older than its label TTL)", label.request_id, label.model);
+                    let error = format!("no prediction with request_id {} for model {} (never sent, or older than its label TTL)", quoted(&label.request_id), label.model);
                     reply.errors.push(ItemError { index, error });
                 }
                 LabelOutcome::Duplicate => {
                     self.metrics.reject(RejectReason::DuplicateLabel, 1);
                     reply.errors.push(ItemError {
                         index,
-                        error: format!("request_id {:?} already has a label", label.request_id),
+                        error: format!(
+                            "request_id {} already has a label",
+                            quoted(&label.request_id)
+                        ),
                     });
                 }
             }
@@ -192,7 +196,7 @@ impl Ingest {
         let mut accepted = Vec::with_capacity(raw_events.len());
         for (index, raw) in raw_events.iter().enumerate() {
             let checked = validate(raw, &self.live.models, now, skew)
-                .and_then(|a| placeable(&self.live.windows(a.model), &a).map(|()| a));
+                .and_then(|a| placeable(&self.live.windows(a.model), &a, now).map(|()| a));
             match checked {
                 Ok(a) => accepted.push((index, a)),
                 Err((reason, error)) => {
@@ -210,7 +214,7 @@ impl Ingest {
         {
             let mut windows = self.live.windows(a.model);
             // The windows may have moved on since validation.
-            if let Err((reason, error)) = placeable(&windows, a) {
+            if let Err((reason, error)) = placeable(&windows, a, now_ms()) {
                 self.metrics.reject(reason, 1);
                 return Err(error);
             }
@@ -267,14 +271,14 @@ impl Ingest {
 }
 
 /// Whether the event's windows still exist; else why not (too old).
-fn placeable(windows: &ModelWindows, a: &Accepted) -> Result<(), Rejection> {
-    match windows.check(a.ts_ms) {
+fn placeable(windows: &ModelWindows, a: &Accepted, now_ms: i64) -> Result<(), Rejection> {
+    match windows.check(a.ts_ms, now_ms) {
         Ok(()) => Ok(()),
         Err(Placement::TooOld) => Err((
             RejectReason::TooOld,
             format!(
                 "timestamp {} is older than the windows kept",
-                a.event.timestamp
+                quoted(&a.event.timestamp)
             ),
         )),
     }
@@ -290,6 +294,9 @@ fn worker_failed(e: tokio::task::JoinError) -> IngestError {
 /// The reply with its errors in batch order and counted.
 fn finish(mut reply: IngestReply) -> IngestReply {
     reply.errors.sort_by_key(|e| e.index);
+    for e in &mut reply.errors {
+        e.error = driftwatch_protocol::clip(std::mem::take(&mut e.error));
+    }
     reply.rejected = reply.errors.len();
     reply
 }

@@ -3,7 +3,7 @@
 //! outputs typed like the reference's prediction column. A bad event gets
 //! its own error and a counted reason; it never poisons its batch.
 
-use driftwatch_protocol::{Event, FeatureValue, ItemError, Label, Output};
+use driftwatch_protocol::{quoted, Event, FeatureValue, ItemError, Label, Output};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -54,7 +54,7 @@ pub fn parse_labels(
         let Some(mi) = models.iter().position(|m| m.name == label.model) else {
             refused.push(fail(
                 RejectReason::UnknownModel,
-                format!("unknown model {:?}", label.model),
+                format!("unknown model {}", quoted(&label.model)),
             ));
             continue;
         };
@@ -102,14 +102,17 @@ pub fn validate(
     let Some(model_idx) = models.iter().position(|m| m.name == event.model) else {
         return Err((
             RejectReason::UnknownModel,
-            format!("unknown model {:?}", event.model),
+            format!("unknown model {}", quoted(&event.model)),
         ));
     };
     let model = &models[model_idx];
     let ts = chrono::DateTime::parse_from_rfc3339(&event.timestamp).map_err(|e| {
         (
             RejectReason::BadTimestamp,
-            format!("timestamp {:?} is not RFC 3339: {e}", event.timestamp),
+            format!(
+                "timestamp {} is not RFC 3339: {e}",
+                quoted(&event.timestamp)
+            ),
         )
     })?;
     let ts_ms = ts.timestamp_millis();
@@ -118,7 +121,7 @@ pub fn validate(
             RejectReason::FutureTimestamp,
             format!(
                 "timestamp {} is more than {} s in the future",
-                event.timestamp,
+                quoted(&event.timestamp),
                 max_skew_ms / 1000
             ),
         ));
@@ -128,7 +131,7 @@ pub fn validate(
         let Some(i) = model.feature_index(name) else {
             return Err((
                 RejectReason::UnknownFeature,
-                format!("model {} has no feature {name:?}", model.name),
+                format!("model {} has no feature {}", model.name, quoted(name)),
             ));
         };
         let f = &model.features[i];
@@ -154,7 +157,8 @@ pub fn validate(
                 return Err((
                     RejectReason::WrongType,
                     format!(
-                        "feature {name:?} must be {want} or null, got {}",
+                        "feature {} must be {want} or null, got {}",
+                        quoted(name),
                         describe(v)
                     ),
                 ));
@@ -207,7 +211,7 @@ fn describe(v: &FeatureValue) -> String {
     match v {
         FeatureValue::Bool(b) => format!("boolean {b}"),
         FeatureValue::Number(x) => format!("number {x}"),
-        FeatureValue::String(s) => format!("string {s:?}"),
+        FeatureValue::String(s) => format!("string {}", quoted(s)),
         FeatureValue::Null => "null".to_string(),
     }
 }

@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 
-use super::{require_token, ApiError, AppState};
+use driftwatch_protocol::quoted;
+
+use super::{body_within, ApiError, AppState};
 use crate::clock::now_ms;
 use crate::notify::matcher::Matcher;
 use crate::notify::silence::Silence;
@@ -42,14 +44,17 @@ fn alerting(state: &AppState) -> Result<&Arc<Alerting>, ApiError> {
     })
 }
 
+/// The largest silence body accepted.
+const MAX_SILENCE_BYTES: usize = 64 * 1024;
+
 /// `POST /v1/silences`: 200 `{"id": ...}`, or 400 naming what is wrong.
 pub async fn create_silence(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_token(&state, &headers)?;
     let a = alerting(&state)?;
+    let body = body_within(&state, &headers, body, MAX_SILENCE_BYTES).await?;
     let new: NewSilence = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not a silence: {e}")))?;
     let mut matchers = Vec::new();
@@ -75,7 +80,7 @@ pub async fn create_silence(
     let time = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
             .map(|d| d.timestamp_millis())
-            .map_err(|e| ApiError::BadRequest(format!("{t:?} is not RFC 3339: {e}")))
+            .map_err(|e| ApiError::BadRequest(format!("{} is not RFC 3339: {e}", quoted(t))))
     };
     let now = now_ms();
     let starts = new
@@ -129,13 +134,11 @@ pub async fn list_silences(
 /// `DELETE /v1/silences/{id}`: expires the silence now.
 pub async fn expire_silence(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_token(&state, &headers)?;
     match alerting(&state)?.expire_silence(&id).await {
         Ok(true) => Ok(Json(serde_json::json!({ "id": id, "state": "expired" }))),
-        Ok(false) => Err(ApiError::NotFound(format!("no silence {id:?}"))),
+        Ok(false) => Err(ApiError::NotFound(format!("no silence {}", quoted(&id)))),
         Err(e) => Err(ApiError::storage("storing a silence", &e)),
     }
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 
+use driftwatch_protocol::quoted;
+
 use super::{ApiError, AppState};
 
 /// `GET /v1/models`: what is watched, with each feature's type.
@@ -48,13 +50,17 @@ pub async fn model_windows(
     Query(q): Query<WindowsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Some((_, model)) = state.ingest.live.model(&name) else {
-        return Err(ApiError::NotFound(format!("unknown model {name:?}")));
+        return Err(ApiError::NotFound(format!(
+            "unknown model {}",
+            quoted(&name)
+        )));
     };
     let labels: Vec<String> = model.windows.iter().map(|w| w.label()).collect();
     let window = q.window.unwrap_or_else(|| labels[0].clone());
     if !labels.contains(&window) {
         return Err(ApiError::BadRequest(format!(
-            "model {name} has no window {window:?}; it has {}",
+            "model {name} has no window {}; it has {}",
+            quoted(&window),
             labels.join(", ")
         )));
     }
@@ -88,7 +94,8 @@ pub async fn list_notifications(
     let which = q.state.unwrap_or_else(|| "pending".into());
     if !matches!(which.as_str(), "pending" | "delivered" | "dead") {
         return Err(ApiError::BadRequest(format!(
-            "state {which:?}: expected pending, delivered or dead"
+            "state {}: expected pending, delivered or dead",
+            quoted(&which)
         )));
     }
     let limit = q.limit.unwrap_or(100).min(1000);

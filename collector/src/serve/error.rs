@@ -15,8 +15,12 @@ pub enum ApiError {
     BadRequest(String),
     /// No or a wrong bearer token (no detail about which tokens exist).
     Unauthorized,
+    /// A known token without the scope the route needs (no detail either).
+    Forbidden,
     NotFound(String),
     TooLarge(String),
+    /// The body did not arrive in time.
+    Timeout(String),
     UnsupportedEncoding(String),
     /// Storage or another dependency is unavailable: retry later.
     Unavailable(&'static str),
@@ -29,25 +33,30 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// What the client is told.
+    /// What the client is told, never longer than
+    /// `driftwatch_protocol::MAX_ERROR_BYTES`.
     pub fn message(&self) -> String {
-        match self {
+        driftwatch_protocol::clip(match self {
             ApiError::BadRequest(m)
             | ApiError::NotFound(m)
             | ApiError::TooLarge(m)
+            | ApiError::Timeout(m)
             | ApiError::UnsupportedEncoding(m) => m.clone(),
             ApiError::Unauthorized => "missing or invalid bearer token".into(),
+            ApiError::Forbidden => "this token may not do that".into(),
             ApiError::Unavailable(m) => (*m).into(),
             ApiError::Internal => "internal error; the request did not finish".into(),
-        }
+        })
     }
 
     /// A storage failure: logged with its cause, the client told to retry.

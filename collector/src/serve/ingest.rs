@@ -12,8 +12,7 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use driftwatch_protocol::IngestReply;
 
-use super::{require_token, ApiError, AppState};
-use crate::export::metrics::RejectReason;
+use super::{body_within, ApiError, AppState};
 use crate::ingest::{Ingest, IngestError};
 
 /// The handler of an ingest endpoint: `POST /v1/events` with
@@ -58,20 +57,13 @@ where
     reply.map(Json)
 }
 
-/// Reads an authorised, size-bounded body and its `Content-Encoding`.
+/// Reads a size-bounded body and its `Content-Encoding`.
 async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Vec<u8>, Option<String>), ApiError> {
-    require_token(state, headers)?;
-    let max = state.ingest.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, max.saturating_add(1))
-        .await
-        .map_err(|_| {
-            state.metrics.reject(RejectReason::TooLarge, 1);
-            ApiError::TooLarge(format!("body larger than {max} bytes"))
-        })?;
+    let bytes = body_within(state, headers, body, state.ingest.max_body_bytes).await?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

@@ -5,22 +5,28 @@
 
 mod alerts;
 mod api;
+pub mod auth;
 pub mod error;
 mod ingest;
+pub mod listen;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
+use driftwatch_telemetry::tls::ServerTls;
 use driftwatch_telemetry::Telemetry;
-use subtle::ConstantTimeEq;
 
+pub use auth::{Auth, Scope};
 pub use error::ApiError;
 
+use crate::config::HttpLimits;
 use crate::export::metrics::{Metrics, RejectReason};
 use crate::ingest::Ingest;
 use crate::rules::runtime::Alerting;
@@ -35,14 +41,25 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// OpenTelemetry spans; off unless `otlp:` is configured.
     pub telemetry: Arc<Telemetry>,
-    /// Bearer tokens; none means no authentication.
-    pub tokens: Vec<String>,
+    /// Bearer tokens by scope.
+    pub auth: Auth,
+    /// Bounds on connections and slow clients.
+    pub http: HttpLimits,
+    /// HTTPS, when configured.
+    pub tls: Option<Arc<ServerTls>>,
     /// Set once the windows are restored and the loops run.
     pub ready: AtomicBool,
 }
 
+/// The routes, grouped by the token scope each needs (`auth`).
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
+    let scoped = |scope: Scope, routes: Router<Arc<AppState>>| {
+        routes.route_layer(middleware::from_fn_with_state(
+            (state.clone(), scope),
+            auth::guard,
+        ))
+    };
+    let ingest = Router::new()
         .route(
             "/v1/events",
             post(ingest::endpoint("ingest events", Ingest::events)),
@@ -50,22 +67,27 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/feedback",
             post(ingest::endpoint("ingest labels", Ingest::labels)),
-        )
+        );
+    let read = Router::new()
         .route("/v1/models", get(api::list_models))
         .route("/v1/models/{model}/windows", get(api::model_windows))
         .route("/v1/notifications", get(api::list_notifications))
         .route("/v1/alerts", get(alerts::list_alerts))
         .route("/v1/rules", get(alerts::list_rules))
-        .route(
-            "/v1/silences",
-            get(alerts::list_silences).post(alerts::create_silence),
-        )
+        .route("/v1/silences", get(alerts::list_silences));
+    let admin = Router::new()
+        .route("/v1/silences", post(alerts::create_silence))
         .route("/v1/silences/{id}", delete(alerts::expire_silence))
-        .route("/-/reload", post(alerts::reload_rules))
-        .route("/metrics", get(metrics))
+        .route("/-/reload", post(alerts::reload_rules));
+    let metrics = Router::new().route("/metrics", get(metrics));
+    Router::new()
+        .merge(scoped(Scope::Ingest, ingest))
+        .merge(scoped(Scope::Read, read))
+        .merge(scoped(Scope::Admin, admin))
+        .merge(scoped(Scope::Metrics, metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        // The handler bounds the body itself so that refusals are counted.
+        // Handlers bound their bodies themselves so that refusals are counted.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -78,31 +100,49 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     state.ready.store(true, Ordering::SeqCst);
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    listen::serve(
+        listener,
+        app(state.clone()),
+        state.http,
+        state.tls.clone(),
+        state.metrics.clone(),
+        shutdown,
+    )
+    .await
 }
 
-/// 401 (counted) unless the request carries a configured bearer token.
-fn require_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if state.tokens.is_empty() {
-        return Ok(());
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
+/// A body of at most `max` bytes: refused with 413 (counted) as soon as
+/// `Content-Length` announces more, before anything is read (so that
+/// `Expect: 100-continue` is answered 413, not 100), else once more than
+/// `max` bytes have arrived.
+async fn body_within(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        state.metrics.reject(RejectReason::TooLarge, 1);
+        ApiError::TooLarge(format!("body larger than {max} bytes"))
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Compare against every token without stopping early.
-    let ok = given.is_some_and(|given| {
-        state.tokens.iter().fold(false, |ok, t| {
-            ok | bool::from(t.as_bytes().ct_eq(given.trim().as_bytes()))
-        })
-    });
-    if ok {
-        Ok(())
-    } else {
-        state.metrics.reject(RejectReason::Unauthorized, 1);
-        Err(ApiError::Unauthorized)
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let read = axum::body::to_bytes(body, max.saturating_add(1));
+    match tokio::time::timeout(state.http.body_timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => {
+            listen::refuse(&state.metrics, listen::Refusal::BodyTimeout);
+            Err(ApiError::Timeout(format!(
+                "the body did not arrive within {} s",
+                state.http.body_timeout.as_secs_f64()
+            )))
+        }
     }
 }
 

@@ -435,12 +435,18 @@ impl ModelWindows {
         }
     }
 
-    /// Whether an event at `ts_ms` still has a window in every length.
-    pub fn check(&self, ts_ms: i64) -> Result<(), Placement> {
+    /// Whether an event at `ts_ms` still has a window in every length at
+    /// `now_ms`: the live window and the one before it, whether or not they
+    /// hold events, and never older than the oldest window kept.
+    pub fn check(&self, ts_ms: i64, now_ms: i64) -> Result<(), Placement> {
         for (len, windows) in self.lengths_ms.iter().zip(&self.by_length) {
             let start = ts_ms.div_euclid(*len) * len;
-            if windows.len() >= KEPT_WINDOWS
-                && windows.keys().next().is_some_and(|&oldest| start < oldest)
+            let live = now_ms.div_euclid(*len) * len;
+            let oldest_kept = (windows.len() >= KEPT_WINDOWS)
+                .then(|| windows.keys().next().copied())
+                .flatten();
+            if start < live - (KEPT_WINDOWS as i64 - 1) * len
+                || oldest_kept.is_some_and(|oldest| start < oldest)
             {
                 return Err(Placement::TooOld);
             }

@@ -1,7 +1,8 @@
 """A real SMTP server for the tests (aiosmtpd): stores each message it
 accepts as OUT_DIR/NNNN.eml and prints its port. When OUT_DIR/reject-next
 exists, the next message is refused with a transient 451 (and the file is
-removed), so retries can be tested.
+removed), so retries can be tested; the refused message is kept as
+OUT_DIR/refused.txt.
 
 usage: smtp_sink.py OUT_DIR
 """
@@ -23,6 +24,8 @@ class Sink:
         flag = os.path.join(self.out, "reject-next")
         if os.path.exists(flag):
             os.remove(flag)
+            with open(os.path.join(self.out, "refused.txt"), "wb") as f:
+                f.write(envelope.original_content or envelope.content)
             return "451 4.3.0 try again later"
         self.n += 1
         path = os.path.join(self.out, f"{self.n:04d}.eml")

@@ -27,7 +27,10 @@ pub async fn send(
     }
 }
 
-/// The message: subject, sender, recipients, a text and an HTML part.
+/// The message: subject, sender, recipients, a text and an HTML part; a
+/// `Message-ID` and an `Idempotency-Key` that every attempt of the same
+/// outbox message repeats (after a restart too), so that a mail system or
+/// a reader can drop a resend.
 fn build(
     config: &Config,
     message: &Message,
@@ -39,7 +42,12 @@ fn build(
             from.parse()
                 .map_err(|e| DeliveryError::permanent(format!("from {from:?}: {e}")))?,
         )
-        .subject(template::subject(message));
+        .subject(template::subject(message))
+        .message_id(Some(message_id(message)))
+        .raw_header(lettre::message::header::HeaderValue::new(
+            lettre::message::header::HeaderName::new_from_ascii_str("Idempotency-Key"),
+            message.idempotency_key.clone(),
+        ));
     for t in &config.to {
         email = email.to(t
             .parse()
@@ -52,6 +60,11 @@ fn build(
             body.html(),
         ))
         .map_err(|e| DeliveryError::permanent(e.to_string()))
+}
+
+/// The `Message-ID` of an outbox message: its idempotency key.
+pub fn message_id(message: &Message) -> String {
+    format!("<{}@driftwatch>", message.idempotency_key)
 }
 
 /// The SMTP connection as configured, with credentials when a user is set.
