@@ -2,9 +2,11 @@
 //! line and column of a mistake) or the flag-only quick start of DESIGN.md;
 //! flags override the file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use driftwatch_telemetry::tls::TlsFiles;
 use serde::{Deserialize, Deserializer};
 
 /// A duration written like `30s`, `5m`, `250ms`.
@@ -50,6 +52,22 @@ pub struct Config {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` when absent.
     #[serde(default)]
     pub otlp: Option<driftwatch_telemetry::OtlpConfig>,
+    /// Bounds on clients of the traffic listener.
+    #[serde(default)]
+    pub http: HttpLimits,
+    /// HTTPS on the traffic listener (served through hyper: the lean path
+    /// is plain HTTP only).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// HTTPS on the admin listener.
+    #[serde(default)]
+    pub admin_tls: Option<TlsFiles>,
+    /// The key of `hash` features (HMAC-SHA256), from an environment
+    /// variable or a file; read once at start.
+    #[serde(default)]
+    pub hash_key_env: Option<String>,
+    #[serde(default)]
+    pub hash_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +97,65 @@ pub struct Collector {
     /// own request, error and latency metrics stay exact.
     #[serde(default = "one")]
     pub sample_rate: f64,
+    /// How the collector's certificate is verified, and the agent's own
+    /// certificate for mTLS (an `https://` URL).
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+}
+
+/// Bounds on the traffic listener's clients; refusals are counted in
+/// `driftwatch_agent_connections_refused_total{reason}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// Connections served at once; one more is closed at once (nginx:
+    /// `worker_connections`, 512 per worker by default).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's head, counted
+    /// from the end of the previous response (so also how long an idle
+    /// keep-alive connection stays open). nginx: `client_header_timeout`
+    /// 60 s, `keepalive_timeout` 75 s.
+    #[serde(default = "default_header_timeout", deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// How long the lean path waits between two reads of a request body
+    /// (nginx: `client_body_timeout`, 60 s).
+    #[serde(default = "default_header_timeout", deserialize_with = "duration")]
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_header_timeout(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The agent's side of TLS to the collector. Files are read again when
+/// they change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM: the CAs the collector's certificate must chain to (instead of
+    /// the public web roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM: the agent's certificate chain and key, for a collector that
+    /// requires client certificates.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +232,24 @@ pub struct Model {
     pub join_wait: Duration,
     #[serde(default)]
     pub shadow: Option<Shadow>,
+    /// The request's fields the agent may ship (an allow-list); none: all
+    /// it reads. Applied with `sensitive` before an event is queued.
+    #[serde(default)]
+    pub request_fields: Option<Vec<String>>,
+    /// Per feature: `keep` (the default), `drop` or `hash`.
+    #[serde(default)]
+    pub sensitive: BTreeMap<String, Sensitivity>,
+}
+
+/// What leaves the node of a sensitive feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensitivity {
+    Keep,
+    /// Never shipped (the shadow may still read it).
+    Drop,
+    /// Shipped as HMAC-SHA256 under `hash_key`, a categorical feature.
+    Hash,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -311,6 +406,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    HashKey(String),
 }
 
 impl Config {
@@ -351,12 +448,18 @@ impl Config {
                 spool: None,
                 timeout: default_ship_timeout(),
                 sample_rate: 1.0,
+                tls: None,
             },
             models: vec![model],
             shutdown_deadline: default_shutdown(),
             traffic_threads: None,
             fast_path: true,
             otlp: None,
+            http: HttpLimits::default(),
+            tls: None,
+            admin_tls: None,
+            hash_key_env: None,
+            hash_key_file: None,
         }
     }
 
@@ -391,6 +494,27 @@ impl Config {
         if self.collector.token_env.is_some() && self.collector.token_file.is_some() {
             problems.push("collector: give token_env or token_file, not both".into());
         }
+        if self.http.max_connections == 0
+            || self.http.header_timeout.is_zero()
+            || self.http.body_timeout.is_zero()
+        {
+            problems.push("http: max_connections and the timeouts must be above 0".into());
+        }
+        if self.hash_key_env.is_some() && self.hash_key_file.is_some() {
+            problems.push("give hash_key_env or hash_key_file, not both".into());
+        }
+        if let Some(t) = &self.collector.tls {
+            if t.client_cert_file.is_some() != t.client_key_file.is_some() {
+                problems.push(
+                    "collector.tls: give client_cert_file and client_key_file together".into(),
+                );
+            }
+        }
+        for (what, tls) in [("tls", &self.tls), ("admin_tls", &self.admin_tls)] {
+            if let Some(Err(e)) = tls.as_ref().map(TlsFiles::server_config) {
+                problems.push(format!("{what}: {e}"));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             if !names.insert(&m.name) {
@@ -412,6 +536,13 @@ impl Config {
                 problems.push(format!(
                     "models[{i}] ({}): route {:?} must start with /",
                     m.name, m.route
+                ));
+            }
+            let hashed = m.sensitive.values().any(|s| *s == Sensitivity::Hash);
+            if hashed && self.hash_key_env.is_none() && self.hash_key_file.is_none() {
+                problems.push(format!(
+                    "models[{i}] ({}): a `hash` feature needs hash_key_env or hash_key_file",
+                    m.name
                 ));
             }
             if let Some(s) = &m.shadow {
@@ -447,6 +578,37 @@ impl Config {
                 });
         }
         Ok(None)
+    }
+}
+
+impl Config {
+    /// The key of `hash` features: `hash_key_env`'s variable (which must be
+    /// set and not empty) or `hash_key_file`'s bytes (a trailing newline
+    /// trimmed); none when neither is configured.
+    pub fn hash_key(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        if let Some(var) = &self.hash_key_env {
+            return match std::env::var(var) {
+                Ok(k) if !k.is_empty() => Ok(Some(k.into_bytes())),
+                _ => Err(ConfigError::HashKey(format!(
+                    "hash_key_env: the environment variable {var} is not set"
+                ))),
+            };
+        }
+        let Some(path) = &self.hash_key_file else {
+            return Ok(None);
+        };
+        let mut key = std::fs::read(path)
+            .map_err(|e| ConfigError::HashKey(format!("hash_key_file {}: {e}", path.display())))?;
+        while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            key.pop();
+        }
+        if key.is_empty() {
+            return Err(ConfigError::HashKey(format!(
+                "hash_key_file {}: the file is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(key))
     }
 }
 
@@ -508,6 +670,28 @@ mod tests {
             "generic protocol needs",
         ] {
             assert!(err.contains(want), "{want}: {err}");
+        }
+        // Nesting of any depth is refused with its place, never a stack
+        // overflow: serde_yaml_ng reads the events without recursing and
+        // stops deserialising at 128 levels, or where the schema wants
+        // no sequence.
+        for (deep, want) in [
+            (
+                format!("models:\n  {}x\n", "- ".repeat(20_000)),
+                "invalid type: sequence, expected struct Model",
+            ),
+            (
+                format!("models: {}{}\n", "[".repeat(20_000), "]".repeat(20_000)),
+                "invalid type: sequence, expected struct Model",
+            ),
+            (
+                format!("otlp: {}{}\n", "{a: ".repeat(20_000), "}".repeat(20_000)),
+                "",
+            ),
+        ] {
+            std::fs::write(&file, deep).expect("write");
+            let err = Config::load(&file).expect_err("too deep").to_string();
+            assert!(err.contains(want) && err.contains("line "), "{err}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

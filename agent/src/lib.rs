@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod observe;
 pub mod proxy;
+pub mod redact;
 pub mod run;
 pub mod shadow;
 pub mod ship;

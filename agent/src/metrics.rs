@@ -26,6 +26,9 @@ pub struct Metrics {
     pub buffered: IntGauge,
     pub spool_bytes: IntGauge,
     pub ship_failures: IntCounterVec,
+    pub features_redacted: IntCounterVec,
+    pub connections_refused: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -169,6 +172,24 @@ impl Default for Metrics {
                 "Failed attempts to post a batch to the collector, by reason",
                 &["reason"],
             ),
+            features_redacted: counter(
+                &r,
+                "driftwatch_agent_features_redacted_total",
+                "Feature values kept from the collector, by model and action (drop, hash, not_requested)",
+                &["model", "action"],
+            ),
+            connections_refused: counter(
+                &r,
+                "driftwatch_agent_connections_refused_total",
+                "Client connections refused or cut, by reason (limit, header_timeout, body_timeout, header_too_large, tls_handshake)",
+                &["reason"],
+            ),
+            tls_reloads: counter(
+                &r,
+                "driftwatch_agent_tls_reloads_total",
+                "Listener certificates read again after their files changed, by outcome (success, failure)",
+                &["outcome"],
+            ),
             registry: r,
         }
     }
@@ -178,6 +199,11 @@ impl Metrics {
     /// Counts a traffic request by model (empty: routed to none) and status.
     pub fn count_request(&self, model: &str, status: &str) {
         self.requests.with_label_values(&[model, status]).inc();
+    }
+
+    /// Counts a connection refused or cut (`connections_refused`).
+    pub fn refuse(&self, reason: &str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
     }
 
     /// The registry, for the OTLP export of the same metrics.

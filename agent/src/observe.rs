@@ -17,6 +17,7 @@ use driftwatch_protocol::{Event, Output};
 use crate::adapters::{parse_request, parse_response, Row};
 use crate::config::Model;
 use crate::metrics::Metrics;
+use crate::redact::{Redacted, Redactor};
 use crate::shadow::{columns, Scorer};
 use crate::ship::Shipper;
 
@@ -63,6 +64,8 @@ impl Observer {
 pub struct Watched {
     pub cfg: Model,
     pub scorer: Option<Scorer>,
+    /// Its `request_fields` and `sensitive` features.
+    pub redactor: Redactor,
 }
 
 /// What turning observations into events needs.
@@ -150,6 +153,7 @@ impl Events {
             Some(scorer) => self.shadow(&m.cfg.name, scorer, &rows).await,
             None => vec![None; n],
         };
+        let rows = self.redact(m, rows);
         rows.into_iter()
             .zip(champion)
             .zip(shadow)
@@ -168,6 +172,31 @@ impl Events {
                 node: self.node.clone(),
             })
             .collect()
+    }
+
+    /// The rows as they may leave the node (`redact`), once the shadow
+    /// has read them.
+    fn redact(&self, m: &Watched, mut rows: Vec<Row>) -> Vec<Row> {
+        if !m.redactor.is_active() {
+            return rows;
+        }
+        let mut counts = Redacted::default();
+        for row in &mut rows {
+            m.redactor.apply(row, &mut counts);
+        }
+        for (action, n) in [
+            ("drop", counts.dropped),
+            ("hash", counts.hashed),
+            ("not_requested", counts.not_requested),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .features_redacted
+                    .with_label_values(&[&m.cfg.name, action])
+                    .inc_by(n);
+            }
+        }
+        rows
     }
 
     fn unparsed(&self, model: &str, part: &str, reason: &str) {

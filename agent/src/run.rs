@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use driftwatch_telemetry::tls::{ServerTls, TlsFiles};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
@@ -24,6 +25,7 @@ use crate::http::{full, json_error, Body};
 use crate::metrics::Metrics;
 use crate::observe::{self, Events, Watched};
 use crate::proxy::{fast, hyper as hyper_path, ProxyError, State};
+use crate::redact::Redactor;
 use crate::shadow::Scorer;
 use crate::ship::{ShipError, Shipper};
 use crate::tap::Tap;
@@ -39,6 +41,8 @@ pub enum RunError {
     Ship(#[from] ShipError),
     #[error("otlp: {0}")]
     Telemetry(String),
+    #[error(transparent)]
+    Tls(#[from] driftwatch_telemetry::tls::TlsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -68,12 +72,14 @@ pub async fn run(
     background: tokio::runtime::Handle,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
+    let hash_key = config.hash_key()?;
     let watched = config
         .models
         .iter()
         .map(|m| Watched {
             cfg: m.clone(),
             scorer: start_shadow(&config, m, &metrics),
+            redactor: Redactor::new(m, hash_key.as_deref()),
         })
         .collect();
     let token = config.token()?;
@@ -112,13 +118,35 @@ pub async fn run(
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let telemetry = telemetry(&config, &metrics)?;
+    let load = |files: &Option<TlsFiles>| files.clone().map(ServerTls::load).transpose();
+    let (traffic_tls, admin_tls) = (
+        load(&config.tls)?.map(Arc::new),
+        load(&config.admin_tls)?.map(Arc::new),
+    );
+    for (tls, what) in [(&traffic_tls, "tls"), (&admin_tls, "admin_tls")] {
+        if let Some(tls) = tls {
+            background.spawn(driftwatch_telemetry::tls::watch(
+                tls.clone(),
+                what,
+                metrics.tls_reloads.clone(),
+            ));
+        }
+    }
     let state = State::new(config, metrics, observer, tap, telemetry)?;
     // Turns true at shutdown: the fast path's connections close when idle.
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
-        workers.push(traffic_thread(i, state.clone(), stop.clone())?);
+        workers.push(traffic_thread(
+            i,
+            state.clone(),
+            stop.clone(),
+            traffic_tls.clone(),
+        )?);
     }
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        state.config.http.max_connections,
+    ));
     // Tests and scripts read these lines for the ports.
     println!("listening on {traffic_addr}");
     println!("admin on {admin_addr}");
@@ -126,13 +154,18 @@ pub async fn run(
         "driftwatch-agent listening on {traffic_addr} (admin {admin_addr}, {threads} traffic threads)"
     );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let admin_task = background.spawn(serve_admin(state.clone(), listeners.admin));
+    let admin_task = background.spawn(serve_admin(state.clone(), listeners.admin, admin_tls));
     tokio::pin!(shutdown);
     let mut next = 0;
     loop {
         tokio::select! {
             accepted = traffic.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    state.metrics.refuse("limit");
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 // Connections are dealt to the traffic threads in turn.
                 let handed = stream
@@ -140,7 +173,7 @@ pub async fn run(
                     .map_err(|e| e.to_string())
                     .and_then(|s| {
                         workers[next % threads]
-                            .send((s, graceful.watcher()))
+                            .send((s, graceful.watcher(), permit))
                             .map_err(|_| format!("traffic thread {} has stopped", next % threads))
                     });
                 next += 1;
@@ -223,8 +256,13 @@ fn telemetry(
     Ok(t)
 }
 
-/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
-async fn serve_admin(state: Arc<State>, listener: std::net::TcpListener) {
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`, over HTTPS when
+/// `admin_tls` is configured, with the traffic listener's head timeout.
+async fn serve_admin(
+    state: Arc<State>,
+    listener: std::net::TcpListener,
+    tls: Option<Arc<ServerTls>>,
+) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         eprintln!("error: the admin listener cannot be served");
         return;
@@ -233,13 +271,45 @@ async fn serve_admin(state: Arc<State>, listener: std::net::TcpListener) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let s = state.clone();
+        let (s, tls) = (state.clone(), tls.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| admin(s.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let http = hyper_path::server_http1(s.config.http.header_timeout);
+            let svc = service_fn({
+                let s = s.clone();
+                move |req| admin(s.clone(), req)
+            });
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(tls) => {
+                    if let Some(stream) = handshake(&s, &tls, stream).await {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            }
         });
+    }
+}
+
+/// The TLS handshake of a client connection within `header_timeout`; a
+/// failed or late one is counted (`tls_handshake`, `header_timeout`).
+async fn handshake(
+    state: &State,
+    tls: &ServerTls,
+    stream: tokio::net::TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let accept = tls.acceptor().accept(stream);
+    match tokio::time::timeout(state.config.http.header_timeout, accept).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(_)) => {
+            state.metrics.refuse("tls_handshake");
+            None
+        }
+        Err(_) => {
+            state.metrics.refuse("header_timeout");
+            None
+        }
     }
 }
 
@@ -263,7 +333,13 @@ async fn admin(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
     })
 }
 
-type Handoff = (std::net::TcpStream, Watcher);
+/// A connection dealt to a traffic thread, with its place among
+/// `max_connections` (given back when it closes).
+type Handoff = (
+    std::net::TcpStream,
+    Watcher,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 /// A thread serving the connections it is dealt on a runtime of its own
 /// (thread per core, like nginx's workers: a request never changes
@@ -274,6 +350,7 @@ fn traffic_thread(
     i: usize,
     state: Arc<State>,
     stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<ServerTls>>,
 ) -> Result<tokio::sync::mpsc::UnboundedSender<Handoff>, RunError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -302,16 +379,31 @@ fn traffic_thread(
                 loop {
                     tokio::select! {
                         handed = rx.recv() => {
-                            let Some((stream, watcher)) = handed else { break };
+                            let Some((stream, watcher, permit)) = handed else { break };
                             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                                 continue;
                             };
                             let (s, c) = (state.clone(), client.clone());
-                            if s.config.fast_path {
+                            if let Some(tls) = &tls {
+                                // HTTPS is served through hyper.
+                                let tls = tls.clone();
+                                conns.spawn(async move {
+                                    if let Some(stream) = handshake(&s, &tls, stream).await {
+                                        hyper_path::serve_hyper(s, c, stream, watcher).await;
+                                    }
+                                    drop(permit);
+                                });
+                            } else if s.config.fast_path {
                                 let (p, stop) = (pool.clone(), stop.clone());
-                                conns.spawn(fast::serve(s, p, c, stream, watcher, stop));
+                                conns.spawn(async move {
+                                    fast::serve(s, p, c, stream, watcher, stop).await;
+                                    drop(permit);
+                                });
                             } else {
-                                conns.spawn(hyper_path::serve_hyper(s, c, stream, watcher));
+                                conns.spawn(async move {
+                                    hyper_path::serve_hyper(s, c, stream, watcher).await;
+                                    drop(permit);
+                                });
                             }
                         }
                         Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -108,8 +108,14 @@ pub async fn serve(
     watcher: Watcher,
     mut stop: watch::Receiver<bool>,
 ) {
+    let limits = state.config.http;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
+        // The head within `header_timeout` of the previous response (or
+        // of the connection's start); an idle connection closes quietly,
+        // a slow head is counted.
+        let deadline = tokio::time::sleep(limits.header_timeout);
+        tokio::pin!(deadline);
         let head = loop {
             if !buf.is_empty() {
                 match parse_request(&buf) {
@@ -128,6 +134,12 @@ pub async fn serve(
                     Ok(_) => {}
                 },
                 _ = stop.changed(), if buf.is_empty() => return,
+                () = &mut deadline => {
+                    if !buf.is_empty() {
+                        state.metrics.refuse("header_timeout");
+                    }
+                    return;
+                }
             }
         };
         let Some((head, mi)) = head.and_then(|h| fast_model(&state, &buf, &h).map(|mi| (h, mi)))
@@ -141,9 +153,13 @@ pub async fn serve(
         let whole = head.len + head.content_length;
         while buf.len() < whole {
             buf.reserve(whole - buf.len());
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            match tokio::time::timeout(limits.body_timeout, stream.read_buf(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    state.metrics.refuse("body_timeout");
+                    return;
+                }
             }
         }
         let msg = buf.split_to(whole).freeze();

@@ -49,7 +49,8 @@ pub(crate) fn parse_request(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
+        // A head over the bound goes to hyper, which answers 431.
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
         _ => return Parsed::Hyper,
     };
@@ -514,6 +515,9 @@ mod tests {
         }
         let mut huge = b"GET /x HTTP/1.1\r\nX: ".to_vec();
         huge.resize(MAX_HEAD + 10, b'a');
+        assert_eq!(kind(&huge), "hyper");
+        // Also when it arrives whole in one read.
+        huge.extend_from_slice(b"\r\n\r\n");
         assert_eq!(kind(&huge), "hyper");
     }
 

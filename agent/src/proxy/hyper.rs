@@ -184,9 +184,39 @@ pub async fn serve_hyper<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let limits = state.config.http;
+    let metrics = state.metrics.clone();
     let svc = hyper::service::service_fn(move |req| handle(state.clone(), client.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new()
+    let (io, mid_request) = driftwatch_telemetry::conn::Tracked::new(io);
+    let conn = server_http1(limits.header_timeout)
         .keep_alive(true)
         .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
-    let _ = watcher.watch(conn).await;
+    if let Err(e) = watcher.watch(conn).await {
+        count_cut(
+            &metrics,
+            &e,
+            mid_request.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
+}
+
+/// hyper's HTTP/1.1 server with the agent's bounds: the head within
+/// `header_timeout` (from the end of the previous response) and no
+/// larger than the lean path's (`MAX_HEAD`, else 431).
+pub fn server_http1(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_header_size(super::http1::MAX_HEAD);
+    b
+}
+
+/// Counts a connection hyper cut for its head: too slow (not an idle
+/// keep-alive connection closed: `mid_request` tells) or too large.
+pub fn count_cut(metrics: &crate::metrics::Metrics, e: &hyper::Error, mid_request: bool) {
+    if e.is_timeout() && mid_request {
+        metrics.refuse("header_timeout");
+    } else if e.is_parse_too_large() {
+        metrics.refuse("header_too_large");
+    }
 }

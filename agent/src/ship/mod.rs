@@ -30,8 +30,16 @@ pub struct Shipper {
     cfg: Collector,
     token: Option<String>,
     metrics: Arc<Metrics>,
-    client: reqwest::Client,
+    client: Mutex<Client>,
     spool: Option<Spool>,
+}
+
+/// The HTTP client to the collector and the stamps of the TLS files it
+/// was built from: built again when one changes, so a renewed CA or
+/// client certificate is used without a restart.
+struct Client {
+    http: reqwest::Client,
+    stamps: Vec<Option<std::time::SystemTime>>,
 }
 
 /// How a post went.
@@ -53,6 +61,55 @@ pub enum ShipError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Client(reqwest::Error),
+    #[error("collector.tls: {0}")]
+    Tls(String),
+}
+
+/// The TLS files of the connection to the collector.
+fn tls_paths(cfg: &Collector) -> Vec<&std::path::Path> {
+    cfg.tls
+        .iter()
+        .flat_map(|t| {
+            [&t.ca_file, &t.client_cert_file, &t.client_key_file]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path)
+        })
+        .collect()
+}
+
+/// A client verifying the collector against `tls.ca_file` (only those
+/// CAs) and presenting `tls.client_cert_file` when given.
+fn build_client(cfg: &Collector) -> Result<reqwest::Client, ShipError> {
+    let mut b = reqwest::Client::builder().timeout(cfg.timeout);
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ShipError::Tls(format!("{}: {e}", p.display())))
+    };
+    if let Some(tls) = &cfg.tls {
+        if let Some(ca) = &tls.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| ShipError::Tls(format!("{}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(ShipError::Tls(format!(
+                    "{}: no PEM certificate",
+                    ca.display()
+                )));
+            }
+            b = b.tls_built_in_root_certs(false);
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&tls.client_cert_file, &tls.client_key_file) {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| ShipError::Tls(format!("{}: {e}", cert.display())))?;
+            b = b.identity(id);
+        }
+    }
+    b.build().map_err(ShipError::Client)
 }
 
 /// A batch as it is posted (and spooled): gzipped `{"events": [...]}`.
@@ -76,19 +133,47 @@ impl Shipper {
             Some(s) => Some(Spool::open(s, metrics.clone())?),
             None => None,
         };
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(ShipError::Client)?;
+        let client = Client {
+            http: build_client(&cfg)?,
+            stamps: driftwatch_telemetry::tls::stamps(&tls_paths(&cfg)),
+        };
         Ok(Shipper {
             buffer: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),
             cfg,
             token,
             metrics,
-            client,
+            client: Mutex::new(client),
             spool,
         })
+    }
+
+    /// The client for the next post: built again when a TLS file changed
+    /// (a file that does not load keeps the previous client, said once
+    /// per change and counted as a `tls_config` ship failure).
+    fn client(&self) -> reqwest::Client {
+        let mut c = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let paths = tls_paths(&self.cfg);
+        if !paths.is_empty() {
+            let now = driftwatch_telemetry::tls::stamps(&paths);
+            if now != c.stamps {
+                c.stamps = now;
+                match build_client(&self.cfg) {
+                    Ok(http) => {
+                        eprintln!("collector.tls: certificates reloaded");
+                        c.http = http;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}; the previous certificates stay in use");
+                        self.metrics
+                            .ship_failures
+                            .with_label_values(&["tls_config"])
+                            .inc();
+                    }
+                }
+            }
+        }
+        c.http.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
@@ -127,7 +212,7 @@ impl Shipper {
     async fn post(&self, body: Vec<u8>, n: usize) -> Posted {
         let url = format!("{}/v1/events", self.cfg.url.trim_end_matches('/'));
         let mut req = self
-            .client
+            .client()
             .post(&url)
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip");
