@@ -400,6 +400,31 @@ fn the_agent_ships_over_mtls_serves_https_admin_and_cuts_slow_and_greedy_clients
     }
     drop(agent);
 
+    // HTTPS on the traffic listener too (through hyper): the champion is
+    // reached, plain HTTP is not served.
+    let https = file(
+        &dir,
+        "agent-https.yaml",
+        std::fs::read_to_string(dir.join("agent.yaml"))
+            .expect("config")
+            .replacen(
+                "admin_tls:",
+                &format!(
+                    "tls: {{cert_file: {}, key_file: {}}}\nadmin_tls:",
+                    admin_pair.cert.display(),
+                    admin_pair.key.display()
+                ),
+                1,
+            ),
+    );
+    let (agent, addr, _) = start_agent(&dir, "agent-https", &https, &[]);
+    let before = champion.requests().len();
+    let got = tls::get(&addr, "/predict", &ca_file, None).expect("HTTPS traffic");
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(champion.requests().len(), before + 1);
+    assert!(http(&addr, "GET", "/predict").is_none_or(|r| r.0 == 0));
+    drop(agent);
+
     // Without a client certificate the collector refuses the agent's
     // connections: counted on both sides, the events wait.
     let (agent, addr, admin) =

@@ -366,6 +366,27 @@ fn bad_events_are_refused_one_by_one_and_counted() {
     assert_eq!(status, 415);
     let (status, reply) = server.post_json("/v1/events", r#"{"events": []}"#);
     assert_eq!((status, reply.contains("\"accepted\":0")), (200, true));
+    // JSON nested 100 000 deep, inside an event and as the whole body:
+    // refused with its place (where a scalar was wanted, or serde_json's
+    // limit of 128 levels), never a crash.
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, reply) = server.post_json(
+        "/v1/events",
+        &format!(r#"{{"events": [{}]}}"#, good.replace("40", &deep)),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply.contains("\"rejected\":1") && reply.contains("at line 1 column"),
+        "{reply}"
+    );
+    // (A bare array is a list of events: its one event is refused.)
+    let (status, reply) = server.post_json("/v1/events", &deep);
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply.contains("\"rejected\":1") && reply.contains("at line 1 column"),
+        "{reply}"
+    );
+    assert!(server.request("GET", "/healthz", &[], b"").0 == 200);
     // 10 000 features in one event: refused alone, its batch neighbour kept.
     let many: Vec<String> = (0..10_000).map(|i| format!(r#""f{i}": {i}"#)).collect();
     let wide = good

@@ -122,6 +122,7 @@ pub async fn serve(
                     Parsed::Partial => {}
                     Parsed::Fast(head) => break Some(head),
                     Parsed::Hyper => break None,
+                    Parsed::Refuse(why) => return refuse(&state, &mut stream, why).await,
                 }
             } else if *stop.borrow() {
                 return;
@@ -168,6 +169,19 @@ pub async fn serve(
             return;
         }
     }
+}
+
+/// Answers a request whose framing is ambiguous with 400 and closes the
+/// connection (nothing of it reaches the champion); counted as `malformed`.
+async fn refuse(state: &State, stream: &mut TcpStream, why: &str) {
+    state.metrics.refuse("malformed");
+    let body = format!("{{\"error\": \"ambiguous request framing: {why}\"}}");
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// The model a parsed request is for, when that model is proxied and the

@@ -38,11 +38,21 @@ pub(crate) enum Parsed {
     Fast(Head),
     /// Not for the fast path: hyper serves the connection from here.
     Hyper,
+    /// Framing two readers could read differently (`Content-Length` with
+    /// `Transfer-Encoding`, RFC 9112 section 6.3): answered 400, closed.
+    Refuse(&'static str),
 }
 
+/// Where `part` lies in `buf`; an empty range when it does not lie there
+/// (httparse gives a reason phrase that is not UTF-8 as a `""` of its
+/// own: taken as found, it pointed outside the head and the agent's
+/// answer to the client panicked; found by the `request_head` fuzz target).
 pub(crate) fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let at = part.as_ptr() as usize - buf.as_ptr() as usize;
-    at..at + part.len()
+    let at = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
+    match at {
+        Some(at) if at.saturating_add(part.len()) <= buf.len() => at..at + part.len(),
+        _ => 0..0,
+    }
 }
 
 pub(crate) fn parse_request(buf: &[u8]) -> Parsed {
@@ -68,7 +78,7 @@ pub(crate) fn parse_request(buf: &[u8]) -> Parsed {
         content_length: 0,
         close: false,
     };
-    let mut length_seen = false;
+    let (mut length_seen, mut chunked, mut hand_over) = (false, false, false);
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -84,23 +94,28 @@ pub(crate) fn parse_request(buf: &[u8]) -> Parsed {
             }
             length_seen = true;
             head.content_length = n;
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("upgrade")
-        {
-            return Parsed::Hyper;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
+            hand_over = true;
         } else if name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     head.close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::Hyper;
+                    hand_over = true;
                 }
             }
         }
         head.headers
             .push((offset(buf, name.as_bytes()), offset(buf, h.value)));
+    }
+    if chunked && length_seen {
+        return Parsed::Refuse("Content-Length with Transfer-Encoding");
+    }
+    if chunked || hand_over {
+        return Parsed::Hyper;
     }
     Parsed::Fast(head)
 }
@@ -349,6 +364,10 @@ impl Chunked {
                         return Ok(None);
                     };
                     self.line.extend_from_slice(&input[at..at + nl]);
+                    // However the line arrived, whole or in pieces.
+                    if self.line.len() > MAX_CHUNK_LINE {
+                        return Err("a chunk line too long".into());
+                    }
                     at += nl + 1;
                     let line = std::mem::take(&mut self.line);
                     let line = line.strip_suffix(b"\r").unwrap_or(&line);
@@ -437,27 +456,120 @@ impl AsyncWrite for Rewind {
     }
 }
 
+/// Entry points of the fuzz targets (`fuzz/`), each checking what must
+/// hold whatever the input; not an API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// The lean path's request head against httparse itself, and the head
+    /// it would send the champion read back: one framing, the same one.
+    pub fn request_head(data: &[u8]) {
+        let Parsed::Fast(head) = parse_request(data) else {
+            return;
+        };
+        assert!(head.len <= MAX_HEAD && head.len <= data.len());
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        assert_eq!(req.parse(data), Ok(httparse::Status::Complete(head.len)));
+        let lengths: Vec<&[u8]> = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| h.value)
+            .collect();
+        assert!(lengths.len() <= 1);
+        assert!(!req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding")));
+        let end = head.len + head.content_length.min(data.len() - head.len);
+        let msg = &data[..end];
+        let upstream: Uri = "http://champion:9000/base".parse().expect("a URL");
+        let sent = upstream_request(msg, &head, &upstream, "id-1");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 2];
+        let mut out = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = out.parse(&sent) else {
+            panic!("the champion could not read the head sent: {sent:?}");
+        };
+        let sent_lengths: Vec<usize> = out
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| {
+                std::str::from_utf8(h.value)
+                    .expect("digits")
+                    .parse()
+                    .expect("a length")
+            })
+            .collect();
+        assert_eq!(sent_lengths.len(), lengths.len());
+        assert!(sent_lengths.iter().all(|&l| l == head.content_length));
+        assert_eq!(&sent[n..], &msg[head.len..]);
+        assert_eq!(out.method, req.method);
+        assert!(!out
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding")));
+    }
+
+    /// A champion's response head: never a panic, ranges inside the input.
+    pub fn response_head(data: &[u8]) {
+        for head_request in [false, true] {
+            if let Ok(Some((len, a))) = parse_response(data, head_request) {
+                assert!(len <= data.len() && a.reason.end <= len);
+                assert!(a.headers.iter().all(|(n, v)| n.end <= len && v.end <= len));
+            }
+        }
+    }
+
+    /// Feeds `input` to a chunk reader in pieces of `step` bytes: the data
+    /// and where the message ended, or why it was refused.
+    pub fn chunked_in_pieces(
+        input: &[u8],
+        step: usize,
+    ) -> (Vec<u8>, Result<Option<usize>, String>) {
+        let mut c = Chunked::default();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < input.len() {
+            let piece = &input[at..(at + step).min(input.len())];
+            match c.feed(piece, &mut |d| out.extend_from_slice(d)) {
+                Ok(Some(end)) => return (out, Ok(Some(at + end))),
+                Ok(None) => at += piece.len(),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+        (out, Ok(None))
+    }
+
+    /// The chunked decoder fed the input whole and in the pieces the
+    /// first byte picks gives the same data, end and refusal.
+    pub fn chunked(data: &[u8]) {
+        let Some((&step, input)) = data.split_first() else {
+            return;
+        };
+        let run = |step: usize| chunked_in_pieces(input, step);
+        let (whole, end) = run(input.len().max(1));
+        assert!(whole.len() <= input.len());
+        if let Ok(Some(e)) = end {
+            assert!(e <= input.len());
+        }
+        let (split, split_end) = run(usize::from(step % 16) + 1);
+        assert_eq!(end, split_end);
+        assert_eq!(whole, split);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Feeds `message` to a chunk reader in pieces of `step` bytes; the
-    /// data and where the message ended.
+    /// Feeds a valid `message` in pieces of `step` bytes; the data and
+    /// where the message ended.
     fn read_chunked(message: &[u8], step: usize) -> (Vec<u8>, Option<usize>) {
-        let mut c = Chunked::default();
-        let mut data = Vec::new();
-        let mut at = 0;
-        while at < message.len() {
-            let piece = &message[at..(at + step).min(message.len())];
-            if let Some(end) = c
-                .feed(piece, &mut |d: &[u8]| data.extend_from_slice(d))
-                .expect("valid")
-            {
-                return (data, Some(at + end));
-            }
-            at += piece.len();
-        }
-        (data, None)
+        let (data, end) = fuzz::chunked_in_pieces(message, step);
+        (data, end.expect("valid"))
     }
 
     #[test]
@@ -475,6 +587,13 @@ mod tests {
         assert!(c.feed(b"zz\r\n", &mut |_: &[u8]| {}).is_err());
         let mut c = Chunked::default();
         assert!(c.feed(b"1\r\nab\r\n", &mut |_: &[u8]| {}).is_err());
+        // A chunk-size line over the bound is refused whether it arrives
+        // whole or in pieces (whole, it used to be read).
+        let mut long = vec![b'0'; MAX_CHUNK_LINE + 1];
+        long.extend_from_slice(b"1\r\na\r\n0\r\n\r\n");
+        for step in [3, long.len()] {
+            assert!(fuzz::chunked_in_pieces(&long, step).1.is_err(), "{step}");
+        }
     }
 
     fn kind(request: &[u8]) -> &'static str {
@@ -482,6 +601,7 @@ mod tests {
             Parsed::Partial => "partial",
             Parsed::Fast(_) => "fast",
             Parsed::Hyper => "hyper",
+            Parsed::Refuse(_) => "refuse",
         }
     }
 
@@ -519,6 +639,29 @@ mod tests {
         // Also when it arrives whole in one read.
         huge.extend_from_slice(b"\r\n\r\n");
         assert_eq!(kind(&huge), "hyper");
+        for refused in [
+            &b"POST /x HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+        ] {
+            assert_eq!(kind(refused), "refuse");
+        }
+    }
+
+    #[test]
+    fn a_reason_phrase_that_is_not_utf8_is_answered_without_it() {
+        let raw = b"HTTP/1.1 200 \xff\xffhunked\r\nContent-Length: 2\r\n\r\n";
+        let (len, mut answer) = parse_response(raw, false)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(len, raw.len());
+        assert_eq!(answer.reason, 0..0);
+        answer.raw = Bytes::copy_from_slice(raw);
+        let head = client_head(&answer, "id-1", false);
+        assert!(
+            head.starts_with(b"HTTP/1.1 200 \r\nContent-Length: 2\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&head)
+        );
     }
 
     fn framing(response: &[u8], head_request: bool) -> (&'static str, bool) {

@@ -99,10 +99,12 @@ async fn proxy(
     let (body, request) = match read_limited(body, m.cfg.max_body_bytes).await {
         Ok(x) => x,
         Err(e) => {
+            // Bad chunks, or a body cut short: nothing is forwarded.
+            state.metrics.refuse("malformed");
             return json_error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read the request body: {e}"),
-            )
+            );
         }
     };
     if request.is_none() {
@@ -218,5 +220,8 @@ pub fn count_cut(metrics: &crate::metrics::Metrics, e: &hyper::Error, mid_reques
         metrics.refuse("header_timeout");
     } else if e.is_parse_too_large() {
         metrics.refuse("header_too_large");
+    } else if e.is_parse() {
+        // Malformed framing (hyper answered 400 and closed).
+        metrics.refuse("malformed");
     }
 }
