@@ -46,7 +46,12 @@ pub(crate) fn v2_tensor(t: &Value) -> Result<Tensor, String> {
         .ok_or_else(|| format!("tensor `{name}`: the shape is not a list of sizes"))?;
     let mut values = Vec::new();
     flatten(&t["data"], &mut values);
-    let want: usize = shape.iter().product();
+    let want = shape
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| {
+            format!("tensor `{name}`: shape {shape:?} needs more values than can be counted")
+        })?;
     if values.len() != want {
         return Err(format!(
             "tensor `{name}`: shape {shape:?} needs {want} values, data has {}",
@@ -109,6 +114,17 @@ fn rows_from_tensors(tensors: &[Tensor], columns: Option<&[String]>) -> Result<V
             ));
         }
         let width = t.width();
+        // The data must fill the shape (`[4, 0]` with no data used to be
+        // read past its end; found by the `adapter_kserve_v2` fuzz target).
+        if n.checked_mul(width) != Some(t.data.len()) {
+            return Err(format!(
+                "tensor `{}` holds {} values, its shape {:?} needs {}",
+                t.name,
+                t.data.len(),
+                t.shape,
+                n.saturating_mul(width)
+            ));
+        }
         let names: Vec<String> = if width == 1 {
             vec![t.name.clone()]
         } else {
@@ -145,6 +161,19 @@ mod tests {
     use crate::adapters::testing::{model, num};
     use crate::adapters::{parse_request, parse_response};
     use driftwatch_protocol::FeatureValue;
+
+    #[test]
+    fn tensors_whose_data_does_not_fill_their_shape_are_refused() {
+        for body in [
+            &br#"{"inputs": [{"name": "put", "shape": [4, 0], "data": []}]}"#[..],
+            br#"{"inputs": [{"name": "x", "shape": [2, 2], "data": [1, 2, 3]}]}"#,
+            br#"{"inputs": [{"name": "x", "shape": [3], "data": [1, 2]}]}"#,
+            br#"{"inputs": [{"name": "x", "shape": [2, 18446744073709551615, 2], "data": [1, 2]}]}"#,
+        ] {
+            let err = parse_request(&model(""), body).expect_err("refused");
+            assert!(err.to_string().contains("values"), "{err}");
+        }
+    }
 
     #[test]
     fn kserve_v2_per_feature_and_matrix_inputs_give_rows() {

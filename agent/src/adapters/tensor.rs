@@ -17,7 +17,7 @@ pub enum Data {
 }
 
 impl Data {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Data::Num(v) => v.len(),
             Data::Str(v) => v.len(),
@@ -56,7 +56,13 @@ pub struct Tensor {
 impl Tensor {
     /// Columns per row (1 for `[N]` and `[N, 1]`).
     pub fn width(&self) -> usize {
-        self.shape.iter().skip(1).product::<usize>().max(1)
+        // Saturating: a shape of absurd sizes is refused by the length
+        // checks, not an overflow.
+        self.shape
+            .iter()
+            .skip(1)
+            .fold(1usize, |a, &b| a.saturating_mul(b))
+            .max(1)
     }
 }
 
