@@ -104,7 +104,10 @@ fn rows_from_tensors(tensors: &[Tensor], columns: Option<&[String]>) -> Result<V
         .first()
         .and_then(|t| t.shape.first().copied())
         .unwrap_or(0);
-    let mut rows: Vec<Row> = vec![Row::new(); n];
+    // Every tensor checked before any row is made: the data must fill the
+    // shape (`[4, 0]` with no data used to be read past its end, and
+    // `[264810701, 0]` to allocate its rows first; both found by the
+    // `adapter_kserve_v2` fuzz target).
     for t in tensors {
         if t.shape.first() != Some(&n) {
             return Err(format!(
@@ -114,8 +117,6 @@ fn rows_from_tensors(tensors: &[Tensor], columns: Option<&[String]>) -> Result<V
             ));
         }
         let width = t.width();
-        // The data must fill the shape (`[4, 0]` with no data used to be
-        // read past its end; found by the `adapter_kserve_v2` fuzz target).
         if n.checked_mul(width) != Some(t.data.len()) {
             return Err(format!(
                 "tensor `{}` holds {} values, its shape {:?} needs {}",
@@ -124,6 +125,14 @@ fn rows_from_tensors(tensors: &[Tensor], columns: Option<&[String]>) -> Result<V
                 t.shape,
                 n.saturating_mul(width)
             ));
+        }
+    }
+    let mut rows: Vec<Row> = vec![Row::new(); n];
+    for t in tensors {
+        let width = t.width();
+        if n == 0 {
+            // No rows: nothing to name (nor `[0, 10^16]`'s columns).
+            continue;
         }
         let names: Vec<String> = if width == 1 {
             vec![t.name.clone()]
@@ -169,10 +178,14 @@ mod tests {
             br#"{"inputs": [{"name": "x", "shape": [2, 2], "data": [1, 2, 3]}]}"#,
             br#"{"inputs": [{"name": "x", "shape": [3], "data": [1, 2]}]}"#,
             br#"{"inputs": [{"name": "x", "shape": [2, 18446744073709551615, 2], "data": [1, 2]}]}"#,
+            br#"{"inputs": [{"name": "x", "shape": [264810701, 0], "data": []}]}"#,
         ] {
             let err = parse_request(&model(""), body).expect_err("refused");
             assert!(err.to_string().contains("values"), "{err}");
         }
+        // No rows of an absurd width: no rows, at once.
+        let body = br#"{"inputs": [{"name": "x", "shape": [0, 46000000000000092], "data": []}]}"#;
+        assert!(parse_request(&model(""), body).map_or(true, |r| r.is_empty()));
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub fn parse_request(model: &Model, body: &[u8]) -> Result<Vec<Row>, AdapterErro
 
 /// The outputs of a response body, one per row (`n` rows).
 pub fn parse_response(model: &Model, body: &[u8], n: usize) -> Result<Vec<Output>, AdapterError> {
+    // No rows, no outputs (an output tensor of no rows and an absurd width
+    // would otherwise name every one of its columns).
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     let tensors = adapter(model.protocol).outputs(model, &json(body)?, n)?;
     outputs_from_tensors(&tensors, n, &OutputSpec::of(model, &model.outputs))
 }
