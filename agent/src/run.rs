@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use driftwatch_telemetry::tls::{ServerTls, TlsFiles};
+use driftwatch_telemetry::tls::{HandshakeError, ServerTls, TlsFiles};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
@@ -299,15 +299,13 @@ async fn handshake(
     tls: &ServerTls,
     stream: tokio::net::TcpStream,
 ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-    let accept = tls.acceptor().accept(stream);
-    match tokio::time::timeout(state.config.http.header_timeout, accept).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(_)) => {
-            state.metrics.refuse("tls_handshake");
-            None
-        }
-        Err(_) => {
-            state.metrics.refuse("header_timeout");
+    match tls.accept(stream, state.config.http.header_timeout).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            state.metrics.refuse(match e {
+                HandshakeError::Failed => "tls_handshake",
+                HandshakeError::TimedOut => "header_timeout",
+            });
             None
         }
     }

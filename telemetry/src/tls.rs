@@ -103,7 +103,7 @@ impl TlsFiles {
 pub struct ServerTls {
     files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
-    stamps: Mutex<Vec<Option<SystemTime>>>,
+    stamps: Mutex<Vec<Stamp>>,
 }
 
 impl ServerTls {
@@ -141,19 +141,46 @@ impl ServerTls {
     }
 }
 
-/// What tells a changed file: its modification time (and size, for
-/// writes within one tick of the clock).
-pub fn stamps(paths: &[&Path]) -> Vec<Option<SystemTime>> {
+/// What tells a changed file: its modification time and its size (for
+/// writes within one tick of the clock); none when it cannot be read.
+pub type Stamp = Option<(SystemTime, u64)>;
+
+/// The stamp of each file.
+pub fn stamps(paths: &[&Path]) -> Vec<Stamp> {
     paths
         .iter()
-        .flat_map(|p| {
-            let m = std::fs::metadata(p).ok();
-            [
-                m.as_ref().and_then(|m| m.modified().ok()),
-                m.map(|m| SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(m.len())),
-            ]
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
         })
         .collect()
+}
+
+/// Why a client's TLS handshake did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// Not TLS, no or a wrong client certificate, a broken connection.
+    Failed,
+    /// Not done within the time allowed.
+    TimedOut,
+}
+
+impl ServerTls {
+    /// The server side of a client's handshake, within `within`.
+    pub async fn accept<IO>(
+        &self,
+        stream: IO,
+        within: std::time::Duration,
+    ) -> Result<tokio_rustls::server::TlsStream<IO>, HandshakeError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match tokio::time::timeout(within, self.acceptor().accept(stream)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(HandshakeError::Failed),
+            Err(_) => Err(HandshakeError::TimedOut),
+        }
+    }
 }
 
 /// Reads the TLS files again every second while the listener serves, so a

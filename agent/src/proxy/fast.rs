@@ -110,12 +110,16 @@ pub async fn serve(
 ) {
     let limits = state.config.http;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // One timer for the connection, set again for each request.
+    let deadline = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(deadline);
     loop {
         // The head within `header_timeout` of the previous response (or
         // of the connection's start); an idle connection closes quietly,
         // a slow head is counted.
-        let deadline = tokio::time::sleep(limits.header_timeout);
-        tokio::pin!(deadline);
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + limits.header_timeout);
         let head = loop {
             if !buf.is_empty() {
                 match parse_request(&buf) {

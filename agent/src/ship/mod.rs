@@ -39,7 +39,7 @@ pub struct Shipper {
 /// client certificate is used without a restart.
 struct Client {
     http: reqwest::Client,
-    stamps: Vec<Option<std::time::SystemTime>>,
+    stamps: Vec<driftwatch_telemetry::tls::Stamp>,
 }
 
 /// How a post went.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use driftwatch_telemetry::conn::Tracked;
-use driftwatch_telemetry::tls::ServerTls;
+use driftwatch_telemetry::tls::{HandshakeError, ServerTls};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -96,19 +96,18 @@ pub async fn serve(
                     let conn = http.serve_connection(TokioIo::new(io), service);
                     watcher.watch(conn).await
                 }
-                Some(tls) => {
-                    let handshake = tls.acceptor().accept(stream);
-                    match tokio::time::timeout(limits.header_timeout, handshake).await {
-                        Ok(Ok(stream)) => {
-                            let (io, flag) = Tracked::new(stream);
-                            mid_request = flag;
-                            let conn = http.serve_connection(TokioIo::new(io), service);
-                            watcher.watch(conn).await
-                        }
-                        Ok(Err(_)) => return refuse(&metrics, Refusal::Tls),
-                        Err(_) => return refuse(&metrics, Refusal::HeaderTimeout),
+                Some(tls) => match tls.accept(stream, limits.header_timeout).await {
+                    Ok(stream) => {
+                        let (io, flag) = Tracked::new(stream);
+                        mid_request = flag;
+                        let conn = http.serve_connection(TokioIo::new(io), service);
+                        watcher.watch(conn).await
                     }
-                }
+                    Err(HandshakeError::Failed) => return refuse(&metrics, Refusal::Tls),
+                    Err(HandshakeError::TimedOut) => {
+                        return refuse(&metrics, Refusal::HeaderTimeout)
+                    }
+                },
             };
             if let Err(e) = served {
                 // An idle keep-alive connection closed is not a refusal.
