@@ -119,7 +119,7 @@ fn send(addr: &str, raw: &[u8]) -> (u16, bool) {
         .unwrap_or(0);
     reader
         .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut rest = Vec::new();
     let closed = reader.read_to_end(&mut rest).is_ok();
