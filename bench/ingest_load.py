@@ -12,12 +12,13 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from datetime import datetime, timezone
+
+import dwserve
 
 BATCH = 500
 NUMERIC = [f"n{i:02d}" for i in range(15)]
@@ -59,15 +60,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="dw-ingest-")
     ref = os.path.join(tmp, "reference.csv")
     write_reference(ref)
-    proc = subprocess.Popen([binary, "serve", "--model", "bench", "--reference", ref, "--listen", "127.0.0.1:0",
-                             "--db", os.path.join(tmp, "bench.db"), "--window", "1h", "--eval-interval", "15s"],
-                            stderr=subprocess.PIPE, text=True)
-    addr = None
-    for line in proc.stderr:
-        if line.startswith("driftwatch listening on "):
-            addr = line.split()[-1]
-            break
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    proc, addr = dwserve.start(binary, ["--model", "bench", "--reference", ref, "--listen", "127.0.0.1:0",
+                                        "--db", os.path.join(tmp, "bench.db"), "--window", "1h",
+                                        "--eval-interval", "15s"])
     host, port = addr.rsplit(":", 1)
     template = batch_template(random.Random(2))
     counter = iter(range(10**9))

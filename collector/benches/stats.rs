@@ -50,5 +50,37 @@ fn bench_tests(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_tests);
+/// One live numeric feature-window as the collector evaluates it: every
+/// applicable test of `report` on a 5,000-row reference against a window
+/// holding 10,000 values (the default sample limit), where the exact KS
+/// p-value used to dominate; and that p-value alone.
+fn bench_feature_window(c: &mut Criterion) {
+    let reference = Sample::Numeric(Numeric::new(normal(11, 5_000, 0.0), false));
+    let mut group = c.benchmark_group("feature_window_5k_vs_10k");
+    group.sample_size(20);
+    for (name, shift) in [("no_drift", 0.0), ("drift", 0.2)] {
+        let current = Sample::Numeric(Numeric::new(normal(12, 10_000, shift), false));
+        group.bench_function(format!("all_tests_{name}"), |bench| {
+            bench.iter(|| {
+                driftwatch::report::evaluate_samples(
+                    "x",
+                    stats::ColumnType::Numeric,
+                    &reference,
+                    &current,
+                    (0, 0),
+                    &driftwatch::report::Overrides::default(),
+                )
+            })
+        });
+        group.bench_function(format!("ks_{name}"), |bench| {
+            bench.iter(|| stats::run(TestKind::Ks, &reference, &current).expect("applicable"))
+        });
+    }
+    group.bench_function("sort_10k", |bench| {
+        bench.iter(|| Numeric::new(normal(13, 10_000, 0.0), false))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_tests, bench_feature_window);
 criterion_main!(benches);

@@ -15,6 +15,14 @@ pub fn rfc3339(ms: i64) -> String {
     })
 }
 
+/// `ms` as an RFC 3339 UTC time with milliseconds (when something was
+/// computed, where whole seconds would hide the order of two events).
+pub fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

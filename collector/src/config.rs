@@ -50,6 +50,18 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// A duration that may be zero (`eval_budget`).
+fn budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like 0s, 500ms or 10s ({e})"
+            ))
+        })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
@@ -71,6 +83,12 @@ pub struct RawConfig {
     /// How often live windows are re-evaluated.
     #[serde(default = "default_eval_interval")]
     pub eval_interval: Span,
+    /// How long one evaluation cycle may spend on windows before it leaves
+    /// the rest (the oldest results go first next cycle); at least one
+    /// window is evaluated per cycle, so `0s` means one window per cycle.
+    /// Default: `eval_interval`.
+    #[serde(default, deserialize_with = "budget")]
+    pub eval_budget: Option<Duration>,
     /// Largest accepted request body (after decompression), in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -387,6 +405,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub db: PathBuf,
     pub eval_interval: Duration,
+    pub eval_budget: Duration,
     pub max_body_bytes: usize,
     pub max_future_skew: Duration,
     pub tokens: Tokens,
@@ -537,6 +556,7 @@ impl RawConfig {
                 listen,
                 db: self.db,
                 eval_interval: self.eval_interval.duration,
+                eval_budget: self.eval_budget.unwrap_or(self.eval_interval.duration),
                 max_body_bytes: self.max_body_bytes,
                 max_future_skew: self.max_future_skew.duration,
                 tokens,
@@ -568,6 +588,7 @@ pub fn from_flags(
         listen: default_listen(),
         db: default_db(),
         eval_interval: default_eval_interval(),
+        eval_budget: None,
         max_body_bytes: default_max_body_bytes(),
         max_future_skew: default_max_future_skew(),
         auth: RawAuth::default(),

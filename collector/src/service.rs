@@ -46,6 +46,7 @@ pub struct Collector {
     evaluator: Arc<Evaluator>,
     deliverer: Option<Arc<Deliverer>>,
     eval_interval: Duration,
+    eval_budget: Duration,
     /// Events replayed from the store into the windows at start.
     pub restored: usize,
 }
@@ -123,12 +124,12 @@ impl Collector {
                 routing: a.routing(),
             })
         });
-        let evaluator = Arc::new(Evaluator {
+        let evaluator = Arc::new(Evaluator::new(
             live,
-            store: store.clone(),
-            metrics: metrics.clone(),
-            telemetry: telemetry.clone(),
-        });
+            store.clone(),
+            metrics.clone(),
+            telemetry.clone(),
+        ));
         let state = Arc::new(AppState {
             ingest,
             alerting,
@@ -145,6 +146,7 @@ impl Collector {
             evaluator,
             deliverer,
             eval_interval: config.eval_interval,
+            eval_budget: config.eval_budget,
             restored,
         })
     }
@@ -161,6 +163,7 @@ impl Collector {
             self.evaluator.clone(),
             self.state.alerting.clone(),
             self.eval_interval,
+            self.eval_budget,
         ))];
         if let Some(a) = &self.state.alerting {
             tasks.push(tokio::spawn(reload_on_sighup(a.clone())));
@@ -203,12 +206,14 @@ fn retention(models: &[Model]) -> Vec<(String, Duration)> {
         .collect()
 }
 
-/// Every `interval`: the windows, then the rules on what they published,
-/// on a blocking thread (the statistics are CPU work).
+/// Every `interval`: the windows that changed (as many as fit in the
+/// interval), then the rules on what they published, on a blocking thread
+/// (the statistics are CPU work).
 async fn evaluate_every(
     evaluator: Arc<Evaluator>,
     alerting: Option<Arc<Alerting>>,
     interval: Duration,
+    budget: Duration,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -216,10 +221,14 @@ async fn evaluate_every(
         ticker.tick().await;
         let (e, a) = (evaluator.clone(), alerting.clone());
         let done = tokio::task::spawn_blocking(move || {
-            let live = e.evaluate_all();
+            let started = std::time::Instant::now();
+            let live = e.evaluate_all(budget);
             if let Some(a) = a {
                 a.evaluate(live);
             }
+            e.metrics
+                .evaluation_cycle_seconds
+                .observe(started.elapsed().as_secs_f64());
         })
         .await;
         if let Err(e) = done {

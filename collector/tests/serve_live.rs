@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::examples::{events_from_csv, example, offline_report, offline_report_with, serve_args};
+use common::examples::{
+    events_from_csv, events_with_ids, example, offline_report, offline_report_with, serve_args,
+};
 use common::server::Server;
 use serde_json::Value;
 
@@ -824,5 +826,116 @@ fn labels_arriving_later_give_accuracy_per_role_and_survive_a_restart() {
         check,
     );
     drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A window's results from `GET /v1/models/credit/windows?window=W`, by start.
+fn window_result(server: &Server, window: &str, start: &str) -> Option<Value> {
+    let (_, body) = server.request(
+        "GET",
+        &format!("/v1/models/credit/windows?window={window}"),
+        &[],
+        b"",
+    );
+    let reply: Value = serde_json::from_str(&body).ok()?;
+    reply["windows"]
+        .as_array()?
+        .iter()
+        .find(|w| w["start"] == start)
+        .cloned()
+}
+
+#[test]
+fn evaluation_skips_what_did_not_change_goes_oldest_first_and_says_when_it_ran() {
+    let dir = driftwatch_testkit::temp_dir("budget");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // A budget of nothing: one window per cycle.
+    let cfg = driftwatch_testkit::file(
+        &dir,
+        "collector.yaml",
+        format!(
+            "eval_interval: 100ms\neval_budget: 0s\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1h, 1d]\n",
+            example("reference.csv").display()
+        ),
+    );
+    let server = Server::start(&["--config", cfg.to_str().expect("UTF-8")], &[]);
+    let now = chrono::Utc::now();
+    let hour = |t: chrono::DateTime<chrono::Utc>| {
+        use chrono::{DurationRound, TimeDelta};
+        t.duration_trunc(TimeDelta::hours(1)).expect("hour")
+    };
+    let stamp =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let events = events_from_csv(&example("current.csv"), &stamp(now));
+    let body = format!(r#"{{"events": [{}]}}"#, events[..100].join(","));
+    assert_eq!(server.post_json("/v1/events", &body).0, 200);
+    // Both live windows changed; one is evaluated per cycle, the other
+    // waits for the next, counted.
+    let live_start = stamp(hour(now));
+    server.wait_for(Duration::from_secs(20), "both windows evaluated", |s| {
+        window_result(s, "1h", &live_start).is_some_and(|w| w["events"] == 100)
+            && s.request("GET", "/v1/models/credit/windows?window=1d", &[], b"")
+                .1
+                .contains("\"events\":100")
+    });
+    let skipped = |reason: &str| {
+        server
+            .metric("driftwatch_evaluation_skipped_total", &[("reason", reason)])
+            .unwrap_or(0.0)
+    };
+    assert!(skipped("over_budget") >= 1.0);
+
+    // Nothing arrives: nothing is evaluated again, and each result says
+    // when it was computed (the live one's gauge too).
+    let at =
+        window_result(&server, "1h", &live_start).expect("live window")["evaluated_at"].clone();
+    let unchanged = skipped("unchanged");
+    std::thread::sleep(Duration::from_millis(600));
+    let again = window_result(&server, "1h", &live_start).expect("live window");
+    assert_eq!(again["evaluated_at"], at, "{again}");
+    assert!(skipped("unchanged") >= unchanged + 3.0);
+    let at_s = chrono::DateTime::parse_from_rfc3339(at.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .timestamp_millis() as f64
+        / 1000.0;
+    let gauge = server.metric(
+        "driftwatch_window_evaluated_timestamp_seconds",
+        &[("model", "credit"), ("window", "1h")],
+    );
+    assert_eq!(gauge, Some(at_s));
+
+    // A late event in the hour before: that window is evaluated, and again
+    // when another arrives.
+    let before = hour(now) - chrono::TimeDelta::hours(1);
+    let late = |id: &str| {
+        let e = events_with_ids(
+            &example("current.csv"),
+            &stamp(before + chrono::TimeDelta::minutes(5)),
+            id,
+        );
+        format!(r#"{{"events": [{}]}}"#, e[0])
+    };
+    assert_eq!(server.post_json("/v1/events", &late("late-a")).0, 200);
+    let previous = stamp(before);
+    let mut first = Value::Null;
+    server.wait_for(Duration::from_secs(20), "the late window evaluated", |s| {
+        first = window_result(s, "1h", &previous).unwrap_or(Value::Null);
+        first["events"] == 1
+    });
+    assert_eq!(first["live"], false);
+    assert_eq!(server.post_json("/v1/events", &late("late-b")).0, 200);
+    let mut second = Value::Null;
+    server.wait_for(
+        Duration::from_secs(20),
+        "the late window evaluated again",
+        |s| {
+            second = window_result(s, "1h", &previous).unwrap_or(Value::Null);
+            second["events"] == 2
+        },
+    );
+    assert!(
+        second["evaluated_at"].as_str() > first["evaluated_at"].as_str(),
+        "{first} {second}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -95,6 +95,10 @@ pub struct Metrics {
     pub outbox: GaugeVec,
     pub notifications_silenced: prometheus::IntCounter,
     pub actions: IntCounterVec,
+    pub evaluation_seconds: HistogramVec,
+    pub evaluation_cycle_seconds: prometheus::Histogram,
+    pub evaluation_skipped: IntCounterVec,
+    pub window_evaluated: GaugeVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -125,7 +129,46 @@ impl Default for Metrics {
                 &["model", "role"],
             ),
         );
+        // Evaluation: 1 ms to 2 min.
+        let evaluation_buckets = vec![
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+        ];
+        let evaluation_seconds = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "driftwatch_evaluation_seconds",
+                    "Time spent evaluating one model's windows in one evaluation cycle",
+                )
+                .buckets(evaluation_buckets.clone()),
+                &["model"],
+            ),
+        );
+        let evaluation_cycle_seconds = register(
+            r,
+            prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "driftwatch_evaluation_cycle_seconds",
+                    "Time one evaluation cycle took (every model's windows, storing the results, the rules)",
+                )
+                .buckets(evaluation_buckets),
+            ),
+        );
         Metrics {
+            evaluation_seconds,
+            evaluation_cycle_seconds,
+            evaluation_skipped: counter(
+                r,
+                "driftwatch_evaluation_skipped_total",
+                "Window evaluations not run in a cycle, by reason (unchanged: no event or label since the last one; over_budget: the cycle ran out of its interval, the oldest results go first next time)",
+                &["reason"],
+            ),
+            window_evaluated: gauge(
+                r,
+                "driftwatch_window_evaluated_timestamp_seconds",
+                "When the live window's published statistics were computed (Unix seconds): how stale they are",
+                &["model", "window"],
+            ),
             predictions: counter(
                 r,
                 "driftwatch_predictions_total",

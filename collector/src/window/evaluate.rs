@@ -1,10 +1,16 @@
-//! Window evaluation: snapshot each model's kept windows under the lock,
-//! run the drift tests and accuracy (on the caller's blocking thread),
-//! publish the live (newest) window as gauges and store every kept window's
-//! results for the JSON API. The statistics are `report`'s own, so a window
-//! within its sample limit shows exactly what `driftwatch report` computes.
+//! Window evaluation: find what changed in each model's kept windows since
+//! the last cycle, evaluate those (oldest result first, within the cycle's
+//! budget) on the caller's blocking thread, publish the live (newest)
+//! window as gauges and store every evaluated window's results for the
+//! JSON API. The statistics are `report`'s own, so a window within its
+//! sample limit shows exactly what `driftwatch report` computes on its
+//! rows as of its evaluation; what was not evaluated keeps its last result
+//! and says when that was (`evaluated_at`, and
+//! `driftwatch_window_evaluated_timestamp_seconds` for the live window).
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -19,41 +25,128 @@ use crate::stats::{Numeric, Sample};
 use crate::store::{Store, WindowResult};
 
 /// What evaluation needs: the live windows, the store for results, the
-/// gauges it publishes, and telemetry for its span.
+/// gauges it publishes, telemetry for its span, and what the last cycles
+/// found (so that what did not change is not evaluated again).
 pub struct Evaluator {
     pub live: Arc<Live>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub telemetry: Arc<Telemetry>,
+    pub memory: Mutex<HashMap<WindowKey, Evaluated>>,
+}
+
+/// One kept window: its model, its length (the model's order) and start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WindowKey {
+    model: usize,
+    length: usize,
+    start_ms: i64,
+}
+
+/// A window's last evaluation: what it saw, when, and its results.
+#[derive(Debug)]
+pub struct Evaluated {
+    version: u64,
+    at_ms: i64,
+    live: bool,
+    ended: bool,
+    /// Per feature: the sample's version and its report.
+    features: Vec<(u64, ColumnReport)>,
+    /// Per role: the outputs' version and their report.
+    predictions: Vec<Option<(u64, ColumnReport)>>,
+    info: WindowInfo,
+}
+
+/// Why a window evaluation was not run in a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skipped {
+    /// Nothing arrived since its last evaluation, which already saw it in
+    /// its current state (live or not, ended or not).
+    Unchanged,
+    /// The cycle ran out of its budget; the oldest results go first next
+    /// time.
+    OverBudget,
+}
+
+impl Skipped {
+    fn as_str(self) -> &'static str {
+        match self {
+            Skipped::Unchanged => "unchanged",
+            Skipped::OverBudget => "over_budget",
+        }
+    }
+}
+
+/// A window due for evaluation: when it was last evaluated (never: the
+/// smallest), whether it is the live one.
+struct Due {
+    last_ms: i64,
+    key: WindowKey,
+    live: bool,
 }
 
 impl Evaluator {
-    /// Recomputes every kept window, publishes the live ones and stores
-    /// all; returns the live windows' context (for rules and their
-    /// templates). Blocking: run it off the reactor.
-    pub fn evaluate_all(&self) -> Vec<WindowInfo> {
+    pub fn new(
+        live: Arc<Live>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
+    ) -> Evaluator {
+        Evaluator {
+            live,
+            store,
+            metrics,
+            telemetry,
+            memory: Mutex::default(),
+        }
+    }
+
+    /// Evaluates the kept windows that changed since their last evaluation,
+    /// oldest result first, until `budget` is spent (at least one, so that
+    /// every window gets its turn); publishes the live
+    /// ones and stores what it evaluated. Returns every live window's
+    /// context as last evaluated (for rules and their templates).
+    /// Blocking: run it off the reactor.
+    pub fn evaluate_all(&self, budget: Duration) -> Vec<WindowInfo> {
         use driftwatch_telemetry::{KeyValue, SpanKind};
-        let started = std::time::SystemTime::now();
+        let started = Instant::now();
+        let wall = std::time::SystemTime::now();
+        let now = crate::clock::now_ms();
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let (due, live_keys) = self.due(&mut memory, now);
         let mut results = Vec::new();
-        let mut live_windows = Vec::new();
-        for (mi, model) in self.live.models.iter().enumerate() {
-            let kept = self.live.windows(mi).kept();
-            for (wi, windows) in kept.into_iter().enumerate() {
-                let label = model.windows[wi].label();
-                let newest = windows.len().saturating_sub(1);
-                for (i, window) in windows.iter().enumerate() {
-                    let live = (i == newest).then_some(&*self.metrics);
-                    let (summary, info) = evaluate_window(live, model, &label, window);
-                    if i == newest {
-                        live_windows.push(info);
-                    }
-                    results.push(WindowResult {
-                        model: model.name.clone(),
-                        window: label.clone(),
-                        start_ms: window.start_ms,
-                        json: summary.to_string(),
-                    });
-                }
+        let mut spent = vec![Duration::ZERO; self.live.models.len()];
+        for (n, d) in due.iter().enumerate() {
+            if n > 0 && started.elapsed() >= budget {
+                self.skipped(Skipped::OverBudget, due.len() - n);
+                break;
+            }
+            let t0 = Instant::now();
+            let window = self
+                .live
+                .windows(d.key.model)
+                .window(d.key.length, d.key.start_ms);
+            let Some(window) = window else { continue };
+            let model = &self.live.models[d.key.model];
+            let label = model.windows[d.key.length].label();
+            let live = d.live.then_some(&*self.metrics);
+            let (summary, evaluated) =
+                evaluate_window(live, model, &label, &window, memory.get(&d.key), now);
+            memory.insert(d.key, evaluated);
+            results.push(WindowResult {
+                model: model.name.clone(),
+                window: label,
+                start_ms: window.start_ms,
+                json: summary.to_string(),
+            });
+            spent[d.key.model] += t0.elapsed();
+        }
+        for (model, t) in self.live.models.iter().zip(spent) {
+            if !t.is_zero() {
+                self.metrics
+                    .evaluation_seconds
+                    .with_label_values(&[model.name.as_str()])
+                    .observe(t.as_secs_f64());
             }
         }
         let evaluated = results.len() as i64;
@@ -71,12 +164,82 @@ impl Evaluator {
             "evaluate windows",
             SpanKind::Internal,
             None,
-            started,
+            wall,
             std::time::SystemTime::now(),
             vec![KeyValue::new("driftwatch.windows", evaluated)],
             error,
         );
-        live_windows
+        live_keys
+            .iter()
+            .filter_map(|k| memory.get(k).map(|e| e.info.clone()))
+            .collect()
+    }
+
+    /// The kept windows that changed since their last evaluation, oldest
+    /// result first (the live window first among equals), and the keys of
+    /// the live windows; forgets the windows no longer kept and counts the
+    /// unchanged ones.
+    fn due(
+        &self,
+        memory: &mut HashMap<WindowKey, Evaluated>,
+        now: i64,
+    ) -> (Vec<Due>, Vec<WindowKey>) {
+        let (mut due, mut live_keys, mut kept) = (Vec::new(), Vec::new(), HashSet::new());
+        let mut unchanged = 0;
+        for (mi, model) in self.live.models.iter().enumerate() {
+            let versions = self.live.windows(mi).versions();
+            // Cost per hour spreads over the hours elapsed: the live
+            // window's figures move with the clock alone.
+            let clocked = [&model.cost.champion, &model.cost.shadow]
+                .iter()
+                .any(|c| c.as_ref().is_some_and(|c| c.per_hour_usd.is_some()));
+            for (li, windows) in versions.into_iter().enumerate() {
+                let newest = windows.len().saturating_sub(1);
+                let length_ms = model.windows[li].duration.as_millis() as i64;
+                for (i, (start_ms, version)) in windows.into_iter().enumerate() {
+                    let key = WindowKey {
+                        model: mi,
+                        length: li,
+                        start_ms,
+                    };
+                    let live = i == newest;
+                    let ended = start_ms + length_ms <= now;
+                    kept.insert(key);
+                    if live {
+                        live_keys.push(key);
+                    }
+                    let last = memory.get(&key);
+                    let same = last.is_some_and(|e| {
+                        e.version == version
+                            && e.live == live
+                            && e.ended == ended
+                            && (ended || !clocked)
+                    });
+                    if same {
+                        unchanged += 1;
+                        continue;
+                    }
+                    due.push(Due {
+                        last_ms: last.map_or(i64::MIN, |e| e.at_ms),
+                        key,
+                        live,
+                    });
+                }
+            }
+        }
+        memory.retain(|k, _| kept.contains(k));
+        self.skipped(Skipped::Unchanged, unchanged);
+        due.sort_by_key(|d| (d.last_ms, !d.live));
+        (due, live_keys)
+    }
+
+    fn skipped(&self, why: Skipped, n: usize) {
+        if n > 0 {
+            self.metrics
+                .evaluation_skipped
+                .with_label_values(&[why.as_str()])
+                .inc_by(n as u64);
+        }
     }
 }
 
@@ -112,32 +275,63 @@ fn evaluate_column(feature: &Feature, fw: &FeatureWindow, overrides: &Overrides)
 
 /// One window's statistics as JSON and its context for alert templates;
 /// for the live window (`live` holds the metrics), also its gauges.
+/// A column's report from the last evaluation when its sample has not
+/// changed since, else evaluated now.
+fn column(
+    last: Option<&(u64, ColumnReport)>,
+    feature: &Feature,
+    fw: &FeatureWindow,
+    overrides: &Overrides,
+) -> (u64, ColumnReport) {
+    match last {
+        Some((version, r)) if *version == fw.version => (*version, r.clone()),
+        _ => (fw.version, evaluate_column(feature, fw, overrides)),
+    }
+}
+
+/// One window's statistics as JSON and its evaluation (with its context
+/// for alert templates), reusing the last one's columns that did not
+/// change; for the live window (`live` holds the metrics), also its
+/// gauges.
 fn evaluate_window(
     live: Option<&Metrics>,
     model: &Model,
     label: &str,
     window: &Window,
-) -> (Value, WindowInfo) {
-    let mut reports: Vec<ColumnReport> = Vec::with_capacity(model.features.len());
-    for (feature, fw) in model.features.iter().zip(&window.features) {
-        let r = evaluate_column(feature, fw, &model.drift);
+    last: Option<&Evaluated>,
+    now: i64,
+) -> (Value, Evaluated) {
+    let mut features = Vec::with_capacity(model.features.len());
+    for (i, (feature, fw)) in model.features.iter().zip(&window.features).enumerate() {
+        let c = column(
+            last.and_then(|e| e.features.get(i)),
+            feature,
+            fw,
+            &model.drift,
+        );
         if let Some(m) = live {
-            publish_feature(m, &model.name, label, &r, fw.missing, fw.seen());
+            publish_feature(m, &model.name, label, &c.1, fw.missing, fw.seen());
         }
-        reports.push(r);
+        features.push(c);
     }
+    let reports: Vec<ColumnReport> = features.iter().map(|(_, r)| r.clone()).collect();
     // Each role's outputs against the reference's prediction column.
     let mut prediction_drift = serde_json::Map::new();
+    let mut predictions = vec![None; ROLES.len()];
     if let Some(p) = &model.prediction {
-        for (role, pw) in ROLES.into_iter().zip(&window.predictions) {
+        for (ri, (role, pw)) in ROLES.into_iter().zip(&window.predictions).enumerate() {
             if pw.seen() + pw.missing == 0 {
                 continue;
             }
-            let r = evaluate_column(&p.reference, pw, &model.drift);
+            let previous = last
+                .and_then(|e| e.predictions.get(ri))
+                .and_then(Option::as_ref);
+            let c = column(previous, &p.reference, pw, &model.drift);
             if let Some(m) = live {
-                publish_prediction(m, &model.name, role, label, &r);
+                publish_prediction(m, &model.name, role, label, &c.1);
             }
-            prediction_drift.insert(role.to_string(), json!(r));
+            prediction_drift.insert(role.to_string(), json!(c.1));
+            predictions[ri] = Some(c);
         }
     }
     let drift = report::dataset_drift(&reports);
@@ -156,7 +350,6 @@ fn evaluate_window(
     let comparison = window.shadow.comparison(model.task, SIGNIFICANCE);
     let coverage = (window.events > 0).then(|| window.labels as f64 / window.events as f64);
     // Hours of the window elapsed so far (all of it once it has ended).
-    let now = crate::clock::now_ms();
     let elapsed_ms = (now.min(window.start_ms + window.length_ms) - window.start_ms).max(0);
     let elapsed_hours = elapsed_ms as f64 / 3_600_000.0;
     // Each role's traffic, computed once for the JSON and the gauges.
@@ -191,6 +384,7 @@ fn evaluate_window(
         "start": rfc3339(window.start_ms),
         "end": rfc3339(window.start_ms + window.length_ms),
         "live": live.is_some(),
+        "evaluated_at": crate::clock::rfc3339_ms(now),
         "events": window.events,
         "labels": window.labels,
         "label_coverage": o.coverage,
@@ -208,7 +402,21 @@ fn evaluate_window(
             "pairs": o.comparison.map(|c| c.pairs),
         },
     });
-    (summary, info)
+    if let Some(m) = live {
+        m.window_evaluated
+            .with_label_values(&[model.name.as_str(), label])
+            .set(now as f64 / 1000.0);
+    }
+    let evaluated = Evaluated {
+        version: window.version,
+        at_ms: now,
+        live: live.is_some(),
+        ended: window.start_ms + window.length_ms <= now,
+        features,
+        predictions,
+        info,
+    };
+    (summary, evaluated)
 }
 /// Drifted features, largest verdict statistic first: (feature, test, statistic).
 fn top_features(reports: &[ColumnReport]) -> Vec<(String, String, f64)> {

@@ -84,6 +84,9 @@ enum Values {
 pub struct FeatureWindow {
     values: Values,
     pub missing: u64,
+    /// Changes of the sample or the missing count so far: equal versions,
+    /// equal statistics (a value the reservoir let go changes nothing).
+    pub version: u64,
 }
 
 impl FeatureWindow {
@@ -95,13 +98,21 @@ impl FeatureWindow {
                 overflow: 0,
             },
         };
-        FeatureWindow { values, missing: 0 }
+        FeatureWindow {
+            values,
+            missing: 0,
+            version: 0,
+        }
     }
 
     fn add(&mut self, value: &Value, limit: usize, rng: &mut Rng) {
         match (&mut self.values, value) {
             (_, Value::Missing) => self.missing += 1,
-            (Values::Numeric(values), Value::Num(x)) => values.add(*x, limit, rng),
+            (Values::Numeric(values), Value::Num(x)) => {
+                if !values.add(*x, limit, rng) {
+                    return;
+                }
+            }
             (Values::Categorical { counts, overflow }, Value::Cat(k)) => {
                 let key = match k {
                     Key::Num(x) => CatKey::Num((x + 0.0).to_bits()),
@@ -118,6 +129,7 @@ impl FeatureWindow {
             // Validation guarantees the value matches the feature's type.
             _ => self.missing += 1,
         }
+        self.version += 1;
     }
 
     /// The window's sample, as the statistics take it.
@@ -170,6 +182,9 @@ pub struct Window {
     pub labels: u64,
     pub champion_performance: Performance,
     pub shadow_performance: Performance,
+    /// Events and labels added so far: an unchanged version, unchanged
+    /// contents.
+    pub version: u64,
     rng: Rng,
 }
 
@@ -479,9 +494,11 @@ impl ModelWindows {
                 labels: 0,
                 champion_performance: Performance::default(),
                 shadow_performance: Performance::default(),
+                version: 0,
                 rng: Rng::new(start as u64),
             });
             window.events += 1;
+            window.version += 1;
             window.shadow.add(champion, shadow);
             window.roles[0].add(Some(champion), self.limit, &mut window.rng);
             window.roles[1].add(shadow, self.limit, &mut window.rng);
@@ -509,6 +526,7 @@ impl ModelWindows {
                 continue;
             };
             w.labels += 1;
+            w.version += 1;
             let limit = self.limit;
             w.champion_performance.add(
                 model.task,
@@ -540,13 +558,19 @@ impl ModelWindows {
         reached
     }
 
-    /// Every kept window of each length, oldest first (the last one is the
-    /// live window), cloned for evaluation off the lock.
-    pub fn kept(&self) -> Vec<Vec<Window>> {
+    /// Every kept window of each length as (start, version), oldest first
+    /// (the last one is the live window): what changed since the last look.
+    pub fn versions(&self) -> Vec<Vec<(i64, u64)>> {
         self.by_length
             .iter()
-            .map(|w| w.values().cloned().collect())
+            .map(|w| w.values().map(|w| (w.start_ms, w.version)).collect())
             .collect()
+    }
+
+    /// A copy of one kept window (length `li`, starting at `start_ms`), for
+    /// evaluation off the lock.
+    pub fn window(&self, li: usize, start_ms: i64) -> Option<Window> {
+        self.by_length.get(li)?.get(&start_ms).cloned()
     }
 }
 

@@ -22,15 +22,18 @@ impl<T> Default for Reservoir<T> {
 impl<T> Reservoir<T> {
     /// Offers one item: kept while fewer than `limit` are held, afterwards
     /// it replaces a random held item with probability `limit / seen`.
-    pub fn add(&mut self, item: T, limit: usize, rng: &mut Rng) {
+    /// Whether the held items changed.
+    pub fn add(&mut self, item: T, limit: usize, rng: &mut Rng) -> bool {
         self.seen += 1;
         if self.items.len() < limit {
             self.items.push(item);
+            true
         } else {
             let j = rng.below(self.seen) as usize;
             if j < limit {
                 self.items[j] = item;
             }
+            j < limit
         }
     }
 
