@@ -2,6 +2,9 @@
 //! the exact null distribution when both samples have at most 10 000 values,
 //! Smirnov's asymptotic `kstwo` distribution otherwise.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use super::kolmogorov::kstwo_sf;
 use super::sample::pooled_runs;
 
@@ -78,12 +81,52 @@ fn exact(n1: u64, n2: u64, d: f64) -> Option<(f64, f64)> {
     if h == 0 {
         return Some((d, 1.0));
     }
-    let p = if n1 == n2 {
+    let p = remembered((n1.min(n2), n1.max(n2), h), || lattice_p_value(n1, n2, h));
+    (p.is_finite() && (0.0..=1.0).contains(&p)).then_some((d, p))
+}
+
+/// `P(D >= h / lcm(n1, n2))` under the null, counted over lattice paths
+/// every time (what [`ks_2samp`] remembers); `h` > 0. May be out of [0, 1]
+/// where the computation loses range (SciPy then falls back).
+pub fn lattice_p_value(n1: u64, n2: u64, h: u64) -> f64 {
+    if n1 == n2 {
         prob_outside_square(n1, h)
     } else {
-        outer_prob_inside(n1, n2, g, h)
-    };
-    (p.is_finite() && (0.0..=1.0).contains(&p)).then_some((d, p))
+        outer_prob_inside(n1, n2, gcd(n1, n2), h)
+    }
+}
+
+/// Exact p-values already computed, by (smaller size, larger size, h).
+/// The p-value is a function of these three numbers alone, and a live
+/// window at its sample limit tested against a fixed reference keeps both
+/// sizes, so from one evaluation to the next (and across features of
+/// similar drift) the same few hundred `h` come back: each costs one
+/// lookup instead of millions of lattice cells. Bounded: emptied when full.
+static EXACT: std::sync::LazyLock<Mutex<HashMap<Sizes, f64>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// (smaller sample size, larger sample size, h).
+type Sizes = (u64, u64, u64);
+
+/// Entries kept in [`EXACT`] (about 1 MB).
+const EXACT_ENTRIES: usize = 32_768;
+
+fn remembered(key: Sizes, compute: impl FnOnce() -> f64) -> f64 {
+    let cached = EXACT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .copied();
+    if let Some(p) = cached {
+        return p;
+    }
+    let p = compute();
+    let mut memo = EXACT.lock().unwrap_or_else(|p| p.into_inner());
+    if memo.len() >= EXACT_ENTRIES {
+        memo.clear();
+    }
+    memo.insert(key, p);
+    p
 }
 
 /// `P(D_{n,n} >= h/n)` for equal sample sizes: the alternating series of
@@ -198,7 +241,7 @@ fn outer_prob_inside(m: u64, n: u64, g: u64, h: u64) -> f64 {
 }
 
 /// Columns of the lattice computed side by side by [`outer_prob_inside`].
-const COLUMNS: usize = 4;
+const COLUMNS: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -243,6 +286,23 @@ mod tests {
             }
         }
         a[(maxj - minj - 1) as usize]
+    }
+
+    #[test]
+    fn a_remembered_p_value_is_the_computed_one() {
+        let mut a: Vec<f64> = (0..300).map(|i| f64::from(i * 7 % 113)).collect();
+        let mut b: Vec<f64> = (0..500).map(|i| f64::from(i * 11 % 127) + 3.0).collect();
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        let first = ks_2samp(&a, &b);
+        let again = ks_2samp(&a, &b);
+        assert!(first.exact);
+        let h = (first.statistic * 1500.0).round() as u64;
+        assert_eq!(
+            first.p_value.to_bits(),
+            lattice_p_value(300, 500, h).to_bits()
+        );
+        assert_eq!(first.p_value.to_bits(), again.p_value.to_bits());
     }
 
     #[test]
