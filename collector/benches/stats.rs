@@ -88,5 +88,53 @@ fn bench_feature_window(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_tests, bench_feature_window);
+/// The sizing table of the README: one numeric feature-window by reference
+/// size and window sample size, every test (KS remembered), the sort of
+/// the window's sample, and the exact KS count of a statistic not seen
+/// before at the typical no-drift D (1.36 / sqrt(n_eff), p about 0.05).
+fn bench_sizes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("feature_window_by_size");
+    group.sample_size(10);
+    for (r, w) in [
+        (1_000, 1_000),
+        (5_000, 1_000),
+        (5_000, 10_000),
+        (20_000, 10_000),
+    ] {
+        let reference = Sample::Numeric(Numeric::new(normal(21, r, 0.0), false));
+        let values = normal(22, w, 0.0);
+        let current = Sample::Numeric(Numeric::new(values.clone(), false));
+        group.bench_function(format!("all_tests_{r}_vs_{w}"), |bench| {
+            bench.iter(|| {
+                driftwatch::report::evaluate_samples(
+                    "x",
+                    stats::ColumnType::Numeric,
+                    &reference,
+                    &current,
+                    (0, 0),
+                    &driftwatch::report::Overrides::default(),
+                )
+            })
+        });
+        group.bench_function(format!("sort_{w}"), |bench| {
+            bench.iter(|| Numeric::new(values.clone(), false))
+        });
+        if r.max(w) <= 10_000 {
+            let (r64, w64) = (r as u64, w as u64);
+            let g = (1..=r64.min(w64))
+                .rev()
+                .find(|g| r64 % g == 0 && w64 % g == 0)
+                .unwrap_or(1);
+            let lcm = r64 / g * w64;
+            let n_eff = (r * w) as f64 / (r + w) as f64;
+            let h = (1.36 / n_eff.sqrt() * lcm as f64).round() as u64;
+            group.bench_function(format!("ks_lattice_{r}_vs_{w}"), |bench| {
+                bench.iter(|| stats::ks::lattice_p_value(r64, w64, h))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_tests, bench_feature_window, bench_sizes);
 criterion_main!(benches);

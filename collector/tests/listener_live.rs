@@ -67,7 +67,13 @@ fn https_asks_for_client_certificates_and_serves_a_renewed_certificate_without_a
             &[("reason", reason)],
         )
     };
-    let metrics = get("/metrics", Some(&agent)).expect("metrics").body;
+    // Each is counted once its connection's task has ended, which may be
+    // just after the client saw the close: wait for the third.
+    let mut metrics = String::new();
+    server.wait_for(Duration::from_secs(10), "3 refused handshakes", |_| {
+        metrics = get("/metrics", Some(&agent)).expect("metrics").body;
+        refused(&metrics, "tls_handshake") >= Some(3.0)
+    });
     assert_eq!(refused(&metrics, "tls_handshake"), Some(3.0), "{metrics}");
 
     // A renewed certificate is served without a restart...
