@@ -116,7 +116,7 @@ fn bench_sizes(c: &mut Criterion) {
                 )
             })
         });
-        group.bench_function(format!("sort_{w}"), |bench| {
+        group.bench_function(format!("sort_{w}_of_{r}_vs_{w}"), |bench| {
             bench.iter(|| Numeric::new(values.clone(), false))
         });
         if r.max(w) <= 10_000 {
