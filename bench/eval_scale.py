@@ -179,7 +179,7 @@ def run(a, names, addr, pid):
 
     m = metrics(c)
     if "driftwatch_evaluation_cycle_seconds_count" not in m:
-        # A collector from before 0.7 counts no cycles: CPU per interval.
+        # 0.6.0 and earlier count no cycles: CPU per interval.
         time.sleep(2 * a.interval)
         cpu0, t0 = cpu_seconds(pid), time.time()
         time.sleep(a.cycles * a.interval)

@@ -142,6 +142,18 @@ OVERVIEW = dashboard(
               [(f"driftwatch_window_samples{{{MW}}}", "{{window}}")], w=8),
         panel("stat", "Label coverage",
               [(f"driftwatch_label_coverage_ratio{{{MW}}}", "{{window}}")], unit="percentunit", w=8),
+        panel("stat", "Age of the live window's statistics",
+              [(f"time() - driftwatch_window_evaluated_timestamp_seconds{{{M}}}", "{{window}}")], unit="s", w=8,
+              description="Seconds since each live window's statistics were computed. A window that did not "
+                          "change keeps its result; one older than two eval_interval means the collector "
+                          "falls behind (README: Evaluation cost)."),
+        panel("timeseries", "Evaluation: cycle time and this model's share",
+              [(f"rate(driftwatch_evaluation_cycle_seconds_sum[{RATE}]) / rate(driftwatch_evaluation_cycle_seconds_count[{RATE}])",
+                "mean cycle (all models)"),
+               (f"rate(driftwatch_evaluation_seconds_sum{{{M}}}[{RATE}])", "CPU-s per s on $model")],
+              unit="s", w=16,
+              description="How long an evaluation cycle takes (it stops at eval_budget) and the seconds per "
+                          "second spent on this model's windows."),
         panel("timeseries", "Agent: requests per second by status code",
               [(f"sum by (code) (rate(driftwatch_agent_requests_total{{{M}}}[{RATE}]))", "{{code}}")],
               unit="reqps", description="Requests the agents answered, by the code the client got."),
