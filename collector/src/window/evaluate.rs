@@ -103,10 +103,9 @@ impl Evaluator {
 
     /// Evaluates the kept windows that changed since their last evaluation,
     /// oldest result first, until `budget` is spent (at least one, so that
-    /// every window gets its turn); publishes the live
-    /// ones and stores what it evaluated. Returns every live window's
-    /// context as last evaluated (for rules and their templates).
-    /// Blocking: run it off the reactor.
+    /// every window gets its turn); publishes the live ones and stores what
+    /// it evaluated. Returns every live window's context as last evaluated
+    /// (for rules and their templates). Blocking: run it off the reactor.
     pub fn evaluate_all(&self, budget: Duration) -> Vec<WindowInfo> {
         use driftwatch_telemetry::{KeyValue, SpanKind};
         let started = Instant::now();
