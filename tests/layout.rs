@@ -1,7 +1,8 @@
 //! The layout stays readable: no import cycle between the modules of a
-//! crate, and each stage (a top-level module of a crate's `src/`) imports
-//! only the stages the README's "Layout" table says it may. The table is
-//! the one source: change it with the code.
+//! crate, no source file over 700 lines, and each stage (a top-level
+//! module of a crate's `src/`) imports only the stages the README's
+//! "Layout" table says it may. The table is the one source: change it
+//! with the code.
 //!
 //! Run alone with `cargo test -p driftwatch-e2e --test layout`; a failure
 //! names the cycle or the import and the file it is in.
@@ -341,6 +342,36 @@ fn no_import_cycles_and_every_stage_imports_only_what_the_readme_allows() {
         all.extend(problems(krate));
     }
     assert!(all.is_empty(), "layout problems:\n{}", all.join("\n"));
+}
+
+/// Longest a source file under a crate's `src/` may be: past it, a
+/// file holds more than one idea and should be split by them.
+const MAX_SOURCE_LINES: usize = 700;
+
+#[test]
+fn no_source_file_is_longer_than_the_bound() {
+    let mut long = Vec::new();
+    for krate in ["collector", "agent", "protocol", "telemetry", "testkit"] {
+        let mut stack = vec![repo().join(krate).join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src") {
+                let p = entry.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "rs") {
+                    let lines = std::fs::read_to_string(&p).expect("read").lines().count();
+                    if lines > MAX_SOURCE_LINES {
+                        long.push(format!("{} ({lines} lines)", p.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "source files over {MAX_SOURCE_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use driftwatch_telemetry::tls::{HandshakeError, ServerTls, TlsFiles};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -387,7 +388,7 @@ fn traffic_thread(
                                 let tls = tls.clone();
                                 conns.spawn(async move {
                                     if let Some(stream) = handshake(&s, &tls, stream).await {
-                                        hyper_path::serve_hyper(s, c, stream, watcher).await;
+                                        hyper_path::serve_hyper(s, c, stream, Bytes::new(), watcher).await;
                                     }
                                     drop(permit);
                                 });
@@ -399,7 +400,7 @@ fn traffic_thread(
                                 });
                             } else {
                                 conns.spawn(async move {
-                                    hyper_path::serve_hyper(s, c, stream, watcher).await;
+                                    hyper_path::serve_hyper(s, c, stream, Bytes::new(), watcher).await;
                                     drop(permit);
                                 });
                             }

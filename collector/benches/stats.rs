@@ -50,6 +50,19 @@ fn bench_tests(c: &mut Criterion) {
     });
 }
 
+/// Every applicable test of `report` on one numeric feature, default
+/// choices, as a live window's evaluation runs them.
+fn all_tests(reference: &Sample, current: &Sample) -> driftwatch::report::ColumnReport {
+    driftwatch::report::evaluate_samples(
+        "x",
+        stats::ColumnType::Numeric,
+        reference,
+        current,
+        (0, 0),
+        &driftwatch::report::Overrides::default(),
+    )
+}
+
 /// One live numeric feature-window as the collector evaluates it: every
 /// applicable test of `report` on a 5,000-row reference against a window
 /// holding 10,000 values (the default sample limit); after the first
@@ -62,16 +75,7 @@ fn bench_feature_window(c: &mut Criterion) {
     for (name, shift) in [("no_drift", 0.0), ("drift", 0.2)] {
         let current = Sample::Numeric(Numeric::new(normal(12, 10_000, shift), false));
         group.bench_function(format!("all_tests_{name}"), |bench| {
-            bench.iter(|| {
-                driftwatch::report::evaluate_samples(
-                    "x",
-                    stats::ColumnType::Numeric,
-                    &reference,
-                    &current,
-                    (0, 0),
-                    &driftwatch::report::Overrides::default(),
-                )
-            })
+            bench.iter(|| all_tests(&reference, &current))
         });
     }
     // The exact KS p-value for 5,000 against 10,000 values at D = h / 10,000
@@ -105,16 +109,7 @@ fn bench_sizes(c: &mut Criterion) {
         let values = normal(22, w, 0.0);
         let current = Sample::Numeric(Numeric::new(values.clone(), false));
         group.bench_function(format!("all_tests_{r}_vs_{w}"), |bench| {
-            bench.iter(|| {
-                driftwatch::report::evaluate_samples(
-                    "x",
-                    stats::ColumnType::Numeric,
-                    &reference,
-                    &current,
-                    (0, 0),
-                    &driftwatch::report::Overrides::default(),
-                )
-            })
+            bench.iter(|| all_tests(&reference, &current))
         });
         group.bench_function(format!("sort_{w}_of_{r}_vs_{w}"), |bench| {
             bench.iter(|| Numeric::new(values.clone(), false))

@@ -23,9 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::chunked::Chunked;
 use super::http1::{
-    client_head, error_response, parse_request, parse_response, upstream_request, Answer, Chunked,
-    Framing, Head, Parsed, Rewind,
+    client_head, error_response, parse_request, parse_response, upstream_request, Answer, Framing,
+    Head, Parsed,
 };
 use super::hyper::{serve_hyper, Upstream};
 use super::{call_upstream, response_too_large, Proxied, State, Trace};
@@ -149,11 +150,7 @@ pub async fn serve(
         };
         let Some((head, mi)) = head.and_then(|h| fast_model(&state, &buf, &h).map(|mi| (h, mi)))
         else {
-            let io = Rewind {
-                prefix: buf.freeze(),
-                inner: stream,
-            };
-            return serve_hyper(state, client, io, watcher).await;
+            return serve_hyper(state, client, stream, buf.freeze(), watcher).await;
         };
         let whole = head.len + head.content_length;
         while buf.len() < whole {

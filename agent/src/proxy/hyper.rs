@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
@@ -176,12 +177,14 @@ async fn proxy(
     resp
 }
 
-/// Counts a champion response too large to read; why it has no event output.
-/// path is off, and the rest of a connection the fast path hands over.
+/// Serves one client connection through hyper: every connection when the
+/// fast path is off, and the rest of a connection the fast path hands over
+/// (`read_already`: the bytes it read, which hyper reads first).
 pub async fn serve_hyper<I>(
     state: Arc<State>,
     client: Upstream,
     io: I,
+    read_already: Bytes,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -189,7 +192,7 @@ pub async fn serve_hyper<I>(
     let limits = state.config.http;
     let metrics = state.metrics.clone();
     let svc = hyper::service::service_fn(move |req| handle(state.clone(), client.clone(), req));
-    let (io, mid_request) = driftwatch_telemetry::conn::Tracked::new(io);
+    let (io, mid_request) = driftwatch_telemetry::conn::Tracked::with_prefix(io, read_already);
     let conn = server_http1(limits.header_timeout)
         .keep_alive(true)
         .serve_connection(hyper_util::rt::TokioIo::new(io), svc);

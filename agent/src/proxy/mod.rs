@@ -1,13 +1,14 @@
 //! The reverse proxy in front of the champion: what its two paths share.
 //! Ordinary HTTP/1.1 requests take the lean fast path (`fast`, with its
-//! message framing in `http1`), everything else goes through hyper
-//! (`hyper`), which also hands `/_driftwatch/` and mirror traffic to the
-//! tap. Both route a request to its model, find its request id, call the
-//! champion within `upstream_timeout`, and record the answer the same way
-//! (`State::proxied`): the champion's latency, the latency the agent
-//! added, the observation, and the span. The champion's answer goes back
+//! message framing in `http1` and `chunked`), everything else goes
+//! through hyper (`hyper`), which also hands `/_driftwatch/` and mirror
+//! traffic to the tap. Both route a request to its model, find its
+//! request id, call the champion within `upstream_timeout`, and record the
+//! answer the same way (`State::proxied`): the champion's latency, the
+//! latency the agent added, the observation, and the span. The champion's answer goes back
 //! before anything is parsed.
 
+pub mod chunked;
 pub mod fast;
 pub mod http1;
 pub mod hyper;
@@ -316,6 +317,7 @@ pub(crate) fn upstream_base(upstream: &Uri) -> &str {
     upstream.path().trim_end_matches('/')
 }
 
+/// Counts a champion response too large to read; why it has no event output.
 pub(crate) fn response_too_large(state: &State, model: &str) -> String {
     state
         .metrics
