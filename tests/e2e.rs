@@ -24,6 +24,10 @@ use serde_json::Value;
 use support::{bin, encode, free_port, get_json, http, metric, wait_until, write, Proc};
 
 const HMAC_SECRET: &str = "e2e-secret";
+/// The agents' and the traffic's token for the collector's ingest routes.
+const INGEST_TOKEN: &str = "e2e-ingest-token-5f1c";
+/// The key in the Slack webhook's URL.
+const SLACK_KEY: &str = "e2eSlackKey42";
 
 fn subject(mail: &str) -> &str {
     mail.lines()
@@ -112,6 +116,9 @@ groups: []
         &format!(
             r#"db: {db}
 eval_interval: 1s
+log: {{format: json}}
+auth:
+  ingest: {{tokens_env: E2E_INGEST_TOKENS}}
 external_url: http://driftwatch.e2e.example
 rules: [{dir}/receivers.yaml, {dir}/rules.yaml]
 models:
@@ -156,15 +163,19 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
     let hooks = receiver::Receiver::start(&[]);
     let config = config_files(&dir, &smtp_port, &hooks.url);
 
-    let slack = format!("{}/slack", hooks.url);
+    let slack = format!("{}/slack/{SLACK_KEY}", hooks.url);
     let (collector, collector_addr) = support::start_collector(
         &dir,
         &config,
-        &[("SLACK_URL", slack.as_str()), ("RETRAIN_HMAC", HMAC_SECRET)],
+        &[
+            ("SLACK_URL", slack.as_str()),
+            ("RETRAIN_HMAC", HMAC_SECRET),
+            ("E2E_INGEST_TOKENS", INGEST_TOKEN),
+        ],
     );
     let (champion, champion_addr) = support::start_champion(&dir);
     let challenger = repo("examples/credit/challenger.onnx");
-    let (agent, agent_addr, admin_addr) = support::start_agent(
+    let (agent, agent_addr, admin_addr) = support::start_agent_with(
         &dir,
         &champion_addr,
         &collector_addr,
@@ -173,7 +184,10 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
             challenger.to_str().expect("UTF-8 path"),
             "--shadow-inputs",
             "age,income,loan_amount,bureau_score,dependents,has_card",
+            "--log-format",
+            "json",
         ],
+        &[("DRIFTWATCH_TOKEN", INGEST_TOKEN)],
     );
     wait_until(
         "the agent to be ready",
@@ -230,7 +244,8 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
             "--status-every",
             "5s",
         ])
-        .args(["--seed", "11"]);
+        .args(["--seed", "11"])
+        .env("DRIFTWATCH_TOKEN", INGEST_TOKEN);
     let traffic = Proc::start("traffic", cmd, &dir);
     let all = [&collector, &agent, &champion, &traffic, &prometheus, &smtp];
     // Clean traffic raises no alert: nothing is mailed before the drift
@@ -278,7 +293,7 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
     );
     let slack_firing = |status: &str| {
         hooks.requests().iter().any(|r| {
-            r.path == "/slack"
+            r.path.starts_with("/slack/")
                 && String::from_utf8_lossy(&r.body)
                     .contains(&format!("[{status}] DatasetDrift credit"))
         })
@@ -375,6 +390,19 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
     // One more scrape after the last change.
     std::thread::sleep(Duration::from_secs(2));
     check_dashboards(&prometheus_addr, started, ended);
+
+    // The logs of the whole run: the collector's and the agent's are JSON
+    // lines, and no process wrote a secret it was given (the ingest token,
+    // the HMAC secret, the Slack URL's key).
+    for p in [&collector, &agent] {
+        assert!(!support::json_log(&p.output()).is_empty());
+    }
+    for p in all {
+        let out = p.output();
+        for secret in [INGEST_TOKEN, HMAC_SECRET, SLACK_KEY] {
+            assert!(!out.contains(secret), "a secret in a log:\n{out}");
+        }
+    }
     drop(traffic);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,8 @@
 //! which decodes them with the protocol's own definitions
 //! (opentelemetry-proto). The agent's request span continues the caller's
 //! `traceparent`; the collector's spans cover ingest, rule evaluation and
-//! notification delivery; both export their Prometheus metrics.
+//! notification delivery; both export their Prometheus metrics. A log
+//! line about a request carries its span's ids (JSON logs).
 
 use driftwatch_testkit::process as support;
 use driftwatch_testkit::receiver;
@@ -21,6 +22,8 @@ use support::{http_request, wait_until, write, Proc};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
+/// The trace of a batch sent to the collector with a refused event.
+const REFUSED_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
 fn text(attributes: &[KeyValue], key: &str) -> Option<String> {
     attributes
@@ -92,7 +95,7 @@ fn the_collector_and_the_agent_export_traces_and_metrics_over_otlp() {
     write(
         &config,
         &format!(
-            "db: {db}\neval_interval: 1s\nrules: [{rules}]\notlp:\n  endpoint: {hook}\n  metrics_interval: 1s\nmodels:\n  - name: credit\n    reference: {reference}\n    windows: [1m]\n",
+            "db: {db}\neval_interval: 1s\nrules: [{rules}]\nlog: {{format: json, level: \"info,driftwatch::serve=debug\"}}\notlp:\n  endpoint: {hook}\n  metrics_interval: 1s\nmodels:\n  - name: credit\n    reference: {reference}\n    windows: [1m]\n",
             db = dir.join("driftwatch.db").display(),
             rules = dir.join("rules.yaml").display(),
             hook = hook.url,
@@ -109,13 +112,6 @@ fn the_collector_and_the_agent_export_traces_and_metrics_over_otlp() {
         &["--otlp-endpoint", &hook.url],
     );
 
-    let body = r#"{"inputs": [
-        {"name": "age", "shape": [1], "datatype": "FP64", "data": [38]},
-        {"name": "income", "shape": [1], "datatype": "FP64", "data": [45506]},
-        {"name": "loan_amount", "shape": [1], "datatype": "FP64", "data": [8692]},
-        {"name": "bureau_score", "shape": [1], "datatype": "FP64", "data": [655.8]},
-        {"name": "dependents", "shape": [1], "datatype": "FP64", "data": [0]},
-        {"name": "has_card", "shape": [1], "datatype": "BOOL", "data": [true]}]}"#;
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     let (status, _) = http_request(
         &agent_addr,
@@ -125,10 +121,24 @@ fn the_collector_and_the_agent_export_traces_and_metrics_over_otlp() {
             ("traceparent", traceparent.as_str()),
             ("content-type", "application/json"),
         ],
-        body,
+        support::CREDIT_REQUEST,
     )
     .expect("the agent answers");
     assert_eq!(status, 200);
+    // A batch with one event that cannot be read, in a trace of its own.
+    let refused_parent = format!("00-{REFUSED_TRACE_ID}-{PARENT_ID}-01");
+    let (status, reply) = http_request(
+        &collector_addr,
+        "POST",
+        "/v1/events",
+        &[
+            ("traceparent", refused_parent.as_str()),
+            ("content-type", "application/json"),
+        ],
+        r#"{"events": [{"nonsense": 1}]}"#,
+    )
+    .expect("the collector answers");
+    assert!(status == 200 && reply.contains("\"rejected\":1"), "{reply}");
     let all = [&collector, &agent, &champion];
     wait_until(
         "the rule to fire and its notification to be delivered",
@@ -190,7 +200,7 @@ fn the_collector_and_the_agent_export_traces_and_metrics_over_otlp() {
     }
     let ingest = got
         .iter()
-        .find(|(_, sp)| sp.name == "ingest events")
+        .find(|(_, sp)| sp.name == "ingest events" && hex::encode(&sp.trace_id) != REFUSED_TRACE_ID)
         .expect("ingest span");
     assert_eq!(
         text(&ingest.1.attributes, "driftwatch.accepted").as_deref(),
@@ -204,6 +214,38 @@ fn the_collector_and_the_agent_export_traces_and_metrics_over_otlp() {
         text(&delivery.1.attributes, "driftwatch.receiver").as_deref(),
         Some("log")
     );
+
+    // The collector's JSON log: the refused event at debug (its target let
+    // through by the filter) with the ids of its request's span; the log
+    // receiver's message; nothing at debug from elsewhere.
+    let refused_span = got
+        .iter()
+        .find(|(_, sp)| hex::encode(&sp.trace_id) == REFUSED_TRACE_ID)
+        .expect("the refused batch's span");
+    let log = support::json_log(&collector.output());
+    let line = log
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("item 0 refused"))
+        })
+        .unwrap_or_else(|| panic!("no refusal logged: {log:?}"));
+    assert_eq!(line["level"], "DEBUG");
+    assert_eq!(line["trace_id"], REFUSED_TRACE_ID, "{line}");
+    assert_eq!(
+        line["span_id"],
+        hex::encode(&refused_span.1.span_id),
+        "{line}"
+    );
+    assert!(log.iter().any(|l| l["target"] == "driftwatch::notification"
+        && l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("notification {"))));
+    assert!(log.iter().all(|l| l["level"] != "DEBUG"
+        || l["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("driftwatch::serve"))));
 
     let names = metrics(&hook);
     for (service, metric) in [

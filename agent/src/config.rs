@@ -68,6 +68,10 @@ pub struct Config {
     pub hash_key_env: Option<String>,
     #[serde(default)]
     pub hash_key_file: Option<PathBuf>,
+    /// Log lines: `format` (text or json) and `level` (a filter in
+    /// `RUST_LOG` syntax; `DRIFTWATCH_LOG` replaces it).
+    #[serde(default)]
+    pub log: driftwatch_telemetry::log::LogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +464,7 @@ impl Config {
             admin_tls: None,
             hash_key_env: None,
             hash_key_file: None,
+            log: Default::default(),
         }
     }
 
@@ -479,6 +484,7 @@ impl Config {
         if let Some(o) = &self.otlp {
             problems.extend(o.check());
         }
+        problems.extend(self.log.check());
         if self.traffic_threads == Some(0) {
             problems.push("traffic_threads: give at least 1".to_string());
         }
@@ -578,37 +584,6 @@ impl Config {
                 });
         }
         Ok(None)
-    }
-}
-
-impl Config {
-    /// The key of `hash` features: `hash_key_env`'s variable (which must be
-    /// set and not empty) or `hash_key_file`'s bytes (a trailing newline
-    /// trimmed); none when neither is configured.
-    pub fn hash_key(&self) -> Result<Option<Vec<u8>>, ConfigError> {
-        if let Some(var) = &self.hash_key_env {
-            return match std::env::var(var) {
-                Ok(k) if !k.is_empty() => Ok(Some(k.into_bytes())),
-                _ => Err(ConfigError::HashKey(format!(
-                    "hash_key_env: the environment variable {var} is not set"
-                ))),
-            };
-        }
-        let Some(path) = &self.hash_key_file else {
-            return Ok(None);
-        };
-        let mut key = std::fs::read(path)
-            .map_err(|e| ConfigError::HashKey(format!("hash_key_file {}: {e}", path.display())))?;
-        while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            key.pop();
-        }
-        if key.is_empty() {
-            return Err(ConfigError::HashKey(format!(
-                "hash_key_file {}: the file is empty",
-                path.display()
-            )));
-        }
-        Ok(Some(key))
     }
 }
 

@@ -45,6 +45,10 @@ struct Cli {
     /// (e.g. http://otel-collector:4318; replaces the config's `otlp.endpoint`).
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Log lines as `text` or `json` (replaces the config's `log.format`);
+    /// the level filter is `DRIFTWATCH_LOG` or `log.level`.
+    #[arg(long)]
+    log_format: Option<driftwatch_telemetry::log::LogFormat>,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,9 @@ fn main() -> ExitCode {
             url,
         ));
     }
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
     config.otlp = driftwatch_telemetry::OtlpConfig::resolve(config.otlp.take());
     if let Some(problems) = config
         .otlp
@@ -94,6 +101,10 @@ fn main() -> ExitCode {
         .filter(|p| !p.is_empty())
     {
         eprintln!("error: {}", problems.join("; "));
+        return ExitCode::from(2);
+    }
+    if let Err(e) = driftwatch_telemetry::log::init(&config.log) {
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     // This thread accepts connections and deals them to the traffic
@@ -115,14 +126,14 @@ fn main() -> ExitCode {
     let (runtime, background) = match runtimes {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
     let listeners = match bind(&config) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             return ExitCode::from(1);
         }
     };
@@ -134,7 +145,7 @@ fn main() -> ExitCode {
     )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             ExitCode::from(1)
         }
     }

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::adapters::Row;
-use crate::config::{Model, Sensitivity};
+use crate::config::{Config, ConfigError, Model, Sensitivity};
 
 /// Bytes of the HMAC kept (hex doubles them): 128 bits.
 const HASH_BYTES: usize = 16;
@@ -34,6 +34,35 @@ pub struct Redactor {
     allow: Option<HashSet<String>>,
     rules: BTreeMap<String, Sensitivity>,
     key: Option<Vec<u8>>,
+}
+
+/// The key of `hash` features: `hash_key_env`'s variable (which must be
+/// set and not empty) or `hash_key_file`'s bytes (a trailing newline
+/// trimmed); none when neither is configured.
+pub fn hash_key(config: &Config) -> Result<Option<Vec<u8>>, ConfigError> {
+    if let Some(var) = &config.hash_key_env {
+        return match std::env::var(var) {
+            Ok(k) if !k.is_empty() => Ok(Some(k.into_bytes())),
+            _ => Err(ConfigError::HashKey(format!(
+                "hash_key_env: the environment variable {var} is not set"
+            ))),
+        };
+    }
+    let Some(path) = &config.hash_key_file else {
+        return Ok(None);
+    };
+    let mut key = std::fs::read(path)
+        .map_err(|e| ConfigError::HashKey(format!("hash_key_file {}: {e}", path.display())))?;
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.is_empty() {
+        return Err(ConfigError::HashKey(format!(
+            "hash_key_file {}: the file is empty",
+            path.display()
+        )));
+    }
+    Ok(Some(key))
 }
 
 impl Redactor {

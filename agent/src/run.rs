@@ -73,7 +73,7 @@ pub async fn run(
     background: tokio::runtime::Handle,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
-    let hash_key = config.hash_key()?;
+    let hash_key = crate::redact::hash_key(&config)?;
     let watched = config
         .models
         .iter()
@@ -151,7 +151,10 @@ pub async fn run(
     // Tests and scripts read these lines for the ports.
     println!("listening on {traffic_addr}");
     println!("admin on {admin_addr}");
-    eprintln!(
+    tracing::info!(
+        listen = %traffic_addr,
+        admin = %admin_addr,
+        threads,
         "driftwatch-agent listening on {traffic_addr} (admin {admin_addr}, {threads} traffic threads)"
     );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -179,13 +182,13 @@ pub async fn run(
                     });
                 next += 1;
                 if let Err(e) = handed {
-                    eprintln!("error: a connection was closed unserved: {e}");
+                    tracing::warn!("a connection was closed unserved: {e}");
                 }
             }
             _ = &mut shutdown => break,
         }
     }
-    eprintln!("shutting down: finishing requests in flight, flushing events");
+    tracing::info!("shutting down: finishing requests in flight, flushing events");
     drop(traffic);
     drop(workers);
     let _ = stopping.send(true);
@@ -220,8 +223,9 @@ fn start_shadow(
             Some(scorer)
         }
         Err(e) => {
-            eprintln!(
-                "warning: model {}: the shadow model is unavailable, proxying without it: {e}",
+            tracing::warn!(
+                model = %m.name,
+                "model {}: the shadow model is unavailable, proxying without it: {e}",
                 m.name
             );
             up.set(0);
@@ -250,7 +254,7 @@ fn telemetry(
         "driftwatch_agent",
     )
     .map_err(|e| RunError::Telemetry(e.to_string()))?;
-    eprintln!(
+    tracing::info!(
         "exporting request spans and metrics over OTLP to {}",
         otlp.endpoint
     );
@@ -265,7 +269,7 @@ async fn serve_admin(
     tls: Option<Arc<ServerTls>>,
 ) {
     let Ok(listener) = TcpListener::from_std(listener) else {
-        eprintln!("error: the admin listener cannot be served");
+        tracing::error!("the admin listener cannot be served");
         return;
     };
     loop {

@@ -14,7 +14,7 @@ pub fn lower_thread_priority() {
     {
         let tid = rustix::thread::gettid();
         if let Err(e) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
-            eprintln!("warning: cannot lower the priority of a background thread: {e}");
+            tracing::warn!("cannot lower the priority of a background thread: {e}");
         }
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use driftwatch_telemetry::log::LogConfig;
 use serde::{Deserialize, Deserializer};
 
 use crate::report::Overrides;
@@ -112,6 +113,10 @@ pub struct RawConfig {
     /// OpenTelemetry export (traces and metrics over OTLP/HTTP).
     #[serde(default)]
     pub otlp: Option<driftwatch_telemetry::OtlpConfig>,
+    /// Log lines: `format` (text or json) and `level` (a filter in
+    /// `RUST_LOG` syntax; `DRIFTWATCH_LOG` replaces it).
+    #[serde(default)]
+    pub log: LogConfig,
     pub models: Vec<RawModel>,
 }
 
@@ -415,6 +420,7 @@ pub struct Config {
     pub external_url: Option<String>,
     /// From `otlp:`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; none: no export.
     pub otlp: Option<driftwatch_telemetry::OtlpConfig>,
+    pub log: LogConfig,
     pub models: Vec<RawModel>,
 }
 
@@ -484,6 +490,7 @@ impl RawConfig {
         }
         let otlp = driftwatch_telemetry::OtlpConfig::resolve(self.otlp.clone());
         errors.extend(otlp.iter().flat_map(|o| o.check()));
+        errors.extend(self.log.check());
         if self.max_body_bytes == 0 {
             errors.push("max_body_bytes: must be at least 1".to_string());
         }
@@ -567,6 +574,7 @@ impl RawConfig {
                     .external_url
                     .map(|u| u.trim_end_matches('/').to_string()),
                 otlp,
+                log: self.log,
                 models: self.models,
             }),
             _ => Err(ConfigError::Invalid {
@@ -597,6 +605,7 @@ pub fn from_flags(
         rules: Vec::new(),
         external_url: None,
         otlp: None,
+        log: LogConfig::default(),
         models: vec![RawModel {
             name: model,
             task: default_task(),

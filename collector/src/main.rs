@@ -268,6 +268,10 @@ struct ServeArgs {
     /// http://otel-collector:4318; replaces the config's `otlp.endpoint`).
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Log lines as `text` or `json` (replaces the config's `log.format`);
+    /// the level filter is `DRIFTWATCH_LOG` or `log.level`.
+    #[arg(long)]
+    log_format: Option<driftwatch_telemetry::log::LogFormat>,
     /// Live verdict test for every feature (NAME) or one (FEATURE=NAME), as
     /// `report --test` takes it; repeatable (replaces each model's `drift.tests`).
     #[arg(long)]
@@ -459,6 +463,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             url,
         ));
     }
+    if let Some(format) = args.log_format {
+        raw.log.format = format;
+    }
     for m in raw.models.iter_mut() {
         if args.config.is_some() && !windows.is_empty() {
             m.windows = windows.clone();
@@ -471,6 +478,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let config = raw.validate(&origin, &|name| std::env::var(name).ok())?;
+    driftwatch_telemetry::log::init(&config.log).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -481,16 +489,19 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         let collector = driftwatch::service::Collector::build(&config)?;
         if collector.restored > 0 {
-            eprintln!(
+            tracing::info!(
+                restored = collector.restored,
                 "restored {} events from {}",
                 collector.restored,
                 config.db.display()
             );
         }
-        // Tests and scripts read this line for the address.
-        eprintln!("driftwatch listening on {addr}");
+        // Tests and scripts read this line for the address: stdout carries
+        // nothing else.
+        println!("driftwatch listening on {addr}");
+        tracing::info!(listen = %addr, "driftwatch listening on {addr}");
         collector.run(listener, shutdown_signal()).await?;
-        eprintln!("driftwatch stopped");
+        tracing::info!("driftwatch stopped");
         Ok(ExitCode::SUCCESS)
     })
 }

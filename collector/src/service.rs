@@ -79,7 +79,7 @@ impl Collector {
                     "driftwatch",
                 )
                 .map_err(|e| StartError::Telemetry(e.to_string()))?;
-                eprintln!(
+                tracing::info!(
                     "exporting traces and metrics over OTLP to {}",
                     otlp.endpoint
                 );
@@ -122,6 +122,7 @@ impl Collector {
                 telemetry: telemetry.clone(),
                 external_url: config.external_url.clone(),
                 routing: a.routing(),
+                repeats: Default::default(),
             })
         });
         let evaluator = Arc::new(Evaluator::new(
@@ -232,7 +233,7 @@ async fn evaluate_every(
         })
         .await;
         if let Err(e) = done {
-            eprintln!("error: window evaluation failed: {e}");
+            tracing::error!("window evaluation failed: {e}");
         }
     }
 }

@@ -10,10 +10,12 @@
 //! is given. Metrics are the service's own Prometheus registry, read at
 //! each export: counters as cumulative sums, gauges as gauges, histograms
 //! as their `_count` and `_sum`. Every export is counted in the registry
-//! (`{prefix}_otlp_exports_total{signal, outcome}`) and the first failure
-//! of a run is logged with its reason.
+//! (`{prefix}_otlp_exports_total{signal, outcome}`) and failures are
+//! logged with their reason, at most one line a minute per signal
+//! (`log::Repeats`). Logs themselves are in `log`.
 
 pub mod conn;
+pub mod log;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,6 +45,14 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(text.trim()).map_err(|e| {
         serde::de::Error::custom(format!("{text:?} is not a duration like 10s or 1m ({e})"))
     })
+}
+
+/// A recorded span's W3C trace and span ids in hex, as log lines carry
+/// them (`trace_id`, `span_id`) to link to the trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: String,
+    pub span_id: String,
 }
 
 /// `otlp:` in the agent's and the collector's configuration.
@@ -168,11 +178,12 @@ impl OtlpConfig {
     }
 }
 
-/// Counts exports by signal and outcome; logs the first failure of each signal.
+/// Counts exports by signal and outcome; logs the first failure of each
+/// signal, then at most one line a minute with the failures held back.
 #[derive(Clone, Debug)]
 struct ExportCount {
     counter: IntCounterVec,
-    logged: Arc<[AtomicBool; 2]>,
+    repeats: Arc<log::Repeats>,
     service: &'static str,
 }
 
@@ -181,13 +192,13 @@ impl ExportCount {
         let outcome = if result.is_ok() { "success" } else { "failure" };
         self.counter.with_label_values(&[signal, outcome]).inc();
         if let Err(e) = result {
-            let slot = usize::from(signal == "metrics");
-            if !self.logged[slot].swap(true, Ordering::Relaxed) {
-                eprintln!(
-                    "{}: OTLP {signal} export to {url} failed: {e} (counted in otlp_exports_total; later failures are only counted)",
-                    self.service
-                );
-            }
+            crate::throttled!(
+                self.repeats,
+                signal,
+                tracing::Level::WARN,
+                { service = self.service, signal, },
+                "OTLP {signal} export to {url} failed: {e} (counted in otlp_exports_total)"
+            );
         }
     }
 }
@@ -284,7 +295,7 @@ impl Telemetry {
             .map_err(|e| e.to_string())?;
         let count = ExportCount {
             counter,
-            logged: Arc::new([AtomicBool::new(false), AtomicBool::new(false)]),
+            repeats: Arc::new(log::Repeats::default()),
             service,
         };
         let resource = Resource::builder()
@@ -352,7 +363,8 @@ impl Telemetry {
     }
 
     /// Records a finished span. `traceparent` (W3C) makes it a child of the
-    /// caller's span; `error` marks it failed.
+    /// caller's span; `error` marks it failed. Its ids, for log lines about
+    /// the same work; `None` when not tracing.
     #[allow(clippy::too_many_arguments)]
     pub fn span(
         &self,
@@ -363,10 +375,8 @@ impl Telemetry {
         end: SystemTime,
         attributes: Vec<KeyValue>,
         error: Option<String>,
-    ) {
-        let Some(tracer) = &self.tracer else {
-            return;
-        };
+    ) -> Option<SpanIds> {
+        let tracer = self.tracer.as_ref()?;
         let parent = match traceparent {
             Some(tp) => {
                 let carrier: HashMap<String, String> =
@@ -384,7 +394,13 @@ impl Telemetry {
         if let Some(e) = error {
             span.set_status(Status::error(e));
         }
+        let context = span.span_context();
+        let ids = SpanIds {
+            trace_id: context.trace_id().to_string(),
+            span_id: context.span_id().to_string(),
+        };
         span.end_with_timestamp(end);
+        Some(ids)
     }
 
     /// Exports what is pending (spans, a last metrics reading) and stops.
@@ -452,7 +468,7 @@ fn bridge(meter: Meter, registry: Registry, stop: Arc<AtomicBool>) {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("OTLP metrics: cannot start the registry reader: {e}");
+        tracing::error!("OTLP metrics: cannot start the registry reader: {e}");
     }
 }
 

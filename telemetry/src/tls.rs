@@ -199,12 +199,13 @@ pub async fn watch(tls: Arc<ServerTls>, what: &'static str, reloads: prometheus:
         };
         let label = match &outcome {
             Ok(()) => {
-                eprintln!("{what}: certificate reloaded");
+                tracing::info!(listener = what, "{what}: certificate reloaded");
                 "success"
             }
             Err(e) => {
-                eprintln!(
-                    "error: {what}: reloading the certificate failed, the previous one keeps serving: {e}"
+                tracing::error!(
+                    listener = what,
+                    "{what}: reloading the certificate failed, the previous one keeps serving: {e}"
                 );
                 "failure"
             }

@@ -247,6 +247,17 @@ pub fn start_agent(
     collector: &str,
     extra: &[&str],
 ) -> (Proc, String, String) {
+    start_agent_with(dir, champion, collector, extra, &[])
+}
+
+/// `start_agent` with `env` set for the agent.
+pub fn start_agent_with(
+    dir: &Path,
+    champion: &str,
+    collector: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, String, String) {
     let mut cmd = Command::new(bin("driftwatch-agent"));
     cmd.args(["--model", "credit", "--upstream"])
         .arg(format!("http://{champion}"))
@@ -256,8 +267,41 @@ pub fn start_agent(
         .args(extra)
         .env("ORT_DYLIB_PATH", ort_library())
         .env("NODE_NAME", "e2e-node");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let mut p = Proc::start("agent", cmd, dir);
     let addr = p.wait_line("listening on ");
     let admin = p.wait_line("admin on ");
     (p, addr, admin)
 }
+
+/// The lines a binary prints on stdout for scripts to read (its address);
+/// everything else it writes is its log.
+pub const STDOUT_LINES: [&str; 3] = ["listening on ", "admin on ", "driftwatch listening on "];
+
+/// A process's log written with `--log-format json`: every line that is not
+/// one of `STDOUT_LINES` parsed as a JSON object (a line that does not
+/// parse fails the test).
+pub fn json_log(output: &str) -> Vec<Value> {
+    output
+        .lines()
+        .filter(|l| !STDOUT_LINES.iter().any(|p| l.starts_with(p)))
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| panic!("not a JSON log line: {l:?}"))
+        })
+        .collect()
+}
+
+/// One loan application (a row of the example reference) as a KServe v2
+/// request for the example champion.
+pub const CREDIT_REQUEST: &str = r#"{"inputs": [
+    {"name": "age", "shape": [1], "datatype": "FP64", "data": [38]},
+    {"name": "income", "shape": [1], "datatype": "FP64", "data": [45506]},
+    {"name": "loan_amount", "shape": [1], "datatype": "FP64", "data": [8692]},
+    {"name": "bureau_score", "shape": [1], "datatype": "FP64", "data": [655.8]},
+    {"name": "dependents", "shape": [1], "datatype": "FP64", "data": [0]},
+    {"name": "has_card", "shape": [1], "datatype": "BOOL", "data": [true]}]}"#;

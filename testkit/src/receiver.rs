@@ -37,7 +37,13 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver answering `statuses` in turn, then 200.
     pub fn start(statuses: &[u16]) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Receiver::start_at("127.0.0.1:0", statuses)
+    }
+
+    /// The same on `addr` (a port that was free, for a receiver that comes
+    /// up late).
+    pub fn start_at(addr: &str, statuses: &[u16]) -> Receiver {
+        let listener = TcpListener::bind(addr).expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let r = Receiver {
             url,

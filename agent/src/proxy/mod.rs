@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use ::hyper::{StatusCode, Uri};
 use bytes::Bytes;
-use driftwatch_telemetry::Telemetry;
+use driftwatch_telemetry::log::Repeats;
+use driftwatch_telemetry::{throttled, SpanIds, Telemetry};
 
 use crate::config::{Config, Model};
 use crate::metrics::Metrics;
@@ -77,6 +78,8 @@ pub struct State {
     ids: AtomicU64,
     /// Request spans (OTLP), when configured.
     pub telemetry: Telemetry,
+    /// Champion failures logged at most once a minute per model and cause.
+    repeats: Repeats,
 }
 
 impl State {
@@ -115,6 +118,7 @@ impl State {
             tap,
             ids: AtomicU64::new(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64),
             telemetry,
+            repeats: Repeats::default(),
         }))
     }
 
@@ -197,6 +201,28 @@ impl State {
         metrics
             .upstream_latency
             .observe(p.upstream_time.as_secs_f64());
+        let name = self.models[p.mi].cfg.name.as_str();
+        let ids = p.trace.and_then(|trace| {
+            request_span(self, name, p.id, trace, p.status, p.upstream, p.target)
+        });
+        if p.status == StatusCode::BAD_GATEWAY || p.status == StatusCode::GATEWAY_TIMEOUT {
+            if let Some(Err(why)) = &p.answer {
+                throttled!(
+                    self.repeats,
+                    &format!("{name} {}", p.status.as_u16()),
+                    tracing::Level::WARN,
+                    {
+                        model = name,
+                        request_id = p.id,
+                        status = p.status.as_u16(),
+                        trace_id = ids.as_ref().map(|i| i.trace_id.as_str()),
+                        span_id = ids.as_ref().map(|i| i.span_id.as_str()),
+                    },
+                    "model {name}: the champion gave no answer, the client got {}: {why}",
+                    p.status.as_u16()
+                );
+            }
+        }
         if let Some(request) = p.request {
             self.observer.observe(Observation {
                 model: p.mi,
@@ -209,10 +235,6 @@ impl State {
         }
         let added = p.started.elapsed().saturating_sub(p.upstream_time);
         metrics.added_latency.observe(added.as_secs_f64());
-        if let Some(trace) = p.trace {
-            let name = self.models[p.mi].cfg.name.as_str();
-            request_span(self, name, p.id, trace, p.status, p.upstream, p.target);
-        }
     }
 }
 
@@ -327,7 +349,8 @@ pub(crate) fn response_too_large(state: &State, model: &str) -> String {
     "the response was larger than max_body_bytes".to_string()
 }
 
-/// The span of one proxied request, a child of the caller's `traceparent`.
+/// The span of one proxied request, a child of the caller's `traceparent`;
+/// its ids.
 fn request_span(
     state: &State,
     model: &str,
@@ -336,7 +359,7 @@ fn request_span(
     status: StatusCode,
     upstream: &Uri,
     path_and_query: &str,
-) {
+) -> Option<SpanIds> {
     let target = upstream_target(upstream, path_and_query);
     use driftwatch_telemetry::{KeyValue, SpanKind};
     let Trace {
@@ -361,5 +384,5 @@ fn request_span(
             KeyValue::new("driftwatch.request_id", id.to_string()),
         ],
         error,
-    );
+    )
 }

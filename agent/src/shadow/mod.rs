@@ -213,7 +213,8 @@ impl Scorer {
             path,
             why: e.to_string(),
         })?;
-        eprintln!(
+        tracing::info!(
+            model = %model.name,
             "shadow model {} for {} loaded ({} columns, {} execution provider)",
             shadow.path.display(),
             model.name,

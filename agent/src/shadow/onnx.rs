@@ -74,7 +74,7 @@ impl OnnxModel {
             Device::Cuda => match build(true) {
                 Ok(s) => (s, "CUDA"),
                 Err(e) => {
-                    eprintln!("warning: the CUDA execution provider is not available ({e}); the shadow model runs on the CPU");
+                    tracing::warn!("the CUDA execution provider is not available ({e}); the shadow model runs on the CPU");
                     (build(false)?, "CPU")
                 }
             },

@@ -8,13 +8,15 @@
 
 mod spool;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use driftwatch_protocol::{Event, EventBatch};
+use driftwatch_telemetry::log::Repeats;
+use driftwatch_telemetry::throttled;
 
 use crate::config::Collector;
 use crate::metrics::Metrics;
@@ -32,6 +34,8 @@ pub struct Shipper {
     metrics: Arc<Metrics>,
     client: Mutex<Client>,
     spool: Option<Spool>,
+    /// Failures logged at most once a minute per cause (counted each time).
+    repeats: Repeats,
 }
 
 /// The HTTP client to the collector and the stamps of the TLS files it
@@ -145,6 +149,7 @@ impl Shipper {
             metrics,
             client: Mutex::new(client),
             spool,
+            repeats: Repeats::default(),
         })
     }
 
@@ -160,11 +165,11 @@ impl Shipper {
                 c.stamps = now;
                 match build_client(&self.cfg) {
                     Ok(http) => {
-                        eprintln!("collector.tls: certificates reloaded");
+                        tracing::info!("collector.tls: certificates reloaded");
                         c.http = http;
                     }
                     Err(e) => {
-                        eprintln!("error: {e}; the previous certificates stay in use");
+                        tracing::error!("{e}; the previous certificates stay in use");
                         self.metrics
                             .ship_failures
                             .with_label_values(&["tls_config"])
@@ -231,7 +236,10 @@ impl Shipper {
                     .ship_failures
                     .with_label_values(&[reason])
                     .inc();
-                return Posted::Retry(format!("{url}: {e}"));
+                return Posted::Retry(format!(
+                    "{url}: {}",
+                    driftwatch_telemetry::log::with_causes(&e.without_url())
+                ));
             }
         };
         let status = resp.status();
@@ -248,8 +256,12 @@ impl Shipper {
                     .filter(|e| !e["error"].as_str().unwrap_or("").contains("duplicate"))
                     .collect();
                 if let Some(first) = lost.first() {
-                    eprintln!(
-                        "warning: the collector rejected {} event(s), e.g. {}",
+                    throttled!(
+                        self.repeats,
+                        "rejected",
+                        tracing::Level::WARN,
+                        { rejected = lost.len(), },
+                        "the collector rejected {} event(s), e.g. {}",
                         lost.len(),
                         first["error"]
                     );
@@ -303,6 +315,8 @@ impl Shipper {
         deadline: Duration,
     ) {
         let mut backoff = FIRST_BACKOFF;
+        // Attempts failed since the last batch went through, and their causes.
+        let (mut failed, mut failing) = (0u64, HashSet::<String>::new());
         let mut rng = chrono::Utc::now().timestamp_subsec_nanos() as u64 | 1;
         let mut stopping_since: Option<Instant> = None;
         loop {
@@ -345,9 +359,22 @@ impl Shipper {
                 Posted::Done => {
                     backoff = FIRST_BACKOFF;
                     self.done(taken);
+                    if failed > 0 {
+                        for cause in failing.drain() {
+                            self.repeats.clear(&cause);
+                        }
+                        tracing::info!(failed, "shipping resumed after {failed} failed attempt(s)");
+                        failed = 0;
+                    }
                 }
                 Posted::Refused(why) => {
-                    eprintln!("error: the collector refused a batch of {n} events for good: {why}");
+                    throttled!(
+                        self.repeats,
+                        "refused",
+                        tracing::Level::ERROR,
+                        { dropped = n, },
+                        "the collector refused a batch of {n} events for good: {why}"
+                    );
                     self.metrics
                         .events_dropped
                         .with_label_values(&["refused_by_collector"])
@@ -368,10 +395,16 @@ impl Shipper {
                     rng ^= rng << 17;
                     let factor = 0.5 + (rng % 1000) as f64 / 1000.0;
                     let wait = backoff.mul_f64(factor).min(left.unwrap_or(MAX_BACKOFF));
-                    eprintln!(
-                        "warning: shipping {n} events failed ({why}); retrying in {} ms",
+                    failed += 1;
+                    throttled!(
+                        self.repeats,
+                        &why,
+                        tracing::Level::WARN,
+                        { events = n, },
+                        "shipping {n} events failed ({why}); retrying in {} ms",
                         wait.as_millis()
                     );
+                    failing.insert(why);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = stop.changed(), if stopping_since.is_none() => {}
@@ -383,8 +416,8 @@ impl Shipper {
         let left: Vec<Event> = self.lock().drain(..).collect();
         self.metrics.buffered.set(0);
         if !left.is_empty() {
-            eprintln!(
-                "warning: {} events not shipped by the shutdown deadline; {}",
+            tracing::warn!(
+                "{} events not shipped by the shutdown deadline; {}",
                 left.len(),
                 if self.cfg.spool.is_some() {
                     "spooled"

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use driftwatch_protocol::Event;
+use driftwatch_telemetry::log::Repeats;
+use driftwatch_telemetry::throttled;
 
 use super::{batch_body, ShipError};
 use crate::config;
@@ -18,6 +20,7 @@ pub struct Spool {
     max_bytes: u64,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
+    repeats: Repeats,
 }
 
 /// Spool files, oldest first, with the number of events each holds and
@@ -57,6 +60,7 @@ impl Spool {
             max_bytes: cfg.max_bytes,
             seq: AtomicU64::new(0),
             metrics,
+            repeats: Repeats::default(),
         };
         spool.publish();
         Ok(spool)
@@ -98,8 +102,12 @@ impl Spool {
             let written = std::fs::write(&tmp, &body)
                 .and_then(|_| std::fs::rename(&tmp, self.dir.join(&name)));
             if let Err(e) = written {
-                eprintln!(
-                    "error: cannot write the spool file {name}: {e}; {} events dropped",
+                throttled!(
+                    self.repeats,
+                    "spool write",
+                    tracing::Level::ERROR,
+                    { dropped = chunk.len(), },
+                    "cannot write the spool file {name}: {e}; {} events dropped",
                     chunk.len()
                 );
                 self.drop_events(reason, chunk.len() as u64);
@@ -115,8 +123,12 @@ impl Spool {
             match std::fs::read(&path) {
                 Ok(body) => return Some((body, n as usize, path)),
                 Err(e) => {
-                    eprintln!(
-                        "error: cannot read the spool file {}: {e}; it is dropped",
+                    throttled!(
+                        self.repeats,
+                        "spool read",
+                        tracing::Level::ERROR,
+                        { dropped = n, },
+                        "cannot read the spool file {}: {e}; it is dropped",
                         path.display()
                     );
                     let _ = std::fs::remove_file(&path);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use driftwatch_protocol::{quoted, IngestReply, ItemError};
+use driftwatch_telemetry::throttled;
 
 pub use body::{decode, split_events, BodyError};
 pub use validate::{parse_labels, validate, LabelRefusal, Rejection, ValidLabel};
@@ -172,7 +173,13 @@ impl Ingest {
     fn storage_failed(&self, what: &'static str, n: usize, source: StoreError) -> IngestError {
         self.metrics.reject(RejectReason::StorageError, n as u64);
         let e = IngestError::Storage { what, source };
-        eprintln!("error: {e}");
+        throttled!(
+            crate::store::FAILURES_LOGGED,
+            what,
+            tracing::Level::ERROR,
+            {},
+            "{e}"
+        );
         e
     }
 
@@ -254,7 +261,7 @@ impl Ingest {
                 }
             }
             if skipped > 0 {
-                eprintln!("warning: model {}: {skipped} stored events no longer match its configuration and were not replayed", model.name);
+                tracing::warn!(model = %model.name, skipped, "model {}: {skipped} stored events no longer match its configuration and were not replayed", model.name);
             }
             for stored in self.store.labels_since(&model.name, since)? {
                 let label = NewLabel {
@@ -287,7 +294,7 @@ fn placeable(windows: &ModelWindows, a: &Accepted, now_ms: i64) -> Result<(), Re
 /// A worker that panicked (a bug): logged; nothing was acknowledged.
 fn worker_failed(e: tokio::task::JoinError) -> IngestError {
     let e = IngestError::Worker(e.to_string());
-    eprintln!("error: {e}");
+    tracing::error!("{e}");
     e
 }
 

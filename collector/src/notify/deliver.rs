@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use driftwatch_telemetry::Telemetry;
+use driftwatch_telemetry::log::Repeats;
+use driftwatch_telemetry::{throttled, SpanIds, Telemetry};
 use tokio::sync::watch;
 
 use super::http::ATTEMPT_TIMEOUT;
@@ -32,6 +33,8 @@ pub struct Deliverer {
     pub telemetry: Arc<Telemetry>,
     pub external_url: Option<String>,
     pub routing: watch::Receiver<Arc<Routing>>,
+    /// Failed attempts logged at most once a minute per receiver.
+    pub repeats: Repeats,
 }
 
 /// Delivers due messages until the task is aborted. Each message is
@@ -41,7 +44,7 @@ pub async fn run(d: Arc<Deliverer>) {
     let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: cannot build the HTTP client for notifications: {e}");
+            tracing::error!("cannot build the HTTP client for notifications: {e}");
             return;
         }
     };
@@ -60,7 +63,13 @@ pub async fn run(d: Arc<Deliverer>) {
         let due = match tokio::task::spawn_blocking(move || store.due(now, limit)).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
-                eprintln!("error: reading the notification outbox failed: {e}");
+                throttled!(
+                    d.repeats,
+                    "outbox read",
+                    tracing::Level::ERROR,
+                    {},
+                    "reading the notification outbox failed: {e}"
+                );
                 continue;
             }
             Err(_) => continue,
@@ -89,8 +98,8 @@ pub async fn run(d: Arc<Deliverer>) {
                 })
                 .await
                 .unwrap_or_else(|_| Err(DeliveryError::retry("the delivery task failed")));
-                d.span(&q, started, &result);
-                d.record(&q, result, jitter).await;
+                let ids = d.span(&q, started, &result);
+                d.record(&q, result, jitter, ids).await;
                 lock(&in_flight).remove(&q.id);
             });
         }
@@ -132,7 +141,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Deliverer {
     /// A span for one delivery attempt (a notification or an action call).
-    fn span(&self, q: &Queued, started: SystemTime, result: &Result<(), DeliveryError>) {
+    fn span(
+        &self,
+        q: &Queued,
+        started: SystemTime,
+        result: &Result<(), DeliveryError>,
+    ) -> Option<SpanIds> {
         use driftwatch_telemetry::{KeyValue, SpanKind};
         self.telemetry.span(
             "deliver notification",
@@ -153,12 +167,18 @@ impl Deliverer {
                 ),
             ],
             result.as_ref().err().map(|e| e.message.clone()),
-        );
+        )
     }
 
     /// Counts and stores one attempt's outcome: delivered, retried later
     /// with backoff, or dead-lettered.
-    async fn record(&self, q: &Queued, result: Result<(), DeliveryError>, jitter: f64) {
+    async fn record(
+        &self,
+        q: &Queued,
+        result: Result<(), DeliveryError>,
+        jitter: f64,
+        ids: Option<SpanIds>,
+    ) {
         let outcome = match &result {
             Ok(()) => "delivered",
             Err(e) if !e.retry => "dead",
@@ -180,18 +200,41 @@ impl Deliverer {
                     .retry
                     .then(|| retry_at(now_ms(), q.attempts + 1, jitter))
                     .flatten();
-                let what = if retry_at_ms.is_some() {
-                    "will retry"
-                } else {
-                    "dead-lettered"
-                };
-                eprintln!(
-                    "warning: notification {} to {} failed (attempt {}), {what}: {}",
-                    q.id,
-                    q.receiver,
-                    q.attempts + 1,
-                    e.message
+                let (trace_id, span_id) = (
+                    ids.as_ref().map(|i| i.trace_id.as_str()),
+                    ids.as_ref().map(|i| i.span_id.as_str()),
                 );
+                let attempt = q.attempts + 1;
+                if retry_at_ms.is_some() {
+                    throttled!(
+                        self.repeats,
+                        &q.receiver,
+                        tracing::Level::WARN,
+                        {
+                            receiver = q.receiver.as_str(),
+                            notification = q.id,
+                            attempt,
+                            trace_id,
+                            span_id,
+                        },
+                        "notification {} to {} failed (attempt {attempt}), will retry: {}",
+                        q.id,
+                        q.receiver,
+                        e.message
+                    );
+                } else {
+                    tracing::error!(
+                        receiver = q.receiver.as_str(),
+                        notification = q.id,
+                        attempt,
+                        trace_id,
+                        span_id,
+                        "notification {} to {} failed (attempt {attempt}), dead-lettered: {}",
+                        q.id,
+                        q.receiver,
+                        e.message
+                    );
+                }
                 Attempt {
                     id: q.id,
                     error: Some(e.message),
@@ -201,7 +244,13 @@ impl Deliverer {
         };
         if let Err(e) = self.store.record_attempts(vec![record]).await {
             // The row stays pending and is tried again: at least once.
-            eprintln!("error: recording notification attempts failed: {e}");
+            throttled!(
+                self.repeats,
+                "outbox write",
+                tracing::Level::ERROR,
+                {},
+                "recording notification attempts failed: {e}"
+            );
         }
         // The outbox counts are a database read: off the reactor, like `due`.
         let (store, metrics) = (self.store.clone(), self.metrics.clone());
@@ -218,6 +267,6 @@ pub fn publish_outbox(store: &Store, metrics: &Metrics) {
                 metrics.outbox.with_label_values(&[s]).set(n as f64);
             }
         }
-        Err(e) => eprintln!("error: reading the outbox counts failed: {e}"),
+        Err(e) => tracing::error!("reading the outbox counts failed: {e}"),
     }
 }

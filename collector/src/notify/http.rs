@@ -34,7 +34,7 @@ pub async fn post(
         DeliveryError::retry(if e.is_timeout() {
             format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())
         } else {
-            format!("{e}")
+            transport_error(e, url)
         })
     })?;
     let status = resp.status();
@@ -55,6 +55,17 @@ pub async fn post(
         }
         _ => Err(failed(format!("HTTP {status}"), true)),
     }
+}
+
+/// A transport failure without the receiver's URL, whose path or query
+/// may hold a key (Slack's webhooks): only its origin, then the causes.
+/// The text is logged and stored with the notification.
+fn transport_error(e: reqwest::Error, url: &str) -> String {
+    let origin = url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "the receiver".to_string());
+    let e = e.without_url();
+    format!("{} to {origin}", driftwatch_telemetry::log::with_causes(&e))
 }
 
 /// The signature headers of a body signed now with the secret.
@@ -84,6 +95,25 @@ pub fn json_body(v: &impl serde::Serialize) -> Result<Vec<u8>, DeliveryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_post_says_where_without_the_urls_key() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let url = format!("http://{closed}/services/T0/B0/s3cretKey?token=s3cretToo");
+        let client = reqwest::Client::new();
+        let e = post(&client, &url, "key", &[], b"{}".to_vec())
+            .await
+            .expect_err("nothing listens");
+        assert!(e.retry);
+        assert!(
+            e.message.contains(&format!("http://{closed}")),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("s3cret"), "{}", e.message);
+    }
 
     #[test]
     fn signatures_match_python_hmac() {

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use driftwatch_telemetry::Telemetry;
+use driftwatch_telemetry::{throttled, Telemetry};
 use tokio::sync::watch;
 
 use super::engine::{Change, Engine, Snapshot};
@@ -133,12 +133,12 @@ impl Alerting {
                     .filter_map(|j| serde_json::from_str(j).ok())
                     .collect();
             }
-            Err(e) => eprintln!("error: cannot read the stored silences: {e}"),
+            Err(e) => tracing::error!("cannot read the stored silences: {e}"),
         }
         let stored = match store.alerts() {
             Ok(rows) => rows,
             Err(e) => {
-                eprintln!("error: cannot read the stored alerts: {e}");
+                tracing::error!("cannot read the stored alerts: {e}");
                 return;
             }
         };
@@ -147,8 +147,8 @@ impl Alerting {
             .filter_map(|j| serde_json::from_str(j).ok())
             .collect();
         if alerts.len() < stored.len() {
-            eprintln!(
-                "warning: {} stored alerts could not be read and were dropped",
+            tracing::warn!(
+                "{} stored alerts could not be read and were dropped",
                 stored.len() - alerts.len()
             );
         }
@@ -163,11 +163,11 @@ impl Alerting {
                         _ => Ok(()),
                     };
                     if let Err(e) = read {
-                        eprintln!("warning: the stored notification {key} could not be read ({e}); starting afresh");
+                        tracing::warn!("the stored notification {key} could not be read ({e}); starting afresh");
                     }
                 }
             }
-            Err(e) => eprintln!("error: cannot read the stored notification state: {e}"),
+            Err(e) => tracing::error!("cannot read the stored notification state: {e}"),
         }
         self.publish();
     }
@@ -194,14 +194,14 @@ impl Alerting {
                 status.error = None;
                 metrics.rules_reloads.with_label_values(&["success"]).inc();
                 metrics.rules_reload_success.set(1.0);
-                eprintln!("rules reloaded from {} file(s)", self.files.len());
+                tracing::info!("rules reloaded from {} file(s)", self.files.len());
                 Ok(())
             }
             Err(errors) => {
                 status.error = Some(errors.to_string());
                 metrics.rules_reloads.with_label_values(&["failure"]).inc();
                 metrics.rules_reload_success.set(0.0);
-                eprintln!("error: rules not reloaded, the previous rules keep running:\n{errors}");
+                tracing::error!("rules not reloaded, the previous rules keep running:\n{errors}");
                 Err(errors)
             }
         }
@@ -336,7 +336,13 @@ impl Alerting {
         }
         self.publish();
         if let Err(e) = self.h.store.save_alerts_blocking(save) {
-            eprintln!("error: storing alert states and notifications failed: {e}");
+            throttled!(
+                crate::store::FAILURES_LOGGED,
+                "store alert states",
+                tracing::Level::ERROR,
+                {},
+                "storing alert states and notifications failed: {e}"
+            );
         }
     }
 
@@ -428,8 +434,10 @@ impl Alerting {
         *cache.entry(key).or_insert_with(|| {
             let t = calibrate::threshold(&column.reference, kind, chunks, sigmas);
             if t.is_none() {
-                eprintln!(
-                    "warning: rule {}: no calibrated {} threshold for {}/{} (the reference is too small for {chunks} chunks); it is not judged",
+                tracing::warn!(
+                    rule = %rule.alert,
+                    model = %model.name,
+                    "rule {}: no calibrated {} threshold for {}/{} (the reference is too small for {chunks} chunks); it is not judged",
                     rule.alert,
                     kind.name(),
                     model.name,
@@ -535,7 +543,9 @@ fn log_change(change: &Change) {
     };
     let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     let summary = a.annotations.get("summary").map_or("", String::as_str);
-    eprintln!(
+    tracing::info!(
+        alertname = a.labels.get("alertname").map(String::as_str),
+        model = a.labels.get("model").map(String::as_str),
         "alert {what}: {{{}}} value={} {summary}",
         labels.join(", "),
         a.value

@@ -6,6 +6,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use driftwatch_telemetry::throttled;
 
 use crate::ingest::{BodyError, IngestError};
 use crate::store::StoreError;
@@ -61,13 +62,19 @@ impl ApiError {
 
     /// A storage failure: logged with its cause, the client told to retry.
     pub fn storage(what: &str, e: &StoreError) -> ApiError {
-        eprintln!("error: {what} failed: {e}");
+        throttled!(
+            crate::store::FAILURES_LOGGED,
+            what,
+            tracing::Level::ERROR,
+            {},
+            "{what} failed: {e}"
+        );
         ApiError::Unavailable("storage unavailable")
     }
 
     /// A worker task that failed (a panic): logged.
     pub fn internal(what: &str, e: impl std::fmt::Display) -> ApiError {
-        eprintln!("error: {what} failed: {e}");
+        tracing::error!("{what} failed: {e}");
         ApiError::Internal
     }
 }

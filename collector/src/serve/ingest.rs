@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use driftwatch_protocol::IngestReply;
+use driftwatch_telemetry::SpanIds;
 
 use super::{body_within, ApiError, AppState};
 use crate::ingest::{Ingest, IngestError};
@@ -53,8 +54,39 @@ where
             .map_err(ApiError::from),
         Err(e) => Err(e),
     };
-    ingest_span(state, span, headers, started, &reply);
+    let ids = ingest_span(state, span, headers, started, &reply);
+    log_refusals(span, &reply, ids.as_ref());
     reply.map(Json)
+}
+
+/// Refusals at `debug` (their counters are the signal): a whole request's,
+/// and each refused item's, with the request span's ids.
+fn log_refusals(span: &str, reply: &Result<IngestReply, ApiError>, ids: Option<&SpanIds>) {
+    let (trace_id, span_id) = (
+        ids.map(|i| i.trace_id.as_str()),
+        ids.map(|i| i.span_id.as_str()),
+    );
+    match reply {
+        Ok(r) => {
+            for e in &r.errors {
+                tracing::debug!(
+                    index = e.index,
+                    trace_id,
+                    span_id,
+                    "{span}: item {} refused: {}",
+                    e.index,
+                    e.error
+                );
+            }
+        }
+        Err(e) => tracing::debug!(
+            status = e.status().as_u16(),
+            trace_id,
+            span_id,
+            "{span}: request refused: {}",
+            e.message()
+        ),
+    }
 }
 
 /// Reads a size-bounded body and its `Content-Encoding`.
@@ -71,17 +103,18 @@ async fn read_body(
     Ok((bytes.to_vec(), encoding))
 }
 
-/// A span for one ingest request, continuing the client's `traceparent`.
+/// A span for one ingest request, continuing the client's `traceparent`;
+/// its ids.
 fn ingest_span(
     state: &AppState,
     name: &'static str,
     headers: &HeaderMap,
     started: SystemTime,
     reply: &Result<IngestReply, ApiError>,
-) {
+) -> Option<SpanIds> {
     use driftwatch_telemetry::{KeyValue, SpanKind};
     if !state.telemetry.tracing() {
-        return;
+        return None;
     }
     let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     let (attributes, error) = match reply {
@@ -109,5 +142,5 @@ fn ingest_span(
         SystemTime::now(),
         attributes,
         error,
-    );
+    )
 }

@@ -5,11 +5,13 @@
 //! flight finish.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
 use driftwatch_telemetry::conn::Tracked;
+use driftwatch_telemetry::log::Repeats;
+use driftwatch_telemetry::throttled;
 use driftwatch_telemetry::tls::{HandshakeError, ServerTls};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -19,6 +21,9 @@ use tokio::sync::Semaphore;
 
 use crate::config::HttpLimits;
 use crate::export::metrics::Metrics;
+
+/// Failed accepts (out of file descriptors) logged once a minute.
+static REPEATS: LazyLock<Repeats> = LazyLock::new(Repeats::default);
 
 /// Why a connection was refused or cut (`driftwatch_connections_refused_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +72,13 @@ pub async fn serve(
                 Ok(s) => s,
                 // Out of file descriptors and the like: wait, then go on.
                 Err(e) => {
-                    eprintln!("warning: accept failed: {e}");
+                    throttled!(
+                        REPEATS,
+                        "accept",
+                        tracing::Level::WARN,
+                        {},
+                        "accept failed: {e}"
+                    );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -8,13 +8,20 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, LazyLock};
 use std::time::Duration;
+
+use driftwatch_telemetry::log::Repeats;
 
 use rusqlite::params;
 
 use schema::{migrate, open};
 use writer::{writer, Done, Job, Reply, Work};
+
+/// Storage failures are logged through this, at most once a minute per
+/// kind of work (a broken disk fails every request); each is counted
+/// where it happens.
+pub static FAILURES_LOGGED: LazyLock<Repeats> = LazyLock::new(Repeats::default);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

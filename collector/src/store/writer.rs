@@ -116,10 +116,7 @@ fn prune(conn: &Connection, path: &Path, retention: &[(String, Duration)]) {
                 )
             });
         if let Err(e) = pruned {
-            eprintln!(
-                "warning: {}: pruning old events failed: {e}",
-                path.display()
-            );
+            tracing::warn!("{}: pruning old events failed: {e}", path.display());
         }
     }
 }

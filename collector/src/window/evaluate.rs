@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use driftwatch_telemetry::Telemetry;
+use driftwatch_telemetry::{throttled, Telemetry};
 
 use super::{FeatureWindow, Live, Window, WindowInfo};
 use crate::clock::rfc3339;
@@ -157,7 +157,13 @@ impl Evaluator {
             .err()
             .map(|e| format!("storing window results failed: {e}"));
         if let Some(e) = &error {
-            eprintln!("error: {e}");
+            throttled!(
+                crate::store::FAILURES_LOGGED,
+                "store window results",
+                tracing::Level::ERROR,
+                {},
+                "{e}"
+            );
         }
         self.telemetry.span(
             "evaluate windows",

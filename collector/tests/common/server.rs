@@ -40,13 +40,27 @@ impl Server {
             .arg(db)
             .args(["--listen", "127.0.0.1:0"])
             .stderr(Stdio::piped())
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start driftwatch serve");
+        // The log (stderr) is drained and kept, so the server never blocks
+        // on a full pipe and a failed start can say why.
         let stderr = child.stderr.take().expect("stderr piped");
-        let mut lines = BufReader::new(stderr).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut k = kept.lock().unwrap_or_else(|p| p.into_inner());
+                if k.len() < 64 * 1024 {
+                    k.push_str(&line);
+                    k.push('\n');
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
@@ -56,11 +70,13 @@ impl Server {
                 }
                 _ => {
                     let _ = child.kill();
-                    panic!("driftwatch serve exited before listening");
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(200));
+                    let log = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    panic!("driftwatch serve exited before listening:\n{log}");
                 }
             }
         };
-        // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,

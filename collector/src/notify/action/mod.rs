@@ -99,8 +99,10 @@ impl Cooldowns {
                             "queued"
                         }
                         Err(e) => {
-                            eprintln!(
-                                "error: action {name} for alert {} of model {model}: {e}; not called",
+                            tracing::error!(
+                                action = %name,
+                                model = %model,
+                                "action {name} for alert {} of model {model}: {e}; not called",
                                 a.name()
                             );
                             "render_error"

@@ -1,5 +1,6 @@
-//! Delivery to the log: one JSON line per message on standard error, or
-//! appended to a file in one write (deliveries run concurrently).
+//! Delivery to the log: one JSON line per message in the collector's log
+//! (an `info` line of target `driftwatch::notification`), or appended to a
+//! file in one write (deliveries run concurrently).
 
 use std::io::Write;
 
@@ -15,7 +16,7 @@ fn write(path: Option<&std::path::Path>, message: &Message) -> Result<(), String
     let line = serde_json::to_string(message).map_err(|e| e.to_string())?;
     match path {
         None => {
-            eprintln!("notification {line}");
+            tracing::info!(target: "driftwatch::notification", "notification {line}");
             Ok(())
         }
         // One write per line: deliveries run concurrently, and an
