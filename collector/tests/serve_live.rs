@@ -272,6 +272,7 @@ fn bad_events_are_refused_one_by_one_and_counted() {
     let months_ago = (chrono::Utc::now() - chrono::Duration::days(330))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let too_old: Vec<String> = [
+        "0000-01-01T00:00:00Z",
         "1969-12-31T23:59:59Z",
         "1970-01-01T00:00:00Z",
         "2020-06-01T00:00:00Z",
@@ -351,7 +352,7 @@ fn bad_events_are_refused_one_by_one_and_counted() {
         ("wrong_type", 2.0),
         ("bad_timestamp", 1.0),
         ("future_timestamp", 1.0),
-        ("too_old", 5.0),
+        ("too_old", 6.0),
         ("malformed_event", 1.0),
     ] {
         assert_eq!(
