@@ -45,6 +45,39 @@ def batch_template(rng):
     return json.dumps({"events": events})
 
 
+def post_batches(addr, template, events, threads, prefix, latencies=None):
+    """Posts `events` events (batches of the template, request ids made
+    unique by `prefix` and the batch number) from `threads` connections;
+    returns the seconds it took and the events the collector rejected."""
+    host, port = addr.rsplit(":", 1)
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+    rejected = [0]
+
+    def worker(batches):
+        conn = http.client.HTTPConnection(host, int(port))
+        for _ in range(batches):
+            with lock:
+                b = next(counter)
+            body = template.replace("@@", f"{prefix}{b}").encode()
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
+            reply = json.loads(conn.getresponse().read())
+            if latencies is not None:
+                latencies.append(time.perf_counter() - t0)
+            rejected[0] += reply.get("rejected", 0)
+
+    batches = events // BATCH
+    per = [batches // threads + (1 if i < batches % threads else 0) for i in range(threads)]
+    ts = [threading.Thread(target=worker, args=(n,)) for n in per]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return time.perf_counter() - t0, rejected[0]
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -63,42 +96,22 @@ def main():
     proc, addr = dwserve.start(binary, ["--model", "bench", "--reference", ref, "--listen", "127.0.0.1:0",
                                         "--db", os.path.join(tmp, "bench.db"), "--window", "1h",
                                         "--eval-interval", "15s"])
-    host, port = addr.rsplit(":", 1)
     template = batch_template(random.Random(2))
-    counter = iter(range(10**9))
-    lock = threading.Lock()
     latencies = []
-    rejected = [0]
+    rejected = 0
 
-    def worker(batches):
-        conn = http.client.HTTPConnection(host, int(port))
-        for _ in range(batches):
-            with lock:
-                b = next(counter)
-            body = template.replace("@@", f"b{b}").encode()
-            t0 = time.perf_counter()
-            conn.request("POST", "/v1/events", body, {"Content-Type": "application/json"})
-            reply = json.loads(conn.getresponse().read())
-            latencies.append(time.perf_counter() - t0)
-            rejected[0] += reply.get("rejected", 0)
+    def phase(events, prefix):
+        nonlocal rejected
+        seconds, r = post_batches(addr, template, events, threads, prefix, latencies)
+        rejected += r
+        return seconds
 
-    def phase(events):
-        batches = events // BATCH
-        per = [batches // threads + (1 if i < batches % threads else 0) for i in range(threads)]
-        ts = [threading.Thread(target=worker, args=(n,)) for n in per]
-        t0 = time.perf_counter()
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        return time.perf_counter() - t0
-
-    phase(BATCH * 20)  # warm up
+    phase(BATCH * 20, "w")  # warm up
     latencies.clear()
     first = total // 10
-    w1 = phase(first)
+    w1 = phase(first, "a")
     rss1 = rss_kb(proc.pid)
-    w2 = phase(total - first)
+    w2 = phase(total - first, "b")
     rss2 = rss_kb(proc.pid)
     proc.terminate()
     proc.wait()
@@ -106,7 +119,7 @@ def main():
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
     rate = total / (w1 + w2)
     print(f"{total} events in batches of {BATCH} x 20 features, {threads} client threads, {os.cpu_count()} cores")
-    print(f"  sustained {rate:,.0f} events/s; request latency p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms; rejected {rejected[0]}")
+    print(f"  sustained {rate:,.0f} events/s; request latency p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms; rejected {rejected}")
     print(f"  collector RSS after {first:,} events: {rss1 / 1024:.0f} MB; after {total:,}: {rss2 / 1024:.0f} MB")
 
 

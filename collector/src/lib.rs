@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod bus;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod export;
 pub mod ingest;

@@ -280,6 +280,14 @@ struct ServeArgs {
     /// --threshold` takes it; repeatable (replaces each model's `drift.thresholds`).
     #[arg(long)]
     threshold: Vec<String>,
+    /// Join (or create) a cluster of collectors on these NATS servers,
+    /// nats://HOST:4222[,nats://...] (replaces the config's `cluster.urls`;
+    /// other settings default).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// This collector's name in the cluster (default: host name and port).
+    #[arg(long)]
+    node: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -465,6 +473,24 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(format) = args.log_format {
         raw.log.format = format;
+    }
+    if let Some(urls) = &args.cluster {
+        let block = raw
+            .cluster
+            .take()
+            .unwrap_or_else(|| config::cluster::RawCluster::from_urls(urls));
+        raw.cluster = Some(config::cluster::RawCluster {
+            urls: config::cluster::RawCluster::from_urls(urls).urls,
+            ..block
+        });
+    }
+    if let Some(node) = &args.node {
+        match raw.cluster.as_mut() {
+            Some(c) => c.node = Some(node.clone()),
+            None => bail!(
+                "--node names a collector in a cluster: give --cluster too, or a cluster: block"
+            ),
+        }
     }
     for m in raw.models.iter_mut() {
         if args.config.is_some() && !windows.is_empty() {

@@ -6,14 +6,16 @@
 //! `driftwatch serve` is a thin shell over this; tests build it too.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use driftwatch_telemetry::tls::ServerTls;
 use driftwatch_telemetry::Telemetry;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::export::metrics::Metrics;
+use crate::ingest::cluster::ClusterLog;
 use crate::ingest::Ingest;
 use crate::models::Model;
 use crate::notify::deliver::{self, Deliverer};
@@ -23,6 +25,13 @@ use crate::serve::{self, AppState};
 use crate::store::{Store, StoreError};
 use crate::window::evaluate::Evaluator;
 use crate::window::Live;
+
+/// What a collector in cluster mode joins with.
+struct ClusterPlan {
+    config: crate::config::cluster::Cluster,
+    /// How far back each model's records are read when it is taken over.
+    retention: Vec<Duration>,
+}
 
 /// Why the collector could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,11 +47,16 @@ pub enum StartError {
     Rules(RuleErrors),
     #[error("tls: {0}")]
     Tls(#[from] driftwatch_telemetry::tls::TlsError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A collector ready to serve.
 pub struct Collector {
     state: Arc<AppState>,
+    /// Cluster mode: how to join (the node's name and address are known
+    /// once it listens).
+    cluster: Option<ClusterPlan>,
     evaluator: Arc<Evaluator>,
     deliverer: Option<Arc<Deliverer>>,
     eval_interval: Duration,
@@ -66,7 +80,12 @@ impl Collector {
             Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
             None => None,
         };
-        let store = Store::open(&config.db, retention(&models))?;
+        let kept = retention(&models);
+        let store = Store::open(&config.db, kept.clone())?;
+        let cluster = match &config.cluster {
+            Some(c) => Some(plan(c, &kept)?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let telemetry = Arc::new(match &config.otlp {
             None => Telemetry::off(),
@@ -110,8 +129,16 @@ impl Collector {
             metrics: metrics.clone(),
             max_body_bytes: config.max_body_bytes,
             max_future_skew: config.max_future_skew,
+            cluster: cluster
+                .as_ref()
+                .map(|c| ClusterLog::new(c.config.settings.prefix.clone())),
         });
-        let restored = ingest.restore()?;
+        // In cluster mode a model's windows are read from the log by its
+        // owner, when it takes the model.
+        let restored = match cluster {
+            Some(_) => 0,
+            None => ingest.restore()?,
+        };
         if let Some(a) = &alerting {
             a.restore();
         }
@@ -141,9 +168,11 @@ impl Collector {
             http: config.http,
             tls,
             ready: AtomicBool::new(false),
+            cluster: OnceLock::new(),
         });
         Ok(Collector {
             state,
+            cluster,
             evaluator,
             deliverer,
             eval_interval: config.eval_interval,
@@ -160,6 +189,19 @@ impl Collector {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        // A cluster whose servers refuse this collector stops it.
+        let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
+        let mut cluster_task = None;
+        if let Some(plan) = self.cluster {
+            let cluster = Arc::new(join(plan, &listener, &self.state)?);
+            let _ = self.state.cluster.set(cluster.clone());
+            cluster_task = Some(tokio::spawn(async move {
+                if let Err(e) = cluster.run().await {
+                    tracing::error!("cluster: {e}");
+                    let _ = fatal_tx.send(e.to_string());
+                }
+            }));
+        }
         let mut tasks = vec![tokio::spawn(evaluate_every(
             self.evaluator.clone(),
             self.state.alerting.clone(),
@@ -179,15 +221,91 @@ impl Collector {
                 self.state.metrics.tls_reloads.clone(),
             )));
         }
-        let served = serve::run(listener, self.state.clone(), shutdown).await;
+        tasks.extend(cluster_task);
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+        let stopping = async move {
+            let why = tokio::select! {
+                _ = shutdown => None,
+                Ok(e) = fatal_rx => Some(e),
+            };
+            let _ = stop_tx.send(why);
+        };
+        let served = serve::run(listener, self.state.clone(), stopping).await;
         for t in tasks {
             t.abort();
+        }
+        if let Some(cluster) = self.state.cluster.get() {
+            let leave = cluster.leave();
+            if tokio::time::timeout(Duration::from_secs(5), leave)
+                .await
+                .is_err()
+            {
+                tracing::warn!("cluster: the NATS servers did not answer while leaving; the leases expire instead");
+            }
+        }
+        if let Ok(Some(e)) = stop_rx.try_recv() {
+            return Err(std::io::Error::other(format!("cluster: {e}")));
         }
         // The exporters block while they flush: off the reactor.
         let telemetry = self.state.telemetry.clone();
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         served
     }
+}
+
+/// The cluster to join: the stream must keep what the models need.
+fn plan(
+    config: &crate::config::cluster::Cluster,
+    kept: &[(String, Duration)],
+) -> Result<ClusterPlan, StartError> {
+    let need = kept.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    let mut config = config.clone();
+    config.settings.retention = match config.retention {
+        Some(asked) if asked < need => {
+            return Err(StartError::Cluster(format!(
+                "cluster.retention {} is shorter than the models need ({}: twice the longest window, or the label TTL)",
+                humantime::format_duration(asked),
+                humantime::format_duration(need)
+            )))
+        }
+        Some(asked) => asked,
+        None => need,
+    };
+    Ok(ClusterPlan {
+        config,
+        retention: kept.iter().map(|(_, d)| *d).collect(),
+    })
+}
+
+/// This collector as a member of its cluster, named after its host and
+/// port unless the config names it.
+fn join(
+    plan: ClusterPlan,
+    listener: &tokio::net::TcpListener,
+    state: &AppState,
+) -> std::io::Result<Cluster> {
+    let addr = listener.local_addr()?;
+    let host = crate::cluster::host_name();
+    let node = plan
+        .config
+        .node
+        .clone()
+        .unwrap_or_else(|| format!("{host}-{}", addr.port()));
+    let url = plan.config.advertise_url.clone().unwrap_or_else(|| {
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        match addr.ip().is_unspecified() {
+            true => format!("{scheme}://{host}:{}", addr.port()),
+            false => format!("{scheme}://{addr}"),
+        }
+    });
+    Ok(Cluster::new(
+        node,
+        url,
+        plan.config.settings,
+        state.ingest.clone(),
+        state.metrics.clone(),
+        plan.retention,
+    ))
 }
 
 /// How long each model's events are kept: the live window and the one

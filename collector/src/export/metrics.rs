@@ -29,6 +29,9 @@ pub enum RejectReason {
     DuplicateRequestId,
     /// The database could not commit the batch (503; the client should retry).
     StorageError,
+    /// Cluster mode: the log (NATS JetStream) did not store the batch (503;
+    /// the client should retry).
+    ClusterUnavailable,
     /// A label that is not `{"model", "request_id", "label" | "value"}`.
     MalformedLabel,
     /// A label for a prediction that was never stored or is past its TTL.
@@ -54,6 +57,7 @@ impl RejectReason {
             RejectReason::TooOld => "too_old",
             RejectReason::DuplicateRequestId => "duplicate_request_id",
             RejectReason::StorageError => "storage_error",
+            RejectReason::ClusterUnavailable => "cluster_unavailable",
             RejectReason::MalformedLabel => "malformed_label",
             RejectReason::UnknownRequestId => "unknown_request_id",
             RejectReason::DuplicateLabel => "duplicate_label",
@@ -408,6 +412,48 @@ impl Metrics {
                 self.latency
                     .with_label_values(&[model, role])
                     .observe(ms / 1000.0);
+            }
+        }
+    }
+
+    /// Removes every series of a model's windows from the gauges: a model
+    /// this collector stopped evaluating (another owns it in cluster mode)
+    /// must not go on showing its last figures.
+    pub fn forget_model(&self, model: &str) {
+        use prometheus::core::Collector;
+        let windowed = [
+            &self.feature_drift_score,
+            &self.feature_drift_p_value,
+            &self.feature_drift_detected,
+            &self.drifted_features_share,
+            &self.feature_missing_ratio,
+            &self.prediction_drift_score,
+            &self.prediction_drift_p_value,
+            &self.prediction_drift_detected,
+            &self.window_samples,
+            &self.shadow_agreement,
+            &self.model_performance,
+            &self.shadow_comparison_p_value,
+            &self.shadow_comparison_verdict,
+            &self.label_coverage,
+            &self.cost_per_1k,
+            &self.shadow_score_diff,
+            &self.latency_quantile,
+            &self.prediction_error_ratio,
+            &self.window_evaluated,
+        ];
+        for gauge in windowed {
+            for family in gauge.collect() {
+                for m in family.get_metric() {
+                    let labels: std::collections::HashMap<&str, &str> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    if labels.get("model") == Some(&model) {
+                        let _ = gauge.remove(&labels);
+                    }
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 //! What the collector exposes: Prometheus metrics (names fixed by DESIGN.md).
 
+pub mod cluster;
 pub mod metrics;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@
 //! counted by reason.
 
 pub mod body;
+pub mod cluster;
 pub mod validate;
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub enum IngestError {
         what: &'static str,
         source: StoreError,
     },
+    /// Cluster mode: the log did not store the batch (some items may be
+    /// stored; a retry stores each once).
+    #[error("the cluster's log did not store the batch: {0}")]
+    Unavailable(String),
     /// The worker thread failed (a bug): nothing was acknowledged.
     #[error("the ingest worker failed: {0}")]
     Worker(String),
@@ -52,6 +57,9 @@ pub struct Ingest {
     pub max_body_bytes: usize,
     /// Events stamped further ahead than this are refused.
     pub max_future_skew: Duration,
+    /// Cluster mode: accepted events and labels go to the cluster's log
+    /// (their model's owner commits them); absent, they are committed here.
+    pub cluster: Option<cluster::ClusterLog>,
 }
 
 impl Ingest {
@@ -68,7 +76,23 @@ impl Ingest {
             tokio::task::spawn_blocking(move || worker.validate_batch(encoding.as_deref(), &body))
                 .await
                 .map_err(worker_failed)??;
-        // Nothing is acknowledged before it is committed.
+        match &self.cluster {
+            Some(log) => log.publish_events(&self, &mut reply, accepted).await?,
+            None => self.commit_events(&mut reply, accepted, true).await?,
+        }
+        Ok(finish(reply))
+    }
+
+    /// Commits accepted events, then adds the new ones to their windows
+    /// (`check_age`: unless their windows are gone by now) and counts them;
+    /// duplicates and late ones go to the reply. Nothing is acknowledged
+    /// before it is committed.
+    pub async fn commit_events(
+        &self,
+        reply: &mut IngestReply,
+        accepted: Vec<(usize, Accepted)>,
+        check_age: bool,
+    ) -> Result<(), IngestError> {
         let new_events = accepted
             .iter()
             .map(|(_, a)| NewEvent {
@@ -95,12 +119,12 @@ impl Ingest {
                 });
                 continue;
             }
-            match self.apply(&a) {
+            match self.apply(&a, check_age) {
                 Ok(()) => reply.accepted += 1,
                 Err(error) => reply.errors.push(ItemError { index, error }),
             }
         }
-        Ok(finish(reply))
+        Ok(())
     }
 
     /// A batch of labels: joined with their stored predictions and scored
@@ -122,6 +146,20 @@ impl Ingest {
             self.metrics.reject(reason, 1);
             reply.errors.push(error);
         }
+        match &self.cluster {
+            Some(log) => log.publish_labels(&self, &mut reply, labels).await?,
+            None => self.commit_labels(&mut reply, labels).await?,
+        }
+        Ok(finish(reply))
+    }
+
+    /// Commits labels against their stored predictions and scores the
+    /// stored ones in their windows; the others go to the reply, counted.
+    pub async fn commit_labels(
+        &self,
+        reply: &mut IngestReply,
+        labels: Vec<ValidLabel>,
+    ) -> Result<(), IngestError> {
         let stored = match self
             .store
             .insert_labels(labels.iter().map(|(_, _, l)| l.clone()).collect())
@@ -160,7 +198,7 @@ impl Ingest {
                 }
             }
         }
-        Ok(finish(reply))
+        Ok(())
     }
 
     /// Counts a refused body by its reason.
@@ -216,14 +254,16 @@ impl Ingest {
     }
 
     /// Adds a stored event to its windows and counts its predictions.
-    fn apply(&self, a: &Accepted) -> Result<(), String> {
+    fn apply(&self, a: &Accepted, check_age: bool) -> Result<(), String> {
         let model = &self.live.models[a.model];
         {
             let mut windows = self.live.windows(a.model);
             // The windows may have moved on since validation.
-            if let Err((reason, error)) = placeable(&windows, a, now_ms()) {
-                self.metrics.reject(reason, 1);
-                return Err(error);
+            if check_age {
+                if let Err((reason, error)) = placeable(&windows, a, now_ms()) {
+                    self.metrics.reject(reason, 1);
+                    return Err(error);
+                }
             }
             windows.add(model, a);
         }

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Uri};
 use axum::Json;
 
 use driftwatch_protocol::quoted;
 
 use super::{ApiError, AppState};
+use crate::cluster::{Cluster, FORWARDED};
 
 /// `GET /v1/models`: what is watched, with each feature's type.
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -48,6 +50,8 @@ pub async fn model_windows(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Query(q): Query<WindowsQuery>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Some((_, model)) = state.ingest.live.model(&name) else {
         return Err(ApiError::NotFound(format!(
@@ -55,6 +59,15 @@ pub async fn model_windows(
             quoted(&name)
         )));
     };
+    // In cluster mode the model's owner holds its results.
+    if let Some(cluster) = state.cluster.get() {
+        if let Some(owner) = cluster
+            .owner_url(&name)
+            .filter(|_| !headers.contains_key(FORWARDED))
+        {
+            return forwarded(cluster, &owner, &uri, &headers).await;
+        }
+    }
     let labels: Vec<String> = model.windows.iter().map(|w| w.label()).collect();
     let window = q.window.unwrap_or_else(|| labels[0].clone());
     if !labels.contains(&window) {
@@ -78,6 +91,45 @@ pub async fn model_windows(
     Ok(Json(
         serde_json::json!({ "model": name, "window": window, "windows": windows }),
     ))
+}
+
+/// A query answered by the model's owner, as it answered.
+async fn forwarded(
+    cluster: &Cluster,
+    owner: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (status, body) = cluster
+        .forward(owner, path, authorization)
+        .await
+        .map_err(|e| {
+            tracing::warn!("cluster: {e}");
+            ApiError::Unavailable("the model's owner did not answer; retry")
+        })?;
+    match (status, serde_json::from_slice(&body)) {
+        (200, Ok(value)) => Ok(Json(value)),
+        _ => Err(ApiError::Unavailable(
+            "the model's owner did not answer as expected; retry",
+        )),
+    }
+}
+
+/// `GET /v1/cluster`: this collector, the members alive and each model's
+/// owner (404 when not in cluster mode).
+pub async fn cluster(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<crate::cluster::View>, ApiError> {
+    match state.cluster.get() {
+        Some(c) => Ok(Json(c.view())),
+        None => Err(ApiError::NotFound(
+            "this collector is not in cluster mode".into(),
+        )),
+    }
 }
 
 #[derive(serde::Deserialize)]

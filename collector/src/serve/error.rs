@@ -99,6 +99,9 @@ impl From<IngestError> for ApiError {
             IngestError::Storage { .. } => {
                 ApiError::Unavailable("storage unavailable; retry the batch")
             }
+            IngestError::Unavailable(_) => {
+                ApiError::Unavailable("the cluster's log is unavailable; retry the batch")
+            }
             IngestError::Worker(_) => ApiError::Internal,
         }
     }

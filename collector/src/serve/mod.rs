@@ -11,7 +11,7 @@ mod ingest;
 pub mod listen;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -26,6 +26,7 @@ use driftwatch_telemetry::Telemetry;
 pub use auth::{Auth, Scope};
 pub use error::ApiError;
 
+use crate::cluster::Cluster;
 use crate::config::HttpLimits;
 use crate::export::metrics::{Metrics, RejectReason};
 use crate::ingest::Ingest;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub tls: Option<Arc<ServerTls>>,
     /// Set once the windows are restored and the loops run.
     pub ready: AtomicBool,
+    /// Cluster mode: this collector's membership (set when it listens).
+    pub cluster: OnceLock<Arc<Cluster>>,
 }
 
 /// The routes, grouped by the token scope each needs (`auth`).
@@ -74,7 +77,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/notifications", get(api::list_notifications))
         .route("/v1/alerts", get(alerts::list_alerts))
         .route("/v1/rules", get(alerts::list_rules))
-        .route("/v1/silences", get(alerts::list_silences));
+        .route("/v1/silences", get(alerts::list_silences))
+        .route("/v1/cluster", get(api::cluster));
     let admin = Router::new()
         .route("/v1/silences", post(alerts::create_silence))
         .route("/v1/silences/{id}", delete(alerts::expire_silence))
@@ -154,9 +158,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    // In cluster mode nothing can be accepted before the log is reached.
+    let connected = state
+        .ingest
+        .cluster
+        .as_ref()
+        .is_none_or(|log| log.bus.get().is_some());
+    match (state.ready.load(Ordering::SeqCst), connected) {
+        (true, true) => (StatusCode::OK, "ready\n"),
+        (true, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to the cluster's NATS servers\n",
+        ),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
     }
 }

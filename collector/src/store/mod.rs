@@ -203,6 +203,11 @@ impl Store {
         self.outcome(rx.blocking_recv()).map(|_| ())
     }
 
+    /// Drops a model's stored events and labels (its window results stay).
+    pub async fn forget(&self, model: String) -> Result<(), StoreError> {
+        self.submit(Work::Forget(model)).await.map(|_| ())
+    }
+
     /// Stores a silence (new or changed).
     pub async fn save_silence(&self, id: String, json: String) -> Result<(), StoreError> {
         self.submit(Work::Silence(id, json)).await.map(|_| ())

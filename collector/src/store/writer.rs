@@ -30,6 +30,9 @@ pub(super) enum Work {
     Attempts(Vec<Attempt>),
     /// A silence created or changed (id, JSON).
     Silence(String, String),
+    /// A model's events and labels dropped (cluster mode: they are read
+    /// again from the cluster's log when the model is taken over).
+    Forget(String),
 }
 
 pub(super) enum Done {
@@ -147,6 +150,11 @@ fn write_group(conn: &mut Connection, jobs: &[Job]) -> Result<Vec<Done>, rusqlit
             }
             Work::Results(results) => {
                 save_results(&tx, results, received)?;
+                Done::Results
+            }
+            Work::Forget(model) => {
+                tx.execute("DELETE FROM labels WHERE model = ?1", params![model])?;
+                tx.execute("DELETE FROM events WHERE model = ?1", params![model])?;
                 Done::Results
             }
         });

@@ -120,6 +120,10 @@ impl Evaluator {
                 self.skipped(Skipped::OverBudget, due.len() - n);
                 break;
             }
+            // A lease lost during the cycle: the new owner publishes now.
+            if !self.live.owns(d.key.model) {
+                continue;
+            }
             let t0 = Instant::now();
             let window = self
                 .live
@@ -192,6 +196,9 @@ impl Evaluator {
         let (mut due, mut live_keys, mut kept) = (Vec::new(), Vec::new(), HashSet::new());
         let mut unchanged = 0;
         for (mi, model) in self.live.models.iter().enumerate() {
+            if !self.live.owns(mi) {
+                continue;
+            }
             let versions = self.live.windows(mi).versions();
             // Cost per hour spreads over the hours elapsed: the live
             // window's figures move with the clock alone.

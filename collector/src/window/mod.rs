@@ -7,7 +7,9 @@
 //! `driftwatch report` on those rows.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 pub mod evaluate;
 pub mod performance;
@@ -200,17 +202,45 @@ pub enum Placement {
 pub struct Live {
     pub models: Arc<[Model]>,
     windows: Vec<Mutex<ModelWindows>>,
+    /// Per model: until when this process evaluates it, in milliseconds
+    /// after `base` (`u64::MAX`: always; 0: another collector owns it).
+    owned_until: Vec<AtomicU64>,
+    base: Instant,
 }
 
 impl Live {
+    /// Every model's windows, empty, each owned by this process.
     pub fn new(models: Vec<Model>) -> Live {
         Live {
             windows: models
                 .iter()
                 .map(|m| Mutex::new(ModelWindows::new(m)))
                 .collect(),
+            owned_until: models.iter().map(|_| AtomicU64::new(u64::MAX)).collect(),
             models: models.into(),
+            base: Instant::now(),
         }
+    }
+
+    /// Whether this process evaluates model `mi` now (in cluster mode: it
+    /// holds the model's lease and its last renewal is recent enough that
+    /// no other collector can have taken it since).
+    pub fn owns(&self, mi: usize) -> bool {
+        let now = self.base.elapsed().as_millis() as u64;
+        self.owned_until[mi].load(Ordering::SeqCst) > now
+    }
+
+    /// Model `mi` is this process's until `until` (`None`: not at all).
+    pub fn own_until(&self, mi: usize, until: Option<Instant>) {
+        let ms = until.map_or(0, |t| {
+            t.saturating_duration_since(self.base).as_millis() as u64
+        });
+        self.owned_until[mi].store(ms, Ordering::SeqCst);
+    }
+
+    /// Empties model `mi`'s windows (its events are read again elsewhere).
+    pub fn reset(&self, mi: usize) {
+        *self.windows(mi) = ModelWindows::new(&self.models[mi]);
     }
 
     /// The windows of model `mi` (a poisoned lock is taken over: the

@@ -3,6 +3,8 @@
 //! starts. Secrets (ingest tokens) come from environment variables or files,
 //! never from the YAML itself.
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -117,6 +119,10 @@ pub struct RawConfig {
     /// `RUST_LOG` syntax; `DRIFTWATCH_LOG` replaces it).
     #[serde(default)]
     pub log: LogConfig,
+    /// Cluster mode: collectors sharing a NATS JetStream log (absent: one
+    /// collector with its own database).
+    #[serde(default)]
+    pub cluster: Option<cluster::RawCluster>,
     pub models: Vec<RawModel>,
 }
 
@@ -421,6 +427,7 @@ pub struct Config {
     /// From `otlp:`, else `OTEL_EXPORTER_OTLP_ENDPOINT`; none: no export.
     pub otlp: Option<driftwatch_telemetry::OtlpConfig>,
     pub log: LogConfig,
+    pub cluster: Option<cluster::Cluster>,
     pub models: Vec<RawModel>,
 }
 
@@ -547,6 +554,13 @@ impl RawConfig {
             }
         }
         let tokens = self.auth.load(env, &mut errors);
+        let cluster = self.cluster.and_then(|c| c.validate(env, &mut errors));
+        if cluster.is_some() && !self.rules.is_empty() {
+            errors.push(
+                "rules: alerting rules do not run in cluster mode yet; run them on a collector of its own"
+                    .to_string(),
+            );
+        }
         if self.http.max_connections == 0 {
             errors.push("http.max_connections must be at least 1".to_string());
         }
@@ -575,6 +589,7 @@ impl RawConfig {
                     .map(|u| u.trim_end_matches('/').to_string()),
                 otlp,
                 log: self.log,
+                cluster,
                 models: self.models,
             }),
             _ => Err(ConfigError::Invalid {
@@ -606,6 +621,7 @@ pub fn from_flags(
         external_url: None,
         otlp: None,
         log: LogConfig::default(),
+        cluster: None,
         models: vec![RawModel {
             name: model,
             task: default_task(),

@@ -1,0 +1,128 @@
+"""Cluster benchmark: how fast one collector takes events from NATS
+JetStream, next to HTTP ingest on the same machine.
+
+1. A NATS server with JetStream (nats-server from .cache/testenv, as
+   ./scripts/test installs it) and one collector in cluster mode; EVENTS
+   events (20 features, batches of 500, as ingest_load.py sends them) are
+   posted to it over HTTP: each batch is acknowledged once the stream has
+   stored it (the HTTP ingest rate of cluster mode). It owns the model and
+   takes the events back as they come.
+2. That collector is stopped and a fresh one (an empty database) started:
+   it takes the model over and reads every event back from the stream,
+   committing each to its database and windows as HTTP ingest does; the
+   time it logs for that is the consumption rate of one collector.
+3. The same events posted to a collector without a cluster (HTTP ingest
+   into SQLite), for the ratio.
+
+usage: cluster_consume.py DRIFTWATCH_BINARY [EVENTS] [THREADS]
+Standard library only.
+"""
+
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import dwserve
+from ingest_load import BATCH, batch_template, post_batches, write_reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_all(addr, template, total, threads, prefix):
+    seconds, rejected = post_batches(addr, template, total, threads, prefix)
+    return total / seconds, rejected
+
+
+def caught_up(proc_lines, limit=600):
+    """Seconds the collector logged for reading its model's records."""
+    deadline = time.time() + limit
+    pattern = re.compile(r"read its records up to now in ([0-9.]+) s")
+    while time.time() < deadline:
+        for line in list(proc_lines):
+            m = pattern.search(line)
+            if m:
+                return float(m.group(1))
+        time.sleep(0.2)
+    sys.exit("the collector did not catch up")
+
+
+def start_logged(binary, args):
+    proc = subprocess.Popen([binary, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    addr = None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("driftwatch listening on "):
+            addr = line.split()[-1]
+            break
+    if addr is None:
+        sys.exit("driftwatch serve did not start:\n" + "".join(lines))
+    threading.Thread(target=lambda: [lines.append(l) for l in proc.stdout], daemon=True).start()
+    return proc, addr, lines
+
+
+def main():
+    binary = sys.argv[1]
+    total = int(sys.argv[2]) if len(sys.argv) > 2 else 500_000
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    nats_bin = os.path.join(ROOT, ".cache/testenv/bin/nats-server")
+    tmp = tempfile.mkdtemp(prefix="dw-cluster-")
+    ref = os.path.join(tmp, "reference.csv")
+    write_reference(ref)
+    port = free_port()
+    nats = subprocess.Popen([nats_bin, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(tmp, "nats")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    common = ["--model", "bench", "--reference", ref, "--listen", "127.0.0.1:0", "--window", "1h",
+              "--eval-interval", "15s"]
+    cluster = ["--cluster", f"nats://127.0.0.1:{port}"]
+    template = batch_template(random.Random(2))
+    try:
+        first, addr, _ = start_logged(binary, common + cluster + ["--db", os.path.join(tmp, "a.db"), "--node", "a"])
+        while True:
+            conn = http.client.HTTPConnection(*addr.rsplit(":", 1))
+            conn.request("GET", "/v1/cluster")
+            if json.loads(conn.getresponse().read()).get("owners", {}).get("bench") == "a":
+                break
+            time.sleep(0.2)
+        published, rejected = post_all(addr, template, total, threads, "c")
+        first.terminate()
+        first.wait()
+        # The lease of the stopped collector expires (10 s) before the next takes it.
+        second, _, lines = start_logged(binary, common + cluster + ["--db", os.path.join(tmp, "b.db"), "--node", "b"])
+        seconds = caught_up(lines)
+        consumed = total / seconds
+        second.terminate()
+        second.wait()
+        plain, plain_addr = dwserve.start(binary, common + ["--db", os.path.join(tmp, "plain.db")])
+        http_rate, _ = post_all(plain_addr, template, total, threads, "p")
+        plain.terminate()
+        plain.wait()
+    finally:
+        nats.terminate()
+        nats.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{total} events of 20 features in batches of {BATCH}, {threads} client threads, {os.cpu_count()} cores")
+    print(f"  HTTP ingest into the stream (cluster mode, acknowledged once stored): {published:,.0f} events/s (rejected {rejected})")
+    print(f"  one collector taking them back from JetStream (store and windows):   {consumed:,.0f} events/s ({seconds:.1f} s)")
+    print(f"  HTTP ingest into SQLite (one collector, no cluster):                  {http_rate:,.0f} events/s")
+    print(f"  consumption / HTTP ingest: {consumed / http_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+//! The transport of cluster mode, behind one small trait: a replicated log
+//! that events and labels are appended to (stored once per id) and read
+//! back from a point in time, and buckets of entries that expire unless
+//! written again (leases, members). JetStream stands behind it today
+//! (`nats.rs`); a Kafka log with a compacted topic for leases could stand
+//! there too.
+
+pub mod nats;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// A future the trait's methods return (the trait is used as `dyn Bus`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// The records a `follow` yields, oldest first, then new ones as they come.
+pub type Records = Pin<Box<dyn Stream<Item = Result<Record, BusError>> + Send>>;
+
+/// What became of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    Stored,
+    /// A record with the same id was stored before (within the log's
+    /// duplicate window): nothing was added.
+    Duplicate,
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub subject: String,
+    pub payload: Bytes,
+    /// Its position in the log.
+    pub sequence: u64,
+    /// Records after it that this reader has not been given yet.
+    pub pending: u64,
+}
+
+/// Where reading the log starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The first record stored at or after this time (Unix milliseconds).
+    Time(i64),
+    /// The first record at or after this position.
+    Sequence(u64),
+}
+
+/// An entry of a bucket: its value and the revision an update must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: Bytes,
+    pub revision: u64,
+}
+
+/// The buckets cluster mode keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// Who owns which model: an entry per model, written by its owner.
+    Leases,
+    /// Which collectors are alive: an entry per node, written by itself.
+    Members,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    /// The log cannot be reached or did not answer in time: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The log refused what was asked (a configuration problem).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The log and the buckets of a cluster.
+pub trait Bus: Send + Sync {
+    /// Appends `payload` under `subject`; resolves once the log has stored
+    /// it (replicated where the log is), or found `id` stored already.
+    fn publish(
+        &self,
+        subject: String,
+        id: String,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<Published, BusError>>;
+
+    /// The records under `subjects` from `start` on, in log order, then
+    /// each new one as it is stored.
+    fn follow(
+        &self,
+        subjects: Vec<String>,
+        start: Start,
+    ) -> BoxFuture<'_, Result<Records, BusError>>;
+
+    /// Creates `key` if no live entry holds it: its revision, or `None`
+    /// when another holds it.
+    fn create(
+        &self,
+        bucket: Bucket,
+        key: String,
+        value: Bytes,
+    ) -> BoxFuture<'_, Result<Option<u64>, BusError>>;
+
+    /// Writes `key` again if its last revision is still `revision` (and so
+    /// extends its life): the new revision, or `None` when it expired or
+    /// another wrote it since.
+    fn update(
+        &self,
+        bucket: Bucket,
+        key: String,
+        value: Bytes,
+        revision: u64,
+    ) -> BoxFuture<'_, Result<Option<u64>, BusError>>;
+
+    /// Writes `key` whatever it held.
+    fn put(&self, bucket: Bucket, key: String, value: Bytes)
+        -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Removes `key` if its last revision is still `revision`.
+    fn delete(
+        &self,
+        bucket: Bucket,
+        key: String,
+        revision: u64,
+    ) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Every live entry of `bucket`.
+    fn entries(&self, bucket: Bucket) -> BoxFuture<'_, Result<Vec<Entry>, BusError>>;
+}
+
+/// A name as one token of a subject or a bucket key: letters, digits, `_`
+/// and `-` as they are, any other byte as `=XX` (hex), so that distinct
+/// names stay distinct and `.`, `*` and `>` never reach the log.
+pub fn token(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' => out.push(b as char),
+            _ => out.push_str(&format!("={b:02X}")),
+        }
+    }
+    if out.is_empty() {
+        out.push('=');
+    }
+    out
+}
+
+/// The name a `token` was made from (`None`: not a token).
+pub fn untoken(token: &str) -> Option<String> {
+    if token == "=" {
+        return Some(String::new());
+    }
+    let mut bytes = Vec::with_capacity(token.len());
+    let mut rest = token.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'=' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_keep_names_apart_and_come_back() {
+        for name in [
+            "credit",
+            "a.b",
+            "a=2Eb",
+            "*",
+            ">",
+            "",
+            "crédit score",
+            "x-y_z",
+        ] {
+            let t = token(name);
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)),
+                "{t}"
+            );
+            assert_eq!(untoken(&t).as_deref(), Some(name), "{t}");
+        }
+        assert_ne!(token("a.b"), token("a=2Eb"));
+        assert_eq!(untoken("=Z1"), None);
+    }
+}

@@ -1,0 +1,348 @@
+//! The cluster's log and buckets on NATS JetStream: one stream holds every
+//! model's events, labels and dead letters (a record's id is its
+//! `Nats-Msg-Id`, so a retried publish within the duplicate window is
+//! stored once), and two key-value buckets whose entries expire after the
+//! lease TTL unless written again (`max_age`): leases and members.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{BoxFuture, Bucket, Bus, BusError, Entry, Published, Record, Records, Start};
+
+/// How to reach the log and what to keep in it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `nats://host:port` URLs of the servers (any one is enough to join).
+    pub urls: Vec<String>,
+    /// This collector's name, as the servers show its connection.
+    pub node: String,
+    pub auth: Auth,
+    pub stream: String,
+    /// Subjects are `<prefix>.events.<model>`, `.labels.`, `.dead.`.
+    pub prefix: String,
+    pub leases_bucket: String,
+    pub members_bucket: String,
+    /// How long an entry of the buckets lives without being written again.
+    pub lease_ttl: Duration,
+    /// How long the stream keeps records: at least what the models need.
+    pub retention: Duration,
+    pub duplicate_window: Duration,
+    pub replicas: usize,
+}
+
+/// Credentials for the servers, read from env or files at start.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Token(String),
+    UserPassword(String, String),
+    /// A `.creds` file (JWT and NKey seed).
+    CredsFile(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a secret in a log or an error.
+        f.write_str(match self {
+            Auth::None => "none",
+            Auth::Token(_) => "token",
+            Auth::UserPassword(..) => "user and password",
+            Auth::CredsFile(_) => "credentials file",
+        })
+    }
+}
+
+/// The subjects of a stream whose records are under `prefix`.
+pub fn subjects(prefix: &str) -> Vec<String> {
+    ["events", "labels", "dead"]
+        .iter()
+        .map(|kind| format!("{prefix}.{kind}.>"))
+        .collect()
+}
+
+/// A connection to JetStream with the stream and buckets in place.
+pub struct Nats {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    leases: kv::Store,
+    members: kv::Store,
+}
+
+impl Nats {
+    /// Connects (one try, bounded by `timeout`) and creates the stream and
+    /// buckets if they do not exist; an existing stream that keeps records
+    /// for less than `settings.retention` is refused.
+    pub async fn connect(settings: &Settings, timeout: Duration) -> Result<Nats, BusError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(&settings.node)
+            .connection_timeout(timeout)
+            .max_reconnects(None);
+        options = match &settings.auth {
+            Auth::None => options,
+            Auth::Token(t) => options.token(t.clone()),
+            Auth::UserPassword(u, p) => options.user_and_password(u.clone(), p.clone()),
+            Auth::CredsFile(path) => options.credentials_file(path).await.map_err(|e| {
+                BusError::Refused(format!("cluster credentials {}: {e}", path.display()))
+            })?,
+        };
+        let urls = settings.urls.join(",");
+        let addrs = settings
+            .urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BusError::Refused(format!("cluster.urls {urls}: {e}")))?;
+        let client = tokio::time::timeout(timeout, options.connect(addrs))
+            .await
+            .map_err(|_| BusError::Unavailable(format!("no NATS server answered at {urls}")))?
+            .map_err(|e| BusError::Unavailable(format!("cannot connect to NATS at {urls}: {e}")))?;
+        let js = jetstream::new(client);
+        let stream = ensure_stream(&js, settings).await?;
+        let bucket = |name: &str| kv::Config {
+            bucket: name.to_string(),
+            history: 1,
+            max_age: settings.lease_ttl,
+            num_replicas: settings.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let leases = js
+            .create_key_value(bucket(&settings.leases_bucket))
+            .await
+            .map_err(|e| unavailable(&format!("bucket {}", settings.leases_bucket), e))?;
+        let members = js
+            .create_key_value(bucket(&settings.members_bucket))
+            .await
+            .map_err(|e| unavailable(&format!("bucket {}", settings.members_bucket), e))?;
+        Ok(Nats {
+            js,
+            stream,
+            leases,
+            members,
+        })
+    }
+
+    fn store(&self, bucket: Bucket) -> &kv::Store {
+        match bucket {
+            Bucket::Leases => &self.leases,
+            Bucket::Members => &self.members,
+        }
+    }
+}
+
+/// The stream as configured, created if absent; refused when it would
+/// drop records a model still needs.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &Settings,
+) -> Result<stream::Stream, BusError> {
+    let wanted = stream::Config {
+        name: settings.stream.clone(),
+        subjects: subjects(&settings.prefix),
+        max_age: settings.retention,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let mut stream = js
+        .get_or_create_stream(wanted)
+        .await
+        .map_err(|e| unavailable(&format!("stream {}", settings.stream), e))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| unavailable(&format!("stream {}", settings.stream), e))?;
+    let kept = info.config.max_age;
+    if !kept.is_zero() && kept < settings.retention {
+        return Err(BusError::Refused(format!(
+            "stream {} keeps records for {} but the models need {} (twice the longest window, or the label TTL): raise the stream's max_age (nats stream edit {} --max-age {}s) or delete it so that it is created again",
+            settings.stream,
+            humantime::format_duration(kept),
+            humantime::format_duration(settings.retention),
+            settings.stream,
+            settings.retention.as_secs()
+        )));
+    }
+    let missing: Vec<String> = subjects(&settings.prefix)
+        .into_iter()
+        .filter(|s| !info.config.subjects.contains(s))
+        .collect();
+    if !missing.is_empty() {
+        return Err(BusError::Refused(format!(
+            "stream {} does not take the subjects {} (it takes {}): another application's stream of that name?",
+            settings.stream,
+            missing.join(", "),
+            info.config.subjects.join(", ")
+        )));
+    }
+    Ok(stream)
+}
+
+/// An error of the servers as a temporary failure, naming what was asked.
+fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("NATS: {what}: {e}"))
+}
+
+impl Bus for Nats {
+    fn publish(
+        &self,
+        subject: String,
+        id: String,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<Published, BusError>> {
+        Box::pin(async move {
+            let message = jetstream::message::PublishMessage::build()
+                .message_id(id)
+                .payload(payload);
+            let ack = self
+                .js
+                .send_publish(subject.clone(), message)
+                .await
+                .map_err(|e| unavailable(&format!("publish to {subject}"), e))?
+                .await
+                .map_err(|e| unavailable(&format!("publish to {subject}"), e))?;
+            Ok(match ack.duplicate {
+                true => Published::Duplicate,
+                false => Published::Stored,
+            })
+        })
+    }
+
+    fn follow(
+        &self,
+        subjects: Vec<String>,
+        start: Start,
+    ) -> BoxFuture<'_, Result<Records, BusError>> {
+        Box::pin(async move {
+            let deliver_policy = match start {
+                Start::Time(ms) => consumer::DeliverPolicy::ByStartTime {
+                    start_time: chrono::DateTime::from_timestamp_millis(ms.max(0))
+                        .unwrap_or_default(),
+                },
+                Start::Sequence(sequence) => consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: sequence.max(1),
+                },
+            };
+            let consumer = self
+                .stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subjects: subjects.clone(),
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable(&format!("reading {}", subjects.join(", ")), e))?;
+            let messages = consumer
+                .messages()
+                .await
+                .map_err(|e| unavailable(&format!("reading {}", subjects.join(", ")), e))?;
+            let records = messages.map(|m| {
+                let m = m.map_err(|e| unavailable("reading the stream", e))?;
+                let (sequence, pending) = m
+                    .info()
+                    .map(|i| (i.stream_sequence, i.pending))
+                    .unwrap_or_default();
+                Ok(Record {
+                    subject: m.subject.to_string(),
+                    payload: m.payload.clone(),
+                    sequence,
+                    pending,
+                })
+            });
+            Ok(Box::pin(records) as Records)
+        })
+    }
+
+    fn create(
+        &self,
+        bucket: Bucket,
+        key: String,
+        value: Bytes,
+    ) -> BoxFuture<'_, Result<Option<u64>, BusError>> {
+        Box::pin(async move {
+            match self.store(bucket).create(&key, value).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(unavailable(&format!("create {key}"), e)),
+            }
+        })
+    }
+
+    fn update(
+        &self,
+        bucket: Bucket,
+        key: String,
+        value: Bytes,
+        revision: u64,
+    ) -> BoxFuture<'_, Result<Option<u64>, BusError>> {
+        Box::pin(async move {
+            match self.store(bucket).update(&key, value, revision).await {
+                Ok(revision) => Ok(Some(revision)),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(unavailable(&format!("update {key}"), e)),
+            }
+        })
+    }
+
+    fn put(
+        &self,
+        bucket: Bucket,
+        key: String,
+        value: Bytes,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.store(bucket)
+                .put(&key, value)
+                .await
+                .map(|_| ())
+                .map_err(|e| unavailable(&format!("put {key}"), e))
+        })
+    }
+
+    fn delete(
+        &self,
+        bucket: Bucket,
+        key: String,
+        revision: u64,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.store(bucket)
+                .delete_expect_revision(&key, Some(revision))
+                .await
+                .map_err(|e| unavailable(&format!("delete {key}"), e))
+        })
+    }
+
+    fn entries(&self, bucket: Bucket) -> BoxFuture<'_, Result<Vec<Entry>, BusError>> {
+        Box::pin(async move {
+            let store = self.store(bucket);
+            let keys: Vec<String> = match store.keys().await {
+                Ok(keys) => keys
+                    .try_collect()
+                    .await
+                    .map_err(|e| unavailable("listing keys", e))?,
+                Err(e) => return Err(unavailable("listing keys", e)),
+            };
+            let mut entries = Vec::with_capacity(keys.len());
+            for key in keys {
+                let entry = store
+                    .entry(&key)
+                    .await
+                    .map_err(|e| unavailable(&format!("reading {key}"), e))?;
+                if let Some(e) = entry.filter(|e| e.operation == kv::Operation::Put) {
+                    entries.push(Entry {
+                        key: e.key,
+                        value: e.value,
+                        revision: e.revision,
+                    });
+                }
+            }
+            Ok(entries)
+        })
+    }
+}

@@ -1,0 +1,181 @@
+//! An owner reading its model's records: from the start of the oldest
+//! window kept (after forgetting what its store held of the model), then
+//! each new record as the log stores it, committed in batches of what has
+//! arrived. A record that is not an event or label of the model goes to
+//! the dead-letter subject, counted, and never stops the reading.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use driftwatch_telemetry::log::Repeats;
+use driftwatch_telemetry::throttled;
+use futures_util::{FutureExt, StreamExt};
+
+use super::Cluster;
+use crate::bus::{Record, Start};
+use crate::clock::now_ms;
+use crate::ingest::cluster::Kind;
+
+/// Records committed together at most.
+const MAX_BATCH: usize = 2048;
+
+static FOLLOW_FAILURES: std::sync::LazyLock<Repeats> = std::sync::LazyLock::new(Repeats::default);
+
+/// Reads model `mi`'s records into this collector until the task is
+/// aborted (the lease is lost or handed over).
+pub async fn follow(cluster: Arc<Cluster>, mi: usize) {
+    let model = cluster.live.models[mi].name.clone();
+    let log = cluster.log();
+    let Some(bus) = log.bus.get().cloned() else {
+        return;
+    };
+    // What the store held of the model may be older or newer than the log
+    // as another owner left it: the log alone is the truth.
+    while let Err(e) = cluster.ingest.store.forget(model.clone()).await {
+        throttled!(
+            FOLLOW_FAILURES,
+            "forget",
+            tracing::Level::ERROR,
+            {},
+            "cluster: model {model}: {e}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let subjects = vec![
+        log.subject(Kind::Events, &model),
+        log.subject(Kind::Labels, &model),
+    ];
+    let mut start = Start::Time(now_ms() - cluster.retention[mi].as_millis() as i64);
+    let started = std::time::Instant::now();
+    let mut caught_up = false;
+    loop {
+        let mut records = match bus.follow(subjects.clone(), start).await {
+            Ok(r) => r,
+            Err(e) => {
+                restart(&cluster, &model, &e.to_string()).await;
+                continue;
+            }
+        };
+        while let Some(first) = records.next().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match records.next().now_or_never() {
+                    Some(Some(r)) => batch.push(r),
+                    _ => break,
+                }
+            }
+            let failed = batch.iter().position(Result::is_err);
+            let error = failed
+                .and_then(|i| batch.drain(i..).next())
+                .and_then(Result::err);
+            let batch: Vec<Record> = batch.into_iter().filter_map(Result::ok).collect();
+            if let Some(last) = batch.last() {
+                let next = last.sequence + 1;
+                let pending = last.pending;
+                if let Err(e) = commit(&cluster, mi, &model, batch).await {
+                    // Nothing of this batch is acknowledged anywhere: read
+                    // it again.
+                    restart(&cluster, &model, &e).await;
+                    break;
+                }
+                start = Start::Sequence(next);
+                cluster
+                    .metrics
+                    .pending
+                    .with_label_values(&[model.as_str()])
+                    .set(pending as i64);
+                if pending == 0 && !caught_up {
+                    caught_up = true;
+                    let seconds = started.elapsed().as_secs_f64();
+                    let records = cluster
+                        .metrics
+                        .consumed
+                        .get_metric_with_label_values(&[model.as_str(), "events"])
+                        .map_or(0, |c| c.get());
+                    tracing::info!(model = %model, seconds, records, "cluster: model {model}: read its records up to now in {seconds:.2} s ({records} events)");
+                }
+            }
+            if let Some(e) = error {
+                restart(&cluster, &model, &e.to_string()).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Commits a batch; moves what could not be read to the dead letters.
+async fn commit(
+    cluster: &Cluster,
+    mi: usize,
+    model: &str,
+    batch: Vec<Record>,
+) -> Result<(), String> {
+    let log = cluster.log();
+    for r in &batch {
+        let kind = log
+            .parse_subject(&r.subject)
+            .map_or("other", |(k, _)| k.as_str());
+        cluster
+            .metrics
+            .consumed
+            .with_label_values(&[model, kind])
+            .inc();
+    }
+    let dead = log
+        .take(&cluster.ingest, mi, batch)
+        .await
+        .map_err(|e| e.to_string())?;
+    for r in dead {
+        cluster
+            .metrics
+            .dead_letters
+            .with_label_values(&[model])
+            .inc();
+        throttled!(
+            FOLLOW_FAILURES,
+            "dead letter",
+            tracing::Level::WARN,
+            {},
+            "cluster: model {model}: record {} on {} is not an event or label of the model; moved to {}",
+            r.sequence,
+            r.subject,
+            log.subject(Kind::Dead, model)
+        );
+        let Some(bus) = log.bus.get() else { continue };
+        let moved = bus
+            .publish(
+                log.subject(Kind::Dead, model),
+                format!("d.{}", r.sequence),
+                Bytes::clone(&r.payload),
+            )
+            .await;
+        if let Err(e) = moved {
+            throttled!(
+                FOLLOW_FAILURES,
+                "dead letter publish",
+                tracing::Level::ERROR,
+                {},
+                "cluster: model {model}: a dead letter could not be kept: {e}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Counts and logs a restart of the reading, then waits a second.
+async fn restart(cluster: &Cluster, model: &str, why: &str) {
+    cluster
+        .metrics
+        .follow_restarts
+        .with_label_values(&[model])
+        .inc();
+    throttled!(
+        FOLLOW_FAILURES,
+        "follow",
+        tracing::Level::WARN,
+        {},
+        "cluster: model {model}: reading its records failed, starting again: {why}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}

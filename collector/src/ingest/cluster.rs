@@ -1,0 +1,268 @@
+//! Ingest in cluster mode. A collector that receives a batch validates it
+//! as always, then appends each accepted event or label to the cluster's
+//! log under its model's subject, with an id made of model and request id
+//! (a retried batch is stored once), and acknowledges only what the log
+//! stored. The model's owner reads its records back (`take`) and commits
+//! them exactly as a single collector commits a batch: the same store,
+//! the same windows, the same counts.
+
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use bytes::Bytes;
+use driftwatch_protocol::{quoted, IngestReply, ItemError};
+use driftwatch_telemetry::log::Repeats;
+use driftwatch_telemetry::throttled;
+use serde_json::value::RawValue;
+
+use super::{parse_labels, validate, Ingest, IngestError, ValidLabel};
+use crate::bus::{token, Bus, BusError, Published, Record};
+use crate::export::metrics::RejectReason;
+use crate::window::Accepted;
+
+/// The kinds of record a model has in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Events,
+    Labels,
+    /// What its owner could not read, kept for inspection.
+    Dead,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Events => "events",
+            Kind::Labels => "labels",
+            Kind::Dead => "dead",
+        }
+    }
+}
+
+/// Where a collector appends what it accepts: the log, once connected.
+pub struct ClusterLog {
+    pub bus: OnceLock<Arc<dyn Bus>>,
+    /// Subjects are `<prefix>.<kind>.<model token>`.
+    pub prefix: String,
+}
+
+/// Failures logged once a minute per cause.
+static PUBLISH_FAILURES: LazyLock<Repeats> = LazyLock::new(Repeats::default);
+
+impl ClusterLog {
+    pub fn new(prefix: String) -> ClusterLog {
+        ClusterLog {
+            bus: OnceLock::new(),
+            prefix,
+        }
+    }
+
+    /// The subject of a model's records of one kind.
+    pub fn subject(&self, kind: Kind, model: &str) -> String {
+        format!("{}.{}.{}", self.prefix, kind.as_str(), token(model))
+    }
+
+    /// The kind and model a subject names (`None`: not one of ours).
+    pub fn parse_subject(&self, subject: &str) -> Option<(Kind, String)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
+        let (kind, model) = rest.split_once('.')?;
+        let kind = match kind {
+            "events" => Kind::Events,
+            "labels" => Kind::Labels,
+            "dead" => Kind::Dead,
+            _ => return None,
+        };
+        Some((kind, crate::bus::untoken(model)?))
+    }
+
+    /// Appends accepted events; the reply counts what the log stored and
+    /// names the duplicates. A batch the log could not store is refused
+    /// whole (503): its sender retries, and what was stored is stored once.
+    pub async fn publish_events(
+        &self,
+        ingest: &Ingest,
+        reply: &mut IngestReply,
+        accepted: Vec<(usize, Accepted)>,
+    ) -> Result<(), IngestError> {
+        let items: Vec<(usize, String, String, Bytes)> = accepted
+            .into_iter()
+            .map(|(index, a)| {
+                let model = &ingest.live.models[a.model].name;
+                (
+                    index,
+                    self.subject(Kind::Events, model),
+                    format!("e.{}.{}", token(model), token(&a.event.request_id)),
+                    Bytes::from(a.json),
+                )
+            })
+            .collect();
+        let duplicates = self.publish(ingest, reply, items).await?;
+        for (index, id) in duplicates {
+            ingest.metrics.reject(RejectReason::DuplicateRequestId, 1);
+            reply.errors.push(ItemError {
+                index,
+                error: format!("duplicate request_id {id}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends valid labels; their owner joins them with their predictions
+    /// (a label whose prediction it does not hold is counted there as
+    /// `unknown_request_id`).
+    pub async fn publish_labels(
+        &self,
+        ingest: &Ingest,
+        reply: &mut IngestReply,
+        labels: Vec<ValidLabel>,
+    ) -> Result<(), IngestError> {
+        let items = labels
+            .into_iter()
+            .map(|(index, _, l)| {
+                let wire = driftwatch_protocol::Label {
+                    model: l.model,
+                    request_id: l.request_id,
+                    label: l.label,
+                    value: l.value,
+                };
+                let json = serde_json::to_vec(&wire).unwrap_or_default();
+                (
+                    index,
+                    self.subject(Kind::Labels, &wire.model),
+                    format!("l.{}.{}", token(&wire.model), token(&wire.request_id)),
+                    Bytes::from(json),
+                )
+            })
+            .collect();
+        let duplicates = self.publish(ingest, reply, items).await?;
+        for (index, _) in duplicates {
+            ingest.metrics.reject(RejectReason::DuplicateLabel, 1);
+            reply.errors.push(ItemError {
+                index,
+                error: "the request_id already has a label".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends every item at once and waits for all; counts what was
+    /// stored as accepted and returns the duplicates (index, request id).
+    async fn publish(
+        &self,
+        ingest: &Ingest,
+        reply: &mut IngestReply,
+        items: Vec<(usize, String, String, Bytes)>,
+    ) -> Result<Vec<(usize, String)>, IngestError> {
+        let n = items.len();
+        let Some(bus) = self.bus.get() else {
+            return Err(unavailable(
+                ingest,
+                n,
+                BusError::Unavailable("not connected to the cluster's NATS servers yet".into()),
+            ));
+        };
+        let ids: Vec<(usize, String)> =
+            items.iter().map(|(i, _, id, _)| (*i, id.clone())).collect();
+        let outcomes = futures_util::future::join_all(
+            items
+                .into_iter()
+                .map(|(_, subject, id, payload)| bus.publish(subject, id, payload)),
+        )
+        .await;
+        let mut duplicates = Vec::new();
+        for ((index, id), outcome) in ids.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(Published::Stored) => reply.accepted += 1,
+                Ok(Published::Duplicate) => {
+                    let request_id = id.rsplit('.').next().and_then(crate::bus::untoken);
+                    duplicates.push((index, quoted(&request_id.unwrap_or_default())));
+                }
+                Err(e) => return Err(unavailable(ingest, n, e)),
+            }
+        }
+        Ok(duplicates)
+    }
+
+    /// Commits a model's records read from the log, in their order: events
+    /// and labels as a single collector commits them, anything else to the
+    /// dead-letter subject. Returns the records it could not read.
+    pub async fn take(
+        &self,
+        ingest: &Ingest,
+        mi: usize,
+        records: Vec<Record>,
+    ) -> Result<Vec<Record>, IngestError> {
+        let mut dead = Vec::new();
+        let mut events = Vec::new();
+        let mut labels = Vec::new();
+        let mut discard = IngestReply::default();
+        for r in records {
+            let kind = self.parse_subject(&r.subject).map(|(k, _)| k);
+            match kind {
+                Some(Kind::Events) => {
+                    if !labels.is_empty() {
+                        ingest
+                            .commit_labels(&mut discard, std::mem::take(&mut labels))
+                            .await?;
+                    }
+                    match self.read_event(ingest, mi, &r) {
+                        Some(a) => events.push((0, a)),
+                        None => dead.push(r),
+                    }
+                }
+                Some(Kind::Labels) => {
+                    if !events.is_empty() {
+                        ingest
+                            .commit_events(&mut discard, std::mem::take(&mut events), false)
+                            .await?;
+                    }
+                    match read_label(ingest, mi, &r) {
+                        Some(l) => labels.push(l),
+                        None => dead.push(r),
+                    }
+                }
+                _ => dead.push(r),
+            }
+        }
+        if !events.is_empty() {
+            ingest.commit_events(&mut discard, events, false).await?;
+        }
+        if !labels.is_empty() {
+            ingest.commit_labels(&mut discard, labels).await?;
+        }
+        Ok(dead)
+    }
+
+    /// An event record of model `mi`, validated as at start (its age was
+    /// checked when it was accepted).
+    fn read_event(&self, ingest: &Ingest, mi: usize, r: &Record) -> Option<Accepted> {
+        let text = std::str::from_utf8(&r.payload).ok()?;
+        let raw: &RawValue = serde_json::from_str(text).ok()?;
+        validate(raw, &ingest.live.models, i64::MAX / 2, 0)
+            .ok()
+            .filter(|a| a.model == mi)
+    }
+}
+
+/// A label record of model `mi`, validated as `POST /v1/feedback` does.
+fn read_label(ingest: &Ingest, mi: usize, r: &Record) -> Option<ValidLabel> {
+    let mut body = b"{\"labels\": [".to_vec();
+    body.extend_from_slice(&r.payload);
+    body.extend_from_slice(b"]}");
+    let (_, mut valid) = parse_labels(&body, &ingest.live.models).ok()?;
+    valid.pop().filter(|(_, m, _)| *m == mi)
+}
+
+/// A batch the log did not store: counted, logged once a minute.
+fn unavailable(ingest: &Ingest, n: usize, e: BusError) -> IngestError {
+    ingest
+        .metrics
+        .reject(RejectReason::ClusterUnavailable, n as u64);
+    throttled!(
+        PUBLISH_FAILURES,
+        "publish",
+        tracing::Level::WARN,
+        {},
+        "cluster: a batch was refused (503): {e}"
+    );
+    IngestError::Unavailable(e.to_string())
+}

