@@ -65,11 +65,15 @@ impl Drop for Nats {
 }
 
 fn config(dir: &Path, nats: &Nats) -> PathBuf {
-    let path = dir.join("cluster.yaml");
+    config_with_ttl(dir, nats, TTL)
+}
+
+fn config_with_ttl(dir: &Path, nats: &Nats, ttl: Duration) -> PathBuf {
+    let path = dir.join(format!("cluster-{}s.yaml", ttl.as_secs()));
     let text = format!(
         "eval_interval: 500ms\ncluster:\n  urls: [{}]\n  lease_ttl: {}s\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
         nats.url,
-        TTL.as_secs(),
+        ttl.as_secs(),
         example("reference.csv").display()
     );
     std::fs::write(&path, text).expect("config");
@@ -224,5 +228,37 @@ fn owners_fail_over_and_the_statistics_stay_exact() {
     assert!(failover <= 2 * TTL, "{failover:?}");
     survivor.wait_for_samples("credit", "1d", 1500);
     assert_equals_report(&survivor);
+
+    // A collector configured with another lease TTL cannot join: it says
+    // why and stops.
+    let odd = config_with_ttl(&dir, &nats, Duration::from_secs(5));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&odd)
+        .arg("--db")
+        .arg(dir.join("odd.db"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a collector with another TTL kept running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(!status.success());
+    assert!(
+        err.contains("keeps entries for 3s but cluster.lease_ttl is 5s"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

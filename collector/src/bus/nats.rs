@@ -110,14 +110,8 @@ impl Nats {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        let leases = js
-            .create_key_value(bucket(&settings.leases_bucket))
-            .await
-            .map_err(|e| unavailable(&format!("bucket {}", settings.leases_bucket), e))?;
-        let members = js
-            .create_key_value(bucket(&settings.members_bucket))
-            .await
-            .map_err(|e| unavailable(&format!("bucket {}", settings.members_bucket), e))?;
+        let leases = ensure_bucket(&js, bucket(&settings.leases_bucket)).await?;
+        let members = ensure_bucket(&js, bucket(&settings.members_bucket)).await?;
         Ok(Nats {
             js,
             stream,
@@ -181,6 +175,36 @@ async fn ensure_stream(
         )));
     }
     Ok(stream)
+}
+
+/// A bucket as it exists (its entries' life is the first collector's
+/// `lease_ttl`; a different one here is refused), else created.
+async fn ensure_bucket(js: &jetstream::Context, wanted: kv::Config) -> Result<kv::Store, BusError> {
+    let name = wanted.bucket.clone();
+    let Ok(store) = js.get_key_value(&name).await else {
+        return js
+            .create_key_value(wanted)
+            .await
+            .map_err(|e| unavailable(&format!("bucket {name}"), e));
+    };
+    let mut stream = js
+        .get_stream(format!("KV_{name}"))
+        .await
+        .map_err(|e| unavailable(&format!("bucket {name}"), e))?;
+    let ttl = stream
+        .info()
+        .await
+        .map_err(|e| unavailable(&format!("bucket {name}"), e))?
+        .config
+        .max_age;
+    if ttl != wanted.max_age {
+        return Err(BusError::Refused(format!(
+            "bucket {name} keeps entries for {} but cluster.lease_ttl is {}: give every collector of the cluster the same lease_ttl (or delete the bucket: nats kv del {name})",
+            humantime::format_duration(ttl),
+            humantime::format_duration(wanted.max_age)
+        )));
+    }
+    Ok(store)
 }
 
 /// An error of the servers as a temporary failure, naming what was asked.
