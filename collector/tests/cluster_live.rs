@@ -229,6 +229,27 @@ fn owners_fail_over_and_the_statistics_stay_exact() {
     survivor.wait_for_samples("credit", "1d", 1500);
     assert_equals_report(&survivor);
 
+    // A clean stop hands the model over at once (no waiting for the
+    // lease to expire) to a collector that joined meanwhile.
+    let late = collector(&config, "c", &dir);
+    late.wait_for(3 * TTL, "the late collector to see the owner", |s| {
+        owner(s) == owner(&survivor)
+    });
+    signal(&survivor, "-TERM");
+    let stopped = Instant::now();
+    late.wait_for(3 * TTL, "the late collector's first evaluation", |s| {
+        s.metric(
+            "driftwatch_window_samples",
+            &[("model", "credit"), ("window", "1d")],
+        ) == Some(1500.0)
+    });
+    let handed = stopped.elapsed();
+    println!(
+        "handover: owner stopped cleanly, the next owner's first evaluation {:.2} s later",
+        handed.as_secs_f64()
+    );
+    assert!(handed < TTL, "{handed:?}");
+
     // A collector configured with another lease TTL cannot join: it says
     // why and stops.
     let odd = config_with_ttl(&dir, &nats, Duration::from_secs(5));
