@@ -488,6 +488,16 @@ impl Config {
         if self.traffic_threads == Some(0) {
             problems.push("traffic_threads: give at least 1".to_string());
         }
+        let url = self.collector.url.trim();
+        if url.starts_with("nats://") || url.starts_with("tls://") {
+            problems.push(format!(
+                "collector.url: {url} is a NATS server; the agent ships over HTTP(S): give a collector's URL (in cluster mode any collector accepts events, e.g. through its Service)"
+            ));
+        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(format!(
+                "collector.url: {url:?} is not an http:// or https:// URL"
+            ));
+        }
         if !(0.0..=1.0).contains(&self.collector.sample_rate) {
             problems.push(format!(
                 "collector.sample_rate: {} is not between 0 and 1",
@@ -644,6 +654,26 @@ mod tests {
             "proxy mode needs `upstream`",
             "generic protocol needs",
         ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // The agent ships over HTTP; a NATS URL says what to give instead.
+        for (url, want) in [
+            (
+                "nats://n:4222",
+                "is a NATS server; the agent ships over HTTP(S)",
+            ),
+            ("c:8080", "is not an http:// or https:// URL"),
+        ] {
+            std::fs::write(
+                &file,
+                format!(
+                    "collector: {{url: '{url}'}}\nmodels:\n  - name: m\n    upstream: http://u\n"
+                ),
+            )
+            .expect("write");
+            let err = Config::load(&file)
+                .expect_err("bad collector URL")
+                .to_string();
             assert!(err.contains(want), "{want}: {err}");
         }
         // Nesting of any depth is refused with its place, never a stack
