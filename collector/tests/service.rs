@@ -121,3 +121,69 @@ async fn a_storage_error_never_reaches_the_client() {
     }
     let _ = stop.send(());
 }
+
+/// Windows emptied and filled again with as many other events (a model
+/// taken over in cluster mode, read back from the log) are evaluated
+/// again: equal window versions no longer mean equal windows.
+#[test]
+fn windows_emptied_and_refilled_are_evaluated_again() {
+    use driftwatch::export::metrics::Metrics;
+    use driftwatch::models::Model;
+    use driftwatch::store::Store;
+    use driftwatch::window::evaluate::Evaluator;
+    use driftwatch::window::Live;
+    use std::sync::Arc;
+
+    let mut raw = from_flags(
+        "credit".into(),
+        reference(),
+        vec![Span::parse("1d").expect("span")],
+        None,
+    );
+    let dir = common::server::temp_db_dir();
+    raw.db = dir.join("driftwatch.db");
+    let config = raw
+        .validate(std::path::Path::new("flags"), &|_| None)
+        .expect("valid config");
+    let model = Model::load(&config.models[0]).expect("model");
+    let live = Arc::new(Live::new(vec![model]));
+    let store = Store::open(&config.db, Vec::new()).expect("store");
+    let metrics = Arc::new(Metrics::default());
+    let evaluator = Evaluator::new(
+        live.clone(),
+        store,
+        metrics.clone(),
+        Arc::new(driftwatch_telemetry::Telemetry::off()),
+    );
+    let now = chrono::Utc::now().to_rfc3339();
+    let events = common::examples::events_from_csv(&common::examples::example("current.csv"), &now);
+    let fill = |rows: &[String]| {
+        let mut windows = live.windows(0);
+        for e in rows {
+            let raw: Box<serde_json::value::RawValue> =
+                serde_json::value::RawValue::from_string(e.clone()).expect("JSON");
+            let a = driftwatch::ingest::validate(&raw, &live.models, i64::MAX / 2, 0)
+                .expect("a valid event");
+            windows.add(&live.models[0], &a);
+        }
+    };
+    let age_ks = || {
+        metrics
+            .feature_drift_score
+            .get_metric_with_label_values(&["credit", "age", "ks", "1d"])
+            .expect("series")
+            .get()
+    };
+    fill(&events[..300]);
+    evaluator.evaluate_all(Duration::from_secs(60));
+    let first = age_ks();
+    live.reset(0);
+    fill(&events[300..600]);
+    evaluator.evaluate_all(Duration::from_secs(60));
+    assert_ne!(
+        age_ks(),
+        first,
+        "the refilled window was not evaluated again"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -33,6 +33,8 @@ pub struct Evaluator {
     pub metrics: Arc<Metrics>,
     pub telemetry: Arc<Telemetry>,
     pub memory: Mutex<HashMap<WindowKey, Evaluated>>,
+    /// Per model: the generation of its windows the memory is of.
+    generations: Mutex<Vec<u64>>,
 }
 
 /// One kept window: its model, its length (the model's order) and start.
@@ -93,6 +95,7 @@ impl Evaluator {
         telemetry: Arc<Telemetry>,
     ) -> Evaluator {
         Evaluator {
+            generations: Mutex::new(vec![0; live.models.len()]),
             live,
             store,
             metrics,
@@ -195,7 +198,15 @@ impl Evaluator {
     ) -> (Vec<Due>, Vec<WindowKey>) {
         let (mut due, mut live_keys, mut kept) = (Vec::new(), Vec::new(), HashSet::new());
         let mut unchanged = 0;
+        let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
         for (mi, model) in self.live.models.iter().enumerate() {
+            // Windows emptied and filled again (a model taken over in
+            // cluster mode) may hold other events at the same versions.
+            let generation = self.live.generation(mi);
+            if generations[mi] != generation {
+                generations[mi] = generation;
+                memory.retain(|k, _| k.model != mi);
+            }
             if !self.live.owns(mi) {
                 continue;
             }

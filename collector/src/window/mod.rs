@@ -206,6 +206,9 @@ pub struct Live {
     /// after `base` (`u64::MAX`: always; 0: another collector owns it).
     owned_until: Vec<AtomicU64>,
     base: Instant,
+    /// Per model: how many times its windows were emptied (`reset`); what
+    /// was evaluated before one says nothing of the windows after it.
+    generations: Vec<AtomicU64>,
 }
 
 impl Live {
@@ -217,6 +220,7 @@ impl Live {
                 .map(|m| Mutex::new(ModelWindows::new(m)))
                 .collect(),
             owned_until: models.iter().map(|_| AtomicU64::new(u64::MAX)).collect(),
+            generations: models.iter().map(|_| AtomicU64::new(0)).collect(),
             models: models.into(),
             base: Instant::now(),
         }
@@ -240,7 +244,14 @@ impl Live {
 
     /// Empties model `mi`'s windows (its events are read again elsewhere).
     pub fn reset(&self, mi: usize) {
-        *self.windows(mi) = ModelWindows::new(&self.models[mi]);
+        let mut windows = self.windows(mi);
+        *windows = ModelWindows::new(&self.models[mi]);
+        self.generations[mi].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times model `mi`'s windows were emptied.
+    pub fn generation(&self, mi: usize) -> u64 {
+        self.generations[mi].load(Ordering::SeqCst)
     }
 
     /// The windows of model `mi` (a poisoned lock is taken over: the
