@@ -15,6 +15,8 @@ use futures_util::Stream;
 
 /// A future the trait's methods return (the trait is used as `dyn Bus`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// What a method of the trait answers, to come.
+pub type Answer<'a, T> = BoxFuture<'a, Result<T, BusError>>;
 /// The records a `follow` yields, oldest first, then new ones as they come.
 pub type Records = Pin<Box<dyn Stream<Item = Result<Record, BusError>> + Send>>;
 
@@ -78,55 +80,29 @@ pub enum BusError {
 pub trait Bus: Send + Sync {
     /// Appends `payload` under `subject`; resolves once the log has stored
     /// it (replicated where the log is), or found `id` stored already.
-    fn publish(
-        &self,
-        subject: String,
-        id: String,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<Published, BusError>>;
+    fn publish(&self, subject: String, id: String, payload: Bytes) -> Answer<'_, Published>;
 
     /// The records under `subjects` from `start` on, in log order, then
     /// each new one as it is stored.
-    fn follow(
-        &self,
-        subjects: Vec<String>,
-        start: Start,
-    ) -> BoxFuture<'_, Result<Records, BusError>>;
+    fn follow(&self, subjects: Vec<String>, start: Start) -> Answer<'_, Records>;
 
     /// Creates `key` if no live entry holds it: its revision, or `None`
     /// when another holds it.
-    fn create(
-        &self,
-        bucket: Bucket,
-        key: String,
-        value: Bytes,
-    ) -> BoxFuture<'_, Result<Option<u64>, BusError>>;
+    fn create(&self, bucket: Bucket, key: String, value: Bytes) -> Answer<'_, Option<u64>>;
 
-    /// Writes `key` again if its last revision is still `revision` (and so
-    /// extends its life): the new revision, or `None` when it expired or
-    /// another wrote it since.
-    fn update(
-        &self,
-        bucket: Bucket,
-        key: String,
-        value: Bytes,
-        revision: u64,
-    ) -> BoxFuture<'_, Result<Option<u64>, BusError>>;
+    /// Writes `entry.key` again if its last revision is still
+    /// `entry.revision` (and so extends its life): the new revision, or
+    /// `None` when it expired or another wrote it since.
+    fn update(&self, bucket: Bucket, entry: Entry) -> Answer<'_, Option<u64>>;
 
     /// Writes `key` whatever it held.
-    fn put(&self, bucket: Bucket, key: String, value: Bytes)
-        -> BoxFuture<'_, Result<(), BusError>>;
+    fn put(&self, bucket: Bucket, key: String, value: Bytes) -> Answer<'_, ()>;
 
     /// Removes `key` if its last revision is still `revision`.
-    fn delete(
-        &self,
-        bucket: Bucket,
-        key: String,
-        revision: u64,
-    ) -> BoxFuture<'_, Result<(), BusError>>;
+    fn delete(&self, bucket: Bucket, key: String, revision: u64) -> Answer<'_, ()>;
 
     /// Every live entry of `bucket`.
-    fn entries(&self, bucket: Bucket) -> BoxFuture<'_, Result<Vec<Entry>, BusError>>;
+    fn entries(&self, bucket: Bucket) -> Answer<'_, Vec<Entry>>;
 }
 
 /// A name as one token of a subject or a bucket key: letters, digits, `_`

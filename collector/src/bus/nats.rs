@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::{BoxFuture, Bucket, Bus, BusError, Entry, Published, Record, Records, Start};
+use super::{Answer, Bucket, Bus, BusError, Entry, Published, Record, Records, Start};
 
 /// How to reach the log and what to keep in it.
 #[derive(Debug, Clone)]
@@ -213,12 +213,7 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
 }
 
 impl Bus for Nats {
-    fn publish(
-        &self,
-        subject: String,
-        id: String,
-        payload: Bytes,
-    ) -> BoxFuture<'_, Result<Published, BusError>> {
+    fn publish(&self, subject: String, id: String, payload: Bytes) -> Answer<'_, Published> {
         Box::pin(async move {
             let message = jetstream::message::PublishMessage::build()
                 .message_id(id)
@@ -237,11 +232,7 @@ impl Bus for Nats {
         })
     }
 
-    fn follow(
-        &self,
-        subjects: Vec<String>,
-        start: Start,
-    ) -> BoxFuture<'_, Result<Records, BusError>> {
+    fn follow(&self, subjects: Vec<String>, start: Start) -> Answer<'_, Records> {
         Box::pin(async move {
             let deliver_policy = match start {
                 Start::Time(ms) => consumer::DeliverPolicy::ByStartTime {
@@ -282,12 +273,7 @@ impl Bus for Nats {
         })
     }
 
-    fn create(
-        &self,
-        bucket: Bucket,
-        key: String,
-        value: Bytes,
-    ) -> BoxFuture<'_, Result<Option<u64>, BusError>> {
+    fn create(&self, bucket: Bucket, key: String, value: Bytes) -> Answer<'_, Option<u64>> {
         Box::pin(async move {
             match self.store(bucket).create(&key, value).await {
                 Ok(revision) => Ok(Some(revision)),
@@ -297,28 +283,18 @@ impl Bus for Nats {
         })
     }
 
-    fn update(
-        &self,
-        bucket: Bucket,
-        key: String,
-        value: Bytes,
-        revision: u64,
-    ) -> BoxFuture<'_, Result<Option<u64>, BusError>> {
+    fn update(&self, bucket: Bucket, entry: Entry) -> Answer<'_, Option<u64>> {
         Box::pin(async move {
-            match self.store(bucket).update(&key, value, revision).await {
+            let store = self.store(bucket);
+            match store.update(&entry.key, entry.value, entry.revision).await {
                 Ok(revision) => Ok(Some(revision)),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
-                Err(e) => Err(unavailable(&format!("update {key}"), e)),
+                Err(e) => Err(unavailable(&format!("update {}", entry.key), e)),
             }
         })
     }
 
-    fn put(
-        &self,
-        bucket: Bucket,
-        key: String,
-        value: Bytes,
-    ) -> BoxFuture<'_, Result<(), BusError>> {
+    fn put(&self, bucket: Bucket, key: String, value: Bytes) -> Answer<'_, ()> {
         Box::pin(async move {
             self.store(bucket)
                 .put(&key, value)
@@ -328,12 +304,7 @@ impl Bus for Nats {
         })
     }
 
-    fn delete(
-        &self,
-        bucket: Bucket,
-        key: String,
-        revision: u64,
-    ) -> BoxFuture<'_, Result<(), BusError>> {
+    fn delete(&self, bucket: Bucket, key: String, revision: u64) -> Answer<'_, ()> {
         Box::pin(async move {
             self.store(bucket)
                 .delete_expect_revision(&key, Some(revision))
@@ -342,7 +313,7 @@ impl Bus for Nats {
         })
     }
 
-    fn entries(&self, bucket: Bucket) -> BoxFuture<'_, Result<Vec<Entry>, BusError>> {
+    fn entries(&self, bucket: Bucket) -> Answer<'_, Vec<Entry>> {
         Box::pin(async move {
             let store = self.store(bucket);
             let keys: Vec<String> = match store.keys().await {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::bus::nats::{Nats, Settings};
-use crate::bus::{token, untoken, Bucket, Bus, BusError};
+use crate::bus::{token, untoken, Bucket, Bus, BusError, Entry};
 use crate::export::cluster::ClusterMetrics;
 use crate::export::metrics::Metrics;
 use crate::ingest::cluster::ClusterLog;
@@ -352,14 +352,12 @@ impl Cluster {
         hand_over: bool,
     ) -> Result<Option<String>, BusError> {
         let sent = Instant::now();
-        let renewed = bus
-            .update(
-                Bucket::Leases,
-                key.to_string(),
-                Bytes::from(self.node.clone()),
-                revision,
-            )
-            .await?;
+        let lease = Entry {
+            key: key.to_string(),
+            value: Bytes::from(self.node.clone()),
+            revision,
+        };
+        let renewed = bus.update(Bucket::Leases, lease).await?;
         let Some(revision) = renewed else {
             self.lose(mi, "lost");
             return Ok(None);

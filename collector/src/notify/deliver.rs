@@ -205,35 +205,37 @@ impl Deliverer {
                     ids.as_ref().map(|i| i.span_id.as_str()),
                 );
                 let attempt = q.attempts + 1;
-                if retry_at_ms.is_some() {
-                    throttled!(
-                        self.repeats,
-                        &q.receiver,
-                        tracing::Level::WARN,
-                        {
-                            receiver = q.receiver.as_str(),
-                            notification = q.id,
-                            attempt,
-                            trace_id,
-                            span_id,
-                        },
-                        "notification {} to {} failed (attempt {attempt}), will retry: {}",
-                        q.id,
-                        q.receiver,
-                        e.message
-                    );
-                } else {
-                    tracing::error!(
-                        receiver = q.receiver.as_str(),
-                        notification = q.id,
-                        attempt,
-                        trace_id,
-                        span_id,
-                        "notification {} to {} failed (attempt {attempt}), dead-lettered: {}",
-                        q.id,
-                        q.receiver,
-                        e.message
-                    );
+                // A failure to retry is a warning, a dead letter an error;
+                // each logged once a minute per receiver with a count.
+                let dead = format!("{} (dead letters)", q.receiver);
+                let (cause, outcome) = match retry_at_ms {
+                    Some(_) => (q.receiver.as_str(), "will retry"),
+                    None => (dead.as_str(), "dead-lettered"),
+                };
+                let repeats = &self.repeats;
+                macro_rules! failed {
+                    ($level:expr) => {
+                        throttled!(
+                            repeats,
+                            cause,
+                            $level,
+                            {
+                                receiver = q.receiver.as_str(),
+                                notification = q.id,
+                                attempt,
+                                trace_id,
+                                span_id,
+                            },
+                            "notification {} to {} failed (attempt {attempt}), {outcome}: {}",
+                            q.id,
+                            q.receiver,
+                            e.message
+                        )
+                    };
+                }
+                match retry_at_ms {
+                    Some(_) => failed!(tracing::Level::WARN),
+                    None => failed!(tracing::Level::ERROR),
                 }
                 Attempt {
                     id: q.id,
