@@ -489,13 +489,11 @@ impl Config {
             problems.push("traffic_threads: give at least 1".to_string());
         }
         let url = self.collector.url.trim();
-        if url.starts_with("nats://") || url.starts_with("tls://") {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let nats = url.starts_with("nats://").then_some(" (the agent ships over HTTP; in cluster mode any collector accepts events, e.g. through its Service)");
             problems.push(format!(
-                "collector.url: {url} is a NATS server; the agent ships over HTTP(S): give a collector's URL (in cluster mode any collector accepts events, e.g. through its Service)"
-            ));
-        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
-            problems.push(format!(
-                "collector.url: {url:?} is not an http:// or https:// URL"
+                "collector.url: {url:?} is not an http:// or https:// URL{}",
+                nats.unwrap_or_default()
             ));
         }
         if !(0.0..=1.0).contains(&self.collector.sample_rate) {
@@ -658,22 +656,14 @@ mod tests {
         }
         // The agent ships over HTTP; a NATS URL says what to give instead.
         for (url, want) in [
-            (
-                "nats://n:4222",
-                "is a NATS server; the agent ships over HTTP(S)",
-            ),
-            ("c:8080", "is not an http:// or https:// URL"),
+            ("nats://n", "ships over HTTP; in cluster"),
+            ("c:80", "\"c:80\" is not an http"),
         ] {
-            std::fs::write(
-                &file,
-                format!(
-                    "collector: {{url: '{url}'}}\nmodels:\n  - name: m\n    upstream: http://u\n"
-                ),
-            )
-            .expect("write");
-            let err = Config::load(&file)
-                .expect_err("bad collector URL")
-                .to_string();
+            let yaml = format!(
+                "collector: {{url: '{url}'}}\nmodels:\n  - {{name: m, upstream: http://u}}\n"
+            );
+            std::fs::write(&file, yaml).expect("write");
+            let err = Config::load(&file).expect_err("bad URL").to_string();
             assert!(err.contains(want), "{want}: {err}");
         }
         // Nesting of any depth is refused with its place, never a stack
