@@ -53,7 +53,10 @@ impl Adapter for TfServing {
                     let items = col
                         .as_array()
                         .ok_or_else(|| format!("output `{name}` is not a list"))?;
-                    let mut t = tensors_from_rows(items)?.remove(0);
+                    let mut t = tensors_from_rows(items)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| format!("output `{name}` holds no values"))?;
                     t.name = name.clone();
                     Ok(t)
                 })
@@ -104,5 +107,18 @@ mod tests {
         .expect("objects");
         assert_eq!(out[0].label.as_deref(), Some("yes"));
         assert_eq!(out[0].score, Some(0.9));
+    }
+
+    /// Found by the adapter_tfserving fuzz target: a columnar output whose
+    /// rows are empty objects made no tensor, and taking the first of none
+    /// panicked in the observer (the event was lost uncounted).
+    #[test]
+    fn a_columnar_output_of_empty_objects_is_refused_not_a_panic() {
+        let m = model("protocol: tfserving\nfeatures: [a]\n");
+        let err = parse_response(&m, br#"{"outputs":{"p":[ {}]}}"#, 1).expect_err("refused");
+        assert!(
+            err.to_string().contains("output `p` holds no values"),
+            "{err}"
+        );
     }
 }
