@@ -220,6 +220,19 @@ impl Server {
         compared
     }
 
+    /// Checks every feature column of `report` against the live gauges
+    /// of `model`'s `window` (`assert_column_matches`), at least 40 tests
+    /// in all.
+    pub fn assert_features_match(&self, report: &Value, model: &str, window: &str) {
+        let mut compared = 0;
+        for col in report["columns"].as_array().expect("columns") {
+            let feature = col["name"].as_str().expect("name");
+            let series = [("model", model), ("feature", feature), ("window", window)];
+            compared += self.assert_column_matches("feature", col, &series);
+        }
+        assert!(compared >= 40, "{compared}");
+    }
+
     /// SIGKILL, as a crash would: no chance to flush anything.
     pub fn kill(mut self) {
         let _ = self.child.kill();
