@@ -83,23 +83,26 @@ impl ClusterLog {
         reply: &mut IngestReply,
         accepted: Vec<(usize, Accepted)>,
     ) -> Result<(), IngestError> {
-        let items: Vec<(usize, String, String, Bytes)> = accepted
+        let request_ids: Vec<(usize, String)> = accepted
+            .iter()
+            .map(|(index, a)| (*index, quoted(&a.event.request_id)))
+            .collect();
+        let items = accepted
             .into_iter()
-            .map(|(index, a)| {
+            .map(|(_, a)| {
                 let model = &ingest.live.models[a.model].name;
                 (
-                    index,
                     self.subject(Kind::Events, model),
                     format!("e.{}.{}", token(model), token(&a.event.request_id)),
                     Bytes::from(a.json),
                 )
             })
             .collect();
-        let duplicates = self.publish(ingest, reply, items).await?;
-        for (index, id) in duplicates {
+        for at in self.publish(ingest, reply, items).await? {
+            let (index, id) = &request_ids[at];
             ingest.metrics.reject(RejectReason::DuplicateRequestId, 1);
             reply.errors.push(ItemError {
-                index,
+                index: *index,
                 error: format!("duplicate request_id {id}"),
             });
         }
@@ -115,9 +118,10 @@ impl ClusterLog {
         reply: &mut IngestReply,
         labels: Vec<ValidLabel>,
     ) -> Result<(), IngestError> {
+        let indexes: Vec<usize> = labels.iter().map(|(index, _, _)| *index).collect();
         let items = labels
             .into_iter()
-            .map(|(index, _, l)| {
+            .map(|(_, _, l)| {
                 let wire = driftwatch_protocol::Label {
                     model: l.model,
                     request_id: l.request_id,
@@ -126,32 +130,31 @@ impl ClusterLog {
                 };
                 let json = serde_json::to_vec(&wire).unwrap_or_default();
                 (
-                    index,
                     self.subject(Kind::Labels, &wire.model),
                     format!("l.{}.{}", token(&wire.model), token(&wire.request_id)),
                     Bytes::from(json),
                 )
             })
             .collect();
-        let duplicates = self.publish(ingest, reply, items).await?;
-        for (index, _) in duplicates {
+        for at in self.publish(ingest, reply, items).await? {
             ingest.metrics.reject(RejectReason::DuplicateLabel, 1);
             reply.errors.push(ItemError {
-                index,
+                index: indexes[at],
                 error: "the request_id already has a label".into(),
             });
         }
         Ok(())
     }
 
-    /// Appends every item at once and waits for all; counts what was
-    /// stored as accepted and returns the duplicates (index, request id).
+    /// Appends every item (subject, id, payload) at once and waits for all;
+    /// counts what was stored as accepted and returns the positions of the
+    /// duplicates among `items`.
     async fn publish(
         &self,
         ingest: &Ingest,
         reply: &mut IngestReply,
-        items: Vec<(usize, String, String, Bytes)>,
-    ) -> Result<Vec<(usize, String)>, IngestError> {
+        items: Vec<(String, String, Bytes)>,
+    ) -> Result<Vec<usize>, IngestError> {
         let n = items.len();
         let Some(bus) = self.bus.get() else {
             return Err(unavailable(
@@ -160,22 +163,17 @@ impl ClusterLog {
                 BusError::Unavailable("not connected to the cluster's NATS servers yet".into()),
             ));
         };
-        let ids: Vec<(usize, String)> =
-            items.iter().map(|(i, _, id, _)| (*i, id.clone())).collect();
         let outcomes = futures_util::future::join_all(
             items
                 .into_iter()
-                .map(|(_, subject, id, payload)| bus.publish(subject, id, payload)),
+                .map(|(subject, id, payload)| bus.publish(subject, id, payload)),
         )
         .await;
         let mut duplicates = Vec::new();
-        for ((index, id), outcome) in ids.into_iter().zip(outcomes) {
+        for (at, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
                 Ok(Published::Stored) => reply.accepted += 1,
-                Ok(Published::Duplicate) => {
-                    let request_id = id.rsplit('.').next().and_then(crate::bus::untoken);
-                    duplicates.push((index, quoted(&request_id.unwrap_or_default())));
-                }
+                Ok(Published::Duplicate) => duplicates.push(at),
                 Err(e) => return Err(unavailable(ingest, n, e)),
             }
         }
