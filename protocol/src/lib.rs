@@ -3,6 +3,8 @@
 //! `/v1/`: fields may be added, never renamed.
 #![forbid(unsafe_code)]
 
+pub mod subjects;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

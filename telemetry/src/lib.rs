@@ -16,6 +16,7 @@
 
 pub mod conn;
 pub mod log;
+pub mod nats;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

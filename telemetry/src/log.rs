@@ -18,8 +18,9 @@ pub use tracing;
 
 /// The environment variable holding the level filter.
 pub const LOG_ENV: &str = "DRIFTWATCH_LOG";
-/// The filter when none is given.
-pub const DEFAULT_LEVEL: &str = "info";
+/// The filter when none is given (the NATS client says every reconnect attempt at `info`; driftwatch
+/// says a cluster outage itself, once a minute).
+pub const DEFAULT_LEVEL: &str = "info,async_nats=warn";
 /// How long a repeated failure stays quiet after it was logged.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 
@@ -271,7 +272,7 @@ mod tests {
     #[test]
     fn the_filter_comes_from_the_environment_then_the_config() {
         let mut c = LogConfig::default();
-        assert_eq!(c.filter(None), "info");
+        assert_eq!(c.filter(None), "info,async_nats=warn");
         c.level = Some("warn".into());
         assert_eq!(c.filter(None), "warn");
         assert_eq!(c.filter(Some(" ".into())), "warn");

@@ -3,10 +3,11 @@
 //! Runtime library the tests load, the workspace's binaries as child
 //! processes (`process`), a real HTTP receiver that records what it is
 //! sent (`receiver`), and the messages the test SMTP server stored
-//! (`mail`).
+//! (`mail`), and a NATS server with JetStream (`nats`).
 #![forbid(unsafe_code)]
 
 pub mod mail;
+pub mod nats;
 pub mod process;
 pub mod receiver;
 pub mod tls;

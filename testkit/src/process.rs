@@ -239,8 +239,8 @@ pub fn start_champion(dir: &Path) -> (Proc, String) {
 }
 
 /// The agent's flag quick start for model `credit` in front of `champion`,
-/// shipping to `collector`, with `extra` flags; the process, its traffic
-/// and admin addresses.
+/// shipping to `collector` (an address, or a URL such as `nats://...`),
+/// with `extra` flags; the process, its traffic and admin addresses.
 pub fn start_agent(
     dir: &Path,
     champion: &str,
@@ -262,7 +262,10 @@ pub fn start_agent_with(
     cmd.args(["--model", "credit", "--upstream"])
         .arg(format!("http://{champion}"))
         .arg("--collector")
-        .arg(format!("http://{collector}"))
+        .arg(match collector.contains("://") {
+            true => collector.to_string(),
+            false => format!("http://{collector}"),
+        })
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(extra)
         .env("ORT_DYLIB_PATH", ort_library())

@@ -6,6 +6,7 @@
 //! spool drops its oldest files (counted) when full. On shutdown what could
 //! not be sent within the deadline goes to the spool or is counted.
 
+pub mod nats;
 mod spool;
 
 use std::collections::{HashSet, VecDeque};
@@ -34,6 +35,8 @@ pub struct Shipper {
     metrics: Arc<Metrics>,
     client: Mutex<Client>,
     spool: Option<Spool>,
+    /// The cluster's log, when `collector.url` names NATS servers.
+    nats: Option<nats::Target>,
     /// Failures logged at most once a minute per cause (counted each time).
     repeats: Repeats,
 }
@@ -67,6 +70,8 @@ pub enum ShipError {
     Client(reqwest::Error),
     #[error("collector.tls: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Nats(String),
 }
 
 /// The TLS files of the connection to the collector.
@@ -141,7 +146,9 @@ impl Shipper {
             http: build_client(&cfg)?,
             stamps: driftwatch_telemetry::tls::stamps(&tls_paths(&cfg)),
         };
+        let nats = nats::Target::new(&cfg).map_err(ShipError::Nats)?;
         Ok(Shipper {
+            nats,
             buffer: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),
             cfg,
@@ -213,8 +220,53 @@ impl Shipper {
         }
     }
 
-    /// Posts one gzipped batch of `n` events.
+    /// Sends one gzipped batch of `n` events: to the collector, or to the
+    /// cluster's log.
     async fn post(&self, body: Vec<u8>, n: usize) -> Posted {
+        match &self.nats {
+            Some(target) => self.publish(target, &body).await,
+            None => self.post_http(body, n).await,
+        }
+    }
+
+    /// Publishes a batch's events to the cluster's log.
+    async fn publish(&self, target: &nats::Target, body: &[u8]) -> Posted {
+        let mut json = Vec::new();
+        let batch = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut json)
+            .ok()
+            .and_then(|_| serde_json::from_slice::<EventBatch>(&json).ok());
+        let Some(batch) = batch else {
+            return Posted::Refused("a spooled batch that does not read back".into());
+        };
+        match target.send(batch.events).await {
+            Ok(sent) => {
+                // An event found stored was stored by an earlier attempt
+                // whose acknowledgement did not come back: shipped too.
+                self.metrics
+                    .events_shipped
+                    .inc_by(sent.stored + sent.duplicates);
+                Posted::Done
+            }
+            Err(failed) => self.retry(
+                failed.timeout,
+                format!("{}: {}", target.describe(), failed.why),
+            ),
+        }
+    }
+
+    /// A send that failed for now, counted by cause (`timeout` or
+    /// `unreachable`).
+    fn retry(&self, timeout: bool, why: String) -> Posted {
+        let reason = if timeout { "timeout" } else { "unreachable" };
+        self.metrics
+            .ship_failures
+            .with_label_values(&[reason])
+            .inc();
+        Posted::Retry(why)
+    }
+
+    /// Posts one gzipped batch of `n` events to the collector.
+    async fn post_http(&self, body: Vec<u8>, n: usize) -> Posted {
         let url = format!("{}/v1/events", self.cfg.url.trim_end_matches('/'));
         let mut req = self
             .client()
@@ -227,19 +279,9 @@ impl Shipper {
         let resp = match req.body(body).send().await {
             Ok(r) => r,
             Err(e) => {
-                let reason = if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "unreachable"
-                };
-                self.metrics
-                    .ship_failures
-                    .with_label_values(&[reason])
-                    .inc();
-                return Posted::Retry(format!(
-                    "{url}: {}",
-                    driftwatch_telemetry::log::with_causes(&e.without_url())
-                ));
+                let timeout = e.is_timeout();
+                let why = driftwatch_telemetry::log::with_causes(&e.without_url());
+                return self.retry(timeout, format!("{url}: {why}"));
             }
         };
         let status = resp.status();

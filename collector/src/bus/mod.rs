@@ -7,6 +7,8 @@
 
 pub mod nats;
 
+pub use driftwatch_protocol::subjects::{token, untoken};
+
 use std::future::Future;
 use std::pin::Pin;
 
@@ -103,70 +105,4 @@ pub trait Bus: Send + Sync {
 
     /// Every live entry of `bucket`.
     fn entries(&self, bucket: Bucket) -> Answer<'_, Vec<Entry>>;
-}
-
-/// A name as one token of a subject or a bucket key: letters, digits, `_`
-/// and `-` as they are, any other byte as `=XX` (hex), so that distinct
-/// names stay distinct and `.`, `*` and `>` never reach the log.
-pub fn token(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' => out.push(b as char),
-            _ => out.push_str(&format!("={b:02X}")),
-        }
-    }
-    if out.is_empty() {
-        out.push('=');
-    }
-    out
-}
-
-/// The name a `token` was made from (`None`: not a token).
-pub fn untoken(token: &str) -> Option<String> {
-    if token == "=" {
-        return Some(String::new());
-    }
-    let mut bytes = Vec::with_capacity(token.len());
-    let mut rest = token.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if b == b'=' {
-            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-            bytes.push(u8::from_str_radix(hex, 16).ok()?);
-            rest = &tail[2..];
-        } else {
-            bytes.push(b);
-            rest = tail;
-        }
-    }
-    String::from_utf8(bytes).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_keep_names_apart_and_come_back() {
-        for name in [
-            "credit",
-            "a.b",
-            "a=2Eb",
-            "*",
-            ">",
-            "",
-            "crédit score",
-            "x-y_z",
-        ] {
-            let t = token(name);
-            assert!(
-                t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)),
-                "{t}"
-            );
-            assert_eq!(untoken(&t).as_deref(), Some(name), "{t}");
-        }
-        assert_ne!(token("a.b"), token("a=2Eb"));
-        assert_eq!(untoken("=Z1"), None);
-    }
 }

@@ -10,6 +10,8 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
+use driftwatch_telemetry::nats::ConnectError;
+
 use super::{Answer, Bucket, Bus, BusError, Entry, Published, Record, Records, Start};
 
 /// How to reach the log and what to keep in it.
@@ -33,34 +35,13 @@ pub struct Settings {
     pub replicas: usize,
 }
 
-/// Credentials for the servers, read from env or files at start.
-#[derive(Clone, Default)]
-pub enum Auth {
-    #[default]
-    None,
-    Token(String),
-    UserPassword(String, String),
-    /// A `.creds` file (JWT and NKey seed).
-    CredsFile(std::path::PathBuf),
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never a secret in a log or an error.
-        f.write_str(match self {
-            Auth::None => "none",
-            Auth::Token(_) => "token",
-            Auth::UserPassword(..) => "user and password",
-            Auth::CredsFile(_) => "credentials file",
-        })
-    }
-}
+pub use driftwatch_telemetry::nats::Auth;
 
 /// The subjects of a stream whose records are under `prefix`.
 pub fn subjects(prefix: &str) -> Vec<String> {
-    ["events", "labels", "dead"]
+    driftwatch_protocol::subjects::Kind::ALL
         .iter()
-        .map(|kind| format!("{prefix}.{kind}.>"))
+        .map(|kind| format!("{prefix}.{}.>", kind.as_str()))
         .collect()
 }
 
@@ -77,29 +58,18 @@ impl Nats {
     /// buckets if they do not exist; an existing stream that keeps records
     /// for less than `settings.retention` is refused.
     pub async fn connect(settings: &Settings, timeout: Duration) -> Result<Nats, BusError> {
-        let mut options = async_nats::ConnectOptions::new()
-            .name(&settings.node)
-            .connection_timeout(timeout)
-            .max_reconnects(None);
-        options = match &settings.auth {
-            Auth::None => options,
-            Auth::Token(t) => options.token(t.clone()),
-            Auth::UserPassword(u, p) => options.user_and_password(u.clone(), p.clone()),
-            Auth::CredsFile(path) => options.credentials_file(path).await.map_err(|e| {
-                BusError::Refused(format!("cluster credentials {}: {e}", path.display()))
-            })?,
-        };
-        let urls = settings.urls.join(",");
-        let addrs = settings
-            .urls
-            .iter()
-            .map(|u| u.parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BusError::Refused(format!("cluster.urls {urls}: {e}")))?;
-        let client = tokio::time::timeout(timeout, options.connect(addrs))
-            .await
-            .map_err(|_| BusError::Unavailable(format!("no NATS server answered at {urls}")))?
-            .map_err(|e| BusError::Unavailable(format!("cannot connect to NATS at {urls}: {e}")))?;
+        let client = driftwatch_telemetry::nats::connect(
+            &settings.urls,
+            &settings.node,
+            &settings.auth,
+            None,
+            timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            ConnectError::Unavailable(e) => BusError::Unavailable(e),
+            ConnectError::Refused(e) => BusError::Refused(e),
+        })?;
         let js = jetstream::new(client);
         let stream = ensure_stream(&js, settings).await?;
         let bucket = |name: &str| kv::Config {
@@ -215,17 +185,10 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
 impl Bus for Nats {
     fn publish(&self, subject: String, id: String, payload: Bytes) -> Answer<'_, Published> {
         Box::pin(async move {
-            let message = jetstream::message::PublishMessage::build()
-                .message_id(id)
-                .payload(payload);
-            let ack = self
-                .js
-                .send_publish(subject.clone(), message)
+            let duplicate = driftwatch_telemetry::nats::publish(&self.js, subject, id, payload)
                 .await
-                .map_err(|e| unavailable(&format!("publish to {subject}"), e))?
-                .await
-                .map_err(|e| unavailable(&format!("publish to {subject}"), e))?;
-            Ok(match ack.duplicate {
+                .map_err(BusError::Unavailable)?;
+            Ok(match duplicate {
                 true => Published::Duplicate,
                 false => Published::Stored,
             })

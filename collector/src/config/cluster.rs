@@ -127,9 +127,7 @@ impl RawCluster {
             errors.push("cluster.urls: at least one nats:// URL is needed".into());
         }
         for u in &self.urls {
-            let ok = url::Url::parse(u)
-                .is_ok_and(|p| matches!(p.scheme(), "nats" | "tls") && p.host_str().is_some());
-            if !ok {
+            if !driftwatch_telemetry::nats::is_url(u) {
                 errors.push(format!(
                     "cluster.urls: {u:?} is not a URL like nats://host:4222"
                 ));
@@ -210,79 +208,15 @@ impl RawCluster {
         env: &dyn Fn(&str) -> Option<String>,
         errors: &mut Vec<String>,
     ) -> crate::bus::nats::Auth {
-        use crate::bus::nats::Auth;
-        let token = self.token_env.is_some() || self.token_file.is_some();
-        let password = self.password_env.is_some() || self.password_file.is_some();
-        let ways = [
-            token,
-            self.user.is_some() || password,
-            self.creds_file.is_some(),
-        ];
-        if ways.iter().filter(|w| **w).count() > 1 {
-            errors
-                .push("cluster: give one of a token, a user with a password, or creds_file".into());
-            return Auth::None;
+        driftwatch_telemetry::nats::Credentials {
+            token_env: self.token_env.as_deref(),
+            token_file: self.token_file.as_deref(),
+            user: self.user.as_deref(),
+            password_env: self.password_env.as_deref(),
+            password_file: self.password_file.as_deref(),
+            creds_file: self.creds_file.as_deref(),
         }
-        if token {
-            return secret("token", &self.token_env, &self.token_file, env, errors)
-                .map_or(Auth::None, Auth::Token);
-        }
-        if let Some(user) = &self.user {
-            return secret(
-                "password",
-                &self.password_env,
-                &self.password_file,
-                env,
-                errors,
-            )
-            .map_or(Auth::None, |p| Auth::UserPassword(user.clone(), p));
-        }
-        if password {
-            errors.push("cluster.user: a password needs its user".into());
-        }
-        match &self.creds_file {
-            Some(path) if !path.is_file() => {
-                errors.push(format!(
-                    "cluster.creds_file: {} does not exist",
-                    path.display()
-                ));
-                Auth::None
-            }
-            Some(path) => Auth::CredsFile(path.clone()),
-            None => Auth::None,
-        }
-    }
-}
-
-/// A secret from `<what>_env` or `<what>_file` (exactly one), trimmed.
-fn secret(
-    what: &str,
-    var: &Option<String>,
-    file: &Option<PathBuf>,
-    env: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<String>,
-) -> Option<String> {
-    let value = match (var, file) {
-        (Some(_), Some(_)) => {
-            errors.push(format!("cluster: give {what}_env or {what}_file, not both"));
-            return None;
-        }
-        (Some(var), None) => env(var)
-            .ok_or_else(|| format!("cluster.{what}_env: environment variable {var} is not set")),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|e| format!("cluster.{what}_file: {}: {e}", file.display())),
-        (None, None) => return None,
-    };
-    match value.map(|v| v.trim().to_string()) {
-        Ok(v) if !v.is_empty() => Some(v),
-        Ok(_) => {
-            errors.push(format!("cluster: the {what} is empty"));
-            None
-        }
-        Err(e) => {
-            errors.push(e);
-            None
-        }
+        .auth("cluster", env, errors)
     }
 }
 

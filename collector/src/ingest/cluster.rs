@@ -9,34 +9,17 @@
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use bytes::Bytes;
-use driftwatch_protocol::{quoted, IngestReply, ItemError};
+use driftwatch_protocol::{quoted, subjects, IngestReply, ItemError};
 use driftwatch_telemetry::log::Repeats;
 use driftwatch_telemetry::throttled;
 use serde_json::value::RawValue;
 
 use super::{parse_labels, validate, Ingest, IngestError, ValidLabel};
-use crate::bus::{token, Bus, BusError, Published, Record};
+use crate::bus::{Bus, BusError, Published, Record};
 use crate::export::metrics::RejectReason;
 use crate::window::Accepted;
 
-/// The kinds of record a model has in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Events,
-    Labels,
-    /// What its owner could not read, kept for inspection.
-    Dead,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Events => "events",
-            Kind::Labels => "labels",
-            Kind::Dead => "dead",
-        }
-    }
-}
+pub use driftwatch_protocol::subjects::Kind;
 
 /// Where a collector appends what it accepts: the log, once connected.
 pub struct ClusterLog {
@@ -58,20 +41,12 @@ impl ClusterLog {
 
     /// The subject of a model's records of one kind.
     pub fn subject(&self, kind: Kind, model: &str) -> String {
-        format!("{}.{}.{}", self.prefix, kind.as_str(), token(model))
+        subjects::subject(&self.prefix, kind, model)
     }
 
     /// The kind and model a subject names (`None`: not one of ours).
     pub fn parse_subject(&self, subject: &str) -> Option<(Kind, String)> {
-        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
-        let (kind, model) = rest.split_once('.')?;
-        let kind = match kind {
-            "events" => Kind::Events,
-            "labels" => Kind::Labels,
-            "dead" => Kind::Dead,
-            _ => return None,
-        };
-        Some((kind, crate::bus::untoken(model)?))
+        subjects::parse_subject(&self.prefix, subject)
     }
 
     /// Appends accepted events; the reply counts what the log stored and
@@ -93,7 +68,7 @@ impl ClusterLog {
                 let model = &ingest.live.models[a.model].name;
                 (
                     self.subject(Kind::Events, model),
-                    format!("e.{}.{}", token(model), token(&a.event.request_id)),
+                    subjects::event_id(model, &a.event.request_id),
                     Bytes::from(a.json),
                 )
             })
@@ -131,7 +106,7 @@ impl ClusterLog {
                 let json = serde_json::to_vec(&wire).unwrap_or_default();
                 (
                     self.subject(Kind::Labels, &wire.model),
-                    format!("l.{}.{}", token(&wire.model), token(&wire.request_id)),
+                    subjects::label_id(&wire.model, &wire.request_id),
                     Bytes::from(json),
                 )
             })

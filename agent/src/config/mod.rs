@@ -9,6 +9,12 @@ use std::time::Duration;
 use driftwatch_telemetry::tls::TlsFiles;
 use serde::{Deserialize, Deserializer};
 
+mod collector;
+use collector::{
+    default_batch_events, default_batch_wait, default_buffer_events, default_ship_timeout,
+};
+pub use collector::{ClientTls, Collector, NatsOptions, Spool};
+
 /// A duration written like `30s`, `5m`, `250ms`.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -74,39 +80,6 @@ pub struct Config {
     pub log: driftwatch_telemetry::log::LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Collector {
-    pub url: String,
-    /// The bearer token, from an environment variable or a file.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Events per POST at most.
-    #[serde(default = "default_batch_events")]
-    pub batch_events: usize,
-    /// How long an event may wait for its batch to fill.
-    #[serde(default = "default_batch_wait", deserialize_with = "duration")]
-    pub batch_wait: Duration,
-    /// Events kept in memory while the collector is away; the oldest go
-    /// to the spool (or are dropped, counted) beyond it.
-    #[serde(default = "default_buffer_events")]
-    pub buffer_events: usize,
-    #[serde(default)]
-    pub spool: Option<Spool>,
-    #[serde(default = "default_ship_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// Share of requests whose events are shipped (1.0: all). The agent's
-    /// own request, error and latency metrics stay exact.
-    #[serde(default = "one")]
-    pub sample_rate: f64,
-    /// How the collector's certificate is verified, and the agent's own
-    /// certificate for mTLS (an `https://` URL).
-    #[serde(default)]
-    pub tls: Option<ClientTls>,
-}
-
 /// Bounds on the traffic listener's clients; refusals are counted in
 /// `driftwatch_agent_connections_refused_total{reason}`.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -143,32 +116,6 @@ fn default_max_connections() -> usize {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(60)
-}
-
-/// The agent's side of TLS to the collector. Files are read again when
-/// they change.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientTls {
-    /// PEM: the CAs the collector's certificate must chain to (instead of
-    /// the public web roots).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM: the agent's certificate chain and key, for a collector that
-    /// requires client certificates.
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Spool {
-    pub path: PathBuf,
-    /// Bytes on disk at most; the oldest spool files are dropped (counted) beyond.
-    #[serde(default = "default_spool_bytes")]
-    pub max_bytes: u64,
 }
 
 /// The model server's protocol (also `--protocol` of the quick start).
@@ -327,26 +274,11 @@ fn default_true() -> bool {
 fn default_shutdown() -> Duration {
     Duration::from_secs(10)
 }
-fn default_batch_events() -> usize {
-    500
-}
-fn default_batch_wait() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_buffer_events() -> usize {
-    100_000
-}
-fn default_ship_timeout() -> Duration {
-    Duration::from_secs(10)
-}
 fn one() -> f64 {
     1.0
 }
 fn one_usize() -> usize {
     1
-}
-fn default_spool_bytes() -> u64 {
-    256 * 1024 * 1024
 }
 fn default_route() -> String {
     "/".into()
@@ -453,6 +385,7 @@ impl Config {
                 timeout: default_ship_timeout(),
                 sample_rate: 1.0,
                 tls: None,
+                nats: None,
             },
             models: vec![model],
             shutdown_deadline: default_shutdown(),
@@ -488,26 +421,7 @@ impl Config {
         if self.traffic_threads == Some(0) {
             problems.push("traffic_threads: give at least 1".to_string());
         }
-        let url = self.collector.url.trim();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            let nats = url.starts_with("nats://").then_some(" (the agent ships over HTTP; in cluster mode any collector accepts events, e.g. through its Service)");
-            problems.push(format!(
-                "collector.url: {url:?} is not an http:// or https:// URL{}",
-                nats.unwrap_or_default()
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.collector.sample_rate) {
-            problems.push(format!(
-                "collector.sample_rate: {} is not between 0 and 1",
-                self.collector.sample_rate
-            ));
-        }
-        if self.collector.batch_events == 0 || self.collector.buffer_events == 0 {
-            problems.push("collector: batch_events and buffer_events must be above 0".into());
-        }
-        if self.collector.token_env.is_some() && self.collector.token_file.is_some() {
-            problems.push("collector: give token_env or token_file, not both".into());
-        }
+        problems.extend(self.collector.check());
         if self.http.max_connections == 0
             || self.http.header_timeout.is_zero()
             || self.http.body_timeout.is_zero()
@@ -516,13 +430,6 @@ impl Config {
         }
         if self.hash_key_env.is_some() && self.hash_key_file.is_some() {
             problems.push("give hash_key_env or hash_key_file, not both".into());
-        }
-        if let Some(t) = &self.collector.tls {
-            if t.client_cert_file.is_some() != t.client_key_file.is_some() {
-                problems.push(
-                    "collector.tls: give client_cert_file and client_key_file together".into(),
-                );
-            }
         }
         for (what, tls) in [("tls", &self.tls), ("admin_tls", &self.admin_tls)] {
             if let Some(Err(e)) = tls.as_ref().map(TlsFiles::server_config) {
@@ -580,18 +487,7 @@ impl Config {
 
     /// The collector token, read from its environment variable or file.
     pub fn token(&self) -> Result<Option<String>, ConfigError> {
-        if let Some(var) = &self.collector.token_env {
-            return Ok(std::env::var(var).ok().filter(|t| !t.is_empty()));
-        }
-        if let Some(path) = &self.collector.token_file {
-            return std::fs::read_to_string(path)
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|source| ConfigError::Token {
-                    path: path.clone(),
-                    source,
-                });
-        }
-        Ok(None)
+        self.collector.token()
     }
 }
 
@@ -654,10 +550,13 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want}: {err}");
         }
-        // The agent ships over HTTP; a NATS URL says what to give instead.
+        // HTTP(S) or NATS servers, nothing else.
         for (url, want) in [
-            ("nats://n", "ships over HTTP; in cluster"),
-            ("c:80", "\"c:80\" is not an http"),
+            (
+                "nats://n,http://c",
+                "neither an http:// or https:// URL nor nats://",
+            ),
+            ("c:80", "\"c:80\" is neither"),
         ] {
             let yaml = format!(
                 "collector: {{url: '{url}'}}\nmodels:\n  - {{name: m, upstream: http://u}}\n"

