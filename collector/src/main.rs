@@ -288,6 +288,10 @@ struct ServeArgs {
     /// This collector's name in the cluster (default: host name and port).
     #[arg(long)]
     node: Option<String>,
+    /// How the other collectors reach this one's API, http(s)://HOST:PORT
+    /// (replaces `cluster.advertise_url`; in Kubernetes, the pod's IP).
+    #[arg(long)]
+    advertise_url: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -484,12 +488,19 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..block
         });
     }
-    if let Some(node) = &args.node {
-        match raw.cluster.as_mut() {
-            Some(c) => c.node = Some(node.clone()),
-            None => bail!(
-                "--node names a collector in a cluster: give --cluster too, or a cluster: block"
-            ),
+    for (flag, value) in [
+        ("--node", &args.node),
+        ("--advertise-url", &args.advertise_url),
+    ] {
+        let Some(value) = value else { continue };
+        let Some(c) = raw.cluster.as_mut() else {
+            bail!(
+                "{flag} is for a collector in a cluster: give --cluster too, or a cluster: block"
+            );
+        };
+        match flag {
+            "--node" => c.node = Some(value.clone()),
+            _ => c.advertise_url = Some(value.clone()),
         }
     }
     for m in raw.models.iter_mut() {

@@ -10,9 +10,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::examples::run_cli;
 use common::server::{temp_db_dir, Server};
+use driftwatch_testkit::nats::Nats;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
@@ -30,13 +32,14 @@ fn documents(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The files the base kustomization lists, under `deploy/base/`.
 fn resource_files() -> Vec<String> {
-    let k = &documents(&deploy("kustomization.yaml"))[0];
+    let k = &documents(&deploy("base/kustomization.yaml"))[0];
     k["resources"]
         .as_sequence()
         .expect("resources")
         .iter()
-        .map(|r| r.as_str().expect("file name").to_string())
+        .map(|r| format!("base/{}", r.as_str().expect("file name")))
         .collect()
 }
 
@@ -106,7 +109,7 @@ fn every_manifest_passes_the_kubernetes_schemas() {
     // The validator does refuse a broken manifest (it is not a no-op).
     let dir = temp_db_dir();
     let broken = dir.join("broken.yaml");
-    let text = std::fs::read_to_string(deploy("agent.yaml")).expect("agent.yaml");
+    let text = std::fs::read_to_string(deploy("base/agent.yaml")).expect("agent.yaml");
     std::fs::write(
         &broken,
         text.replace("containerPort: 8081", "containerPortt: 8081"),
@@ -123,19 +126,21 @@ fn every_manifest_passes_the_kubernetes_schemas() {
 
 #[test]
 fn the_kustomization_names_every_manifest_and_generated_file() {
+    // `kubectl apply -k deploy/` applies the base.
+    let top = &documents(&deploy("kustomization.yaml"))[0];
+    assert_eq!(strs(&top["resources"]), ["base"]);
     let listed = resource_files();
-    let k = &documents(&deploy("kustomization.yaml"))[0];
-    for entry in std::fs::read_dir(deploy("")).expect("deploy/") {
+    let k = &documents(&deploy("base/kustomization.yaml"))[0];
+    for entry in std::fs::read_dir(deploy("base")).expect("deploy/base/") {
         let name = entry
             .expect("entry")
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if name.ends_with(".yaml") && name != "kustomization.yaml" && name != "secret.example.yaml"
-        {
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
             assert!(
-                listed.contains(&name),
-                "{name} is not in kustomization.yaml"
+                listed.contains(&format!("base/{name}")),
+                "{name} is not in base/kustomization.yaml"
             );
         }
     }
@@ -143,7 +148,7 @@ fn the_kustomization_names_every_manifest_and_generated_file() {
         for f in strs(&g["files"]) {
             let path = f.split_once('=').map_or(f.as_str(), |(_, p)| p);
             assert!(
-                deploy(path).exists(),
+                deploy("base").join(path).exists(),
                 "generated from {path}, which is missing"
             );
         }
@@ -178,7 +183,7 @@ fn the_collector_serves_with_the_deployed_config_and_rules() {
         .replace("/etc/driftwatch/rules/", &format!("{}/", rules.display()))
         .replace(
             "/etc/driftwatch/reference/credit.csv",
-            &deploy("reference/credit.csv").display().to_string(),
+            &deploy("base/reference/credit.csv").display().to_string(),
         );
     let file = driftwatch_testkit::file(&dir, "collector.yaml", &config);
     let server = Server::start(
@@ -305,4 +310,245 @@ fn services_probes_monitors_and_policies_point_at_real_ports() {
             }
         }
     }
+}
+
+/// Strategic merge as kustomize applies these patches: maps merge key by
+/// key, lists of named maps (containers, env, ports, volumes) merge by
+/// name, anything else (args, scalars) is replaced.
+fn merge(base: &mut Value, patch: &Value) {
+    let named = |l: &[Value]| l.iter().all(|x| x["name"].is_string());
+    match (base, patch) {
+        (Value::Mapping(b), Value::Mapping(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(old) => merge(old, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Sequence(b), Value::Sequence(p)) if named(b) && named(p) => {
+            for v in p {
+                match b.iter_mut().find(|x| x["name"] == v["name"]) {
+                    Some(old) => merge(old, v),
+                    None => b.push(v.clone()),
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// The resources of `deploy/overlays/cluster`: the base, the overlay's
+/// own files, its patches applied.
+fn cluster_resources() -> Vec<Value> {
+    let dir = "overlays/cluster";
+    let k = &documents(&deploy(&format!("{dir}/kustomization.yaml")))[0];
+    let mut all = Vec::new();
+    for r in strs(&k["resources"]) {
+        match r.as_str() {
+            "../../base" => all.extend(resources()),
+            file => all.extend(documents(&deploy(&format!("{dir}/{file}")))),
+        }
+    }
+    for p in k["patches"].as_sequence().expect("patches") {
+        let file = p["path"].as_str().expect("patch path");
+        for patch in documents(&deploy(&format!("{dir}/{file}"))) {
+            let name = patch["metadata"]["name"].as_str().expect("name");
+            let kind = patch["kind"].as_str().expect("kind");
+            let target = all
+                .iter_mut()
+                .find(|r| r["kind"] == kind && r["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{file} patches {kind} {name}, which is not there"));
+            merge(target, &patch);
+        }
+    }
+    all
+}
+
+/// The container named `name` of a workload.
+fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
+    workload["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// An environment variable of a container (its `value` or `valueFrom`).
+fn env<'a>(c: &'a Value, name: &str) -> &'a Value {
+    c["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+/// The mount paths of a container.
+fn mount_paths(c: &Value) -> Vec<String> {
+    c["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn the_cluster_overlay_validates_and_its_collectors_form_a_cluster() {
+    let all = cluster_resources();
+    let dir = temp_db_dir();
+    // Every resource against the Kubernetes schemas.
+    let built = dir.join("built.yaml");
+    let text: Vec<String> = all
+        .iter()
+        .map(|r| serde_yaml_ng::to_string(r).expect("YAML"))
+        .collect();
+    std::fs::write(&built, text.join("---\n")).expect("write");
+    let validator = deploy("../.cache/testenv/bin/kubernetes-validate");
+    let out = Command::new(&validator)
+        .args(["--strict", "--kubernetes-version", "1.30.0"])
+        .arg(&built)
+        .output()
+        .expect("run kubernetes-validate (./scripts/test installs it)");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.lines().filter(|l| l.contains(" passed ")).count() >= 16,
+        "{report}"
+    );
+
+    // The NATS servers: their config is one nats-server 2.15.1 accepts,
+    // and its ports, routes, store and pid file are where the manifests
+    // say.
+    let servers = find(&all, "StatefulSet", "driftwatch-nats");
+    let replicas = servers["spec"]["replicas"].as_u64().expect("replicas");
+    assert_eq!(replicas, 3);
+    let conf = config_map_file(&all, "driftwatch-nats-config", "nats.conf");
+    let conf_file = driftwatch_testkit::file(&dir, "nats.conf", &conf);
+    let out = Command::new(deploy("../.cache/testenv/bin/nats-server"))
+        .args(["-t", "-c"])
+        .arg(&conf_file)
+        .envs([("POD_NAME", "driftwatch-nats-0"), ("NATS_TOKEN", "t")])
+        .output()
+        .expect("nats-server -t");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ports = container_ports(servers);
+    for (name, port, line) in [
+        ("client", 4222, "port: 4222"),
+        ("cluster", 6222, "port: 6222"),
+        ("monitor", 8222, "http_port: 8222"),
+    ] {
+        assert!(
+            ports.contains(&(name.to_string(), port)),
+            "{name} {ports:?}"
+        );
+        assert!(conf.contains(line), "{line}");
+    }
+    for i in 0..replicas {
+        let route = format!("nats://driftwatch-nats-{i}.driftwatch-nats.driftwatch.svc:6222");
+        assert!(conf.contains(&route), "{route}");
+    }
+    let service = find(&all, "Service", "driftwatch-nats");
+    assert_eq!(service["spec"]["clusterIP"], "None");
+    assert_eq!(servers["spec"]["serviceName"], "driftwatch-nats");
+    let nats = container(servers, "nats");
+    let mounts = mount_paths(nats);
+    assert!(conf.contains("store_dir: /data/jetstream") && mounts.contains(&"/data".into()));
+    assert!(conf.contains("pid_file: /var/run/nats/nats.pid"));
+    assert!(mounts.contains(&"/var/run/nats".into()));
+    assert_eq!(nats["securityContext"]["readOnlyRootFilesystem"], true);
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(nats[probe]["httpGet"]["port"], "monitor", "{probe}");
+    }
+    let secret = std::fs::read_to_string(deploy("secret.example.yaml")).expect("secret");
+    assert!(secret.contains("nats-token:"));
+    assert_eq!(
+        env(nats, "NATS_TOKEN")["valueFrom"]["secretKeyRef"]["key"],
+        "nats-token"
+    );
+
+    // Three collectors, each named after its pod and reached at its IP,
+    // with the servers' token.
+    let collectors = find(&all, "StatefulSet", "driftwatch-collector");
+    assert_eq!(collectors["spec"]["replicas"], 3);
+    let c = container(collectors, "collector");
+    let args = strs(&c["args"]).join(" ");
+    assert!(
+        args.contains("--node $(POD_NAME) --advertise-url http://$(POD_IP):8080"),
+        "{args}"
+    );
+    assert_eq!(
+        env(c, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env(c, "POD_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.podIP"
+    );
+    assert_eq!(
+        env(c, "NATS_TOKEN")["valueFrom"]["secretKeyRef"]["key"],
+        "nats-token"
+    );
+    let config = config_map_file(&all, "driftwatch-collector-config", "collector.yaml");
+    let parsed: Value = serde_yaml_ng::from_str(&config).expect("config");
+    let urls = strs(&parsed["cluster"]["urls"]);
+    assert_eq!(
+        urls.len() as u64,
+        replicas,
+        "one URL per server: three replicas"
+    );
+    for (i, url) in urls.iter().enumerate() {
+        assert_eq!(
+            url,
+            &format!("nats://driftwatch-nats-{i}.driftwatch-nats.driftwatch.svc:4222")
+        );
+    }
+    // Clients of the namespace reach the servers.
+    let policy = find(&all, "NetworkPolicy", "driftwatch-nats");
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 4222);
+
+    // The collectors' config, pointed at a real NATS server that wants
+    // the token, forms a cluster: two of them share the model.
+    let token = "n4ts-t0ken";
+    let nats = Nats::start_with(&dir, &["--auth", token]);
+    let mut local: Value = serde_yaml_ng::from_str(&config.replace(
+        "/etc/driftwatch/reference/credit.csv",
+        &deploy("base/reference/credit.csv").display().to_string(),
+    ))
+    .expect("config");
+    local["cluster"]["urls"] = vec![Value::from(nats.url.clone())].into();
+    local["cluster"]["lease_ttl"] = "3s".into();
+    let file = driftwatch_testkit::file(
+        &dir,
+        "collector.yaml",
+        serde_yaml_ng::to_string(&local).expect("YAML"),
+    );
+    let env = [("DRIFTWATCH_TOKENS", "t0ken"), ("NATS_TOKEN", token)];
+    let start = |node: &str| {
+        let args = ["--config", &file.display().to_string(), "--node", node];
+        Server::start_on(&args, &env, &dir.join(format!("{node}.db")))
+    };
+    let nodes = [
+        start("driftwatch-collector-0"),
+        start("driftwatch-collector-1"),
+    ];
+    for s in &nodes {
+        s.wait_for(Duration::from_secs(30), "two members and an owner", |s| {
+            let (_, body) = s.request("GET", "/v1/cluster", &[], b"");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            v["members"].as_array().is_some_and(|m| m.len() == 2)
+                && v["owners"]["credit"].is_string()
+        });
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,6 +12,7 @@ use crate::repo;
 
 pub struct Nats {
     proc: Option<Proc>,
+    args: Vec<String>,
     dir: PathBuf,
     port: u16,
     pub url: String,
@@ -20,9 +21,15 @@ pub struct Nats {
 impl Nats {
     /// A server on a free port, storing under `dir/nats`.
     pub fn start(dir: &Path) -> Nats {
+        Nats::start_with(dir, &[])
+    }
+
+    /// A server with more flags (`--auth TOKEN`).
+    pub fn start_with(dir: &Path, args: &[&str]) -> Nats {
         let port = free_port();
         let mut nats = Nats {
             proc: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
             dir: dir.to_path_buf(),
             port,
             url: format!("nats://127.0.0.1:{port}"),
@@ -53,7 +60,8 @@ impl Nats {
             "-js",
             "-sd",
         ])
-        .arg(self.dir.join("nats"));
+        .arg(self.dir.join("nats"))
+        .args(&self.args);
         self.proc = Some(Proc::start(&format!("nats-{}", self.port), cmd, &self.dir));
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
