@@ -106,6 +106,16 @@ impl Collector {
             }
         });
         let live = Arc::new(Live::new(models));
+        let ingest = Arc::new(Ingest {
+            live: live.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            max_body_bytes: config.max_body_bytes,
+            max_future_skew: config.max_future_skew,
+            cluster: cluster
+                .as_ref()
+                .map(|c| ClusterLog::new(c.config.settings.prefix.clone())),
+        });
         let alerting = match config.rules.is_empty() {
             true => None,
             false => Some(Arc::new(
@@ -118,21 +128,12 @@ impl Collector {
                         metrics: metrics.clone(),
                         telemetry: telemetry.clone(),
                         external_url: config.external_url.clone(),
+                        cluster: cluster.as_ref().map(|_| alert_cluster(&ingest)),
                     },
                 )
                 .map_err(StartError::Rules)?,
             )),
         };
-        let ingest = Arc::new(Ingest {
-            live: live.clone(),
-            store: store.clone(),
-            metrics: metrics.clone(),
-            max_body_bytes: config.max_body_bytes,
-            max_future_skew: config.max_future_skew,
-            cluster: cluster
-                .as_ref()
-                .map(|c| ClusterLog::new(c.config.settings.prefix.clone())),
-        });
         // In cluster mode a model's windows are read from the log by its
         // owner, when it takes the model.
         let restored = match cluster {
@@ -213,6 +214,12 @@ impl Collector {
         }
         if let Some(d) = &self.deliverer {
             tasks.push(tokio::spawn(deliver::run(d.clone())));
+            // Cluster mode: models' notifications come from the cluster's queue.
+            if self.state.ingest.cluster.is_some() {
+                let ingest = self.state.ingest.clone();
+                let bus = Arc::new(move || ingest.cluster.as_ref()?.bus.get().cloned());
+                tasks.push(tokio::spawn(crate::notify::jobs::run(d.clone(), bus)));
+            }
         }
         if let Some(tls) = &self.state.tls {
             tasks.push(tokio::spawn(driftwatch_telemetry::tls::watch(
@@ -306,6 +313,23 @@ fn join(
         state.metrics.clone(),
         plan.retention,
     ))
+}
+
+/// What cluster-mode alerting needs: the bus once connected, and which
+/// models this collector owns now (fenced by the lease deadline).
+fn alert_cluster(ingest: &Arc<Ingest>) -> crate::rules::cluster::Cluster {
+    let (bus, owns) = (ingest.clone(), ingest.clone());
+    crate::rules::cluster::Cluster::new(
+        Arc::new(move || bus.cluster.as_ref()?.bus.get().cloned()),
+        Arc::new(move |m: &str| {
+            let live = &owns.live;
+            live.models
+                .iter()
+                .position(|x| x.name == m)
+                .is_some_and(|i| live.owns(i))
+        }),
+        ingest.live.models.iter().map(|m| m.name.clone()).collect(),
+    )
 }
 
 /// How long each model's events are kept: the live window and the one

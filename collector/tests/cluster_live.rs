@@ -232,3 +232,144 @@ fn owners_fail_over_and_the_statistics_stay_exact() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Requests the recorder got on `path`.
+fn hits(recorder: &driftwatch_testkit::receiver::Receiver, path: &str) -> usize {
+    recorder
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .count()
+}
+
+#[test]
+fn alerts_notify_and_retrain_once_across_a_failover() {
+    let dir = driftwatch_testkit::temp_dir("cluster-alerts");
+    let nats = Nats::start(&dir);
+    let recorder = driftwatch_testkit::receiver::Receiver::start(&[]);
+    let rules = driftwatch_testkit::file(
+        &dir,
+        "rules.yaml",
+        format!(
+            r#"route:
+  receiver: hook
+  group_by: [alertname]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook: {{url: "{url}/notify"}}
+actions:
+  - name: retrain
+    cooldown: 1h
+    webhook: {{url: "{url}/retrain"}}
+groups:
+  - name: drift
+    rules:
+      - alert: DatasetDrift
+        metric: driftwatch_drifted_features_share
+        op: ">="
+        threshold: 0.25
+        min_samples: 1000
+        for: 1s
+        actions: [retrain]
+"#,
+            url = recorder.url
+        ),
+    );
+    let config = dir.join("cluster-alerts.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "eval_interval: 500ms\nrules: [{}]\ncluster:\n  urls: [{}]\n  lease_ttl: {}s\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n",
+            rules.display(),
+            nats.url,
+            TTL.as_secs(),
+            example("reference.csv").display()
+        ),
+    )
+    .expect("config");
+    let nodes = [collector(&config, "a", &dir), collector(&config, "b", &dir)];
+    for s in &nodes {
+        s.wait_for(Duration::from_secs(20), "both members and an owner", |s| {
+            cluster_view(s)["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 2)
+                && owner(s).is_some()
+        });
+    }
+    let own = usize::from(owner(&nodes[0]).as_deref() == Some("b"));
+    let other = 1 - own;
+
+    // A silence made at one collector holds at the other.
+    let silence = r#"{"matchers": ["alertname=NoSuchAlert"], "duration": "1h", "created_by": "test", "comment": "shared"}"#;
+    let (status, body) = nodes[other].post_json("/v1/silences", silence);
+    assert_eq!(status, 200, "{body}");
+    nodes[own].wait_for(Duration::from_secs(10), "the silence at the owner", |s| {
+        s.request("GET", "/v1/silences", &[], b"")
+            .1
+            .contains("shared")
+    });
+
+    // Drifted events: the owner fires once, notifies once, retrains once.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let events = events_from_csv(&example("current.csv"), &now);
+    for chunk in events.chunks(500) {
+        let reply = nodes[other].post_items("/v1/events", "events", chunk);
+        assert_eq!(reply["accepted"], 500, "{reply}");
+    }
+    let start = Instant::now();
+    while hits(&recorder, "/notify") < 1 || hits(&recorder, "/retrain") < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no notification and retraining call: {:?}",
+            recorder.requests()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Any collector lists the alert, as its owner stored it.
+    let firing = |s: &Server| -> Option<String> {
+        let (_, body) = s.request("GET", "/v1/alerts", &[], b"");
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"]["alertname"] == "DatasetDrift" && a["state"] == "firing")
+            .and_then(|a| a["fired_at"].as_str().map(String::from))
+    };
+    nodes[other].wait_for(Duration::from_secs(10), "the alert at the other", |s| {
+        firing(s).is_some()
+    });
+    let fired_at = firing(&nodes[own]).expect("firing at the owner");
+    assert_eq!(firing(&nodes[other]).as_deref(), Some(fired_at.as_str()));
+
+    // The owner killed mid-firing: the survivor takes the model and its
+    // alert state; nothing is sent again.
+    let [a, b] = nodes;
+    let [survivor, killed] = if own == 0 { [b, a] } else { [a, b] };
+    killed.kill();
+    survivor.wait_for(6 * TTL, "the survivor to own the model", |s| {
+        s.metric(
+            "driftwatch_window_samples",
+            &[("model", "credit"), ("window", "1d")],
+        ) == Some(1500.0)
+    });
+    survivor.wait_for(Duration::from_secs(10), "the alert at the survivor", |s| {
+        firing(s).is_some()
+    });
+    std::thread::sleep(3 * TTL);
+    assert_eq!(firing(&survivor).as_deref(), Some(fired_at.as_str()));
+    assert_eq!(
+        (hits(&recorder, "/notify"), hits(&recorder, "/retrain")),
+        (1, 1),
+        "{:?}",
+        recorder.requests()
+    );
+    let (_, text) = survivor.request("GET", "/metrics", &[], b"");
+    assert!(
+        text.contains("driftwatch_alerts_firing{alertname=\"DatasetDrift\",model=\"credit\""),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -155,20 +155,27 @@ fn the_kustomization_names_every_manifest_and_generated_file() {
     }
 }
 
-#[test]
-fn the_collector_serves_with_the_deployed_config_and_rules() {
-    let all = resources();
-    let dir = temp_db_dir();
-    // The rules pass `rules check`, as the collector would load them.
+/// The rule files of the `driftwatch-rules` ConfigMap, written to
+/// `dir/rules/`, where the collector's config is pointed.
+fn write_rules(all: &[Value], dir: &Path) -> PathBuf {
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules).expect("rules dir");
     for key in ["receivers.yaml", "drift.yaml"] {
         std::fs::write(
             rules.join(key),
-            config_map_file(&all, "driftwatch-rules", key),
+            config_map_file(all, "driftwatch-rules", key),
         )
         .expect("rule file");
     }
+    rules
+}
+
+#[test]
+fn the_collector_serves_with_the_deployed_config_and_rules() {
+    let all = resources();
+    let dir = temp_db_dir();
+    // The rules pass `rules check`, as the collector would load them.
+    let rules = write_rules(&all, &dir);
     let files: Vec<String> = ["receivers.yaml", "drift.yaml"]
         .iter()
         .map(|k| rules.join(k).display().to_string())
@@ -516,14 +523,20 @@ fn the_cluster_overlay_validates_and_its_collectors_form_a_cluster() {
     let policy = find(&all, "NetworkPolicy", "driftwatch-nats");
     assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], 4222);
 
-    // The collectors' config, pointed at a real NATS server that wants
-    // the token, forms a cluster: two of them share the model.
+    // The collectors' config with the base's rules, pointed at a real
+    // NATS server that wants the token, forms a cluster: two of them
+    // share the model, and the rules run.
     let token = "n4ts-t0ken";
     let nats = Nats::start_with(&dir, &["--auth", token]);
-    let mut local: Value = serde_yaml_ng::from_str(&config.replace(
-        "/etc/driftwatch/reference/credit.csv",
-        &deploy("base/reference/credit.csv").display().to_string(),
-    ))
+    let rules = write_rules(&all, &dir);
+    let mut local: Value = serde_yaml_ng::from_str(
+        &config
+            .replace("/etc/driftwatch/rules/", &format!("{}/", rules.display()))
+            .replace(
+                "/etc/driftwatch/reference/credit.csv",
+                &deploy("base/reference/credit.csv").display().to_string(),
+            ),
+    )
     .expect("config");
     local["cluster"]["urls"] = vec![Value::from(nats.url.clone())].into();
     local["cluster"]["lease_ttl"] = "3s".into();
@@ -532,7 +545,13 @@ fn the_cluster_overlay_validates_and_its_collectors_form_a_cluster() {
         "collector.yaml",
         serde_yaml_ng::to_string(&local).expect("YAML"),
     );
-    let env = [("DRIFTWATCH_TOKENS", "t0ken"), ("NATS_TOKEN", token)];
+    let env = [
+        ("DRIFTWATCH_TOKENS", "t0ken"),
+        ("NATS_TOKEN", token),
+        ("SMTP_PASSWORD", "x"),
+        ("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+        ("RETRAIN_HMAC", "k"),
+    ];
     let start = |node: &str| {
         let args = ["--config", &file.display().to_string(), "--node", node];
         Server::start_on(&args, &env, &dir.join(format!("{node}.db")))
@@ -548,6 +567,8 @@ fn the_cluster_overlay_validates_and_its_collectors_form_a_cluster() {
             v["members"].as_array().is_some_and(|m| m.len() == 2)
                 && v["owners"]["credit"].is_string()
         });
+        let (status, body) = s.request("GET", "/v1/rules", &[], b"");
+        assert!(status == 200 && body.contains("\"alert\""), "{body}");
     }
     drop(nodes);
     let _ = std::fs::remove_dir_all(dir);

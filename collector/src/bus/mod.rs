@@ -1,9 +1,11 @@
 //! The transport of cluster mode, behind one small trait: a replicated log
 //! that events and labels are appended to (stored once per id) and read
-//! back from a point in time, and buckets of entries that expire unless
-//! written again (leases, members). JetStream stands behind it today
-//! (`nats.rs`); a Kafka log with a compacted topic for leases could stand
-//! there too.
+//! back from a point in time, buckets of entries (leases and members that
+//! expire unless written again; alert states that do not), and a work
+//! queue whose jobs (notifications to deliver) are each handed to one
+//! reader at a time until it settles them. JetStream stands behind it
+//! today (`nats.rs`); a Kafka log with compacted topics for the buckets and
+//! a consumer group for the queue could stand there too.
 
 pub mod nats;
 
@@ -66,7 +68,50 @@ pub enum Bucket {
     Leases,
     /// Which collectors are alive: an entry per node, written by itself.
     Members,
+    /// Alert states: an entry per model, written by its owner, and the
+    /// cluster's silences. Entries never expire.
+    Alerts,
 }
+
+/// A job of the work queue, handed to this reader until it settles it.
+pub struct Job {
+    pub payload: Bytes,
+    /// 1 for the first time the job is handed out, then 2, 3, ...
+    pub attempt: u64,
+    settle: Box<dyn FnOnce(Settle) -> BoxFuture<'static, Result<(), BusError>> + Send>,
+}
+
+/// How a reader is done with a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: the queue forgets it.
+    Done,
+    /// Hand it out again (to any reader) after this delay.
+    Retry(std::time::Duration),
+    /// Give it up: the queue forgets it.
+    Drop,
+}
+
+impl Job {
+    pub fn new(
+        payload: Bytes,
+        attempt: u64,
+        settle: Box<dyn FnOnce(Settle) -> BoxFuture<'static, Result<(), BusError>> + Send>,
+    ) -> Job {
+        Job {
+            payload,
+            attempt,
+            settle,
+        }
+    }
+
+    pub async fn settle(self, how: Settle) -> Result<(), BusError> {
+        (self.settle)(how).await
+    }
+}
+
+/// The jobs a reader is handed, as they come.
+pub type Jobs = Pin<Box<dyn Stream<Item = Result<Job, BusError>> + Send>>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
@@ -105,4 +150,16 @@ pub trait Bus: Send + Sync {
 
     /// Every live entry of `bucket`.
     fn entries(&self, bucket: Bucket) -> Answer<'_, Vec<Entry>>;
+
+    /// The live entry of `key`, if any.
+    fn get(&self, bucket: Bucket, key: String) -> Answer<'_, Option<Entry>>;
+
+    /// Adds a job to the work queue; a job with the same `id` added within
+    /// the duplicate window is added once.
+    fn enqueue(&self, id: String, payload: Bytes) -> Answer<'_, Published>;
+
+    /// The work queue's jobs: each is handed to one reader at a time, and
+    /// handed out again when its reader does not settle it in time (a
+    /// reader that died).
+    fn jobs(&self) -> Answer<'_, Jobs>;
 }

@@ -1,8 +1,12 @@
 //! The cluster's log and buckets on NATS JetStream: one stream holds every
 //! model's events, labels and dead letters (a record's id is its
 //! `Nats-Msg-Id`, so a retried publish within the duplicate window is
-//! stored once), and two key-value buckets whose entries expire after the
-//! lease TTL unless written again (`max_age`): leases and members.
+//! stored once); two key-value buckets whose entries expire after the
+//! lease TTL unless written again (`max_age`): leases and members; one
+//! whose entries stay: alert states; and the work queue of notifications,
+//! a stream of its own (`<stream>_OUTBOX`, work-queue retention: a job is
+//! gone once acknowledged) read by one durable consumer that every
+//! collector pulls from.
 
 use std::time::Duration;
 
@@ -12,7 +16,9 @@ use futures_util::{StreamExt, TryStreamExt};
 
 use driftwatch_telemetry::nats::ConnectError;
 
-use super::{Answer, Bucket, Bus, BusError, Entry, Published, Record, Records, Start};
+use super::{
+    Answer, Bucket, Bus, BusError, Entry, Job, Jobs, Published, Record, Records, Settle, Start,
+};
 
 /// How to reach the log and what to keep in it.
 #[derive(Debug, Clone)]
@@ -27,6 +33,7 @@ pub struct Settings {
     pub prefix: String,
     pub leases_bucket: String,
     pub members_bucket: String,
+    pub alerts_bucket: String,
     /// How long an entry of the buckets lives without being written again.
     pub lease_ttl: Duration,
     /// How long the stream keeps records: at least what the models need.
@@ -51,7 +58,17 @@ pub struct Nats {
     stream: stream::Stream,
     leases: kv::Store,
     members: kv::Store,
+    alerts: kv::Store,
+    outbox: stream::Stream,
+    /// The subject of the work queue's jobs.
+    outbox_subject: String,
 }
+
+/// How long a reader may hold a job before it is handed out again: more
+/// than one delivery attempt may take.
+const JOB_HOLD: Duration = Duration::from_secs(60);
+/// The durable consumer every collector reads the work queue through.
+const JOB_READER: &str = "driftwatch-delivery";
 
 impl Nats {
     /// Connects (one try, bounded by `timeout`) and creates the stream and
@@ -82,11 +99,36 @@ impl Nats {
         };
         let leases = ensure_bucket(&js, bucket(&settings.leases_bucket)).await?;
         let members = ensure_bucket(&js, bucket(&settings.members_bucket)).await?;
+        let alerts = ensure_bucket(
+            &js,
+            kv::Config {
+                max_age: Duration::ZERO,
+                ..bucket(&settings.alerts_bucket)
+            },
+        )
+        .await?;
+        let outbox_subject = format!("{}.outbox", settings.prefix);
+        let name = format!("{}_OUTBOX", settings.stream);
+        let outbox = js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![outbox_subject.clone()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                duplicate_window: settings.duplicate_window,
+                num_replicas: settings.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&format!("stream {name}"), e))?;
         Ok(Nats {
             js,
             stream,
             leases,
             members,
+            alerts,
+            outbox,
+            outbox_subject,
         })
     }
 
@@ -94,6 +136,7 @@ impl Nats {
         match bucket {
             Bucket::Leases => &self.leases,
             Bucket::Members => &self.members,
+            Bucket::Alerts => &self.alerts,
         }
     }
 }
@@ -301,6 +344,81 @@ impl Bus for Nats {
                 }
             }
             Ok(entries)
+        })
+    }
+
+    fn get(&self, bucket: Bucket, key: String) -> Answer<'_, Option<Entry>> {
+        Box::pin(async move {
+            let entry = self
+                .store(bucket)
+                .entry(&key)
+                .await
+                .map_err(|e| unavailable(&format!("reading {key}"), e))?;
+            Ok(entry
+                .filter(|e| e.operation == kv::Operation::Put)
+                .map(|e| Entry {
+                    key: e.key,
+                    value: e.value,
+                    revision: e.revision,
+                }))
+        })
+    }
+
+    fn enqueue(&self, id: String, payload: Bytes) -> Answer<'_, Published> {
+        Box::pin(async move {
+            let duplicate = driftwatch_telemetry::nats::publish(
+                &self.js,
+                self.outbox_subject.clone(),
+                id,
+                payload,
+            )
+            .await
+            .map_err(BusError::Unavailable)?;
+            Ok(match duplicate {
+                true => Published::Duplicate,
+                false => Published::Stored,
+            })
+        })
+    }
+
+    fn jobs(&self) -> Answer<'_, Jobs> {
+        Box::pin(async move {
+            let consumer = self
+                .outbox
+                .get_or_create_consumer(
+                    JOB_READER,
+                    consumer::pull::Config {
+                        durable_name: Some(JOB_READER.to_string()),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: JOB_HOLD,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| unavailable("the notification queue", e))?;
+            let messages = consumer
+                .messages()
+                .await
+                .map_err(|e| unavailable("the notification queue", e))?;
+            let jobs = messages.map(|m| {
+                let m = m.map_err(|e| unavailable("reading the notification queue", e))?;
+                let attempt = m.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+                let payload = m.payload.clone();
+                let settle = Box::new(move |how: Settle| {
+                    Box::pin(async move {
+                        let kind = match how {
+                            Settle::Done => jetstream::AckKind::Ack,
+                            Settle::Retry(after) => jetstream::AckKind::Nak(Some(after)),
+                            Settle::Drop => jetstream::AckKind::Term,
+                        };
+                        m.ack_with(kind)
+                            .await
+                            .map_err(|e| unavailable("settling a notification", e))
+                    }) as super::BoxFuture<'static, Result<(), BusError>>
+                });
+                Ok(Job::new(payload, attempt, settle))
+            });
+            Ok(Box::pin(jobs) as Jobs)
         })
     }
 }

@@ -43,6 +43,9 @@ pub struct RawCluster {
     /// Key-value bucket of live collectors (created if absent).
     #[serde(default = "default_members")]
     pub members_bucket: String,
+    /// Key-value bucket of alert states and silences (created if absent).
+    #[serde(default = "default_alerts")]
+    pub alerts_bucket: String,
     /// How long a model's owner may be silent before another takes over.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl: Span,
@@ -80,6 +83,9 @@ fn default_leases() -> String {
 fn default_members() -> String {
     "driftwatch-members".into()
 }
+fn default_alerts() -> String {
+    "driftwatch-alerts".into()
+}
 fn default_lease_ttl() -> Span {
     Span {
         duration: Duration::from_secs(10),
@@ -108,6 +114,7 @@ impl RawCluster {
             subject_prefix: default_prefix(),
             leases_bucket: default_leases(),
             members_bucket: default_members(),
+            alerts_bucket: default_alerts(),
             lease_ttl: default_lease_ttl(),
             retention: None,
             duplicate_window: default_duplicate_window(),
@@ -142,6 +149,7 @@ impl RawCluster {
             ("stream", &self.stream),
             ("leases_bucket", &self.leases_bucket),
             ("members_bucket", &self.members_bucket),
+            ("alerts_bucket", &self.alerts_bucket),
         ] {
             if !name_ok(value) {
                 errors.push(format!(
@@ -194,6 +202,7 @@ impl RawCluster {
                 prefix: self.subject_prefix,
                 leases_bucket: self.leases_bucket,
                 members_bucket: self.members_bucket,
+                alerts_bucket: self.alerts_bucket,
                 lease_ttl: self.lease_ttl.duration,
                 retention: Duration::ZERO,
                 duplicate_window: self.duplicate_window.duration,

@@ -555,12 +555,6 @@ impl RawConfig {
         }
         let tokens = self.auth.load(env, &mut errors);
         let cluster = self.cluster.and_then(|c| c.validate(env, &mut errors));
-        if cluster.is_some() && !self.rules.is_empty() {
-            errors.push(
-                "rules: alerting rules do not run in cluster mode yet; run them on a collector of its own"
-                    .to_string(),
-            );
-        }
         if self.http.max_connections == 0 {
             errors.push("http.max_connections must be at least 1".to_string());
         }

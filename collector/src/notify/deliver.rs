@@ -107,7 +107,7 @@ pub async fn run(d: Arc<Deliverer>) {
 }
 
 /// One attempt of a queued row: an action call, or a message to a receiver.
-async fn attempt(
+pub(crate) async fn attempt(
     client: &reqwest::Client,
     routing: &Routing,
     q: &Queued,
@@ -141,7 +141,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Deliverer {
     /// A span for one delivery attempt (a notification or an action call).
-    fn span(
+    pub(crate) fn span(
         &self,
         q: &Queued,
         started: SystemTime,
@@ -170,15 +170,15 @@ impl Deliverer {
         )
     }
 
-    /// Counts and stores one attempt's outcome: delivered, retried later
-    /// with backoff, or dead-lettered.
-    async fn record(
+    /// Counts and logs one attempt's outcome: delivered (no error), to
+    /// retry later with backoff, or given up (an error and no retry time).
+    pub(crate) fn judge(
         &self,
         q: &Queued,
         result: Result<(), DeliveryError>,
         jitter: f64,
         ids: Option<SpanIds>,
-    ) {
+    ) -> Attempt {
         let outcome = match &result {
             Ok(()) => "delivered",
             Err(e) if !e.retry => "dead",
@@ -189,7 +189,7 @@ impl Deliverer {
             .notifications
             .with_label_values(&[q.receiver.as_str(), outcome])
             .inc();
-        let record = match result {
+        match result {
             Ok(()) => Attempt {
                 id: q.id,
                 error: None,
@@ -243,7 +243,19 @@ impl Deliverer {
                     retry_at_ms,
                 }
             }
-        };
+        }
+    }
+
+    /// Counts and stores one attempt's outcome: delivered, retried later
+    /// with backoff, or dead-lettered.
+    async fn record(
+        &self,
+        q: &Queued,
+        result: Result<(), DeliveryError>,
+        jitter: f64,
+        ids: Option<SpanIds>,
+    ) {
+        let record = self.judge(q, result, jitter, ids);
         if let Err(e) = self.store.record_attempts(vec![record]).await {
             // The row stays pending and is tried again: at least once.
             throttled!(

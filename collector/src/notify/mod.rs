@@ -17,6 +17,7 @@ pub mod deliver;
 pub mod email;
 pub mod group;
 pub mod http;
+pub mod jobs;
 pub mod log;
 pub mod matcher;
 pub mod receiver;
@@ -179,6 +180,10 @@ pub(crate) fn queue(
     alerts: Vec<AlertView>,
     idempotency_key: String,
 ) -> NewNotification {
+    let first = alerts.first().and_then(|a| a.labels.get("model"));
+    let model = first
+        .filter(|m| alerts.iter().all(|a| a.labels.get("model") == Some(*m)))
+        .cloned();
     let status = if alerts.iter().any(|a| a.status == "firing") {
         "firing"
     } else {
@@ -193,6 +198,7 @@ pub(crate) fn queue(
     NewNotification {
         receiver: receiver.to_string(),
         payload: serde_json::to_string(&message).unwrap_or_default(),
+        model,
     }
 }
 

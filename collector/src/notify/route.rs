@@ -36,6 +36,21 @@ pub struct Route {
     pub routes: Vec<Route>,
 }
 
+impl Route {
+    /// This route and those under it with `model` among their `group_by`
+    /// labels (cluster mode: a model's groups travel with the model).
+    pub fn group_by_model(&mut self) {
+        if let GroupBy::Labels(names) = &mut self.group_by {
+            if !names.iter().any(|n| n == "model") {
+                names.push("model".into());
+            }
+        }
+        for r in &mut self.routes {
+            r.group_by_model();
+        }
+    }
+}
+
 impl Default for Route {
     /// The root route when a file gives none: Alertmanager's timings,
     /// grouped by alert name and model.

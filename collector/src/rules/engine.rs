@@ -52,6 +52,12 @@ impl Engine {
         self.alerts.values_mut()
     }
 
+    /// Keeps only the alerts `keep` says (cluster mode: those of the models
+    /// this collector owns), forgetting the others without a change.
+    pub fn retain(&mut self, keep: impl Fn(&Alert) -> bool) {
+        self.alerts.retain(|_, a| keep(a));
+    }
+
     /// Takes back alerts saved before a restart, timers included.
     pub fn restore(&mut self, alerts: Vec<Alert>) {
         for a in alerts {

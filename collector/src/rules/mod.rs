@@ -6,6 +6,7 @@
 pub mod calibrate;
 pub mod catalog;
 pub mod check;
+pub mod cluster;
 pub mod engine;
 pub mod runtime;
 pub mod unit;

@@ -42,6 +42,8 @@ pub struct Handles {
     pub telemetry: Arc<Telemetry>,
     /// Where users reach the collector, for links in notifications.
     pub external_url: Option<String>,
+    /// Cluster mode: models' alert states travel with their ownership.
+    pub cluster: Option<super::cluster::Cluster>,
 }
 
 pub struct Alerting {
@@ -92,7 +94,7 @@ impl Alerting {
         default_interval_ms: i64,
         h: Handles,
     ) -> Result<Alerting, RuleErrors> {
-        let set = super::load_files(&files)?;
+        let set = for_cluster(super::load_files(&files)?, &h);
         h.metrics
             .rules_reloads
             .with_label_values(&["success"])
@@ -183,7 +185,7 @@ impl Alerting {
     /// Reloads every rule file; on any problem the previous rules stay.
     pub fn reload(&self) -> Result<(), RuleErrors> {
         let metrics = &self.h.metrics;
-        let result = super::load_files(&self.files);
+        let result = super::load_files(&self.files).map(|set| for_cluster(set, &self.h));
         let mut status = self.lock_status();
         status.mtimes = mtimes(&self.files);
         status.loaded_at_ms = now_ms();
@@ -244,10 +246,20 @@ impl Alerting {
     fn tick(&self, windows: Vec<WindowInfo>) {
         let metrics = &self.h.metrics;
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let snap = Snapshot {
-            series: metrics.gauge_series(),
-            windows,
-        };
+        let mut series = metrics.gauge_series();
+        if let Some(c) = &self.h.cluster {
+            // Only the models whose alert state this collector holds.
+            let mut engine = self.lock_engine();
+            let mut n = self.notify.lock().unwrap_or_else(|p| p.into_inner());
+            let n = &mut *n;
+            let judged = c.adopt(&mut engine, &mut n.groups, &mut n.cooldowns);
+            series.retain(|s| judged(s.label("model")));
+            // Silences made at any collector.
+            if let Some(list) = c.silences() {
+                *self.silences.write().unwrap_or_else(|p| p.into_inner()) = list;
+            }
+        }
+        let snap = Snapshot { series, windows };
         let now = now_ms();
         let silences = self
             .silences
@@ -306,6 +318,9 @@ impl Alerting {
                 now,
             ));
             queued.extend(calls);
+            if let Some(c) = &self.h.cluster {
+                queued = c.store(&engine, &n.groups, &n.cooldowns, queued);
+            }
             let save = AlertSave {
                 alerts: engine
                     .alerts()
@@ -346,9 +361,21 @@ impl Alerting {
         }
     }
 
-    /// Adds a silence (stored first, so it survives a restart).
-    pub async fn add_silence(&self, silence: Silence) -> Result<(), StoreError> {
-        self.persist(&silence).await?;
+    /// Adds a silence (stored first, so it survives a restart; in cluster
+    /// mode stored for the whole cluster).
+    pub async fn add_silence(&self, silence: Silence) -> Result<(), String> {
+        if let Some(c) = &self.h.cluster {
+            let (list, _) = c
+                .change_silences(|list| {
+                    list.retain(|s| s.id != silence.id);
+                    list.push(silence.clone());
+                    true
+                })
+                .await?;
+            *self.silences.write().unwrap_or_else(|p| p.into_inner()) = list;
+            return Ok(());
+        }
+        self.persist(&silence).await.map_err(|e| e.to_string())?;
         self.silences
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -357,8 +384,19 @@ impl Alerting {
     }
 
     /// Ends a silence now; false when there is no such silence.
-    pub async fn expire_silence(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn expire_silence(&self, id: &str) -> Result<bool, String> {
         let now = now_ms();
+        let expire = |s: &mut Silence| {
+            s.ends_at_ms = s.ends_at_ms.min(now);
+            s.starts_at_ms = s.starts_at_ms.min(now);
+        };
+        if let Some(c) = &self.h.cluster {
+            let (list, found) = c
+                .change_silences(|list| list.iter_mut().find(|s| s.id == id).map(expire).is_some())
+                .await?;
+            *self.silences.write().unwrap_or_else(|p| p.into_inner()) = list;
+            return Ok(found);
+        }
         let found = {
             let list = self.silences.read().unwrap_or_else(|p| p.into_inner());
             list.iter().find(|s| s.id == id).cloned()
@@ -366,9 +404,8 @@ impl Alerting {
         let Some(mut silence) = found else {
             return Ok(false);
         };
-        silence.ends_at_ms = silence.ends_at_ms.min(now);
-        silence.starts_at_ms = silence.starts_at_ms.min(now);
-        self.persist(&silence).await?;
+        expire(&mut silence);
+        self.persist(&silence).await.map_err(|e| e.to_string())?;
         let mut list = self.silences.write().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = list.iter_mut().find(|s| s.id == id) {
             *s = silence;
@@ -471,7 +508,6 @@ impl Alerting {
         }
     }
 
-    /// `GET /v1/alerts`: active alerts.
     /// How many alerts are firing now.
     pub fn firing_count(&self) -> usize {
         self.lock_engine()
@@ -480,10 +516,23 @@ impl Alerting {
             .count()
     }
 
-    pub fn alerts_json(&self) -> serde_json::Value {
-        let alerts: Vec<serde_json::Value> = self
-            .lock_engine()
-            .alerts()
+    /// `GET /v1/alerts`: active alerts (in cluster mode every model's, as
+    /// their owners stored them, and this collector's own).
+    pub async fn alerts_json(&self) -> serde_json::Value {
+        let mut alerts: Vec<Alert> = self.lock_engine().alerts().cloned().collect();
+        if let Some(c) = &self.h.cluster {
+            match c.stored_alerts().await {
+                Ok(stored) => {
+                    alerts.retain(|a| !a.labels.contains_key("model"));
+                    alerts.extend(stored);
+                }
+                Err(e) => tracing::warn!(
+                    "cluster: cannot read the other models' alerts ({e}); listing this collector's"
+                ),
+            }
+        }
+        let alerts: Vec<serde_json::Value> = alerts
+            .iter()
             .map(|a| {
                 json!({
                     "labels": a.labels,
@@ -533,6 +582,17 @@ impl Alerting {
             "groups": groups,
         })
     }
+}
+
+/// Rules as cluster mode runs them: every route groups by model too, so
+/// that a group's state is one model's and travels with it.
+fn for_cluster(mut set: RuleSet, h: &Handles) -> RuleSet {
+    if h.cluster.is_some() {
+        let mut routing = (*set.routing).clone();
+        routing.route.group_by_model();
+        set.routing = Arc::new(routing);
+    }
+    set
 }
 
 /// One line per transition on standard error (notifications come from receivers).

@@ -18,7 +18,7 @@ use crate::rules::runtime::Alerting;
 /// `GET /v1/alerts`: pending and firing alerts.
 pub async fn list_alerts(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(match &state.alerting {
-        Some(a) => a.alerts_json(),
+        Some(a) => a.alerts_json().await,
         None => serde_json::json!({ "alerts": [] }),
     })
 }

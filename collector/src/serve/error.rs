@@ -9,7 +9,6 @@ use axum::Json;
 use driftwatch_telemetry::throttled;
 
 use crate::ingest::{BodyError, IngestError};
-use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -61,7 +60,7 @@ impl ApiError {
     }
 
     /// A storage failure: logged with its cause, the client told to retry.
-    pub fn storage(what: &str, e: &StoreError) -> ApiError {
+    pub fn storage(what: &str, e: &dyn std::fmt::Display) -> ApiError {
         throttled!(
             crate::store::FAILURES_LOGGED,
             what,

@@ -64,6 +64,9 @@ pub struct AlertSave {
 pub struct NewNotification {
     pub receiver: String,
     pub payload: String,
+    /// The model of its alerts, when they share one (cluster mode queues
+    /// it with the model's alert state).
+    pub model: Option<String>,
 }
 
 /// A queued notification.

@@ -95,6 +95,7 @@ impl Cooldowns {
                             out.push(NewNotification {
                                 receiver: name.clone(),
                                 payload: serde_json::to_string(&call).unwrap_or_default(),
+                                model: Some(model.clone()),
                             });
                             "queued"
                         }
