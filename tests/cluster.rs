@@ -7,34 +7,17 @@ use std::time::Duration;
 
 use driftwatch_testkit::nats::Nats;
 use driftwatch_testkit::process::{
-    http, http_request, metric, start_agent_with, start_champion, start_collector, wait_until,
-    write, CREDIT_REQUEST,
+    http, metric, metric_sum, send_credit_requests, start_agent_with, start_champion,
+    start_collector, wait_until, write,
 };
 use driftwatch_testkit::{repo, temp_dir};
-
-/// Sends `n` loan applications through the agent; each is answered.
-fn send(agent: &str, n: usize) {
-    for i in 0..n {
-        let got = http_request(
-            agent,
-            "POST",
-            "/v2/models/credit/infer",
-            &[("content-type", "application/json")],
-            CREDIT_REQUEST,
-        );
-        assert_eq!(got.map(|r| r.0), Some(200), "request {i}");
-    }
-}
 
 /// The sum of a metric's series in a scrape of `addr`.
 fn total(addr: &str, name: &str) -> f64 {
     let text = http(addr, "GET", "/metrics")
         .map(|r| r.1)
         .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(&text, name)
 }
 
 #[test]
@@ -67,7 +50,7 @@ fn agents_publish_to_the_log_and_nothing_is_lost_while_it_is_down() {
         )
     };
 
-    send(&agent_addr, 40);
+    send_credit_requests(&agent_addr, 40);
     wait_until(
         "the owner to count 40 events",
         Duration::from_secs(60),
@@ -79,7 +62,7 @@ fn agents_publish_to_the_log_and_nothing_is_lost_while_it_is_down() {
     // says why it cannot ship them; once the log is back they arrive,
     // each once.
     nats.kill();
-    send(&agent_addr, 30);
+    send_credit_requests(&agent_addr, 30);
     wait_until(
         "the agent to count failed shipments",
         Duration::from_secs(60),

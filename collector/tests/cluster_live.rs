@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{cluster_view, collector, drift_rules, signal};
 use common::examples::{events_from_csv, example, offline_report};
 use common::server::Server;
 use driftwatch_testkit::nats::Nats;
@@ -36,36 +37,11 @@ fn config_with_ttl(dir: &Path, nats: &Nats, ttl: Duration) -> PathBuf {
     path
 }
 
-fn collector(config: &Path, node: &str, dir: &Path) -> Server {
-    let args = [
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--node".as_ref(),
-        node.as_ref(),
-    ];
-    Server::start_on(&args, &[], &dir.join(format!("{node}.db")))
-}
-
-fn cluster_view(s: &Server) -> Value {
-    let (status, body) = s.request("GET", "/v1/cluster", &[], b"");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("JSON")
-}
-
 /// Who owns the model as `s` sees it.
 fn owner(s: &Server) -> Option<String> {
     cluster_view(s)["owners"]["credit"]
         .as_str()
         .map(String::from)
-}
-
-fn signal(s: &Server, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &s.pid().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig}");
 }
 
 /// Every feature's statistics in `s`'s gauges equal `driftwatch report`'s.
@@ -260,22 +236,9 @@ fn alerts_notify_and_retrain_once_across_a_failover() {
 receivers:
   - name: hook
     webhook: {{url: "{url}/notify"}}
-actions:
-  - name: retrain
-    cooldown: 1h
-    webhook: {{url: "{url}/retrain"}}
-groups:
-  - name: drift
-    rules:
-      - alert: DatasetDrift
-        metric: driftwatch_drifted_features_share
-        op: ">="
-        threshold: 0.25
-        min_samples: 1000
-        for: 1s
-        actions: [retrain]
-"#,
-            url = recorder.url
+{rules}"#,
+            url = recorder.url,
+            rules = drift_rules(&recorder.url)
         ),
     );
     let config = dir.join("cluster-alerts.yaml");

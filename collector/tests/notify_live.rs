@@ -16,13 +16,9 @@ use common::examples::{
     run_cli, serve_args,
 };
 use common::server::Server;
-use driftwatch_testkit::mail::mails;
+use driftwatch_testkit::mail::{mails, SmtpSink};
 use driftwatch_testkit::receiver::Receiver;
 use serde_json::Value;
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
 
 /// A route that sends each alert alone, at the first evaluation.
 const EACH_AT_ONCE: &str = "route:\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n";
@@ -386,47 +382,6 @@ fn slack_gets_block_kit_and_a_real_alertmanager_gets_the_alerts_until_they_resol
     });
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A real SMTP server (aiosmtpd in .cache/testenv, installed by
-/// scripts/test) that stores each message in `dir`.
-struct SmtpSink {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl SmtpSink {
-    fn start(dir: &Path) -> SmtpSink {
-        let python = repo(".cache/testenv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: run ./scripts/test, which installs aiosmtpd there",
-            python.display()
-        );
-        let mut child = std::process::Command::new(python)
-            .arg(repo("collector/tests/support/smtp_sink.py"))
-            .arg(dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the SMTP server");
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("port");
-        SmtpSink {
-            child,
-            port: line.trim().parse().expect("port number"),
-        }
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -176,10 +176,11 @@ pub fn encode(s: &str) -> String {
         .collect()
 }
 
-/// A metric's value in a Prometheus text exposition, by labels.
+/// A metric's value in a Prometheus text exposition, by labels (a series
+/// without labels when `labels` is empty and it has none).
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .find(|l| {
             labels
                 .iter()
@@ -187,6 +188,14 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The sum of a metric's series in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn wait_until(what: &str, limit: Duration, procs: &[&Proc], mut check: impl FnMut() -> bool) {
@@ -297,6 +306,21 @@ pub fn json_log(output: &str) -> Vec<Value> {
                 .unwrap_or_else(|| panic!("not a JSON log line: {l:?}"))
         })
         .collect()
+}
+
+/// Sends `n` loan applications (`CREDIT_REQUEST`) through the agent at
+/// `addr`; each is answered 200.
+pub fn send_credit_requests(addr: &str, n: usize) {
+    for i in 0..n {
+        let got = http_request(
+            addr,
+            "POST",
+            "/v2/models/credit/infer",
+            &[("content-type", "application/json")],
+            CREDIT_REQUEST,
+        );
+        assert_eq!(got.map(|r| r.0), Some(200), "request {i}");
+    }
 }
 
 /// One loan application (a row of the example reference) as a KServe v2

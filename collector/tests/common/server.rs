@@ -225,12 +225,18 @@ impl Server {
     /// in all.
     pub fn assert_features_match(&self, report: &Value, model: &str, window: &str) {
         let mut compared = 0;
-        for col in report["columns"].as_array().expect("columns") {
+        let columns = report["columns"].as_array().expect("columns");
+        for col in columns {
             let feature = col["name"].as_str().expect("name");
             let series = [("model", model), ("feature", feature), ("window", window)];
             compared += self.assert_column_matches("feature", col, &series);
         }
-        assert!(compared >= 40, "{compared}");
+        // Five or more statistics per column (the example's 8 give 40+).
+        assert!(
+            !columns.is_empty() && compared >= 5 * columns.len(),
+            "{compared} for {} columns",
+            columns.len()
+        );
     }
 
     /// SIGKILL, as a crash would: no chance to flush anything.
