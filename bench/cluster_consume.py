@@ -15,7 +15,8 @@ JetStream, next to HTTP ingest on the same machine.
    into SQLite), for the ratio.
 
 usage: cluster_consume.py DRIFTWATCH_BINARY [EVENTS] [THREADS]
-Standard library only.
+BENCH_WRAP="perf record -g -o /tmp/consume.data --" runs the consuming
+collector under that command (to profile it). Standard library only.
 """
 
 import http.client
@@ -35,6 +36,10 @@ import dwserve
 from ingest_load import BATCH, batch_template, post_batches, write_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Every process started, stopped at the end whatever happened.
+RUNNING = []
 
 
 def free_port():
@@ -58,11 +63,13 @@ def caught_up(proc_lines, limit=600):
             if m:
                 return float(m.group(1))
         time.sleep(0.2)
-    sys.exit("the collector did not catch up")
+    raise RuntimeError("the collector did not catch up:\n" + "".join(proc_lines[-20:]))
 
 
-def start_logged(binary, args):
-    proc = subprocess.Popen([binary, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_logged(binary, args, wrap=()):
+    proc = subprocess.Popen([*wrap, binary, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    RUNNING.append(proc)
     lines = []
     addr = None
     for line in proc.stdout:
@@ -104,18 +111,23 @@ def main():
         first.terminate()
         first.wait()
         # The lease of the stopped collector expires (10 s) before the next takes it.
-        second, _, lines = start_logged(binary, common + cluster + ["--db", os.path.join(tmp, "b.db"), "--node", "b"])
+        wrap = os.environ.get("BENCH_WRAP", "").split()
+        second, _, lines = start_logged(binary, common + cluster + ["--db", os.path.join(tmp, "b.db"), "--node", "b"],
+                                        wrap)
         seconds = caught_up(lines)
         consumed = total / seconds
         second.terminate()
         second.wait()
         plain, plain_addr = dwserve.start(binary, common + ["--db", os.path.join(tmp, "plain.db")])
+        RUNNING.append(plain)
         http_rate, _ = post_all(plain_addr, template, total, threads, "p")
         plain.terminate()
         plain.wait()
     finally:
-        nats.terminate()
-        nats.wait()
+        for p in RUNNING + [nats]:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{total} events of 20 features in batches of {BATCH}, {threads} client threads, {os.cpu_count()} cores")
     print(f"  HTTP ingest into the stream (cluster mode, acknowledged once stored): {published:,.0f} events/s (rejected {rejected})")

@@ -11,6 +11,10 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use driftwatch::report::{self, html, load, profile::Profile, Overrides};
 
+/// mimalloc instead of glibc's malloc (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "driftwatch",

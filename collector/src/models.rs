@@ -2,8 +2,6 @@
 //! reference loaded once at start (typed and cleaned exactly as `report`
 //! does), so live windows are compared with the same samples.
 
-use std::collections::HashMap;
-
 use crate::config::{OutputField, RawCost, RawModel, Span, Task};
 use crate::report::load::{self, Dataset};
 use crate::report::Overrides;
@@ -69,7 +67,9 @@ pub struct Model {
     pub reference: ReferenceId,
     /// Verdict tests and thresholds of its live windows, as `report` takes them.
     pub drift: Overrides,
-    index: HashMap<String, usize>,
+    /// Feature positions by name (FxHash: looked up per feature of every
+    /// event; the keys are the configuration's).
+    index: rustc_hash::FxHashMap<String, usize>,
 }
 
 /// A reference file as it was read: path, SHA-256 of its bytes, rows.
@@ -123,7 +123,7 @@ impl Model {
                 Some(Prediction { output, reference })
             }
         };
-        let index: HashMap<String, usize> = features
+        let index: rustc_hash::FxHashMap<String, usize> = features
             .iter()
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))

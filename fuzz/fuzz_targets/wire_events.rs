@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let models = driftwatch_fuzz::models();
     if let Ok(events) = split_events(&text) {
         for raw in events {
-            if let Err((_, message)) = validate(raw, models, 1_765_000_000_000, 300_000) {
+            if let Err((_, message)) = validate(raw.get(), models, 1_765_000_000_000, 300_000) {
                 assert!(message.len() <= 2 * driftwatch_protocol::MAX_ERROR_BYTES);
             }
         }

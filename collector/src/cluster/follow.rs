@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use driftwatch_telemetry::log::Repeats;
 use driftwatch_telemetry::throttled;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 
 use super::Cluster;
 use crate::bus::{Record, Start};
@@ -57,50 +57,64 @@ pub async fn follow(cluster: Arc<Cluster>, mi: usize) {
                 continue;
             }
         };
-        while let Some(first) = records.next().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match records.next().now_or_never() {
-                    Some(Some(r)) => batch.push(r),
-                    _ => break,
+        // A task reads ahead while the batch before is committed.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Record, String>>(2 * MAX_BATCH);
+        let reader = tokio::spawn(async move {
+            while let Some(r) = records.next().await {
+                let failed = r.is_err();
+                if tx.send(r.map_err(|e| e.to_string())).await.is_err() || failed {
+                    break;
                 }
             }
-            let failed = batch.iter().position(Result::is_err);
-            let error = failed
-                .and_then(|i| batch.drain(i..).next())
-                .and_then(Result::err);
-            let batch: Vec<Record> = batch.into_iter().filter_map(Result::ok).collect();
+        });
+        while let Some(first) = rx.recv().await {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            let mut error = None;
+            let mut next = Some(first);
+            while let Some(r) = next {
+                match r {
+                    Ok(r) => batch.push(r),
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
             if let Some(last) = batch.last() {
-                let next = last.sequence + 1;
-                let pending = last.pending;
+                let (following, pending) = (last.sequence + 1, last.pending);
                 if let Err(e) = commit(&cluster, mi, &model, batch).await {
                     // Nothing of this batch is acknowledged anywhere: read
                     // it again.
-                    restart(&cluster, &model, &e).await;
-                    break;
-                }
-                start = Start::Sequence(next);
-                cluster
-                    .metrics
-                    .pending
-                    .with_label_values(&[model.as_str()])
-                    .set(pending as i64);
-                if pending == 0 && !caught_up {
-                    caught_up = true;
-                    let seconds = started.elapsed().as_secs_f64();
-                    let records = cluster
+                    error = Some(e);
+                } else {
+                    start = Start::Sequence(following);
+                    cluster
                         .metrics
-                        .consumed
-                        .get_metric_with_label_values(&[model.as_str(), "events"])
-                        .map_or(0, |c| c.get());
-                    tracing::info!(model = %model, seconds, records, "cluster: model {model}: read its records up to now in {seconds:.2} s ({records} events)");
+                        .pending
+                        .with_label_values(&[model.as_str()])
+                        .set(pending as i64);
+                    if pending == 0 && !caught_up {
+                        caught_up = true;
+                        let seconds = started.elapsed().as_secs_f64();
+                        let records = cluster
+                            .metrics
+                            .consumed
+                            .get_metric_with_label_values(&[model.as_str(), "events"])
+                            .map_or(0, |c| c.get());
+                        tracing::info!(model = %model, seconds, records, "cluster: model {model}: read its records up to now in {seconds:.2} s ({records} events)");
+                    }
                 }
             }
             if let Some(e) = error {
-                restart(&cluster, &model, &e.to_string()).await;
+                restart(&cluster, &model, &e).await;
                 break;
             }
         }
+        reader.abort();
     }
 }
 
@@ -112,15 +126,19 @@ async fn commit(
     batch: Vec<Record>,
 ) -> Result<(), String> {
     let log = cluster.log();
+    let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
     for r in &batch {
         let kind = log
             .parse_subject(&r.subject)
             .map_or("other", |(k, _)| k.as_str());
+        *kinds.entry(kind).or_default() += 1;
+    }
+    for (kind, n) in kinds {
         cluster
             .metrics
             .consumed
             .with_label_values(&[model, kind])
-            .inc();
+            .inc_by(n);
     }
     let dead = log
         .take(&cluster.ingest, mi, batch)

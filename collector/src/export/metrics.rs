@@ -390,28 +390,22 @@ impl Metrics {
         out
     }
 
-    /// Counts an event's outputs: predictions and errors by model, version
-    /// and role, and the latencies they report.
-    pub fn count_outputs(&self, model: &str, event: &driftwatch_protocol::Event) {
-        let outputs = [
-            ("champion", Some(&event.champion)),
-            ("shadow", event.shadow.as_ref()),
-        ];
-        for (role, output) in outputs {
-            let Some(o) = output else { continue };
-            let version = o.version.as_deref().unwrap_or("");
-            self.predictions
-                .with_label_values(&[model, version, role])
-                .inc();
-            if o.error.is_some() {
+    /// Counts a batch's outputs: predictions, errors and latencies (one
+    /// lookup of each series per batch).
+    pub fn count_outputs(&self, tally: OutputTally) {
+        for ((model, version, role), (n, errors)) in tally.predictions {
+            let labels = [model.as_str(), version.as_str(), role];
+            self.predictions.with_label_values(&labels).inc_by(n);
+            if errors > 0 {
                 self.prediction_errors
-                    .with_label_values(&[model, version, role])
-                    .inc();
+                    .with_label_values(&labels)
+                    .inc_by(errors);
             }
-            if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
-                self.latency
-                    .with_label_values(&[model, role])
-                    .observe(ms / 1000.0);
+        }
+        for ((model, role), seconds) in tally.latencies {
+            let h = self.latency.with_label_values(&[model.as_str(), role]);
+            for s in seconds {
+                h.observe(s);
             }
         }
     }
@@ -467,5 +461,56 @@ impl Metrics {
     /// The registry, for the OTLP export of the same metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+}
+
+/// A series of the prediction counters: model, version, role.
+type Series3 = (String, String, &'static str);
+
+/// Outputs of a batch of events, counted before they reach the metrics
+/// (a batch holds few distinct series: a short list, no allocation per
+/// event).
+#[derive(Debug, Default)]
+pub struct OutputTally {
+    /// Predictions and errors by model, version and role.
+    predictions: Vec<(Series3, (u64, u64))>,
+    /// Reported latencies (seconds) by model and role.
+    latencies: Vec<((String, &'static str), Vec<f64>)>,
+}
+
+impl OutputTally {
+    /// Counts the champion's and the shadow's outputs of an event.
+    pub fn add(&mut self, model: &str, event: &driftwatch_protocol::Event) {
+        let outputs = [
+            ("champion", Some(&event.champion)),
+            ("shadow", event.shadow.as_ref()),
+        ];
+        for (role, output) in outputs {
+            let Some(o) = output else { continue };
+            let version = o.version.as_deref().unwrap_or("");
+            let at = self
+                .predictions
+                .iter()
+                .position(|((m, v, r), _)| m == model && v == version && *r == role)
+                .unwrap_or_else(|| {
+                    let key = (model.to_string(), version.to_string(), role);
+                    self.predictions.push((key, (0, 0)));
+                    self.predictions.len() - 1
+                });
+            let counts = &mut self.predictions[at].1;
+            counts.0 += 1;
+            counts.1 += u64::from(o.error.is_some());
+            if let Some(ms) = o.latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+                let at = self
+                    .latencies
+                    .iter()
+                    .position(|((m, r), _)| m == model && *r == role)
+                    .unwrap_or_else(|| {
+                        self.latencies.push(((model.to_string(), role), Vec::new()));
+                        self.latencies.len() - 1
+                    });
+                self.latencies[at].1.push(ms / 1000.0);
+            }
+        }
     }
 }

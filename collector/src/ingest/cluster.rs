@@ -12,7 +12,6 @@ use bytes::Bytes;
 use driftwatch_protocol::{quoted, subjects, IngestReply, ItemError};
 use driftwatch_telemetry::log::Repeats;
 use driftwatch_telemetry::throttled;
-use serde_json::value::RawValue;
 
 use super::{parse_labels, validate, Ingest, IngestError, ValidLabel};
 use crate::bus::{Bus, BusError, Published, Record};
@@ -157,43 +156,56 @@ impl ClusterLog {
 
     /// Commits a model's records read from the log, in their order: events
     /// and labels as a single collector commits them, anything else to the
-    /// dead-letter subject. Returns the records it could not read.
+    /// dead-letter subject. Returns the records it could not read. The
+    /// records are decoded and validated first, on every core.
     pub async fn take(
         &self,
         ingest: &Ingest,
         mi: usize,
         records: Vec<Record>,
     ) -> Result<Vec<Record>, IngestError> {
+        let (models, prefix) = (ingest.live.models.clone(), self.prefix.clone());
+        let decoded = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            records
+                .into_par_iter()
+                .map(|r| {
+                    let taken = match subjects::parse_subject(&prefix, &r.subject) {
+                        Some((Kind::Events, _)) => {
+                            read_event(&models, mi, &r).map(|a| Taken::Event(Box::new(a)))
+                        }
+                        Some((Kind::Labels, _)) => read_label(&models, mi, &r).map(Taken::Label),
+                        _ => None,
+                    };
+                    taken.ok_or(r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(super::worker_failed)?;
         let mut dead = Vec::new();
         let mut events = Vec::new();
         let mut labels = Vec::new();
         let mut discard = IngestReply::default();
-        for r in records {
-            let kind = self.parse_subject(&r.subject).map(|(k, _)| k);
-            match kind {
-                Some(Kind::Events) => {
+        for d in decoded {
+            match d {
+                Ok(Taken::Event(a)) => {
                     if !labels.is_empty() {
                         ingest
                             .commit_labels(&mut discard, std::mem::take(&mut labels))
                             .await?;
                     }
-                    match self.read_event(ingest, mi, &r) {
-                        Some(a) => events.push((0, a)),
-                        None => dead.push(r),
-                    }
+                    events.push((0, *a));
                 }
-                Some(Kind::Labels) => {
+                Ok(Taken::Label(l)) => {
                     if !events.is_empty() {
                         ingest
                             .commit_events(&mut discard, std::mem::take(&mut events), false)
                             .await?;
                     }
-                    match read_label(ingest, mi, &r) {
-                        Some(l) => labels.push(l),
-                        None => dead.push(r),
-                    }
+                    labels.push(l);
                 }
-                _ => dead.push(r),
+                Err(r) => dead.push(r),
             }
         }
         if !events.is_empty() {
@@ -204,24 +216,29 @@ impl ClusterLog {
         }
         Ok(dead)
     }
+}
 
-    /// An event record of model `mi`, validated as at start (its age was
-    /// checked when it was accepted).
-    fn read_event(&self, ingest: &Ingest, mi: usize, r: &Record) -> Option<Accepted> {
-        let text = std::str::from_utf8(&r.payload).ok()?;
-        let raw: &RawValue = serde_json::from_str(text).ok()?;
-        validate(raw, &ingest.live.models, i64::MAX / 2, 0)
-            .ok()
-            .filter(|a| a.model == mi)
-    }
+/// A record of the log, read.
+enum Taken {
+    Event(Box<Accepted>),
+    Label(ValidLabel),
+}
+
+/// An event record of model `mi`, validated as at start (its age was
+/// checked when it was accepted).
+fn read_event(models: &[crate::models::Model], mi: usize, r: &Record) -> Option<Accepted> {
+    let text = std::str::from_utf8(&r.payload).ok()?;
+    validate(text, models, i64::MAX / 2, 0)
+        .ok()
+        .filter(|a| a.model == mi)
 }
 
 /// A label record of model `mi`, validated as `POST /v1/feedback` does.
-fn read_label(ingest: &Ingest, mi: usize, r: &Record) -> Option<ValidLabel> {
+fn read_label(models: &[crate::models::Model], mi: usize, r: &Record) -> Option<ValidLabel> {
     let mut body = b"{\"labels\": [".to_vec();
     body.extend_from_slice(&r.payload);
     body.extend_from_slice(b"]}");
-    let (_, mut valid) = parse_labels(&body, &ingest.live.models).ok()?;
+    let (_, mut valid) = parse_labels(&body, models).ok()?;
     valid.pop().filter(|(_, m, _)| *m == mi)
 }
 

@@ -99,13 +99,26 @@ impl Ingest {
                 model: self.live.models[a.model].name.clone(),
                 request_id: a.event.request_id.clone(),
                 ts_ms: a.ts_ms,
-                json: a.json.clone(),
+                json: match self.cluster {
+                    // The stream keeps the events; joining labels needs
+                    // only the outputs.
+                    Some(_) => outputs_only(&a.event),
+                    None => a.json.clone(),
+                },
             })
             .collect();
         let inserted = match self.store.insert(new_events).await {
             Ok(flags) => flags,
             Err(e) => return Err(self.storage_failed("events", accepted.len(), e)),
         };
+        // One lock of a model's windows for its run of events, and the
+        // outputs counted per batch.
+        let mut held: Option<(
+            usize,
+            std::sync::MutexGuard<'_, crate::window::ModelWindows>,
+        )> = None;
+        let mut tally = crate::export::metrics::OutputTally::default();
+        let now = now_ms();
         for ((index, a), new) in accepted.into_iter().zip(inserted) {
             if !new {
                 self.metrics.reject(RejectReason::DuplicateRequestId, 1);
@@ -119,11 +132,28 @@ impl Ingest {
                 });
                 continue;
             }
-            match self.apply(&a, check_age) {
-                Ok(()) => reply.accepted += 1,
-                Err(error) => reply.errors.push(ItemError { index, error }),
+            if held.as_ref().is_none_or(|(m, _)| *m != a.model) {
+                drop(held.take());
+                held = Some((a.model, self.live.windows(a.model)));
             }
+            let Some((_, windows)) = held.as_mut() else {
+                continue;
+            };
+            // The windows may have moved on since validation.
+            if check_age {
+                if let Err((reason, error)) = placeable(windows, &a, now) {
+                    self.metrics.reject(reason, 1);
+                    reply.errors.push(ItemError { index, error });
+                    continue;
+                }
+            }
+            let model = &self.live.models[a.model];
+            windows.add(model, &a);
+            tally.add(&model.name, &a.event);
+            reply.accepted += 1;
         }
+        drop(held);
+        self.metrics.count_outputs(tally);
         Ok(())
     }
 
@@ -240,10 +270,13 @@ impl Ingest {
         let mut reply = IngestReply::default();
         let mut accepted = Vec::with_capacity(raw_events.len());
         for (index, raw) in raw_events.iter().enumerate() {
-            let checked = validate(raw, &self.live.models, now, skew)
+            let checked = validate(raw.get(), &self.live.models, now, skew)
                 .and_then(|a| placeable(&self.live.windows(a.model), &a, now).map(|()| a));
             match checked {
-                Ok(a) => accepted.push((index, a)),
+                Ok(mut a) => {
+                    a.json = raw.get().to_string();
+                    accepted.push((index, a));
+                }
                 Err((reason, error)) => {
                     self.metrics.reject(reason, 1);
                     reply.errors.push(ItemError { index, error });
@@ -251,24 +284,6 @@ impl Ingest {
             }
         }
         Ok((reply, accepted))
-    }
-
-    /// Adds a stored event to its windows and counts its predictions.
-    fn apply(&self, a: &Accepted, check_age: bool) -> Result<(), String> {
-        let model = &self.live.models[a.model];
-        {
-            let mut windows = self.live.windows(a.model);
-            // The windows may have moved on since validation.
-            if check_age {
-                if let Err((reason, error)) = placeable(&windows, a, now_ms()) {
-                    self.metrics.reject(reason, 1);
-                    return Err(error);
-                }
-            }
-            windows.add(model, a);
-        }
-        self.metrics.count_outputs(&model.name, &a.event);
-        Ok(())
     }
 
     /// Rebuilds the windows from the stored events (at start, before
@@ -288,12 +303,8 @@ impl Ingest {
             let mut windows = self.live.windows(mi);
             let mut skipped = 0usize;
             for json in self.store.events_since(&model.name, since)? {
-                let parsed = serde_json::value::RawValue::from_string(json).ok();
-                match parsed
-                    .as_deref()
-                    .map(|raw| validate(raw, &self.live.models, i64::MAX / 2, 0))
-                {
-                    Some(Ok(a)) if a.model == mi => {
+                match validate(&json, &self.live.models, i64::MAX / 2, 0) {
+                    Ok(a) if a.model == mi => {
                         windows.add(model, &a);
                         replayed += 1;
                     }
@@ -349,6 +360,29 @@ fn finish(mut reply: IngestReply) -> IngestReply {
 }
 
 /// Scores a stored label in the live windows of its prediction.
+/// An event as cluster mode stores it: without its features (a label is
+/// scored on the outputs; the stream holds the whole event), read back as
+/// an event with none.
+fn outputs_only(e: &driftwatch_protocol::Event) -> String {
+    #[derive(serde::Serialize)]
+    struct Outputs<'a> {
+        model: &'a str,
+        request_id: &'a str,
+        timestamp: &'a str,
+        champion: &'a driftwatch_protocol::Output,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shadow: Option<&'a driftwatch_protocol::Output>,
+    }
+    serde_json::to_string(&Outputs {
+        model: &e.model,
+        request_id: &e.request_id,
+        timestamp: &e.timestamp,
+        champion: &e.champion,
+        shadow: e.shadow.as_ref(),
+    })
+    .unwrap_or_default()
+}
+
 fn apply_label(
     windows: &mut ModelWindows,
     model: &Model,

@@ -15,6 +15,60 @@ use crate::stats::{ColumnType, Key};
 use crate::store::NewLabel;
 use crate::window::{Accepted, Value};
 
+/// An event as it arrives: the wire's `Event`, its features borrowed from
+/// the text where they need no unescaping and kept in a list (validation
+/// maps them to the model's columns; nothing keeps them by name).
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    model: String,
+    request_id: String,
+    timestamp: String,
+    #[serde(default, borrow)]
+    features: Features<'a>,
+    champion: Output,
+    #[serde(default)]
+    shadow: Option<Output>,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+#[derive(Default)]
+struct Features<'a>(Vec<(std::borrow::Cow<'a, str>, FeatureValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Features<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Features<'a>, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Features<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of feature names to values")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Features<'a>, M::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(entry) = map.next_entry::<Name<'a>, FeatureValue>()? {
+                    out.push((entry.0 .0, entry.1));
+                }
+                Ok(Features(out))
+            }
+        }
+        d.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A feature name, borrowed when it can be.
+struct Name<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Name<'a>, D::Error> {
+        #[derive(Deserialize)]
+        struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+        Borrowed::deserialize(d).map(|b| Name(b.0))
+    }
+}
+
 #[derive(Deserialize)]
 struct LabelEnvelope<'a> {
     #[serde(borrow)]
@@ -92,13 +146,24 @@ pub type Rejection = (RejectReason, String);
 
 /// Validates one event's text against the models.
 pub fn validate(
-    raw: &RawValue,
+    json: &str,
     models: &[Model],
     now_ms: i64,
     max_skew_ms: i64,
 ) -> Result<Accepted, Rejection> {
-    let event: Event = serde_json::from_str(raw.get())
+    let incoming: Incoming<'_> = serde_json::from_str(json)
         .map_err(|e| (RejectReason::MalformedEvent, format!("invalid event: {e}")))?;
+    // In the order sent: the last of a repeated name wins, as in a map.
+    let features = incoming.features.0;
+    let event = Event {
+        model: incoming.model,
+        request_id: incoming.request_id,
+        timestamp: incoming.timestamp,
+        features: Default::default(),
+        champion: incoming.champion,
+        shadow: incoming.shadow,
+        node: incoming.node,
+    };
     let Some(model_idx) = models.iter().position(|m| m.name == event.model) else {
         return Err((
             RejectReason::UnknownModel,
@@ -127,11 +192,18 @@ pub fn validate(
         ));
     }
     let mut values = vec![Value::Missing; model.features.len()];
-    for (name, value) in &event.features {
+    for (name, value) in &features {
         let Some(i) = model.feature_index(name) else {
+            // Of several unknown names, the first by name (as a map orders them).
+            let first = features
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| model.feature_index(n).is_none())
+                .min()
+                .unwrap_or(name);
             return Err((
                 RejectReason::UnknownFeature,
-                format!("model {} has no feature {}", model.name, quoted(name)),
+                format!("model {} has no feature {}", model.name, quoted(first)),
             ));
         };
         let f = &model.features[i];
@@ -178,7 +250,7 @@ pub fn validate(
         values,
         predicted,
         event,
-        json: raw.get().to_string(),
+        json: String::new(),
     })
 }
 
@@ -259,5 +331,56 @@ mod tests {
         };
         assert_eq!(output_value(&score, &out("1")), Value::Num(0.25));
         assert_eq!(output_value(&score, &Output::default()), Value::Missing);
+    }
+
+    #[test]
+    fn feature_names_may_be_escaped_and_the_last_of_a_repeated_one_wins() {
+        let dir = std::env::temp_dir().join(format!("dw-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("models.yaml");
+        let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/credit/reference.csv");
+        std::fs::write(
+            &path,
+            format!(
+                "models:\n  - name: credit\n    reference: {}\n    windows: [1h]\n",
+                reference.display()
+            ),
+        )
+        .expect("write");
+        let raw = crate::config::RawConfig::from_file(&path).expect("config");
+        let config = raw.validate(&path, &|_| None).expect("valid config");
+        let models = [Model::load(&config.models[0]).expect("model")];
+        let _ = std::fs::remove_dir_all(&dir);
+        let event = |features: &str| {
+            format!(
+                r#"{{"model": "credit", "request_id": "r", "timestamp": "2026-12-06T00:00:00Z", "features": {{{features}}}, "champion": {{"label": "1"}}}}"#
+            )
+        };
+        let age = models[0].feature_index("age").expect("age");
+        let a = validate(
+            &event(r#""\u0061ge": 41, "age": 42"#),
+            &models,
+            i64::MAX / 2,
+            0,
+        )
+        .expect("valid");
+        assert_eq!(a.values[age], Value::Num(42.0));
+        let a = validate(
+            &event(r#""age": 42, "a\u0067e": 43"#),
+            &models,
+            i64::MAX / 2,
+            0,
+        )
+        .expect("valid");
+        assert_eq!(a.values[age], Value::Num(43.0));
+        // Of two unknown names, the first by name is named.
+        let (reason, error) =
+            validate(&event(r#""zz": 1, "yy": 2"#), &models, i64::MAX / 2, 0).expect_err("unknown");
+        assert_eq!(reason, RejectReason::UnknownFeature);
+        assert!(error.contains("\"yy\""), "{error}");
+        let (reason, _) =
+            validate(&event(r#""age": [1]"#), &models, i64::MAX / 2, 0).expect_err("malformed");
+        assert_eq!(reason, RejectReason::MalformedEvent);
     }
 }

@@ -52,7 +52,8 @@ pub struct Accepted {
     /// prediction column holds (`None`: no prediction column, or no shadow).
     pub predicted: [Option<Value>; 2],
     pub event: Event,
-    /// The event as sent, for storage.
+    /// The event as sent, for storage: set by the ingest path that stores
+    /// or publishes it (`validate` leaves it empty).
     pub json: String,
 }
 
