@@ -28,18 +28,38 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 import dwserve
-from ingest_load import BATCH, batch_template, post_batches, write_reference
+from ingest_load import BATCH, batch_template, post_batches, scratch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # Every process started, stopped at the end whatever happened.
 RUNNING = []
+
+
+def start_nats(tmp):
+    """A nats-server with JetStream storing under `tmp` (the one
+    ./scripts/test installs in .cache/testenv); its URL."""
+    port = free_port()
+    nats_bin = os.path.join(ROOT, ".cache/testenv/bin/nats-server")
+    RUNNING.append(subprocess.Popen([nats_bin, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
+                                     os.path.join(tmp, "nats")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1)
+    return f"nats://127.0.0.1:{port}"
+
+
+def stop_all(tmp):
+    """Stops every process started and removes `tmp`."""
+    for p in RUNNING:
+        if p.poll() is None:
+            p.terminate()
+            p.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def free_port():
@@ -87,17 +107,11 @@ def main():
     binary = sys.argv[1]
     total = int(sys.argv[2]) if len(sys.argv) > 2 else 500_000
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-    nats_bin = os.path.join(ROOT, ".cache/testenv/bin/nats-server")
-    tmp = tempfile.mkdtemp(prefix="dw-cluster-")
-    ref = os.path.join(tmp, "reference.csv")
-    write_reference(ref)
-    port = free_port()
-    nats = subprocess.Popen([nats_bin, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(tmp, "nats")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
+    tmp, ref = scratch("dw-cluster-")
+    nats_url = start_nats(tmp)
     common = ["--model", "bench", "--reference", ref, "--listen", "127.0.0.1:0", "--window", "1h",
               "--eval-interval", "15s"]
-    cluster = ["--cluster", f"nats://127.0.0.1:{port}"]
+    cluster = ["--cluster", nats_url]
     template = batch_template(random.Random(2))
     try:
         first, addr, _ = start_logged(binary, common + cluster + ["--db", os.path.join(tmp, "a.db"), "--node", "a"])
@@ -124,11 +138,7 @@ def main():
         plain.terminate()
         plain.wait()
     finally:
-        for p in RUNNING + [nats]:
-            if p.poll() is None:
-                p.terminate()
-                p.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(tmp)
     print(f"{total} events of 20 features in batches of {BATCH}, {threads} client threads, {os.cpu_count()} cores")
     print(f"  HTTP ingest into the stream (cluster mode, acknowledged once stored): {published:,.0f} events/s (rejected {rejected})")
     print(f"  one collector taking them back from JetStream (store and windows):   {consumed:,.0f} events/s ({seconds:.1f} s)")

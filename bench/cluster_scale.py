@@ -23,16 +23,12 @@ Standard library only.
 import http.client
 import os
 import random
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
-from cluster_consume import RUNNING, free_port, start_logged
-from ingest_load import batch_template, post_batches, write_reference
+from cluster_consume import start_logged, start_nats, stop_all
+from ingest_load import batch_template, post_batches, scratch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ["m0", "m1", "m2", "m3"]
 
 
@@ -67,17 +63,9 @@ def stop(procs):
 def main():
     binary = sys.argv[1]
     per_model = int(sys.argv[2]) if len(sys.argv) > 2 else 100_000
-    nats_bin = os.path.join(ROOT, ".cache/testenv/bin/nats-server")
-    tmp = tempfile.mkdtemp(prefix="dw-scale-")
-    ref = os.path.join(tmp, "reference.csv")
-    write_reference(ref)
-    port = free_port()
-    nats = subprocess.Popen([nats_bin, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(tmp, "nats")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    RUNNING.append(nats)
-    time.sleep(1)
+    tmp, ref = scratch("dw-scale-")
     conf = os.path.join(tmp, "collector.yaml")
-    config(conf, ref, f"nats://127.0.0.1:{port}")
+    config(conf, ref, start_nats(tmp))
     results = []
     try:
         loader, addr, _ = start_logged(binary, ["--config", conf, "--listen", "127.0.0.1:0",
@@ -110,11 +98,7 @@ def main():
             # The leases of stopped collectors are handed back at stop.
             time.sleep(1)
     finally:
-        for p in RUNNING:
-            if p.poll() is None:
-                p.terminate()
-                p.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_all(tmp)
     print(f"{len(MODELS)} models x {per_model} events of 20 features ({total} in all), {os.cpu_count()} cores;"
           f" loaded through HTTP ingest in {loaded:.1f} s ({total / loaded:,.0f} events/s)")
     for n, seconds, rate in results:

@@ -34,6 +34,14 @@ def write_reference(path, rows=10000):
             f.write(",".join([f"{rng.gauss(0, 1):.6f}" for _ in NUMERIC] + [rng.choice(LEVELS) for _ in CATEGORICAL]) + "\n")
 
 
+def scratch(prefix):
+    """A fresh temporary directory with the benchmark's reference.csv; both paths."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    ref = os.path.join(tmp, "reference.csv")
+    write_reference(ref)
+    return tmp, ref
+
+
 def batch_template(rng):
     ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     events = []
@@ -90,9 +98,7 @@ def main():
     binary = sys.argv[1]
     total = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-    tmp = tempfile.mkdtemp(prefix="dw-ingest-")
-    ref = os.path.join(tmp, "reference.csv")
-    write_reference(ref)
+    tmp, ref = scratch("dw-ingest-")
     proc, addr = dwserve.start(binary, ["--model", "bench", "--reference", ref, "--listen", "127.0.0.1:0",
                                         "--db", os.path.join(tmp, "bench.db"), "--window", "1h",
                                         "--eval-interval", "15s"])

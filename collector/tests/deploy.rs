@@ -374,24 +374,20 @@ fn cluster_resources() -> Vec<Value> {
     all
 }
 
+/// The item of a YAML list whose `name` is `name`.
+fn named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_sequence()?.iter().find(|x| x["name"] == name)
+}
+
 /// The container named `name` of a workload.
 fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
-    workload["spec"]["template"]["spec"]["containers"]
-        .as_sequence()
-        .expect("containers")
-        .iter()
-        .find(|c| c["name"] == name)
+    named(&workload["spec"]["template"]["spec"]["containers"], name)
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
 /// An environment variable of a container (its `value` or `valueFrom`).
 fn env<'a>(c: &'a Value, name: &str) -> &'a Value {
-    c["env"]
-        .as_sequence()
-        .expect("env")
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("no env {name}"))
+    named(&c["env"], name).unwrap_or_else(|| panic!("no env {name}"))
 }
 
 /// The mount paths of a container.
