@@ -216,8 +216,7 @@ impl Collector {
             tasks.push(tokio::spawn(deliver::run(d.clone())));
             // Cluster mode: models' notifications come from the cluster's queue.
             if self.state.ingest.cluster.is_some() {
-                let ingest = self.state.ingest.clone();
-                let bus = Arc::new(move || ingest.cluster.as_ref()?.bus.get().cloned());
+                let bus = bus_handle(&self.state.ingest);
                 tasks.push(tokio::spawn(crate::notify::jobs::run(d.clone(), bus)));
             }
         }
@@ -315,12 +314,18 @@ fn join(
     ))
 }
 
+/// The cluster's bus as ingest holds it, once connected.
+fn bus_handle(ingest: &Arc<Ingest>) -> crate::bus::BusHandle {
+    let ingest = ingest.clone();
+    Arc::new(move || ingest.cluster.as_ref()?.bus.get().cloned())
+}
+
 /// What cluster-mode alerting needs: the bus once connected, and which
 /// models this collector owns now (fenced by the lease deadline).
 fn alert_cluster(ingest: &Arc<Ingest>) -> crate::rules::cluster::Cluster {
-    let (bus, owns) = (ingest.clone(), ingest.clone());
+    let owns = ingest.clone();
     crate::rules::cluster::Cluster::new(
-        Arc::new(move || bus.cluster.as_ref()?.bus.get().cloned()),
+        bus_handle(ingest),
         Arc::new(move |m: &str| {
             let live = &owns.live;
             live.models

@@ -73,6 +73,10 @@ pub enum Bucket {
     Alerts,
 }
 
+/// The bus once a collector is connected (`None` before): how alerting
+/// and delivery reach it.
+pub type BusHandle = std::sync::Arc<dyn Fn() -> Option<std::sync::Arc<dyn Bus>> + Send + Sync>;
+
 /// A job of the work queue, handed to this reader until it settles it.
 pub struct Job {
     pub payload: Bytes,

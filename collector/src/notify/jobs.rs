@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use super::deliver::{attempt, Deliverer};
 use super::http::ATTEMPT_TIMEOUT;
 use super::DeliveryError;
-use crate::bus::{Bus, Job, Settle};
+use crate::bus::{BusHandle, Job, Settle};
 use crate::clock::now_ms;
 use crate::store::Queued;
 
@@ -32,7 +32,7 @@ struct Notification {
 }
 
 /// Delivers the queue's jobs until the task is aborted.
-pub async fn run(d: Arc<Deliverer>, bus: Arc<dyn Fn() -> Option<Arc<dyn Bus>> + Send + Sync>) {
+pub async fn run(d: Arc<Deliverer>, bus: BusHandle) {
     let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {

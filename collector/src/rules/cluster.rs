@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::Engine;
 use crate::alert::Alert;
-use crate::bus::{token, Bucket, Bus, Entry};
+use crate::bus::{token, Bucket, BusHandle, Entry};
 use crate::notify::action::Cooldowns;
 use crate::notify::fingerprint;
 use crate::notify::group::{Group, Groups};
@@ -32,7 +32,7 @@ use crate::store::NewNotification;
 /// What alerting needs of the cluster.
 pub struct Cluster {
     /// The bus, once connected.
-    pub bus: Arc<dyn Fn() -> Option<Arc<dyn Bus>> + Send + Sync>,
+    pub bus: BusHandle,
     /// Whether this collector owns a model now (and may act for it).
     pub owns: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     /// The models of the configuration.
@@ -100,7 +100,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
 
 impl Cluster {
     pub fn new(
-        bus: Arc<dyn Fn() -> Option<Arc<dyn Bus>> + Send + Sync>,
+        bus: BusHandle,
         owns: Arc<dyn Fn(&str) -> bool + Send + Sync>,
         models: Vec<String>,
     ) -> Cluster {
@@ -184,8 +184,7 @@ impl Cluster {
             groups.groups.extend(state.groups);
             cooldowns.last_ms.extend(state.cooldowns);
         }
-        let keep: std::collections::HashSet<String> = adopted.keys().cloned().collect();
-        move |m: Option<&str>| m.is_none_or(|m| keep.contains(m))
+        keeps
     }
 
     /// After an evaluation: stores each owned model's state with the
