@@ -61,6 +61,8 @@ pub struct Model {
     pub cost: RawCost,
     pub windows: Vec<Span>,
     pub sample_limit: usize,
+    /// Partitions of its traffic in cluster mode (1: not split).
+    pub partitions: usize,
     pub features: Vec<Feature>,
     pub prediction: Option<Prediction>,
     /// Which reference the model was loaded from (for retraining evidence).
@@ -166,6 +168,7 @@ impl Model {
             cost: raw.cost.clone(),
             windows,
             sample_limit: raw.window_sample_limit,
+            partitions: raw.partitions,
             features,
             prediction,
             reference,
@@ -177,4 +180,33 @@ impl Model {
     pub fn feature_index(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
+}
+
+/// The example credit model (examples/credit/reference.csv, 1 h windows),
+/// its configuration given `extra` lines (`    key: value\n`), for tests.
+#[cfg(test)]
+pub fn example_model(extra: &str) -> Model {
+    let dir = std::env::temp_dir().join(format!(
+        "dw-model-{}-{:x}",
+        std::process::id(),
+        extra
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("models.yaml");
+    let reference =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/credit/reference.csv");
+    std::fs::write(
+        &path,
+        format!(
+            "models:\n  - name: credit\n    reference: {}\n    windows: [1h]\n{extra}",
+            reference.display()
+        ),
+    )
+    .expect("write");
+    let raw = crate::config::RawConfig::from_file(&path).expect("config");
+    let config = raw.validate(&path, &|_| None).expect("valid config");
+    let _ = std::fs::remove_dir_all(&dir);
+    Model::load(&config.models[0]).expect("model")
 }

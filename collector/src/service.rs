@@ -320,19 +320,20 @@ fn bus_handle(ingest: &Arc<Ingest>) -> crate::bus::BusHandle {
     Arc::new(move || ingest.cluster.as_ref()?.bus.get().cloned())
 }
 
-/// What cluster-mode alerting needs: the bus once connected, and which
-/// models this collector owns now (fenced by the lease deadline).
+/// What cluster-mode alerting needs: the bus once connected, which
+/// models this collector owns now (fenced by the lease deadline) and
+/// which of them have whole windows.
 fn alert_cluster(ingest: &Arc<Ingest>) -> crate::rules::cluster::Cluster {
-    let owns = ingest.clone();
+    let model = |ingest: Arc<Ingest>, test: fn(&crate::window::Live, usize) -> bool| {
+        Arc::new(move |m: &str| {
+            let live = &ingest.live;
+            live.model(m).is_some_and(|(i, _)| test(live, i))
+        }) as Arc<dyn Fn(&str) -> bool + Send + Sync>
+    };
     crate::rules::cluster::Cluster::new(
         bus_handle(ingest),
-        Arc::new(move |m: &str| {
-            let live = &owns.live;
-            live.models
-                .iter()
-                .position(|x| x.name == m)
-                .is_some_and(|i| live.owns(i))
-        }),
+        model(ingest.clone(), crate::window::Live::owns),
+        model(ingest.clone(), crate::window::Live::complete),
         ingest.live.models.iter().map(|m| m.name.clone()).collect(),
     )
 }

@@ -3,8 +3,9 @@
 //! installed by scripts/test), three collectors sharing four models with
 //! alerting rules, the example champion behind two agents that publish to
 //! NATS, a real SMTP server and an HTTP recorder for the retraining
-//! webhook. With traffic flowing and drift injected, the owner of the
-//! drifting model is killed (-9) while its alert fires, then a NATS node,
+//! webhook; the drifting model is split into 3 partitions. With traffic
+//! flowing and drift injected, the owner of the drifting model (of its
+//! partition 0) is killed (-9) while its alert fires, then a NATS node,
 //! then a collector is paused past its lease and woken. Afterwards every
 //! acknowledged event is counted once, every model's statistics equal
 //! `driftwatch report` on the same rows, the alert was emailed once and
@@ -30,7 +31,8 @@ use serde_json::Value;
 /// The lease TTL of this test (the default is 10 s).
 const TTL: Duration = Duration::from_secs(3);
 
-/// The models: `credit` from the agents, the others posted to collectors.
+/// The models: `credit` from the agents, the others posted to collectors;
+/// `loans` (the drifting one) split into 3 partitions.
 const MODELS: [&str; 4] = ["credit", "loans", "cards", "fraud"];
 
 /// The features the agents see (the champion's inputs).
@@ -60,6 +62,7 @@ receivers:
         .map(|m| {
             let features = match *m {
                 "credit" => format!("    features: [{AGENT_FEATURES}]\n"),
+                "loans" => "    partitions: 3\n".to_string(),
                 _ => String::new(),
             };
             format!(
@@ -217,8 +220,33 @@ fn a_three_node_cluster_counts_once_alerts_once_and_stays_exact_through_faults()
             let v = cluster_view(&nodes[0]);
             v["members"].as_array().is_some_and(|m| m.len() == 3)
                 && MODELS.iter().all(|m| v["owners"][m].is_string())
+                && (0..3).all(|p| v["owners"][format!("loans/{p}")].is_string())
         },
     );
+    // The first collector up may take every lease; the others' shares
+    // come to them within a few rounds.
+    let loans = || -> Vec<String> {
+        let view = cluster_view(&nodes[0]);
+        (0..3)
+            .filter_map(|p| {
+                view["owners"][format!("loans/{p}")]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect()
+    };
+    wait(
+        Duration::from_secs(30),
+        "loans' partitions to spread",
+        || {
+            loans()
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= 2
+        },
+    );
+    println!("loans' partitions are owned by {:?}", loans());
     let (_champion, champion) = start_champion(&dir);
     let urls: Vec<String> = nats.iter().map(|n| n.url.clone()).collect();
     let agents: Vec<_> = (0..2)

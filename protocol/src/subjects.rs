@@ -1,8 +1,14 @@
 //! Cluster mode's names on the log (NATS JetStream), shared by the
-//! collectors and by agents that publish there directly: a model's
-//! records are under `<prefix>.<kind>.<model token>`, and a record's id
-//! (its `Nats-Msg-Id`) is made of its model and request id, so that a
-//! publish retried within the stream's duplicate window is stored once.
+//! collectors and by agents that publish there directly. An event or
+//! label is published under `<prefix>.<kind>.<model token>.<request id
+//! token>`; the stream's subject transform (done by the NATS server, never
+//! by the publisher) stores it as `<prefix>.<kind>.<model token>.<group>`,
+//! the group (0 to `GROUPS` − 1) a hash of the request id, so that an
+//! event and its label land in the same group. A model split into P
+//! partitions (P divides `GROUPS`) gives partition p the groups g with
+//! g mod P = p. A record's id (its `Nats-Msg-Id`) is made of its model and
+//! request id, so that a publish retried within the stream's duplicate
+//! window is stored once.
 
 /// The kinds of record a model has in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,16 +31,61 @@ impl Kind {
     }
 }
 
-/// The subject of a model's records of one kind.
+/// The groups the stream hashes request ids into; a model's partitions
+/// must divide it.
+pub const GROUPS: usize = 12;
+
+/// The subject of a model's records of one kind, without the group (dead
+/// letters are stored under it).
 pub fn subject(prefix: &str, kind: Kind, model: &str) -> String {
     format!("{prefix}.{}.{}", kind.as_str(), token(model))
 }
 
-/// The kind and model a subject names (`None`: not under `prefix`).
+/// The subject an event or label of `request_id` is published under.
+pub fn record_subject(prefix: &str, kind: Kind, model: &str, request_id: &str) -> String {
+    format!("{}.{}", subject(prefix, kind, model), token(request_id))
+}
+
+/// The stream's subject transform, as (source, destination): the request
+/// id token becomes its group.
+pub fn transform(prefix: &str) -> (String, String) {
+    (
+        format!("{prefix}.*.*.*"),
+        format!("{prefix}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{partition({GROUPS},3)}}}}"),
+    )
+}
+
+/// The filters of the stored records of partitions `held` of a model split
+/// into `partitions`, for each of `kinds`: one wildcard per kind when
+/// every partition is held.
+pub fn filters(
+    prefix: &str,
+    kinds: &[Kind],
+    model: &str,
+    partitions: usize,
+    held: &[usize],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for kind in kinds {
+        let base = subject(prefix, *kind, model);
+        if (0..partitions).all(|p| held.contains(&p)) {
+            out.push(format!("{base}.*"));
+            continue;
+        }
+        for g in (0..GROUPS).filter(|g| held.contains(&(g % partitions.max(1)))) {
+            out.push(format!("{base}.{g}"));
+        }
+    }
+    out
+}
+
+/// The kind and model a subject names (`None`: not under `prefix`); what
+/// follows the model (a group or request id) is left out.
 pub fn parse_subject(prefix: &str, subject: &str) -> Option<(Kind, String)> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
     let (kind, model) = rest.split_once('.')?;
     let kind = Kind::ALL.into_iter().find(|k| k.as_str() == kind)?;
+    let model = model.split_once('.').map_or(model, |(m, _)| m);
     Some((kind, untoken(model)?))
 }
 
@@ -122,8 +173,46 @@ mod tests {
             Some((Kind::Labels, "credit.v2".into()))
         );
         assert_eq!(parse_subject("dw", &s), None);
+        let published = record_subject("dw.prod", Kind::Events, "credit.v2", "r.1");
+        assert_eq!(published, "dw.prod.events.credit=2Ev2.r=2E1");
+        assert_eq!(
+            parse_subject("dw.prod", "dw.prod.events.credit=2Ev2.7"),
+            Some((Kind::Events, "credit.v2".into()))
+        );
         assert_eq!(parse_subject("dw.prod", "dw.prod.other.m"), None);
         assert_ne!(event_id("a.b", "c"), event_id("a", "b.c"));
         assert_ne!(event_id("m", "r"), label_id("m", "r"));
+    }
+
+    #[test]
+    fn partitions_take_their_groups_and_the_transform_names_the_request_id() {
+        let (src, dest) = transform("dw");
+        assert_eq!(src, "dw.*.*.*");
+        assert_eq!(
+            dest,
+            "dw.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(12,3)}}"
+        );
+        assert_eq!(
+            filters("dw", &[Kind::Events, Kind::Labels], "m", 1, &[0]),
+            ["dw.events.m.*", "dw.labels.m.*"]
+        );
+        assert_eq!(
+            filters("dw", &[Kind::Events], "m", 3, &[1]),
+            [
+                "dw.events.m.1",
+                "dw.events.m.4",
+                "dw.events.m.7",
+                "dw.events.m.10"
+            ]
+        );
+        // Every group belongs to exactly one partition.
+        for p in [2, 3, 4, 6, 12] {
+            let mut all: Vec<String> = (0..p)
+                .flat_map(|i| filters("dw", &[Kind::Events], "m", p, &[i]))
+                .collect();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), GROUPS, "{p}");
+        }
     }
 }

@@ -112,7 +112,8 @@ impl Target {
         };
         let js = self.context().await.map_err(unreachable)?;
         let publishes = events.into_iter().map(|e| {
-            let subject = subjects::subject(&self.prefix, Kind::Events, &e.model);
+            let subject =
+                subjects::record_subject(&self.prefix, Kind::Events, &e.model, &e.request_id);
             let id = subjects::event_id(&e.model, &e.request_id);
             let payload = Bytes::from(serde_json::to_vec(&e).unwrap_or_default());
             driftwatch_telemetry::nats::publish(&js, subject, id, payload)

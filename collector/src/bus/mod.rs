@@ -3,7 +3,8 @@
 //! back from a point in time, buckets of entries (leases and members that
 //! expire unless written again; alert states that do not), and a work
 //! queue whose jobs (notifications to deliver) are each handed to one
-//! reader at a time until it settles them. JetStream stands behind it
+//! reader at a time until it settles them, and questions one collector
+//! asks another (a partitioned model's partial windows). JetStream stands behind it
 //! today (`nats.rs`); a Kafka log with compacted topics for the buckets and
 //! a consumer group for the queue could stand there too.
 
@@ -117,6 +118,30 @@ impl Job {
 /// The jobs a reader is handed, as they come.
 pub type Jobs = Pin<Box<dyn Stream<Item = Result<Job, BusError>> + Send>>;
 
+/// A question another collector asked this one: what it asked, and how
+/// to answer it.
+pub struct Question {
+    pub body: Bytes,
+    answer: Box<dyn FnOnce(Bytes) -> BoxFuture<'static, Result<(), BusError>> + Send>,
+}
+
+impl Question {
+    pub fn new(
+        body: Bytes,
+        answer: Box<dyn FnOnce(Bytes) -> BoxFuture<'static, Result<(), BusError>> + Send>,
+    ) -> Question {
+        Question { body, answer }
+    }
+
+    /// Answers (however large the answer).
+    pub async fn answer(self, body: Bytes) -> Result<(), BusError> {
+        (self.answer)(body).await
+    }
+}
+
+/// The questions a collector is asked, as they come.
+pub type Questions = Pin<Box<dyn Stream<Item = Question> + Send>>;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     /// The log cannot be reached or did not answer in time: retry later.
@@ -134,8 +159,9 @@ pub trait Bus: Send + Sync {
     fn publish(&self, subject: String, id: String, payload: Bytes) -> Answer<'_, Published>;
 
     /// The records under `subjects` from `start` on, in log order, then
-    /// each new one as it is stored.
-    fn follow(&self, subjects: Vec<String>, start: Start) -> Answer<'_, Records>;
+    /// each new one as it is stored; and how many were stored from `start`
+    /// on when reading began.
+    fn follow(&self, subjects: Vec<String>, start: Start) -> Answer<'_, (Records, u64)>;
 
     /// Creates `key` if no live entry holds it: its revision, or `None`
     /// when another holds it.
@@ -166,4 +192,9 @@ pub trait Bus: Send + Sync {
     /// handed out again when its reader does not settle it in time (a
     /// reader that died).
     fn jobs(&self) -> Answer<'_, Jobs>;
+    /// The questions other collectors ask collector `node`.
+    fn questions(&self, node: String) -> Answer<'_, Questions>;
+    /// Asks collector `node` and waits for its whole answer, at most
+    /// `timeout`.
+    fn ask(&self, node: String, body: Bytes, timeout: std::time::Duration) -> Answer<'_, Bytes>;
 }

@@ -6,7 +6,9 @@
 //! whose entries stay: alert states; and the work queue of notifications,
 //! a stream of its own (`<stream>_OUTBOX`, work-queue retention: a job is
 //! gone once acknowledged) read by one durable consumer that every
-//! collector pulls from.
+//! collector pulls from. Collectors ask each other on core NATS
+//! (`<prefix>.ask.<node>`), an answer sent in parts that fit the servers'
+//! largest message.
 
 use std::time::Duration;
 
@@ -17,7 +19,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use driftwatch_telemetry::nats::ConnectError;
 
 use super::{
-    Answer, Bucket, Bus, BusError, Entry, Job, Jobs, Published, Record, Records, Settle, Start,
+    Answer, Bucket, Bus, BusError, Entry, Job, Jobs, Published, Question, Questions, Record,
+    Records, Settle, Start,
 };
 
 /// How to reach the log and what to keep in it.
@@ -29,7 +32,7 @@ pub struct Settings {
     pub node: String,
     pub auth: Auth,
     pub stream: String,
-    /// Subjects are `<prefix>.events.<model>`, `.labels.`, `.dead.`.
+    /// Subjects are `<prefix>.events.<model>.<group>`, `.labels.`, `.dead.`.
     pub prefix: String,
     pub leases_bucket: String,
     pub members_bucket: String,
@@ -54,6 +57,9 @@ pub fn subjects(prefix: &str) -> Vec<String> {
 
 /// A connection to JetStream with the stream and buckets in place.
 pub struct Nats {
+    client: async_nats::Client,
+    /// Subjects are under it.
+    prefix: String,
     js: jetstream::Context,
     stream: stream::Stream,
     leases: kv::Store,
@@ -87,7 +93,7 @@ impl Nats {
             ConnectError::Unavailable(e) => BusError::Unavailable(e),
             ConnectError::Refused(e) => BusError::Refused(e),
         })?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let stream = ensure_stream(&js, settings).await?;
         let bucket = |name: &str| kv::Config {
             bucket: name.to_string(),
@@ -122,6 +128,8 @@ impl Nats {
             .await
             .map_err(|e| unavailable(&format!("stream {name}"), e))?;
         Ok(Nats {
+            client,
+            prefix: settings.prefix.clone(),
             js,
             stream,
             leases,
@@ -130,6 +138,11 @@ impl Nats {
             outbox,
             outbox_subject,
         })
+    }
+
+    /// Where collector `node` is asked.
+    fn ask_subject(&self, node: &str) -> String {
+        format!("{}.ask.{}", self.prefix, super::token(node))
     }
 
     fn store(&self, bucket: Bucket) -> &kv::Store {
@@ -147,9 +160,15 @@ async fn ensure_stream(
     js: &jetstream::Context,
     settings: &Settings,
 ) -> Result<stream::Stream, BusError> {
+    let (source, destination) = driftwatch_protocol::subjects::transform(&settings.prefix);
+    let transform = stream::SubjectTransform {
+        source,
+        destination,
+    };
     let wanted = stream::Config {
         name: settings.stream.clone(),
         subjects: subjects(&settings.prefix),
+        subject_transform: Some(transform.clone()),
         max_age: settings.retention,
         duplicate_window: settings.duplicate_window,
         num_replicas: settings.replicas,
@@ -164,6 +183,14 @@ async fn ensure_stream(
         .info()
         .await
         .map_err(|e| unavailable(&format!("stream {}", settings.stream), e))?;
+    // A stream made before partitions: records from now on get their group.
+    if info.config.subject_transform.as_ref() != Some(&transform) {
+        let mut config = info.config.clone();
+        config.subject_transform = Some(transform);
+        js.update_stream(config)
+            .await
+            .map_err(|e| unavailable(&format!("stream {}", settings.stream), e))?;
+    }
     let kept = info.config.max_age;
     if !kept.is_zero() && kept < settings.retention {
         return Err(BusError::Refused(format!(
@@ -220,6 +247,55 @@ async fn ensure_bucket(js: &jetstream::Context, wanted: kv::Config) -> Result<kv
     Ok(store)
 }
 
+/// The header of an answer's parts: `i/n`, the part's place and how many.
+const PART: &str = "Driftwatch-Part";
+
+/// Sends `body` to `to` in parts that fit the servers' largest message.
+async fn send_parts(client: &async_nats::Client, to: String, body: Bytes) -> Result<(), BusError> {
+    let size = (client.server_info().max_payload.saturating_sub(4096)).max(64 * 1024);
+    let n = body.len().div_ceil(size).max(1);
+    for i in 0..n {
+        let part = body.slice((i * size).min(body.len())..((i + 1) * size).min(body.len()));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(PART, format!("{i}/{n}").as_str());
+        client
+            .publish_with_headers(to.clone(), headers, part)
+            .await
+            .map_err(|e| unavailable("answering", e))?;
+    }
+    client
+        .flush()
+        .await
+        .map_err(|e| unavailable("answering", e))
+}
+
+/// The parts of an answer put together, as they come on `parts`.
+async fn receive_parts(mut parts: async_nats::Subscriber) -> Result<Bytes, String> {
+    let mut got: Vec<Option<Bytes>> = Vec::new();
+    while let Some(m) = parts.next().await {
+        let place = m.headers.as_ref().and_then(|h| h.get(PART)).and_then(|v| {
+            v.as_str()
+                .split_once('/')
+                .map(|(i, n)| (i.parse(), n.parse()))
+        });
+        let Some((Ok(i), Ok(n))) = place else {
+            return Err("an answer without its part number".into());
+        };
+        if got.is_empty() {
+            got = vec![None; n];
+        }
+        let (i, n): (usize, usize) = (i, n);
+        if n != got.len() || i >= n {
+            return Err(format!("an answer's part {i} of {n} does not fit"));
+        }
+        got[i] = Some(m.payload);
+        if got.iter().all(Option::is_some) {
+            return Ok(got.into_iter().flatten().flatten().collect());
+        }
+    }
+    Err("the connection closed before the whole answer came".into())
+}
+
 /// An error of the servers as a temporary failure, naming what was asked.
 fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(format!("NATS: {what}: {e}"))
@@ -238,7 +314,7 @@ impl Bus for Nats {
         })
     }
 
-    fn follow(&self, subjects: Vec<String>, start: Start) -> Answer<'_, Records> {
+    fn follow(&self, subjects: Vec<String>, start: Start) -> Answer<'_, (Records, u64)> {
         Box::pin(async move {
             let deliver_policy = match start {
                 Start::Time(ms) => consumer::DeliverPolicy::ByStartTime {
@@ -258,6 +334,7 @@ impl Bus for Nats {
                 })
                 .await
                 .map_err(|e| unavailable(&format!("reading {}", subjects.join(", ")), e))?;
+            let stored = consumer.cached_info().num_pending;
             let messages = consumer
                 .messages()
                 .await
@@ -275,7 +352,7 @@ impl Bus for Nats {
                     pending,
                 })
             });
-            Ok(Box::pin(records) as Records)
+            Ok((Box::pin(records) as Records, stored))
         })
     }
 
@@ -419,6 +496,53 @@ impl Bus for Nats {
                 Ok(Job::new(payload, attempt, settle))
             });
             Ok(Box::pin(jobs) as Jobs)
+        })
+    }
+
+    fn questions(&self, node: String) -> Answer<'_, Questions> {
+        Box::pin(async move {
+            let subject = self.ask_subject(&node);
+            let asked = self
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| unavailable(&format!("answering on {subject}"), e))?;
+            let client = self.client.clone();
+            let questions = asked.filter_map(move |m| {
+                let client = client.clone();
+                async move {
+                    let to = m.reply?.to_string();
+                    let answer = Box::new(move |body: Bytes| {
+                        Box::pin(async move { send_parts(&client, to, body).await })
+                            as super::BoxFuture<'static, Result<(), BusError>>
+                    });
+                    Some(Question::new(m.payload, answer))
+                }
+            });
+            Ok(Box::pin(questions) as Questions)
+        })
+    }
+
+    fn ask(&self, node: String, body: Bytes, timeout: Duration) -> Answer<'_, Bytes> {
+        Box::pin(async move {
+            let inbox = self.client.new_inbox();
+            let parts = self
+                .client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| unavailable("asking", e))?;
+            self.client
+                .publish_with_reply(self.ask_subject(&node), inbox, body)
+                .await
+                .map_err(|e| unavailable("asking", e))?;
+            match tokio::time::timeout(timeout, receive_parts(parts)).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) => Err(BusError::Unavailable(format!("collector {node}: {e}"))),
+                Err(_) => Err(BusError::Unavailable(format!(
+                    "collector {node} did not answer within {}",
+                    humantime::format_duration(timeout)
+                ))),
+            }
         })
     }
 }

@@ -4,6 +4,7 @@
 //! arrived. A record that is not an event or label of the model goes to
 //! the dead-letter subject, counted, and never stops the reading.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +23,16 @@ const MAX_BATCH: usize = 2048;
 
 static FOLLOW_FAILURES: std::sync::LazyLock<Repeats> = std::sync::LazyLock::new(Repeats::default);
 
-/// Reads model `mi`'s records into this collector until the task is
-/// aborted (the lease is lost or handed over).
-pub async fn follow(cluster: Arc<Cluster>, mi: usize) {
+/// Reads the records of partitions `partitions` of model `mi` (all of a
+/// model that is not split) into this collector until the task is
+/// aborted (what it holds changed); `caught_up` is set once every record
+/// stored when it started is read.
+pub async fn follow(
+    cluster: Arc<Cluster>,
+    mi: usize,
+    partitions: Vec<usize>,
+    caught_up: Arc<AtomicBool>,
+) {
     let model = cluster.live.models[mi].name.clone();
     let log = cluster.log();
     let Some(bus) = log.bus.get().cloned() else {
@@ -42,16 +50,24 @@ pub async fn follow(cluster: Arc<Cluster>, mi: usize) {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let subjects = vec![
-        log.subject(Kind::Events, &model),
-        log.subject(Kind::Labels, &model),
-    ];
+    let subjects = driftwatch_protocol::subjects::filters(
+        &log.prefix,
+        &[Kind::Events, Kind::Labels],
+        &model,
+        cluster.live.models[mi].partitions,
+        &partitions,
+    );
     let mut start = Start::Time(now_ms() - cluster.retention[mi].as_millis() as i64);
     let started = std::time::Instant::now();
-    let mut caught_up = false;
     loop {
         let mut records = match bus.follow(subjects.clone(), start).await {
-            Ok(r) => r,
+            Ok((records, stored)) => {
+                if stored == 0 {
+                    caught_up.store(true, Ordering::SeqCst);
+                    cluster.live.set_ready(mi);
+                }
+                records
+            }
             Err(e) => {
                 restart(&cluster, &model, &e.to_string()).await;
                 continue;
@@ -97,8 +113,8 @@ pub async fn follow(cluster: Arc<Cluster>, mi: usize) {
                         .pending
                         .with_label_values(&[model.as_str()])
                         .set(pending as i64);
-                    if pending == 0 && !caught_up {
-                        caught_up = true;
+                    if pending == 0 && !caught_up.swap(true, Ordering::SeqCst) {
+                        cluster.live.set_ready(mi);
                         let seconds = started.elapsed().as_secs_f64();
                         let records = cluster
                             .metrics

@@ -2,7 +2,11 @@
 //! them. Every model has a lease in the leases bucket; the collector that
 //! holds it (its owner) reads the model's records from the log into its
 //! store and windows and evaluates them; the others only accept events and
-//! answer queries (forwarding to the owner). A lease lives for the lease
+//! answer queries (forwarding to the owner). A model split into P
+//! partitions has a lease per partition (partition 0's is the model's):
+//! each partition's owner reads that partition's records, and the owner
+//! of partition 0 merges the other owners' partial windows into its own
+//! before it evaluates (`partials.rs`). A lease lives for the lease
 //! TTL unless its owner writes it again (every third of the TTL, naming
 //! the revision it last wrote: a stale owner's write fails, so it notices).
 //! Each model goes to one collector by rendezvous hashing over the members
@@ -13,8 +17,11 @@
 //! windows are what the dead owner's were.
 
 pub mod follow;
+pub mod partials;
+mod placement;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,12 +32,14 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::bus::nats::{Nats, Settings};
-use crate::bus::{token, untoken, Bucket, Bus, BusError, Entry};
+use crate::bus::{token, Bucket, Bus, BusError, Entry};
 use crate::export::cluster::ClusterMetrics;
 use crate::export::metrics::Metrics;
 use crate::ingest::cluster::ClusterLog;
 use crate::ingest::Ingest;
 use crate::window::Live;
+pub use placement::{host_name, lease_key, preferred};
+use placement::{parse_lease_key, unit_name};
 
 /// A collector as the members bucket lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,24 +50,44 @@ pub struct Member {
 }
 
 /// What `GET /v1/cluster` shows: this node, the members alive and who
-/// owns each model, as of the last round.
+/// owns each model (`MODEL`: its partition 0, which evaluates it) and each
+/// partition of a split model (`MODEL/PARTITION`), as of the last round.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct View {
     pub node: String,
     pub connected: bool,
     pub members: Vec<Member>,
     pub owners: BTreeMap<String, String>,
+    /// Split models: the owner of each partition (`None`: none yet).
+    #[serde(skip)]
+    pub partitions: BTreeMap<String, Vec<Option<String>>>,
 }
 
-/// This collector's hold on one model.
+/// What a lease is of: one partition of one model (a model that is not
+/// split has partition 0 only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unit {
+    model: usize,
+    partition: usize,
+}
+
+/// This collector's hold on one lease.
 #[derive(Default)]
 struct Hold {
-    /// The revision of the lease it last wrote (`Some`: it owns the model).
+    /// The revision of the lease it last wrote (`Some`: it holds it).
     revision: Option<u64>,
-    /// Reading the model's records (while it owns it).
-    follower: Option<JoinHandle<()>>,
     /// Since when nobody has held the lease, as seen from here.
     free_since: Option<Instant>,
+}
+
+/// This collector's reading of one model's records: the partitions it
+/// reads, the task, and whether it has read every record stored up to
+/// some moment after it started (the windows are whole for them).
+#[derive(Default)]
+struct Reading {
+    partitions: Vec<usize>,
+    task: Option<JoinHandle<()>>,
+    caught_up: Arc<AtomicBool>,
 }
 
 /// The running cluster membership of one collector.
@@ -70,7 +99,12 @@ pub struct Cluster {
     ingest: Arc<Ingest>,
     metrics: Arc<ClusterMetrics>,
     model_metrics: Arc<Metrics>,
+    /// Every model's partitions, in model order.
+    units: Vec<Unit>,
+    /// Per unit.
     holds: Mutex<Vec<Hold>>,
+    /// Per model.
+    readings: Mutex<Vec<Reading>>,
     view: Mutex<View>,
     /// How far back a taken-over model's records are read, per model.
     retention: Vec<Duration>,
@@ -99,10 +133,20 @@ impl Cluster {
         for mi in 0..live.models.len() {
             live.own_until(mi, None);
         }
+        let units: Vec<Unit> = live
+            .models
+            .iter()
+            .enumerate()
+            .flat_map(|(model, m)| {
+                (0..m.partitions.max(1)).map(move |partition| Unit { model, partition })
+            })
+            .collect();
         Cluster {
             metrics: Arc::new(ClusterMetrics::register(metrics.registry())),
             model_metrics: metrics,
-            holds: Mutex::new(live.models.iter().map(|_| Hold::default()).collect()),
+            holds: Mutex::new(units.iter().map(|_| Hold::default()).collect()),
+            readings: Mutex::new(live.models.iter().map(|_| Reading::default()).collect()),
+            units,
             view: Mutex::new(View {
                 node: node.clone(),
                 ..View::default()
@@ -202,7 +246,12 @@ impl Cluster {
         );
         let _ = self.log().bus.set(bus.clone());
         self.metrics.connected.set(1);
-        let mut ticker = tokio::time::interval(self.settings.lease_ttl / 3);
+        let every = self.settings.lease_ttl / 3;
+        if self.live.models.iter().any(|m| m.partitions > 1) {
+            tokio::spawn(partials::answer(self.clone(), bus.clone()));
+            tokio::spawn(partials::gather(self.clone(), bus.clone(), every));
+        }
+        let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -228,22 +277,24 @@ impl Cluster {
     /// Leaves the cluster on a clean stop: hands over every lease and
     /// removes this member, so that the others take the models at once
     /// instead of after a TTL.
-    pub async fn leave(&self) {
+    pub async fn leave(self: &Arc<Self>) {
         let Some(bus) = self.log().bus.get() else {
             return;
         };
-        for (mi, model) in self.live.models.iter().enumerate() {
-            let Some(revision) = self.hold(mi, |h| h.revision) else {
+        for (ui, unit) in self.units.iter().enumerate() {
+            let Some(revision) = self.hold(ui, |h| h.revision) else {
                 continue;
             };
-            self.lose(mi, "released");
+            self.lose(ui, "released");
+            let name = &self.live.models[unit.model].name;
             if let Err(e) = bus
-                .delete(Bucket::Leases, token(&model.name), revision)
+                .delete(Bucket::Leases, lease_key(name, unit.partition), revision)
                 .await
             {
-                tracing::warn!("cluster: handing over model {}: {e}", model.name);
+                tracing::warn!("cluster: handing over {}: {e}", self.describe(*unit));
             }
         }
+        self.read_held();
         let me = token(&self.node);
         if let Ok(members) = bus.entries(Bucket::Members).await {
             for m in members.into_iter().filter(|m| m.key == me) {
@@ -268,76 +319,132 @@ impl Cluster {
             .filter_map(|e| serde_json::from_slice(&e.value).ok())
             .collect();
         members.sort_by(|a, b| a.node.cmp(&b.node));
-        let leases: BTreeMap<String, (String, u64)> = bus
+        let leases: BTreeMap<(String, usize), (String, u64)> = bus
             .entries(Bucket::Leases)
             .await?
             .into_iter()
             .filter_map(|e| {
-                let model = untoken(&e.key)?;
                 Some((
-                    model,
+                    parse_lease_key(&e.key)?,
                     (String::from_utf8_lossy(&e.value).into_owned(), e.revision),
                 ))
             })
             .collect();
-        // A collector keeps what it owns (a move costs a replay) unless it
-        // owns more than its share; then it hands over the models another
+        // A collector keeps what it holds (a move costs a replay) unless it
+        // holds more than its share; then it hands over the leases another
         // member is preferred for.
-        let models = self.live.models.len();
-        let share = models.div_ceil(members.len().max(1));
-        let mut owned = (0..models)
-            .filter(|mi| self.hold(*mi, |h| h.revision.is_some()))
+        let share = self.units.len().div_ceil(members.len().max(1));
+        let mut owned = (0..self.units.len())
+            .filter(|ui| self.hold(*ui, |h| h.revision.is_some()))
             .count();
         let mut owners = BTreeMap::new();
-        for (mi, model) in self.live.models.iter().enumerate() {
-            let key = token(&model.name);
-            let preferred = preferred(&members, &model.name);
-            let held = self.hold(mi, |h| h.revision);
-            let hand_over = owned > share && preferred.is_some_and(|p| p != self.node);
-            let owner = match (held, leases.get(&model.name)) {
-                (Some(revision), _) => {
-                    let owner = self.renew(bus, mi, &key, revision, hand_over).await?;
-                    if owner.is_none() {
-                        owned -= 1;
-                    }
-                    owner
-                }
-                // A lease this node wrote before it restarted: take it back.
-                (None, Some((holder, revision))) if holder == &self.node => {
-                    self.renew(bus, mi, &key, *revision, false).await?
-                }
-                (None, Some((holder, _))) => {
-                    self.hold(mi, |h| h.free_since = None);
-                    Some(holder.clone())
-                }
-                (None, None) => {
-                    let free_since =
-                        self.hold(mi, |h| *h.free_since.get_or_insert_with(Instant::now));
-                    // The preferred node takes a free lease at once, any
-                    // other after a TTL (the preferred may be gone).
-                    let mine = preferred == Some(self.node.as_str())
-                        || free_since.elapsed() >= self.settings.lease_ttl;
-                    match mine {
-                        true => self.take(bus, mi, &key).await?,
-                        false => None,
-                    }
-                }
-            };
-            if let Some(owner) = owner {
-                owners.insert(model.name.clone(), owner);
-            }
-        }
-        let owned = (0..self.live.models.len())
-            .filter(|mi| self.hold(*mi, |h| h.revision.is_some()))
-            .count();
-        self.metrics.owned_models.set(owned as i64);
+        let mut partitions = BTreeMap::new();
+        let result = self
+            .round_units(
+                bus,
+                &members,
+                &leases,
+                share,
+                &mut owned,
+                &mut owners,
+                &mut partitions,
+            )
+            .await;
+        // What this collector reads follows what it holds, even after a
+        // failure half-way.
+        self.read_held();
+        result?;
+        let held = |split: bool| {
+            self.units
+                .iter()
+                .enumerate()
+                .filter(|(ui, u)| {
+                    (self.live.models[u.model].partitions > 1) == split
+                        && (split || u.partition == 0)
+                        && self.hold(*ui, |h| h.revision.is_some())
+                })
+                .count() as i64
+        };
+        self.metrics.owned_models.set(
+            self.units
+                .iter()
+                .enumerate()
+                .filter(|(ui, u)| u.partition == 0 && self.hold(*ui, |h| h.revision.is_some()))
+                .count() as i64,
+        );
+        self.metrics.owned_partitions.set(held(true));
         self.metrics.members.set(members.len() as i64);
         *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
             node: self.node.clone(),
             connected: true,
             members,
             owners,
+            partitions,
         };
+        Ok(())
+    }
+
+    /// The leases of a round, one by one: renewed, taken, handed over or
+    /// left to their holder; `owners` and `partitions` get who holds what.
+    #[allow(clippy::too_many_arguments)]
+    async fn round_units(
+        self: &Arc<Self>,
+        bus: &Arc<dyn Bus>,
+        members: &[Member],
+        leases: &BTreeMap<(String, usize), (String, u64)>,
+        share: usize,
+        owned: &mut usize,
+        owners: &mut BTreeMap<String, String>,
+        partitions: &mut BTreeMap<String, Vec<Option<String>>>,
+    ) -> Result<(), BusError> {
+        for (ui, unit) in self.units.iter().enumerate() {
+            let model = &self.live.models[unit.model];
+            let key = lease_key(&model.name, unit.partition);
+            let preferred = preferred(members, &unit_name(&model.name, unit.partition));
+            let held = self.hold(ui, |h| h.revision);
+            let hand_over = *owned > share && preferred.is_some_and(|p| p != self.node);
+            let owner = match (held, leases.get(&(model.name.clone(), unit.partition))) {
+                (Some(revision), _) => {
+                    let owner = self.renew(bus, ui, &key, revision, hand_over).await?;
+                    if owner.is_none() {
+                        *owned -= 1;
+                    }
+                    owner
+                }
+                // A lease this node wrote before it restarted: take it back.
+                (None, Some((holder, revision))) if holder == &self.node => {
+                    self.renew(bus, ui, &key, *revision, false).await?
+                }
+                (None, Some((holder, _))) => {
+                    self.hold(ui, |h| h.free_since = None);
+                    Some(holder.clone())
+                }
+                (None, None) => {
+                    let free_since =
+                        self.hold(ui, |h| *h.free_since.get_or_insert_with(Instant::now));
+                    // The preferred node takes a free lease at once, any
+                    // other after a TTL (the preferred may be gone).
+                    let mine = preferred == Some(self.node.as_str())
+                        || free_since.elapsed() >= self.settings.lease_ttl;
+                    match mine {
+                        true => self.take(bus, ui, &key).await?,
+                        false => None,
+                    }
+                }
+            };
+            if model.partitions > 1 {
+                let slots = partitions
+                    .entry(model.name.clone())
+                    .or_insert_with(|| vec![None; model.partitions]);
+                slots[unit.partition] = owner.clone();
+                if let Some(owner) = &owner {
+                    owners.insert(format!("{}/{}", model.name, unit.partition), owner.clone());
+                }
+            }
+            if let (Some(owner), 0) = (owner, unit.partition) {
+                owners.insert(model.name.clone(), owner);
+            }
+        }
         Ok(())
     }
 
@@ -346,7 +453,7 @@ impl Cluster {
     async fn renew(
         self: &Arc<Self>,
         bus: &Arc<dyn Bus>,
-        mi: usize,
+        ui: usize,
         key: &str,
         revision: u64,
         hand_over: bool,
@@ -359,19 +466,19 @@ impl Cluster {
         };
         let renewed = bus.update(Bucket::Leases, lease).await?;
         let Some(revision) = renewed else {
-            self.lose(mi, "lost");
+            self.lose(ui, "lost");
             return Ok(None);
         };
         if hand_over {
             bus.delete(Bucket::Leases, key.to_string(), revision)
                 .await?;
-            self.lose(mi, "released");
+            self.lose(ui, "released");
             return Ok(None);
         }
-        let started = self.hold(mi, |h| h.revision.replace(revision).is_none());
-        self.live.own_until(mi, Some(self.deadline(sent)));
+        let started = self.hold(ui, |h| h.revision.replace(revision).is_none());
+        self.fence(ui, Some(self.deadline(sent)));
         if started {
-            self.start(mi);
+            self.acquired(ui);
         }
         Ok(Some(self.node.clone()))
     }
@@ -380,7 +487,7 @@ impl Cluster {
     async fn take(
         self: &Arc<Self>,
         bus: &Arc<dyn Bus>,
-        mi: usize,
+        ui: usize,
         key: &str,
     ) -> Result<Option<String>, BusError> {
         let sent = Instant::now();
@@ -394,12 +501,12 @@ impl Cluster {
         let Some(revision) = created else {
             return Ok(None);
         };
-        self.hold(mi, |h| {
+        self.hold(ui, |h| {
             h.revision = Some(revision);
             h.free_since = None;
         });
-        self.live.own_until(mi, Some(self.deadline(sent)));
-        self.start(mi);
+        self.fence(ui, Some(self.deadline(sent)));
+        self.acquired(ui);
         Ok(Some(self.node.clone()))
     }
 
@@ -410,117 +517,118 @@ impl Cluster {
         sent + self.settings.lease_ttl - self.settings.lease_ttl / 10
     }
 
-    /// Starts owning model `mi`: empty windows, its records read from the
-    /// start of the oldest window kept.
-    fn start(self: &Arc<Self>, mi: usize) {
-        let name = &self.live.models[mi].name;
-        tracing::info!(model = %name, node = %self.node, "cluster: {} owns model {name}", self.node);
+    /// A lease of partition 0 lets this collector evaluate the model (and
+    /// act on its rules) until `until`; other partitions' leases do not.
+    fn fence(&self, ui: usize, until: Option<Instant>) {
+        let unit = self.units[ui];
+        if unit.partition == 0 {
+            self.live.own_until(unit.model, until);
+        }
+    }
+
+    /// "model m" or "partition p of model m".
+    fn describe(&self, unit: Unit) -> String {
+        let name = &self.live.models[unit.model].name;
+        match self.live.models[unit.model].partitions {
+            1 => format!("model {name}"),
+            _ => format!("partition {} of model {name}", unit.partition),
+        }
+    }
+
+    /// Counts and logs a lease this collector came to hold (what it reads
+    /// changes at the end of the round).
+    fn acquired(&self, ui: usize) {
+        let what = self.describe(self.units[ui]);
+        let name = &self.live.models[self.units[ui].model].name;
+        tracing::info!(model = %name, node = %self.node, "cluster: {} owns {what}", self.node);
         self.metrics
             .lease_changes
             .with_label_values(&["acquired"])
             .inc();
-        self.live.reset(mi);
-        let follower = tokio::spawn(follow::follow(self.clone(), mi));
-        if let Some(old) = self.hold(mi, |h| h.follower.replace(follower)) {
-            old.abort();
-        }
     }
 
-    /// Stops owning model `mi` (`change`: lost or released): no more
-    /// evaluation, reading or gauges for it here.
-    fn lose(&self, mi: usize, change: &str) {
-        let name = &self.live.models[mi].name;
-        tracing::warn!(model = %name, node = %self.node, change, "cluster: {} no longer owns model {name} ({change})", self.node);
+    /// Stops holding a lease (`change`: lost or released): no more
+    /// evaluation at once if it was partition 0; what this collector
+    /// reads changes at the end of the round.
+    fn lose(&self, ui: usize, change: &str) {
+        let what = self.describe(self.units[ui]);
+        let name = &self.live.models[self.units[ui].model].name;
+        tracing::warn!(model = %name, node = %self.node, change, "cluster: {} no longer owns {what} ({change})", self.node);
         self.metrics
             .lease_changes
             .with_label_values(&[change])
             .inc();
-        self.live.own_until(mi, None);
-        if let Some(f) = self.hold(mi, |h| {
-            h.revision = None;
-            h.follower.take()
-        }) {
-            f.abort();
+        self.fence(ui, None);
+        self.hold(ui, |h| h.revision = None);
+    }
+
+    /// Makes what this collector reads follow the leases it holds: a model
+    /// whose held partitions changed starts again with empty windows (and
+    /// no gauges) and reads the records of the partitions it now holds
+    /// from the start of the oldest window kept.
+    fn read_held(self: &Arc<Self>) {
+        for (mi, model) in self.live.models.iter().enumerate() {
+            let held: Vec<usize> = self
+                .units
+                .iter()
+                .enumerate()
+                .filter(|(ui, u)| u.model == mi && self.hold(*ui, |h| h.revision.is_some()))
+                .map(|(_, u)| u.partition)
+                .collect();
+            let mut readings = self.readings.lock().unwrap_or_else(|p| p.into_inner());
+            let reading = &mut readings[mi];
+            if reading.partitions == held && (held.is_empty() || reading.task.is_some()) {
+                continue;
+            }
+            if let Some(task) = reading.task.take() {
+                task.abort();
+            }
+            self.live.reset(mi);
+            self.model_metrics.forget_model(&model.name);
+            let _ = self.metrics.pending.remove_label_values(&[&model.name]);
+            reading.partitions = held.clone();
+            reading.caught_up = Arc::new(AtomicBool::new(false));
+            if !held.is_empty() {
+                if model.partitions > 1 {
+                    tracing::info!(model = %model.name, node = %self.node, "cluster: {} reads partitions {held:?} of model {}", self.node, model.name);
+                }
+                reading.task = Some(tokio::spawn(follow::follow(
+                    self.clone(),
+                    mi,
+                    held,
+                    reading.caught_up.clone(),
+                )));
+            }
         }
-        self.live.reset(mi);
-        self.model_metrics.forget_model(name);
-        let _ = self.metrics.pending.remove_label_values(&[name]);
     }
 
-    /// Reads or changes this node's hold on model `mi`.
-    fn hold<T>(&self, mi: usize, f: impl FnOnce(&mut Hold) -> T) -> T {
-        f(&mut self.holds.lock().unwrap_or_else(|p| p.into_inner())[mi])
+    /// The partitions of model `mi` this collector reads, and whether it
+    /// has caught up with their records.
+    fn reading(&self, mi: usize) -> (Vec<usize>, bool) {
+        let readings = self.readings.lock().unwrap_or_else(|p| p.into_inner());
+        let r = &readings[mi];
+        (r.partitions.clone(), r.caught_up.load(Ordering::SeqCst))
     }
-}
 
-/// This machine's name (for default node names and addresses).
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "collector".into())
-}
-
-/// The member a model belongs to: the highest score of node and model
-/// (rendezvous hashing), so that a member joining or leaving moves only
-/// its own share of the models.
-pub fn preferred<'a>(members: &'a [Member], model: &str) -> Option<&'a str> {
-    members
-        .iter()
-        .max_by_key(|m| mixed_hash(&[m.node.as_bytes(), b"\0", model.as_bytes()]))
-        .map(|m| m.node.as_str())
-}
-
-/// FNV-1a, 64 bits, then MurmurHash3's finalizer (FNV alone leaves names
-/// that differ in one byte close together): stable across processes and
-/// versions.
-fn mixed_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in parts.iter().flat_map(|p| p.iter()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    /// Whether this collector holds partition `partition` of model `mi`.
+    fn holds(&self, mi: usize, partition: usize) -> bool {
+        self.units
+            .iter()
+            .position(|u| {
+                *u == Unit {
+                    model: mi,
+                    partition,
+                }
+            })
+            .is_some_and(|ui| self.hold(ui, |h| h.revision.is_some()))
     }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+
+    /// Reads or changes this node's hold on lease `ui`.
+    fn hold<T>(&self, ui: usize, f: impl FnOnce(&mut Hold) -> T) -> T {
+        f(&mut self.holds.lock().unwrap_or_else(|p| p.into_inner())[ui])
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn models_spread_over_members_and_move_only_with_their_member() {
-        let member = |n: &str| Member {
-            node: n.into(),
-            url: String::new(),
-        };
-        let three = [member("a"), member("b"), member("c")];
-        let models: Vec<String> = (0..300).map(|i| format!("model-{i}")).collect();
-        let owners: Vec<&str> = models
-            .iter()
-            .map(|m| preferred(&three, m).expect("an owner"))
-            .collect();
-        for n in ["a", "b", "c"] {
-            let share = owners.iter().filter(|o| **o == n).count();
-            assert!((70..=130).contains(&share), "{n}: {share} of 300");
-        }
-        // "c" leaves: only its models move.
-        let two = [member("a"), member("b")];
-        for (m, before) in models.iter().zip(&owners) {
-            let after = preferred(&two, m).expect("an owner");
-            if *before != "c" {
-                assert_eq!(after, *before, "{m}");
-            }
-        }
-        assert_eq!(preferred(&[], "m"), None);
-    }
 }

@@ -305,6 +305,10 @@ pub struct RawModel {
     /// `driftwatch report`'s `--test` and `--threshold` (live = offline).
     #[serde(default)]
     pub drift: RawDrift,
+    /// Cluster mode: how many collectors may share the model's traffic
+    /// (each partition has its own owner); a divisor of 12.
+    #[serde(default = "default_partitions")]
+    pub partitions: usize,
 }
 
 /// A model's drift test and threshold overrides, in `driftwatch report`'s
@@ -405,6 +409,9 @@ fn default_label_ttl() -> Span {
     Span {
         duration: Duration::from_secs(7 * 86_400),
     }
+}
+fn default_partitions() -> usize {
+    1
 }
 fn default_sample_limit() -> usize {
     DEFAULT_SAMPLE_LIMIT
@@ -518,6 +525,13 @@ impl RawConfig {
             }
             if m.window_sample_limit == 0 {
                 errors.push(format!("{at}.window_sample_limit: must be at least 1"));
+            }
+            let groups = driftwatch_protocol::subjects::GROUPS;
+            if m.partitions == 0 || !groups.is_multiple_of(m.partitions) {
+                errors.push(format!(
+                    "{at}.partitions: {} does not divide {groups} (the groups the log hashes request ids into): use 1, 2, 3, 4, 6 or 12",
+                    m.partitions
+                ));
             }
             for (role, c) in [("champion", &m.cost.champion), ("shadow", &m.cost.shadow)] {
                 let Some(c) = c else { continue };
@@ -635,49 +649,10 @@ pub fn from_flags(
             label_ttl: default_label_ttl(),
             cost: RawCost::default(),
             drift: RawDrift::default(),
+            partitions: default_partitions(),
         }],
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_parse_and_label() {
-        assert_eq!(Span::parse("5m").map(|s| s.label()), Ok("5m".to_string()));
-        assert_eq!(Span::parse("1h").map(|s| s.label()), Ok("1h".to_string()));
-        assert_eq!(Span::parse("1d").map(|s| s.label()), Ok("1d".to_string()));
-        assert_eq!(Span::parse("90s").map(|s| s.label()), Ok("90s".to_string()));
-        assert!(Span::parse("soon").is_err());
-        assert!(Span::parse("0s").is_err());
-    }
-
-    #[test]
-    fn yaml_errors_name_line_and_column() {
-        let dir = driftwatch_testkit::temp_dir("config");
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("bad.yaml");
-        std::fs::write(
-            &path,
-            "models:\n  - name: m\n    reference: r.csv\n    windows: [5m, often]\n",
-        )
-        .expect("write");
-        let err = RawConfig::from_file(&path).expect_err("bad duration");
-        let text = err.to_string();
-        assert!(text.contains("bad.yaml:4:"), "{text}");
-        assert!(text.contains("often"), "{text}");
-        std::fs::write(&path, "models: []\nlisten: nowhere\ncolour: blue\n").expect("write");
-        let err = RawConfig::from_file(&path).expect_err("unknown field");
-        assert!(err.to_string().contains("unknown field `colour`"), "{err}");
-        std::fs::write(&path, "models: []\nlisten: nowhere\n").expect("write");
-        let raw = RawConfig::from_file(&path).expect("parses");
-        let err = raw.validate(&path, &|_| None).expect_err("invalid");
-        let text = err.to_string();
-        assert!(
-            text.contains("listen") && text.contains("at least one model"),
-            "{text}"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

@@ -7,7 +7,9 @@ pub struct ClusterMetrics {
     pub connected: IntGauge,
     pub members: IntGauge,
     pub owned_models: IntGauge,
+    pub owned_partitions: IntGauge,
     pub lease_changes: IntCounterVec,
+    pub gathers: IntCounterVec,
     pub pending: IntGaugeVec,
     pub consumed: IntCounterVec,
     pub dead_letters: IntCounterVec,
@@ -49,6 +51,15 @@ impl ClusterMetrics {
             owned_models: gauge(
                 "driftwatch_cluster_owned_models",
                 "Models whose lease this collector holds (it keeps their windows and evaluates them)",
+            ),
+            owned_partitions: gauge(
+                "driftwatch_cluster_owned_partitions",
+                "Partitions of split models whose lease this collector holds (it reads their records and keeps their partial windows)",
+            ),
+            gathers: counter(
+                "driftwatch_cluster_partial_gathers_total",
+                "Gatherings of a split model's partial windows by the owner of its partition 0: complete (evaluated), or missing (a partition's state could not be had: the model waits)",
+                &["model", "outcome"],
             ),
             lease_changes: counter(
                 "driftwatch_cluster_lease_changes_total",

@@ -23,7 +23,7 @@ pub use driftwatch_protocol::subjects::Kind;
 /// Where a collector appends what it accepts: the log, once connected.
 pub struct ClusterLog {
     pub bus: OnceLock<Arc<dyn Bus>>,
-    /// Subjects are `<prefix>.<kind>.<model token>`.
+    /// Subjects are `<prefix>.<kind>.<model token>[.<group>]`.
     pub prefix: String,
 }
 
@@ -66,7 +66,12 @@ impl ClusterLog {
             .map(|(_, a)| {
                 let model = &ingest.live.models[a.model].name;
                 (
-                    self.subject(Kind::Events, model),
+                    subjects::record_subject(
+                        &self.prefix,
+                        Kind::Events,
+                        model,
+                        &a.event.request_id,
+                    ),
                     subjects::event_id(model, &a.event.request_id),
                     Bytes::from(a.json),
                 )
@@ -104,7 +109,12 @@ impl ClusterLog {
                 };
                 let json = serde_json::to_vec(&wire).unwrap_or_default();
                 (
-                    self.subject(Kind::Labels, &wire.model),
+                    subjects::record_subject(
+                        &self.prefix,
+                        Kind::Labels,
+                        &wire.model,
+                        &wire.request_id,
+                    ),
                     subjects::label_id(&wire.model, &wire.request_id),
                     Bytes::from(json),
                 )

@@ -335,23 +335,7 @@ mod tests {
 
     #[test]
     fn feature_names_may_be_escaped_and_the_last_of_a_repeated_one_wins() {
-        let dir = std::env::temp_dir().join(format!("dw-validate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("models.yaml");
-        let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples/credit/reference.csv");
-        std::fs::write(
-            &path,
-            format!(
-                "models:\n  - name: credit\n    reference: {}\n    windows: [1h]\n",
-                reference.display()
-            ),
-        )
-        .expect("write");
-        let raw = crate::config::RawConfig::from_file(&path).expect("config");
-        let config = raw.validate(&path, &|_| None).expect("valid config");
-        let models = [Model::load(&config.models[0]).expect("model")];
-        let _ = std::fs::remove_dir_all(&dir);
+        let models = [crate::models::example_model("")];
         let event = |features: &str| {
             format!(
                 r#"{{"model": "credit", "request_id": "r", "timestamp": "2026-12-06T00:00:00Z", "features": {{{features}}}, "champion": {{"label": "1"}}}}"#

@@ -35,6 +35,9 @@ pub struct Cluster {
     pub bus: BusHandle,
     /// Whether this collector owns a model now (and may act for it).
     pub owns: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Whether a model's windows are whole here (its records read, every
+    /// partition's state at hand): an owned model that is not waits.
+    pub complete: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     /// The models of the configuration.
     pub models: Vec<String>,
     /// The models whose alert state this collector took, by name.
@@ -102,14 +105,26 @@ impl Cluster {
     pub fn new(
         bus: BusHandle,
         owns: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+        complete: Arc<dyn Fn(&str) -> bool + Send + Sync>,
         models: Vec<String>,
     ) -> Cluster {
         Cluster {
             bus,
             owns,
+            complete,
             models,
             adopted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The models this collector owns whose windows are not whole yet:
+    /// not judged, their alerts keep their state.
+    pub fn waiting(&self) -> std::collections::BTreeSet<String> {
+        self.models
+            .iter()
+            .filter(|m| (self.owns)(m) && !(self.complete)(m))
+            .cloned()
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Adopted>> {

@@ -18,6 +18,10 @@ use crate::window::WindowInfo;
 pub struct Snapshot {
     pub series: Vec<Series>,
     pub windows: Vec<WindowInfo>,
+    /// Models not judged now whose alerts keep their state (cluster mode:
+    /// an owner still reading the model's records, or waiting for a
+    /// partition's windows).
+    pub waiting: BTreeSet<String>,
 }
 
 /// What changed in one evaluation, for notifications.
@@ -215,7 +219,13 @@ impl Engine {
             .alerts
             .iter()
             .filter(|(k, a)| {
-                a.group == group.name && a.name() == rule.alert && !judged.contains(*k)
+                a.group == group.name
+                    && a.name() == rule.alert
+                    && !judged.contains(*k)
+                    && !a
+                        .labels
+                        .get("model")
+                        .is_some_and(|m| snap.waiting.contains(m))
             })
             .map(|(k, a)| (k.clone(), a.clone()))
             .collect();

@@ -247,19 +247,28 @@ impl Alerting {
         let metrics = &self.h.metrics;
         let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut series = metrics.gauge_series();
+        let mut waiting = std::collections::BTreeSet::new();
         if let Some(c) = &self.h.cluster {
             // Only the models whose alert state this collector holds.
             let mut engine = self.lock_engine();
             let mut n = self.notify.lock().unwrap_or_else(|p| p.into_inner());
             let n = &mut *n;
             let judged = c.adopt(&mut engine, &mut n.groups, &mut n.cooldowns);
-            series.retain(|s| judged(s.label("model")));
+            // Owned models not evaluated yet keep their alerts as they are.
+            waiting = c.waiting();
+            series.retain(|s| {
+                judged(s.label("model")) && !s.label("model").is_some_and(|m| waiting.contains(m))
+            });
             // Silences made at any collector.
             if let Some(list) = c.silences() {
                 *self.silences.write().unwrap_or_else(|p| p.into_inner()) = list;
             }
         }
-        let snap = Snapshot { series, windows };
+        let snap = Snapshot {
+            series,
+            windows,
+            waiting,
+        };
         let now = now_ms();
         let silences = self
             .silences

@@ -119,7 +119,11 @@ fn snapshot(case: &Case, t: i64) -> Snapshot {
         })
         .collect();
     let windows = super::engine::windows_from_series(&series);
-    Snapshot { series, windows }
+    Snapshot {
+        series,
+        windows,
+        waiting: Default::default(),
+    }
 }
 
 fn compare(engine: &Engine, check: &Check) -> Result<(), String> {

@@ -3,7 +3,7 @@
 //! Seeded, so a replay after a restart draws the same numbers.
 
 /// A seeded xorshift64* generator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Rng(u64);
 
 impl Rng {

@@ -128,10 +128,7 @@ impl Evaluator {
                 continue;
             }
             let t0 = Instant::now();
-            let window = self
-                .live
-                .windows(d.key.model)
-                .window(d.key.length, d.key.start_ms);
+            let window = self.live.window(d.key.model, d.key.length, d.key.start_ms);
             let Some(window) = window else { continue };
             let model = &self.live.models[d.key.model];
             let label = model.windows[d.key.length].label();
@@ -207,10 +204,11 @@ impl Evaluator {
                 generations[mi] = generation;
                 memory.retain(|k, _| k.model != mi);
             }
-            if !self.live.owns(mi) {
+            // Not this collector's, or a partition's state is missing.
+            if !self.live.owns(mi) || !self.live.complete(mi) {
                 continue;
             }
-            let versions = self.live.windows(mi).versions();
+            let versions = self.live.versions(mi);
             // Cost per hour spreads over the hours elapsed: the live
             // window's figures move with the clock alone.
             let clocked = [&model.cost.champion, &model.cost.shadow]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 pub mod evaluate;
+mod merge;
 pub mod performance;
 pub mod reservoir;
 pub mod roles;
@@ -20,7 +21,7 @@ use driftwatch_protocol::{Event, Label};
 pub use performance::Performance;
 pub use reservoir::Reservoir;
 pub use roles::{quantile_sorted, Comparison, RoleTraffic, ShadowComparison};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::models::{Feature, Model};
 use crate::stats::rng::Rng;
@@ -69,13 +70,13 @@ pub struct WindowInfo {
 }
 
 /// Hashable form of a category key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 enum CatKey {
     Num(u64),
     Str(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Values {
     Numeric(Reservoir<f64>),
     Categorical {
@@ -84,7 +85,7 @@ enum Values {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FeatureWindow {
     values: Values,
     pub missing: u64,
@@ -171,7 +172,7 @@ impl FeatureWindow {
 }
 
 /// One tumbling window of one length.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Window {
     pub start_ms: i64,
     pub length_ms: i64,
@@ -198,11 +199,35 @@ pub enum Placement {
     TooOld,
 }
 
+/// What the other partitions of a split model hold, as this collector
+/// (the owner of its partition 0) last gathered it.
+#[derive(Debug, Clone, Default)]
+pub enum Partials {
+    /// The model is not split, or every partition is this collector's.
+    #[default]
+    Own,
+    /// A partition's state could not be gathered (its owner is reading its
+    /// records again, gone or unreachable): the model is not evaluated
+    /// meanwhile, so that its figures never show a part as the whole.
+    Missing,
+    /// The other owners' states, and where they came from (node and the
+    /// generation of its windows there).
+    Gathered {
+        sources: Vec<(String, u64)>,
+        windows: Arc<Vec<ModelWindows>>,
+    },
+}
+
 /// The live state of every model: its configuration and reference, and
 /// its windows behind a lock of their own (ingest adds, evaluation clones).
 pub struct Live {
     pub models: Arc<[Model]>,
     windows: Vec<Mutex<ModelWindows>>,
+    /// Per model: the other partitions' states (cluster mode).
+    partials: Vec<Mutex<Partials>>,
+    /// Per model: whether its windows hold every record read so far
+    /// (cluster mode: false from a reset until the reading caught up).
+    ready: Vec<std::sync::atomic::AtomicBool>,
     /// Per model: until when this process evaluates it, in milliseconds
     /// after `base` (`u64::MAX`: always; 0: another collector owns it).
     owned_until: Vec<AtomicU64>,
@@ -221,6 +246,11 @@ impl Live {
                 .map(|m| Mutex::new(ModelWindows::new(m)))
                 .collect(),
             owned_until: models.iter().map(|_| AtomicU64::new(u64::MAX)).collect(),
+            partials: models.iter().map(|_| Mutex::default()).collect(),
+            ready: models
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(true))
+                .collect(),
             generations: models.iter().map(|_| AtomicU64::new(0)).collect(),
             models: models.into(),
             base: Instant::now(),
@@ -247,7 +277,73 @@ impl Live {
     pub fn reset(&self, mi: usize) {
         let mut windows = self.windows(mi);
         *windows = ModelWindows::new(&self.models[mi]);
+        // A split model waits for the other partitions' states again.
+        *self.partials(mi) = match self.models[mi].partitions {
+            1 => Partials::Own,
+            _ => Partials::Missing,
+        };
+        self.ready[mi].store(false, Ordering::SeqCst);
         self.generations[mi].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Model `mi`'s windows hold every record stored when its reading
+    /// started (after a reset).
+    pub fn set_ready(&self, mi: usize) {
+        self.ready[mi].store(true, Ordering::SeqCst);
+    }
+
+    fn partials(&self, mi: usize) -> MutexGuard<'_, Partials> {
+        self.partials[mi].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets what the other partitions of model `mi` hold; states from
+    /// other sources than before count as other windows (a new
+    /// generation: nothing evaluated before is reused).
+    pub fn set_partials(&self, mi: usize, partials: Partials) {
+        let mut held = self.partials(mi);
+        let same = match (&*held, &partials) {
+            (Partials::Gathered { sources: a, .. }, Partials::Gathered { sources: b, .. }) => {
+                a == b
+            }
+            (Partials::Own, Partials::Own) | (_, Partials::Missing) => true,
+            _ => false,
+        };
+        *held = partials;
+        if !same {
+            self.generations[mi].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether model `mi`'s windows are whole here: its records read up
+    /// to now since the last reset, every partition's state at hand.
+    pub fn complete(&self, mi: usize) -> bool {
+        self.ready[mi].load(Ordering::SeqCst) && !matches!(*self.partials(mi), Partials::Missing)
+    }
+
+    /// Model `mi`'s kept windows as (start, version) per length, oldest
+    /// first, merged with the other partitions' states.
+    pub fn versions(&self, mi: usize) -> Vec<Vec<(i64, u64)>> {
+        let partials = self.partials(mi).clone();
+        let windows = self.windows(mi);
+        match partials {
+            Partials::Gathered {
+                windows: others, ..
+            } => windows.merged_versions(&others),
+            _ => windows.versions(),
+        }
+    }
+
+    /// A copy of one of model `mi`'s windows (length `li`, starting at
+    /// `start_ms`), merged with the other partitions' states.
+    pub fn window(&self, mi: usize, li: usize, start_ms: i64) -> Option<Window> {
+        let partials = self.partials(mi).clone();
+        let windows = self.windows(mi);
+        match partials {
+            Partials::Gathered {
+                windows: others, ..
+            } => windows.merged_window(&others, li, start_ms),
+            _ => windows.window(li, start_ms),
+        }
     }
 
     /// How many times model `mi`'s windows were emptied.
@@ -268,7 +364,7 @@ impl Live {
 }
 
 /// All windows of one model.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelWindows {
     /// Per window length (the model's order): windows by start time.
     by_length: Vec<BTreeMap<i64, Window>>,

@@ -17,7 +17,7 @@ const OTHER_CLASS: &str = "__other__";
 /// Probabilities are clipped like scikit-learn's log_loss before the log.
 const EPS: f64 = 1e-15;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Performance {
     /// (truth, predicted) → count.
     confusion: HashMap<(String, String), u64>,
@@ -47,6 +47,31 @@ impl Performance {
             return c.to_string();
         }
         OTHER_CLASS.to_string()
+    }
+
+    /// Takes in another partition's labelled predictions of the same
+    /// window (classes beyond the cap pooled as when they are added).
+    pub fn merge(&mut self, other: &Performance, limit: usize, rng: &mut Rng) {
+        for c in &other.classes {
+            self.class(c);
+        }
+        let mut confusion: Vec<_> = other.confusion.iter().collect();
+        confusion.sort();
+        for ((truth, predicted), n) in confusion {
+            let key = (self.class(truth), self.class(predicted));
+            *self.confusion.entry(key).or_default() += n;
+        }
+        self.scored += other.scored;
+        self.log_loss_sum += other.log_loss_sum;
+        self.brier_sum += other.brier_sum;
+        self.pairs.merge(&other.pairs, limit, rng);
+        self.n += other.n;
+        self.abs_err += other.abs_err;
+        self.sq_err += other.sq_err;
+        self.ape += other.ape;
+        self.ape_n += other.ape_n;
+        self.sum_y += other.sum_y;
+        self.sum_y2 += other.sum_y2;
     }
 
     /// Adds one labelled prediction. `limit` bounds the AUC pairs kept

@@ -9,7 +9,7 @@ use crate::config::Task;
 use crate::stats::rng::Rng;
 
 /// One role's predictions and reported latencies in a window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RoleTraffic {
     pub predictions: u64,
     /// Outputs that reported an `error`.
@@ -28,6 +28,14 @@ impl RoleTraffic {
             self.latency_seconds_sum += ms / 1000.0;
             self.latencies_ms.add(ms, limit, rng);
         }
+    }
+
+    /// Takes in another partition's traffic of the same window.
+    pub(super) fn merge(&mut self, other: &RoleTraffic, limit: usize, rng: &mut Rng) {
+        self.predictions += other.predictions;
+        self.errors += other.errors;
+        self.latency_seconds_sum += other.latency_seconds_sum;
+        self.latencies_ms.merge(&other.latencies_ms, limit, rng);
     }
 
     /// Share of outputs that reported an error.
@@ -76,7 +84,7 @@ pub fn quantile_sorted(v: &[f64], q: f64) -> f64 {
 }
 
 /// Champion against shadow on the same requests, where both answered.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShadowComparison {
     /// Requests where both gave a label.
     pub labelled: u64,
@@ -123,6 +131,18 @@ impl ShadowComparison {
                 self.abs_score_diff_sum += (a - b).abs();
             }
         }
+    }
+
+    /// Takes in another partition's comparison of the same window.
+    pub(super) fn merge(&mut self, other: &ShadowComparison, limit: usize, rng: &mut Rng) {
+        self.labelled += other.labelled;
+        self.agreed += other.agreed;
+        self.scored += other.scored;
+        self.abs_score_diff_sum += other.abs_score_diff_sum;
+        self.only_champion_right += other.only_champion_right;
+        self.only_shadow_right += other.only_shadow_right;
+        self.abs_error_diffs
+            .merge(&other.abs_error_diffs, limit, rng);
     }
 
     /// Counts a labelled request for the paired test.
