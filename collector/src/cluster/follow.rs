@@ -52,7 +52,6 @@ pub async fn follow(
     }
     let subjects = driftwatch_protocol::subjects::filters(
         &log.prefix,
-        &[Kind::Events, Kind::Labels],
         &model,
         cluster.live.models[mi].partitions,
         &partitions,
