@@ -86,6 +86,13 @@ def caught_up(proc_lines, limit=600):
     raise RuntimeError("the collector did not catch up:\n" + "".join(proc_lines[-20:]))
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_logged(binary, args, wrap=()):
     proc = subprocess.Popen([*wrap, binary, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -126,10 +133,16 @@ def main():
         first.wait()
         # The lease of the stopped collector expires (10 s) before the next takes it.
         wrap = os.environ.get("BENCH_WRAP", "").split()
+        nats_cpu = cpu_seconds(RUNNING[0].pid)
         second, _, lines = start_logged(binary, common + cluster + ["--db", os.path.join(tmp, "b.db"), "--node", "b"],
                                         wrap)
         seconds = caught_up(lines)
         consumed = total / seconds
+        # CPU time varies less than wall time on a machine whose cores are
+        # shared: the collector's from its start (the reference load is a
+        # small part), nats-server's over the same time.
+        collector_cpu = None if wrap else cpu_seconds(second.pid)
+        nats_cpu = cpu_seconds(RUNNING[0].pid) - nats_cpu
         second.terminate()
         second.wait()
         plain, plain_addr = dwserve.start(binary, common + ["--db", os.path.join(tmp, "plain.db")])
@@ -142,6 +155,9 @@ def main():
     print(f"{total} events of 20 features in batches of {BATCH}, {threads} client threads, {os.cpu_count()} cores")
     print(f"  HTTP ingest into the stream (cluster mode, acknowledged once stored): {published:,.0f} events/s (rejected {rejected})")
     print(f"  one collector taking them back from JetStream (store and windows):   {consumed:,.0f} events/s ({seconds:.1f} s)")
+    if collector_cpu is not None:
+        print(f"    CPU time: the collector {collector_cpu:.2f} s ({collector_cpu / total * 1e6:.1f} us/event), "
+              f"nats-server {nats_cpu:.2f} s ({nats_cpu / total * 1e6:.1f} us/event)")
     print(f"  HTTP ingest into SQLite (one collector, no cluster):                  {http_rate:,.0f} events/s")
     print(f"  consumption / HTTP ingest: {consumed / http_rate:.2f}")
 
