@@ -4,7 +4,6 @@
 //! arrived. A record that is not an event or label of the model goes to
 //! the dead-letter subject, counted, and never stops the reading.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +24,9 @@ static FOLLOW_FAILURES: std::sync::LazyLock<Repeats> = std::sync::LazyLock::new(
 
 /// Reads the records of partitions `partitions` of model `mi` (all of a
 /// model that is not split) into this collector until the task is
-/// aborted (what it holds changed); `caught_up` is set once every record
-/// stored when it started is read.
-pub async fn follow(
-    cluster: Arc<Cluster>,
-    mi: usize,
-    partitions: Vec<usize>,
-    caught_up: Arc<AtomicBool>,
-) {
+/// aborted (what it holds changed); the model's windows are ready once
+/// every record stored when it started is read.
+pub async fn follow(cluster: Arc<Cluster>, mi: usize, partitions: Vec<usize>) {
     let model = cluster.live.models[mi].name.clone();
     let log = cluster.log();
     let Some(bus) = log.bus.get().cloned() else {
@@ -62,7 +56,6 @@ pub async fn follow(
         let mut records = match bus.follow(subjects.clone(), start).await {
             Ok((records, stored)) => {
                 if stored == 0 {
-                    caught_up.store(true, Ordering::SeqCst);
                     cluster.live.set_ready(mi);
                 }
                 records
@@ -112,7 +105,7 @@ pub async fn follow(
                         .pending
                         .with_label_values(&[model.as_str()])
                         .set(pending as i64);
-                    if pending == 0 && !caught_up.swap(true, Ordering::SeqCst) {
+                    if pending == 0 && !cluster.live.ready(mi) {
                         cluster.live.set_ready(mi);
                         let seconds = started.elapsed().as_secs_f64();
                         let records = cluster

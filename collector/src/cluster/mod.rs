@@ -21,7 +21,6 @@ pub mod partials;
 mod placement;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,13 +80,11 @@ struct Hold {
 }
 
 /// This collector's reading of one model's records: the partitions it
-/// reads, the task, and whether it has read every record stored up to
-/// some moment after it started (the windows are whole for them).
+/// reads and the task (whether it caught up is the model's `Live::ready`).
 #[derive(Default)]
 struct Reading {
     partitions: Vec<usize>,
     task: Option<JoinHandle<()>>,
-    caught_up: Arc<AtomicBool>,
 }
 
 /// The running cluster membership of one collector.
@@ -334,9 +331,7 @@ impl Cluster {
         // holds more than its share; then it hands over the leases another
         // member is preferred for.
         let share = self.units.len().div_ceil(members.len().max(1));
-        let mut owned = (0..self.units.len())
-            .filter(|ui| self.hold(*ui, |h| h.revision.is_some()))
-            .count();
+        let mut owned = self.held().len();
         let mut owners = BTreeMap::new();
         let mut partitions = BTreeMap::new();
         let result = self
@@ -354,25 +349,12 @@ impl Cluster {
         // failure half-way.
         self.read_held();
         result?;
-        let held = |split: bool| {
-            self.units
-                .iter()
-                .enumerate()
-                .filter(|(ui, u)| {
-                    (self.live.models[u.model].partitions > 1) == split
-                        && (split || u.partition == 0)
-                        && self.hold(*ui, |h| h.revision.is_some())
-                })
-                .count() as i64
-        };
-        self.metrics.owned_models.set(
-            self.units
-                .iter()
-                .enumerate()
-                .filter(|(ui, u)| u.partition == 0 && self.hold(*ui, |h| h.revision.is_some()))
-                .count() as i64,
-        );
-        self.metrics.owned_partitions.set(held(true));
+        let held = self.held();
+        let count = |f: &dyn Fn(&Unit) -> bool| held.iter().filter(|u| f(u)).count() as i64;
+        self.metrics.owned_models.set(count(&|u| u.partition == 0));
+        self.metrics
+            .owned_partitions
+            .set(count(&|u| self.live.models[u.model].partitions > 1));
         self.metrics.members.set(members.len() as i64);
         *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
             node: self.node.clone(),
@@ -567,13 +549,12 @@ impl Cluster {
     /// no gauges) and reads the records of the partitions it now holds
     /// from the start of the oldest window kept.
     fn read_held(self: &Arc<Self>) {
+        let units = self.held();
         for (mi, model) in self.live.models.iter().enumerate() {
-            let held: Vec<usize> = self
-                .units
+            let held: Vec<usize> = units
                 .iter()
-                .enumerate()
-                .filter(|(ui, u)| u.model == mi && self.hold(*ui, |h| h.revision.is_some()))
-                .map(|(_, u)| u.partition)
+                .filter(|u| u.model == mi)
+                .map(|u| u.partition)
                 .collect();
             let mut readings = self.readings.lock().unwrap_or_else(|p| p.into_inner());
             let reading = &mut readings[mi];
@@ -587,17 +568,11 @@ impl Cluster {
             self.model_metrics.forget_model(&model.name);
             let _ = self.metrics.pending.remove_label_values(&[&model.name]);
             reading.partitions = held.clone();
-            reading.caught_up = Arc::new(AtomicBool::new(false));
             if !held.is_empty() {
                 if model.partitions > 1 {
                     tracing::info!(model = %model.name, node = %self.node, "cluster: {} reads partitions {held:?} of model {}", self.node, model.name);
                 }
-                reading.task = Some(tokio::spawn(follow::follow(
-                    self.clone(),
-                    mi,
-                    held,
-                    reading.caught_up.clone(),
-                )));
+                reading.task = Some(tokio::spawn(follow::follow(self.clone(), mi, held)));
             }
         }
     }
@@ -606,21 +581,26 @@ impl Cluster {
     /// has caught up with their records.
     fn reading(&self, mi: usize) -> (Vec<usize>, bool) {
         let readings = self.readings.lock().unwrap_or_else(|p| p.into_inner());
-        let r = &readings[mi];
-        (r.partitions.clone(), r.caught_up.load(Ordering::SeqCst))
+        (readings[mi].partitions.clone(), self.live.ready(mi))
     }
 
     /// Whether this collector holds partition `partition` of model `mi`.
     fn holds(&self, mi: usize, partition: usize) -> bool {
+        self.held().contains(&Unit {
+            model: mi,
+            partition,
+        })
+    }
+
+    /// The leases this collector holds now.
+    fn held(&self) -> Vec<Unit> {
+        let holds = self.holds.lock().unwrap_or_else(|p| p.into_inner());
         self.units
             .iter()
-            .position(|u| {
-                *u == Unit {
-                    model: mi,
-                    partition,
-                }
-            })
-            .is_some_and(|ui| self.hold(ui, |h| h.revision.is_some()))
+            .zip(holds.iter())
+            .filter(|(_, h)| h.revision.is_some())
+            .map(|(u, _)| *u)
+            .collect()
     }
 
     /// Reads or changes this node's hold on lease `ui`.

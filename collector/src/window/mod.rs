@@ -292,6 +292,12 @@ impl Live {
         self.ready[mi].store(true, Ordering::SeqCst);
     }
 
+    /// Whether model `mi`'s windows hold every record stored when its
+    /// reading started (always, but between a reset and `set_ready`).
+    pub fn ready(&self, mi: usize) -> bool {
+        self.ready[mi].load(Ordering::SeqCst)
+    }
+
     fn partials(&self, mi: usize) -> MutexGuard<'_, Partials> {
         self.partials[mi].lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -317,32 +323,29 @@ impl Live {
     /// Whether model `mi`'s windows are whole here: its records read up
     /// to now since the last reset, every partition's state at hand.
     pub fn complete(&self, mi: usize) -> bool {
-        self.ready[mi].load(Ordering::SeqCst) && !matches!(*self.partials(mi), Partials::Missing)
+        self.ready(mi) && !matches!(*self.partials(mi), Partials::Missing)
     }
 
     /// Model `mi`'s kept windows as (start, version) per length, oldest
     /// first, merged with the other partitions' states.
     pub fn versions(&self, mi: usize) -> Vec<Vec<(i64, u64)>> {
-        let partials = self.partials(mi).clone();
-        let windows = self.windows(mi);
-        match partials {
-            Partials::Gathered {
-                windows: others, ..
-            } => windows.merged_versions(&others),
-            _ => windows.versions(),
-        }
+        let others = self.others(mi);
+        self.windows(mi).merged_versions(&others)
     }
 
     /// A copy of one of model `mi`'s windows (length `li`, starting at
     /// `start_ms`), merged with the other partitions' states.
     pub fn window(&self, mi: usize, li: usize, start_ms: i64) -> Option<Window> {
-        let partials = self.partials(mi).clone();
-        let windows = self.windows(mi);
-        match partials {
-            Partials::Gathered {
-                windows: others, ..
-            } => windows.merged_window(&others, li, start_ms),
-            _ => windows.window(li, start_ms),
+        let others = self.others(mi);
+        self.windows(mi).merged_window(&others, li, start_ms)
+    }
+
+    /// The other partitions' states of model `mi` as last gathered (none
+    /// when it is not split or they are not at hand).
+    fn others(&self, mi: usize) -> Arc<Vec<ModelWindows>> {
+        match &*self.partials(mi) {
+            Partials::Gathered { windows, .. } => windows.clone(),
+            _ => Arc::default(),
         }
     }
 
