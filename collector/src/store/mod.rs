@@ -15,7 +15,7 @@ use driftwatch_telemetry::log::Repeats;
 
 use rusqlite::params;
 
-use schema::{migrate, open};
+use schema::{migrate, open, writer_settings};
 use writer::{writer, Done, Job, Reply, Work};
 
 /// Storage failures are logged through this, at most once a minute per
@@ -149,6 +149,7 @@ impl Store {
     pub fn open(path: &Path, retention: Vec<(String, Duration)>) -> Result<Store, StoreError> {
         let mut conn = open(path)?;
         migrate(&mut conn, path)?;
+        writer_settings(&conn, path)?;
         let (sender, receiver) = mpsc::channel::<Job>();
         let writer_path = path.to_path_buf();
         std::thread::Builder::new()
@@ -392,6 +393,39 @@ mod tests {
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a newer schema was opened"),
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn events_stored_before_the_arrival_order_migration_are_kept() {
+        let dir = driftwatch_testkit::temp_dir("store-migrate");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        // A database as 0.6.0 left it: migrations 1 to 7, two events.
+        let conn = Connection::open(&path).expect("sqlite");
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(7) {
+            conn.execute_batch(sql).expect("migration");
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .expect("version");
+        }
+        conn.execute_batch(
+            "INSERT INTO events VALUES ('m', 'b', 20, 2, '{\"id\": \"b\"}');
+             INSERT INTO events VALUES ('m', 'a', 10, 1, '{\"id\": \"a\"}');",
+        )
+        .expect("old events");
+        drop(conn);
+        let store = Store::open(&path, vec![]).expect("open");
+        assert_eq!(
+            store.events_since("m", 0).expect("read"),
+            vec!["{\"id\": \"a\"}".to_string(), "{\"id\": \"b\"}".to_string()]
+        );
+        // Their ids are still taken; a new one is stored.
+        let flags = store
+            .insert(vec![event("a", 10), event("c", 30)])
+            .await
+            .expect("insert");
+        assert_eq!(flags, vec![false, true]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
