@@ -15,7 +15,7 @@ use driftwatch_telemetry::log::Repeats;
 
 use rusqlite::params;
 
-use schema::{migrate, open, writer_settings};
+use schema::{migrate, open, sqlite_error, writer_settings};
 use writer::{writer, Done, Job, Reply, Work};
 
 /// Storage failures are logged through this, at most once a minute per
@@ -225,10 +225,7 @@ impl Store {
         p: impl rusqlite::Params,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        };
+        let err = sqlite_error(&self.path);
         let conn = open(&self.path)?;
         let mut stmt = conn.prepare(sql).map_err(err)?;
         let rows = stmt.query_map(p, row).map_err(err)?;

@@ -91,12 +91,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_time ON events (model, ts_ms);",
 ];
 
-/// A connection to the database (WAL).
-pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
-    let err = |source| StoreError::Sqlite {
+/// Names the database in a SQLite error.
+pub(super) fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sqlite {
         path: path.to_path_buf(),
         source,
-    };
+    }
+}
+
+/// A connection to the database (WAL).
+pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+    let err = sqlite_error(path);
     let conn = Connection::open(path).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
@@ -113,10 +118,7 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
 /// write-ahead log between checkpoints (a page written by many
 /// transactions is copied back once).
 pub(super) fn writer_settings(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = sqlite_error(path);
     // Negative: KiB.
     conn.pragma_update(None, "cache_size", -32 * 1024)
         .map_err(err)?;
@@ -127,10 +129,7 @@ pub(super) fn writer_settings(conn: &Connection, path: &Path) -> Result<(), Stor
 
 /// Applies the migrations not applied yet; a newer schema is refused.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = sqlite_error(path);
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
