@@ -4,7 +4,7 @@ events/s, request latency percentiles and the collector's resident memory
 after N and after 10 x N events (it should stay flat: windows are bounded).
 
 usage: ingest_load.py DRIFTWATCH_BINARY [EVENTS] [THREADS]
-Request ids are 32 random hex digits, as the agent makes them (random
+Request ids begin with 32 random hex digits, as the agent makes them (random
 keys are what the store's index really sees); BENCH_IDS=sequential uses
 the older ids (`<prefix><batch>-<i>`, inserted in key order: cheaper for
 SQLite and flattering). Standard library only.
@@ -28,6 +28,8 @@ NUMERIC = [f"n{i:02d}" for i in range(15)]
 CATEGORICAL = [f"c{i:02d}" for i in range(5)]
 LEVELS = ["a", "b", "c", "d", "e", "f"]
 IDS = os.environ.get("BENCH_IDS", "random")
+if IDS not in ("random", "sequential"):
+    sys.exit(f"BENCH_IDS={IDS}: use random (the default) or sequential")
 
 
 def write_reference(path, rows=10000):

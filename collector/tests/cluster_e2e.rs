@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{cluster_view, collector, drift_rules, signal};
+use common::cluster::{cluster_view, collector, drift_rules, partition_owners, signal};
 use common::examples::{events_with_ids, example};
 use common::server::Server;
 use driftwatch_testkit::mail::{mails, SmtpSink};
@@ -225,26 +225,11 @@ fn a_three_node_cluster_counts_once_alerts_once_and_stays_exact_through_faults()
     );
     // The first collector up may take every lease; the others' shares
     // come to them within a few rounds.
-    let loans = || -> Vec<String> {
-        let view = cluster_view(&nodes[0]);
-        (0..3)
-            .filter_map(|p| {
-                view["owners"][format!("loans/{p}")]
-                    .as_str()
-                    .map(String::from)
-            })
-            .collect()
-    };
+    let loans = || partition_owners(&nodes[0], "loans", 3);
     wait(
         Duration::from_secs(30),
         "loans' partitions to spread",
-        || {
-            loans()
-                .iter()
-                .collect::<std::collections::BTreeSet<_>>()
-                .len()
-                >= 2
-        },
+        || loans().is_some_and(|o| o.iter().collect::<std::collections::BTreeSet<_>>().len() >= 2),
     );
     println!("loans' partitions are owned by {:?}", loans());
     let (_champion, champion) = start_champion(&dir);

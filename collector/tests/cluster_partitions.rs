@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::{cluster_view, collector};
+use common::cluster::{cluster_view, collector, partition_owners};
 use common::examples::{events_from_csv, example, offline_report};
 use common::server::Server;
 use driftwatch_testkit::nats::Nats;
@@ -54,18 +54,6 @@ fn config(dir: &Path, nats: &Nats) -> std::path::PathBuf {
     );
     std::fs::write(&path, text).expect("config");
     path
-}
-
-/// The owners of credit's partitions as `s` sees them (all known).
-fn partition_owners(s: &Server) -> Option<Vec<String>> {
-    let view = cluster_view(s);
-    (0..3)
-        .map(|p| {
-            view["owners"][format!("credit/{p}")]
-                .as_str()
-                .map(String::from)
-        })
-        .collect()
 }
 
 /// The collector named `node`.
@@ -134,11 +122,11 @@ fn a_model_in_three_partitions_shows_what_one_collector_shows() {
                 let v = cluster_view(s);
                 v["members"].as_array().is_some_and(|m| m.len() == 3)
                     && v["owners"]["whole"].is_string()
-                    && partition_owners(s).is_some()
+                    && partition_owners(s, "credit", 3).is_some()
             },
         );
     }
-    let owners = partition_owners(&nodes[0]).expect("owners");
+    let owners = partition_owners(&nodes[0], "credit", 3).expect("owners");
     println!("credit's partitions are owned by {owners:?}");
     let distinct: BTreeSet<&String> = owners.iter().collect();
     assert!(distinct.len() >= 2, "partitions spread: {owners:?}");
@@ -215,11 +203,11 @@ fn a_model_in_three_partitions_shows_what_one_collector_shows() {
         6 * TTL,
         "new owners of the killed collector's leases",
         |s| {
-            partition_owners(s).is_some_and(|o| !o.contains(&victim))
+            partition_owners(s, "credit", 3).is_some_and(|o| !o.contains(&victim))
                 && cluster_view(s)["owners"]["whole"].as_str() != Some(victim.as_str())
         },
     );
-    let owners = partition_owners(survivor).expect("owners");
+    let owners = partition_owners(survivor, "credit", 3).expect("owners");
     let merger = node(&nodes, &names, &owners[0]);
     let whole_owner = cluster_view(survivor)["owners"]["whole"]
         .as_str()

@@ -24,6 +24,19 @@ pub fn cluster_view(s: &Server) -> Value {
     serde_json::from_str(&body).unwrap_or_default()
 }
 
+/// The owners of `model`'s `partitions` partitions as `s` sees them
+/// (`None` while one has none).
+pub fn partition_owners(s: &Server, model: &str, partitions: usize) -> Option<Vec<String>> {
+    let view = cluster_view(s);
+    (0..partitions)
+        .map(|p| {
+            view["owners"][format!("{model}/{p}")]
+                .as_str()
+                .map(String::from)
+        })
+        .collect()
+}
+
 /// Sends `sig` (`-STOP`, `-CONT`, `-TERM`) to a collector.
 pub fn signal(s: &Server, sig: &str) {
     let ok = Command::new("kill")
