@@ -35,9 +35,19 @@ pub struct Observation {
     pub request_id: String,
     pub timestamp: String,
     pub request: Bytes,
-    /// The champion's answer: status and body, or why there is none.
-    pub response: Option<Result<(u16, Bytes), String>>,
+    /// The request's `Inference-Header-Content-Length` (binary tensors).
+    pub request_json_len: Option<usize>,
+    /// The champion's answer, or why there is none.
+    pub response: Option<Result<Answered, String>>,
     pub champion_ms: Option<f64>,
+}
+
+/// The champion's answer as the proxy or a sink saw it.
+pub struct Answered {
+    pub status: u16,
+    pub body: Bytes,
+    /// Its `Inference-Header-Content-Length` (binary tensors).
+    pub json_len: Option<usize>,
 }
 
 /// The handle the traffic side observes through.
@@ -144,7 +154,7 @@ impl Events {
     /// (where it kept up) the shadow's outputs.
     async fn build(&self, o: Observation) -> Vec<Event> {
         let m = &self.models[o.model];
-        let Some(rows) = self.rows(m, &o.request) else {
+        let Some(rows) = self.rows(m, &o.request, o.request_json_len) else {
             return Vec::new();
         };
         let n = rows.len();
@@ -208,9 +218,9 @@ impl Events {
 
     /// The request's rows, only the features the model watches; none (and
     /// counted) when the body cannot be read or holds no row.
-    fn rows(&self, m: &Watched, request: &[u8]) -> Option<Vec<Row>> {
+    fn rows(&self, m: &Watched, request: &[u8], json_len: Option<usize>) -> Option<Vec<Row>> {
         let name = m.cfg.name.as_str();
-        let mut rows = match parse_request(&m.cfg, request) {
+        let mut rows = match parse_request(&m.cfg, request, json_len) {
             Ok(r) if !r.is_empty() => r,
             Ok(_) => {
                 self.unparsed(name, "request", "no_rows");
@@ -234,7 +244,7 @@ impl Events {
     fn champion(
         &self,
         m: &Watched,
-        response: Option<Result<(u16, Bytes), String>>,
+        response: Option<Result<Answered, String>>,
         n: usize,
         champion_ms: Option<f64>,
     ) -> Vec<Output> {
@@ -248,8 +258,8 @@ impl Events {
             ]
         };
         let mut champion = match response {
-            Some(Ok((status, body))) if (200..300).contains(&status) => {
-                match parse_response(&m.cfg, &body, n) {
+            Some(Ok(a)) if (200..300).contains(&a.status) => {
+                match parse_response(&m.cfg, &a.body, a.json_len, n) {
                     Ok(out) => out,
                     Err(e) => {
                         self.unparsed(&m.cfg.name, "response", e.reason());
@@ -257,7 +267,7 @@ impl Events {
                     }
                 }
             }
-            Some(Ok((status, _))) => failed(format!("HTTP {status}")),
+            Some(Ok(a)) => failed(format!("HTTP {}", a.status)),
             Some(Err(why)) => failed(why),
             None => vec![Output::default(); n],
         };

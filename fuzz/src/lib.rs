@@ -46,14 +46,21 @@ pub fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-/// Feeds a body to an agent model's adapter, request and response.
+/// Feeds a body to an agent model's adapter, request and response: as
+/// JSON, and as a binary tensor body whose JSON is as long as the
+/// first byte says (the rest of the data).
 pub fn adapt(model: &AgentModel, data: &[u8]) {
-    if let Ok(rows) = driftwatch_agent::adapters::parse_request(model, data) {
-        let _ = driftwatch_agent::adapters::parse_response(model, data, rows.len());
-    }
-    for n in [1, 3] {
-        if let Ok(out) = driftwatch_agent::adapters::parse_response(model, data, n) {
-            assert_eq!(out.len(), n, "one output per row");
+    let binary = data
+        .split_first()
+        .map(|(len, rest)| (rest, Some(usize::from(*len))));
+    for (body, json_len) in [(data, None)].into_iter().chain(binary) {
+        if let Ok(rows) = driftwatch_agent::adapters::parse_request(model, body, json_len) {
+            let _ = driftwatch_agent::adapters::parse_response(model, body, json_len, rows.len());
+        }
+        for n in [1, 3] {
+            if let Ok(out) = driftwatch_agent::adapters::parse_response(model, body, json_len, n) {
+                assert_eq!(out.len(), n, "one output per row");
+            }
         }
     }
 }

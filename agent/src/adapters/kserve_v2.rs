@@ -1,38 +1,52 @@
 //! KServe v2 / Open Inference Protocol: `inputs` and `outputs` lists of
 //! tensor objects (`name`, `shape`, `datatype`, `data`). A `[N]` or
 //! `[N, 1]` input tensor is one feature; an `[N, F]` one gives F features
-//! named by the model's `features`.
+//! named by the model's `features`. A tensor whose `parameters` give a
+//! `binary_data_size` has its data in the body's binary section
+//! (`binary`), read into the same tensor as its JSON form.
 
 use serde_json::Value;
 
-use super::{flatten, tensor_data, Adapter, AdapterError, Data, Row, Tensor};
+use super::{flatten, tensor_data, Adapter, AdapterError, Data, Row, Section, Tensor};
 use crate::config::Model;
 use driftwatch_protocol::FeatureValue;
 
 pub struct KserveV2;
 
 impl Adapter for KserveV2 {
-    fn rows(&self, model: &Model, v: &Value) -> Result<Vec<Row>, AdapterError> {
+    fn rows(
+        &self,
+        model: &Model,
+        v: &Value,
+        binary: &mut Section<'_>,
+    ) -> Result<Vec<Row>, AdapterError> {
         let inputs = v["inputs"]
             .as_array()
             .ok_or("no `inputs` list (KServe v2)")?;
-        let tensors: Vec<Tensor> = inputs.iter().map(v2_tensor).collect::<Result<_, _>>()?;
+        let tensors: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| v2_tensor(t, binary))
+            .collect::<Result<_, _>>()?;
         Ok(rows_from_tensors(&tensors, model.features.as_deref())?)
     }
 
-    fn outputs(&self, _: &Model, v: &Value, _: usize) -> Result<Vec<Tensor>, AdapterError> {
+    fn outputs(
+        &self,
+        _: &Model,
+        v: &Value,
+        binary: &mut Section<'_>,
+        _: usize,
+    ) -> Result<Vec<Tensor>, AdapterError> {
         let outputs = v["outputs"]
             .as_array()
             .ok_or("no `outputs` list (KServe v2)")?;
-        Ok(outputs
-            .iter()
-            .map(v2_tensor)
-            .collect::<Result<Vec<_>, _>>()?)
+        outputs.iter().map(|t| v2_tensor(t, binary)).collect()
     }
 }
 
-/// A KServe v2 tensor object (`name`, `shape`, `datatype`, `data`).
-pub(crate) fn v2_tensor(t: &Value) -> Result<Tensor, String> {
+/// A KServe v2 tensor object (`name`, `shape`, `datatype`, and `data` or
+/// a `binary_data_size` of `binary`).
+pub(crate) fn v2_tensor(t: &Value, binary: &mut Section<'_>) -> Result<Tensor, AdapterError> {
     let name = t["name"]
         .as_str()
         .ok_or("a tensor without a `name`")?
@@ -44,22 +58,35 @@ pub(crate) fn v2_tensor(t: &Value) -> Result<Tensor, String> {
         .map(|d| d.as_u64().map(|d| d as usize))
         .collect::<Option<_>>()
         .ok_or_else(|| format!("tensor `{name}`: the shape is not a list of sizes"))?;
-    let mut values = Vec::new();
-    flatten(&t["data"], &mut values);
     let want = shape
         .iter()
         .try_fold(1usize, |a, &b| a.checked_mul(b))
         .ok_or_else(|| {
             format!("tensor `{name}`: shape {shape:?} needs more values than can be counted")
         })?;
+    let datatype = t["datatype"].as_str().unwrap_or("");
+    match &t["parameters"]["binary_data_size"] {
+        Value::Null => {}
+        size => {
+            let size = size
+                .as_u64()
+                .and_then(|s| usize::try_from(s).ok())
+                .ok_or_else(|| format!("tensor `{name}`: binary_data_size is not a size"))?;
+            let data = binary.tensor(&name, datatype, size, want)?;
+            return Ok(Tensor { name, shape, data });
+        }
+    }
+    let mut values = Vec::new();
+    flatten(&t["data"], &mut values);
     if values.len() != want {
         return Err(format!(
             "tensor `{name}`: shape {shape:?} needs {want} values, data has {}",
             values.len()
-        ));
+        )
+        .into());
     }
     let what = format!("tensor `{name}`");
-    let data = match t["datatype"].as_str().unwrap_or("") {
+    let data = match datatype {
         // The declared type decides; JSON has no NaN, so null is missing.
         "BYTES" => Data::Str(
             values
@@ -180,12 +207,12 @@ mod tests {
             br#"{"inputs": [{"name": "x", "shape": [2, 18446744073709551615, 2], "data": [1, 2]}]}"#,
             br#"{"inputs": [{"name": "x", "shape": [264810701, 0], "data": []}]}"#,
         ] {
-            let err = parse_request(&model(""), body).expect_err("refused");
+            let err = parse_request(&model(""), body, None).expect_err("refused");
             assert!(err.to_string().contains("values"), "{err}");
         }
         // No rows of an absurd width: no rows, at once.
         let body = br#"{"inputs": [{"name": "x", "shape": [0, 46000000000000092], "data": []}]}"#;
-        assert!(parse_request(&model(""), body).map_or(true, |r| r.is_empty()));
+        assert!(parse_request(&model(""), body, None).map_or(true, |r| r.is_empty()));
     }
 
     #[test]
@@ -195,7 +222,7 @@ mod tests {
             {"name": "features", "shape": [2, 2], "datatype": "FP32", "data": [[30, 1000.5], [40, 2000]]},
             {"name": "country", "shape": [2], "datatype": "BYTES", "data": ["DE", "FR"]},
             {"name": "has_card", "shape": [2, 1], "datatype": "BOOL", "data": [true, false]}]}"#;
-        let rows = parse_request(&m, body).expect("rows");
+        let rows = parse_request(&m, body, None).expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["age"], num(30.0));
         assert_eq!(rows[1]["income"], num(2000.0));
@@ -204,7 +231,7 @@ mod tests {
         let resp = br#"{"model_name": "m", "outputs": [
             {"name": "label", "shape": [2], "datatype": "INT64", "data": [1, 0]},
             {"name": "probabilities", "shape": [2, 2], "datatype": "FP32", "data": [0.2, 0.8, 0.9, 0.1]}]}"#;
-        let out = parse_response(&m, resp, 2).expect("outputs");
+        let out = parse_response(&m, resp, None, 2).expect("outputs");
         assert_eq!(out[0].label.as_deref(), Some("1"));
         assert_eq!(out[0].score, Some(0.8));
         assert_eq!(out[1].score, Some(0.1));
@@ -212,15 +239,101 @@ mod tests {
         // Shapes that do not add up are refused with the reason.
         let bad =
             br#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#;
-        let err = parse_request(&m, bad).expect_err("bad shape");
+        let err = parse_request(&m, bad, None).expect_err("bad shape");
         assert!(
             err.to_string()
                 .contains("shape [3] needs 3 values, data has 2"),
             "{err}"
         );
-        assert!(parse_response(&m, resp, 3)
+        assert!(parse_response(&m, resp, None, 3)
             .expect_err("rows")
             .to_string()
             .contains("for 3 rows"));
+    }
+
+    /// A body in the binary tensor extension, as tritonclient makes one:
+    /// the JSON (tensors with `binary_data_size` and no `data`), then
+    /// each binary tensor's bytes in order; and its JSON length.
+    pub(crate) fn binary_body(json: &str, sections: &[Vec<u8>]) -> (Vec<u8>, usize) {
+        let mut body = json.as_bytes().to_vec();
+        sections.iter().for_each(|s| body.extend_from_slice(s));
+        (body, json.len())
+    }
+
+    fn le<T: Copy, const N: usize>(values: &[T], bytes: fn(T) -> [u8; N]) -> Vec<u8> {
+        values.iter().flat_map(|v| bytes(*v)).collect()
+    }
+
+    #[test]
+    fn binary_tensors_give_the_rows_and_outputs_of_their_json_form() {
+        let m = model("features: [age, income]\n");
+        let json = br#"{"inputs": [
+            {"name": "features", "shape": [2, 2], "datatype": "FP32", "data": [[30, 1000.5], [40, 2000]]},
+            {"name": "country", "shape": [2], "datatype": "BYTES", "data": ["DE", "FR"]},
+            {"name": "has_card", "shape": [2, 1], "datatype": "BOOL", "data": [true, false]},
+            {"name": "dependents", "shape": [2], "datatype": "INT64", "data": [0, 3]}]}"#;
+        let mut country = Vec::new();
+        for c in ["DE", "FR"] {
+            country.extend_from_slice(&2u32.to_le_bytes());
+            country.extend_from_slice(c.as_bytes());
+        }
+        // All but `dependents` binary: a body may mix the two forms.
+        let (body, len) = binary_body(
+            r#"{"inputs": [
+            {"name": "features", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
+            {"name": "country", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 12}},
+            {"name": "has_card", "shape": [2, 1], "datatype": "BOOL", "parameters": {"binary_data_size": 2}},
+            {"name": "dependents", "shape": [2], "datatype": "INT64", "data": [0, 3]}],
+            "parameters": {"binary_data_output": true}}"#,
+            &[
+                le(&[30f32, 1000.5, 40.0, 2000.0], f32::to_le_bytes),
+                country,
+                vec![1, 0],
+            ],
+        );
+        let rows = parse_request(&m, &body, Some(len)).expect("binary rows");
+        assert_eq!(rows, parse_request(&m, json, None).expect("json rows"));
+        // The same body without its header is not JSON, and a header
+        // whose lengths do not add up is refused as binary.
+        assert_eq!(
+            parse_request(&m, &body, None)
+                .expect_err("no header")
+                .reason(),
+            "not_json"
+        );
+        for bad in [Some(len + 1), Some(body.len() + 1), Some(len - 1)] {
+            assert!(parse_request(&m, &body, bad).is_err(), "{bad:?}");
+        }
+        let (short, _) = binary_body(
+            std::str::from_utf8(&body[..len]).expect("utf-8"),
+            &[vec![0; 29]],
+        );
+        assert_eq!(
+            parse_request(&m, &short, Some(len))
+                .expect_err("short")
+                .reason(),
+            "binary"
+        );
+
+        let resp = br#"{"model_name": "m", "outputs": [
+            {"name": "label", "shape": [2], "datatype": "INT64", "data": [1, 0]},
+            {"name": "probabilities", "shape": [2, 2], "datatype": "FP32", "data": [0.25, 0.75, 0.5, 0.5]}]}"#;
+        let (binary, len) = binary_body(
+            r#"{"model_name": "m", "outputs": [
+            {"name": "label", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}},
+            {"name": "probabilities", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}"#,
+            &[
+                le(&[1i64, 0], i64::to_le_bytes),
+                le(&[0.25f32, 0.75, 0.5, 0.5], f32::to_le_bytes),
+            ],
+        );
+        assert_eq!(
+            parse_response(&m, &binary, Some(len), 2).expect("binary outputs"),
+            parse_response(&m, resp, None, 2).expect("json outputs")
+        );
+        // The header is the binary extension's: other protocols read the body whole.
+        let tf = model("protocol: tfserving\n");
+        let body = br#"{"instances": [[1]]}"#;
+        assert_eq!(parse_request(&tf, body, Some(3)).expect("whole").len(), 1);
     }
 }

@@ -4,6 +4,7 @@
 //! or from the shadow model, are read by one function
 //! (`tensor::outputs_from_tensors`).
 
+pub mod binary;
 pub mod generic;
 pub mod kserve_v2;
 pub mod tensor;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use driftwatch_protocol::{FeatureValue, Output};
 use serde_json::Value;
 
+pub use binary::Section;
 pub use tensor::{outputs_from_tensors, Data, OutputSpec, Tensor};
 
 use crate::config::{Model, Protocol};
@@ -29,6 +31,9 @@ pub enum AdapterError {
     /// JSON, but not in the protocol's shape.
     #[error("{0}")]
     Shape(String),
+    /// A binary tensor body (KServe v2) whose lengths do not add up.
+    #[error("{0}")]
+    Binary(String),
 }
 
 impl AdapterError {
@@ -37,6 +42,7 @@ impl AdapterError {
         match self {
             AdapterError::NotJson(_) => "not_json",
             AdapterError::Shape(_) => "shape",
+            AdapterError::Binary(_) => "binary",
         }
     }
 }
@@ -53,12 +59,25 @@ impl From<&str> for AdapterError {
     }
 }
 
-/// How one protocol's bodies are read.
+/// How one protocol's bodies are read: the JSON, and the binary section
+/// that follows it where the protocol has one (KServe v2's binary tensor
+/// extension; empty otherwise).
 pub trait Adapter: Sync {
     /// The rows of a request body.
-    fn rows(&self, model: &Model, body: &Value) -> Result<Vec<Row>, AdapterError>;
+    fn rows(
+        &self,
+        model: &Model,
+        body: &Value,
+        binary: &mut Section<'_>,
+    ) -> Result<Vec<Row>, AdapterError>;
     /// The output tensors of a response body to a request of `n` rows.
-    fn outputs(&self, model: &Model, body: &Value, n: usize) -> Result<Vec<Tensor>, AdapterError>;
+    fn outputs(
+        &self,
+        model: &Model,
+        body: &Value,
+        binary: &mut Section<'_>,
+        n: usize,
+    ) -> Result<Vec<Tensor>, AdapterError>;
 }
 
 /// The adapter of a protocol.
@@ -74,19 +93,69 @@ fn json(body: &[u8]) -> Result<Value, AdapterError> {
     serde_json::from_slice(body).map_err(|e| AdapterError::NotJson(e.to_string()))
 }
 
-/// The rows of a request body.
-pub fn parse_request(model: &Model, body: &[u8]) -> Result<Vec<Row>, AdapterError> {
-    adapter(model.protocol).rows(model, &json(body)?)
+/// Whether a call is an inference, whose body the protocol's adapter
+/// reads: any call with a body (health, readiness and metadata are
+/// `GET`s), except KServe v2's (Triton's) management calls, which are
+/// `POST`s too (model repository, logging, trace settings, shared
+/// memory). The rest is proxied and counted, never parsed.
+pub fn is_inference(protocol: Protocol, method: &str, path: &str) -> bool {
+    const KSERVE_V2_MANAGEMENT: &[&str] = &[
+        "/v2/repository/",
+        "/v2/logging",
+        "/v2/trace/",
+        "/trace/setting",
+        "sharedmemory/",
+    ];
+    if matches!(method, "GET" | "HEAD" | "OPTIONS") {
+        return false;
+    }
+    match protocol {
+        Protocol::KserveV2 => !KSERVE_V2_MANAGEMENT.iter().any(|m| path.contains(m)),
+        Protocol::Tfserving | Protocol::Generic => true,
+    }
+}
+
+/// A body's JSON and binary section: split at `json_len` (its
+/// `Inference-Header-Content-Length`) for KServe v2, whole otherwise.
+fn parts<'a>(
+    model: &Model,
+    body: &'a [u8],
+    json_len: Option<usize>,
+) -> Result<(&'a [u8], Section<'a>), AdapterError> {
+    match json_len {
+        Some(n) if model.protocol == Protocol::KserveV2 => binary::split(body, n),
+        _ => Ok((body, Section::none())),
+    }
+}
+
+/// The rows of a request body (`json_len`: its
+/// `Inference-Header-Content-Length`, for binary tensors).
+pub fn parse_request(
+    model: &Model,
+    body: &[u8],
+    json_len: Option<usize>,
+) -> Result<Vec<Row>, AdapterError> {
+    let (text, mut binary) = parts(model, body, json_len)?;
+    let rows = adapter(model.protocol).rows(model, &json(text)?, &mut binary)?;
+    binary.finish()?;
+    Ok(rows)
 }
 
 /// The outputs of a response body, one per row (`n` rows).
-pub fn parse_response(model: &Model, body: &[u8], n: usize) -> Result<Vec<Output>, AdapterError> {
+pub fn parse_response(
+    model: &Model,
+    body: &[u8],
+    json_len: Option<usize>,
+    n: usize,
+) -> Result<Vec<Output>, AdapterError> {
     // No rows, no outputs (an output tensor of no rows and an absurd width
     // would otherwise name every one of its columns).
     if n == 0 {
         return Ok(Vec::new());
     }
-    let tensors = adapter(model.protocol).outputs(model, &json(body)?, n)?;
+    let (text, mut binary) = parts(model, body, json_len)?;
+    let tensors = adapter(model.protocol).outputs(model, &json(text)?, &mut binary, n)?;
+    binary.finish()?;
     outputs_from_tensors(&tensors, n, &OutputSpec::of(model, &model.outputs))
 }
 
@@ -218,5 +287,53 @@ pub(crate) mod testing {
 
     pub fn num(x: f64) -> FeatureValue {
         FeatureValue::Number(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_inference;
+    use crate::config::Protocol;
+
+    #[test]
+    fn health_metadata_and_management_calls_are_not_inferences() {
+        for (protocol, method, path) in [
+            (Protocol::KserveV2, "GET", "/v2/health/ready"),
+            (Protocol::KserveV2, "GET", "/v2/models/credit"),
+            (Protocol::KserveV2, "GET", "/v2/models/credit/ready"),
+            (Protocol::KserveV2, "HEAD", "/v2"),
+            (Protocol::KserveV2, "POST", "/v2/repository/index"),
+            (
+                Protocol::KserveV2,
+                "POST",
+                "/v2/repository/models/credit/load",
+            ),
+            (
+                Protocol::KserveV2,
+                "POST",
+                "/v2/models/credit/trace/setting",
+            ),
+            (
+                Protocol::KserveV2,
+                "POST",
+                "/v2/systemsharedmemory/region/r/register",
+            ),
+            (Protocol::Tfserving, "GET", "/v1/models/credit/metadata"),
+            (Protocol::Generic, "OPTIONS", "/predict"),
+        ] {
+            assert!(!is_inference(protocol, method, path), "{method} {path}");
+        }
+        for (protocol, method, path) in [
+            (Protocol::KserveV2, "POST", "/v2/models/credit/infer"),
+            (
+                Protocol::KserveV2,
+                "POST",
+                "/v2/models/credit/versions/1/infer",
+            ),
+            (Protocol::Tfserving, "POST", "/v1/models/credit:predict"),
+            (Protocol::Generic, "PUT", "/score"),
+        ] {
+            assert!(is_inference(protocol, method, path), "{method} {path}");
+        }
     }
 }

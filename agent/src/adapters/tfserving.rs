@@ -3,13 +3,20 @@
 
 use serde_json::Value;
 
-use super::{feature, row_from_value, tensors_from_rows, Adapter, AdapterError, Row, Tensor};
+use super::{
+    feature, row_from_value, tensors_from_rows, Adapter, AdapterError, Row, Section, Tensor,
+};
 use crate::config::Model;
 
 pub struct TfServing;
 
 impl Adapter for TfServing {
-    fn rows(&self, model: &Model, v: &Value) -> Result<Vec<Row>, AdapterError> {
+    fn rows(
+        &self,
+        model: &Model,
+        v: &Value,
+        _: &mut Section<'_>,
+    ) -> Result<Vec<Row>, AdapterError> {
         let columns = model.features.as_deref();
         if let Some(instances) = v["instances"].as_array() {
             return Ok(instances
@@ -44,7 +51,13 @@ impl Adapter for TfServing {
         }
     }
 
-    fn outputs(&self, _: &Model, v: &Value, _: usize) -> Result<Vec<Tensor>, AdapterError> {
+    fn outputs(
+        &self,
+        _: &Model,
+        v: &Value,
+        _: &mut Section<'_>,
+        _: usize,
+    ) -> Result<Vec<Tensor>, AdapterError> {
         Ok(match (&v["predictions"], &v["outputs"]) {
             (Value::Array(items), _) => tensors_from_rows(items)?,
             (_, Value::Object(cols)) => cols
@@ -78,30 +91,36 @@ mod tests {
         let m = model(
             "protocol: tfserving\nfeatures: [a, b]\nclasses: [no, yes]\npositive_class: yes\n",
         );
-        let rows =
-            parse_request(&m, br#"{"instances": [{"a": 1, "b": "x"}, [2, "y"]]}"#).expect("rows");
+        let rows = parse_request(
+            &m,
+            br#"{"instances": [{"a": 1, "b": "x"}, [2, "y"]]}"#,
+            None,
+        )
+        .expect("rows");
         assert_eq!(rows[1]["a"], num(2.0));
         assert_eq!(rows[1]["b"], FeatureValue::String("y".into()));
         let rows = parse_request(
             &m,
             br#"{"inputs": {"a": [1, 2, 3], "b": [true, false, null]}}"#,
+            None,
         )
         .expect("columnar");
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[2]["b"], FeatureValue::Null);
         // Probabilities per row: the label is the most likely class.
-        let out =
-            parse_response(&m, br#"{"predictions": [[0.3, 0.7], [0.6, 0.4]]}"#, 2).expect("proba");
+        let out = parse_response(&m, br#"{"predictions": [[0.3, 0.7], [0.6, 0.4]]}"#, None, 2)
+            .expect("proba");
         assert_eq!(out[0].label.as_deref(), Some("yes"));
         assert_eq!(out[0].score, Some(0.7));
         assert_eq!(out[1].label.as_deref(), Some("no"));
         // Regression: numbers are values.
-        let out = parse_response(&m, br#"{"predictions": [1.5, 2.5]}"#, 2).expect("values");
+        let out = parse_response(&m, br#"{"predictions": [1.5, 2.5]}"#, None, 2).expect("values");
         assert_eq!(out[1].value, Some(2.5));
         // Objects per row.
         let out = parse_response(
             &m,
             br#"{"predictions": [{"classes": "yes", "scores": [0.1, 0.9]}]}"#,
+            None,
             1,
         )
         .expect("objects");
@@ -115,7 +134,7 @@ mod tests {
     #[test]
     fn a_columnar_output_of_empty_objects_is_refused_not_a_panic() {
         let m = model("protocol: tfserving\nfeatures: [a]\n");
-        let err = parse_response(&m, br#"{"outputs":{"p":[ {}]}}"#, 1).expect_err("refused");
+        let err = parse_response(&m, br#"{"outputs":{"p":[ {}]}}"#, None, 1).expect_err("refused");
         assert!(
             err.to_string().contains("output `p` holds no values"),
             "{err}"

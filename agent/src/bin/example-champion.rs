@@ -2,8 +2,11 @@
 //! Protocol) model server for the demo and the tests, serving an ONNX
 //! classifier through ort: `POST /v2/models/{name}/infer` reads the
 //! request's features (per-feature tensors or one `[N, F]` tensor) and
-//! answers `label` (INT64) and `probabilities` (FP32 `[N, C]`);
-//! `GET /v2/health/ready` answers when the model is loaded.
+//! answers `label` (INT64) and `probabilities` (FP32 `[N, C]`), in JSON
+//! or as binary tensors (the binary tensor extension, both ways, as
+//! tritonclient uses it); `GET /v2/health/{live,ready}`, `GET /v2`,
+//! `GET /v2/models/{name}[/versions/1]` (metadata) and `.../ready`
+//! answer as a KServe v2 server does.
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
@@ -12,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use clap::Parser;
-use driftwatch_agent::adapters::{parse_request, Data};
+use driftwatch_agent::adapters::{binary, parse_request, Data};
 use driftwatch_agent::config::{Device, Model};
 use driftwatch_agent::shadow::columns;
 use driftwatch_agent::shadow::onnx::{environment, OnnxModel};
@@ -65,20 +68,64 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
+/// The model's metadata (KServe v2): one FP32 input per feature (an
+/// `[N, F]` tensor of them is read too), `label` and `probabilities` out.
+fn metadata(s: &Server) -> serde_json::Value {
+    let inputs: Vec<serde_json::Value> = s
+        .features
+        .iter()
+        .map(|f| json!({"name": f, "datatype": "FP32", "shape": [-1]}))
+        .collect();
+    json!({
+        "name": s.name,
+        "versions": ["1"],
+        "platform": "onnxruntime_onnx",
+        "inputs": inputs,
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
+        ],
+    })
+}
+
 async fn handle(
     s: Arc<Server>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path().to_string();
-    if path == "/v2/health/ready" || path == "/v2/health/live" {
-        return Ok(reply(StatusCode::OK, json!({"ready": true})));
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let model = format!("/v2/models/{}", s.name);
+    let versioned = format!("{model}/versions/1");
+    let get = req.method() == hyper::Method::GET;
+    if get && (path == "/v2/health/ready" || path == "/v2/health/live") {
+        return Ok(reply(StatusCode::OK, json!({"ready": true, "live": true})));
     }
-    if path != format!("/v2/models/{}/infer", s.name) {
+    if get && path == "/v2" {
         return Ok(reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": format!("no route {path}")}),
+            StatusCode::OK,
+            json!({"name": "driftwatch-example-champion", "version": env!("CARGO_PKG_VERSION"),
+                   "extensions": ["binary_tensor_data"]}),
         ));
     }
+    if get && (path == model || path == versioned) {
+        return Ok(reply(StatusCode::OK, metadata(&s)));
+    }
+    if get && (path == format!("{model}/ready") || path == format!("{versioned}/ready")) {
+        return Ok(reply(
+            StatusCode::OK,
+            json!({"name": s.name, "ready": true}),
+        ));
+    }
+    if path != format!("{model}/infer") && path != format!("{versioned}/infer") {
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no route {} {path}", req.method())}),
+        ));
+    }
+    let json_len = binary::json_len(
+        req.headers()
+            .get(binary::HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -88,7 +135,7 @@ async fn handle(
             ))
         }
     };
-    let rows = match parse_request(&s.spec, &body) {
+    let rows = match parse_request(&s.spec, &body, json_len) {
         Ok(r) if !r.is_empty() => r,
         Ok(_) => return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "no rows"}))),
         Err(e) => {
@@ -98,6 +145,9 @@ async fn handle(
             ))
         }
     };
+    // The request's JSON part is valid: parse_request read it.
+    let request: serde_json::Value =
+        serde_json::from_slice(&body[..json_len.unwrap_or(body.len())]).unwrap_or_default();
     let input: Vec<Vec<f32>> = rows.iter().map(|r| columns(r, &s.features)).collect();
     let outputs = {
         let mut model = s.model.lock().unwrap_or_else(|p| p.into_inner());
@@ -112,25 +162,87 @@ async fn handle(
             ))
         }
     };
-    let tensors: Vec<serde_json::Value> = outputs
-        .iter()
-        .map(|t| {
-            let (datatype, data) = match &t.data {
-                Data::Num(v) if t.name == "label" => (
-                    "INT64",
-                    json!(v.iter().map(|x| *x as i64).collect::<Vec<_>>()),
-                ),
-                Data::Num(v) => ("FP32", json!(v)),
-                Data::Str(v) => ("BYTES", json!(v)),
-                Data::Bool(v) => ("BOOL", json!(v)),
-            };
-            json!({"name": t.name, "shape": t.shape, "datatype": datatype, "data": data})
-        })
-        .collect();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"model_name": s.name, "model_version": "1", "outputs": tensors}),
-    ))
+    Ok(answer(&s, &request, &outputs))
+}
+
+/// The inference answer: the outputs the request asks for (all when it
+/// names none), each in JSON or, where asked (`binary_data` on the
+/// output, `binary_data_output` on the request), as binary data after
+/// the JSON, with `Inference-Header-Content-Length`.
+fn answer(
+    s: &Server,
+    request: &serde_json::Value,
+    outputs: &[driftwatch_agent::adapters::Tensor],
+) -> Response<Full<Bytes>> {
+    let wanted = request["outputs"].as_array();
+    let all_binary = request["parameters"]["binary_data_output"].as_bool() == Some(true);
+    let mut tensors = Vec::new();
+    let mut raw = Vec::new();
+    for t in outputs {
+        let asked = match wanted {
+            Some(list) => list.iter().find(|o| o["name"].as_str() == Some(&t.name)),
+            None => Some(&serde_json::Value::Null),
+        };
+        let Some(asked) = asked else { continue };
+        let as_binary = asked["parameters"]["binary_data"]
+            .as_bool()
+            .unwrap_or(all_binary);
+        let (datatype, data, bytes): (&str, serde_json::Value, Vec<u8>) = match &t.data {
+            Data::Num(v) if t.name == "label" => (
+                "INT64",
+                json!(v.iter().map(|x| *x as i64).collect::<Vec<_>>()),
+                v.iter().flat_map(|x| (*x as i64).to_le_bytes()).collect(),
+            ),
+            Data::Num(v) => (
+                "FP32",
+                json!(v),
+                v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect(),
+            ),
+            Data::Str(v) => (
+                "BYTES",
+                json!(v),
+                v.iter()
+                    .flat_map(|x| {
+                        let mut b = (x.len() as u32).to_le_bytes().to_vec();
+                        b.extend_from_slice(x.as_bytes());
+                        b
+                    })
+                    .collect(),
+            ),
+            Data::Bool(v) => ("BOOL", json!(v), v.iter().map(|b| u8::from(*b)).collect()),
+        };
+        if as_binary {
+            tensors.push(
+                json!({"name": t.name, "shape": t.shape, "datatype": datatype,
+                                "parameters": {"binary_data_size": bytes.len()}}),
+            );
+            raw.extend_from_slice(&bytes);
+        } else {
+            tensors.push(
+                json!({"name": t.name, "shape": t.shape, "datatype": datatype, "data": data}),
+            );
+        }
+    }
+    let mut head = json!({"model_name": s.name, "model_version": "1", "outputs": tensors});
+    if let Some(id) = request.get("id") {
+        head["id"] = id.clone();
+    }
+    if raw.is_empty() {
+        return reply(StatusCode::OK, head);
+    }
+    let mut body = head.to_string().into_bytes();
+    let json_len = body.len();
+    body.extend_from_slice(&raw);
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    r.headers_mut().insert(
+        hyper::header::HeaderName::from_static(binary::HEADER),
+        hyper::header::HeaderValue::from(json_len),
+    );
+    r
 }
 
 fn main() -> ExitCode {

@@ -30,8 +30,9 @@ use super::http1::{
 };
 use super::hyper::{serve_hyper, Upstream};
 use super::{call_upstream, response_too_large, Proxied, State, Trace};
+use crate::adapters::binary;
 use crate::config::Mode;
-use crate::observe::now_rfc3339;
+use crate::observe::{now_rfc3339, Answered};
 
 /// Bytes asked for per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -345,6 +346,7 @@ async fn proxy(
         Ok(ex) => {
             let status = StatusCode::from_u16(ex.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let close = close || matches!(ex.answer.framing, Framing::UntilClose);
+            let json_len = binary::json_len(ex.answer.header(binary::HEADER));
             let mut out = client_head(&ex.answer, &id, close);
             if ex.whole {
                 out.extend_from_slice(&ex.body);
@@ -352,13 +354,22 @@ async fn proxy(
                 if ex.answer.keep_alive {
                     pool.put(mi, ex.upstream);
                 }
-                (status, Ok((ex.answer.status, ex.body)), written && !close)
+                let answer = Answered {
+                    status: ex.answer.status,
+                    json_len,
+                    body: ex.body,
+                };
+                (status, Ok(answer), written && !close)
             } else {
                 let max = m.cfg.max_body_bytes;
                 let timeout = m.cfg.upstream_timeout;
                 let (written, body) = stream_body(pool, mi, client, out, ex, max, timeout).await;
                 let answer = match body {
-                    Some(b) => Ok((status.as_u16(), b)),
+                    Some(body) => Ok(Answered {
+                        status: status.as_u16(),
+                        body,
+                        json_len,
+                    }),
                     None => Err(response_too_large(state, name)),
                 };
                 (status, answer, written && !close)
@@ -375,7 +386,9 @@ async fn proxy(
         mi,
         id: &id,
         timestamp,
+        method,
         request: Some(msg.slice(head.len..)),
+        request_json_len: binary::json_len(head.header(msg, binary::HEADER)),
         answer: Some(answer),
         upstream_time,
         started,

@@ -156,6 +156,16 @@ pub(crate) struct Answer {
     pub(crate) keep_alive: bool,
 }
 
+impl Answer {
+    /// A header's value, by name (any case).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| self.raw[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|(_, v)| std::str::from_utf8(&self.raw[v.clone()]).ok())
+    }
+}
+
 pub(crate) fn parse_response(
     buf: &[u8],
     head_request: bool,

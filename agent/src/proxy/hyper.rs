@@ -15,9 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::{call_upstream, response_too_large, upstream_target, Proxied, State, Trace};
+use crate::adapters::binary;
 use crate::config::Mode;
 use crate::http::{json_error, read_limited, strip_hop_by_hop, Body, BoxError};
-use crate::observe::now_rfc3339;
+use crate::observe::{now_rfc3339, Answered};
 use crate::tap;
 
 /// The client of the champions, one per traffic thread: its pooled
@@ -87,6 +88,8 @@ async fn proxy(
     };
     let timestamp = now_rfc3339();
     let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let request_json_len = binary::json_len_in(&parts.headers);
     let trace = Trace::start(
         state,
         started,
@@ -150,8 +153,13 @@ async fn proxy(
         Ok((mut parts, (body, bytes))) => {
             strip_hop_by_hop(&mut parts.headers);
             let status = parts.status.as_u16();
+            let json_len = binary::json_len_in(&parts.headers);
             let answer = match bytes {
-                Some(b) => Some(Ok((status, b))),
+                Some(body) => Some(Ok(Answered {
+                    status,
+                    body,
+                    json_len,
+                })),
                 None => Some(Err(response_too_large(state, name))),
             };
             (Response::from_parts(parts, body), answer)
@@ -165,7 +173,9 @@ async fn proxy(
         mi,
         id,
         timestamp,
+        method: method.as_str(),
         request,
+        request_json_len,
         answer,
         upstream_time,
         started,

@@ -24,7 +24,7 @@ use driftwatch_telemetry::{throttled, SpanIds, Telemetry};
 
 use crate::config::{Config, Model};
 use crate::metrics::Metrics;
-use crate::observe::{Observation, Observer};
+use crate::observe::{Answered, Observation, Observer};
 use crate::tap::Tap;
 
 /// A configured model as the proxy routes it, with its upstream parsed.
@@ -223,12 +223,17 @@ impl State {
                 );
             }
         }
-        if let Some(request) = p.request {
+        let path = p.target.split('?').next().unwrap_or("");
+        if !crate::adapters::is_inference(self.models[p.mi].cfg.protocol, p.method, path) {
+            // Health, readiness, metadata: proxied, never parsed.
+            self.metrics.passthrough.with_label_values(&[name]).inc();
+        } else if let Some(request) = p.request {
             self.observer.observe(Observation {
                 model: p.mi,
                 request_id: p.id.to_string(),
                 timestamp: p.timestamp,
                 request,
+                request_json_len: p.request_json_len,
                 response: p.answer,
                 champion_ms: Some(p.upstream_time.as_secs_f64() * 1000.0),
             });
@@ -243,10 +248,13 @@ pub(crate) struct Proxied<'a> {
     pub mi: usize,
     pub id: &'a str,
     pub timestamp: String,
+    pub method: &'a str,
     /// The request body, when it was read whole.
     pub request: Option<Bytes>,
-    /// The champion's status and body, or why there is none.
-    pub answer: Option<Result<(u16, Bytes), String>>,
+    /// The request's `Inference-Header-Content-Length` (binary tensors).
+    pub request_json_len: Option<usize>,
+    /// The champion's answer, or why there is none.
+    pub answer: Option<Result<Answered, String>>,
     pub upstream_time: Duration,
     /// When the agent had the request's head.
     pub started: Instant,

@@ -21,16 +21,20 @@ pub use sinks::sinks;
 
 use crate::config::Model;
 use crate::metrics::Metrics;
-use crate::observe::{now_rfc3339, Observation, Observer};
+use crate::observe::{now_rfc3339, Answered, Observation, Observer};
 
 /// Mirror and KServe logger halves waiting for their other half, at most.
 const MAX_PENDING_JOINS: usize = 100_000;
 
+/// A body seen as a copy, with its `Inference-Header-Content-Length`
+/// (binary tensors).
+pub(crate) type Seen = (Bytes, Option<usize>);
+
 /// One half or both of an inference seen as copies.
 #[derive(Default)]
 struct Half {
-    request: Option<Bytes>,
-    response: Option<Bytes>,
+    request: Option<Seen>,
+    response: Option<Seen>,
     timestamp: String,
     since: Option<Instant>,
 }
@@ -87,7 +91,7 @@ impl Tap {
     }
 
     /// Adds one half of an inference; both halves make an observation at once.
-    fn join(&self, mi: usize, id: &str, request: Option<Bytes>, response: Option<Bytes>) {
+    fn join(&self, mi: usize, id: &str, request: Option<Seen>, response: Option<Seen>) {
         let mut joins = self.lock();
         let key = (mi, id.to_string());
         if !joins.contains_key(&key) && joins.len() >= MAX_PENDING_JOINS {
@@ -109,17 +113,28 @@ impl Tap {
         if half.request.is_some() && half.response.is_some() {
             if let Some(h) = joins.remove(&key) {
                 drop(joins);
+                let (request, request_json_len) = h.request.unwrap_or_default();
                 self.observer.observe(Observation {
                     model: mi,
                     request_id: key.1,
                     timestamp: h.timestamp,
-                    request: h.request.unwrap_or_default(),
-                    response: h.response.map(|b| Ok((200, b))),
+                    request,
+                    request_json_len,
+                    response: h.response.map(answered),
                     champion_ms: None,
                 });
             }
         }
     }
+}
+
+/// A champion's answer seen as a copy (a 200: copies are of answers).
+fn answered((body, json_len): Seen) -> Result<Answered, String> {
+    Ok(Answered {
+        status: 200,
+        body,
+        json_len,
+    })
 }
 
 /// Halves older than their model's `join_wait`: a request alone is
@@ -144,12 +159,13 @@ async fn sweep(tap: Arc<Tap>) {
         };
         for ((mi, id), h) in expired {
             match h.request {
-                Some(request) => tap.observer.observe(Observation {
+                Some((request, request_json_len)) => tap.observer.observe(Observation {
                     model: mi,
                     request_id: id,
                     timestamp: h.timestamp,
                     request,
-                    response: h.response.map(|b| Ok((200, b))),
+                    request_json_len,
+                    response: h.response.map(answered),
                     champion_ms: None,
                 }),
                 None => tap.dropped("unjoined"),

@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::Tap;
+use crate::adapters::binary;
 use crate::http::{full, json_error, read_limited, Body};
 
 /// `/_driftwatch/{rest}`: answered and counted here.
@@ -60,6 +61,7 @@ pub async fn sinks(tap: &Tap, rest: String, req: Request<Incoming>) -> Response<
             return json_error(StatusCode::NOT_FOUND, "unknown /_driftwatch endpoint");
         }
     };
+    let json_len = binary::json_len(header(binary::HEADER).as_deref());
     let max = tap.models[mi].max_body_bytes;
     let body = match read_limited(req.into_body(), max).await {
         Ok((_, Some(b))) => b,
@@ -79,9 +81,9 @@ pub async fn sinks(tap: &Tap, rest: String, req: Request<Incoming>) -> Response<
         }
     };
     if is_response {
-        tap.join(mi, &id, None, Some(body));
+        tap.join(mi, &id, None, Some((body, json_len)));
     } else {
-        tap.join(mi, &id, Some(body), None);
+        tap.join(mi, &id, Some((body, json_len)), None);
     }
     tap.count(Some(mi), StatusCode::ACCEPTED);
     let mut r = Response::new(full("{}"));

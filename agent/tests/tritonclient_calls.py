@@ -1,0 +1,72 @@
+"""Calls a KServe v2 server directly and through the agent with the
+official client, tritonclient[http] (installed in .cache/testenv by
+./scripts/test), and checks that every answer through the agent equals
+the direct one. Used by agent/tests/tritonclient.rs.
+
+usage: tritonclient_calls.py CHAMPION_ADDR AGENT_ADDR EXPECTED_JSON
+
+Inferences: the example rows without a missing value, as one tensor per
+feature (FP32, INT64 for `dependents`, FP64 for `income`), in four
+variants: JSON or binary inputs, JSON or binary outputs (request ids
+`json-json`, `json-binary`, `binary-json`, `binary-binary`), and one
+naming no outputs (all binary: `binary-default`). Then health, readiness
+and metadata. Prints one JSON line: the variants and the rows sent.
+"""
+
+import json
+import sys
+
+import numpy as np
+import tritonclient.http as httpclient
+
+champion_addr, agent_addr, expected_path = sys.argv[1:4]
+expected = json.load(open(expected_path))
+features = expected["features"]
+rows = [r for r in expected["rows"] if all(x is not None and x == x for x in r)]
+types = {"dependents": (np.int64, "INT64"), "income": (np.float64, "FP64")}
+
+direct = httpclient.InferenceServerClient(champion_addr)
+agent = httpclient.InferenceServerClient(agent_addr)
+
+
+def inputs(binary):
+    out = []
+    for j, name in enumerate(features):
+        dtype, datatype = types.get(name, (np.float32, "FP32"))
+        t = httpclient.InferInput(name, [len(rows)], datatype)
+        t.set_data_from_numpy(np.array([r[j] for r in rows], dtype=dtype), binary_data=binary)
+        out.append(t)
+    return out
+
+
+def same(what, a, b):
+    if a != b:
+        sys.exit(f"{what}: through the agent {b!r}, directly {a!r}")
+
+
+variants = []
+for binary_in in (False, True):
+    for binary_out in (False, True, None):
+        if binary_out is None and not binary_in:
+            continue
+        name = ("binary" if binary_in else "json") + "-" + {False: "json", True: "binary", None: "default"}[binary_out]
+        outputs = None if binary_out is None else [
+            httpclient.InferRequestedOutput(o, binary_data=binary_out) for o in ("label", "probabilities")
+        ]
+        answers = []
+        for client in (direct, agent):
+            r = client.infer("credit", inputs(binary_in), outputs=outputs, headers={"x-request-id": name})
+            answers.append(r)
+        d, a = answers
+        same(f"{name}: response JSON", d.get_response(), a.get_response())
+        for o in ("label", "probabilities"):
+            same(f"{name}: {o}", d.as_numpy(o).tolist(), a.as_numpy(o).tolist())
+        variants.append(name)
+
+for call in ("is_server_live", "is_server_ready", "get_server_metadata"):
+    same(call, getattr(direct, call)(), getattr(agent, call)())
+for call in ("is_model_ready", "get_model_metadata"):
+    same(call, getattr(direct, call)("credit"), getattr(agent, call)("credit"))
+same("is_model_ready", True, agent.is_model_ready("credit"))
+
+print(json.dumps({"variants": variants, "rows": rows}))
