@@ -24,6 +24,10 @@ struct Cli {
     /// Champion model server URL.
     #[arg(long)]
     upstream: Option<String>,
+    /// The champion's gRPC endpoint (KServe v2, http://host:port): gRPC
+    /// calls on the traffic listener go there.
+    #[arg(long)]
+    grpc_upstream: Option<String>,
     /// Collector URL.
     #[arg(long)]
     collector: Option<String>,
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             if let (Some(s), Some(inputs)) = (&mut m.shadow, &cli.shadow_inputs) {
                 s.inputs = Some(inputs.clone());
             }
+            m.grpc_upstream = cli.grpc_upstream.clone();
             let c = Config::from_flags(m, collector, "0.0.0.0:8081");
             if let Err(e) = c.check() {
                 eprintln!("error: {e}");

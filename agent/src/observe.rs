@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use driftwatch_protocol::{Event, Output};
 
-use crate::adapters::{parse_request, parse_response, Row};
+use crate::adapters::{grpc, parse_request, parse_response, Row};
 use crate::config::Model;
 use crate::metrics::Metrics;
 use crate::redact::{Redacted, Redactor};
@@ -37,6 +37,8 @@ pub struct Observation {
     pub request: Bytes,
     /// The request's `Inference-Header-Content-Length` (binary tensors).
     pub request_json_len: Option<usize>,
+    /// A gRPC `ModelInfer` call (request and answer are gRPC messages).
+    pub grpc: bool,
     /// The champion's answer, or why there is none.
     pub response: Option<Result<Answered, String>>,
     pub champion_ms: Option<f64>,
@@ -154,11 +156,11 @@ impl Events {
     /// (where it kept up) the shadow's outputs.
     async fn build(&self, o: Observation) -> Vec<Event> {
         let m = &self.models[o.model];
-        let Some(rows) = self.rows(m, &o.request, o.request_json_len) else {
+        let Some(rows) = self.rows(m, &o) else {
             return Vec::new();
         };
         let n = rows.len();
-        let champion = self.champion(m, o.response, n, o.champion_ms);
+        let champion = self.champion(m, o.response, o.grpc, n, o.champion_ms);
         let shadow = match &m.scorer {
             Some(scorer) => self.shadow(&m.cfg.name, scorer, &rows).await,
             None => vec![None; n],
@@ -218,9 +220,14 @@ impl Events {
 
     /// The request's rows, only the features the model watches; none (and
     /// counted) when the body cannot be read or holds no row.
-    fn rows(&self, m: &Watched, request: &[u8], json_len: Option<usize>) -> Option<Vec<Row>> {
+    fn rows(&self, m: &Watched, o: &Observation) -> Option<Vec<Row>> {
         let name = m.cfg.name.as_str();
-        let mut rows = match parse_request(&m.cfg, request, json_len) {
+        let parsed = if o.grpc {
+            grpc::parse_request(&m.cfg, &o.request)
+        } else {
+            parse_request(&m.cfg, &o.request, o.request_json_len)
+        };
+        let mut rows = match parsed {
             Ok(r) if !r.is_empty() => r,
             Ok(_) => {
                 self.unparsed(name, "request", "no_rows");
@@ -245,6 +252,7 @@ impl Events {
         &self,
         m: &Watched,
         response: Option<Result<Answered, String>>,
+        grpc: bool,
         n: usize,
         champion_ms: Option<f64>,
     ) -> Vec<Output> {
@@ -259,7 +267,12 @@ impl Events {
         };
         let mut champion = match response {
             Some(Ok(a)) if (200..300).contains(&a.status) => {
-                match parse_response(&m.cfg, &a.body, a.json_len, n) {
+                let parsed = if grpc {
+                    grpc::parse_response(&m.cfg, &a.body, n)
+                } else {
+                    parse_response(&m.cfg, &a.body, a.json_len, n)
+                };
+                match parsed {
                     Ok(out) => out,
                     Err(e) => {
                         self.unparsed(&m.cfg.name, "response", e.reason());

@@ -7,28 +7,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::process::Command;
-
-use common::{repo, Agent, Champion, Collector};
-use serde_json::Value;
+use common::{
+    assert_all_read, assert_same_events, repo, run_client, variants_and_rows, Agent, Champion,
+    Collector,
+};
 
 const INPUTS: &str = "[age, income, loan_amount, bureau_score, dependents, has_card]";
-
-/// An event without what differs between two calls of the same rows.
-fn comparable(e: &Value) -> Value {
-    let mut e = e.clone();
-    if let Some(o) = e.as_object_mut() {
-        o.remove("request_id");
-        o.remove("timestamp");
-    }
-    for side in ["champion", "shadow"] {
-        if let Some(o) = e[side].as_object_mut() {
-            o.remove("latency_ms");
-        }
-    }
-    e
-}
 
 #[test]
 fn tritonclient_binary_and_json_tensors_give_the_same_events_and_answers() {
@@ -40,71 +24,24 @@ fn tritonclient_binary_and_json_tensors_give_the_same_events_and_answers() {
         champion.addr,
         repo("examples/credit/challenger.onnx").display(),
     ));
-    let out = Command::new(repo(".cache/testenv/bin/python"))
-        .arg(repo("agent/tests/tritonclient_calls.py"))
-        .args([&champion.addr, &agent.addr])
-        .arg(repo("examples/credit/expected.json"))
-        .output()
-        .expect("run the test venv's Python (./scripts/test installs tritonclient there)");
-    assert!(
-        out.status.success(),
-        "tritonclient_calls.py failed:\n{}{}\nagent:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        agent.stderr()
+    let report = run_client(
+        "tritonclient_calls.py",
+        &[&champion.addr, &agent.addr],
+        &agent,
     );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("the script's JSON line");
-    let variants: Vec<&str> = report["variants"]
-        .as_array()
-        .expect("variants")
-        .iter()
-        .map(|v| v.as_str().expect("name"))
-        .collect();
-    assert_eq!(
-        variants,
-        [
+    let (variants, rows) = variants_and_rows(
+        &report,
+        &[
             "json-json",
             "json-binary",
             "binary-json",
             "binary-binary",
-            "binary-default"
-        ]
+            "binary-default",
+        ],
     );
-    let rows = report["rows"].as_array().expect("rows").len();
-    assert!(rows >= 20, "{rows} example rows without a missing value");
-    let events = collector.wait_for_events(variants.len() * rows);
-    let by_id: BTreeMap<String, &Value> = events
-        .iter()
-        .map(|e| (e["request_id"].as_str().expect("id").to_string(), e))
-        .collect();
-    for i in 0..rows {
-        let json = comparable(by_id[&format!("json-json-{i}")]);
-        // The rows as sent and both models' outputs are in the event.
-        assert_eq!(json["features"]["age"], report["rows"][i][0], "row {i}");
-        assert!(json["champion"]["score"].is_number(), "{json}");
-        assert!(json["shadow"]["score"].is_number(), "{json}");
-        for v in &variants[1..] {
-            let e = comparable(by_id[&format!("{v}-{i}")]);
-            assert_eq!(
-                e, json,
-                "{v}, row {i}: its event differs from the JSON call's"
-            );
-        }
-    }
+    let events = collector.wait_for_events(variants.len() * rows.len());
+    assert_same_events(&events, &variants, rows);
     // Health, readiness and metadata passed through, counted as such;
     // nothing the client sent was unreadable to the agent.
-    assert_eq!(
-        agent.metric("driftwatch_agent_passthrough_total", &[("model", "credit")]),
-        6.0
-    );
-    for part in ["request", "response"] {
-        for reason in ["not_json", "shape", "binary", "no_rows", "too_large"] {
-            let labels = [("model", "credit"), ("part", part), ("reason", reason)];
-            assert_eq!(
-                agent.metric("driftwatch_agent_unparsed_total", &labels),
-                0.0,
-                "{part} {reason}"
-            );
-        }
-    }
+    assert_all_read(&agent, 6.0);
 }

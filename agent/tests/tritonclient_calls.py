@@ -16,33 +16,15 @@ and metadata. Prints one JSON line: the variants and the rows sent.
 import json
 import sys
 
-import numpy as np
 import tritonclient.http as httpclient
 
+from client_rows import inputs, load, same
+
 champion_addr, agent_addr, expected_path = sys.argv[1:4]
-expected = json.load(open(expected_path))
-features = expected["features"]
-rows = [r for r in expected["rows"] if all(x is not None and x == x for x in r)]
-types = {"dependents": (np.int64, "INT64"), "income": (np.float64, "FP64")}
+features, rows = load(expected_path)
 
 direct = httpclient.InferenceServerClient(champion_addr)
 agent = httpclient.InferenceServerClient(agent_addr)
-
-
-def inputs(binary):
-    out = []
-    for j, name in enumerate(features):
-        dtype, datatype = types.get(name, (np.float32, "FP32"))
-        t = httpclient.InferInput(name, [len(rows)], datatype)
-        t.set_data_from_numpy(np.array([r[j] for r in rows], dtype=dtype), binary_data=binary)
-        out.append(t)
-    return out
-
-
-def same(what, a, b):
-    if a != b:
-        sys.exit(f"{what}: through the agent {b!r}, directly {a!r}")
-
 
 variants = []
 for binary_in in (False, True):
@@ -55,8 +37,8 @@ for binary_in in (False, True):
         ]
         answers = []
         for client in (direct, agent):
-            r = client.infer("credit", inputs(binary_in), outputs=outputs, headers={"x-request-id": name})
-            answers.append(r)
+            tensors = inputs(httpclient, features, rows, binary_in)
+            answers.append(client.infer("credit", tensors, outputs=outputs, headers={"x-request-id": name}))
         d, a = answers
         same(f"{name}: response JSON", d.get_response(), a.get_response())
         for o in ("label", "probabilities"):

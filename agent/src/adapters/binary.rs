@@ -99,7 +99,7 @@ impl<'a> Section<'a> {
 }
 
 /// `count` elements of `datatype` from `raw`, which they must fill.
-fn decode(name: &str, datatype: &str, raw: &[u8], count: usize) -> Result<Data, String> {
+pub(crate) fn decode(name: &str, datatype: &str, raw: &[u8], count: usize) -> Result<Data, String> {
     if datatype == "BYTES" {
         return bytes(name, raw, count).map(Data::Str);
     }

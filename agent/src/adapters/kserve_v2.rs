@@ -126,7 +126,10 @@ pub(crate) fn v2_tensor(t: &Value, binary: &mut Section<'_>) -> Result<Tensor, A
 /// Rows from input tensors: `[N]` and `[N, 1]` tensors are one feature
 /// each, named by the tensor; `[N, F]` tensors give F features named by
 /// `columns` (or `name_0`, `name_1`, ...).
-fn rows_from_tensors(tensors: &[Tensor], columns: Option<&[String]>) -> Result<Vec<Row>, String> {
+pub(crate) fn rows_from_tensors(
+    tensors: &[Tensor],
+    columns: Option<&[String]>,
+) -> Result<Vec<Row>, String> {
     let n = tensors
         .first()
         .and_then(|t| t.shape.first().copied())

@@ -6,6 +6,7 @@
 
 pub mod binary;
 pub mod generic;
+pub mod grpc;
 pub mod kserve_v2;
 pub mod tensor;
 pub mod tfserving;
@@ -34,6 +35,9 @@ pub enum AdapterError {
     /// A binary tensor body (KServe v2) whose lengths do not add up.
     #[error("{0}")]
     Binary(String),
+    /// A gRPC body that is not one readable message.
+    #[error("{0}")]
+    Grpc(String),
 }
 
 impl AdapterError {
@@ -43,6 +47,7 @@ impl AdapterError {
             AdapterError::NotJson(_) => "not_json",
             AdapterError::Shape(_) => "shape",
             AdapterError::Binary(_) => "binary",
+            AdapterError::Grpc(_) => "grpc",
         }
     }
 }

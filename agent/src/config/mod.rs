@@ -153,6 +153,10 @@ pub struct Model {
     pub upstream: Option<String>,
     #[serde(default = "default_upstream_timeout", deserialize_with = "duration")]
     pub upstream_timeout: Duration,
+    /// The champion's gRPC endpoint (KServe v2 `GRPCInferenceService`,
+    /// `http://host:port`): gRPC calls on the traffic listener go there.
+    #[serde(default)]
+    pub grpc_upstream: Option<String>,
     #[serde(default = "default_protocol")]
     pub protocol: Protocol,
     /// Names of the columns of 2-D inputs (`[N, F]` tensors, list instances).
@@ -444,6 +448,12 @@ impl Config {
             if m.mode == Mode::Proxy && m.upstream.is_none() {
                 problems.push(format!(
                     "models[{i}] ({}): proxy mode needs `upstream`",
+                    m.name
+                ));
+            }
+            if m.grpc_upstream.is_some() && m.protocol != Protocol::KserveV2 {
+                problems.push(format!(
+                    "models[{i}] ({}): `grpc_upstream` is for the kserve-v2 protocol (its GRPCInferenceService)",
                     m.name
                 ));
             }

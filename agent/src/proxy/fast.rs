@@ -30,7 +30,7 @@ use super::http1::{
 };
 use super::hyper::{serve_hyper, Upstream};
 use super::{call_upstream, response_too_large, Proxied, State, Trace};
-use crate::adapters::binary;
+use crate::adapters::{binary, is_inference};
 use crate::config::Mode;
 use crate::observe::{now_rfc3339, Answered};
 
@@ -386,7 +386,7 @@ async fn proxy(
         mi,
         id: &id,
         timestamp,
-        method,
+        inference: is_inference(m.cfg.protocol, method, path),
         request: Some(msg.slice(head.len..)),
         request_json_len: binary::json_len(head.header(msg, binary::HEADER)),
         answer: Some(answer),

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::{call_upstream, response_too_large, upstream_target, Proxied, State, Trace};
-use crate::adapters::binary;
+use crate::adapters::{binary, is_inference};
 use crate::config::Mode;
 use crate::http::{json_error, read_limited, strip_hop_by_hop, Body, BoxError};
 use crate::observe::{now_rfc3339, Answered};
@@ -88,7 +88,7 @@ async fn proxy(
     };
     let timestamp = now_rfc3339();
     let (mut parts, body) = req.into_parts();
-    let method = parts.method.clone();
+    let inference = is_inference(m.cfg.protocol, parts.method.as_str(), parts.uri.path());
     let request_json_len = binary::json_len_in(&parts.headers);
     let trace = Trace::start(
         state,
@@ -173,7 +173,7 @@ async fn proxy(
         mi,
         id,
         timestamp,
-        method: method.as_str(),
+        inference,
         request,
         request_json_len,
         answer,
@@ -200,6 +200,16 @@ pub async fn serve_hyper<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = state.config.http;
+    // gRPC clients open cleartext HTTP/2 with its preface.
+    let mut io = io;
+    let read_already = if read_already.is_empty() {
+        super::grpc::first_bytes(&mut io, limits.header_timeout).await
+    } else {
+        read_already
+    };
+    if super::grpc::is_preface(&read_already) {
+        return super::grpc::serve(state, io, read_already, watcher).await;
+    }
     let metrics = state.metrics.clone();
     let svc = hyper::service::service_fn(move |req| handle(state.clone(), client.clone(), req));
     let (io, mid_request) = driftwatch_telemetry::conn::Tracked::with_prefix(io, read_already);

@@ -10,6 +10,7 @@
 
 pub mod chunked;
 pub mod fast;
+pub mod grpc;
 pub mod http1;
 pub mod hyper;
 
@@ -31,23 +32,29 @@ use crate::tap::Tap;
 pub struct Target {
     pub cfg: Model,
     pub(crate) upstream: Option<Uri>,
+    pub(crate) grpc_upstream: Option<Uri>,
 }
 
 impl Target {
     fn new(cfg: Model) -> Result<Target, ProxyError> {
-        let upstream = match &cfg.upstream {
-            Some(u) => Some(
-                u.parse::<Uri>()
-                    .ok()
-                    .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some())
-                    .ok_or_else(|| ProxyError::Upstream {
-                        model: cfg.name.clone(),
-                        url: u.clone(),
-                    })?,
-            ),
-            None => None,
+        let parse = |url: &Option<String>| -> Result<Option<Uri>, ProxyError> {
+            let Some(u) = url else { return Ok(None) };
+            u.parse::<Uri>()
+                .ok()
+                .filter(|u| u.scheme_str() == Some("http") && u.authority().is_some())
+                .map(Some)
+                .ok_or_else(|| ProxyError::Upstream {
+                    model: cfg.name.clone(),
+                    url: u.clone(),
+                })
         };
-        Ok(Target { cfg, upstream })
+        let upstream = parse(&cfg.upstream)?;
+        let grpc_upstream = parse(&cfg.grpc_upstream)?;
+        Ok(Target {
+            cfg,
+            upstream,
+            grpc_upstream,
+        })
     }
 }
 
@@ -80,6 +87,8 @@ pub struct State {
     pub telemetry: Telemetry,
     /// Champion failures logged at most once a minute per model and cause.
     repeats: Repeats,
+    /// The HTTP/2 client of the champions' gRPC endpoints.
+    pub(crate) grpc_client: grpc::GrpcUpstream,
 }
 
 impl State {
@@ -119,6 +128,7 @@ impl State {
             ids: AtomicU64::new(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64),
             telemetry,
             repeats: Repeats::default(),
+            grpc_client: grpc::client(),
         }))
     }
 
@@ -223,8 +233,7 @@ impl State {
                 );
             }
         }
-        let path = p.target.split('?').next().unwrap_or("");
-        if !crate::adapters::is_inference(self.models[p.mi].cfg.protocol, p.method, path) {
+        if !p.inference {
             // Health, readiness, metadata: proxied, never parsed.
             self.metrics.passthrough.with_label_values(&[name]).inc();
         } else if let Some(request) = p.request {
@@ -234,6 +243,7 @@ impl State {
                 timestamp: p.timestamp,
                 request,
                 request_json_len: p.request_json_len,
+                grpc: false,
                 response: p.answer,
                 champion_ms: Some(p.upstream_time.as_secs_f64() * 1000.0),
             });
@@ -248,7 +258,9 @@ pub(crate) struct Proxied<'a> {
     pub mi: usize,
     pub id: &'a str,
     pub timestamp: String,
-    pub method: &'a str,
+    /// An inference (observed) or a call that only passes through
+    /// (`adapters::is_inference`).
+    pub inference: bool,
     /// The request body, when it was read whole.
     pub request: Option<Bytes>,
     /// The request's `Inference-Header-Content-Length` (binary tensors).

@@ -120,6 +120,7 @@ impl Tap {
                     timestamp: h.timestamp,
                     request,
                     request_json_len,
+                    grpc: false,
                     response: h.response.map(answered),
                     champion_ms: None,
                 });
@@ -165,6 +166,7 @@ async fn sweep(tap: Arc<Tap>) {
                     timestamp: h.timestamp,
                     request,
                     request_json_len,
+                    grpc: false,
                     response: h.response.map(answered),
                     champion_ms: None,
                 }),

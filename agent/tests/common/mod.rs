@@ -516,3 +516,104 @@ pub fn kserve_request(features: &[String], rows: &[Vec<f64>]) -> Vec<u8> {
         .to_string()
         .into_bytes()
 }
+
+/// Runs a client script of these tests (`agent/tests/NAME`) with the test
+/// venv's Python (./scripts/test installs its packages there): the JSON
+/// line it prints. Its failure shows its output and the agent's log.
+pub fn run_client(script: &str, args: &[&str], agent: &Agent) -> Value {
+    let out = Command::new(repo(".cache/testenv/bin/python"))
+        .arg(repo(&format!("agent/tests/{script}")))
+        .args(args)
+        .arg(repo("examples/credit/expected.json"))
+        .output()
+        .expect("run the test venv's Python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}{}\nagent:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        agent.stderr()
+    );
+    serde_json::from_slice(&out.stdout).expect("the script's JSON line")
+}
+
+/// An event without what differs between two calls of the same rows
+/// (request id, time, latencies).
+pub fn comparable(e: &Value) -> Value {
+    let mut e = e.clone();
+    if let Some(o) = e.as_object_mut() {
+        o.remove("request_id");
+        o.remove("timestamp");
+    }
+    for side in ["champion", "shadow"] {
+        if let Some(o) = e[side].as_object_mut() {
+            o.remove("latency_ms");
+        }
+    }
+    e
+}
+
+/// Each row's event of every variant (`{variant}-{row}` request ids, as
+/// the client scripts send them) equals the first variant's; that one
+/// carries the row as sent and both models' outputs.
+pub fn assert_same_events(events: &[Value], variants: &[&str], rows: &[Value]) {
+    let by_id: std::collections::BTreeMap<&str, &Value> = events
+        .iter()
+        .map(|e| (e["request_id"].as_str().expect("id"), e))
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let first = comparable(by_id[format!("{}-{i}", variants[0]).as_str()]);
+        assert_eq!(first["features"]["age"], row[0], "row {i}");
+        assert!(first["champion"]["score"].is_number(), "{first}");
+        assert!(first["shadow"]["score"].is_number(), "{first}");
+        for v in &variants[1..] {
+            let e = comparable(by_id[format!("{v}-{i}").as_str()]);
+            assert_eq!(
+                e, first,
+                "{v}, row {i}: its event differs from {}'s",
+                variants[0]
+            );
+        }
+    }
+}
+
+/// The agent counted no body of model `credit` as unreadable, and
+/// `passthrough` calls that only passed through.
+pub fn assert_all_read(agent: &Agent, passthrough: f64) {
+    assert_eq!(
+        agent.metric("driftwatch_agent_passthrough_total", &[("model", "credit")]),
+        passthrough
+    );
+    for part in ["request", "response"] {
+        for reason in [
+            "not_json",
+            "shape",
+            "binary",
+            "grpc",
+            "no_rows",
+            "too_large",
+        ] {
+            let labels = [("model", "credit"), ("part", part), ("reason", reason)];
+            assert_eq!(
+                agent.metric("driftwatch_agent_unparsed_total", &labels),
+                0.0,
+                "{part} {reason}"
+            );
+        }
+    }
+}
+
+/// A client script's variants (checked against `want`) and the rows it
+/// sent (at least 20: the example rows without a missing value).
+pub fn variants_and_rows<'r>(report: &'r Value, want: &[&str]) -> (Vec<&'r str>, &'r [Value]) {
+    let variants: Vec<&str> = report["variants"]
+        .as_array()
+        .expect("variants")
+        .iter()
+        .map(|v| v.as_str().expect("name"))
+        .collect();
+    assert_eq!(variants, want);
+    let rows = report["rows"].as_array().expect("rows");
+    assert!(rows.len() >= 20, "{} rows sent", rows.len());
+    (variants, rows)
+}

@@ -1,0 +1,423 @@
+//! gRPC on the traffic listener: a connection that opens with HTTP/2's
+//! preface (cleartext with prior knowledge, as gRPC clients open one) is
+//! served by hyper's HTTP/2 server, and each call is proxied to its
+//! model's `grpc_upstream` over HTTP/2: headers, messages, trailers and
+//! status pass unchanged, `x-request-id` travels in the metadata both
+//! ways. `ModelInfer` is read as it passes (its request whole, up to
+//! `max_body_bytes`; its answer copied as it streams back) and becomes
+//! events as the HTTP forms do; every other method (health, metadata,
+//! streaming calls) passes untouched and is counted as passthrough.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::{call_upstream, upstream_target, Proxied, State, UpstreamError};
+use crate::adapters::grpc::{model_name, MODEL_INFER};
+use crate::http::{full, read_limited, strip_hop_by_hop, Body, BoxError};
+use crate::observe::{now_rfc3339, Answered, Observation};
+
+/// The HTTP/2 client of the champions' gRPC endpoints.
+pub type GrpcUpstream = Client<HttpConnector, Body>;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pub fn client() -> GrpcUpstream {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(connector)
+}
+
+/// Whether a connection's first bytes are HTTP/2's preface.
+pub fn is_preface(first: &[u8]) -> bool {
+    first.len() >= 14 && PREFACE.starts_with(&first[..first.len().min(PREFACE.len())])
+}
+
+/// Reads a connection's first bytes until they tell HTTP/2's preface from
+/// anything else (or `timeout` passes, or the peer stops): them.
+pub async fn first_bytes<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4096);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while buf.len() < 14 && PREFACE.starts_with(&buf) {
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    buf.freeze()
+}
+
+/// Serves an HTTP/2 connection whose first bytes, `read_already`, were read.
+pub async fn serve<I>(
+    state: Arc<State>,
+    io: I,
+    read_already: Bytes,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+    let (io, _) = driftwatch_telemetry::conn::Tracked::with_prefix(io, read_already);
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(io), svc);
+    let _ = watcher.watch(conn).await;
+}
+
+/// gRPC status codes the agent answers itself.
+const UNAVAILABLE: u32 = 14;
+const DEADLINE_EXCEEDED: u32 = 4;
+const UNIMPLEMENTED: u32 = 12;
+const CANCELLED: u32 = 1;
+
+/// A trailers-only gRPC answer of the agent's own.
+fn status_only(code: u32, message: &str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code));
+    // grpc-message is percent-encoded (the gRPC HTTP/2 spec).
+    let encoded: String = message
+        .bytes()
+        .map(|b| match b {
+            b' '..=b'~' if b != b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
+    }
+    r
+}
+
+/// The model a call goes to: the one its message names, else the first
+/// with a `grpc_upstream`.
+fn route(state: &State, request: Option<&[u8]>) -> Option<usize> {
+    let name = request.map(model_name).unwrap_or_default();
+    let grpc = || {
+        state
+            .models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.grpc_upstream.is_some())
+    };
+    grpc()
+        .find(|(_, m)| m.cfg.name == name)
+        .or_else(|| grpc().next())
+        .map(|(i, _)| i)
+}
+
+/// One gRPC call on the traffic listener.
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let infer = req.uri().path() == MODEL_INFER;
+    let (mut parts, body) = req.into_parts();
+    let max = state
+        .models
+        .iter()
+        .filter(|m| m.grpc_upstream.is_some())
+        .map(|m| m.cfg.max_body_bytes)
+        .max()
+        .unwrap_or(0);
+    let (body, request) = if infer {
+        match read_limited(body, max).await {
+            Ok(read) => read,
+            Err(e) => {
+                return Ok(status_only(
+                    CANCELLED,
+                    &format!("the request was cut short: {e}"),
+                ))
+            }
+        }
+    } else {
+        (body.map_err(|e| Box::new(e) as BoxError).boxed(), None)
+    };
+    let Some(mi) = route(&state, request.as_deref()) else {
+        state.count(None, StatusCode::NOT_IMPLEMENTED);
+        return Ok(status_only(
+            UNIMPLEMENTED,
+            "no model of this agent has a grpc_upstream",
+        ));
+    };
+    let m = &state.models[mi];
+    let Some(upstream) = m.grpc_upstream.clone() else {
+        return Ok(status_only(UNIMPLEMENTED, "no grpc_upstream"));
+    };
+    if request.is_none() && infer {
+        state
+            .metrics
+            .unparsed
+            .with_label_values(&[&m.cfg.name, "request", "too_large"])
+            .inc();
+    }
+    let id = state.request_id(
+        |n| parts.headers.get(n).and_then(|v| v.to_str().ok()),
+        &m.cfg,
+    );
+    let timestamp = now_rfc3339();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    match upstream_target(&upstream, &target).parse::<Uri>() {
+        Ok(u) => parts.uri = u,
+        Err(e) => return Ok(status_only(UNAVAILABLE, &format!("bad upstream URL: {e}"))),
+    }
+    parts.version = Version::HTTP_2;
+    forwardable(&mut parts.headers, &id);
+    let sent = Instant::now();
+    let call = state.grpc_client.request(Request::from_parts(parts, body));
+    let outcome = call_upstream(&upstream, m.cfg.upstream_timeout, call).await;
+    let upstream_time = sent.elapsed();
+    let (resp, status, answer) = match outcome {
+        Ok(resp) => {
+            let (mut rparts, rbody) = resp.into_parts();
+            strip_hop_by_hop(&mut rparts.headers);
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                rparts.headers.insert("x-request-id", v);
+            }
+            let status = rparts.status;
+            let body = match &request {
+                Some(request) => {
+                    // Observed once the answer has passed whole.
+                    let head_status = grpc_status(&rparts.headers);
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let observe = Observed {
+                        state: state.clone(),
+                        mi,
+                        id: id.clone(),
+                        timestamp: timestamp.clone(),
+                        request: request.clone(),
+                        champion_ms: upstream_time.as_secs_f64() * 1000.0,
+                    };
+                    tokio::spawn(async move {
+                        if let Ok(teed) = rx.await {
+                            observe.done(teed);
+                        }
+                    });
+                    Tee {
+                        inner: rbody,
+                        captured: Some(Vec::new()),
+                        max: m.cfg.max_body_bytes,
+                        status: head_status,
+                        done: Some(tx),
+                    }
+                    .boxed()
+                }
+                None => rbody.map_err(|e| Box::new(e) as BoxError).boxed(),
+            };
+            (Response::from_parts(rparts, body), status, None)
+        }
+        Err(e) => {
+            let code = match e {
+                UpstreamError::Timeout { .. } => DEADLINE_EXCEEDED,
+                UpstreamError::Failed { .. } => UNAVAILABLE,
+            };
+            let why = e.to_string();
+            if let Some(request) = &request {
+                state.observer.observe(Observation {
+                    model: mi,
+                    request_id: id.clone(),
+                    timestamp: timestamp.clone(),
+                    request: request.clone(),
+                    request_json_len: None,
+                    grpc: true,
+                    response: Some(Err(why.clone())),
+                    champion_ms: Some(upstream_time.as_secs_f64() * 1000.0),
+                });
+            }
+            (status_only(code, &why), e.status(), Some(Err(why)))
+        }
+    };
+    state.proxied(Proxied {
+        mi,
+        id: &id,
+        timestamp,
+        inference: infer,
+        // Observed above (once the answer passed), not here.
+        request: None,
+        request_json_len: None,
+        answer,
+        upstream_time,
+        started,
+        status,
+        trace: None,
+        upstream: &upstream,
+        target: &target,
+    });
+    state.count(Some(mi), status);
+    Ok(resp)
+}
+
+/// The request's headers as the champion gets them: hop-by-hop headers
+/// gone but `te: trailers` (gRPC needs it), and the request id.
+fn forwardable(headers: &mut HeaderMap, id: &str) {
+    let te = headers.remove(hyper::header::TE);
+    strip_hop_by_hop(headers);
+    if let Some(te) = te.filter(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        headers.insert(hyper::header::TE, te);
+    }
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+}
+
+/// A `grpc-status` and `grpc-message` (headers or trailers).
+fn grpc_status(headers: &HeaderMap) -> Option<(String, String)> {
+    let get = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    get("grpc-status").map(|code| (code, get("grpc-message").unwrap_or_default()))
+}
+
+/// What passed of a `ModelInfer` answer.
+struct Teed {
+    body: Option<Bytes>,
+    status: Option<(String, String)>,
+    complete: bool,
+}
+
+/// A `ModelInfer` call waiting for its answer to pass, to be observed.
+struct Observed {
+    state: Arc<State>,
+    mi: usize,
+    id: String,
+    timestamp: String,
+    request: Bytes,
+    champion_ms: f64,
+}
+
+impl Observed {
+    fn done(self, teed: Teed) {
+        let response = match (teed.status, teed.body) {
+            (Some((code, _)), Some(body)) if code == "0" && teed.complete => Ok(Answered {
+                status: 200,
+                body,
+                json_len: None,
+            }),
+            (Some((code, message)), _) if code != "0" => {
+                Err(format!("gRPC status {code}: {message}"))
+            }
+            (_, None) => Err(super::response_too_large(
+                &self.state,
+                &self.state.models[self.mi].cfg.name,
+            )),
+            (None, Some(_)) if teed.complete => {
+                Err("the answer ended without a grpc-status".to_string())
+            }
+            _ => Err("the answer was cut short".to_string()),
+        };
+        self.state.observer.observe(Observation {
+            model: self.mi,
+            request_id: self.id,
+            timestamp: self.timestamp,
+            request: self.request,
+            request_json_len: None,
+            grpc: true,
+            response: Some(response),
+            champion_ms: Some(self.champion_ms),
+        });
+    }
+}
+
+/// The champion's answer as it streams to the client, copied (up to
+/// `max` bytes) for the observation; its end (or its loss) is reported
+/// once through `done`.
+struct Tee {
+    inner: Incoming,
+    captured: Option<Vec<u8>>,
+    max: usize,
+    status: Option<(String, String)>,
+    done: Option<tokio::sync::oneshot::Sender<Teed>>,
+}
+
+impl Tee {
+    fn finish(&mut self, complete: bool) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Teed {
+                body: self.captured.take().map(Bytes::from),
+                status: self.status.take(),
+                complete,
+            });
+        }
+    }
+}
+
+impl hyper::body::Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let fits = this
+                        .captured
+                        .as_ref()
+                        .is_some_and(|c| c.len() + data.len() <= this.max);
+                    match this.captured.as_mut() {
+                        Some(c) if fits => c.extend_from_slice(data),
+                        _ => this.captured = None,
+                    }
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    this.status = grpc_status(trailers).or(this.status.take());
+                }
+                // hyper stops polling a body at its end (its trailers, or
+                // data that ends it): the answer has passed whole.
+                if frame.is_trailers() || hyper::body::Body::is_end_stream(&this.inner) {
+                    this.finish(true);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
