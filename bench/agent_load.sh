@@ -11,16 +11,20 @@
 #  2. saturation (closed loop, 32 connections): requests per second of the
 #     same three, and the agent's throughput as a share of nginx's;
 #  3. shadow scoring throughput: the agent's scorer against Python
-#     onnxruntime's InferenceSession.run on the same batches.
+#     onnxruntime's InferenceSession.run on the same batches;
+#  4. gRPC at the fixed rate: KServe v2 `ModelInfer` calls (raw tensors,
+#     the project's load generator over 4 HTTP/2 connections) to the
+#     champion's gRPC endpoint directly, through the agent (the same
+#     listener, `grpc_upstream`) and through nginx's `grpc_pass`.
 #
 # Each measurement runs ROUNDS times, the targets taking turns, and the
 # median is printed. Usage: bench/agent_load.sh [--rounds N] [--rps R]
-#   [--duration 20s] [--parts rate,max,onnx] [--fast-path on|off]
+#   [--duration 20s] [--parts rate,max,onnx,grpc] [--fast-path on|off]
 # (`--fast-path off` measures the agent with every request through hyper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx fast_path=on
+rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc fast_path=on
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -28,7 +32,7 @@ while [ $# -gt 0 ]; do
         --duration) duration=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
         --fast-path) fast_path=$2; shift 2 ;;
-        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx] [--fast-path on|off]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc] [--fast-path on|off]" >&2; exit 2 ;;
     esac
 done
 
@@ -78,8 +82,11 @@ free_port() {
 }
 
 start sink "$loadgen" sink
-start champion "$bin/driftwatch-example-champion" --model-file examples/credit/champion.onnx --listen 127.0.0.1:0
+start champion "$bin/driftwatch-example-champion" --model-file examples/credit/champion.onnx --listen 127.0.0.1:0 \
+    --grpc-listen 127.0.0.1:0
 sink=$(cat "$work/sink.addr") champion=$(cat "$work/champion.addr")
+for _ in $(seq 50); do grep -q "^grpc on " "$work/champion.out" && break; sleep 0.1; done
+champion_grpc=$(grep -m1 "^grpc on " "$work/champion.out" | sed 's/.* on //')
 start relay "$loadgen" relay --upstream "$champion"
 cat >"$work/agent.yaml" <<EOF
 listen: 127.0.0.1:0
@@ -91,6 +98,7 @@ collector:
 models:
   - name: credit
     upstream: http://$champion
+    grpc_upstream: http://$champion_grpc
     champion_version: champion
     shadow:
       path: $PWD/examples/credit/challenger.onnx
@@ -101,7 +109,7 @@ start agent "$bin/driftwatch-agent" --config "$work/agent.yaml"
 agent=$(cat "$work/agent.addr")
 for _ in $(seq 50); do grep -q "^admin on " "$work/agent.out" && break; sleep 0.1; done
 admin=$(grep -m1 "^admin on " "$work/agent.out" | sed 's/.* on //')
-nginx_port=$(free_port)
+nginx_port=$(free_port) nginx_grpc_port=$(free_port)
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<EOF
 worker_processes auto;
@@ -117,7 +125,12 @@ http {
     uwsgi_temp_path $work/nginx/uwsgi;
     scgi_temp_path $work/nginx/scgi;
     upstream champion { server $champion; keepalive 64; keepalive_requests 1000000; }
+    upstream champion_grpc { server $champion_grpc; keepalive 64; keepalive_requests 1000000; }
     keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$nginx_grpc_port http2;
+        location / { grpc_pass grpc://champion_grpc; }
+    }
     server {
         listen 127.0.0.1:$nginx_port;
         location / {
@@ -172,6 +185,17 @@ has max && for r in $(seq "$rounds"); do
             | sed "s/^{/{\"target\":\"$name\",\"round\":$r,/" | tee -a "$results" >&2
     done
 done
+declare -A grpc_addr=([direct]="$champion_grpc" [agent]="$agent" [nginx]="127.0.0.1:$nginx_grpc_port")
+has grpc && for name in direct agent nginx; do
+    "$loadgen" grpc-rate --addr "${grpc_addr[$name]}" --body "$work/body.json" --rps 500 --duration 2s --warmup 1s >/dev/null
+done
+has grpc && echo "gRPC at a fixed rate: $rps calls/s for $duration, $rounds rounds" >&2
+has grpc && for r in $(seq "$rounds"); do
+    for name in direct agent nginx; do
+        "$loadgen" grpc-rate --addr "${grpc_addr[$name]}" --body "$work/body.json" --rps "$rps" \
+            --duration "$duration" | sed "s/^{/{\"target\":\"$name\",\"round\":$r,/" | tee -a "$results" >&2
+    done
+done
 curl -s "http://$admin/metrics" >"$work/agent.metrics" 2>/dev/null \
     || "$python" -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://$admin/metrics').read().decode())" >"$work/agent.metrics"
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -213,6 +237,15 @@ if "rate" in modes:
     for t in ["agent", "nginx", "relay"]:
         print(f"added by {t}: p50 {med('rate', t, 'p50_ms') - med('rate', 'direct', 'p50_ms'):+.3f} ms, "
               f"p99 {med('rate', t, 'p99_ms') - med('rate', 'direct', 'p99_ms'):+.3f} ms")
+if "grpc-rate" in modes:
+    print(f"\ngRPC ModelInfer, {rps} calls/s over 4 HTTP/2 connections (median of rounds; ms)")
+    print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'late':>7}{'errors':>8}")
+    for t in ["direct", "agent", "nginx"]:
+        print(f"{t:>8}" + "".join(f"{med('grpc-rate', t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
+              + f"{med('grpc-rate', t, 'late_sends'):7.0f}{med('grpc-rate', t, 'errors'):8.0f}")
+    for t in ["agent", "nginx"]:
+        print(f"gRPC added by {t}: p50 {med('grpc-rate', t, 'p50_ms') - med('grpc-rate', 'direct', 'p50_ms'):+.3f} ms, "
+              f"p99 {med('grpc-rate', t, 'p99_ms') - med('grpc-rate', 'direct', 'p99_ms'):+.3f} ms")
 if "max" in modes:
     print("\nsaturation, 32 connections (median of rounds)")
     for t in ["direct", "agent", "nginx"]:
@@ -221,7 +254,7 @@ if "max" in modes:
     print(f"agent / nginx throughput: {med('max', 'agent', 'rps') / med('max', 'nginx', 'rps'):.2f}; "
           f"agent / direct: {med('max', 'agent', 'rps') / med('max', 'direct', 'rps'):.2f}; "
           f"nginx / direct: {med('max', 'nginx', 'rps') / med('max', 'direct', 'rps'):.2f}")
-if modes & {"rate", "max"}:
+if modes & {"rate", "max", "grpc-rate"}:
     print(f"agent during the run: {metric('driftwatch_agent_events_shipped_total'):.0f} events shipped, "
           f"{metric('driftwatch_agent_shadow_batch_rows_count'):.0f} shadow batches, "
           f"{metric('driftwatch_agent_shadow_shed_total'):.0f} rows shed, "

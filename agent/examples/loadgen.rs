@@ -7,6 +7,9 @@
 //!   measured from the moment a request is written, and how many requests
 //!   left more than 1 ms after their scheduled time (when that count is
 //!   not small, the figures are the load generator's, not the server's).
+//! - `grpc-rate`: the same open-loop load as KServe v2 gRPC `ModelInfer`
+//!   calls (the request's tensors sent raw, as tritonclient sends them),
+//!   multiplexed over a few HTTP/2 connections on one thread.
 //! - `max`: closed-loop saturation, every connection sending back to back;
 //!   prints completed requests per second.
 //! - `sink`: a collector stand-in that acknowledges every event batch.
@@ -54,14 +57,26 @@ enum Mode {
         /// The request body (JSON), sent with every request.
         #[arg(long)]
         body: PathBuf,
-        #[arg(long, default_value_t = 1000.0)]
-        rps: f64,
-        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Requests in the first part of the run are sent but not measured.
-        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-        warmup: Duration,
+        #[command(flatten)]
+        load: Load,
         #[arg(long, default_value_t = 16)]
+        connections: usize,
+    },
+    /// Fixed-rate (open-loop) gRPC `ModelInfer` calls; latency quantiles.
+    GrpcRate {
+        /// host:port of a KServe v2 gRPC endpoint.
+        #[arg(long)]
+        addr: String,
+        /// The request as KServe v2 JSON (as for `rate`), sent as a
+        /// `ModelInferRequest` with raw contents.
+        #[arg(long)]
+        body: PathBuf,
+        #[arg(long, default_value = "credit")]
+        model: String,
+        #[command(flatten)]
+        load: Load,
+        /// HTTP/2 connections the calls are spread over.
+        #[arg(long, default_value_t = 4)]
         connections: usize,
     },
     /// Closed-loop saturation; requests per second.
@@ -112,16 +127,19 @@ fn main() -> Result<()> {
         Mode::Rate {
             url,
             body,
-            rps,
-            duration,
-            warmup,
+            load,
             connections,
-        } => rate(
-            &url,
-            &std::fs::read(body)?,
-            rps,
-            duration,
-            warmup,
+        } => rate(&url, &std::fs::read(body)?, &load, connections),
+        Mode::GrpcRate {
+            addr,
+            body,
+            model,
+            load,
+            connections,
+        } => grpc_rate(
+            &addr,
+            &grpc_request(&std::fs::read(body)?, &model)?,
+            &load,
             connections,
         ),
         Mode::Max {
@@ -288,6 +306,25 @@ fn sorted_latencies(threads: Vec<std::thread::JoinHandle<Vec<u64>>>) -> Result<V
     Ok(all)
 }
 
+/// The latency quantiles (ms) of a fixed-rate run, as its JSON line has them.
+fn quantiles(sorted: &[u64]) -> serde_json::Value {
+    json!({
+        "p50_ms": quantile(sorted, 0.50),
+        "p90_ms": quantile(sorted, 0.90),
+        "p99_ms": quantile(sorted, 0.99),
+        "p999_ms": quantile(sorted, 0.999),
+        "max_ms": quantile(sorted, 1.0),
+    })
+}
+
+/// One fixed-rate run's JSON line: `head` and the quantiles.
+fn print_rate(mut head: serde_json::Value, sorted: &[u64]) {
+    if let (Some(h), serde_json::Value::Object(q)) = (head.as_object_mut(), quantiles(sorted)) {
+        h.extend(q);
+    }
+    println!("{head}");
+}
+
 fn quantile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -296,17 +333,13 @@ fn quantile(sorted: &[u64], q: f64) -> f64 {
     sorted[i] as f64 / 1e6
 }
 
-fn rate(
-    url: &str,
-    body: &[u8],
-    rps: f64,
-    duration: Duration,
-    warmup: Duration,
-    connections: usize,
-) -> Result<()> {
-    if warmup >= duration {
-        bail!("--duration ({duration:?}) must be longer than --warmup ({warmup:?}): nothing would be measured");
-    }
+fn rate(url: &str, body: &[u8], load: &Load, connections: usize) -> Result<()> {
+    load.check()?;
+    let &Load {
+        rps,
+        duration,
+        warmup,
+    } = load;
     let conn = Conn::new(url, body)?;
     let start = Instant::now() + Duration::from_millis(200);
     let total = (rps * duration.as_secs_f64()) as u64;
@@ -345,8 +378,7 @@ fn rate(
         }));
     }
     let all = sorted_latencies(threads)?;
-    println!(
-        "{}",
+    print_rate(
         json!({
             "mode": "rate",
             "url": url,
@@ -354,12 +386,160 @@ fn rate(
             "measured": all.len(),
             "errors": errors.load(Ordering::Relaxed),
             "late_sends": late.load(Ordering::Relaxed),
-            "p50_ms": quantile(&all, 0.50),
-            "p90_ms": quantile(&all, 0.90),
-            "p99_ms": quantile(&all, 0.99),
-            "p999_ms": quantile(&all, 0.999),
-            "max_ms": quantile(&all, 1.0),
-        })
+        }),
+        &all,
+    );
+    Ok(())
+}
+
+/// An open-loop load's rate and length.
+#[derive(clap::Args)]
+struct Load {
+    #[arg(long, default_value_t = 1000.0)]
+    rps: f64,
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Requests in the first part of the run are sent but not measured.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+}
+
+impl Load {
+    fn check(&self) -> Result<()> {
+        if self.warmup >= self.duration {
+            bail!(
+                "--duration ({:?}) must be longer than --warmup ({:?}): nothing would be measured",
+                self.duration,
+                self.warmup
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A KServe v2 JSON request as a framed `ModelInferRequest` with raw
+/// contents (FP32, FP64, INT32, INT64 and BOOL tensors).
+fn grpc_request(json: &[u8], model: &str) -> Result<bytes::Bytes> {
+    use driftwatch_agent::adapters::grpc::{framed, ModelInferRequest, TensorMessage};
+    let v: serde_json::Value = serde_json::from_slice(json)?;
+    let mut request = ModelInferRequest {
+        model_name: model.to_string(),
+        ..ModelInferRequest::default()
+    };
+    for t in v["inputs"].as_array().ok_or_else(|| anyhow!("no inputs"))? {
+        let datatype = t["datatype"].as_str().unwrap_or("").to_string();
+        let mut values = Vec::new();
+        flatten(&t["data"], &mut values);
+        let raw: Vec<u8> = values
+            .iter()
+            .map(|x| match datatype.as_str() {
+                "FP32" => Ok((*x as f32).to_le_bytes().to_vec()),
+                "FP64" => Ok(x.to_le_bytes().to_vec()),
+                "INT32" => Ok((*x as i32).to_le_bytes().to_vec()),
+                "INT64" => Ok((*x as i64).to_le_bytes().to_vec()),
+                "BOOL" => Ok(vec![u8::from(*x != 0.0)]),
+                other => Err(anyhow!("datatype {other} is not sent raw here")),
+            })
+            .collect::<Result<Vec<_>>>()?
+            .concat();
+        request.inputs.push(TensorMessage {
+            name: t["name"].as_str().unwrap_or("").to_string(),
+            datatype,
+            shape: t["shape"]
+                .as_array()
+                .map(|s| s.iter().filter_map(|d| d.as_i64()).collect())
+                .unwrap_or_default(),
+            contents: None,
+        });
+        request.raw_input_contents.push(raw);
+    }
+    Ok(framed(&request).into())
+}
+
+/// Numbers of nested JSON arrays, row-major (`null` and booleans as 0/1).
+fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) {
+    match v {
+        serde_json::Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
+        serde_json::Value::Bool(b) => out.push(f64::from(u8::from(*b))),
+        other => out.push(other.as_f64().unwrap_or(f64::NAN)),
+    }
+}
+
+/// `grpc-rate`: calls scheduled at `load.rps`, each on its own task,
+/// spread over the connections; latency from the call's start to its
+/// trailers. A call counts as an error unless `grpc-status` is 0.
+fn grpc_rate(addr: &str, message: &bytes::Bytes, load: &Load, connections: usize) -> Result<()> {
+    use http_body_util::{BodyExt, Full};
+    load.check()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(async {
+        let mut senders = Vec::new();
+        for _ in 0..connections.max(1) {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connect {addr}"))?;
+            stream.set_nodelay(true)?;
+            let (sender, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await?;
+            tokio::spawn(conn);
+            senders.push(sender);
+        }
+        let total = (load.rps * load.duration.as_secs_f64()) as u64;
+        let first_measured = (load.rps * load.warmup.as_secs_f64()) as u64;
+        let start = tokio::time::Instant::now() + Duration::from_millis(200);
+        let uri = format!("http://{addr}/inference.GRPCInferenceService/ModelInfer");
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..total {
+            let scheduled = start + Duration::from_secs_f64(i as f64 / load.rps);
+            tokio::time::sleep_until(scheduled).await;
+            let mut sender = senders[i as usize % senders.len()].clone();
+            let request = hyper::Request::post(&uri)
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(message.clone()))?;
+            calls.spawn(async move {
+                let sent = tokio::time::Instant::now();
+                let ok = match sender.send_request(request).await {
+                    Ok(resp) => resp.into_body().collect().await.ok().is_some_and(|c| {
+                        c.trailers()
+                            .and_then(|t| t.get("grpc-status"))
+                            .is_some_and(|s| s == "0")
+                    }),
+                    Err(_) => false,
+                };
+                let late = sent.duration_since(scheduled) > Duration::from_millis(1);
+                (
+                    i >= first_measured,
+                    sent.elapsed().as_nanos() as u64,
+                    ok,
+                    late,
+                )
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = calls.join_next().await {
+            results.push(r?);
+        }
+        Ok::<_, anyhow::Error>(results)
+    })?;
+    let measured: Vec<_> = results.into_iter().filter(|r| r.0).collect();
+    let mut all: Vec<u64> = measured.iter().map(|r| r.1).collect();
+    all.sort_unstable();
+    print_rate(
+        json!({
+            "mode": "grpc-rate",
+            "addr": addr,
+            "rps": load.rps,
+            "measured": all.len(),
+            "errors": measured.iter().filter(|r| !r.2).count(),
+            "late_sends": measured.iter().filter(|r| r.3).count(),
+        }),
+        &all,
     );
     Ok(())
 }

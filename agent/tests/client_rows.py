@@ -43,3 +43,17 @@ def same(what, direct, through):
     """Exits naming `what` unless the two answers are equal."""
     if direct != through:
         sys.exit(f"{what}: through the agent {through!r}, directly {direct!r}")
+
+
+def grpc_raw(grpcclient, direct_addr, agent_addr, features, rows):
+    """`ModelInfer` with raw tensors (tritonclient's way, request id
+    `grpc-raw`) directly and through the agent: the answers must be equal."""
+    answers = []
+    for addr in (direct_addr, agent_addr):
+        client = grpcclient.InferenceServerClient(addr)
+        tensors = inputs(grpcclient, features, rows)
+        answers.append(client.infer("credit", tensors, headers={"x-request-id": "grpc-raw"}))
+    d, a = answers
+    same("grpc-raw: response", d.get_response(), a.get_response())
+    for o in ("label", "probabilities"):
+        same(f"grpc-raw: {o}", d.as_numpy(o).tolist(), a.as_numpy(o).tolist())

@@ -28,7 +28,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 import client_rows
-from client_rows import inputs, load, same
+from client_rows import grpc_raw, inputs, load, same
 
 rest_addr, grpc_addr, agent_addr, expected_path = sys.argv[1:5]
 features, rows = load(expected_path)
@@ -61,15 +61,7 @@ for binary_in in (False, True):
         variants.append(name)
 
 # gRPC with raw contents (tritonclient's way).
-answers = []
-for addr in (grpc_addr, agent_addr):
-    client = grpcclient.InferenceServerClient(addr)
-    tensors = inputs(grpcclient, features, rows)
-    answers.append(client.infer("credit", tensors, headers={"x-request-id": "grpc-raw"}))
-d, a = answers
-same("grpc-raw: response", d.get_response(), a.get_response())
-for o in ("label", "probabilities"):
-    same(f"grpc-raw: {o}", d.as_numpy(o).tolist(), a.as_numpy(o).tolist())
+grpc_raw(grpcclient, grpc_addr, agent_addr, features, rows)
 variants.append("grpc-raw")
 
 # gRPC with typed contents, through the service stub.

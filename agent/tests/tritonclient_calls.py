@@ -3,24 +3,26 @@ official client, tritonclient[http] (installed in .cache/testenv by
 ./scripts/test), and checks that every answer through the agent equals
 the direct one. Used by agent/tests/tritonclient.rs.
 
-usage: tritonclient_calls.py CHAMPION_ADDR AGENT_ADDR EXPECTED_JSON
+usage: tritonclient_calls.py CHAMPION_ADDR CHAMPION_GRPC_ADDR AGENT_ADDR EXPECTED_JSON
 
 Inferences: the example rows without a missing value, as one tensor per
 feature (FP32, INT64 for `dependents`, FP64 for `income`), in four
 variants: JSON or binary inputs, JSON or binary outputs (request ids
 `json-json`, `json-binary`, `binary-json`, `binary-binary`), and one
-naming no outputs (all binary: `binary-default`). Then health, readiness
-and metadata. Prints one JSON line: the variants and the rows sent.
+naming no outputs (all binary: `binary-default`), and over gRPC with raw
+tensors (`grpc-raw`, through the agent's same listener). Then health,
+readiness and metadata over REST, and the server's liveness over gRPC. Prints one JSON line: the variants and the rows sent.
 """
 
 import json
 import sys
 
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from client_rows import inputs, load, same
+from client_rows import grpc_raw, inputs, load, same
 
-champion_addr, agent_addr, expected_path = sys.argv[1:4]
+champion_addr, grpc_addr, agent_addr, expected_path = sys.argv[1:5]
 features, rows = load(expected_path)
 
 direct = httpclient.InferenceServerClient(champion_addr)
@@ -44,6 +46,10 @@ for binary_in in (False, True):
         for o in ("label", "probabilities"):
             same(f"{name}: {o}", d.as_numpy(o).tolist(), a.as_numpy(o).tolist())
         variants.append(name)
+
+grpc_raw(grpcclient, grpc_addr, agent_addr, features, rows)
+variants.append("grpc-raw")
+same("grpc is_server_live", True, grpcclient.InferenceServerClient(agent_addr).is_server_live())
 
 for call in ("is_server_live", "is_server_ready", "get_server_metadata"):
     same(call, getattr(direct, call)(), getattr(agent, call)())

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use clap::Parser;
-use driftwatch_agent::adapters::{binary, parse_request, Data};
+use driftwatch_agent::adapters::grpc::{framed, ModelInferResponse, TensorMessage};
+use driftwatch_agent::adapters::{binary, grpc, parse_request, Data, Tensor};
 use driftwatch_agent::config::{Device, Model};
 use driftwatch_agent::shadow::columns;
 use driftwatch_agent::shadow::onnx::{environment, OnnxModel};
@@ -46,6 +47,9 @@ struct Cli {
     features: Vec<String>,
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: String,
+    /// Also serve KServe v2 gRPC (cleartext HTTP/2) on this address.
+    #[arg(long)]
+    grpc_listen: Option<String>,
     /// The ONNX Runtime library (default: ORT_DYLIB_PATH).
     #[arg(long)]
     ort_library: Option<std::path::PathBuf>,
@@ -148,12 +152,7 @@ async fn handle(
     // The request's JSON part is valid: parse_request read it.
     let request: serde_json::Value =
         serde_json::from_slice(&body[..json_len.unwrap_or(body.len())]).unwrap_or_default();
-    let input: Vec<Vec<f32>> = rows.iter().map(|r| columns(r, &s.features)).collect();
-    let outputs = {
-        let mut model = s.model.lock().unwrap_or_else(|p| p.into_inner());
-        model.run(&input)
-    };
-    let outputs = match outputs {
+    let outputs = match run(&s, &rows) {
         Ok(o) => o,
         Err(e) => {
             return Ok(reply(
@@ -165,15 +164,47 @@ async fn handle(
     Ok(answer(&s, &request, &outputs))
 }
 
+/// The model's outputs for `rows`.
+fn run(s: &Server, rows: &[driftwatch_agent::adapters::Row]) -> Result<Vec<Tensor>, String> {
+    let input: Vec<Vec<f32>> = rows.iter().map(|r| columns(r, &s.features)).collect();
+    let mut model = s.model.lock().unwrap_or_else(|p| p.into_inner());
+    model.run(&input)
+}
+
+/// An output tensor's KServe v2 datatype, JSON data and raw bytes
+/// (`label` INT64, other numbers FP32).
+fn encoded(t: &Tensor) -> (&'static str, serde_json::Value, Vec<u8>) {
+    match &t.data {
+        Data::Num(v) if t.name == "label" => (
+            "INT64",
+            json!(v.iter().map(|x| *x as i64).collect::<Vec<_>>()),
+            v.iter().flat_map(|x| (*x as i64).to_le_bytes()).collect(),
+        ),
+        Data::Num(v) => (
+            "FP32",
+            json!(v),
+            v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect(),
+        ),
+        Data::Str(v) => (
+            "BYTES",
+            json!(v),
+            v.iter()
+                .flat_map(|x| {
+                    let mut b = (x.len() as u32).to_le_bytes().to_vec();
+                    b.extend_from_slice(x.as_bytes());
+                    b
+                })
+                .collect(),
+        ),
+        Data::Bool(v) => ("BOOL", json!(v), v.iter().map(|b| u8::from(*b)).collect()),
+    }
+}
+
 /// The inference answer: the outputs the request asks for (all when it
 /// names none), each in JSON or, where asked (`binary_data` on the
 /// output, `binary_data_output` on the request), as binary data after
 /// the JSON, with `Inference-Header-Content-Length`.
-fn answer(
-    s: &Server,
-    request: &serde_json::Value,
-    outputs: &[driftwatch_agent::adapters::Tensor],
-) -> Response<Full<Bytes>> {
+fn answer(s: &Server, request: &serde_json::Value, outputs: &[Tensor]) -> Response<Full<Bytes>> {
     let wanted = request["outputs"].as_array();
     let all_binary = request["parameters"]["binary_data_output"].as_bool() == Some(true);
     let mut tensors = Vec::new();
@@ -187,30 +218,7 @@ fn answer(
         let as_binary = asked["parameters"]["binary_data"]
             .as_bool()
             .unwrap_or(all_binary);
-        let (datatype, data, bytes): (&str, serde_json::Value, Vec<u8>) = match &t.data {
-            Data::Num(v) if t.name == "label" => (
-                "INT64",
-                json!(v.iter().map(|x| *x as i64).collect::<Vec<_>>()),
-                v.iter().flat_map(|x| (*x as i64).to_le_bytes()).collect(),
-            ),
-            Data::Num(v) => (
-                "FP32",
-                json!(v),
-                v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect(),
-            ),
-            Data::Str(v) => (
-                "BYTES",
-                json!(v),
-                v.iter()
-                    .flat_map(|x| {
-                        let mut b = (x.len() as u32).to_le_bytes().to_vec();
-                        b.extend_from_slice(x.as_bytes());
-                        b
-                    })
-                    .collect(),
-            ),
-            Data::Bool(v) => ("BOOL", json!(v), v.iter().map(|b| u8::from(*b)).collect()),
-        };
+        let (datatype, data, bytes) = encoded(t);
         if as_binary {
             tensors.push(
                 json!({"name": t.name, "shape": t.shape, "datatype": datatype,
@@ -243,6 +251,86 @@ fn answer(
         hyper::header::HeaderValue::from(json_len),
     );
     r
+}
+
+type GrpcBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A gRPC call (`--grpc-listen`, KServe v2 `GRPCInferenceService`):
+/// `ModelInfer` (typed or raw inputs; raw outputs), `ServerLive`,
+/// `ServerReady` and `ModelReady`; other methods are `UNIMPLEMENTED`.
+async fn grpc_call(
+    s: Arc<Server>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<GrpcBody>, Infallible> {
+    let method = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let outcome: Result<Vec<u8>, (u32, String)> = match method.as_str() {
+        "ServerLive" | "ServerReady" | "ModelReady" => Ok(framed(&Flag { value: true })),
+        "ModelInfer" => grpc_infer(&s, &body).map_err(|e| (3, e)),
+        other => Err((12, format!("{other} is not served here"))),
+    };
+    let mut trailers = hyper::HeaderMap::new();
+    let mut frames = Vec::new();
+    match outcome {
+        Ok(message) => {
+            frames.push(hyper::body::Frame::data(Bytes::from(message)));
+            trailers.insert("grpc-status", hyper::header::HeaderValue::from(0));
+        }
+        Err((code, why)) => {
+            trailers.insert("grpc-status", hyper::header::HeaderValue::from(code));
+            if let Ok(v) = hyper::header::HeaderValue::from_str(
+                &why.replace(|c: char| !c.is_ascii_graphic() && c != ' ', "?"),
+            ) {
+                trailers.insert("grpc-message", v);
+            }
+        }
+    }
+    frames.push(hyper::body::Frame::trailers(trailers));
+    let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, Infallible>));
+    let mut r = Response::new(http_body_util::StreamBody::new(stream).boxed());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(r)
+}
+
+/// `ServerLiveResponse.live`, `ServerReadyResponse.ready`,
+/// `ModelReadyResponse.ready`: field 1 of each.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Flag {
+    #[prost(bool, tag = "1")]
+    value: bool,
+}
+
+/// A `ModelInfer` answer, framed: every output, raw.
+fn grpc_infer(s: &Server, body: &[u8]) -> Result<Vec<u8>, String> {
+    let rows = grpc::parse_request(&s.spec, body).map_err(|e| e.to_string())?;
+    let outputs = run(s, &rows)?;
+    let mut response = ModelInferResponse {
+        model_name: s.name.clone(),
+        ..ModelInferResponse::default()
+    };
+    for t in &outputs {
+        let (datatype, _, bytes) = encoded(t);
+        response.outputs.push(TensorMessage {
+            name: t.name.clone(),
+            datatype: datatype.to_string(),
+            shape: t.shape.iter().map(|d| *d as i64).collect(),
+            contents: None,
+        });
+        response.raw_output_contents.push(bytes);
+    }
+    Ok(framed(&response))
 }
 
 fn main() -> ExitCode {
@@ -290,6 +378,36 @@ fn main() -> ExitCode {
         };
         if let Ok(addr) = listener.local_addr() {
             println!("listening on {addr}");
+        }
+        if let Some(grpc_listen) = &cli.grpc_listen {
+            let grpc = match tokio::net::TcpListener::bind(grpc_listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: cannot listen on {grpc_listen}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            if let Ok(addr) = grpc.local_addr() {
+                println!("grpc on {addr}");
+            }
+            let server = server.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = grpc.accept().await else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let s = server.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| grpc_call(s.clone(), req));
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                    });
+                }
+            });
         }
         loop {
             let Ok((stream, _)) = listener.accept().await else {

@@ -338,16 +338,38 @@ pub struct Champion {
 
 impl Champion {
     pub fn start() -> Champion {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch-example-champion"))
+        Champion::start_serving(false).0
+    }
+
+    /// The champion serving gRPC too: it and its gRPC address.
+    pub fn start_with_grpc() -> (Champion, String) {
+        let (champion, grpc) = Champion::start_serving(true);
+        (champion, grpc.expect("a gRPC address"))
+    }
+
+    fn start_serving(grpc: bool) -> (Champion, Option<String>) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_driftwatch-example-champion"));
+        command
             .arg("--model-file")
             .arg(repo("examples/credit/champion.onnx"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        if grpc {
+            command.args(["--grpc-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .env("ORT_DYLIB_PATH", ort_library())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the example champion");
-        let addr = read_addresses(&mut child, "the example champion", 1).remove(0);
-        Champion { child, addr }
+        let mut addrs = read_addresses(&mut child, "the example champion", 1 + usize::from(grpc));
+        let grpc = grpc.then(|| addrs.remove(1));
+        (
+            Champion {
+                child,
+                addr: addrs.remove(0),
+            },
+            grpc,
+        )
     }
 }
 
