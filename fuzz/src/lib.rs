@@ -47,9 +47,18 @@ pub fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// Feeds a body to an agent model's adapter, request and response: as
-/// JSON, and as a binary tensor body whose JSON is as long as the
-/// first byte says (the rest of the data).
+/// JSON, as a binary tensor body whose JSON is as long as the first byte
+/// says (the rest of the data), and as a gRPC `ModelInfer` message.
 pub fn adapt(model: &AgentModel, data: &[u8]) {
+    use driftwatch_agent::adapters::grpc;
+    if let Ok(rows) = grpc::parse_request(model, data) {
+        let _ = grpc::parse_response(model, data, rows.len());
+    }
+    for n in [1, 3] {
+        if let Ok(out) = grpc::parse_response(model, data, n) {
+            assert_eq!(out.len(), n, "one output per row");
+        }
+    }
     let binary = data
         .split_first()
         .map(|(len, rest)| (rest, Some(usize::from(*len))));

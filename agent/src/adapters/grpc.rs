@@ -100,11 +100,19 @@ pub fn message(body: &[u8]) -> Result<&[u8], AdapterError> {
     Ok(rest)
 }
 
+/// A `ModelInferRequest`'s model name alone: its other fields (the
+/// tensors) are skipped, not copied (routing reads it on the traffic path).
+#[derive(Clone, PartialEq, prost::Message)]
+struct NameOnly {
+    #[prost(string, tag = "1")]
+    model_name: String,
+}
+
 /// The model a `ModelInfer` request names ("" when unreadable).
 pub fn model_name(body: &[u8]) -> String {
     message(body)
         .ok()
-        .and_then(|m| <ModelInferRequest as prost::Message>::decode(m).ok())
+        .and_then(|m| <NameOnly as prost::Message>::decode(m).ok())
         .map(|r| r.model_name)
         .unwrap_or_default()
 }

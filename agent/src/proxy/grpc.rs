@@ -34,6 +34,12 @@ pub type GrpcUpstream = Client<HttpConnector, Body>;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+thread_local! {
+    /// Each traffic thread's own client: its HTTP/2 connections live on
+    /// that thread's runtime, so a call never wakes another thread.
+    static CLIENT: GrpcUpstream = client();
+}
+
 pub fn client() -> GrpcUpstream {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -185,7 +191,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     parts.version = Version::HTTP_2;
     forwardable(&mut parts.headers, &id);
     let sent = Instant::now();
-    let call = state.grpc_client.request(Request::from_parts(parts, body));
+    let call = CLIENT
+        .with(GrpcUpstream::clone)
+        .request(Request::from_parts(parts, body));
     let outcome = call_upstream(&upstream, m.cfg.upstream_timeout, call).await;
     let upstream_time = sent.elapsed();
     let (resp, status, answer) = match outcome {
@@ -199,27 +207,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let body = match &request {
                 Some(request) => {
                     // Observed once the answer has passed whole.
-                    let head_status = grpc_status(&rparts.headers);
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let observe = Observed {
-                        state: state.clone(),
-                        mi,
-                        id: id.clone(),
-                        timestamp: timestamp.clone(),
-                        request: request.clone(),
-                        champion_ms: upstream_time.as_secs_f64() * 1000.0,
-                    };
-                    tokio::spawn(async move {
-                        if let Ok(teed) = rx.await {
-                            observe.done(teed);
-                        }
-                    });
                     Tee {
                         inner: rbody,
                         captured: Some(Vec::new()),
                         max: m.cfg.max_body_bytes,
-                        status: head_status,
-                        done: Some(tx),
+                        status: grpc_status(&rparts.headers),
+                        observed: Some(Observed {
+                            state: state.clone(),
+                            mi,
+                            id: id.clone(),
+                            timestamp: timestamp.clone(),
+                            request: request.clone(),
+                            champion_ms: upstream_time.as_secs_f64() * 1000.0,
+                        }),
                     }
                     .boxed()
                 }
@@ -343,20 +343,20 @@ impl Observed {
 }
 
 /// The champion's answer as it streams to the client, copied (up to
-/// `max` bytes) for the observation; its end (or its loss) is reported
-/// once through `done`.
+/// `max` bytes) for the observation, which its end (or its loss) hands
+/// over once (never waiting: `Observer::observe`).
 struct Tee {
     inner: Incoming,
     captured: Option<Vec<u8>>,
     max: usize,
     status: Option<(String, String)>,
-    done: Option<tokio::sync::oneshot::Sender<Teed>>,
+    observed: Option<Observed>,
 }
 
 impl Tee {
     fn finish(&mut self, complete: bool) {
-        if let Some(done) = self.done.take() {
-            let _ = done.send(Teed {
+        if let Some(observed) = self.observed.take() {
+            observed.done(Teed {
                 body: self.captured.take().map(Bytes::from),
                 status: self.status.take(),
                 complete,
@@ -419,5 +419,37 @@ impl hyper::body::Body for Tee {
 impl Drop for Tee {
     fn drop(&mut self) {
         self.finish(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_prefaces_are_told_from_http1_requests() {
+        assert!(is_preface(PREFACE));
+        assert!(is_preface(b"PRI * HTTP/2.0\r\n"));
+        for first in [
+            &b"POST /v2/models/m/infer HTTP/1.1\r\n"[..],
+            b"PRI * HTTP/1.1\r\n",
+            b"PRI",
+            b"",
+        ] {
+            assert!(!is_preface(first), "{}", String::from_utf8_lossy(first));
+        }
+    }
+
+    #[test]
+    fn the_agents_own_errors_are_trailers_only_grpc_answers() {
+        let r = status_only(UNAVAILABLE, "upstream 10.0.0.1:8081 failed: 100% refused\n");
+        assert_eq!(r.status(), StatusCode::OK);
+        let h = r.headers();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["grpc-status"], "14");
+        assert_eq!(
+            h["grpc-message"],
+            "upstream 10.0.0.1:8081 failed: 100%25 refused%0A"
+        );
     }
 }

@@ -87,8 +87,6 @@ pub struct State {
     pub telemetry: Telemetry,
     /// Champion failures logged at most once a minute per model and cause.
     repeats: Repeats,
-    /// The HTTP/2 client of the champions' gRPC endpoints.
-    pub(crate) grpc_client: grpc::GrpcUpstream,
 }
 
 impl State {
@@ -128,7 +126,6 @@ impl State {
             ids: AtomicU64::new(chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64),
             telemetry,
             repeats: Repeats::default(),
-            grpc_client: grpc::client(),
         }))
     }
 
