@@ -2,7 +2,8 @@
 //! ModelServer, kserve 0.21: `kserve_server.py`), REST and gRPC on one
 //! traffic listener, called with the official clients (tritonclient
 //! 2.73.0: `kserve_calls.py`): JSON and binary tensors over REST, raw and
-//! typed contents over gRPC, gRPC health, metadata and errors. Every
+//! typed contents over gRPC, gRPC health, metadata, errors and a method
+//! the server does not serve, and a message over `max_body_bytes`. Every
 //! answer through the agent equals the direct one (checked by the
 //! script); every inference gives the same events whatever its form.
 
@@ -91,11 +92,11 @@ fn rest_and_grpc_calls_to_kserve_pass_unchanged_and_give_the_same_events() {
     let (variants, rows) = variants_and_rows(
         &report,
         &[
+            "grpc-raw",
             "rest-json-json",
             "rest-json-binary",
             "rest-binary-json",
             "rest-binary-binary",
-            "grpc-raw",
             "grpc-typed",
         ],
     );
@@ -111,7 +112,34 @@ fn rest_and_grpc_calls_to_kserve_pass_unchanged_and_give_the_same_events() {
     let error = refused["champion"]["error"].as_str().unwrap_or("");
     assert!(error.starts_with("gRPC status "), "{refused}");
     assert_eq!(refused["features"]["age"], 30.0);
-    // gRPC health, readiness and metadata passed through, counted as
-    // such; nothing was unreadable to the agent.
-    assert_all_read(&agent, 6.0);
+    // gRPC health, readiness, metadata and statistics passed through,
+    // counted as such; nothing was unreadable to the agent.
+    assert_all_read(&agent, 7.0);
+
+    // A ModelInfer message over max_body_bytes passes whole and unread,
+    // counted; no event is made of it.
+    let small = Collector::start();
+    let bounded = Agent::start(&format!(
+        "collector:\n  url: {}\n  batch_wait: 100ms\nmodels:\n  - name: credit\n    upstream: http://{}\n    grpc_upstream: http://{}\n    max_body_bytes: 256\n",
+        small.url(),
+        kserve.rest,
+        kserve.grpc,
+    ));
+    run_client(
+        "kserve_calls.py",
+        &[&kserve.rest, &kserve.grpc, &bounded.addr, "--only-raw"],
+        &bounded,
+    );
+    let too_large = [
+        ("model", "credit"),
+        ("part", "request"),
+        ("reason", "too_large"),
+    ];
+    wait_for(
+        Duration::from_secs(10),
+        "the large call to be counted",
+        || bounded.metric("driftwatch_agent_unparsed_total", &too_large) == 1.0,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(small.events().is_empty(), "{:?}", small.events());
 }

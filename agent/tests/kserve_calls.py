@@ -3,7 +3,7 @@ the agent with the official clients, tritonclient[http,grpc] 2.73.0, and
 checks that every answer through the agent equals the direct one. Used by
 agent/tests/kserve.rs.
 
-usage: kserve_calls.py REST_ADDR GRPC_ADDR AGENT_ADDR EXPECTED_JSON
+usage: kserve_calls.py REST_ADDR GRPC_ADDR AGENT_ADDR [--only-raw] EXPECTED_JSON
 
 Inferences of the example rows without a missing value (one tensor per
 feature: FP32, INT64 `dependents`, FP64 `income`), each with its own
@@ -13,8 +13,9 @@ outputs (`rest-json-json`, `rest-json-binary`, `rest-binary-json`,
 them (`grpc-raw`) and with typed contents (`grpc-typed`, through the
 service stub). Then over gRPC: health, readiness and metadata, and a call
 to a model the server does not have (`grpc-error`, one row), whose error
-(code and message) must reach the client unchanged. Prints one JSON line:
-the variants and the rows sent.
+(code and message) must reach the client unchanged, and a method the
+server does not serve (`ModelStatistics`). `--only-raw`: the `grpc-raw`
+call alone. Prints one JSON line: the variants and the rows sent.
 """
 
 import json
@@ -30,7 +31,8 @@ from tritonclient.utils import InferenceServerException
 import client_rows
 from client_rows import grpc_raw, inputs, load, same
 
-rest_addr, grpc_addr, agent_addr, expected_path = sys.argv[1:5]
+rest_addr, grpc_addr, agent_addr = sys.argv[1:4]
+expected_path = sys.argv[-1]
 features, rows = load(expected_path)
 
 
@@ -39,6 +41,14 @@ def column(j, f):
 
 
 variants = []
+
+# gRPC with raw contents (tritonclient's way).
+grpc_raw(grpcclient, grpc_addr, agent_addr, features, rows)
+variants.append("grpc-raw")
+
+if "--only-raw" in sys.argv:
+    print(json.dumps({"variants": variants, "rows": rows}))
+    sys.exit(0)
 
 # REST: JSON and binary tensors, each way.
 for binary_in in (False, True):
@@ -59,10 +69,6 @@ for binary_in in (False, True):
         for o in ("label", "probabilities"):
             same(f"{name}: {o}", d.as_numpy(o).tolist(), a.as_numpy(o).tolist())
         variants.append(name)
-
-# gRPC with raw contents (tritonclient's way).
-grpc_raw(grpcclient, grpc_addr, agent_addr, features, rows)
-variants.append("grpc-raw")
 
 # gRPC with typed contents, through the service stub.
 request = service_pb2.ModelInferRequest(model_name="credit")
@@ -91,6 +97,17 @@ for call in ("is_server_live", "is_server_ready", "get_server_metadata"):
 for call in ("is_model_ready", "get_model_metadata"):
     same(call, getattr(direct, call)("credit"), getattr(agent, call)("credit"))
 same("is_model_ready", True, agent.is_model_ready("credit"))
+
+# A method the server does not serve: its answer, unchanged.
+outcomes = []
+for addr in (grpc_addr, agent_addr):
+    with grpc.insecure_channel(addr) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            outcomes.append(("ok", stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name="credit"))))
+        except grpc.RpcError as e:
+            outcomes.append((e.code(), e.details()))
+same("ModelStatistics", outcomes[0], outcomes[1])
 
 # The server's gRPC error reaches the client unchanged.
 errors = []
