@@ -18,9 +18,10 @@ pub fn json_len(value: Option<&str>) -> Option<usize> {
     value.map(|v| v.trim().parse().unwrap_or(usize::MAX))
 }
 
-/// The JSON length the headers of a message give (see `json_len`).
+/// The JSON length the headers of a message give (see `json_len`; a
+/// value that is not text is no header, as the fast path reads it).
 pub fn json_len_in(headers: &hyper::HeaderMap) -> Option<usize> {
-    json_len(headers.get(HEADER).map(|v| v.to_str().unwrap_or("")))
+    json_len(headers.get(HEADER).and_then(|v| v.to_str().ok()))
 }
 
 /// A body split at its JSON part's length: the JSON and the binary section.

@@ -184,17 +184,18 @@ fn typed(
 ) -> Result<Data, AdapterError> {
     let empty = Contents::default();
     let c = contents.unwrap_or(&empty);
-    let nums = |v: Vec<f64>| Data::Num(v);
     let data = match datatype {
         "BOOL" => Data::Bool(c.bool_contents.clone()),
-        "INT8" | "INT16" | "INT32" => nums(c.int_contents.iter().map(|x| f64::from(*x)).collect()),
-        "INT64" => nums(c.int64_contents.iter().map(|x| *x as f64).collect()),
-        "UINT8" | "UINT16" | "UINT32" => {
-            nums(c.uint_contents.iter().map(|x| f64::from(*x)).collect())
+        "INT8" | "INT16" | "INT32" => {
+            Data::Num(c.int_contents.iter().map(|x| f64::from(*x)).collect())
         }
-        "UINT64" => nums(c.uint64_contents.iter().map(|x| *x as f64).collect()),
-        "FP32" => nums(c.fp32_contents.iter().map(|x| f64::from(*x)).collect()),
-        "FP64" => nums(c.fp64_contents.clone()),
+        "INT64" => Data::Num(c.int64_contents.iter().map(|x| *x as f64).collect()),
+        "UINT8" | "UINT16" | "UINT32" => {
+            Data::Num(c.uint_contents.iter().map(|x| f64::from(*x)).collect())
+        }
+        "UINT64" => Data::Num(c.uint64_contents.iter().map(|x| *x as f64).collect()),
+        "FP32" => Data::Num(c.fp32_contents.iter().map(|x| f64::from(*x)).collect()),
+        "FP64" => Data::Num(c.fp64_contents.clone()),
         "BYTES" => Data::Str(
             c.bytes_contents
                 .iter()

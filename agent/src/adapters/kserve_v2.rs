@@ -257,7 +257,7 @@ mod tests {
     /// A body in the binary tensor extension, as tritonclient makes one:
     /// the JSON (tensors with `binary_data_size` and no `data`), then
     /// each binary tensor's bytes in order; and its JSON length.
-    pub(crate) fn binary_body(json: &str, sections: &[Vec<u8>]) -> (Vec<u8>, usize) {
+    fn binary_body(json: &str, sections: &[Vec<u8>]) -> (Vec<u8>, usize) {
         let mut body = json.as_bytes().to_vec();
         sections.iter().for_each(|s| body.extend_from_slice(s));
         (body, json.len())

@@ -18,6 +18,7 @@ use clap::Parser;
 use driftwatch_agent::adapters::grpc::{framed, ModelInferResponse, TensorMessage};
 use driftwatch_agent::adapters::{binary, grpc, parse_request, Data, Tensor};
 use driftwatch_agent::config::{Device, Model};
+use driftwatch_agent::proxy::grpc::grpc_message;
 use driftwatch_agent::shadow::columns;
 use driftwatch_agent::shadow::onnx::{environment, OnnxModel};
 use http_body_util::{BodyExt, Full};
@@ -287,11 +288,7 @@ async fn grpc_call(
         }
         Err((code, why)) => {
             trailers.insert("grpc-status", hyper::header::HeaderValue::from(code));
-            if let Ok(v) = hyper::header::HeaderValue::from_str(
-                &why.replace(|c: char| !c.is_ascii_graphic() && c != ' ', "?"),
-            ) {
-                trailers.insert("grpc-message", v);
-            }
+            trailers.insert("grpc-message", grpc_message(&why));
         }
     }
     frames.push(hyper::body::Frame::trailers(trailers));
@@ -333,6 +330,23 @@ fn grpc_infer(s: &Server, body: &[u8]) -> Result<Vec<u8>, String> {
     Ok(framed(&response))
 }
 
+/// A listener on `addr`, announced on stdout as `{what} on ADDR`; none
+/// (said on stderr) when it cannot listen.
+async fn bind(addr: &str, what: &str) -> Option<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            if let Ok(a) = l.local_addr() {
+                println!("{what} on {a}");
+            }
+            Some(l)
+        }
+        Err(e) => {
+            eprintln!("error: cannot listen on {addr}: {e}");
+            None
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = match environment(cli.ort_library.as_deref()) {
@@ -369,27 +383,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&cli.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", cli.listen);
-                return ExitCode::from(1);
-            }
+        let Some(listener) = bind(&cli.listen, "listening").await else {
+            return ExitCode::from(1);
         };
-        if let Ok(addr) = listener.local_addr() {
-            println!("listening on {addr}");
-        }
         if let Some(grpc_listen) = &cli.grpc_listen {
-            let grpc = match tokio::net::TcpListener::bind(grpc_listen).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: cannot listen on {grpc_listen}: {e}");
-                    return ExitCode::from(1);
-                }
+            let Some(grpc) = bind(grpc_listen, "grpc").await else {
+                return ExitCode::from(1);
             };
-            if let Ok(addr) = grpc.local_addr() {
-                println!("grpc on {addr}");
-            }
             let server = server.clone();
             tokio::spawn(async move {
                 loop {

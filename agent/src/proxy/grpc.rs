@@ -100,7 +100,13 @@ fn status_only(code: u32, message: &str) -> Response<Body> {
         HeaderValue::from_static("application/grpc"),
     );
     h.insert("grpc-status", HeaderValue::from(code));
-    // grpc-message is percent-encoded (the gRPC HTTP/2 spec).
+    h.insert("grpc-message", grpc_message(message));
+    r
+}
+
+/// A `grpc-message` value: the text percent-encoded, as the gRPC HTTP/2
+/// spec asks (every byte outside printable ASCII, and `%`).
+pub fn grpc_message(message: &str) -> HeaderValue {
     let encoded: String = message
         .bytes()
         .map(|b| match b {
@@ -108,27 +114,25 @@ fn status_only(code: u32, message: &str) -> Response<Body> {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    if let Ok(v) = HeaderValue::from_str(&encoded) {
-        h.insert("grpc-message", v);
-    }
-    r
+    // Printable ASCII only: always a valid header value.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The model a call goes to: the one its message names, else the first
-/// with a `grpc_upstream`.
-fn route(state: &State, request: Option<&[u8]>) -> Option<usize> {
+/// The model a call goes to and its `grpc_upstream`: the one its message
+/// names, else the first with a `grpc_upstream`.
+fn route<'s>(state: &'s State, request: Option<&[u8]>) -> Option<(usize, &'s Uri)> {
     let name = request.map(model_name).unwrap_or_default();
     let grpc = || {
         state
             .models
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.grpc_upstream.is_some())
+            .filter_map(|(i, m)| Some((i, m, m.grpc_upstream.as_ref()?)))
     };
     grpc()
-        .find(|(_, m)| m.cfg.name == name)
+        .find(|(_, m, _)| m.cfg.name == name)
         .or_else(|| grpc().next())
-        .map(|(i, _)| i)
+        .map(|(i, _, upstream)| (i, upstream))
 }
 
 /// One gRPC call on the traffic listener.
@@ -156,17 +160,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     } else {
         (body.map_err(|e| Box::new(e) as BoxError).boxed(), None)
     };
-    let Some(mi) = route(&state, request.as_deref()) else {
+    let Some((mi, upstream)) = route(&state, request.as_deref()) else {
         state.count(None, StatusCode::NOT_IMPLEMENTED);
         return Ok(status_only(
             UNIMPLEMENTED,
             "no model of this agent has a grpc_upstream",
         ));
     };
-    let m = &state.models[mi];
-    let Some(upstream) = m.grpc_upstream.clone() else {
-        return Ok(status_only(UNIMPLEMENTED, "no grpc_upstream"));
-    };
+    let (m, upstream) = (&state.models[mi], upstream.clone());
     if request.is_none() && infer {
         state
             .metrics
@@ -196,6 +197,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         .request(Request::from_parts(parts, body));
     let outcome = call_upstream(&upstream, m.cfg.upstream_timeout, call).await;
     let upstream_time = sent.elapsed();
+    // A ModelInfer call read whole is observed once its answer has passed
+    // (or could not come).
+    let observed = request.map(|request| Observed {
+        state: state.clone(),
+        mi,
+        id: id.clone(),
+        timestamp: timestamp.clone(),
+        request,
+        champion_ms: upstream_time.as_secs_f64() * 1000.0,
+    });
     let (resp, status, answer) = match outcome {
         Ok(resp) => {
             let (mut rparts, rbody) = resp.into_parts();
@@ -204,25 +215,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 rparts.headers.insert("x-request-id", v);
             }
             let status = rparts.status;
-            let body = match &request {
-                Some(request) => {
-                    // Observed once the answer has passed whole.
-                    Tee {
-                        inner: rbody,
-                        captured: Some(Vec::new()),
-                        max: m.cfg.max_body_bytes,
-                        status: grpc_status(&rparts.headers),
-                        observed: Some(Observed {
-                            state: state.clone(),
-                            mi,
-                            id: id.clone(),
-                            timestamp: timestamp.clone(),
-                            request: request.clone(),
-                            champion_ms: upstream_time.as_secs_f64() * 1000.0,
-                        }),
-                    }
-                    .boxed()
+            let body = match observed {
+                Some(observed) => Tee {
+                    inner: rbody,
+                    captured: Some(Vec::new()),
+                    max: m.cfg.max_body_bytes,
+                    status: grpc_status(&rparts.headers),
+                    observed: Some(observed),
                 }
+                .boxed(),
                 None => rbody.map_err(|e| Box::new(e) as BoxError).boxed(),
             };
             (Response::from_parts(rparts, body), status, None)
@@ -233,17 +234,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 UpstreamError::Failed { .. } => UNAVAILABLE,
             };
             let why = e.to_string();
-            if let Some(request) = &request {
-                state.observer.observe(Observation {
-                    model: mi,
-                    request_id: id.clone(),
-                    timestamp: timestamp.clone(),
-                    request: request.clone(),
-                    request_json_len: None,
-                    grpc: true,
-                    response: Some(Err(why.clone())),
-                    champion_ms: Some(upstream_time.as_secs_f64() * 1000.0),
-                });
+            if let Some(observed) = observed {
+                observed.observe(Err(why.clone()));
             }
             (status_only(code, &why), e.status(), Some(Err(why)))
         }
@@ -329,6 +321,11 @@ impl Observed {
             }
             _ => Err("the answer was cut short".to_string()),
         };
+        self.observe(response);
+    }
+
+    /// Hands the call over to the observer with the champion's answer.
+    fn observe(self, response: Result<Answered, String>) {
         self.state.observer.observe(Observation {
             model: self.mi,
             request_id: self.id,

@@ -20,7 +20,7 @@ pub async fn mirror(tap: &Tap, mi: usize, id: &str, req: Request<Incoming>) -> R
         return Response::new(full("{}"));
     }
     let json_len = binary::json_len_in(req.headers());
-    match read_limited(req.into_body(), tap.models[mi].max_body_bytes).await {
+    match read_limited(req.into_body(), model.max_body_bytes).await {
         Ok((_, Some(body))) => {
             tap.join(mi, id, Some((body, json_len)), None);
             Response::new(full("{}"))

@@ -61,7 +61,7 @@ pub async fn sinks(tap: &Tap, rest: String, req: Request<Incoming>) -> Response<
             return json_error(StatusCode::NOT_FOUND, "unknown /_driftwatch endpoint");
         }
     };
-    let json_len = binary::json_len(header(binary::HEADER).as_deref());
+    let json_len = binary::json_len_in(req.headers());
     let max = tap.models[mi].max_body_bytes;
     let body = match read_limited(req.into_body(), max).await {
         Ok((_, Some(b))) => b,
