@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use driftwatch_protocol::{Event, Output};
 
-use crate::adapters::{grpc, parse_request, parse_response, Row};
+use crate::adapters::{read_request, read_response, Form, Row};
 use crate::config::Model;
 use crate::metrics::Metrics;
 use crate::redact::{Redacted, Redactor};
@@ -35,10 +35,8 @@ pub struct Observation {
     pub request_id: String,
     pub timestamp: String,
     pub request: Bytes,
-    /// The request's `Inference-Header-Content-Length` (binary tensors).
-    pub request_json_len: Option<usize>,
-    /// A gRPC `ModelInfer` call (request and answer are gRPC messages).
-    pub grpc: bool,
+    /// How the request is framed.
+    pub form: Form,
     /// The champion's answer, or why there is none.
     pub response: Option<Result<Answered, String>>,
     pub champion_ms: Option<f64>,
@@ -48,8 +46,8 @@ pub struct Observation {
 pub struct Answered {
     pub status: u16,
     pub body: Bytes,
-    /// Its `Inference-Header-Content-Length` (binary tensors).
-    pub json_len: Option<usize>,
+    /// How the answer is framed.
+    pub form: Form,
 }
 
 /// The handle the traffic side observes through.
@@ -160,7 +158,7 @@ impl Events {
             return Vec::new();
         };
         let n = rows.len();
-        let champion = self.champion(m, o.response, o.grpc, n, o.champion_ms);
+        let champion = self.champion(m, o.response, n, o.champion_ms);
         let shadow = match &m.scorer {
             Some(scorer) => self.shadow(&m.cfg.name, scorer, &rows).await,
             None => vec![None; n],
@@ -222,12 +220,7 @@ impl Events {
     /// counted) when the body cannot be read or holds no row.
     fn rows(&self, m: &Watched, o: &Observation) -> Option<Vec<Row>> {
         let name = m.cfg.name.as_str();
-        let parsed = if o.grpc {
-            grpc::parse_request(&m.cfg, &o.request)
-        } else {
-            parse_request(&m.cfg, &o.request, o.request_json_len)
-        };
-        let mut rows = match parsed {
+        let mut rows = match read_request(&m.cfg, &o.request, o.form) {
             Ok(r) if !r.is_empty() => r,
             Ok(_) => {
                 self.unparsed(name, "request", "no_rows");
@@ -252,7 +245,6 @@ impl Events {
         &self,
         m: &Watched,
         response: Option<Result<Answered, String>>,
-        grpc: bool,
         n: usize,
         champion_ms: Option<f64>,
     ) -> Vec<Output> {
@@ -267,12 +259,7 @@ impl Events {
         };
         let mut champion = match response {
             Some(Ok(a)) if (200..300).contains(&a.status) => {
-                let parsed = if grpc {
-                    grpc::parse_response(&m.cfg, &a.body, n)
-                } else {
-                    parse_response(&m.cfg, &a.body, a.json_len, n)
-                };
-                match parsed {
+                match read_response(&m.cfg, &a.body, a.form, n) {
                     Ok(out) => out,
                     Err(e) => {
                         self.unparsed(&m.cfg.name, "response", e.reason());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use driftwatch_telemetry::tls::{HandshakeError, ServerTls, TlsFiles};
+use driftwatch_telemetry::tls::{HandshakeError, Protocols, ServerTls, TlsFiles};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
@@ -119,10 +119,16 @@ pub async fn run(
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     let telemetry = telemetry(&config, &metrics)?;
-    let load = |files: &Option<TlsFiles>| files.clone().map(ServerTls::load).transpose();
+    let load = |files: &Option<TlsFiles>, protocols| {
+        files
+            .clone()
+            .map(|f| ServerTls::load(f, protocols).map(Arc::new))
+            .transpose()
+    };
+    // gRPC clients offer HTTP/2 alone: the traffic listener accepts it.
     let (traffic_tls, admin_tls) = (
-        load(&config.tls)?.map(Arc::new),
-        load(&config.admin_tls)?.map(Arc::new),
+        load(&config.tls, Protocols::Http1AndH2)?,
+        load(&config.admin_tls, Protocols::Http1)?,
     );
     for (tls, what) in [(&traffic_tls, "tls"), (&admin_tls, "admin_tls")] {
         if let Some(tls) = tls {

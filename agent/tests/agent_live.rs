@@ -929,3 +929,135 @@ fn run_serves_given_listeners_until_its_shutdown_future_resolves() {
     assert!(outcome.is_ok(), "{outcome:?}");
     assert_eq!(collector.events()[0]["features"]["age"], 42.0);
 }
+
+/// How a raw gRPC call (h2, no gRPC library) ends its request.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// The request's stream ends (END_STREAM) after the bytes sent.
+    Ended,
+    /// The client resets the stream (RST_STREAM CANCEL).
+    Reset,
+    /// The client's connection closes.
+    Closed,
+}
+
+/// A `ModelInfer` call to `addr` sending `body` and ending as `cut`
+/// says: the `grpc-status` and `grpc-message` it got (headers or
+/// trailers), none when it got no answer.
+async fn raw_grpc_call(addr: &str, body: &[u8], cut: Cut) -> Option<(String, String)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let request = hyper::Request::post(format!(
+        "http://{addr}{}",
+        driftwatch_agent::adapters::grpc::MODEL_INFER
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("request");
+    let (answer, mut send) = client.send_request(request, false).expect("send");
+    send.send_data(
+        bytes::Bytes::copy_from_slice(body),
+        matches!(cut, Cut::Ended),
+    )
+    .expect("data");
+    if !matches!(cut, Cut::Ended) {
+        // The agent has the head and the bytes before the cut.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match cut {
+            Cut::Reset => send.send_reset(h2::Reason::CANCEL),
+            _ => conn.abort(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return None;
+    }
+    let (parts, mut body) = answer.await.expect("an answer").into_parts();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the answer's data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.expect("trailers").unwrap_or_default();
+    let get = |n: &str| {
+        trailers
+            .get(n)
+            .or_else(|| parts.headers.get(n))
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    Some((get("grpc-status")?, get("grpc-message").unwrap_or_default()))
+}
+
+#[test]
+fn cut_grpc_streams_reach_the_champion_as_sent_or_not_at_all_and_are_counted() {
+    use driftwatch_agent::adapters::grpc::{framed, Contents, ModelInferRequest, TensorMessage};
+    let (champion, grpc) = Champion::start_with_grpc();
+    let collector = Collector::start();
+    let agent = Agent::start(&format!(
+        "collector:\n  url: {}\n  batch_wait: 100ms\nmodels:\n  - name: credit\n    upstream: http://{}\n    grpc_upstream: http://{grpc}\n",
+        collector.url(),
+        champion.addr,
+    ));
+    let exp = expected();
+    let features: Vec<String> = serde_json::from_value(exp["features"].clone()).expect("features");
+    let row: Vec<f64> = serde_json::from_value(exp["rows"][0].clone()).expect("row");
+    let request = ModelInferRequest {
+        model_name: "credit".into(),
+        inputs: features
+            .iter()
+            .zip(&row)
+            .map(|(f, x)| TensorMessage {
+                name: f.clone(),
+                datatype: "FP64".into(),
+                shape: vec![1],
+                contents: Some(Contents {
+                    fp64_contents: vec![*x],
+                    ..Contents::default()
+                }),
+            })
+            .collect(),
+        ..ModelInferRequest::default()
+    };
+    let whole = framed(&request);
+    let half = &whole[..whole.len() / 2];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        // A stream that ends mid-message reaches the champion as sent:
+        // the client gets the champion's own answer, and the agent counts
+        // the message it could not read; no event is made of it.
+        let direct = raw_grpc_call(&grpc, half, Cut::Ended).await;
+        let through = raw_grpc_call(&agent.addr, half, Cut::Ended).await;
+        assert!(
+            direct.as_ref().is_some_and(|(code, _)| code != "0"),
+            "{direct:?}"
+        );
+        assert_eq!(through, direct);
+        // A reset stream and a lost connection: nothing reaches the
+        // champion (the message never arrived whole), counted as 499.
+        assert_eq!(raw_grpc_call(&agent.addr, half, Cut::Reset).await, None);
+        assert_eq!(raw_grpc_call(&agent.addr, half, Cut::Closed).await, None);
+        // The agent serves on: a whole call is answered and observed.
+        let ok = raw_grpc_call(&agent.addr, &whole, Cut::Ended).await;
+        assert_eq!(ok.map(|(code, _)| code), Some("0".to_string()));
+    });
+    let unreadable = [("model", "credit"), ("part", "request"), ("reason", "grpc")];
+    wait_for(
+        Duration::from_secs(10),
+        "the cut calls to be counted",
+        || {
+            agent.metric("driftwatch_agent_unparsed_total", &unreadable) == 1.0
+                && agent.metric(
+                    "driftwatch_agent_requests_total",
+                    &[("model", ""), ("code", "499")],
+                ) == 2.0
+        },
+    );
+    let events = collector.wait_for_events(1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(collector.events().len(), 1, "{events:?}");
+    assert_eq!(events[0]["features"]["age"], row[0]);
+}

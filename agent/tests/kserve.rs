@@ -2,10 +2,12 @@
 //! ModelServer, kserve 0.21: `kserve_server.py`), REST and gRPC on one
 //! traffic listener, called with the official clients (tritonclient
 //! 2.73.0: `kserve_calls.py`): JSON and binary tensors over REST, raw and
-//! typed contents over gRPC, gRPC health, metadata, errors and a method
-//! the server does not serve, and a message over `max_body_bytes`. Every
-//! answer through the agent equals the direct one (checked by the
-//! script); every inference gives the same events whatever its form.
+//! typed contents over gRPC, gzip and deflate messages, gRPC over TLS,
+//! gRPC copies to an agent in mirror mode, gRPC health, metadata, errors
+//! and a method the server does not serve, and a message over
+//! `max_body_bytes`. Every answer through the agent equals the direct one
+//! (checked by the script); every inference gives the same events
+//! whatever its form.
 
 mod common;
 
@@ -14,9 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    assert_all_read, assert_same_events, free_addr, repo, run_client, variants_and_rows, wait_for,
-    Agent, Collector,
+    assert_all_read, assert_same_events, free_addr, repo, run_client, temp_dir, variants_and_rows,
+    wait_for, Agent, Collector,
 };
+use driftwatch_testkit::tls::{self, Ca};
 
 const INPUTS: &str = "[age, income, loan_amount, bureau_score, dependents, has_card]";
 
@@ -77,16 +80,46 @@ impl Drop for KServe {
 fn rest_and_grpc_calls_to_kserve_pass_unchanged_and_give_the_same_events() {
     let kserve = KServe::start();
     let collector = Collector::start();
-    let agent = Agent::start(&format!(
-        "collector:\n  url: {}\n  batch_wait: 100ms\nmodels:\n  - name: credit\n    upstream: http://{}\n    grpc_upstream: http://{}\n    champion_version: v3\n    shadow:\n      path: {}\n      version: v4\n      inputs: {INPUTS}\n",
-        collector.url(),
-        kserve.rest,
-        kserve.grpc,
-        repo("examples/credit/challenger.onnx").display(),
+    // The same model behind three agents: proxying, proxying with HTTPS
+    // on its traffic listener, and taking mirrored copies.
+    let proxy = format!(
+        "    upstream: http://{}\n    grpc_upstream: http://{}\n",
+        kserve.rest, kserve.grpc
+    );
+    let model = |top: &str, how: &str| {
+        format!(
+            "collector:\n  url: {}\n  batch_wait: 100ms\n{top}models:\n  - name: credit\n{how}    champion_version: v3\n    shadow:\n      path: {}\n      version: v4\n      inputs: {INPUTS}\n",
+            collector.url(),
+            repo("examples/credit/challenger.onnx").display(),
+        )
+    };
+    let agent = Agent::start(&model("", &proxy));
+    let dir = temp_dir();
+    let ca = Ca::new("kserve-test-ca");
+    let ca_file = ca.write(&dir, "ca.crt");
+    let pair = ca.issue(&dir, "agent", &["127.0.0.1"]);
+    let tls_agent = Agent::start(&model(
+        &format!(
+            "tls: {{cert_file: {}, key_file: {}}}\n",
+            pair.cert.display(),
+            pair.key.display()
+        ),
+        &proxy,
     ));
+    let mirror = Agent::start(&model("", "    mode: mirror\n    join_wait: 10s\n"));
+    let ca_arg = ca_file.display().to_string();
     let report = run_client(
         "kserve_calls.py",
-        &[&kserve.rest, &kserve.grpc, &agent.addr],
+        &[
+            &kserve.rest,
+            &kserve.grpc,
+            &agent.addr,
+            "--tls",
+            &tls_agent.addr,
+            &ca_arg,
+            "--mirror",
+            &mirror.addr,
+        ],
         &agent,
     );
     let (variants, rows) = variants_and_rows(
@@ -98,6 +131,10 @@ fn rest_and_grpc_calls_to_kserve_pass_unchanged_and_give_the_same_events() {
             "rest-binary-json",
             "rest-binary-binary",
             "grpc-typed",
+            "grpc-gzip",
+            "grpc-deflate",
+            "grpc-tls",
+            "grpc-mirror",
         ],
     );
     // Every variant's rows, and the one row of the call the server refused.
@@ -113,8 +150,20 @@ fn rest_and_grpc_calls_to_kserve_pass_unchanged_and_give_the_same_events() {
     assert!(error.starts_with("gRPC status "), "{refused}");
     assert_eq!(refused["features"]["age"], 30.0);
     // gRPC health, readiness, metadata and statistics passed through,
-    // counted as such; nothing was unreadable to the agent.
+    // counted as such; nothing was unreadable to the agents.
     assert_all_read(&agent, 7.0);
+    assert_all_read(&tls_agent, 1.0);
+    assert_all_read(&mirror, 1.0);
+    // The TLS listener offers HTTP/2 to gRPC clients only: a client that
+    // offers both keeps HTTP/1.1.
+    for (offered, chosen) in [
+        (&["h2"][..], "h2"),
+        (&["h2", "http/1.1"], "http/1.1"),
+        (&["http/1.1"], "http/1.1"),
+    ] {
+        let got = tls::negotiate(&tls_agent.addr, &ca_file, offered).expect("handshake");
+        assert_eq!(got.as_deref(), Some(chosen), "offered {offered:?}");
+    }
 
     // A ModelInfer message over max_body_bytes passes whole and unread,
     // counted; no event is made of it.

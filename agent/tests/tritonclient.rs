@@ -2,9 +2,10 @@
 //! KServe v2 client, tritonclient[http] 2.73.0 (`tritonclient_calls.py`,
 //! run by the test venv's Python): JSON and binary tensors each way,
 //! health, readiness and metadata; and its gRPC endpoint through the
-//! agent (tritonclient.grpc, raw tensors). Every answer through the agent equals
-//! the direct one (checked by the script), every inference's events equal
-//! those of its all-JSON form, and nothing is counted as unparsed.
+//! agent (tritonclient.grpc, raw tensors, and gzip-compressed both ways).
+//! Every answer through the agent equals the direct one (checked by the
+//! script), every inference's events equal those of its all-JSON form,
+//! and nothing is counted as unparsed.
 
 mod common;
 
@@ -39,6 +40,7 @@ fn tritonclient_binary_and_json_tensors_give_the_same_events_and_answers() {
             "binary-binary",
             "binary-default",
             "grpc-raw",
+            "grpc-gzip",
         ],
     );
     let events = collector.wait_for_events(variants.len() * rows.len());

@@ -10,7 +10,8 @@ feature (FP32, INT64 for `dependents`, FP64 for `income`), in four
 variants: JSON or binary inputs, JSON or binary outputs (request ids
 `json-json`, `json-binary`, `binary-json`, `binary-binary`), and one
 naming no outputs (all binary: `binary-default`), and over gRPC with raw
-tensors (`grpc-raw`, through the agent's same listener). Then health,
+tensors (`grpc-raw`, through the agent's same listener), and gzip-compressed
+(`grpc-gzip`: the champion answers compressed too). Then health,
 readiness and metadata over REST, and the server's liveness over gRPC. Prints one JSON line: the variants and the rows sent.
 """
 
@@ -49,6 +50,14 @@ for binary_in in (False, True):
 
 grpc_raw(grpcclient, grpc_addr, agent_addr, features, rows)
 variants.append("grpc-raw")
+answers = [
+    grpcclient.InferenceServerClient(addr).infer(
+        "credit", inputs(grpcclient, features, rows), headers={"x-request-id": "grpc-gzip"},
+        compression_algorithm="gzip")
+    for addr in (grpc_addr, agent_addr)
+]
+same("grpc-gzip: response", answers[0].get_response(), answers[1].get_response())
+variants.append("grpc-gzip")
 same("grpc is_server_live", True, grpcclient.InferenceServerClient(agent_addr).is_server_live())
 
 for call in ("is_server_live", "is_server_ready", "get_server_metadata"):

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use driftwatch_telemetry::tls::ServerTls;
+use driftwatch_telemetry::tls::{Protocols, ServerTls};
 use driftwatch_telemetry::Telemetry;
 
 use crate::cluster::Cluster;
@@ -77,7 +77,7 @@ impl Collector {
             .collect::<Result<Vec<_>, _>>()
             .map_err(StartError::Model)?;
         let tls = match &config.tls {
-            Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
+            Some(files) => Some(Arc::new(ServerTls::load(files.clone(), Protocols::Http1)?)),
             None => None,
         };
         let kept = retention(&models);

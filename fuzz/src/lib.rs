@@ -48,26 +48,27 @@ pub fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
 
 /// Feeds a body to an agent model's adapter, request and response: as
 /// JSON, as a binary tensor body whose JSON is as long as the first byte
-/// says (the rest of the data), and as a gRPC `ModelInfer` message.
+/// says (the rest of the data), and as a gRPC `ModelInfer` message,
+/// uncompressed or flagged gzip or deflate.
 pub fn adapt(model: &AgentModel, data: &[u8]) {
-    use driftwatch_agent::adapters::grpc;
-    if let Ok(rows) = grpc::parse_request(model, data) {
-        let _ = grpc::parse_response(model, data, rows.len());
-    }
-    for n in [1, 3] {
-        if let Ok(out) = grpc::parse_response(model, data, n) {
-            assert_eq!(out.len(), n, "one output per row");
-        }
-    }
-    let binary = data
-        .split_first()
-        .map(|(len, rest)| (rest, Some(usize::from(*len))));
-    for (body, json_len) in [(data, None)].into_iter().chain(binary) {
-        if let Ok(rows) = driftwatch_agent::adapters::parse_request(model, body, json_len) {
-            let _ = driftwatch_agent::adapters::parse_response(model, body, json_len, rows.len());
+    use driftwatch_agent::adapters::grpc::Encoding;
+    use driftwatch_agent::adapters::{read_request, read_response, Form};
+    let binary = data.split_first().map(|(len, rest)| {
+        let json_len = Some(usize::from(*len));
+        (rest, Form::Http { json_len })
+    });
+    let grpc = [Encoding::Identity, Encoding::Gzip, Encoding::Deflate]
+        .map(|encoding| (data, Form::Grpc { encoding }));
+    let forms = [(data, Form::Http { json_len: None })]
+        .into_iter()
+        .chain(binary)
+        .chain(grpc);
+    for (body, form) in forms {
+        if let Ok(rows) = read_request(model, body, form) {
+            let _ = read_response(model, body, form, rows.len());
         }
         for n in [1, 3] {
-            if let Ok(out) = driftwatch_agent::adapters::parse_response(model, body, json_len, n) {
+            if let Ok(out) = read_response(model, body, form, n) {
                 assert_eq!(out.len(), n, "one output per row");
             }
         }

@@ -14,6 +14,26 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use serde::Deserialize;
 
+/// The application protocols a listener offers in its handshake (ALPN),
+/// in its order of preference (the server's order decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/1.1, and HTTP/2 for a client that offers only it (gRPC): a
+    /// client that offers both gets HTTP/1.1.
+    Http1AndH2,
+}
+
+impl Protocols {
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Protocols::Http1 => vec![b"http/1.1".to_vec()],
+            Protocols::Http1AndH2 => vec![b"http/1.1".to_vec(), b"h2".to_vec()],
+        }
+    }
+}
+
 /// Where a listener's certificate and key are, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,8 +88,8 @@ impl TlsFiles {
         p
     }
 
-    /// A server configuration from the files, for HTTP/1.1.
-    pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
+    /// A server configuration from the files, offering `protocols`.
+    pub fn server_config(&self, protocols: Protocols) -> Result<ServerConfig, TlsError> {
         let certs = certificates(&self.cert_file)?;
         let key = PrivateKeyDer::from_pem_file(&self.key_file)
             .map_err(|e| error(&self.key_file, format!("no private key: {e}")))?;
@@ -93,7 +113,7 @@ impl TlsFiles {
         let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| error(&self.cert_file, format!("certificate and key: {e}")))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = protocols.alpn();
         Ok(config)
     }
 }
@@ -102,16 +122,18 @@ impl TlsFiles {
 /// change and load.
 pub struct ServerTls {
     files: TlsFiles,
+    protocols: Protocols,
     current: RwLock<Arc<ServerConfig>>,
     stamps: Mutex<Vec<Stamp>>,
 }
 
 impl ServerTls {
-    pub fn load(files: TlsFiles) -> Result<ServerTls, TlsError> {
-        let config = files.server_config()?;
+    pub fn load(files: TlsFiles, protocols: Protocols) -> Result<ServerTls, TlsError> {
+        let config = files.server_config(protocols)?;
         let stamps = stamps(&files.paths());
         Ok(ServerTls {
             files,
+            protocols,
             current: RwLock::new(Arc::new(config)),
             stamps: Mutex::new(stamps),
         })
@@ -135,7 +157,7 @@ impl ServerTls {
             }
             *seen = now;
         }
-        Some(self.files.server_config().map(|c| {
+        Some(self.files.server_config(self.protocols).map(|c| {
             *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
         }))
     }

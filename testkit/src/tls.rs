@@ -75,30 +75,7 @@ pub struct Answer {
 /// with a client certificate when given. Err: why the handshake or the
 /// request failed.
 pub fn get(addr: &str, path: &str, ca: &Path, client: Option<&Pair>) -> Result<Answer, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
-        roots
-            .add(c.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some(pair) => {
-            let certs = CertificateDer::pem_file_iter(&pair.cert)
-                .map_err(|e| e.to_string())?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| e.to_string())?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| e.to_string())?
-        }
-    };
+    let config = client_config(ca, client)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
     let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
@@ -139,6 +116,56 @@ pub fn get(addr: &str, path: &str, ca: &Path, client: Option<&Pair>) -> Result<A
         body,
         server_cert,
     })
+}
+
+/// A client configuration trusting `ca` only, with a client certificate
+/// when given.
+fn client_config(ca: &Path, client: Option<&Pair>) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some(pair) => {
+            let certs = CertificateDer::pem_file_iter(&pair.cert)
+                .map_err(|e| e.to_string())?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_file(&pair.key).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The application protocol a TLS server at `addr` chooses when a client
+/// offers `offered` (ALPN), trusting `ca` only: none when it chose none.
+/// Err: why the handshake failed.
+pub fn negotiate(addr: &str, ca: &Path, offered: &[&str]) -> Result<Option<String>, String> {
+    let mut config = client_config(ca, None)?;
+    config.alpn_protocols = offered.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    Ok(conn
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned()))
 }
 
 /// The DER of the first certificate of a PEM file.

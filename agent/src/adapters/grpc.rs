@@ -8,6 +8,9 @@
 //! forms. The messages are declared here (prost derive; no protoc): only
 //! the fields read, by their numbers in KServe's `grpc_predict_v2.proto`.
 
+use std::borrow::Cow;
+use std::io::Read;
+
 use driftwatch_protocol::Output;
 
 use super::kserve_v2::rows_from_tensors;
@@ -77,19 +80,40 @@ fn unread(why: impl Into<String>) -> AdapterError {
     AdapterError::Grpc(why.into())
 }
 
-/// The one message of a unary call's body.
-pub fn message(body: &[u8]) -> Result<&[u8], AdapterError> {
+/// How a call's messages are compressed (its `grpc-encoding`), which
+/// the flag of a message says it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Encoding {
+    #[default]
+    Identity,
+    Gzip,
+    /// zlib's format, as gRPC's `deflate` is.
+    Deflate,
+    /// Another algorithm (snappy, zstd): not read.
+    Other,
+}
+
+impl Encoding {
+    /// The `grpc-encoding` of a call's headers.
+    pub fn of(headers: &hyper::HeaderMap) -> Encoding {
+        match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
+            None | Some(b"identity") => Encoding::Identity,
+            Some(b"gzip") => Encoding::Gzip,
+            Some(b"deflate") => Encoding::Deflate,
+            Some(_) => Encoding::Other,
+        }
+    }
+}
+
+/// The one message of a unary call's body, decompressed where its flag
+/// says so, and then no larger than `max` bytes.
+pub fn message(body: &[u8], encoding: Encoding, max: usize) -> Result<Cow<'_, [u8]>, AdapterError> {
     let Some((head, rest)) = body.split_first_chunk::<5>() else {
         return Err(unread(format!(
             "a gRPC message needs 5 bytes of prefix, the body has {}",
             body.len()
         )));
     };
-    if head[0] != 0 {
-        return Err(unread(
-            "a compressed gRPC message (grpc-encoding) is not read",
-        ));
-    }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if len != rest.len() {
         return Err(unread(format!(
@@ -97,7 +121,35 @@ pub fn message(body: &[u8]) -> Result<&[u8], AdapterError> {
             rest.len()
         )));
     }
-    Ok(rest)
+    if head[0] == 0 {
+        return Ok(Cow::Borrowed(rest));
+    }
+    let mut out = Vec::new();
+    // One byte past `max` tells a message too large from one that fits.
+    let limit = max as u64 + 1;
+    let read =
+        match encoding {
+            Encoding::Gzip => flate2::read::GzDecoder::new(rest)
+                .take(limit)
+                .read_to_end(&mut out),
+            Encoding::Deflate => flate2::read::ZlibDecoder::new(rest)
+                .take(limit)
+                .read_to_end(&mut out),
+            Encoding::Identity | Encoding::Other => return Err(unread(
+                "a compressed gRPC message whose grpc-encoding is not gzip or deflate is not read",
+            )),
+        };
+    read.map_err(|e| {
+        unread(format!(
+            "the compressed gRPC message does not decompress: {e}"
+        ))
+    })?;
+    if out.len() > max {
+        return Err(AdapterError::TooLarge(format!(
+            "the gRPC message decompresses to more than max_body_bytes ({max})"
+        )));
+    }
+    Ok(Cow::Owned(out))
 }
 
 /// A `ModelInferRequest`'s model name alone: its other fields (the
@@ -109,29 +161,40 @@ struct NameOnly {
 }
 
 /// The model a `ModelInfer` request names ("" when unreadable).
-pub fn model_name(body: &[u8]) -> String {
-    message(body)
+pub fn model_name(body: &[u8], encoding: Encoding, max: usize) -> String {
+    message(body, encoding, max)
         .ok()
-        .and_then(|m| <NameOnly as prost::Message>::decode(m).ok())
+        .and_then(|m| <NameOnly as prost::Message>::decode(&*m).ok())
         .map(|r| r.model_name)
         .unwrap_or_default()
 }
 
 /// The rows of a `ModelInfer` request body.
-pub fn parse_request(model: &Model, body: &[u8]) -> Result<Vec<Row>, AdapterError> {
+pub fn parse_request(
+    model: &Model,
+    body: &[u8],
+    encoding: Encoding,
+) -> Result<Vec<Row>, AdapterError> {
     let r: ModelInferRequest =
-        prost::Message::decode(message(body)?).map_err(|e| unread(e.to_string()))?;
+        prost::Message::decode(&*message(body, encoding, model.max_body_bytes)?)
+            .map_err(|e| unread(e.to_string()))?;
     let tensors = tensors(&r.inputs, &r.raw_input_contents)?;
     Ok(rows_from_tensors(&tensors, model.features.as_deref())?)
 }
 
 /// The outputs of a `ModelInfer` response body, one per row (`n` rows).
-pub fn parse_response(model: &Model, body: &[u8], n: usize) -> Result<Vec<Output>, AdapterError> {
+pub fn parse_response(
+    model: &Model,
+    body: &[u8],
+    encoding: Encoding,
+    n: usize,
+) -> Result<Vec<Output>, AdapterError> {
     if n == 0 {
         return Ok(Vec::new());
     }
     let r: ModelInferResponse =
-        prost::Message::decode(message(body)?).map_err(|e| unread(e.to_string()))?;
+        prost::Message::decode(&*message(body, encoding, model.max_body_bytes)?)
+            .map_err(|e| unread(e.to_string()))?;
     let tensors = tensors(&r.outputs, &r.raw_output_contents)?;
     outputs_from_tensors(&tensors, n, &OutputSpec::of(model, &model.outputs))
 }
@@ -219,11 +282,34 @@ fn typed(
 
 /// A unary call's body: the message with its 5-byte prefix.
 pub fn framed(message: &impl prost::Message) -> Vec<u8> {
+    framed_with(message, Encoding::Identity)
+}
+
+/// A unary call's body compressed with `encoding` (gzip or deflate,
+/// flagged as compressed; any other: as it is).
+pub fn framed_with(message: &impl prost::Message, encoding: Encoding) -> Vec<u8> {
+    use std::io::Write;
     let m = message.encode_to_vec();
-    let mut out = Vec::with_capacity(5 + m.len());
-    out.push(0);
-    out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-    out.extend_from_slice(&m);
+    let level = flate2::Compression::default();
+    let compressed = match encoding {
+        Encoding::Gzip => {
+            let mut w = flate2::write::GzEncoder::new(Vec::new(), level);
+            w.write_all(&m).and_then(|()| w.finish()).ok()
+        }
+        Encoding::Deflate => {
+            let mut w = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            w.write_all(&m).and_then(|()| w.finish()).ok()
+        }
+        Encoding::Identity | Encoding::Other => None,
+    };
+    let (flag, data) = match compressed {
+        Some(c) => (1, c),
+        None => (0, m),
+    };
+    let mut out = Vec::with_capacity(5 + data.len());
+    out.push(flag);
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(&data);
     out
 }
 
@@ -287,8 +373,14 @@ mod tests {
             ],
             ..ModelInferRequest::default()
         };
-        assert_eq!(parse_request(&m, &framed(&typed)).expect("typed"), want);
-        assert_eq!(model_name(&framed(&typed)), "m");
+        assert_eq!(
+            parse_request(&m, &framed(&typed), Encoding::Identity).expect("typed"),
+            want
+        );
+        assert_eq!(
+            model_name(&framed(&typed), Encoding::Identity, 1 << 20),
+            "m"
+        );
         let mut raw = typed.clone();
         raw.inputs.iter_mut().for_each(|t| t.contents = None);
         raw.raw_input_contents = vec![
@@ -305,7 +397,10 @@ mod tests {
             .concat(),
             vec![1, 0],
         ];
-        assert_eq!(parse_request(&m, &framed(&raw)).expect("raw"), want);
+        assert_eq!(
+            parse_request(&m, &framed(&raw), Encoding::Identity).expect("raw"),
+            want
+        );
 
         let json = br#"{"outputs": [
             {"name": "label", "shape": [2], "datatype": "INT64", "data": [1, 0]},
@@ -326,9 +421,79 @@ mod tests {
             ..ModelInferResponse::default()
         };
         assert_eq!(
-            parse_response(&m, &framed(&response), 2).expect("raw outputs"),
+            parse_response(&m, &framed(&response), Encoding::Identity, 2).expect("raw outputs"),
             want
         );
+    }
+
+    #[test]
+    fn gzip_and_deflate_messages_read_as_the_uncompressed_one() {
+        let m = model("");
+        let request = ModelInferRequest {
+            model_name: "credit".into(),
+            inputs: vec![tensor(
+                "x",
+                "FP64",
+                &[3],
+                Some(Contents {
+                    fp64_contents: vec![1.5, 2.5, 3.5],
+                    ..Contents::default()
+                }),
+            )],
+            ..ModelInferRequest::default()
+        };
+        let want = parse_request(&m, &framed(&request), Encoding::Identity).expect("plain");
+        let response = ModelInferResponse {
+            outputs: vec![tensor(
+                "label",
+                "INT64",
+                &[3],
+                Some(Contents {
+                    int64_contents: vec![1, 0, 1],
+                    ..Contents::default()
+                }),
+            )],
+            ..ModelInferResponse::default()
+        };
+        let outputs = parse_response(&m, &framed(&response), Encoding::Identity, 3).expect("plain");
+        for encoding in [Encoding::Gzip, Encoding::Deflate] {
+            let body = framed_with(&request, encoding);
+            assert_eq!(body[0], 1, "{encoding:?}: flagged compressed");
+            assert_eq!(parse_request(&m, &body, encoding).expect("rows"), want);
+            assert_eq!(model_name(&body, encoding, 1 << 20), "credit");
+            let body = framed_with(&response, encoding);
+            assert_eq!(
+                parse_response(&m, &body, encoding, 3).expect("outputs"),
+                outputs
+            );
+            // The flag without the algorithm in the headers, or another
+            // algorithm's, is not read.
+            for other in [Encoding::Identity, Encoding::Other] {
+                let e = parse_request(&m, &body, other).expect_err("refused");
+                assert!(e.to_string().contains("not gzip or deflate"), "{e}");
+            }
+        }
+        // Deflate's bytes said to be gzip: refused with the reason.
+        let e = parse_request(
+            &m,
+            &framed_with(&request, Encoding::Deflate),
+            Encoding::Gzip,
+        )
+        .expect_err("wrong algorithm");
+        assert_eq!(e.reason(), "grpc");
+        assert!(e.to_string().contains("does not decompress"), "{e}");
+        // A small message that decompresses past max_body_bytes (a zip
+        // bomb) is refused as too large without being inflated whole.
+        let mut bomb = model("");
+        bomb.max_body_bytes = 4096;
+        let big = ModelInferRequest {
+            model_name: "x".repeat(1 << 20),
+            ..ModelInferRequest::default()
+        };
+        let body = framed_with(&big, Encoding::Gzip);
+        assert!(body.len() < 4096, "{} bytes compressed", body.len());
+        let e = parse_request(&bomb, &body, Encoding::Gzip).expect_err("too large");
+        assert_eq!(e.reason(), "too_large", "{e}");
     }
 
     #[test]
@@ -346,7 +511,11 @@ mod tests {
             )],
             ..ModelInferRequest::default()
         });
-        let reason = |body: &[u8]| parse_request(&m, body).expect_err("refused").to_string();
+        let reason = |body: &[u8]| {
+            parse_request(&m, body, Encoding::Identity)
+                .expect_err("refused")
+                .to_string()
+        };
         assert!(reason(&ok).contains("needs 2 values"), "{}", reason(&ok));
         assert!(reason(&ok[..3]).contains("5 bytes of prefix"));
         assert!(reason(&ok[..ok.len() - 1]).contains("says"));
@@ -356,7 +525,9 @@ mod tests {
         let mut garbage = vec![0, 0, 0, 0, 3];
         garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
         assert_eq!(
-            parse_request(&m, &garbage).expect_err("garbage").reason(),
+            parse_request(&m, &garbage, Encoding::Identity)
+                .expect_err("garbage")
+                .reason(),
             "grpc"
         );
         let negative = framed(&ModelInferRequest {

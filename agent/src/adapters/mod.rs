@@ -38,6 +38,9 @@ pub enum AdapterError {
     /// A gRPC body that is not one readable message.
     #[error("{0}")]
     Grpc(String),
+    /// A compressed message larger than `max_body_bytes` once decompressed.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl AdapterError {
@@ -48,6 +51,7 @@ impl AdapterError {
             AdapterError::Shape(_) => "shape",
             AdapterError::Binary(_) => "binary",
             AdapterError::Grpc(_) => "grpc",
+            AdapterError::TooLarge(_) => "too_large",
         }
     }
 }
@@ -117,6 +121,65 @@ pub fn is_inference(protocol: Protocol, method: &str, path: &str) -> bool {
     match protocol {
         Protocol::KserveV2 => !KSERVE_V2_MANAGEMENT.iter().any(|m| path.contains(m)),
         Protocol::Tfserving | Protocol::Generic => true,
+    }
+}
+
+/// How a body seen on the wire is framed, which says how it is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// An HTTP body: JSON, or a JSON header of `json_len` bytes (its
+    /// `Inference-Header-Content-Length`) followed by binary tensors.
+    Http { json_len: Option<usize> },
+    /// A unary gRPC call's message (`ModelInfer`), compressed with
+    /// `encoding` where its flag says so.
+    Grpc { encoding: grpc::Encoding },
+}
+
+impl Form {
+    /// An HTTP body with these headers.
+    pub fn http(headers: &hyper::HeaderMap) -> Form {
+        Form::Http {
+            json_len: binary::json_len_in(headers),
+        }
+    }
+
+    /// A gRPC message with these headers.
+    pub fn grpc(headers: &hyper::HeaderMap) -> Form {
+        Form::Grpc {
+            encoding: grpc::Encoding::of(headers),
+        }
+    }
+
+    /// A body posted as a copy: a gRPC message (its 5-byte prefix
+    /// included) when its `content-type` is gRPC's, else an HTTP body.
+    pub fn posted(headers: &hyper::HeaderMap) -> Form {
+        let content_type = headers.get(hyper::header::CONTENT_TYPE);
+        if content_type.is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")) {
+            Form::grpc(headers)
+        } else {
+            Form::http(headers)
+        }
+    }
+}
+
+/// The rows of a request body of either form.
+pub fn read_request(model: &Model, body: &[u8], form: Form) -> Result<Vec<Row>, AdapterError> {
+    match form {
+        Form::Http { json_len } => parse_request(model, body, json_len),
+        Form::Grpc { encoding } => grpc::parse_request(model, body, encoding),
+    }
+}
+
+/// The outputs of a response body of either form, one per row (`n` rows).
+pub fn read_response(
+    model: &Model,
+    body: &[u8],
+    form: Form,
+    n: usize,
+) -> Result<Vec<Output>, AdapterError> {
+    match form {
+        Form::Http { json_len } => parse_response(model, body, json_len, n),
+        Form::Grpc { encoding } => grpc::parse_response(model, body, encoding, n),
     }
 }
 

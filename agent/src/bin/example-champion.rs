@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use clap::Parser;
-use driftwatch_agent::adapters::grpc::{framed, ModelInferResponse, TensorMessage};
+use driftwatch_agent::adapters::grpc::{framed, framed_with, ModelInferResponse, TensorMessage};
 use driftwatch_agent::adapters::{binary, grpc, parse_request, Data, Tensor};
 use driftwatch_agent::config::{Device, Model};
 use driftwatch_agent::proxy::grpc::grpc_message;
@@ -257,8 +257,10 @@ fn answer(s: &Server, request: &serde_json::Value, outputs: &[Tensor]) -> Respon
 type GrpcBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// A gRPC call (`--grpc-listen`, KServe v2 `GRPCInferenceService`):
-/// `ModelInfer` (typed or raw inputs; raw outputs), `ServerLive`,
-/// `ServerReady` and `ModelReady`; other methods are `UNIMPLEMENTED`.
+/// `ModelInfer` (typed or raw inputs; raw outputs; a gzip-compressed
+/// request gets a gzip-compressed answer, a deflate one deflate's),
+/// `ServerLive`, `ServerReady` and `ModelReady`; other methods are
+/// `UNIMPLEMENTED`.
 async fn grpc_call(
     s: Arc<Server>,
     req: Request<hyper::body::Incoming>,
@@ -270,13 +272,14 @@ async fn grpc_call(
         .next()
         .unwrap_or("")
         .to_string();
+    let encoding = grpc::Encoding::of(req.headers());
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
     let outcome: Result<Vec<u8>, (u32, String)> = match method.as_str() {
         "ServerLive" | "ServerReady" | "ModelReady" => Ok(framed(&Flag { value: true })),
-        "ModelInfer" => grpc_infer(&s, &body).map_err(|e| (3, e)),
+        "ModelInfer" => grpc_infer(&s, &body, encoding).map_err(|e| (3, e)),
         other => Err((12, format!("{other} is not served here"))),
     };
     let mut trailers = hyper::HeaderMap::new();
@@ -298,6 +301,17 @@ async fn grpc_call(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/grpc"),
     );
+    let name = match encoding {
+        grpc::Encoding::Gzip => Some("gzip"),
+        grpc::Encoding::Deflate => Some("deflate"),
+        _ => None,
+    };
+    if let Some(name) = name {
+        r.headers_mut().insert(
+            "grpc-encoding",
+            hyper::header::HeaderValue::from_static(name),
+        );
+    }
     Ok(r)
 }
 
@@ -310,8 +324,8 @@ struct Flag {
 }
 
 /// A `ModelInfer` answer, framed: every output, raw.
-fn grpc_infer(s: &Server, body: &[u8]) -> Result<Vec<u8>, String> {
-    let rows = grpc::parse_request(&s.spec, body).map_err(|e| e.to_string())?;
+fn grpc_infer(s: &Server, body: &[u8], encoding: grpc::Encoding) -> Result<Vec<u8>, String> {
+    let rows = grpc::parse_request(&s.spec, body, encoding).map_err(|e| e.to_string())?;
     let outputs = run(s, &rows)?;
     let mut response = ModelInferResponse {
         model_name: s.name.clone(),
@@ -327,7 +341,7 @@ fn grpc_infer(s: &Server, body: &[u8]) -> Result<Vec<u8>, String> {
         });
         response.raw_output_contents.push(bytes);
     }
-    Ok(framed(&response))
+    Ok(framed_with(&response, encoding))
 }
 
 /// A listener on `addr`, announced on stdout as `{what} on ADDR`; none

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use driftwatch_telemetry::tls::TlsFiles;
+use driftwatch_telemetry::tls::{Protocols, TlsFiles};
 use serde::{Deserialize, Deserializer};
 
 mod collector;
@@ -436,7 +436,7 @@ impl Config {
             problems.push("give hash_key_env or hash_key_file, not both".into());
         }
         for (what, tls) in [("tls", &self.tls), ("admin_tls", &self.admin_tls)] {
-            if let Some(Err(e)) = tls.as_ref().map(TlsFiles::server_config) {
+            if let Some(Err(e)) = tls.as_ref().map(|t| t.server_config(Protocols::Http1)) {
                 problems.push(format!("{what}: {e}"));
             }
         }

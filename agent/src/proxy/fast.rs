@@ -30,7 +30,7 @@ use super::http1::{
 };
 use super::hyper::{serve_hyper, Upstream};
 use super::{call_upstream, response_too_large, Proxied, State, Trace};
-use crate::adapters::{binary, is_inference};
+use crate::adapters::{binary, is_inference, Form};
 use crate::config::Mode;
 use crate::observe::{now_rfc3339, Answered};
 
@@ -346,7 +346,9 @@ async fn proxy(
         Ok(ex) => {
             let status = StatusCode::from_u16(ex.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
             let close = close || matches!(ex.answer.framing, Framing::UntilClose);
-            let json_len = binary::json_len(ex.answer.header(binary::HEADER));
+            let form = Form::Http {
+                json_len: binary::json_len(ex.answer.header(binary::HEADER)),
+            };
             let mut out = client_head(&ex.answer, &id, close);
             if ex.whole {
                 out.extend_from_slice(&ex.body);
@@ -356,7 +358,7 @@ async fn proxy(
                 }
                 let answer = Answered {
                     status: ex.answer.status,
-                    json_len,
+                    form,
                     body: ex.body,
                 };
                 (status, Ok(answer), written && !close)
@@ -368,7 +370,7 @@ async fn proxy(
                     Some(body) => Ok(Answered {
                         status: status.as_u16(),
                         body,
-                        json_len,
+                        form,
                     }),
                     None => Err(response_too_large(state, name)),
                 };
@@ -388,7 +390,9 @@ async fn proxy(
         timestamp,
         inference: is_inference(m.cfg.protocol, method, path),
         request: Some(msg.slice(head.len..)),
-        request_json_len: binary::json_len(head.header(msg, binary::HEADER)),
+        form: Form::Http {
+            json_len: binary::json_len(head.header(msg, binary::HEADER)),
+        },
         answer: Some(answer),
         upstream_time,
         started,

@@ -6,7 +6,10 @@
 //! ways. `ModelInfer` is read as it passes (its request whole, up to
 //! `max_body_bytes`; its answer copied as it streams back) and becomes
 //! events as the HTTP forms do; every other method (health, metadata,
-//! streaming calls) passes untouched and is counted as passthrough.
+//! streaming calls) passes untouched and is counted as passthrough. The
+//! connection may come over the listener's TLS (its handshake offers
+//! HTTP/2 to gRPC clients). A model in mirror mode takes copies instead:
+//! read, answered at once, and joined with the answer by the tap.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -25,9 +28,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::{call_upstream, upstream_target, Proxied, State, UpstreamError};
-use crate::adapters::grpc::{model_name, MODEL_INFER};
+use crate::adapters::grpc::{model_name, Encoding, MODEL_INFER};
+use crate::adapters::Form;
+use crate::config::Mode;
 use crate::http::{full, read_limited, strip_hop_by_hop, Body, BoxError};
 use crate::observe::{now_rfc3339, Answered, Observation};
+use crate::tap;
 
 /// The HTTP/2 client of the champions' gRPC endpoints.
 pub type GrpcUpstream = Client<HttpConnector, Body>;
@@ -91,6 +97,25 @@ const DEADLINE_EXCEEDED: u32 = 4;
 const UNIMPLEMENTED: u32 = 12;
 const CANCELLED: u32 = 1;
 
+/// A `ModelInfer` request being read. One that never arrives whole is
+/// counted as nginx counts it (499, model unknown), however it ends: its
+/// stream failed (the client's connection was lost), or hyper dropped
+/// the call because the client reset its stream. Nothing of it goes to
+/// the champion.
+struct Arrival<'s> {
+    state: &'s State,
+    whole: bool,
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        if !self.whole {
+            let closed = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+            self.state.count(None, closed);
+        }
+    }
+}
+
 /// A trailers-only gRPC answer of the agent's own.
 fn status_only(code: u32, message: &str) -> Response<Body> {
     let mut r = Response::new(full(Bytes::new()));
@@ -118,37 +143,78 @@ pub fn grpc_message(message: &str) -> HeaderValue {
     HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The model a call goes to and its `grpc_upstream`: the one its message
-/// names, else the first with a `grpc_upstream`.
-fn route<'s>(state: &'s State, request: Option<&[u8]>) -> Option<(usize, &'s Uri)> {
-    let name = request.map(model_name).unwrap_or_default();
-    let grpc = || {
-        state
-            .models
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| Some((i, m, m.grpc_upstream.as_ref()?)))
+/// Where a gRPC call goes: a proxied model's `grpc_upstream`, or a
+/// mirror model's copies.
+enum Route<'s> {
+    Proxy(usize, &'s Uri),
+    Mirror(usize),
+}
+
+impl Route<'_> {
+    fn model(&self) -> usize {
+        match self {
+            Route::Proxy(mi, _) | Route::Mirror(mi) => *mi,
+        }
+    }
+}
+
+/// The route of a call: the model its message names, else the first
+/// model that takes gRPC (the message is read for its name only when
+/// more than one does).
+fn route<'s>(state: &'s State, request: Option<&[u8]>, encoding: Encoding) -> Option<Route<'s>> {
+    let mi = match state.grpc_models.as_slice() {
+        [] => return None,
+        [only] => *only,
+        many => {
+            let name = request
+                .map(|r| model_name(r, encoding, state.grpc_max_body))
+                .unwrap_or_default();
+            many.iter()
+                .copied()
+                .find(|&i| state.models[i].cfg.name == name)
+                .unwrap_or(many[0])
+        }
     };
-    grpc()
-        .find(|(_, m, _)| m.cfg.name == name)
-        .or_else(|| grpc().next())
-        .map(|(i, _, upstream)| (i, upstream))
+    let m = &state.models[mi];
+    Some(match (m.cfg.mode, &m.grpc_upstream) {
+        (Mode::Proxy, Some(upstream)) => Route::Proxy(mi, upstream),
+        _ => Route::Mirror(mi),
+    })
+}
+
+/// A successful unary answer of the agent's own (a mirrored call's): one
+/// empty message, then `grpc-status` 0 in the trailers.
+fn empty_answer() -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(0));
+    let frames = [
+        Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 0]))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut r =
+        Response::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    r
 }
 
 /// One gRPC call on the traffic listener.
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let infer = req.uri().path() == MODEL_INFER;
+    let encoding = Encoding::of(req.headers());
+    let form = Form::Grpc { encoding };
     let (mut parts, body) = req.into_parts();
-    let max = state
-        .models
-        .iter()
-        .filter(|m| m.grpc_upstream.is_some())
-        .map(|m| m.cfg.max_body_bytes)
-        .max()
-        .unwrap_or(0);
     let (body, request) = if infer {
-        match read_limited(body, max).await {
+        let mut arrival = Arrival {
+            state: &state,
+            whole: false,
+        };
+        let read = read_limited(body, state.grpc_max_body).await;
+        arrival.whole = read.is_ok();
+        match read {
             Ok(read) => read,
             Err(e) => {
                 return Ok(status_only(
@@ -160,14 +226,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     } else {
         (body.map_err(|e| Box::new(e) as BoxError).boxed(), None)
     };
-    let Some((mi, upstream)) = route(&state, request.as_deref()) else {
+    let Some(route) = route(&state, request.as_deref(), encoding) else {
         state.count(None, StatusCode::NOT_IMPLEMENTED);
         return Ok(status_only(
             UNIMPLEMENTED,
-            "no model of this agent has a grpc_upstream",
+            "no model of this agent takes gRPC (a grpc_upstream, or kserve-v2 copies in mirror mode)",
         ));
     };
-    let (m, upstream) = (&state.models[mi], upstream.clone());
+    let mi = route.model();
+    let m = &state.models[mi];
     if request.is_none() && infer {
         state
             .metrics
@@ -179,6 +246,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         |n| parts.headers.get(n).and_then(|v| v.to_str().ok()),
         &m.cfg,
     );
+    let upstream = match route {
+        Route::Proxy(_, upstream) => upstream.clone(),
+        Route::Mirror(_) => {
+            // A copy (Envoy drops the answer): read, answered at once.
+            drop(body);
+            tap::mirror_grpc(&state.tap, mi, &id, infer, request.map(|r| (r, form)));
+            state.count(Some(mi), StatusCode::OK);
+            let mut r = empty_answer();
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                r.headers_mut().insert("x-request-id", v);
+            }
+            return Ok(r);
+        }
+    };
     let timestamp = now_rfc3339();
     let target = parts
         .uri
@@ -205,6 +286,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         id: id.clone(),
         timestamp: timestamp.clone(),
         request,
+        form,
         champion_ms: upstream_time.as_secs_f64() * 1000.0,
     });
     let (resp, status, answer) = match outcome {
@@ -221,6 +303,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                     captured: Some(Vec::new()),
                     max: m.cfg.max_body_bytes,
                     status: grpc_status(&rparts.headers),
+                    form: Form::grpc(&rparts.headers),
                     observed: Some(observed),
                 }
                 .boxed(),
@@ -247,7 +330,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         inference: infer,
         // Observed above (once the answer passed), not here.
         request: None,
-        request_json_len: None,
+        form,
         answer,
         upstream_time,
         started,
@@ -287,6 +370,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<(String, String)> {
 /// What passed of a `ModelInfer` answer.
 struct Teed {
     body: Option<Bytes>,
+    form: Form,
     status: Option<(String, String)>,
     complete: bool,
 }
@@ -298,6 +382,7 @@ struct Observed {
     id: String,
     timestamp: String,
     request: Bytes,
+    form: Form,
     champion_ms: f64,
 }
 
@@ -307,7 +392,7 @@ impl Observed {
             (Some((code, _)), Some(body)) if code == "0" && teed.complete => Ok(Answered {
                 status: 200,
                 body,
-                json_len: None,
+                form: teed.form,
             }),
             (Some((code, message)), _) if code != "0" => {
                 Err(format!("gRPC status {code}: {message}"))
@@ -331,8 +416,7 @@ impl Observed {
             request_id: self.id,
             timestamp: self.timestamp,
             request: self.request,
-            request_json_len: None,
-            grpc: true,
+            form: self.form,
             response: Some(response),
             champion_ms: Some(self.champion_ms),
         });
@@ -347,6 +431,8 @@ struct Tee {
     captured: Option<Vec<u8>>,
     max: usize,
     status: Option<(String, String)>,
+    /// How the answer is framed (its `grpc-encoding`).
+    form: Form,
     observed: Option<Observed>,
 }
 
@@ -355,6 +441,7 @@ impl Tee {
         if let Some(observed) = self.observed.take() {
             observed.done(Teed {
                 body: self.captured.take().map(Bytes::from),
+                form: self.form,
                 status: self.status.take(),
                 complete,
             });

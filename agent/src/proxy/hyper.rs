@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::{call_upstream, response_too_large, upstream_target, Proxied, State, Trace};
-use crate::adapters::{binary, is_inference};
+use crate::adapters::{is_inference, Form};
 use crate::config::Mode;
 use crate::http::{json_error, read_limited, strip_hop_by_hop, Body, BoxError};
 use crate::observe::{now_rfc3339, Answered};
@@ -89,7 +89,7 @@ async fn proxy(
     let timestamp = now_rfc3339();
     let (mut parts, body) = req.into_parts();
     let inference = is_inference(m.cfg.protocol, parts.method.as_str(), parts.uri.path());
-    let request_json_len = binary::json_len_in(&parts.headers);
+    let form = Form::http(&parts.headers);
     let trace = Trace::start(
         state,
         started,
@@ -153,12 +153,11 @@ async fn proxy(
         Ok((mut parts, (body, bytes))) => {
             strip_hop_by_hop(&mut parts.headers);
             let status = parts.status.as_u16();
-            let json_len = binary::json_len_in(&parts.headers);
             let answer = match bytes {
                 Some(body) => Some(Ok(Answered {
                     status,
                     body,
-                    json_len,
+                    form: Form::http(&parts.headers),
                 })),
                 None => Some(Err(response_too_large(state, name))),
             };
@@ -175,7 +174,7 @@ async fn proxy(
         timestamp,
         inference,
         request,
-        request_json_len,
+        form,
         answer,
         upstream_time,
         started,

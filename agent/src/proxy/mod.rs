@@ -23,7 +23,8 @@ use bytes::Bytes;
 use driftwatch_telemetry::log::Repeats;
 use driftwatch_telemetry::{throttled, SpanIds, Telemetry};
 
-use crate::config::{Config, Model};
+use crate::adapters::Form;
+use crate::config::{Config, Mode, Model};
 use crate::metrics::Metrics;
 use crate::observe::{Answered, Observation, Observer};
 use crate::tap::Tap;
@@ -56,6 +57,15 @@ impl Target {
             grpc_upstream,
         })
     }
+
+    /// Whether gRPC calls may go to this model: proxied to its
+    /// `grpc_upstream`, or KServe v2 copies in mirror mode.
+    pub(crate) fn takes_grpc(&self) -> bool {
+        match self.cfg.mode {
+            Mode::Proxy => self.grpc_upstream.is_some(),
+            Mode::Mirror => self.cfg.protocol == crate::config::Protocol::KserveV2,
+        }
+    }
 }
 
 /// Why the proxy cannot start.
@@ -87,6 +97,11 @@ pub struct State {
     pub telemetry: Telemetry,
     /// Champion failures logged at most once a minute per model and cause.
     repeats: Repeats,
+    /// The models that take gRPC (`Target::takes_grpc`), in order.
+    pub(crate) grpc_models: Vec<usize>,
+    /// Their largest `max_body_bytes`: how much of a `ModelInfer`
+    /// message is read before its model is known.
+    pub(crate) grpc_max_body: usize,
 }
 
 impl State {
@@ -116,7 +131,17 @@ impl State {
                 }
             })
             .collect();
+        let grpc_models: Vec<usize> = (0..models.len())
+            .filter(|&i| models[i].takes_grpc())
+            .collect();
+        let grpc_max_body = grpc_models
+            .iter()
+            .map(|&i| models[i].cfg.max_body_bytes)
+            .max()
+            .unwrap_or(0);
         Ok(Arc::new(State {
+            grpc_models,
+            grpc_max_body,
             config,
             models,
             per_model,
@@ -239,8 +264,7 @@ impl State {
                 request_id: p.id.to_string(),
                 timestamp: p.timestamp,
                 request,
-                request_json_len: p.request_json_len,
-                grpc: false,
+                form: p.form,
                 response: p.answer,
                 champion_ms: Some(p.upstream_time.as_secs_f64() * 1000.0),
             });
@@ -260,8 +284,8 @@ pub(crate) struct Proxied<'a> {
     pub inference: bool,
     /// The request body, when it was read whole.
     pub request: Option<Bytes>,
-    /// The request's `Inference-Header-Content-Length` (binary tensors).
-    pub request_json_len: Option<usize>,
+    /// How the request is framed.
+    pub form: Form,
     /// The champion's answer, or why there is none.
     pub answer: Option<Result<Answered, String>>,
     pub upstream_time: Duration,

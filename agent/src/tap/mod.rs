@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::StatusCode;
 
-pub use mirror::mirror;
+pub use mirror::{mirror, mirror_grpc};
 pub use sinks::sinks;
 
+use crate::adapters::Form;
 use crate::config::Model;
 use crate::metrics::Metrics;
 use crate::observe::{now_rfc3339, Answered, Observation, Observer};
@@ -26,9 +27,8 @@ use crate::observe::{now_rfc3339, Answered, Observation, Observer};
 /// Mirror and KServe logger halves waiting for their other half, at most.
 const MAX_PENDING_JOINS: usize = 100_000;
 
-/// A body seen as a copy, with its `Inference-Header-Content-Length`
-/// (binary tensors).
-pub(crate) type Seen = (Bytes, Option<usize>);
+/// A body seen as a copy, and how it is framed.
+pub(crate) type Seen = (Bytes, Form);
 
 /// One half or both of an inference seen as copies.
 #[derive(Default)]
@@ -113,29 +113,35 @@ impl Tap {
         if half.request.is_some() && half.response.is_some() {
             if let Some(h) = joins.remove(&key) {
                 drop(joins);
-                let (request, request_json_len) = h.request.unwrap_or_default();
-                self.observer.observe(Observation {
-                    model: mi,
-                    request_id: key.1,
-                    timestamp: h.timestamp,
-                    request,
-                    request_json_len,
-                    grpc: false,
-                    response: h.response.map(answered),
-                    champion_ms: None,
-                });
+                self.observe(mi, key.1, h);
             }
         }
     }
-}
 
-/// A champion's answer seen as a copy (a 200: copies are of answers).
-fn answered((body, json_len): Seen) -> Result<Answered, String> {
-    Ok(Answered {
-        status: 200,
-        body,
-        json_len,
-    })
+    /// Observes an inference seen as copies, with the champion's answer
+    /// where it came (a 200: copies are of answers); a response alone is
+    /// dropped (counted).
+    fn observe(&self, mi: usize, id: String, h: Half) {
+        let Some((request, form)) = h.request else {
+            self.dropped("unjoined");
+            return;
+        };
+        self.observer.observe(Observation {
+            model: mi,
+            request_id: id,
+            timestamp: h.timestamp,
+            request,
+            form,
+            response: h.response.map(|(body, form)| {
+                Ok(Answered {
+                    status: 200,
+                    body,
+                    form,
+                })
+            }),
+            champion_ms: None,
+        });
+    }
 }
 
 /// Halves older than their model's `join_wait`: a request alone is
@@ -159,19 +165,7 @@ async fn sweep(tap: Arc<Tap>) {
                 .collect()
         };
         for ((mi, id), h) in expired {
-            match h.request {
-                Some((request, request_json_len)) => tap.observer.observe(Observation {
-                    model: mi,
-                    request_id: id,
-                    timestamp: h.timestamp,
-                    request,
-                    request_json_len,
-                    grpc: false,
-                    response: h.response.map(answered),
-                    champion_ms: None,
-                }),
-                None => tap.dropped("unjoined"),
-            }
+            tap.observe(mi, id, h);
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The agent's own endpoints for copies of traffic: KServe's inference
 //! logger (`/_driftwatch/kserve[/{model}]`, request and response
 //! CloudEvents joined by `ce-id`) and champion responses to mirrored
-//! requests (`/_driftwatch/responses/{model}`, joined by `x-request-id`).
+//! requests (`/_driftwatch/responses/{model}`, joined by `x-request-id`;
+//! a gRPC answer is posted as its framed message with gRPC's
+//! `content-type`).
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::Tap;
-use crate::adapters::binary;
+use crate::adapters::Form;
 use crate::http::{full, json_error, read_limited, Body};
 
 /// `/_driftwatch/{rest}`: answered and counted here.
@@ -61,7 +63,7 @@ pub async fn sinks(tap: &Tap, rest: String, req: Request<Incoming>) -> Response<
             return json_error(StatusCode::NOT_FOUND, "unknown /_driftwatch endpoint");
         }
     };
-    let json_len = binary::json_len_in(req.headers());
+    let form = Form::posted(req.headers());
     let max = tap.models[mi].max_body_bytes;
     let body = match read_limited(req.into_body(), max).await {
         Ok((_, Some(b))) => b,
@@ -81,9 +83,9 @@ pub async fn sinks(tap: &Tap, rest: String, req: Request<Incoming>) -> Response<
         }
     };
     if is_response {
-        tap.join(mi, &id, None, Some((body, json_len)));
+        tap.join(mi, &id, None, Some((body, form)));
     } else {
-        tap.join(mi, &id, Some((body, json_len)), None);
+        tap.join(mi, &id, Some((body, form)), None);
     }
     tap.count(Some(mi), StatusCode::ACCEPTED);
     let mut r = Response::new(full("{}"));

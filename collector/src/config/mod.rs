@@ -576,7 +576,7 @@ impl RawConfig {
             errors.push("http.max_header_bytes must be at least 8192".to_string());
         }
         if let Some(tls) = &self.tls {
-            if let Err(e) = tls.server_config() {
+            if let Err(e) = tls.server_config(driftwatch_telemetry::tls::Protocols::Http1) {
                 errors.push(format!("tls: {e}"));
             }
         }
