@@ -15,16 +15,21 @@
 #  4. gRPC at the fixed rate: KServe v2 `ModelInfer` calls (raw tensors,
 #     the project's load generator over 4 HTTP/2 connections) to the
 #     champion's gRPC endpoint directly, through the agent (the same
-#     listener, `grpc_upstream`) and through nginx's `grpc_pass`.
+#     listener, `grpc_upstream`) and through nginx's `grpc_pass`;
+#  5. the fixed rate again with an independent load generator, oha
+#     (`cargo install oha`, installed here when missing): 1000 requests/s
+#     over 4 connections with latency correction (latency from when each
+#     request was due, not from when it left: a late send counts against
+#     the target), 8 s rounds, direct, through the agent and through nginx.
 #
 # Each measurement runs ROUNDS times, the targets taking turns, and the
 # median is printed. Usage: bench/agent_load.sh [--rounds N] [--rps R]
-#   [--duration 20s] [--parts rate,max,onnx,grpc] [--fast-path on|off]
+#   [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off]
 # (`--fast-path off` measures the agent with every request through hyper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc fast_path=on
+rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc,oha fast_path=on
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -32,7 +37,7 @@ while [ $# -gt 0 ]; do
         --duration) duration=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
         --fast-path) fast_path=$2; shift 2 ;;
-        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc] [--fast-path on|off]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off]" >&2; exit 2 ;;
     esac
 done
 
@@ -44,6 +49,11 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
         || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nginx-light >/dev/null; }
 fi
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
+oha=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+if [[ ",$parts," == *",oha,"* ]] && [ ! -x "$oha" ]; then
+    echo "installing oha (cargo install oha --locked), the independent load generator" >&2
+    cargo install -q oha --locked
+fi
 ORT_DYLIB_PATH="$(scripts/setup-ort)"
 export ORT_DYLIB_PATH
 python=.cache/ort/bin/python
@@ -196,6 +206,29 @@ has grpc && for r in $(seq "$rounds"); do
             --duration "$duration" | sed "s/^{/{\"target\":\"$name\",\"round\":$r,/" | tee -a "$results" >&2
     done
 done
+has oha && echo "oha: $rps requests/s over 4 connections with latency correction, 8s, $rounds rounds" >&2
+has oha && for r in $(seq "$rounds"); do
+    for name in direct agent nginx; do
+        "$oha" --no-tui --output-format json -z 8s -q "$rps" -c 4 --latency-correction \
+            -m POST -T application/json -D "$work/body.json" "${url[$name]}" >"$work/oha.json"
+        "$python" - "$work/oha.json" "$name" "$r" <<'PY' | tee -a "$results" >&2
+import json, sys
+o = json.load(open(sys.argv[1]))
+p = o["latencyPercentiles"]
+codes = o.get("statusCodeDistribution", {})
+# Requests still in flight when the duration ends are "aborted due to
+# deadline" in oha's report: not errors of the target.
+failed = {e: n for e, n in o.get("errorDistribution", {}).items() if "deadline" not in e}
+errors = sum(n for c, n in codes.items() if c != "200") + sum(failed.values())
+if failed:
+    print(f"{sys.argv[2]}: {failed}", file=sys.stderr)
+print(json.dumps({"target": sys.argv[2], "round": int(sys.argv[3]), "mode": "oha",
+                  "p50_ms": p["p50"] * 1e3, "p90_ms": p["p90"] * 1e3, "p99_ms": p["p99"] * 1e3,
+                  "p999_ms": p["p99.9"] * 1e3, "late_sends": 0, "errors": errors,
+                  "rps": o["summary"]["requestsPerSec"]}))
+PY
+    done
+done
 curl -s "http://$admin/metrics" >"$work/agent.metrics" 2>/dev/null \
     || "$python" -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://$admin/metrics').read().decode())" >"$work/agent.metrics"
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -246,6 +279,15 @@ if "grpc-rate" in modes:
     for t in ["agent", "nginx"]:
         print(f"gRPC added by {t}: p50 {med('grpc-rate', t, 'p50_ms') - med('grpc-rate', 'direct', 'p50_ms'):+.3f} ms, "
               f"p99 {med('grpc-rate', t, 'p99_ms') - med('grpc-rate', 'direct', 'p99_ms'):+.3f} ms")
+if "oha" in modes:
+    print(f"\noha, {rps} requests/s over 4 connections, latency correction (median of rounds; ms)")
+    print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'errors':>8}")
+    for t in ["direct", "agent", "nginx"]:
+        print(f"{t:>8}" + "".join(f"{med('oha', t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
+              + f"{med('oha', t, 'errors'):8.0f}")
+    for t in ["agent", "nginx"]:
+        print(f"oha, added by {t}: p50 {med('oha', t, 'p50_ms') - med('oha', 'direct', 'p50_ms'):+.3f} ms, "
+              f"p99 {med('oha', t, 'p99_ms') - med('oha', 'direct', 'p99_ms'):+.3f} ms")
 if "max" in modes:
     print("\nsaturation, 32 connections (median of rounds)")
     for t in ["direct", "agent", "nginx"]:
@@ -254,7 +296,7 @@ if "max" in modes:
     print(f"agent / nginx throughput: {med('max', 'agent', 'rps') / med('max', 'nginx', 'rps'):.2f}; "
           f"agent / direct: {med('max', 'agent', 'rps') / med('max', 'direct', 'rps'):.2f}; "
           f"nginx / direct: {med('max', 'nginx', 'rps') / med('max', 'direct', 'rps'):.2f}")
-if modes & {"rate", "max", "grpc-rate"}:
+if modes & {"rate", "max", "grpc-rate", "oha"}:
     print(f"agent during the run: {metric('driftwatch_agent_events_shipped_total'):.0f} events shipped, "
           f"{metric('driftwatch_agent_shadow_batch_rows_count'):.0f} shadow batches, "
           f"{metric('driftwatch_agent_shadow_shed_total'):.0f} rows shed, "
