@@ -224,7 +224,7 @@ if failed:
     print(f"{sys.argv[2]}: {failed}", file=sys.stderr)
 print(json.dumps({"target": sys.argv[2], "round": int(sys.argv[3]), "mode": "oha",
                   "p50_ms": p["p50"] * 1e3, "p90_ms": p["p90"] * 1e3, "p99_ms": p["p99"] * 1e3,
-                  "p999_ms": p["p99.9"] * 1e3, "late_sends": 0, "errors": errors,
+                  "p999_ms": p["p99.9"] * 1e3, "errors": errors,
                   "rps": o["summary"]["requestsPerSec"]}))
 PY
     done
@@ -261,33 +261,25 @@ def metric(name):
                if l.startswith(name) and not l.startswith("#"))
 
 modes = {r["mode"] for r in rows}
+def latency_table(mode, title, targets, added, late=True):
+    """Each target's latency quantiles, then what each adds to the first."""
+    print(f"\n{title} (median of rounds; ms)")
+    print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}" + (f"{'late':>7}" if late else "") + f"{'errors':>8}")
+    for t in targets:
+        print(f"{t:>8}" + "".join(f"{med(mode, t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
+              + (f"{med(mode, t, 'late_sends'):7.0f}" if late else "") + f"{med(mode, t, 'errors'):8.0f}")
+    for t in targets[1:]:
+        print(f"{added} {t}: p50 {med(mode, t, 'p50_ms') - med(mode, targets[0], 'p50_ms'):+.3f} ms, "
+              f"p99 {med(mode, t, 'p99_ms') - med(mode, targets[0], 'p99_ms'):+.3f} ms")
+
 if "rate" in modes:
-    print(f"\nfixed rate, {rps} requests/s (median of rounds; ms)")
-    print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'late':>7}{'errors':>8}")
-    for t in ["direct", "agent", "nginx", "relay"]:
-        print(f"{t:>8}" + "".join(f"{med('rate', t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
-              + f"{med('rate', t, 'late_sends'):7.0f}{med('rate', t, 'errors'):8.0f}")
-    for t in ["agent", "nginx", "relay"]:
-        print(f"added by {t}: p50 {med('rate', t, 'p50_ms') - med('rate', 'direct', 'p50_ms'):+.3f} ms, "
-              f"p99 {med('rate', t, 'p99_ms') - med('rate', 'direct', 'p99_ms'):+.3f} ms")
+    latency_table("rate", f"fixed rate, {rps} requests/s", ["direct", "agent", "nginx", "relay"], "added by")
 if "grpc-rate" in modes:
-    print(f"\ngRPC ModelInfer, {rps} calls/s over 4 HTTP/2 connections (median of rounds; ms)")
-    print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'late':>7}{'errors':>8}")
-    for t in ["direct", "agent", "nginx"]:
-        print(f"{t:>8}" + "".join(f"{med('grpc-rate', t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
-              + f"{med('grpc-rate', t, 'late_sends'):7.0f}{med('grpc-rate', t, 'errors'):8.0f}")
-    for t in ["agent", "nginx"]:
-        print(f"gRPC added by {t}: p50 {med('grpc-rate', t, 'p50_ms') - med('grpc-rate', 'direct', 'p50_ms'):+.3f} ms, "
-              f"p99 {med('grpc-rate', t, 'p99_ms') - med('grpc-rate', 'direct', 'p99_ms'):+.3f} ms")
+    latency_table("grpc-rate", f"gRPC ModelInfer, {rps} calls/s over 4 HTTP/2 connections",
+                  ["direct", "agent", "nginx"], "gRPC added by")
 if "oha" in modes:
-    print(f"\noha, {rps} requests/s over 4 connections, latency correction (median of rounds; ms)")
-    print(f"{'':>8}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'errors':>8}")
-    for t in ["direct", "agent", "nginx"]:
-        print(f"{t:>8}" + "".join(f"{med('oha', t, k):9.3f}" for k in ["p50_ms", "p90_ms", "p99_ms", "p999_ms"])
-              + f"{med('oha', t, 'errors'):8.0f}")
-    for t in ["agent", "nginx"]:
-        print(f"oha, added by {t}: p50 {med('oha', t, 'p50_ms') - med('oha', 'direct', 'p50_ms'):+.3f} ms, "
-              f"p99 {med('oha', t, 'p99_ms') - med('oha', 'direct', 'p99_ms'):+.3f} ms")
+    latency_table("oha", f"oha, {rps} requests/s over 4 connections, latency correction",
+                  ["direct", "agent", "nginx"], "oha, added by", late=False)
 if "max" in modes:
     print("\nsaturation, 32 connections (median of rounds)")
     for t in ["direct", "agent", "nginx"]:

@@ -57,6 +57,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Sets `x-request-id` (to the champion, and back to the client); an id
+/// that is not a valid header value is left out.
+pub fn set_request_id(headers: &mut HeaderMap, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.insert(hyper::header::HeaderName::from_static("x-request-id"), v);
+    }
+}
+
 /// A body read up to `max` bytes: all of it, or (when larger) a body that
 /// replays what was read and streams the rest, unread.
 pub async fn read_limited(

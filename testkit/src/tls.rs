@@ -75,13 +75,7 @@ pub struct Answer {
 /// with a client certificate when given. Err: why the handshake or the
 /// request failed.
 pub fn get(addr: &str, path: &str, ca: &Path, client: Option<&Pair>) -> Result<Answer, String> {
-    let config = client_config(ca, client)?;
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
-    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
+    let (conn, tcp) = connect(addr, client_config(ca, client)?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     write!(
         tls,
@@ -116,6 +110,21 @@ pub fn get(addr: &str, path: &str, ca: &Path, client: Option<&Pair>) -> Result<A
         body,
         server_cert,
     })
+}
+
+/// A TLS client for `addr` (`host:port`, the host its server name) and
+/// its TCP connection, reads bounded by 10 s; no byte sent yet.
+fn connect(
+    addr: &str,
+    config: rustls::ClientConfig,
+) -> Result<(rustls::ClientConnection, TcpStream), String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    Ok((conn, tcp))
 }
 
 /// A client configuration trusting `ca` only, with a client certificate
@@ -153,13 +162,7 @@ fn client_config(ca: &Path, client: Option<&Pair>) -> Result<rustls::ClientConfi
 pub fn negotiate(addr: &str, ca: &Path, offered: &[&str]) -> Result<Option<String>, String> {
     let mut config = client_config(ca, None)?;
     config.alpn_protocols = offered.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
-    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let mut tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
+    let (mut conn, mut tcp) = connect(addr, config)?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
     }

@@ -103,6 +103,15 @@ impl Encoding {
             Some(_) => Encoding::Other,
         }
     }
+
+    /// Its `grpc-encoding` name, for the algorithms read and written here.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Encoding::Gzip => Some("gzip"),
+            Encoding::Deflate => Some("deflate"),
+            Encoding::Identity | Encoding::Other => None,
+        }
+    }
 }
 
 /// The one message of a unary call's body, decompressed where its flag
@@ -124,21 +133,17 @@ pub fn message(body: &[u8], encoding: Encoding, max: usize) -> Result<Cow<'_, [u
     if head[0] == 0 {
         return Ok(Cow::Borrowed(rest));
     }
-    let mut out = Vec::new();
-    // One byte past `max` tells a message too large from one that fits.
-    let limit = max as u64 + 1;
-    let read =
+    let decoder: Box<dyn Read + '_> =
         match encoding {
-            Encoding::Gzip => flate2::read::GzDecoder::new(rest)
-                .take(limit)
-                .read_to_end(&mut out),
-            Encoding::Deflate => flate2::read::ZlibDecoder::new(rest)
-                .take(limit)
-                .read_to_end(&mut out),
+            Encoding::Gzip => Box::new(flate2::read::GzDecoder::new(rest)),
+            Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(rest)),
             Encoding::Identity | Encoding::Other => return Err(unread(
                 "a compressed gRPC message whose grpc-encoding is not gzip or deflate is not read",
             )),
         };
+    let mut out = Vec::new();
+    // One byte past `max` tells a message too large from one that fits.
+    let read = decoder.take(max as u64 + 1).read_to_end(&mut out);
     read.map_err(|e| {
         unread(format!(
             "the compressed gRPC message does not decompress: {e}"
@@ -288,20 +293,17 @@ pub fn framed(message: &impl prost::Message) -> Vec<u8> {
 /// A unary call's body compressed with `encoding` (gzip or deflate,
 /// flagged as compressed; any other: as it is).
 pub fn framed_with(message: &impl prost::Message, encoding: Encoding) -> Vec<u8> {
-    use std::io::Write;
     let m = message.encode_to_vec();
     let level = flate2::Compression::default();
-    let compressed = match encoding {
-        Encoding::Gzip => {
-            let mut w = flate2::write::GzEncoder::new(Vec::new(), level);
-            w.write_all(&m).and_then(|()| w.finish()).ok()
-        }
-        Encoding::Deflate => {
-            let mut w = flate2::write::ZlibEncoder::new(Vec::new(), level);
-            w.write_all(&m).and_then(|()| w.finish()).ok()
-        }
+    let encoder: Option<Box<dyn Read + '_>> = match encoding {
+        Encoding::Gzip => Some(Box::new(flate2::read::GzEncoder::new(&m[..], level))),
+        Encoding::Deflate => Some(Box::new(flate2::read::ZlibEncoder::new(&m[..], level))),
         Encoding::Identity | Encoding::Other => None,
     };
+    let compressed = encoder.and_then(|mut e| {
+        let mut c = Vec::new();
+        e.read_to_end(&mut c).ok().map(|_| c)
+    });
     let (flag, data) = match compressed {
         Some(c) => (1, c),
         None => (0, m),

@@ -301,12 +301,7 @@ async fn grpc_call(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/grpc"),
     );
-    let name = match encoding {
-        grpc::Encoding::Gzip => Some("gzip"),
-        grpc::Encoding::Deflate => Some("deflate"),
-        _ => None,
-    };
-    if let Some(name) = name {
+    if let Some(name) = encoding.name() {
         r.headers_mut().insert(
             "grpc-encoding",
             hyper::header::HeaderValue::from_static(name),

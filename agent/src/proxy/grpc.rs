@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -31,7 +31,7 @@ use super::{call_upstream, upstream_target, Proxied, State, UpstreamError};
 use crate::adapters::grpc::{model_name, Encoding, MODEL_INFER};
 use crate::adapters::Form;
 use crate::config::Mode;
-use crate::http::{full, read_limited, strip_hop_by_hop, Body, BoxError};
+use crate::http::{full, read_limited, set_request_id, strip_hop_by_hop, Body, BoxError};
 use crate::observe::{now_rfc3339, Answered, Observation};
 use crate::tap;
 
@@ -254,9 +254,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             tap::mirror_grpc(&state.tap, mi, &id, infer, request.map(|r| (r, form)));
             state.count(Some(mi), StatusCode::OK);
             let mut r = empty_answer();
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                r.headers_mut().insert("x-request-id", v);
-            }
+            set_request_id(r.headers_mut(), &id);
             return Ok(r);
         }
     };
@@ -293,9 +291,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         Ok(resp) => {
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                rparts.headers.insert("x-request-id", v);
-            }
+            set_request_id(&mut rparts.headers, &id);
             let status = rparts.status;
             let body = match observed {
                 Some(observed) => Tee {
@@ -351,9 +347,7 @@ fn forwardable(headers: &mut HeaderMap, id: &str) {
     if let Some(te) = te.filter(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
         headers.insert(hyper::header::TE, te);
     }
-    if let Ok(v) = HeaderValue::from_str(id) {
-        headers.insert(HeaderName::from_static("x-request-id"), v);
-    }
+    set_request_id(headers, id);
 }
 
 /// A `grpc-status` and `grpc-message` (headers or trailers).

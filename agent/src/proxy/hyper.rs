@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -17,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use super::{call_upstream, response_too_large, upstream_target, Proxied, State, Trace};
 use crate::adapters::{is_inference, Form};
 use crate::config::Mode;
-use crate::http::{json_error, read_limited, strip_hop_by_hop, Body, BoxError};
+use crate::http::{json_error, read_limited, set_request_id, strip_hop_by_hop, Body, BoxError};
 use crate::observe::{now_rfc3339, Answered};
 use crate::tap;
 
@@ -65,10 +64,7 @@ pub async fn handle(
         Mode::Proxy => proxy(&state, &client, mi, &id, req).await,
         Mode::Mirror => tap::mirror(&state.tap, mi, &id, req).await,
     };
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), v);
-    }
+    set_request_id(resp.headers_mut(), &id);
     state.count(Some(mi), resp.status());
     Ok(resp)
 }
@@ -135,11 +131,7 @@ async fn proxy(
     }
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(hyper::header::HOST);
-    if let Ok(v) = HeaderValue::from_str(id) {
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-request-id"), v);
-    }
+    set_request_id(&mut parts.headers, id);
     let sent = Instant::now();
     let call = async {
         let resp = client.request(Request::from_parts(parts, body)).await?;

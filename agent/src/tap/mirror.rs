@@ -15,10 +15,7 @@ pub async fn mirror(tap: &Tap, mi: usize, id: &str, req: Request<Incoming>) -> R
     let model = &tap.models[mi];
     if !is_inference(model.protocol, req.method().as_str(), req.uri().path()) {
         // A copy of a health or metadata call: nothing to observe.
-        tap.metrics
-            .passthrough
-            .with_label_values(&[&model.name])
-            .inc();
+        tap.passthrough(mi);
         return Response::new(full("{}"));
     }
     let form = Form::http(req.headers());
@@ -44,10 +41,7 @@ pub async fn mirror(tap: &Tap, mi: usize, id: &str, req: Request<Incoming>) -> R
 /// caller); any other call is counted as passthrough.
 pub fn mirror_grpc(tap: &Tap, mi: usize, id: &str, infer: bool, request: Option<(Bytes, Form)>) {
     if !infer {
-        tap.metrics
-            .passthrough
-            .with_label_values(&[&tap.models[mi].name])
-            .inc();
+        tap.passthrough(mi);
     } else if let Some(seen) = request {
         tap.join(mi, id, Some(seen), None);
     }

@@ -83,6 +83,14 @@ impl Tap {
         self.metrics.count_request(name, status.as_str());
     }
 
+    /// Counts a copy of a call that is not an inference.
+    fn passthrough(&self, mi: usize) {
+        self.metrics
+            .passthrough
+            .with_label_values(&[&self.models[mi].name])
+            .inc();
+    }
+
     fn unparsed(&self, mi: usize, part: &str) {
         self.metrics
             .unparsed
