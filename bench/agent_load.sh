@@ -20,16 +20,32 @@
 #     (`cargo install oha`, installed here when missing): 1000 requests/s
 #     over 4 connections with latency correction (latency from when each
 #     request was due, not from when it left: a late send counts against
-#     the target), 8 s rounds, direct, through the agent and through nginx.
+#     the target), 8 s rounds, direct, through the agent and through nginx;
+#     with each round, where the threads of the agent, nginx and the
+#     champion spent it (bench/schedstat.py: CPU time, time runnable but
+#     waiting for a core, per request).
+#
+# `--champion nginx` puts a fixed answer from nginx (one worker, `return
+# 200`) in the example champion's place for the HTTP parts: a champion
+# that costs next to nothing, so that what the proxies add stands out
+# (gRPC still goes to the example champion).
+#
+# `--busy N` runs N CPU-bound loops (other work on the node, in a session
+# of their own) from the first measured round to the last, the same for
+# every target (`BUSY_SETSID=env` starts them in the benchmark's own session
+# instead, where they compete with each of its threads one for one).
 #
 # Each measurement runs ROUNDS times, the targets taking turns, and the
 # median is printed. Usage: bench/agent_load.sh [--rounds N] [--rps R]
 #   [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off]
+#   [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']...
+# (`--agent-set` adds a top-level line to the agent's configuration, e.g.
+# `--agent-set 'background_scheduling: nice'`).
 # (`--fast-path off` measures the agent with every request through hyper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc,oha fast_path=on
+rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc,oha fast_path=on busy=0 champion_kind=example agent_set=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -37,7 +53,10 @@ while [ $# -gt 0 ]; do
         --duration) duration=$2; shift 2 ;;
         --parts) parts=$2; shift 2 ;;
         --fast-path) fast_path=$2; shift 2 ;;
-        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off]" >&2; exit 2 ;;
+        --busy) busy=$2; shift 2 ;;
+        --champion) champion_kind=$2; shift 2 ;;
+        --agent-set) agent_set+="$2"$'\n'; shift 2 ;;
+        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off] [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']..." >&2; exit 2 ;;
     esac
 done
 
@@ -72,10 +91,30 @@ cleanup() {
 trap cleanup EXIT
 
 # Starts a program whose stdout says "... on ADDR"; ADDR goes to $work/NAME.addr.
+declare -A pid_of
+# The start of an nginx configuration with its files under $work/NAME:
+# nginx_head NAME WORKERS, then the rest of the http block.
+nginx_head() {
+    mkdir -p "$work/$1"
+    cat <<EOF
+worker_processes $2;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/$1/body;
+EOF
+}
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 start() {
     local name=$1; shift
     "$@" >"$work/$name.out" 2>"$work/$name.err" &
     pids+=($!)
+    pid_of[$name]=$!
     for _ in $(seq 100); do
         if grep -q " on " "$work/$name.out" 2>/dev/null; then
             grep -m1 " on " "$work/$name.out" | sed 's/.* on //' >"$work/$name.addr"
@@ -87,14 +126,29 @@ start() {
     cat "$work/$name.err" >&2
     exit 1
 }
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 start sink "$loadgen" sink
 start champion "$bin/driftwatch-example-champion" --model-file examples/credit/champion.onnx --listen 127.0.0.1:0 \
     --grpc-listen 127.0.0.1:0
 sink=$(cat "$work/sink.addr") champion=$(cat "$work/champion.addr")
+if [ "$champion_kind" = nginx ]; then
+    # The example champion's answer to the benchmark's row, fixed.
+    answer='{"model_name":"credit","model_version":"1","outputs":[{"data":[0],"datatype":"INT64","name":"label","shape":[1]},{"data":[0.9003168344497681,0.09968316555023193],"datatype":"FP32","name":"probabilities","shape":[1,2]}]}'
+    fixed_port=$(free_port)
+    { nginx_head fixed 1; cat <<EOF; } >"$work/fixed.conf"
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$fixed_port;
+        location / { default_type application/json; return 200 '$answer'; }
+    }
+}
+EOF
+    "$(command -v nginx || echo /usr/sbin/nginx)" -c "$work/fixed.conf" -p "$work/fixed" 2>"$work/fixed.err" &
+    pids+=($!)
+    pid_of[champion]=$!
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$fixed_port) 2>/dev/null && break; sleep 0.1; done
+    champion=127.0.0.1:$fixed_port
+fi
 for _ in $(seq 50); do grep -q "^grpc on " "$work/champion.out" && break; sleep 0.1; done
 champion_grpc=$(grep -m1 "^grpc on " "$work/champion.out" | sed 's/.* on //')
 start relay "$loadgen" relay --upstream "$champion"
@@ -103,7 +157,7 @@ listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:0
 node: bench
 fast_path: $([ "$fast_path" = off ] && echo false || echo true)
-collector:
+${agent_set}collector:
   url: http://$sink
 models:
   - name: credit
@@ -120,16 +174,7 @@ agent=$(cat "$work/agent.addr")
 for _ in $(seq 50); do grep -q "^admin on " "$work/agent.out" && break; sleep 0.1; done
 admin=$(grep -m1 "^admin on " "$work/agent.out" | sed 's/.* on //')
 nginx_port=$(free_port) nginx_grpc_port=$(free_port)
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<EOF
-worker_processes auto;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/body;
+{ nginx_head nginx auto; cat <<EOF; } >"$work/nginx.conf"
     proxy_temp_path $work/nginx/proxy;
     fastcgi_temp_path $work/nginx/fastcgi;
     uwsgi_temp_path $work/nginx/uwsgi;
@@ -153,6 +198,7 @@ http {
 EOF
 "$nginx" -c "$work/nginx.conf" -p "$work/nginx" 2>"$work/nginx.err" &
 pids+=($!)
+pid_of[nginx]=$!
 for _ in $(seq 50); do
     (exec 3<>/dev/tcp/127.0.0.1/$nginx_port) 2>/dev/null && break
     sleep 0.1
@@ -181,6 +227,12 @@ for name in $rate_targets; do
     "$loadgen" rate --url "${url[$name]}" --body "$work/body.json" --rps 500 --duration 2s --warmup 1s >/dev/null
 done
 has() { [[ ",$parts," == *",$1,"* ]]; }
+# Other work on the node: CPU-bound loops in a session of their own.
+for _ in $(seq "$busy"); do
+    ${BUSY_SETSID:-setsid} bash -c 'while :; do :; done' &
+    pids+=($!)
+done
+[ "$busy" -gt 0 ] && echo "$busy CPU-bound loop(s) running beside the measurements" >&2
 has rate && echo "fixed rate: $rps requests/s for $duration, $rounds rounds" >&2
 has rate && for r in $(seq "$rounds"); do
     for name in $rate_targets; do
@@ -209,9 +261,11 @@ done
 has oha && echo "oha: $rps requests/s over 4 connections with latency correction, 8s, $rounds rounds" >&2
 has oha && for r in $(seq "$rounds"); do
     for name in direct agent nginx; do
+        python3 bench/schedstat.py snap "$work/sched.before" agent="${pid_of[agent]}" nginx="${pid_of[nginx]}" champion="${pid_of[champion]}"
         "$oha" --no-tui --output-format json -z 8s -q "$rps" -c 4 --latency-correction \
             -m POST -T application/json -D "$work/body.json" "${url[$name]}" >"$work/oha.json"
-        "$python" - "$work/oha.json" "$name" "$r" <<'PY' | tee -a "$results" >&2
+        python3 bench/schedstat.py snap "$work/sched.after" agent="${pid_of[agent]}" nginx="${pid_of[nginx]}" champion="${pid_of[champion]}"
+        "$python" - "$work/oha.json" "$name" "$r" "$work/oha.requests" <<'PY' | tee -a "$results" >&2
 import json, sys
 o = json.load(open(sys.argv[1]))
 p = o["latencyPercentiles"]
@@ -222,11 +276,14 @@ failed = {e: n for e, n in o.get("errorDistribution", {}).items() if "deadline" 
 errors = sum(n for c, n in codes.items() if c != "200") + sum(failed.values())
 if failed:
     print(f"{sys.argv[2]}: {failed}", file=sys.stderr)
+open(sys.argv[4], "w").write(str(sum(codes.values())))
 print(json.dumps({"target": sys.argv[2], "round": int(sys.argv[3]), "mode": "oha",
                   "p50_ms": p["p50"] * 1e3, "p90_ms": p["p90"] * 1e3, "p99_ms": p["p99"] * 1e3,
                   "p999_ms": p["p99.9"] * 1e3, "errors": errors,
                   "rps": o["summary"]["requestsPerSec"]}))
 PY
+        python3 bench/schedstat.py diff "$work/sched.before" "$work/sched.after" "$name" "$(cat "$work/oha.requests")" \
+            | sed "s/^{/{\"round\":$r,/" >>"$results"
     done
 done
 curl -s "http://$admin/metrics" >"$work/agent.metrics" 2>/dev/null \
@@ -280,6 +337,20 @@ if "grpc-rate" in modes:
 if "oha" in modes:
     latency_table("oha", f"oha, {rps} requests/s over 4 connections, latency correction",
                   ["direct", "agent", "nginx"], "oha, added by", late=False)
+if "sched" in modes:
+    # Each target's own threads during its oha rounds: what they ran and
+    # how long they stood runnable, waiting for a core, per request.
+    own = {"agent": "agent", "nginx": "nginx", "direct": "champion"}
+    print("\nthreads during the oha rounds (median of rounds): CPU time in the round, "
+          "run-queue wait per request, involuntary switches per 1000 requests")
+    for t in ["direct", "agent", "nginx"]:
+        groups = sorted({r["threads"] for r in rows if r["mode"] == "sched" and r["target"] == t
+                         and r["threads"].startswith(own[t] + "/")})
+        for g in groups:
+            v = [r for r in rows if r["mode"] == "sched" and r["target"] == t and r["threads"] == g]
+            n = statistics.median(r["cpu_ms"] for r in v)
+            print(f"{t:>8} {g:<36} cpu {n:8.1f} ms  wait {statistics.median(r['wait_us_per_request'] for r in v):7.2f} us/req"
+                  f"  involuntary {statistics.median(r['involuntary_per_1k'] for r in v):6.1f}/1k")
 if "max" in modes:
     print("\nsaturation, 32 connections (median of rounds)")
     for t in ["direct", "agent", "nginx"]:

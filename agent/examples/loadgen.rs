@@ -695,7 +695,8 @@ fn onnx(
         .collect();
     let data: Vec<Vec<f32>> = (0..batch).map(|i| base[i % base.len()].clone()).collect();
     let env = environment(None).map_err(|e| anyhow!(e))?;
-    let mut m = OnnxModel::load(&env, model, None, Device::Cpu, threads).map_err(|e| anyhow!(e))?;
+    let mut m =
+        OnnxModel::load(&env, model, None, Device::Cpu, threads, None).map_err(|e| anyhow!(e))?;
     let names = OutputNames::default();
     let spec = OutputSpec {
         names: &names,

@@ -116,6 +116,7 @@ fn main() -> ExitCode {
     // threads (`run`); parsing, event building, shipping and the admin
     // endpoints run on a thread of their own at a lower priority, so that
     // none of it stands in a request's way.
+    let background = config.background_scheduling;
     let runtimes = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
             let background = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("driftwatch-background")
-                .on_thread_start(driftwatch_agent::threads::lower_thread_priority)
+                .on_thread_start(move || background.apply())
                 .enable_all()
                 .build()?;
             Ok((main, background))

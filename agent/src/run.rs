@@ -142,6 +142,13 @@ pub async fn run(
     let state = State::new(config, metrics, observer, tap, telemetry)?;
     // Turns true at shutdown: the fast path's connections close when idle.
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    // This thread accepts; the traffic threads it starts inherit its nice.
+    let nice = state.config.traffic_nice;
+    if nice != 0 {
+        crate::threads::set_nice(nice).map_err(io(format!(
+            "traffic_nice: {nice} (a value below 0 needs CAP_SYS_NICE)"
+        )))?;
+    }
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
         workers.push(traffic_thread(
@@ -223,7 +230,13 @@ fn start_shadow(
 ) -> Option<Scorer> {
     let s = m.shadow.as_ref()?;
     let up = metrics.shadow_up.with_label_values(&[&m.name]);
-    match Scorer::start(m, s, config.ort_library.as_deref(), metrics.clone()) {
+    match Scorer::start(
+        m,
+        s,
+        config.ort_library.as_deref(),
+        config.background_scheduling,
+        metrics.clone(),
+    ) {
         Ok(scorer) => {
             up.set(1);
             Some(scorer)

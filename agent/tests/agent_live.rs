@@ -155,6 +155,72 @@ fn proxied_requests_are_teed_and_scored_like_python_onnxruntime() {
     );
 }
 
+/// Each thread of a process: its name and scheduling policy (Linux:
+/// 0 `SCHED_OTHER`, 5 `SCHED_IDLE`) and nice value.
+fn thread_policies(pid: u32) -> Vec<(String, u32, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc") {
+        let dir = task.expect("task").path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let policy = read("sched")
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .expect("policy");
+        // The nice value: the 19th field of stat, after the name's ')'.
+        let stat = read("stat");
+        let nice = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(16)?.parse().ok())
+            .expect("nice");
+        out.push((read("comm").trim().to_string(), policy, nice));
+    }
+    out
+}
+
+#[test]
+fn the_agents_own_work_runs_below_its_traffic_and_scores_alike_on_two_threads() {
+    // A shadow with two inference threads: ONNX Runtime's pool threads
+    // are started by the agent, at the background priority.
+    let (_champion, collector, agent) = challenger("      threads: 2\n");
+    let e = expected();
+    let (features, rows) = rows_of(&e);
+    let reply = agent.post(
+        "/v2/models/credit/infer",
+        &[("x-request-id", "two")],
+        &kserve_request(&features, &rows),
+    );
+    assert_eq!(reply.status, 200);
+    let events = collector.wait_for_events(32);
+    let shadow = &e["models"]["challenger"];
+    for ev in &events {
+        let i: usize = ev["request_id"]
+            .as_str()
+            .and_then(|id| id.rsplit('-').next()?.parse().ok())
+            .expect("row");
+        assert_eq!(
+            ev["shadow"]["score"].as_f64(),
+            shadow["probabilities"][i][1].as_f64(),
+            "row {i}"
+        );
+    }
+    let threads = thread_policies(agent.pid());
+    let named = |prefix: &str| -> Vec<&(String, u32, i64)> {
+        threads.iter().filter(|t| t.0.starts_with(prefix)).collect()
+    };
+    // `background_scheduling: idle` (the default): SCHED_IDLE.
+    for prefix in ["driftwatch-back", "shadow-credit", "shadow-pool"] {
+        let group = named(prefix);
+        assert!(!group.is_empty(), "no {prefix} thread in {threads:?}");
+        assert!(group.iter().all(|t| t.1 == 5), "{prefix}: {threads:?}");
+    }
+    // The traffic threads stay SCHED_OTHER at nice 0.
+    let traffic = named("driftwatch-traf");
+    assert!(!traffic.is_empty(), "{threads:?}");
+    assert!(traffic.iter().all(|t| t.1 == 0 && t.2 == 0), "{threads:?}");
+}
+
 #[test]
 fn request_ids_are_taken_or_made_and_always_returned() {
     let (upstream, collector, agent) =

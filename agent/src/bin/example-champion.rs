@@ -365,7 +365,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let model = match OnnxModel::load(&env, &cli.model_file, None, Device::Cpu, 1) {
+    let model = match OnnxModel::load(&env, &cli.model_file, None, Device::Cpu, 1, None) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");

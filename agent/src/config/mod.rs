@@ -49,6 +49,15 @@ pub struct Config {
     /// one per core the agent may use).
     #[serde(default)]
     pub traffic_threads: Option<usize>,
+    /// The nice value of the acceptor and traffic threads (default 0;
+    /// below 0 needs `CAP_SYS_NICE`, and the agent refuses to start
+    /// without it).
+    #[serde(default)]
+    pub traffic_nice: i32,
+    /// How the agent's own work (parsing, events, shipping, the admin
+    /// endpoints, shadow scoring) is scheduled: `idle` or `nice`.
+    #[serde(default)]
+    pub background_scheduling: crate::threads::Background,
     /// Serve plain HTTP/1.1 proxy requests (a `Content-Length` body, no
     /// upgrade or `Expect`) on the agent's own lean path; `false` serves
     /// every request through hyper, as all other requests are.
@@ -394,6 +403,8 @@ impl Config {
             models: vec![model],
             shutdown_deadline: default_shutdown(),
             traffic_threads: None,
+            traffic_nice: 0,
+            background_scheduling: Default::default(),
             fast_path: true,
             otlp: None,
             http: HttpLimits::default(),
@@ -424,6 +435,12 @@ impl Config {
         problems.extend(self.log.check());
         if self.traffic_threads == Some(0) {
             problems.push("traffic_threads: give at least 1".to_string());
+        }
+        if !(-20..=19).contains(&self.traffic_nice) {
+            problems.push(format!(
+                "traffic_nice: {} is not a nice value (-20 to 19)",
+                self.traffic_nice
+            ));
         }
         problems.extend(self.collector.check());
         if self.http.max_connections == 0
@@ -548,11 +565,12 @@ mod tests {
         assert!(err.contains("unknown field `colour`"), "{err}");
         std::fs::write(
             &file,
-            "collector: {url: http://c:8080, sample_rate: 2}\nmodels:\n  - name: m\n    protocol: generic\n  - name: m\n    upstream: http://u\n",
+            "traffic_nice: -21\ncollector: {url: http://c:8080, sample_rate: 2}\nmodels:\n  - name: m\n    protocol: generic\n  - name: m\n    upstream: http://u\n",
         )
         .expect("write");
         let err = Config::load(&file).expect_err("cross checks").to_string();
         for want in [
+            "traffic_nice: -21 is not a nice value (-20 to 19)",
             "sample_rate: 2 is not between 0 and 1",
             "model m is given twice",
             "proxy mode needs `upstream`",
@@ -560,6 +578,27 @@ mod tests {
         ] {
             assert!(err.contains(want), "{want}: {err}");
         }
+        // The agent's own work: idle (the default) or nice, nothing else.
+        let base = "collector: {url: http://c:8080}\nmodels:\n  - {name: m, upstream: http://u}\n";
+        std::fs::write(&file, base).expect("write");
+        let config = Config::load(&file).expect("defaults");
+        assert_eq!(
+            config.background_scheduling,
+            crate::threads::Background::Idle
+        );
+        assert_eq!(config.traffic_nice, 0);
+        std::fs::write(&file, format!("background_scheduling: nice\n{base}")).expect("write");
+        let config = Config::load(&file).expect("nice");
+        assert_eq!(
+            config.background_scheduling,
+            crate::threads::Background::Nice
+        );
+        std::fs::write(&file, format!("background_scheduling: low\n{base}")).expect("write");
+        let err = Config::load(&file).expect_err("unknown").to_string();
+        assert!(
+            err.contains("unknown variant `low`") && err.contains("line 1"),
+            "{err}"
+        );
         // HTTP(S) or NATS servers, nothing else.
         for (url, want) in [
             (

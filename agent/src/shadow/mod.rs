@@ -17,6 +17,7 @@ pub mod onnx;
 use crate::adapters::{outputs_from_tensors, OutputSpec, Row};
 use crate::config::{Model, OutputNames, Shadow};
 use crate::metrics::Metrics;
+use crate::threads::Background;
 use onnx::OnnxModel;
 
 /// Why a shadow model is unavailable (the agent runs without it).
@@ -72,12 +73,13 @@ struct Worker {
     gauge: prometheus::IntGauge,
     errors: prometheus::IntCounter,
     metrics: Arc<Metrics>,
+    background: Background,
 }
 
 impl Worker {
     /// Scores until every `Scorer` is gone, at the background priority.
     fn run(mut self, rx: Receiver<Job>) {
-        crate::threads::lower_thread_priority();
+        self.background.apply();
         while let Ok(first) = rx.recv() {
             let jobs = self.gather(first, &rx);
             let rows: usize = jobs.iter().map(|j| j.rows.len()).sum();
@@ -166,6 +168,7 @@ impl Scorer {
         model: &Model,
         shadow: &Shadow,
         library: Option<&std::path::Path>,
+        background: Background,
         metrics: Arc<Metrics>,
     ) -> Result<Scorer, ShadowError> {
         let env = onnx::environment(library).map_err(ShadowError::Runtime)?;
@@ -175,6 +178,7 @@ impl Scorer {
             shadow.input.as_deref(),
             shadow.device,
             shadow.threads,
+            Some(background),
         )
         .map_err(ShadowError::Model)?;
         let inputs = shadow
@@ -235,6 +239,7 @@ impl Scorer {
             gauge: metrics.shadow_queue_depth.with_label_values(&[&model.name]),
             errors: metrics.shadow_errors.with_label_values(&[&model.name]),
             metrics,
+            background,
         };
         std::thread::Builder::new()
             .name(format!("shadow-{}", model.name))

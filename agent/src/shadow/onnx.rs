@@ -12,6 +12,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::adapters::{Data, Tensor};
 use crate::config::Device;
+use crate::threads::{Background, PoolThreads};
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
 
@@ -54,6 +55,7 @@ impl OnnxModel {
         input: Option<&str>,
         device: Device,
         threads: usize,
+        background: Option<Background>,
     ) -> Result<OnnxModel, String> {
         let what = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         let bytes = std::fs::read(path).map_err(|e| what(&e))?;
@@ -64,10 +66,17 @@ impl OnnxModel {
                     .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
                     .map_err(|e| what(&e))?;
             }
-            b.with_intra_threads(threads)
-                .map_err(|e| what(&e))?
-                .commit_from_memory(&bytes)
-                .map_err(|e| what(&e))
+            b = b.with_intra_threads(threads).map_err(|e| what(&e))?;
+            if let (Some(background), true) = (background, threads > 1) {
+                // Its pool's threads at the background priority, and
+                // asleep between batches instead of spinning on a core.
+                b = b
+                    .with_thread_manager(PoolThreads(background))
+                    .map_err(|e| what(&e))?
+                    .with_intra_op_spinning(false)
+                    .map_err(|e| what(&e))?;
+            }
+            b.commit_from_memory(&bytes).map_err(|e| what(&e))
         };
         let (session, provider) = match device {
             Device::Cpu => (build(false)?, "CPU"),

@@ -430,6 +430,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("lock").clone()
     }
