@@ -23,7 +23,8 @@
 #     the target), 8 s rounds, direct, through the agent and through nginx;
 #     with each round, where the threads of the agent, nginx and the
 #     champion spent it (bench/schedstat.py: CPU time, time runnable but
-#     waiting for a core, per request).
+#     waiting for a core, per request), and what the agent's own
+#     added_latency histogram says it added (bench/added_latency.py).
 #
 # `--champion nginx` puts a fixed answer from nginx (one worker, `return
 # 200`) in the example champion's place for the HTTP parts: a champion
@@ -262,9 +263,11 @@ has oha && echo "oha: $rps requests/s over 4 connections with latency correction
 has oha && for r in $(seq "$rounds"); do
     for name in direct agent nginx; do
         python3 bench/schedstat.py snap "$work/sched.before" agent="${pid_of[agent]}" nginx="${pid_of[nginx]}" champion="${pid_of[champion]}"
+        [ "$name" = agent ] && python3 bench/added_latency.py snap "$admin" "$work/own.before"
         "$oha" --no-tui --output-format json -z 8s -q "$rps" -c 4 --latency-correction \
             -m POST -T application/json -D "$work/body.json" "${url[$name]}" >"$work/oha.json"
         python3 bench/schedstat.py snap "$work/sched.after" agent="${pid_of[agent]}" nginx="${pid_of[nginx]}" champion="${pid_of[champion]}"
+        [ "$name" = agent ] && python3 bench/added_latency.py diff "$work/own.before" <(python3 bench/added_latency.py snap "$admin" /dev/stdout) "$r" >>"$results"
         "$python" - "$work/oha.json" "$name" "$r" "$work/oha.requests" <<'PY' | tee -a "$results" >&2
 import json, sys
 o = json.load(open(sys.argv[1]))
@@ -337,6 +340,13 @@ if "grpc-rate" in modes:
 if "oha" in modes:
     latency_table("oha", f"oha, {rps} requests/s over 4 connections, latency correction",
                   ["direct", "agent", "nginx"], "oha, added by", late=False)
+if "own" in modes:
+    # What the agent's own histogram says it added, beside what oha saw.
+    print("\nthe agent's own driftwatch_agent_added_latency_seconds over its oha rounds "
+          f"(median of rounds): p50 {med('own', 'agent', 'p50_ms'):.3f} ms, p90 {med('own', 'agent', 'p90_ms'):.3f} ms, "
+          f"p99 {med('own', 'agent', 'p99_ms'):.3f} ms; oha saw the agent add p50 "
+          f"{med('oha', 'agent', 'p50_ms') - med('oha', 'direct', 'p50_ms'):+.3f} ms, "
+          f"p99 {med('oha', 'agent', 'p99_ms') - med('oha', 'direct', 'p99_ms'):+.3f} ms")
 if "sched" in modes:
     # Each target's own threads during its oha rounds: what they ran and
     # how long they stood runnable, waiting for a core, per request.

@@ -3,27 +3,11 @@
 //! below the champion's traffic, so that when the cores are all busy the
 //! traffic runs first and that work waits, then sheds (counted).
 
-use serde::Deserialize;
+use crate::config::Background;
 
 /// The nice value of the threads that do the agent's own work under
 /// `background_scheduling: nice`.
 pub const BACKGROUND_NICE: i32 = 10;
-
-/// How the threads that do the agent's own work are scheduled
-/// (`background_scheduling`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Background {
-    /// Linux's `SCHED_IDLE`: the thread runs only on a core that no other
-    /// thread wants, and any other thread that wakes takes the core from
-    /// it at once; the kernel also counts a core running only such
-    /// threads as free when it places a woken thread.
-    #[default]
-    Idle,
-    /// `SCHED_OTHER` at nice 10 (before 0.7): a share of about a tenth of
-    /// a core against each thread at nice 0 that wants the same core.
-    Nice,
-}
 
 impl Background {
     /// Applies to the calling thread; threads it starts inherit it. Going

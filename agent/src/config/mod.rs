@@ -15,6 +15,22 @@ use collector::{
 };
 pub use collector::{ClientTls, Collector, NatsOptions, Spool};
 
+/// How the threads that do the agent's own work are scheduled
+/// (`background_scheduling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Background {
+    /// Linux's `SCHED_IDLE`: the thread runs only on a core that no other
+    /// thread wants, and any other thread that wakes takes the core from
+    /// it at once; the kernel also counts a core running only such
+    /// threads as free when it places a woken thread.
+    #[default]
+    Idle,
+    /// `SCHED_OTHER` at nice 10 (before 0.7): a share of about a tenth of
+    /// a core against each thread at nice 0 that wants the same core.
+    Nice,
+}
+
 /// A duration written like `30s`, `5m`, `250ms`.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -57,7 +73,7 @@ pub struct Config {
     /// How the agent's own work (parsing, events, shipping, the admin
     /// endpoints, shadow scoring) is scheduled: `idle` or `nice`.
     #[serde(default)]
-    pub background_scheduling: crate::threads::Background,
+    pub background_scheduling: Background,
     /// Serve plain HTTP/1.1 proxy requests (a `Content-Length` body, no
     /// upgrade or `Expect`) on the agent's own lean path; `false` serves
     /// every request through hyper, as all other requests are.
@@ -582,17 +598,11 @@ mod tests {
         let base = "collector: {url: http://c:8080}\nmodels:\n  - {name: m, upstream: http://u}\n";
         std::fs::write(&file, base).expect("write");
         let config = Config::load(&file).expect("defaults");
-        assert_eq!(
-            config.background_scheduling,
-            crate::threads::Background::Idle
-        );
+        assert_eq!(config.background_scheduling, Background::Idle);
         assert_eq!(config.traffic_nice, 0);
         std::fs::write(&file, format!("background_scheduling: nice\n{base}")).expect("write");
         let config = Config::load(&file).expect("nice");
-        assert_eq!(
-            config.background_scheduling,
-            crate::threads::Background::Nice
-        );
+        assert_eq!(config.background_scheduling, Background::Nice);
         std::fs::write(&file, format!("background_scheduling: low\n{base}")).expect("write");
         let err = Config::load(&file).expect_err("unknown").to_string();
         assert!(

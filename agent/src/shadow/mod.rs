@@ -15,9 +15,8 @@ use tokio::sync::oneshot;
 pub mod onnx;
 
 use crate::adapters::{outputs_from_tensors, OutputSpec, Row};
-use crate::config::{Model, OutputNames, Shadow};
+use crate::config::{Background, Model, OutputNames, Shadow};
 use crate::metrics::Metrics;
-use crate::threads::Background;
 use onnx::OnnxModel;
 
 /// Why a shadow model is unavailable (the agent runs without it).

@@ -11,8 +11,8 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::adapters::{Data, Tensor};
-use crate::config::Device;
-use crate::threads::{Background, PoolThreads};
+use crate::config::{Background, Device};
+use crate::threads::PoolThreads;
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
 
