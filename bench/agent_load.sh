@@ -40,13 +40,15 @@
 # median is printed. Usage: bench/agent_load.sh [--rounds N] [--rps R]
 #   [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off]
 #   [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']...
+#   [--shadow-threads N]
 # (`--agent-set` adds a top-level line to the agent's configuration, e.g.
-# `--agent-set 'background_scheduling: nice'`).
+# `--agent-set 'background_scheduling: nice'`; `--shadow-threads` sets the
+# shadow's inference threads, default 1).
 # (`--fast-path off` measures the agent with every request through hyper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc,oha fast_path=on busy=0 champion_kind=example agent_set=""
+rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc,oha fast_path=on busy=0 champion_kind=example agent_set="" shadow_threads=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -57,7 +59,8 @@ while [ $# -gt 0 ]; do
         --busy) busy=$2; shift 2 ;;
         --champion) champion_kind=$2; shift 2 ;;
         --agent-set) agent_set+="$2"$'\n'; shift 2 ;;
-        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off] [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']..." >&2; exit 2 ;;
+        --shadow-threads) shadow_threads=$2; shift 2 ;;
+        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off] [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']... [--shadow-threads N]" >&2; exit 2 ;;
     esac
 done
 
@@ -169,6 +172,7 @@ models:
       path: $PWD/examples/credit/challenger.onnx
       version: challenger
       inputs: [age, income, loan_amount, bureau_score, dependents, has_card]
+      threads: $shadow_threads
 EOF
 start agent "$bin/driftwatch-agent" --config "$work/agent.yaml"
 agent=$(cat "$work/agent.addr")
