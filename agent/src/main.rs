@@ -116,7 +116,7 @@ fn main() -> ExitCode {
     // threads (`run`); parsing, event building, shipping and the admin
     // endpoints run on a thread of their own at a lower priority, so that
     // none of it stands in a request's way.
-    let background = config.background_scheduling;
+    let scheduling = config.background_scheduling;
     let runtimes = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
             let background = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("driftwatch-background")
-                .on_thread_start(move || background.apply())
+                .on_thread_start(move || scheduling.apply())
                 .enable_all()
                 .build()?;
             Ok((main, background))
