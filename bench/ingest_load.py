@@ -4,9 +4,12 @@ events/s, request latency percentiles and the collector's resident memory
 after N and after 10 x N events (it should stay flat: windows are bounded).
 
 usage: ingest_load.py DRIFTWATCH_BINARY [EVENTS] [THREADS]
-Request ids begin with 32 random hex digits, as the agent makes them (random
-keys are what the store's index really sees); BENCH_IDS=sequential uses
-the older ids (`<prefix><batch>-<i>`, inserted in key order: cheaper for
+Request ids are made as the agent makes them (BENCH_IDS=agent, the
+default): 32 hex digits, the first 12 the milliseconds since 1970 and the
+rest random, so they arrive nearly in key order. BENCH_IDS=random uses
+32 random hex digits (ids a caller sends in `x-request-id`, or a
+`traceparent`'s: each key lands on a random page of the store's index);
+BENCH_IDS=sequential the oldest ids (`<prefix><batch>-<i>`, in key order:
 SQLite and flattering). Standard library only.
 """
 
@@ -27,9 +30,9 @@ BATCH = 500
 NUMERIC = [f"n{i:02d}" for i in range(15)]
 CATEGORICAL = [f"c{i:02d}" for i in range(5)]
 LEVELS = ["a", "b", "c", "d", "e", "f"]
-IDS = os.environ.get("BENCH_IDS", "random")
-if IDS not in ("random", "sequential"):
-    sys.exit(f"BENCH_IDS={IDS}: use random (the default) or sequential")
+IDS = os.environ.get("BENCH_IDS", "agent")
+if IDS not in ("agent", "random", "sequential"):
+    sys.exit(f"BENCH_IDS={IDS}: use agent (the default), random or sequential")
 
 
 def write_reference(path, rows=10000):
@@ -65,6 +68,9 @@ def batch_body(template, prefix, b):
         return template.replace("@@", f"{prefix}{b}")
     rng = random.Random(f"{prefix}{b}")
     parts = template.split("@@")
+    if IDS == "agent":
+        ms = int(time.time() * 1000) & 0xFFFF_FFFF_FFFF
+        return parts[0] + "".join(f"{ms:012x}{rng.getrandbits(80):020x}{p}" for p in parts[1:])
     return parts[0] + "".join(f"{rng.getrandbits(128):032x}{p}" for p in parts[1:])
 
 

@@ -230,6 +230,16 @@ fn request_ids_are_taken_or_made_and_always_returned() {
     let id = made.header("x-request-id").expect("an id").to_string();
     assert_eq!(id.len(), 32);
     assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    // It begins with the milliseconds since 1970, so ids sort by time.
+    let made_ms = i64::from_str_radix(&id[..12], 16).expect("hex");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    assert!(
+        (now_ms - made_ms).abs() < 60_000,
+        "{id}: {made_ms} against {now_ms}"
+    );
     let other = agent.post("/v1/models/credit:predict", &[], body);
     assert_ne!(other.header("x-request-id"), Some(id.as_str()));
     let traced = agent.post(
