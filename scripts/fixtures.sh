@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Regenerates collector/tests/fixtures/stats_cases.json from SciPy and
-# Evidently in a throwaway virtual environment (never needed by CI).
+# Evidently, and sequential_cases.json from gbstats, in throwaway virtual
+# environments (never needed by CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.cache/pyfix
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q 'evidently==0.7.23' 'pandas<3' scipy numpy pyarrow
 "$venv/bin/python" collector/tests/fixtures/generate.py collector/tests/fixtures/stats_cases.json
+# The sequential-test fixtures from GrowthBook's gbstats, in a venv of its
+# own (its pins need not agree with Evidently's).
+gbvenv=.cache/pyfix-gbstats
+[ -x "$gbvenv/bin/python" ] || python3 -m venv "$gbvenv"
+"$gbvenv/bin/pip" install -q 'gbstats==0.8.0'
+"$gbvenv/bin/python" collector/tests/fixtures/generate_sequential.py collector/tests/fixtures/sequential_cases.json

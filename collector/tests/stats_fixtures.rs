@@ -371,3 +371,49 @@ fn wilcoxon_signed_rank_matches_scipy_in_every_method() {
     assert_eq!(rows.len(), 9);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn sequential_confidence_sequences_match_gbstats() {
+    use driftwatch::stats::sequential::{Arm, Difference, Sequential, Values};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sequential_cases.json"
+    );
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture file"))
+        .expect("fixture JSON");
+    let arm = |v: &Value| Arm {
+        n: v["n"].as_f64().expect("n"),
+        sum: v["sum"].as_f64().expect("sum"),
+        sum_squares: v["sum_squares"].as_f64().expect("sum_squares"),
+    };
+    let cases = cases["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let s = Sequential {
+            values: match c["values"].as_str() {
+                Some("proportion") => Values::Proportion,
+                _ => Values::Mean,
+            },
+            difference: match c["difference"].as_str() {
+                Some("relative") => Difference::Relative,
+                _ => Difference::Absolute,
+            },
+            alpha: c["alpha"].as_f64().expect("alpha"),
+            tuning: c["tuning"].as_f64().expect("tuning"),
+        };
+        let got = s.compare(&arm(&c["a"]), &arm(&c["b"])).expect("comparable");
+        for (name, value) in [
+            ("estimate", got.estimate),
+            ("lower", got.lower),
+            ("upper", got.upper),
+            ("p_value", got.p_value),
+        ] {
+            let want = c[name].as_f64().expect(name);
+            if !close(value, want, 1e-9, 1e-12) {
+                failures.push(format!("case {i} {name}: {value} against gbstats {want}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -12,6 +12,7 @@ pub mod kolmogorov;
 pub mod ks;
 pub mod rng;
 pub mod sample;
+pub mod sequential;
 pub mod special;
 pub mod sum;
 pub mod wilcoxon;
