@@ -373,20 +373,21 @@ fn wilcoxon_signed_rank_matches_scipy_in_every_method() {
 }
 
 #[test]
-fn sequential_confidence_sequences_match_gbstats() {
+fn sequential_comparisons_and_sample_ratio_checks_match_gbstats() {
     use driftwatch::stats::sequential::{Arm, Difference, Sequential, Values};
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/sequential_cases.json"
     );
-    let cases: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture file"))
-        .expect("fixture JSON");
+    let cases_root: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture file"))
+            .expect("fixture JSON");
     let arm = |v: &Value| Arm {
         n: v["n"].as_f64().expect("n"),
         sum: v["sum"].as_f64().expect("sum"),
         sum_squares: v["sum_squares"].as_f64().expect("sum_squares"),
     };
-    let cases = cases["cases"].as_array().expect("cases");
+    let cases = cases_root["cases"].as_array().expect("cases");
     assert!(cases.len() >= 60, "{} cases", cases.len());
     let mut failures = Vec::new();
     for (i, c) in cases.iter().enumerate() {
@@ -413,6 +414,29 @@ fn sequential_confidence_sequences_match_gbstats() {
             if !close(value, want, 1e-9, 1e-12) {
                 failures.push(format!("case {i} {name}: {value} against gbstats {want}"));
             }
+        }
+    }
+    let srm = cases_root["srm"].as_array().expect("srm cases");
+    assert!(srm.len() >= 50, "{} sample-ratio cases", srm.len());
+    for (i, c) in srm.iter().enumerate() {
+        let counts: Vec<u64> = c["counts"]
+            .as_array()
+            .expect("counts")
+            .iter()
+            .map(|v| v.as_u64().expect("count"))
+            .collect();
+        let weights: Vec<f64> = c["weights"]
+            .as_array()
+            .expect("weights")
+            .iter()
+            .map(|v| v.as_f64().expect("weight"))
+            .collect();
+        let got = driftwatch::stats::categorical::sample_ratio_mismatch(&counts, &weights);
+        let want = c["p_value"].as_f64().expect("p_value");
+        if !close(got, want, 1e-6, 1e-10) {
+            failures.push(format!(
+                "srm case {i} {counts:?} {weights:?}: {got} against gbstats {want}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -33,6 +33,30 @@ pub fn chisquare(reference: &Counts, current: &Counts) -> PTest {
     PTest { statistic, p_value }
 }
 
+/// Sample-ratio mismatch of an experiment: chi-square goodness of fit of
+/// each arm's count against its share of the weights, as GrowthBook's
+/// gbstats `check_srm` computes it (an arm of weight 0 or less adds
+/// nothing; degrees of freedom: arms − 1). No counts at all: 1. A p-value
+/// below 0.001 says the split is broken (the arms' results are not
+/// comparable), whatever the metrics say.
+pub fn sample_ratio_mismatch(counts: &[u64], weights: &[f64]) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 1.0;
+    }
+    let weight: f64 = weights.iter().sum();
+    let terms: Vec<f64> = counts
+        .iter()
+        .zip(weights)
+        .filter(|(_, &w)| w > 0.0)
+        .map(|(&o, &w)| {
+            let e = w / weight * total as f64;
+            (o as f64 - e).powi(2) / e
+        })
+        .collect();
+    chi2_sf(terms.iter().sum(), counts.len() as f64 - 1.0)
+}
+
 /// `scipy.stats.chi2.sf`: NaN for zero degrees of freedom, 0 at infinity.
 pub fn chi2_sf(x: f64, df: f64) -> f64 {
     if df <= 0.0 || x.is_nan() {
