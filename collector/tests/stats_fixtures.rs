@@ -404,17 +404,25 @@ fn sequential_comparisons_and_sample_ratio_checks_match_gbstats() {
             tuning: c["tuning"].as_f64().expect("tuning"),
         };
         let got = s.compare(&arm(&c["a"]), &arm(&c["b"])).expect("comparable");
-        for (name, value) in [
-            ("estimate", got.estimate),
-            ("lower", got.lower),
-            ("upper", got.upper),
-            ("p_value", got.p_value),
-        ] {
-            let want = c[name].as_f64().expect(name);
-            if !close(value, want, 1e-9, 1e-12) {
-                failures.push(format!("case {i} {name}: {value} against gbstats {want}"));
-            }
-        }
+        check_comparison(&format!("case {i}"), &got, c, "gbstats", &mut failures);
+    }
+    let paired = cases_root["paired"].as_array().expect("paired cases");
+    assert!(paired.len() >= 12, "{} paired cases", paired.len());
+    for (i, c) in paired.iter().enumerate() {
+        let s = Sequential {
+            values: Values::Mean,
+            difference: Difference::Absolute,
+            alpha: c["alpha"].as_f64().expect("alpha"),
+            tuning: c["tuning"].as_f64().expect("tuning"),
+        };
+        let got = s.paired(&arm(&c["d"])).expect("comparable");
+        check_comparison(
+            &format!("paired case {i}"),
+            &got,
+            c,
+            "the paper's formula",
+            &mut failures,
+        );
     }
     let srm = cases_root["srm"].as_array().expect("srm cases");
     assert!(srm.len() >= 50, "{} sample-ratio cases", srm.len());
@@ -440,4 +448,26 @@ fn sequential_comparisons_and_sample_ratio_checks_match_gbstats() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A comparison's estimate, bounds and p-value against a fixture case's,
+/// to 1e-9 relative (1e-12 absolute near zero).
+fn check_comparison(
+    at: &str,
+    got: &driftwatch::stats::sequential::Comparison,
+    case: &Value,
+    oracle: &str,
+    failures: &mut Vec<String>,
+) {
+    for (name, value) in [
+        ("estimate", got.estimate),
+        ("lower", got.lower),
+        ("upper", got.upper),
+        ("p_value", got.p_value),
+    ] {
+        let want = case[name].as_f64().expect(name);
+        if !close(value, want, 1e-9, 1e-12) {
+            failures.push(format!("{at} {name}: {value} against {oracle} {want}"));
+        }
+    }
 }

@@ -137,21 +137,41 @@ impl Sequential {
                 var_b / (mean_a.powi(2) * b.n) + var_a * mean_b.powi(2) / (mean_a.powi(4) * a.n),
             ),
         };
-        let n = a.n + b.n;
+        Ok(self.sequence(estimate, variance, a.n + b.n))
+    }
+
+    /// Paired comparison: `d` holds per-request differences (b − a, e.g.
+    /// the shadow's loss minus the champion's on the same request); the
+    /// one-sample form of the same sequence (eq. 9 with the differences'
+    /// variance), for a champion and a shadow that scored the same rows.
+    pub fn paired(&self, d: &Arm) -> Result<Comparison, NotYet> {
+        if d.n < 2.0 {
+            return Err(NotYet::TooFew);
+        }
+        let variance = d.variance(Values::Mean);
+        if variance <= 0.0 {
+            return Err(NotYet::ZeroVariance);
+        }
+        Ok(self.sequence(d.mean(), variance / d.n, d.n))
+    }
+
+    /// The sequence around `estimate`, whose variance is `variance`, after
+    /// `n` observations in all; and the always-valid p-value of 0.
+    fn sequence(&self, estimate: f64, variance: f64, n: f64) -> Comparison {
         let rho2 = self.rho().powi(2);
         let t = n * rho2 + 1.0;
-        // eq. 9: the half-width at n samples in all.
+        // eq. 9: the half-width at n observations.
         let s2 = variance * n;
         let width = s2.sqrt() * (2.0 * t * (t.sqrt() / self.alpha).ln() / (n * n * rho2)).sqrt();
         // eq. 155: the mixture e-value of "the difference is 0".
         let st2 = estimate.powi(2) * n / variance;
         let evalue = (rho2 * st2 / (2.0 * t)).exp() / t.sqrt();
-        Ok(Comparison {
+        Comparison {
             estimate,
             lower: estimate - width,
             upper: estimate + width,
             p_value: (1.0 / evalue).min(1.0),
-        })
+        }
     }
 }
 
@@ -255,6 +275,40 @@ mod tests {
         );
         assert!(wrong as f64 / experiments as f64 <= s.alpha);
         assert!(decided.len() * 2 > experiments);
+    }
+
+    /// Paired A/A: per-request differences of two models that agree 60%
+    /// of the time and err alike otherwise (−1, 0, 1, symmetric), looked
+    /// at every 100 requests up to 10,000: the share that ever excludes 0
+    /// stays within α plus three standard errors.
+    #[test]
+    fn paired_peeking_keeps_the_error_rate() {
+        use crate::stats::rng::Rng;
+        let s = Sequential::default();
+        let mut rng = Rng::new(7);
+        let experiments = 1000;
+        let mut rejects = 0;
+        for _ in 0..experiments {
+            let mut d = Arm::default();
+            let mut rejected = false;
+            for _ in 0..100 {
+                for _ in 0..100 {
+                    d.add(match rng.below(10) {
+                        0 | 1 => -1.0,
+                        2 | 3 => 1.0,
+                        _ => 0.0,
+                    });
+                }
+                if let Ok(c) = s.paired(&d) {
+                    rejected |= c.lower > 0.0 || c.upper < 0.0;
+                }
+            }
+            rejects += usize::from(rejected);
+        }
+        let share = rejects as f64 / experiments as f64;
+        let bound = s.alpha + 3.0 * (s.alpha * (1.0 - s.alpha) / experiments as f64).sqrt();
+        println!("paired A/A, {experiments} experiments, 100 looks: ever rejected {share:.4} (bound {bound:.4})");
+        assert!(share <= bound, "{share} > {bound}");
     }
 
     #[test]
