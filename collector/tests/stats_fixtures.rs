@@ -374,7 +374,7 @@ fn wilcoxon_signed_rank_matches_scipy_in_every_method() {
 
 #[test]
 fn sequential_comparisons_and_sample_ratio_checks_match_gbstats() {
-    use driftwatch::stats::sequential::{Arm, Difference, Sequential, Values};
+    use driftwatch::stats::sequential::{Arm, Difference, Running, Sequential, Values};
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/sequential_cases.json"
@@ -423,6 +423,29 @@ fn sequential_comparisons_and_sample_ratio_checks_match_gbstats() {
             "the paper's formula",
             &mut failures,
         );
+    }
+    let msprt = cases_root["msprt"].as_array().expect("mSPRT series");
+    for (i, series) in msprt.iter().enumerate() {
+        let s = Sequential {
+            alpha: series["alpha"].as_f64().expect("alpha"),
+            ..Sequential::default()
+        };
+        let tau2 = series["tau2"].as_f64().expect("tau2");
+        let mut running = Running::default();
+        let looks = series["looks"].as_array().expect("looks");
+        assert!(looks.len() >= 15, "series {i}: {} looks", looks.len());
+        for (j, c) in looks.iter().enumerate() {
+            let got = s
+                .msprt(&arm(&c["a"]), &arm(&c["b"]), tau2, &mut running)
+                .expect("comparable");
+            check_comparison(
+                &format!("mSPRT series {i} look {j}"),
+                &got,
+                c,
+                "the paper's formula",
+                &mut failures,
+            );
+        }
     }
     let srm = cases_root["srm"].as_array().expect("srm cases");
     assert!(srm.len() >= 50, "{} sample-ratio cases", srm.len());
