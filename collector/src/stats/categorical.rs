@@ -45,7 +45,7 @@ pub fn sample_ratio_mismatch(counts: &[u64], weights: &[f64]) -> f64 {
         return 1.0;
     }
     let weight: f64 = weights.iter().sum();
-    let terms: Vec<f64> = counts
+    let statistic: f64 = counts
         .iter()
         .zip(weights)
         .filter(|(_, &w)| w > 0.0)
@@ -53,8 +53,8 @@ pub fn sample_ratio_mismatch(counts: &[u64], weights: &[f64]) -> f64 {
             let e = w / weight * total as f64;
             (o as f64 - e).powi(2) / e
         })
-        .collect();
-    chi2_sf(terms.iter().sum(), counts.len() as f64 - 1.0)
+        .sum();
+    chi2_sf(statistic, counts.len() as f64 - 1.0)
 }
 
 /// `scipy.stats.chi2.sf`: NaN for zero degrees of freedom, 0 at infinity.
