@@ -40,6 +40,8 @@ pub struct Observation {
     /// The champion's answer, or why there is none.
     pub response: Option<Result<Answered, String>>,
     pub champion_ms: Option<f64>,
+    /// The experiment arm that served it (the model's `arms` order).
+    pub arm: Option<usize>,
 }
 
 /// The champion's answer as the proxy or a sink saw it.
@@ -180,6 +182,10 @@ impl Events {
                 champion,
                 shadow,
                 node: self.node.clone(),
+                arm: o
+                    .arm
+                    .and_then(|a| m.cfg.arms.get(a))
+                    .map(|a| a.name.clone()),
             })
             .collect()
     }

@@ -383,7 +383,7 @@ fn traffic_thread(
         .name(format!("driftwatch-traffic-{i}"))
         .spawn(move || {
             runtime.block_on(async move {
-                let pool = Arc::new(fast::Pool::new(state.models.len()));
+                let pool = Arc::new(fast::Pool::new(state.pool_slots()));
                 // A timer that always comes before any request's deadline:
                 // without it, the first timer of an idle thread (a request's
                 // upstream timeout) costs a wakeup of its own driver. It

@@ -8,6 +8,7 @@ pub mod bus;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod experiment;
 pub mod export;
 pub mod ingest;
 pub mod models;

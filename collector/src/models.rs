@@ -69,6 +69,8 @@ pub struct Model {
     pub reference: ReferenceId,
     /// Verdict tests and thresholds of its live windows, as `report` takes them.
     pub drift: Overrides,
+    /// Its experiments (arms, metric, decision settings).
+    pub experiments: Vec<crate::config::experiment::RawExperiment>,
     /// Feature positions by name (FxHash: looked up per feature of every
     /// event; the keys are the configuration's).
     index: rustc_hash::FxHashMap<String, usize>,
@@ -173,6 +175,7 @@ impl Model {
             prediction,
             reference,
             drift,
+            experiments: raw.experiments.clone(),
             index,
         })
     }

@@ -14,6 +14,7 @@ use driftwatch_telemetry::Telemetry;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::experiment::registry::Experiments;
 use crate::export::metrics::Metrics;
 use crate::ingest::cluster::ClusterLog;
 use crate::ingest::Ingest;
@@ -116,6 +117,7 @@ impl Collector {
                 .as_ref()
                 .map(|c| ClusterLog::new(c.config.settings.prefix.clone())),
         });
+        let experiments = Arc::new(Experiments::new(live.clone()));
         let alerting = match config.rules.is_empty() {
             true => None,
             false => Some(Arc::new(
@@ -129,6 +131,7 @@ impl Collector {
                         telemetry: telemetry.clone(),
                         external_url: config.external_url.clone(),
                         cluster: cluster.as_ref().map(|_| alert_cluster(&ingest)),
+                        experiments: Some(experiments.clone()),
                     },
                 )
                 .map_err(StartError::Rules)?,
@@ -161,6 +164,7 @@ impl Collector {
         ));
         let state = Arc::new(AppState {
             ingest,
+            experiments: experiments.clone(),
             alerting,
             store,
             metrics,
@@ -205,6 +209,7 @@ impl Collector {
         }
         let mut tasks = vec![tokio::spawn(evaluate_every(
             self.evaluator.clone(),
+            self.state.experiments.clone(),
             self.state.alerting.clone(),
             self.eval_interval,
             self.eval_budget,
@@ -360,6 +365,7 @@ fn retention(models: &[Model]) -> Vec<(String, Duration)> {
 /// (the statistics are CPU work).
 async fn evaluate_every(
     evaluator: Arc<Evaluator>,
+    experiments: Arc<Experiments>,
     alerting: Option<Arc<Alerting>>,
     interval: Duration,
     budget: Duration,
@@ -368,10 +374,11 @@ async fn evaluate_every(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (e, a) = (evaluator.clone(), alerting.clone());
+        let (e, x, a) = (evaluator.clone(), experiments.clone(), alerting.clone());
         let done = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let live = e.evaluate_all(budget);
+            x.evaluate(&e.metrics);
             if let Some(a) = a {
                 a.evaluate(live);
             }

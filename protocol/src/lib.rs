@@ -98,6 +98,10 @@ pub struct Event {
     pub shadow: Option<Output>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The experiment arm that served the request (the agent's traffic
+    /// split), absent outside experiments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
 }
 
 /// Body of `POST /v1/events`.
@@ -116,6 +120,10 @@ pub struct Label {
     /// Regression ground truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// What the request earned (a conversion, a click, revenue), for
+    /// experiments whose metric is `reward`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
 }
 
 /// Body of `POST /v1/feedback`.
@@ -167,6 +175,44 @@ pub struct IngestReply {
     pub accepted: usize,
     pub rejected: usize,
     pub errors: Vec<ItemError>,
+}
+
+/// Whether a name may travel in events, metric labels and URL paths as
+/// it is: letters, digits, `_`, `.` and `-` (experiment and arm names).
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// What is wrong with experiment arms as configured, the agent's and the
+/// collector's alike: each (name, weight) in order; plain distinct names,
+/// non-negative weights with a positive sum.
+pub fn arm_problems<'a>(arms: impl IntoIterator<Item = (&'a str, f64)>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let mut total = 0.0;
+    for (j, (name, weight)) in arms.into_iter().enumerate() {
+        if !plain_name(name) {
+            problems.push(format!(
+                "arms[{j}].name: {name:?}: use letters, digits, `_`, `.` and `-`"
+            ));
+        }
+        if !names.insert(name) {
+            problems.push(format!("arms[{j}] ({name}): the name is used twice"));
+        }
+        if !(weight.is_finite() && weight >= 0.0) {
+            problems.push(format!(
+                "arms[{j}] ({name}).weight: must be a non-negative number"
+            ));
+        }
+        total += weight;
+    }
+    if !(total.is_finite() && total > 0.0) {
+        problems.push("arms: the weights must sum to a positive number".to_string());
+    }
+    problems
 }
 
 #[cfg(test)]

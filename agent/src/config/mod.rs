@@ -9,7 +9,9 @@ use std::time::Duration;
 use driftwatch_telemetry::tls::{Protocols, TlsFiles};
 use serde::{Deserialize, Deserializer};
 
+mod arms;
 mod collector;
+pub use arms::{Arm, ArmKey};
 use collector::{
     default_batch_events, default_batch_wait, default_buffer_events, default_ship_timeout,
 };
@@ -176,6 +178,16 @@ pub struct Model {
     /// The champion model server (proxy mode).
     #[serde(default)]
     pub upstream: Option<String>,
+    /// An experiment instead of one upstream: each request goes to one
+    /// arm, drawn by weight (sticky by `arm_key`); the answer says which
+    /// (`x-driftwatch-arm`) and so does its event (`arm`).
+    #[serde(default)]
+    pub arms: Vec<Arm>,
+    /// What keeps a caller on one arm: a request header or a JSON pointer
+    /// into the body, hashed; absent (or missing from a request), each
+    /// request is drawn on its own.
+    #[serde(default)]
+    pub arm_key: Option<ArmKey>,
     #[serde(default = "default_upstream_timeout", deserialize_with = "duration")]
     pub upstream_timeout: Duration,
     /// The champion's gRPC endpoint (KServe v2 `GRPCInferenceService`,
@@ -478,12 +490,17 @@ impl Config {
             if !names.insert(&m.name) {
                 problems.push(format!("models[{i}]: model {} is given twice", m.name));
             }
-            if m.mode == Mode::Proxy && m.upstream.is_none() {
+            if m.mode == Mode::Proxy && m.upstream.is_none() && m.arms.is_empty() {
                 problems.push(format!(
-                    "models[{i}] ({}): proxy mode needs `upstream`",
+                    "models[{i}] ({}): proxy mode needs `upstream` (or `arms`)",
                     m.name
                 ));
             }
+            problems.extend(
+                arms::check(m)
+                    .into_iter()
+                    .map(|p| format!("models[{i}] ({}): {p}", m.name)),
+            );
             if m.grpc_upstream.is_some() && m.protocol != Protocol::KserveV2 {
                 problems.push(format!(
                     "models[{i}] ({}): `grpc_upstream` is for the kserve-v2 protocol (its GRPCInferenceService)",
@@ -591,6 +608,22 @@ mod tests {
             "model m is given twice",
             "proxy mode needs `upstream`",
             "generic protocol needs",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // A traffic split: arms instead of one upstream, weights that add up.
+        std::fs::write(
+            &file,
+            "collector: {url: http://c:8080}\nmodels:\n  - name: m\n    upstream: http://u\n    arms: [{name: a, upstream: 'http://a', weight: 0}, {name: a, upstream: 'http://b', weight: -1}]\n    arm_key: {header: x-user-id, json_pointer: /user}\n",
+        )
+        .expect("write");
+        let err = Config::load(&file).expect_err("bad arms").to_string();
+        for want in [
+            "give `upstream` or `arms`, not both",
+            "arms[1] (a): the name is used twice",
+            "arms[1] (a).weight: must be a non-negative number",
+            "the weights must sum to a positive number",
+            "arm_key: give exactly one of",
         ] {
             assert!(err.contains(want), "{want}: {err}");
         }

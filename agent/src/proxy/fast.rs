@@ -29,7 +29,7 @@ use super::http1::{
     Head, Parsed,
 };
 use super::hyper::{serve_hyper, Upstream};
-use super::{call_upstream, response_too_large, Proxied, State, Trace};
+use super::{call_upstream, response_too_large, split, Proxied, State, Trace};
 use crate::adapters::{binary, is_inference, Form};
 use crate::config::Mode;
 use crate::observe::{now_rfc3339, Answered};
@@ -195,10 +195,8 @@ fn fast_model(state: &State, buf: &[u8], head: &Head) -> Option<usize> {
     }
     let mi = state.route(head.header(buf, "host"), path)?;
     let m = &state.models[mi];
-    (m.cfg.mode == Mode::Proxy
-        && head.content_length <= m.cfg.max_body_bytes
-        && m.upstream.is_some())
-    .then_some(mi)
+    (m.cfg.mode == Mode::Proxy && head.content_length <= m.cfg.max_body_bytes && m.proxied())
+        .then_some(mi)
 }
 
 /// What the exchange with the champion gave: its head and connection, and
@@ -214,13 +212,13 @@ struct Exchange {
 /// Sends the request on a pooled (or new) connection and reads the answer.
 async fn exchange(
     pool: &Pool,
-    mi: usize,
+    slot: usize,
     authority: &str,
     request: &[u8],
     head_request: bool,
     max: usize,
 ) -> Result<Exchange, String> {
-    let mut upstream = match pool.take(mi) {
+    let mut upstream = match pool.take(slot) {
         Some(s) => s,
         None => connect(authority).await.map_err(|e| e.to_string())?,
     };
@@ -311,10 +309,19 @@ async fn proxy(
     let started = Instant::now();
     let (target, path) = (head.target(msg), head.path(msg));
     let m = &state.models[mi];
-    let Some(upstream) = &m.upstream else {
+    let id = state.request_id(|n| head.header(msg, n), &m.cfg);
+    let arm = m
+        .split
+        .as_ref()
+        .map(|s| s.pick(|n| head.header(msg, n), Some(&msg[head.len..]), &id));
+    let Some(upstream) = m.upstream_for(arm) else {
         return false;
     };
-    let id = state.request_id(|n| head.header(msg, n), &m.cfg);
+    let slot = m.slot + arm.unwrap_or(0);
+    let arm_header = |out: Vec<u8>| match m.arm_name(arm) {
+        Some(name) => split::with_arm_header(out, name),
+        None => out,
+    };
     let timestamp = now_rfc3339();
     let method = std::str::from_utf8(&msg[head.method.clone()]).unwrap_or("");
     let trace = Trace::start(
@@ -332,7 +339,7 @@ async fn proxy(
         m.cfg.upstream_timeout,
         exchange(
             pool,
-            mi,
+            slot,
             authority,
             &request,
             method == "HEAD",
@@ -349,12 +356,12 @@ async fn proxy(
             let form = Form::Http {
                 json_len: binary::json_len(ex.answer.header(binary::HEADER)),
             };
-            let mut out = client_head(&ex.answer, &id, close);
+            let mut out = arm_header(client_head(&ex.answer, &id, close));
             if ex.whole {
                 out.extend_from_slice(&ex.body);
                 let written = client.write_all(&out).await.is_ok();
                 if ex.answer.keep_alive {
-                    pool.put(mi, ex.upstream);
+                    pool.put(slot, ex.upstream);
                 }
                 let answer = Answered {
                     status: ex.answer.status,
@@ -365,7 +372,7 @@ async fn proxy(
             } else {
                 let max = m.cfg.max_body_bytes;
                 let timeout = m.cfg.upstream_timeout;
-                let (written, body) = stream_body(pool, mi, client, out, ex, max, timeout).await;
+                let (written, body) = stream_body(pool, slot, client, out, ex, max, timeout).await;
                 let answer = match body {
                     Some(body) => Ok(Answered {
                         status: status.as_u16(),
@@ -379,13 +386,14 @@ async fn proxy(
         }
         Err(e) => {
             let (status, why) = (e.status(), e.to_string());
-            let out = error_response(status, &why, &id, close);
+            let out = arm_header(error_response(status, &why, &id, close));
             let written = client.write_all(&out).await.is_ok();
             (status, Err(why), written && !close)
         }
     };
     state.proxied(Proxied {
         mi,
+        arm,
         id: &id,
         timestamp,
         inference: is_inference(m.cfg.protocol, method, path),
@@ -489,7 +497,7 @@ async fn read_within(upstream: &mut TcpStream, timeout: Duration) -> Read {
 /// all of it, and the body (decoded) when it fits in `max`.
 async fn stream_body(
     pool: &Pool,
-    mi: usize,
+    slot: usize,
     client: &mut TcpStream,
     head: Vec<u8>,
     ex: Exchange,
@@ -538,7 +546,7 @@ async fn stream_body(
         }
     };
     if ended && clean {
-        pool.put(mi, upstream);
+        pool.put(slot, upstream);
     }
     (client_ok, relay.captured.map(Bytes::from))
 }

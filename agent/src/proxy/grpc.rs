@@ -321,6 +321,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     };
     state.proxied(Proxied {
         mi,
+        arm: None,
         id: &id,
         timestamp,
         inference: infer,
@@ -413,6 +414,7 @@ impl Observed {
             form: self.form,
             response: Some(response),
             champion_ms: Some(self.champion_ms),
+            arm: None,
         });
     }
 }

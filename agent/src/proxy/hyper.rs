@@ -79,9 +79,9 @@ async fn proxy(
     let started = Instant::now();
     let m = &state.models[mi];
     let name = m.cfg.name.as_str();
-    let Some(upstream) = &m.upstream else {
+    if !m.proxied() {
         return json_error(StatusCode::BAD_GATEWAY, "no upstream configured");
-    };
+    }
     let timestamp = now_rfc3339();
     let (mut parts, body) = req.into_parts();
     let inference = is_inference(m.cfg.protocol, parts.method.as_str(), parts.uri.path());
@@ -114,6 +114,17 @@ async fn proxy(
             .with_label_values(&[name, "request", "too_large"])
             .inc();
     }
+    let arm = m.split.as_ref().map(|s| {
+        let headers = &parts.headers;
+        s.pick(
+            |n| headers.get(n).and_then(|v| v.to_str().ok()),
+            request.as_deref(),
+            id,
+        )
+    });
+    let Some(upstream) = m.upstream_for(arm) else {
+        return json_error(StatusCode::BAD_GATEWAY, "no upstream configured");
+    };
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -160,8 +171,15 @@ async fn proxy(
             (json_error(e.status(), &why), Some(Err(why)))
         }
     };
+    let mut resp = resp;
+    if let Some(name) = m.arm_name(arm) {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(name) {
+            resp.headers_mut().insert("x-driftwatch-arm", v);
+        }
+    }
     state.proxied(Proxied {
         mi,
+        arm,
         id,
         timestamp,
         inference,

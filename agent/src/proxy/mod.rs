@@ -13,6 +13,7 @@ pub mod fast;
 pub mod grpc;
 pub mod http1;
 pub mod hyper;
+pub mod split;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct Target {
     pub cfg: Model,
     pub(crate) upstream: Option<Uri>,
     pub(crate) grpc_upstream: Option<Uri>,
+    /// Experiment arms, each with its own upstream (instead of `upstream`).
+    pub(crate) split: Option<split::Split>,
+    /// Its first slot in the fast path's connection pool (one per upstream).
+    pub(crate) slot: usize,
 }
 
 impl Target {
@@ -51,11 +56,47 @@ impl Target {
         };
         let upstream = parse(&cfg.upstream)?;
         let grpc_upstream = parse(&cfg.grpc_upstream)?;
+        let split =
+            match cfg.arms.is_empty() {
+                true => None,
+                false => Some(split::Split::new(&cfg.arms, cfg.arm_key.clone()).map_err(
+                    |url| ProxyError::Upstream {
+                        model: cfg.name.clone(),
+                        url,
+                    },
+                )?),
+            };
         Ok(Target {
             cfg,
             upstream,
             grpc_upstream,
+            split,
+            slot: 0,
         })
+    }
+
+    /// Whether its HTTP traffic is proxied to an upstream (one, or arms).
+    pub(crate) fn proxied(&self) -> bool {
+        self.upstream.is_some() || self.split.is_some()
+    }
+
+    /// The upstream of a request sent to `arm` (`None`: the model's own).
+    pub(crate) fn upstream_for(&self, arm: Option<usize>) -> Option<&Uri> {
+        match (arm, &self.split) {
+            (Some(i), Some(s)) => s.arms.get(i).map(|a| &a.upstream),
+            _ => self.upstream.as_ref(),
+        }
+    }
+
+    /// The arm's name, for the answer's header and the event.
+    pub(crate) fn arm_name(&self, arm: Option<usize>) -> Option<&str> {
+        let (i, s) = (arm?, self.split.as_ref()?);
+        s.arms.get(i).map(|a| a.name.as_str())
+    }
+
+    /// Connection-pool slots it uses: one per upstream.
+    fn slots(&self) -> usize {
+        self.split.as_ref().map_or(1, |s| s.arms.len())
     }
 
     /// Whether gRPC calls may go to this model: proxied to its
@@ -114,12 +155,17 @@ impl State {
         tap: Arc<Tap>,
         telemetry: Telemetry,
     ) -> Result<Arc<State>, ProxyError> {
-        let models = config
+        let mut models = config
             .models
             .iter()
             .cloned()
             .map(Target::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let mut slot = 0;
+        for m in &mut models {
+            m.slot = slot;
+            slot += m.slots();
+        }
         let per_model = models
             .iter()
             .map(|m| {
@@ -199,6 +245,11 @@ impl State {
         self.new_id()
     }
 
+    /// Connection-pool slots over every model's upstreams.
+    pub fn pool_slots(&self) -> usize {
+        self.models.iter().map(Target::slots).sum()
+    }
+
     /// The model whose `host` or longest `route` prefix matches.
     pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(|h| h.split(':').next().unwrap_or(h));
@@ -271,6 +322,7 @@ impl State {
                 form: p.form,
                 response: p.answer,
                 champion_ms: Some(p.upstream_time.as_secs_f64() * 1000.0),
+                arm: p.arm,
             });
         }
         let added = p.started.elapsed().saturating_sub(p.upstream_time);
@@ -281,6 +333,8 @@ impl State {
 /// One proxied request, answered (see `State::proxied`).
 pub(crate) struct Proxied<'a> {
     pub mi: usize,
+    /// The experiment arm that served it.
+    pub arm: Option<usize>,
     pub id: &'a str,
     pub timestamp: String,
     /// An inference (observed) or a call that only passes through

@@ -148,6 +148,7 @@ impl Tap {
                 })
             }),
             champion_ms: None,
+            arm: None,
         });
     }
 }

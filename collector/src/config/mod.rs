@@ -4,6 +4,7 @@
 //! never from the YAML itself.
 
 pub mod cluster;
+pub mod experiment;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -309,6 +310,9 @@ pub struct RawModel {
     /// (each partition has its own owner); a divisor of 12.
     #[serde(default = "default_partitions")]
     pub partitions: usize,
+    /// A/B tests and canaries over the arms the agent splits traffic into.
+    #[serde(default)]
+    pub experiments: Vec<experiment::RawExperiment>,
 }
 
 /// A model's drift test and threshold overrides, in `driftwatch report`'s
@@ -512,6 +516,7 @@ impl RawConfig {
             errors.push("models: at least one model is needed".to_string());
         }
         let mut names = std::collections::HashSet::new();
+        let mut experiment_names = std::collections::HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             let at = format!("models[{i}] ({})", m.name);
             if m.name.trim().is_empty() {
@@ -560,6 +565,13 @@ impl RawConfig {
             if let Err(e) = m.drift.overrides() {
                 errors.push(format!("{at}.drift: {e}"));
             }
+            experiment::check(
+                &at,
+                m.task,
+                &m.experiments,
+                &mut experiment_names,
+                &mut errors,
+            );
             if !m.reference.exists() {
                 errors.push(format!(
                     "{at}.reference: {} does not exist",
@@ -650,6 +662,7 @@ pub fn from_flags(
             cost: RawCost::default(),
             drift: RawDrift::default(),
             partitions: default_partitions(),
+            experiments: Vec::new(),
         }],
     }
 }

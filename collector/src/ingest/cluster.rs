@@ -106,6 +106,7 @@ impl ClusterLog {
                     request_id: l.request_id,
                     label: l.label,
                     value: l.value,
+                    reward: l.reward,
                 };
                 let json = serde_json::to_vec(&wire).unwrap_or_default();
                 (

@@ -19,6 +19,7 @@ pub use body::{decode, split_events, BodyError};
 pub use validate::{parse_labels, validate, LabelRefusal, Rejection, ValidLabel};
 
 use crate::clock::now_ms;
+use crate::config::experiment::RawExperiment;
 use crate::export::metrics::{Metrics, RejectReason};
 use crate::models::Model;
 use crate::store::{LabelOutcome, NewEvent, NewLabel, Store, StoreError};
@@ -300,12 +301,18 @@ impl Ingest {
                 .unwrap_or(0);
             // The live window and the one before it, for the longest length.
             let since = now_ms() - 2 * longest;
+            // Experiments count from their start, as far as the store keeps.
+            let first = windows_or_experiments_since(model, since);
             let mut windows = self.live.windows(mi);
             let mut skipped = 0usize;
-            for json in self.store.events_since(&model.name, since)? {
+            for json in self.store.events_since(&model.name, first)? {
                 match validate(&json, &self.live.models, i64::MAX / 2, 0) {
-                    Ok(a) if a.model == mi => {
+                    Ok(a) if a.model == mi && a.ts_ms >= since => {
                         windows.add(model, &a);
+                        replayed += 1;
+                    }
+                    Ok(a) if a.model == mi => {
+                        windows.add_to_experiments(model, a.ts_ms, &a.event);
                         replayed += 1;
                     }
                     _ => skipped += 1,
@@ -314,14 +321,19 @@ impl Ingest {
             if skipped > 0 {
                 tracing::warn!(model = %model.name, skipped, "model {}: {skipped} stored events no longer match its configuration and were not replayed", model.name);
             }
-            for stored in self.store.labels_since(&model.name, since)? {
+            for stored in self.store.labels_since(&model.name, first)? {
                 let label = NewLabel {
                     model: model.name.clone(),
                     request_id: String::new(),
                     label: stored.label,
                     value: stored.value,
+                    reward: stored.reward,
                 };
-                apply_label(&mut windows, model, stored.ts_ms, &stored.event, &label);
+                if stored.ts_ms >= since {
+                    apply_label(&mut windows, model, stored.ts_ms, &stored.event, &label);
+                } else if let Some((event, wire)) = wire_label(&stored.event, &label) {
+                    windows.label_experiments(model, stored.ts_ms, &event, &wire);
+                }
             }
         }
         Ok(replayed)
@@ -372,6 +384,8 @@ fn outputs_only(e: &driftwatch_protocol::Event) -> String {
         champion: &'a driftwatch_protocol::Output,
         #[serde(skip_serializing_if = "Option::is_none")]
         shadow: Option<&'a driftwatch_protocol::Output>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        arm: Option<&'a str>,
     }
     serde_json::to_string(&Outputs {
         model: &e.model,
@@ -379,6 +393,7 @@ fn outputs_only(e: &driftwatch_protocol::Event) -> String {
         timestamp: &e.timestamp,
         champion: &e.champion,
         shadow: e.shadow.as_ref(),
+        arm: e.arm.as_deref(),
     })
     .unwrap_or_default()
 }
@@ -390,15 +405,34 @@ fn apply_label(
     event_json: &str,
     label: &NewLabel,
 ) {
-    // The event was validated before it was stored.
-    let Ok(event) = serde_json::from_str::<driftwatch_protocol::Event>(event_json) else {
-        return;
-    };
+    if let Some((event, wire)) = wire_label(event_json, label) {
+        windows.add_label(model, ts_ms, &event, &wire);
+    }
+}
+
+/// A stored prediction and its label as the wire has them (the event
+/// was validated before it was stored).
+fn wire_label(
+    event_json: &str,
+    label: &NewLabel,
+) -> Option<(driftwatch_protocol::Event, driftwatch_protocol::Label)> {
+    let event = serde_json::from_str::<driftwatch_protocol::Event>(event_json).ok()?;
     let wire = driftwatch_protocol::Label {
         model: label.model.clone(),
         request_id: label.request_id.clone(),
         label: label.label.clone(),
         value: label.value,
+        reward: label.reward,
     };
-    windows.add_label(model, ts_ms, &event, &wire);
+    Some((event, wire))
+}
+
+/// Where a model's replay starts: its windows' horizon `since`, or the
+/// earliest start of its experiments (no start: what the store keeps).
+fn windows_or_experiments_since(model: &Model, since: i64) -> i64 {
+    model
+        .experiments
+        .iter()
+        .map(RawExperiment::start_ms)
+        .fold(since, i64::min)
 }

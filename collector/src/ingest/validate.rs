@@ -30,6 +30,8 @@ struct Incoming<'a> {
     shadow: Option<Output>,
     #[serde(default)]
     node: Option<String>,
+    #[serde(default)]
+    arm: Option<String>,
 }
 
 #[derive(Default)]
@@ -112,15 +114,35 @@ pub fn parse_labels(
             ));
             continue;
         };
+        let rewarded = models[mi]
+            .experiments
+            .iter()
+            .any(|e| e.metric == crate::config::experiment::Metric::Reward);
+        if let Some(r) = label.reward {
+            let why = if !r.is_finite() {
+                Some("\"reward\" must be a finite number".to_string())
+            } else if !rewarded {
+                Some(format!(
+                    "model {} has no experiment whose metric is reward; \"reward\" is not taken",
+                    label.model
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                refused.push(fail(RejectReason::MalformedLabel, why));
+                continue;
+            }
+        }
         let ok = match models[mi].task {
             Task::Regression => label.value.is_some_and(f64::is_finite),
             _ => label.label.is_some(),
-        };
+        } || label.reward.is_some();
         if !ok {
             let want = if models[mi].task == Task::Regression {
                 "a finite \"value\""
             } else {
-                "a \"label\""
+                "a \"label\" (or a \"reward\")"
             };
             refused.push(fail(
                 RejectReason::MalformedLabel,
@@ -136,6 +158,7 @@ pub fn parse_labels(
                 request_id: label.request_id,
                 label: label.label,
                 value: label.value,
+                reward: label.reward,
             },
         ));
     }
@@ -163,6 +186,7 @@ pub fn validate(
         champion: incoming.champion,
         shadow: incoming.shadow,
         node: incoming.node,
+        arm: incoming.arm,
     };
     let Some(model_idx) = models.iter().position(|m| m.name == event.model) else {
         return Err((

@@ -90,6 +90,56 @@ pub const METRICS: &[MetricDef] = &[
         role: true,
         ..def("driftwatch_prediction_error_ratio")
     },
+    // Experiments: labelled with `experiment` (and `arm`), over the
+    // experiment's whole run rather than a window.
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_samples")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_requests")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_metric")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_error_ratio")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_latency_p99_seconds")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_lift")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_lift_lower")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_lift_upper")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_p_value")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_decision")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_invalid")
+    },
+    MetricDef {
+        windowed: false,
+        ..def("driftwatch_experiment_srm_p_value")
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static MetricDef> {

@@ -44,6 +44,8 @@ pub struct Handles {
     pub external_url: Option<String>,
     /// Cluster mode: models' alert states travel with their ownership.
     pub cluster: Option<super::cluster::Cluster>,
+    /// Experiments' latest looks, for actions' evidence.
+    pub experiments: Option<Arc<crate::experiment::registry::Experiments>>,
 }
 
 pub struct Alerting {
@@ -310,9 +312,17 @@ impl Alerting {
                 .alerts_mut()
                 .filter(|a| a.state == State::Firing && !a.silenced)
                 .collect();
+            let experiment = |name: &str| {
+                self.h
+                    .experiments
+                    .as_ref()
+                    .and_then(|x| x.report(name))
+                    .map_or(serde_json::Value::Null, |r| json!(r))
+            };
             let cx = action::Context {
                 windows: &snap.windows,
                 reference: &reference,
+                experiment: &experiment,
                 external_url: self.h.external_url.as_deref(),
                 now_ms: now,
             };

@@ -101,6 +101,21 @@ async fn forwarded(
     headers: &HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    match forward_json(cluster, owner, path, headers).await? {
+        (200, value) => Ok(Json(value)),
+        _ => Err(ApiError::Unavailable(
+            "the model's owner did not answer as expected; retry",
+        )),
+    }
+}
+
+/// `path` asked of the model's owner: its status and JSON answer.
+async fn forward_json(
+    cluster: &Cluster,
+    owner: &str,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<(u16, serde_json::Value), ApiError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -111,12 +126,76 @@ async fn forwarded(
             tracing::warn!("cluster: {e}");
             ApiError::Unavailable("the model's owner did not answer; retry")
         })?;
-    match (status, serde_json::from_slice(&body)) {
-        (200, Ok(value)) => Ok(Json(value)),
-        _ => Err(ApiError::Unavailable(
-            "the model's owner did not answer as expected; retry",
-        )),
+    serde_json::from_slice(&body)
+        .map(|v| (status, v))
+        .map_err(|_| ApiError::Unavailable("the model's owner did not answer as expected; retry"))
+}
+
+/// One experiment's latest look: from this collector, or (cluster mode)
+/// from its model's owner. Not looked at yet: `continue`.
+async fn experiment_json(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<serde_json::Value, ApiError> {
+    let Some(mi) = state.experiments.model_of(name) else {
+        return Err(ApiError::NotFound(format!(
+            "unknown experiment {}",
+            quoted(name)
+        )));
+    };
+    let model = &state.ingest.live.models[mi].name;
+    if let Some(cluster) = state.cluster.get() {
+        if let Some(owner) = cluster
+            .owner_url(model)
+            .filter(|_| !headers.contains_key(FORWARDED))
+        {
+            let path = format!("/v1/experiments/{name}");
+            return match forward_json(cluster, &owner, &path, headers).await? {
+                (200 | 409, value) => Ok(value),
+                _ => Err(ApiError::Unavailable(
+                    "the model's owner did not answer as expected; retry",
+                )),
+            };
+        }
     }
+    Ok(match state.experiments.report(name) {
+        Some(r) => serde_json::to_value(r).unwrap_or_default(),
+        None => serde_json::json!({
+            "name": name, "model": model, "decision": "continue",
+            "reason": "not evaluated yet", "winner": null, "looks": 0,
+        }),
+    })
+}
+
+/// `GET /v1/experiments/{name}`: the decision JSON; 200 only for
+/// `promote` (a Flagger gate opens), 409 otherwise (DESIGN.md).
+pub async fn experiment(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let value = experiment_json(&state, &name, &headers).await?;
+    let status = match value["decision"].as_str() {
+        Some("promote") => axum::http::StatusCode::OK,
+        _ => axum::http::StatusCode::CONFLICT,
+    };
+    Ok((status, Json(value)).into_response())
+}
+
+/// `GET /v1/experiments`: every configured experiment's latest look.
+pub async fn list_experiments(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut out = Vec::new();
+    for model in state.ingest.live.models.iter() {
+        for e in &model.experiments {
+            out.push(experiment_json(&state, &e.name, &headers).await?);
+        }
+    }
+    Ok(Json(serde_json::json!({ "experiments": out })))
 }
 
 /// `GET /v1/cluster`: this collector, the members alive and each model's

@@ -36,6 +36,8 @@ use crate::store::Store;
 /// What the handlers reach: each stage's handle.
 pub struct AppState {
     pub ingest: Arc<Ingest>,
+    /// Every experiment's latest look.
+    pub experiments: Arc<crate::experiment::registry::Experiments>,
     /// Rules and alert states, when rule files are configured.
     pub alerting: Option<Arc<Alerting>>,
     pub store: Store,
@@ -78,7 +80,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/alerts", get(alerts::list_alerts))
         .route("/v1/rules", get(alerts::list_rules))
         .route("/v1/silences", get(alerts::list_silences))
-        .route("/v1/cluster", get(api::cluster));
+        .route("/v1/cluster", get(api::cluster))
+        .route("/v1/experiments", get(api::list_experiments))
+        .route("/v1/experiments/{name}", get(api::experiment));
     let admin = Router::new()
         .route("/v1/silences", post(alerts::create_silence))
         .route("/v1/silences/{id}", delete(alerts::expire_silence))

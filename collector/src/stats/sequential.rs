@@ -30,7 +30,7 @@ pub enum Difference {
 }
 
 /// An arm's sufficient statistics.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Arm {
     pub n: f64,
     pub sum: f64,
@@ -114,6 +114,24 @@ impl Default for Running {
     }
 }
 
+impl Running {
+    /// Takes in one look: the smallest p-value so far and the
+    /// intersection of the intervals so far (both stay valid at every
+    /// look: a confidence sequence holds at all looks at once, so it
+    /// holds for their intersection), with this look's estimate.
+    pub fn look(&mut self, c: Comparison) -> Comparison {
+        self.p_value = self.p_value.min(c.p_value);
+        self.lower = self.lower.max(c.lower);
+        self.upper = self.upper.min(c.upper);
+        Comparison {
+            estimate: c.estimate,
+            lower: self.lower,
+            upper: self.upper,
+            p_value: self.p_value,
+        }
+    }
+}
+
 /// Why two arms cannot be compared yet (gbstats answers these with an
 /// uninformative result; the caller shows `null`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,15 +181,12 @@ impl Sequential {
         let shrink = w / (w + tau2);
         let lambda = shrink.sqrt() * (tau2 * estimate.powi(2) / (2.0 * w * (w + tau2))).exp();
         let half = (w * (w + tau2) / tau2 * (-2.0 * self.alpha.ln() - shrink.ln())).sqrt();
-        running.p_value = running.p_value.min(1.0 / lambda);
-        running.lower = running.lower.max(estimate - half);
-        running.upper = running.upper.min(estimate + half);
-        Ok(Comparison {
+        Ok(running.look(Comparison {
             estimate,
-            lower: running.lower,
-            upper: running.upper,
-            p_value: running.p_value,
-        })
+            lower: estimate - half,
+            upper: estimate + half,
+            p_value: 1.0 / lambda,
+        }))
     }
 
     /// The difference of `b` from `a` and its variance, as gbstats

@@ -107,6 +107,8 @@ pub struct NewLabel {
     pub request_id: String,
     pub label: Option<String>,
     pub value: Option<f64>,
+    /// What the request earned (experiments whose metric is `reward`).
+    pub reward: Option<f64>,
 }
 
 /// A stored label with the event JSON of its prediction.
@@ -116,6 +118,7 @@ pub struct StoredLabel {
     pub ts_ms: i64,
     pub label: Option<String>,
     pub value: Option<f64>,
+    pub reward: Option<f64>,
 }
 
 /// What became of a label.
@@ -331,7 +334,7 @@ impl Store {
     /// prediction's event JSON (for rebuilding windows at start).
     pub fn labels_since(&self, model: &str, since_ms: i64) -> Result<Vec<StoredLabel>, StoreError> {
         self.read(
-            "SELECT e.event, l.ts_ms, l.label, l.value FROM labels l JOIN events e
+            "SELECT e.event, l.ts_ms, l.label, l.value, l.reward FROM labels l JOIN events e
              ON e.model = l.model AND e.request_id = l.request_id
              WHERE l.model = ?1 AND l.ts_ms >= ?2 ORDER BY l.received_ms",
             params![model, since_ms],
@@ -341,6 +344,7 @@ impl Store {
                     ts_ms: r.get(1)?,
                     label: r.get(2)?,
                     value: r.get(3)?,
+                    reward: r.get(4)?,
                 })
             },
         )
@@ -452,18 +456,21 @@ mod tests {
                     request_id: "a".into(),
                     label: Some("1".into()),
                     value: None,
+                    reward: None,
                 },
                 NewLabel {
                     model: "m".into(),
                     request_id: "zz".into(),
                     label: Some("1".into()),
                     value: None,
+                    reward: None,
                 },
                 NewLabel {
                     model: "m".into(),
                     request_id: "a".into(),
                     label: Some("0".into()),
                     value: None,
+                    reward: None,
                 },
             ])
             .await

@@ -89,6 +89,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE events_by_arrival RENAME TO events;
     CREATE UNIQUE INDEX events_by_request ON events (model, request_id);
     CREATE INDEX events_by_time ON events (model, ts_ms);",
+    // 9: a label's reward (experiments whose metric is `reward`).
+    "ALTER TABLE labels ADD COLUMN reward REAL;",
 ];
 
 /// Names the database in a SQLite error.

@@ -187,7 +187,7 @@ fn insert_labels(
     let mut find =
         tx.prepare_cached("SELECT ts_ms, event FROM events WHERE model = ?1 AND request_id = ?2")?;
     let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO labels (model, request_id, ts_ms, label, value, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR IGNORE INTO labels (model, request_id, ts_ms, label, value, received_ms, reward) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut outcomes = Vec::with_capacity(labels.len());
     for l in labels {
@@ -212,7 +212,8 @@ fn insert_labels(
                     ts_ms,
                     l.label,
                     l.value,
-                    received
+                    received,
+                    l.reward
                 ])?;
                 if stored == 1 {
                     LabelOutcome::Stored { ts_ms, event }

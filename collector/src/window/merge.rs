@@ -138,6 +138,22 @@ impl ModelWindows {
         merged
     }
 
+    /// The experiments' tallies of this and `others` added up (arms in
+    /// the configuration's order; a state of another configuration, with
+    /// other experiments, adds nothing).
+    pub fn merged_experiments(&self, others: &[ModelWindows]) -> Vec<super::experiments::Tally> {
+        let mut merged = self.experiments.clone();
+        for other in others {
+            if other.experiments.len() != merged.len() {
+                continue;
+            }
+            for (m, t) in merged.iter_mut().zip(&other.experiments) {
+                m.merge(t, self.limit);
+            }
+        }
+        merged
+    }
+
     /// Whether `other` is a partial state of the same model configuration
     /// (window lengths, sample limit, features and outputs): why not.
     pub fn check_fits(&self, other: &ModelWindows) -> Result<(), String> {
@@ -203,6 +219,7 @@ mod tests {
             request_id: format!("r{i}"),
             label: Some(u32::from(i.is_multiple_of(3)).to_string()),
             value: None,
+            reward: None,
         };
         (a, label)
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 pub mod evaluate;
+pub mod experiments;
 mod merge;
 pub mod performance;
 pub mod reservoir;
@@ -340,6 +341,13 @@ impl Live {
         self.windows(mi).merged_window(&others, li, start_ms)
     }
 
+    /// Model `mi`'s experiments' tallies, merged with the other
+    /// partitions' states.
+    pub fn experiments(&self, mi: usize) -> Vec<experiments::Tally> {
+        let others = self.others(mi);
+        self.windows(mi).merged_experiments(&others)
+    }
+
     /// The other partitions' states of model `mi` as last gathered (none
     /// when it is not split or they are not at hand).
     fn others(&self, mi: usize) -> Arc<Vec<ModelWindows>> {
@@ -373,11 +381,19 @@ pub struct ModelWindows {
     by_length: Vec<BTreeMap<i64, Window>>,
     lengths_ms: Vec<i64>,
     limit: usize,
+    /// Per experiment of the model: its arms' tallies since its start.
+    #[serde(default)]
+    pub experiments: Vec<experiments::Tally>,
 }
 
 impl ModelWindows {
     pub fn new(model: &Model) -> ModelWindows {
         ModelWindows {
+            experiments: model
+                .experiments
+                .iter()
+                .map(experiments::Tally::new)
+                .collect(),
             by_length: model.windows.iter().map(|_| BTreeMap::new()).collect(),
             lengths_ms: model
                 .windows
@@ -407,8 +423,27 @@ impl ModelWindows {
         Ok(())
     }
 
+    /// Counts an event in the experiments of its arm (`add` does too;
+    /// alone, for events older than the windows kept).
+    pub fn add_to_experiments(&mut self, model: &Model, ts_ms: i64, event: &Event) {
+        for (e, t) in model.experiments.iter().zip(&mut self.experiments) {
+            t.add_event(e, ts_ms, event, self.limit);
+        }
+    }
+
+    /// Scores a label in the experiments of its request's arm (`add_label`
+    /// does too; alone, for predictions older than the windows kept).
+    pub fn label_experiments(&mut self, model: &Model, ts_ms: i64, event: &Event, label: &Label) {
+        for (e, t) in model.experiments.iter().zip(&mut self.experiments) {
+            t.add_label(e, ts_ms, event, label);
+        }
+    }
+
     /// Adds one validated event.
     pub fn add(&mut self, model: &Model, a: &Accepted) {
+        if a.event.arm.is_some() {
+            self.add_to_experiments(model, a.ts_ms, &a.event);
+        }
         let (champion, shadow) = (&a.event.champion, a.event.shadow.as_ref());
         for (len, windows) in self.lengths_ms.iter().zip(self.by_length.iter_mut()) {
             let start = a.ts_ms.div_euclid(*len) * len;
@@ -457,6 +492,9 @@ impl ModelWindows {
     /// Scores a label against the prediction it belongs to, in every window
     /// still kept that holds it; returns how many windows it reached.
     pub fn add_label(&mut self, model: &Model, ts_ms: i64, event: &Event, label: &Label) -> usize {
+        if event.arm.is_some() {
+            self.label_experiments(model, ts_ms, event, label);
+        }
         let mut reached = 0;
         for (len, windows) in self.lengths_ms.iter().zip(self.by_length.iter_mut()) {
             let start = ts_ms.div_euclid(*len) * len;

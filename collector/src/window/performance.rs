@@ -289,6 +289,7 @@ mod tests {
                 request_id: "r".into(),
                 label: Some(truth.into()),
                 value: None,
+                reward: None,
             };
             p.add(
                 Task::BinaryClassification,
@@ -329,6 +330,7 @@ mod tests {
                 request_id: "r".into(),
                 label: None,
                 value: Some(y),
+                reward: None,
             };
             p.add(Task::Regression, "", &o, &truth, 10, &mut rng);
         }

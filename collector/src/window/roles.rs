@@ -20,7 +20,7 @@ pub struct RoleTraffic {
 }
 
 impl RoleTraffic {
-    pub(super) fn add(&mut self, output: Option<&Output>, limit: usize, rng: &mut Rng) {
+    pub(crate) fn add(&mut self, output: Option<&Output>, limit: usize, rng: &mut Rng) {
         let Some(o) = output else { return };
         self.predictions += 1;
         self.errors += u64::from(o.error.is_some());
@@ -31,7 +31,7 @@ impl RoleTraffic {
     }
 
     /// Takes in another partition's traffic of the same window.
-    pub(super) fn merge(&mut self, other: &RoleTraffic, limit: usize, rng: &mut Rng) {
+    pub(crate) fn merge(&mut self, other: &RoleTraffic, limit: usize, rng: &mut Rng) {
         self.predictions += other.predictions;
         self.errors += other.errors;
         self.latency_seconds_sum += other.latency_seconds_sum;

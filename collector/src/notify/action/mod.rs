@@ -50,6 +50,9 @@ pub struct Context<'a> {
     pub windows: &'a [WindowInfo],
     /// The model's reference, as identified in the evidence.
     pub reference: &'a dyn Fn(&str) -> Value,
+    /// An experiment's latest look (`GET /v1/experiments/{name}`), for
+    /// alerts on `driftwatch_experiment_*` metrics; `null` if unknown.
+    pub experiment: &'a dyn Fn(&str) -> Value,
     pub external_url: Option<&'a str>,
     pub now_ms: i64,
 }
@@ -137,8 +140,9 @@ pub fn evidence(a: &Alert, idempotency_key: &str, cx: &Context<'_>) -> Value {
             json!({"feature": feature, "test": test, "statistic": statistic})
         })
         .collect();
+    let experiment = a.labels.get("experiment").map(|e| (cx.experiment)(e));
     json!({
-        "kind": "driftwatch.retraining",
+        "kind": if experiment.is_some() { "driftwatch.experiment" } else { "driftwatch.retraining" },
         "idempotency_key": idempotency_key,
         "model": model,
         "rule": a.name(),
@@ -154,6 +158,7 @@ pub fn evidence(a: &Alert, idempotency_key: &str, cx: &Context<'_>) -> Value {
         "window": window.map(|w| json!({"length": w.window, "start": w.start, "end": w.end})),
         "drifted_features": drifted,
         "reference": (cx.reference)(model),
+        "experiment": experiment,
         "alerts_url": alerts_link(cx.external_url),
     })
 }
@@ -222,6 +227,7 @@ mod tests {
         Context {
             windows,
             reference,
+            experiment: &|_| Value::Null,
             external_url: Some("http://dw:8080"),
             now_ms,
         }
