@@ -18,7 +18,12 @@ MW = 'model="$model", window="$window"'
 RATE = "$__rate_interval"
 
 
-def variables(extra=()):
+def variables(extra=(), windowed=True):
+    window = [query_var(
+        "window",
+        "label_values(driftwatch_window_samples{model=\"$model\"}, window)",
+        "Window",
+    )] if windowed else []
     return [
         {
             "name": "datasource",
@@ -29,11 +34,7 @@ def variables(extra=()):
             "hide": 0,
         },
         query_var("model", "label_values(driftwatch_window_samples, model)", "Model"),
-        query_var(
-            "window",
-            "label_values(driftwatch_window_samples{model=\"$model\"}, window)",
-            "Window",
-        ),
+        *window,
         *extra,
     ]
 
@@ -90,7 +91,7 @@ def layout(panels):
     return panels
 
 
-def dashboard(uid, title, description, panels, extra_vars=()):
+def dashboard(uid, title, description, panels, extra_vars=(), windowed=True):
     return {
         "uid": uid,
         "title": title,
@@ -104,7 +105,7 @@ def dashboard(uid, title, description, panels, extra_vars=()):
         "time": {"from": "now-6h", "to": "now"},
         "links": [{"type": "dashboards", "tags": ["driftwatch"], "asDropdown": False,
                    "title": "driftwatch", "includeVars": True, "keepTime": True}],
-        "templating": {"list": variables(extra_vars)},
+        "templating": {"list": variables(extra_vars, windowed)},
         "annotations": {"list": []},
         "panels": layout(panels),
     }
@@ -263,10 +264,66 @@ ALERTS = dashboard(
     ],
 )
 
+ME = 'model="$model", experiment="$experiment"'
+
+EXPERIMENTS = dashboard(
+    "driftwatch-experiments",
+    "driftwatch / Experiments",
+    "A/B tests and canaries: each arm's metric and traffic, the treatment's lift with its always-valid "
+    "confidence sequence (safe to watch continuously), the decision, the sample-ratio check and the guardrails.",
+    [
+        panel("stat", "Decision",
+              [(f"driftwatch_experiment_decision{{{ME}}}", "decision")], w=6,
+              description="promote: a treatment's interval lies above 0 (below, for losses); rollback: every "
+                          "treatment is worse or one broke a guardrail; continue: not yet.",
+              fieldConfig={"defaults": {"unit": "short", "mappings": [
+                  {"type": "value", "options": {
+                      "1": {"text": "promote", "color": "green"},
+                      "0": {"text": "continue", "color": "text"},
+                      "-1": {"text": "rollback", "color": "red"}}}]},
+                  "overrides": []}),
+        panel("stat", "Split valid",
+              [(f"driftwatch_experiment_invalid{{{ME}}}", "invalid")], w=6,
+              description="Invalid: the arms' answered requests do not match their weights (sample ratio "
+                          "mismatch, p < 0.001); no result of the experiment can be trusted.",
+              fieldConfig={"defaults": {"unit": "short", "mappings": [
+                  {"type": "value", "options": {
+                      "0": {"text": "valid", "color": "green"},
+                      "1": {"text": "INVALID", "color": "red"}}}]},
+                  "overrides": []}),
+        panel("timeseries", "Sample-ratio check p-value",
+              [(f"driftwatch_experiment_srm_p_value{{{ME}}}", "p-value")], w=12,
+              description="Chi-square of answered requests per arm against the weights; below 0.001 the "
+                          "experiment is invalid."),
+        panel("timeseries", "Lift and its always-valid interval",
+              [(f"driftwatch_experiment_lift{{{ME}}}", "{{arm}} lift"),
+               (f"driftwatch_experiment_lift_lower{{{ME}}}", "{{arm}} lower"),
+               (f"driftwatch_experiment_lift_upper{{{ME}}}", "{{arm}} upper")],
+              description="Treatment − baseline (or relative, as configured). The interval holds at every "
+                          "look at once: watching it does not inflate false positives."),
+        panel("timeseries", "Always-valid p-value",
+              [(f"driftwatch_experiment_p_value{{{ME}}}", "{{arm}}")]),
+        panel("timeseries", "Metric per arm",
+              [(f"driftwatch_experiment_metric{{{ME}}}", "{{arm}} {{metric}}")]),
+        panel("timeseries", "Labelled and all requests per arm",
+              [(f"driftwatch_experiment_samples{{{ME}}}", "{{arm}} labelled"),
+               (f"driftwatch_experiment_requests{{{ME}}}", "{{arm}} requests")]),
+        panel("timeseries", "Guardrail: failed requests",
+              [(f"driftwatch_experiment_error_ratio{{{ME}}}", "{{arm}}")], unit="percentunit"),
+        panel("timeseries", "Guardrail: latency p99",
+              [(f"driftwatch_experiment_latency_p99_seconds{{{ME}}}", "{{arm}}")], unit="s"),
+    ],
+    extra_vars=[query_var("experiment",
+                          "label_values(driftwatch_experiment_decision{model=\"$model\"}, experiment)",
+                          "Experiment")],
+    windowed=False,
+)
+
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    for name, d in [("overview", OVERVIEW), ("drift", DRIFT), ("performance", PERFORMANCE), ("alerts", ALERTS)]:
+    for name, d in [("overview", OVERVIEW), ("drift", DRIFT), ("performance", PERFORMANCE), ("alerts", ALERTS),
+                    ("experiments", EXPERIMENTS)]:
         with open(os.path.join(here, f"{name}.json"), "w") as f:
             json.dump(d, f, indent=2, ensure_ascii=False)
             f.write("\n")

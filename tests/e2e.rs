@@ -11,17 +11,16 @@
 //! that Prometheus.
 
 use driftwatch_testkit::process as support;
-use driftwatch_testkit::{mail, receiver};
+use driftwatch_testkit::{mail, prometheus, receiver};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use driftwatch_testkit::repo;
-use hmac::{Hmac, Mac};
 use mail::mails;
 use serde_json::Value;
-use support::{bin, encode, free_port, get_json, http, metric, wait_until, write, Proc};
+use support::{bin, get_json, http, metric, wait_until, write, Proc};
 
 const HMAC_SECRET: &str = "e2e-secret";
 /// The agents' and the traffic's token for the collector's ingest routes.
@@ -33,27 +32,6 @@ fn subject(mail: &str) -> &str {
     mail.lines()
         .find_map(|l| l.strip_prefix("Subject: "))
         .unwrap_or("")
-}
-
-fn valid_signature(r: &receiver::Request) -> bool {
-    let (Some(ts), Some(sig)) = (
-        r.header("x-driftwatch-timestamp"),
-        r.header("x-driftwatch-signature"),
-    ) else {
-        return false;
-    };
-    let Some(expected) = sig
-        .strip_prefix("sha256=")
-        .and_then(|h| hex::decode(h).ok())
-    else {
-        return false;
-    };
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(HMAC_SECRET.as_bytes())
-        .expect("HMAC takes any key");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(&r.body);
-    mac.verify_slice(&expected).is_ok()
 }
 
 fn config_files(dir: &Path, smtp_port: &str, hooks: &str) -> PathBuf {
@@ -196,32 +174,13 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
         || http(&admin_addr, "GET", "/readyz").is_some_and(|(s, _)| s == 200),
     );
 
-    let prometheus_addr = format!("127.0.0.1:{}", free_port());
-    write(
-        &dir.join("prometheus.yml"),
-        &format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: driftwatch-collector\n    static_configs: [{{targets: ['{collector_addr}']}}]\n  - job_name: driftwatch-agent\n    static_configs: [{{targets: ['{admin_addr}']}}]\n"
-        ),
+    let (prometheus, prometheus_addr) = prometheus::start(
+        &dir,
+        &[
+            ("driftwatch-collector", &collector_addr),
+            ("driftwatch-agent", &admin_addr),
+        ],
     );
-    let mut cmd = Command::new("prometheus");
-    cmd.arg(format!(
-        "--config.file={}",
-        dir.join("prometheus.yml").display()
-    ))
-    .arg(format!(
-        "--storage.tsdb.path={}",
-        dir.join("prometheus").display()
-    ))
-    .arg(format!("--web.listen-address={prometheus_addr}"))
-    .arg("--log.level=warn");
-    let prometheus = Proc::start("prometheus", cmd, &dir);
-    wait_until(
-        "Prometheus to be ready (Debian's prometheus; ./scripts/test installs it)",
-        Duration::from_secs(60),
-        &[&prometheus],
-        || http(&prometheus_addr, "GET", "/-/ready").is_some_and(|(s, _)| s == 200),
-    );
-
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
@@ -357,7 +316,10 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
         .filter(|r| r.path == "/retrain")
         .collect();
     assert_eq!(calls.len(), 1, "one retraining call");
-    assert!(valid_signature(&calls[0]), "HMAC signature checks out");
+    assert!(
+        calls[0].signed_with(HMAC_SECRET),
+        "HMAC signature checks out"
+    );
     let evidence = calls[0].json();
     assert_eq!(evidence["kind"], "driftwatch.retraining");
     assert_eq!(evidence["model"], "credit");
@@ -389,7 +351,12 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
         + 1;
     // One more scrape after the last change.
     std::thread::sleep(Duration::from_secs(2));
-    check_dashboards(&prometheus_addr, started, ended);
+    prometheus::check_dashboards(
+        &prometheus_addr,
+        &["overview", "drift", "performance", "alerts"],
+        started,
+        ended,
+    );
 
     // The logs of the whole run: the collector's and the agent's are JSON
     // lines, and no process wrote a secret it was given (the ingest token,
@@ -407,128 +374,6 @@ fn drifting_traffic_alerts_retrains_resolves_and_fills_the_dashboards() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs every variable's and every panel's query of every dashboard as
-/// Grafana would (variables substituted with the values their own queries
-/// return, range queries over the test's time range) and fails on any that
-/// does not parse or returns no series.
-fn check_dashboards(prometheus: &str, start: u64, end: u64) {
-    let range = format!("{}s", end - start);
-    let mut checked = 0;
-    let mut failures = Vec::new();
-    for name in ["overview", "drift", "performance", "alerts"] {
-        let path = repo(&format!("dashboards/{name}.json"));
-        let text = std::fs::read_to_string(&path).expect("dashboard");
-        let d: Value = serde_json::from_str(&text).expect("dashboard JSON");
-        let mut vars: Vec<(String, String)> = Vec::new();
-        for v in d["templating"]["list"].as_array().expect("variables") {
-            if v["type"] != "query" {
-                continue;
-            }
-            let name = v["name"].as_str().expect("variable name");
-            let query = substitute(v["query"]["query"].as_str().expect("query"), &vars, &range);
-            let values = label_values(prometheus, &query, start, end)
-                .unwrap_or_else(|e| panic!("dashboards/{}: variable {name}: {e}", path.display()));
-            checked += 1;
-            if values.is_empty() {
-                failures.push(format!(
-                    "{} variable {name}: {query}: no values",
-                    d["title"]
-                ));
-                continue;
-            }
-            let value = if v["multi"] == true {
-                values.join("|")
-            } else {
-                values[0].clone()
-            };
-            if name == "model" {
-                assert_eq!(value, "credit");
-            }
-            vars.push((name.to_string(), value));
-        }
-        for p in d["panels"].as_array().expect("panels") {
-            for t in p["targets"].as_array().into_iter().flatten() {
-                let expr = substitute(t["expr"].as_str().expect("expr"), &vars, &range);
-                checked += 1;
-                let path = format!(
-                    "/api/v1/query_range?query={}&start={start}&end={end}&step=2",
-                    encode(&expr)
-                );
-                let reply = get_json_any(prometheus, &path);
-                if reply["status"] != "success" {
-                    failures.push(format!(
-                        "{} / {}: {expr}: {}",
-                        d["title"], p["title"], reply
-                    ));
-                } else if reply["data"]["result"].as_array().is_none_or(Vec::is_empty) {
-                    failures.push(format!(
-                        "{} / {}: {expr}: no series",
-                        d["title"], p["title"]
-                    ));
-                }
-            }
-        }
-    }
-    assert!(checked > 30, "{checked} queries checked");
-    assert!(
-        failures.is_empty(),
-        "{} of {checked} dashboard queries failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
-
-fn get_json_any(addr: &str, path: &str) -> Value {
-    http(addr, "GET", path)
-        .and_then(|(_, body)| serde_json::from_str(&body).ok())
-        .unwrap_or(Value::Null)
-}
-
-/// Grafana's substitutions: the dashboard's variables, `$__range`, and
-/// `$__rate_interval` (at least four scrape intervals; the test scrapes
-/// every second).
-fn substitute(expr: &str, vars: &[(String, String)], range: &str) -> String {
-    let mut out = expr
-        .replace("$__rate_interval", "10s")
-        .replace("$__range", range);
-    for (k, v) in vars {
-        out = out.replace(&format!("${k}"), v);
-    }
-    assert!(!out.contains('$'), "an unknown variable in {out}");
-    out
-}
-
-/// `label_values(SELECTOR, LABEL)` through Prometheus's label values API.
-fn label_values(
-    prometheus: &str,
-    query: &str,
-    start: u64,
-    end: u64,
-) -> Result<Vec<String>, String> {
-    let inner = query
-        .strip_prefix("label_values(")
-        .and_then(|q| q.strip_suffix(')'))
-        .ok_or_else(|| format!("{query}: not label_values(...)"))?;
-    let (selector, label) = inner
-        .rsplit_once(',')
-        .ok_or_else(|| format!("{query}: no label"))?;
-    let path = format!(
-        "/api/v1/label/{}/values?match[]={}&start={start}&end={end}",
-        label.trim(),
-        encode(selector.trim())
-    );
-    let reply = get_json_any(prometheus, &path);
-    if reply["status"] != "success" {
-        return Err(format!("{query}: {reply}"));
-    }
-    Ok(reply["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect())
-}
-
 #[test]
 fn the_dashboards_are_what_build_py_writes_and_provisioning_names_them() {
     let dir = driftwatch_testkit::temp_dir("dash");
@@ -541,7 +386,7 @@ fn the_dashboards_are_what_build_py_writes_and_provisioning_names_them() {
         .status()
         .expect("python3");
     assert!(status.success());
-    for name in ["overview", "drift", "performance", "alerts"] {
+    for name in ["overview", "drift", "performance", "alerts", "experiments"] {
         let file = format!("{name}.json");
         let built = std::fs::read_to_string(dir.join(&file)).expect("built");
         let committed =
@@ -558,8 +403,9 @@ fn the_dashboards_are_what_build_py_writes_and_provisioning_names_them() {
             .iter()
             .filter_map(|v| v["name"].as_str())
             .collect();
+        // Experiments run longer than any window: no window variable.
         assert!(
-            vars.contains(&"model") && vars.contains(&"window"),
+            vars.contains(&"model") && (vars.contains(&"window") || name == "experiments"),
             "{vars:?}"
         );
         // Panels do not overlap in Grafana's 24-column grid.

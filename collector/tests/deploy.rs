@@ -86,6 +86,8 @@ fn every_manifest_passes_the_kubernetes_schemas() {
     let mut files: Vec<PathBuf> = resource_files().iter().map(|f| deploy(f)).collect();
     files.push(deploy("secret.example.yaml"));
     files.push(deploy("examples/kserve-inferenceservice.yaml"));
+    files.push(deploy("examples/argo-rollouts-analysis.yaml"));
+    files.push(deploy("examples/flagger-canary.yaml"));
     let out = Command::new(&validator)
         .args(["--strict", "--kubernetes-version", "1.30.0"])
         .args(&files)
@@ -100,7 +102,15 @@ fn every_manifest_passes_the_kubernetes_schemas() {
         .filter(|l| l.contains("Couldn't find schema"))
     {
         assert!(
-            line.contains("kind ServiceMonitor") || line.contains("kind InferenceService"),
+            [
+                "ServiceMonitor",
+                "InferenceService",
+                "AnalysisTemplate",
+                "Rollout",
+                "Canary"
+            ]
+            .iter()
+            .any(|k| line.contains(&format!("kind {k}"))),
             "{line}"
         );
     }
@@ -122,6 +132,85 @@ fn every_manifest_passes_the_kubernetes_schemas() {
         .expect("run kubernetes-validate");
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The collector's address inside the cluster as the base deploys it:
+/// its Service's name, namespace and port.
+fn collector_base_url() -> String {
+    let all = resources();
+    let service = find(&all, "Service", "driftwatch-collector");
+    let namespace = find(&all, "Namespace", "driftwatch")["metadata"]["name"]
+        .as_str()
+        .expect("namespace")
+        .to_string();
+    let port = service["spec"]["ports"][0]["port"].as_i64().expect("port");
+    format!("http://driftwatch-collector.{namespace}.svc:{port}/v1/experiments/")
+}
+
+#[test]
+fn the_experiment_gates_ask_the_collector_what_its_api_answers() {
+    let base = collector_base_url();
+    let argo = documents(&deploy("examples/argo-rollouts-analysis.yaml"));
+    let template = argo
+        .iter()
+        .find(|d| d["kind"] == "AnalysisTemplate")
+        .expect("an AnalysisTemplate");
+    let metric = &template["spec"]["metrics"][0];
+    let web = &metric["provider"]["web"];
+    let url = web["url"].as_str().expect("url");
+    // Argo takes a non-2xx answer as an error: the template asks for 200 always.
+    assert!(
+        url.starts_with(&base) && url.ends_with("?gate=false"),
+        "{url} is not {base}NAME?gate=false"
+    );
+    assert_eq!(web["jsonPath"], "{$.decision}");
+    assert_eq!(metric["successCondition"], "result == \"promote\"");
+    let failure = metric["failureCondition"]
+        .as_str()
+        .expect("failureCondition");
+    assert!(failure.contains("rollback") && failure.contains("invalid"));
+    // The Rollout's analysis step names the template and fills its argument.
+    let rollout = argo
+        .iter()
+        .find(|d| d["kind"] == "Rollout")
+        .expect("a Rollout");
+    let steps = rollout["spec"]["strategy"]["canary"]["steps"]
+        .as_sequence()
+        .expect("steps");
+    let analysis = steps
+        .iter()
+        .find_map(|s| s.get("analysis"))
+        .expect("an analysis step");
+    assert_eq!(
+        analysis["templates"][0]["templateName"],
+        template["metadata"]["name"]
+    );
+    assert_eq!(
+        analysis["args"][0]["name"],
+        template["spec"]["args"][0]["name"]
+    );
+    let canary = &documents(&deploy("examples/flagger-canary.yaml"))[0];
+    let hooks = canary["spec"]["analysis"]["webhooks"]
+        .as_sequence()
+        .expect("webhooks");
+    let gate = |kind: &str| {
+        hooks
+            .iter()
+            .find(|h| h["type"] == kind)
+            .and_then(|h| h["url"].as_str())
+            .unwrap_or_else(|| panic!("a {kind} webhook"))
+            .to_string()
+    };
+    for (kind, query) in [
+        ("confirm-promotion", "?gate=promote"),
+        ("rollback", "?gate=rollback"),
+    ] {
+        let url = gate(kind);
+        assert!(
+            url.starts_with(&base) && url.ends_with(query),
+            "{kind}: {url}"
+        );
+    }
 }
 
 #[test]

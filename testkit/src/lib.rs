@@ -3,12 +3,14 @@
 //! Runtime library the tests load, the workspace's binaries as child
 //! processes (`process`), a real HTTP receiver that records what it is
 //! sent (`receiver`), and the messages the test SMTP server stored
-//! (`mail`), and a NATS server with JetStream (`nats`).
+//! (`mail`), a NATS server with JetStream (`nats`), and a real
+//! Prometheus with the dashboards' queries run against it (`prometheus`).
 #![forbid(unsafe_code)]
 
 pub mod mail;
 pub mod nats;
 pub mod process;
+pub mod prometheus;
 pub mod receiver;
 pub mod tls;
 

@@ -25,6 +25,31 @@ impl Request {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
+
+    /// Whether it carries a valid driftwatch signature under `secret`:
+    /// `x-driftwatch-signature: sha256=HEX` of HMAC-SHA256 over
+    /// `x-driftwatch-timestamp`, `.` and the body.
+    pub fn signed_with(&self, secret: &str) -> bool {
+        use hmac::{Hmac, Mac};
+        let (Some(ts), Some(sig)) = (
+            self.header("x-driftwatch-timestamp"),
+            self.header("x-driftwatch-signature"),
+        ) else {
+            return false;
+        };
+        let Some(expected) = sig
+            .strip_prefix("sha256=")
+            .and_then(|h| hex::decode(h).ok())
+        else {
+            return false;
+        };
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key");
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(&self.body);
+        mac.verify_slice(&expected).is_ok()
+    }
 }
 
 #[derive(Clone)]

@@ -23,13 +23,25 @@ pub async fn post(
     headers: &[(String, String)],
     body: Vec<u8>,
 ) -> Result<(), DeliveryError> {
-    let mut req = client
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Idempotency-Key", idempotency_key);
-    for (k, v) in headers {
-        req = req.header(k, v);
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    let mut all = HeaderMap::new();
+    all.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // A configured header replaces a default of the same name (two
+    // Content-Type headers are refused by some servers, MLflow's among them).
+    for (k, v) in std::iter::once(("Idempotency-Key", idempotency_key))
+        .chain(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) else {
+            return Err(DeliveryError::permanent(format!(
+                "header {k:?} is not a valid HTTP header"
+            )));
+        };
+        all.insert(k, v);
     }
+    let req = client.post(url).headers(all);
     let resp = req.body(body).send().await.map_err(|e| {
         DeliveryError::retry(if e.is_timeout() {
             format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())

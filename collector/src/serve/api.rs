@@ -168,18 +168,40 @@ async fn experiment_json(
     })
 }
 
-/// `GET /v1/experiments/{name}`: the decision JSON; 200 only for
-/// `promote` (a Flagger gate opens), 409 otherwise (DESIGN.md).
+#[derive(serde::Deserialize)]
+pub struct ExperimentQuery {
+    /// Which decisions answer 200: `promote` (the default; a Flagger
+    /// confirm-promotion gate), `rollback` (rollback or invalid; a Flagger
+    /// rollback webhook), `false` (every decision: Argo Rollouts' web
+    /// metrics take any other status as an error, not a measurement).
+    gate: Option<String>,
+}
+
+/// `GET /v1/experiments/{name}[?gate=promote|rollback|false]` (and POST,
+/// as Flagger's webhooks call it): the decision JSON; 200 when the
+/// decision is the gate's, 409 otherwise (DESIGN.md).
 pub async fn experiment(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    Query(q): Query<ExperimentQuery>,
     headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
+    let gate = q.gate.as_deref().unwrap_or("promote");
+    if !matches!(gate, "promote" | "rollback" | "false") {
+        return Err(ApiError::BadRequest(format!(
+            "gate {} is not one of promote, rollback, false",
+            quoted(gate)
+        )));
+    }
     let value = experiment_json(&state, &name, &headers).await?;
-    let status = match value["decision"].as_str() {
-        Some("promote") => axum::http::StatusCode::OK,
-        _ => axum::http::StatusCode::CONFLICT,
+    let open = matches!(
+        (gate, value["decision"].as_str()),
+        ("false", _) | ("promote", Some("promote")) | ("rollback", Some("rollback" | "invalid"))
+    );
+    let status = match open {
+        true => axum::http::StatusCode::OK,
+        false => axum::http::StatusCode::CONFLICT,
     };
     Ok((status, Json(value)).into_response())
 }

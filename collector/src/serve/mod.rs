@@ -82,7 +82,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/silences", get(alerts::list_silences))
         .route("/v1/cluster", get(api::cluster))
         .route("/v1/experiments", get(api::list_experiments))
-        .route("/v1/experiments/{name}", get(api::experiment));
+        .route(
+            "/v1/experiments/{name}",
+            get(api::experiment).post(api::experiment),
+        );
     let admin = Router::new()
         .route("/v1/silences", post(alerts::create_silence))
         .route("/v1/silences/{id}", delete(alerts::expire_silence))
