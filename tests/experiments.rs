@@ -359,6 +359,7 @@ models:
         .env("ORT_DYLIB_PATH", ort_library());
     let mut agent = Proc::start("agent", cmd, &dir);
     let agent_addr = agent.wait_line("listening on ");
+    let admin_addr = agent.wait_line("admin on ");
     let procs = [&collector, &agent, &control, &treatment];
     let (prometheus, prometheus_addr) =
         prometheus::start(&dir, &[("driftwatch-collector", &collector_addr)]);
@@ -534,5 +535,70 @@ models:
     // would run it (a few scrapes after the last change).
     std::thread::sleep(Duration::from_secs(3));
     prometheus::check_dashboards(&prometheus_addr, &["experiments"], started, now());
+
+    // New weights on SIGHUP, without a restart: a connection kept open
+    // across the reload goes on serving, and new users all go to control.
+    // (a user on control: the treatment still drops every other request)
+    let user = first
+        .iter()
+        .find(|(_, arm)| *arm == "control")
+        .map(|(u, _)| u.clone())
+        .expect("a user on control");
+    let mut kept = TcpStream::connect(&agent_addr).expect("connect");
+    let one = format!(
+        "POST /v2/models/credit/infer HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\nx-user-id: {user}\r\ncontent-length: {}\r\n\r\n{CREDIT_REQUEST}",
+        CREDIT_REQUEST.len()
+    );
+    let mut pending = Vec::new();
+    kept.write_all(one.as_bytes()).expect("send");
+    let answer = message(&mut kept, &mut pending).expect("an answer");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let text = std::fs::read_to_string(&agent_config).expect("agent config");
+    write(
+        &agent_config,
+        &text
+            .replace(
+                "weight: 50}\n      - {name: treatment",
+                "weight: 100}\n      - {name: treatment",
+            )
+            .replace("\", weight: 50}", "\", weight: 0}"),
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    wait_until(
+        "the agent to take the new weights",
+        Duration::from_secs(30),
+        &procs,
+        || {
+            http(&admin_addr, "GET", "/metrics").is_some_and(|(_, m)| {
+                driftwatch_testkit::process::metric(
+                    &m,
+                    "driftwatch_agent_config_reloads_total",
+                    &[("outcome", "success")],
+                ) == Some(1.0)
+            })
+        },
+    );
+    kept.write_all(one.as_bytes())
+        .expect("send on the kept connection");
+    let answer = message(&mut kept, &mut pending).expect("an answer on the kept connection");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (after, _) = send(&agent_addr, (2000..2050).map(|u| format!("user-{u}")));
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|a| a.1 == "control"),
+        "weight 0 gets nothing"
+    );
     drop((agent, prometheus));
 }

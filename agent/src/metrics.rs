@@ -30,6 +30,7 @@ pub struct Metrics {
     pub features_redacted: IntCounterVec,
     pub connections_refused: IntCounterVec,
     pub tls_reloads: IntCounterVec,
+    pub config_reloads: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -195,6 +196,12 @@ impl Default for Metrics {
                 &r,
                 "driftwatch_agent_tls_reloads_total",
                 "Listener certificates read again after their files changed, by outcome (success, failure)",
+                &["outcome"],
+            ),
+            config_reloads: counter(
+                &r,
+                "driftwatch_agent_config_reloads_total",
+                "Config file read again on SIGHUP for new arm weights, by outcome (success; failure: unreadable or invalid, or arms changed beyond their weights, which needs a restart)",
                 &["outcome"],
             ),
             registry: r,

@@ -140,6 +140,11 @@ pub async fn run(
         }
     }
     let state = State::new(config, metrics, observer, tap, telemetry)?;
+    if let Some(path) = state.config.source.clone() {
+        if state.models.iter().any(|m| m.split.is_some()) {
+            background.spawn(crate::proxy::split::reload_on_sighup(state.clone(), path));
+        }
+    }
     // Turns true at shutdown: the fast path's connections close when idle.
     let (stopping, stop) = tokio::sync::watch::channel(false);
     // This thread accepts; the traffic threads it starts inherit its nice.

@@ -105,6 +105,10 @@ pub struct Config {
     /// `RUST_LOG` syntax; `DRIFTWATCH_LOG` replaces it).
     #[serde(default)]
     pub log: driftwatch_telemetry::log::LogConfig,
+    /// The file it was read from (`SIGHUP` reads it again for new arm
+    /// weights); none for the flag quick start.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Bounds on the traffic listener's clients; refusals are counted in
@@ -405,7 +409,10 @@ impl Config {
             },
             other => other,
         })?;
-        Ok(config)
+        Ok(Config {
+            source: Some(path.into()),
+            ..config
+        })
     }
 
     /// The config for one model from flags alone.
@@ -441,6 +448,7 @@ impl Config {
             hash_key_env: None,
             hash_key_file: None,
             log: Default::default(),
+            source: None,
         }
     }
 

@@ -95,13 +95,18 @@ impl Split {
         weights.iter().rposition(|w| *w > 0.0).unwrap_or(0)
     }
 
+    /// Whether `arms` are these arms (names and upstreams, in order).
+    pub fn same_arms(&self, arms: &[Arm]) -> bool {
+        arms.len() == self.arms.len()
+            && arms.iter().zip(&self.arms).all(|(a, t)| {
+                a.name == t.name && a.upstream.parse::<Uri>().ok().as_ref() == Some(&t.upstream)
+            })
+    }
+
     /// New weights for the same arms (a reload); `false` when the arms
     /// differ in names or upstreams (that needs a restart).
     pub fn reweigh(&self, arms: &[Arm]) -> bool {
-        let same = arms.len() == self.arms.len()
-            && arms.iter().zip(&self.arms).all(|(a, t)| {
-                a.name == t.name && a.upstream.parse::<Uri>().ok().as_ref() == Some(&t.upstream)
-            });
+        let same = self.same_arms(arms);
         if same {
             for (a, t) in arms.iter().zip(&self.arms) {
                 t.weight.store(a.weight.to_bits(), Ordering::Relaxed);
@@ -109,6 +114,72 @@ impl Split {
         }
         same
     }
+}
+
+/// Reads the config file again on every `SIGHUP` and gives each split
+/// model its new arm weights (connections and requests in flight go on:
+/// only the weights the next requests are drawn by change). Anything else
+/// that changed is left for a restart; a file that does not load, or arms
+/// that changed beyond their weights, keep the running weights (logged,
+/// counted as `failure`).
+pub async fn reload_on_sighup(state: std::sync::Arc<super::State>, path: std::path::PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let outcome = match reweigh_from(&state, &path) {
+                Ok(()) => "success",
+                Err(e) => {
+                    tracing::error!(
+                        "reload of {}: {e}; the running weights stay",
+                        path.display()
+                    );
+                    "failure"
+                }
+            };
+            state
+                .metrics
+                .config_reloads
+                .with_label_values(&[outcome])
+                .inc();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (state, path);
+}
+
+fn reweigh_from(state: &super::State, path: &std::path::Path) -> Result<(), String> {
+    let config = crate::config::Config::load(path).map_err(|e| e.to_string())?;
+    let mut changed = Vec::new();
+    for m in &state.models {
+        let Some(split) = &m.split else { continue };
+        let Some(new) = config.models.iter().find(|n| n.name == m.cfg.name) else {
+            return Err(format!(
+                "model {} is gone (a restart removes it)",
+                m.cfg.name
+            ));
+        };
+        // Check every model before changing any.
+        if !split.same_arms(&new.arms) {
+            return Err(format!(
+                "model {}: its arms changed beyond their weights (names or upstreams): restart to take them",
+                m.cfg.name
+            ));
+        }
+        changed.push((split, &new.arms, &m.cfg.name));
+    }
+    for (split, arms, model) in changed {
+        split.reweigh(arms);
+        let weights: Vec<String> = arms
+            .iter()
+            .map(|a| format!("{} {}", a.name, a.weight))
+            .collect();
+        tracing::info!(model = %model, "model {model}: arm weights now {}", weights.join(", "));
+    }
+    Ok(())
 }
 
 /// FNV-1a over the bytes, then splitmix64's finalizer (FNV alone leaves
