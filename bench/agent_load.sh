@@ -31,6 +31,10 @@
 # that costs next to nothing, so that what the proxies add stands out
 # (gRPC still goes to the example champion).
 #
+# `--arms on` splits the agent's model into two arms of weight 50 on the
+# same champion (each request drawn by its id; the nginx and relay
+# targets are unchanged): what a traffic split costs on the fast path.
+#
 # `--busy N` runs N CPU-bound loops (other work on the node, in a session
 # of their own) from the first measured round to the last, the same for
 # every target (`BUSY_SETSID=env` starts them in the benchmark's own session
@@ -40,7 +44,7 @@
 # median is printed. Usage: bench/agent_load.sh [--rounds N] [--rps R]
 #   [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off]
 #   [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']...
-#   [--shadow-threads N]
+#   [--shadow-threads N] [--arms on|off]
 # (`--agent-set` adds a top-level line to the agent's configuration, e.g.
 # `--agent-set 'background_scheduling: nice'`; `--shadow-threads` sets the
 # shadow's inference threads, default 1).
@@ -48,7 +52,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc,oha fast_path=on busy=0 champion_kind=example agent_set="" shadow_threads=1
+rounds=3 rps=1000 duration=20s max_duration=10s parts=rate,max,onnx,grpc,oha fast_path=on busy=0 champion_kind=example agent_set="" shadow_threads=1 arms=off
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -60,7 +64,8 @@ while [ $# -gt 0 ]; do
         --champion) champion_kind=$2; shift 2 ;;
         --agent-set) agent_set+="$2"$'\n'; shift 2 ;;
         --shadow-threads) shadow_threads=$2; shift 2 ;;
-        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off] [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']... [--shadow-threads N]" >&2; exit 2 ;;
+        --arms) arms=$2; shift 2 ;;
+        *) echo "usage: $0 [--rounds N] [--rps R] [--duration 20s] [--parts rate,max,onnx,grpc,oha] [--fast-path on|off] [--busy N] [--champion example|nginx] [--agent-set 'KEY: VALUE']... [--shadow-threads N] [--arms on|off]" >&2; exit 2 ;;
     esac
 done
 
@@ -165,7 +170,7 @@ ${agent_set}collector:
   url: http://$sink
 models:
   - name: credit
-    upstream: http://$champion
+$(if [ "$arms" = on ]; then printf '    arms:\n      - {name: a, upstream: "http://%s", weight: 50}\n      - {name: b, upstream: "http://%s", weight: 50}' "$champion" "$champion"; else echo "    upstream: http://$champion"; fi)
     grpc_upstream: http://$champion_grpc
     champion_version: champion
     shadow:

@@ -221,8 +221,11 @@ PERFORMANCE = dashboard(
               unit="percentunit", w=8),
         panel("stat", "Shadow verdict",
               [(f"driftwatch_shadow_comparison_verdict{{{MW}}}", "verdict"),
-               (f"driftwatch_shadow_comparison_p_value{{{MW}}}", "p-value")],
-              w=8, description="McNemar (classification) or Wilcoxon (regression): 1 shadow better, −1 champion better, 0 no difference.",
+               (f"driftwatch_shadow_comparison_p_value{{{MW}}}", "p-value"),
+               (f"driftwatch_shadow_always_valid_verdict{{{MW}}}", "always-valid verdict")],
+              w=8, description="McNemar (classification) or Wilcoxon (regression): 1 shadow better, −1 champion better, "
+                               "0 no difference. The always-valid verdict (a confidence sequence over per-request "
+                               "differences) stays valid however often the window is looked at.",
               fieldConfig={"defaults": {"unit": "short", "mappings": [
                   {"type": "value", "options": {
                       "1": {"text": "shadow better", "color": "green"},

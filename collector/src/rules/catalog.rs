@@ -75,6 +75,8 @@ pub const METRICS: &[MetricDef] = &[
     def("driftwatch_shadow_score_mean_abs_diff"),
     def("driftwatch_shadow_comparison_p_value"),
     def("driftwatch_shadow_comparison_verdict"),
+    def("driftwatch_shadow_always_valid_p_value"),
+    def("driftwatch_shadow_always_valid_verdict"),
     MetricDef {
         role: true,
         windowed: false,

@@ -369,6 +369,7 @@ fn evaluate_window(
             .collect()
     };
     let comparison = window.shadow.comparison(model.task, SIGNIFICANCE);
+    let always_valid = window.shadow.always_valid(SIGNIFICANCE);
     let coverage = (window.events > 0).then(|| window.labels as f64 / window.events as f64);
     // Hours of the window elapsed so far (all of it once it has ended).
     let elapsed_ms = (now.min(window.start_ms + window.length_ms) - window.start_ms).max(0);
@@ -387,6 +388,7 @@ fn evaluate_window(
     let o = Outcomes {
         drift,
         comparison,
+        always_valid,
         coverage,
         roles,
         performance,
@@ -421,6 +423,7 @@ fn evaluate_window(
             "p_value": o.comparison.map(|c| c.p_value),
             "verdict": o.comparison.map(|c| c.verdict),
             "pairs": o.comparison.map(|c| c.pairs),
+            "always_valid": o.always_valid,
         },
     });
     if let Some(m) = live {
@@ -459,6 +462,7 @@ fn top_features(reports: &[ColumnReport]) -> Vec<(String, String, f64)> {
 struct Outcomes {
     drift: report::DatasetDrift,
     comparison: Option<super::Comparison>,
+    always_valid: Option<super::AlwaysValid>,
     coverage: Option<f64>,
     roles: Vec<RoleSummary>,
     performance: Vec<Vec<(&'static str, f64)>>,
@@ -484,6 +488,14 @@ fn publish_window(m: &Metrics, model: &Model, label: &str, window: &Window, o: &
             .with_label_values(&series)
             .set(c.p_value);
         m.shadow_comparison_verdict
+            .with_label_values(&series)
+            .set(f64::from(c.verdict));
+    }
+    if let Some(c) = o.always_valid {
+        m.shadow_always_valid_p_value
+            .with_label_values(&series)
+            .set(c.p_value);
+        m.shadow_always_valid_verdict
             .with_label_values(&series)
             .set(f64::from(c.verdict));
     }

@@ -21,7 +21,7 @@ pub mod roles;
 use driftwatch_protocol::{Event, Label};
 pub use performance::Performance;
 pub use reservoir::Reservoir;
-pub use roles::{quantile_sorted, Comparison, RoleTraffic, ShadowComparison};
+pub use roles::{quantile_sorted, AlwaysValid, Comparison, RoleTraffic, ShadowComparison};
 use serde::{Deserialize, Serialize};
 
 use crate::models::{Feature, Model};

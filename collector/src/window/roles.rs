@@ -100,6 +100,25 @@ pub struct ShadowComparison {
     /// Regression, labelled requests: |champion error| − |shadow error|
     /// (bounded like feature samples), for the Wilcoxon signed-rank test.
     pub abs_error_diffs: Reservoir<f64>,
+    /// Per labelled request where both answered, how much better the
+    /// shadow did: right − right (−1, 0, 1) or |champion error| − |shadow
+    /// error|; sums for the always-valid paired comparison.
+    #[serde(default)]
+    pub paired: crate::stats::sequential::Arm,
+}
+
+/// The always-valid paired comparison of shadow and champion: the mean
+/// per-request difference (positive: the shadow does better) with its
+/// confidence sequence, valid at every evaluation of the window.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct AlwaysValid {
+    pub difference: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub p_value: f64,
+    /// 1: shadow better, −1: champion better, 0: not known yet.
+    pub verdict: i8,
+    pub pairs: u64,
 }
 
 /// Which of champion and shadow is better on the labelled requests.
@@ -143,6 +162,9 @@ impl ShadowComparison {
         self.only_shadow_right += other.only_shadow_right;
         self.abs_error_diffs
             .merge(&other.abs_error_diffs, limit, rng);
+        self.paired.n += other.paired.n;
+        self.paired.sum += other.paired.sum;
+        self.paired.sum_squares += other.paired.sum_squares;
     }
 
     /// Counts a labelled request for the paired test.
@@ -164,13 +186,43 @@ impl ShadowComparison {
                 (false, true) => self.only_shadow_right += 1,
                 _ => {}
             }
+            self.paired
+                .add(f64::from(u8::from(b == t)) - f64::from(u8::from(a == t)));
         }
         if let (Some(a), Some(b), Some(y)) = (champion.value, shadow.value, truth.value) {
             let d = (a - y).abs() - (b - y).abs();
             if d.is_finite() {
                 self.abs_error_diffs.add(d, limit, rng);
+                self.paired.add(d);
             }
         }
+    }
+
+    /// The always-valid paired comparison at `alpha` (the confidence
+    /// sequence of `stats::sequential`, tuned for 5000 pairs); `None`
+    /// while the differences cannot be compared (too few, or all equal).
+    pub fn always_valid(&self, alpha: f64) -> Option<AlwaysValid> {
+        use crate::stats::sequential::{Difference, Sequential, Values};
+        let test = Sequential {
+            values: Values::Mean,
+            difference: Difference::Absolute,
+            alpha,
+            ..Sequential::default()
+        };
+        let c = test.paired(&self.paired).ok()?;
+        let verdict = match (c.lower > 0.0, c.upper < 0.0) {
+            (true, _) => 1,
+            (_, true) => -1,
+            _ => 0,
+        };
+        Some(AlwaysValid {
+            difference: c.estimate,
+            lower: c.lower,
+            upper: c.upper,
+            p_value: c.p_value,
+            verdict,
+            pairs: self.paired.n as u64,
+        })
     }
 
     /// The paired test of the task: McNemar for classification, Wilcoxon
@@ -303,6 +355,45 @@ mod tests {
         // 10 ms each at 0.002 USD/s: 0.02 USD per 1000.
         assert!((t.cost_per_1k(&per_second, 1.0).expect("cost") - 0.02).abs() < 1e-12);
         assert_eq!(RoleTraffic::default().cost_per_1k(&per_hour, 1.0), None);
+    }
+
+    #[test]
+    fn the_always_valid_paired_comparison_reads_the_differences_the_right_way() {
+        let out = |label: &str| Output {
+            label: Some(label.into()),
+            ..Output::default()
+        };
+        let truth = Label {
+            model: "m".into(),
+            request_id: "r".into(),
+            label: Some("1".into()),
+            value: None,
+            reward: None,
+        };
+        let mut c = ShadowComparison::default();
+        let mut rng = Rng::new(1);
+        // 600 pairs: the shadow alone right on 150, the champion alone on 30.
+        for i in 0..600 {
+            let (a, b) = match i % 20 {
+                0..=4 => ("0", "1"),
+                5 => ("1", "0"),
+                _ => ("1", "1"),
+            };
+            c.add_truth(&out(a), Some(&out(b)), &truth, 100, &mut rng);
+        }
+        assert_eq!((c.paired.n, c.paired.sum), (600.0, 120.0));
+        let v = c.always_valid(0.05).expect("comparable");
+        assert_eq!(v.verdict, 1, "{v:?}");
+        assert!((v.difference - 0.2).abs() < 1e-12 && v.lower > 0.0 && v.pairs == 600);
+        // It agrees with McNemar's direction, and is wider than a fixed look.
+        assert_eq!(c.mcnemar(0.05).map(|m| m.1), Some(1));
+        let mut even = ShadowComparison::default();
+        for i in 0..100 {
+            let (a, b) = if i % 2 == 0 { ("0", "1") } else { ("1", "0") };
+            even.add_truth(&out(a), Some(&out(b)), &truth, 100, &mut rng);
+        }
+        assert_eq!(even.always_valid(0.05).map(|v| v.verdict), Some(0));
+        assert_eq!(ShadowComparison::default().always_valid(0.05), None);
     }
 
     #[test]
