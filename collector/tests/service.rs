@@ -24,7 +24,20 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
+    start_with(db, Vec::new()).await
+}
+
+/// `start` with experiments on the example model.
+async fn start_with(
+    db: PathBuf,
+    experiments: Vec<driftwatch::config::experiment::RawExperiment>,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let mut raw = from_flags("credit".into(), reference(), Vec::new(), None);
+    raw.models[0].experiments = experiments;
     raw.listen = "127.0.0.1:0".into();
     raw.db = db;
     raw.eval_interval = Span::parse("100ms").expect("span");
@@ -94,6 +107,84 @@ async fn the_library_collector_ingests_and_stops_when_told() {
         .expect("stops within 10 s")
         .expect("task");
     assert!(served.is_ok(), "{served:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An experiment's tallies (requests, failures, labelled metric per arm)
+/// come back after a restart as they were: replayed from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experiments_are_replayed_from_the_store_after_a_restart() {
+    let dir = common::server::temp_db_dir();
+    let experiment: driftwatch::config::experiment::RawExperiment = serde_yaml_ng::from_str(
+        "{name: t, metric: accuracy, min_samples: 10, arms: [{name: a, weight: 1}, {name: b, weight: 1}]}",
+    )
+    .expect("experiment");
+    let (addr, stop, running) =
+        start_with(dir.join("driftwatch.db"), vec![experiment.clone()]).await;
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now().to_rfc3339();
+    let events: Vec<Value> = (0..60)
+        .map(|i| {
+            let arm = if i % 2 == 0 { "a" } else { "b" };
+            let champion = match i % 6 {
+                4 | 5 => json!({"error": "503"}),
+                _ => json!({"label": "1", "latency_ms": 2.0 + f64::from(i)}),
+            };
+            json!({"model": "credit", "request_id": format!("r{i}"), "timestamp": now,
+                   "features": {"age": 40.0}, "champion": champion, "arm": arm})
+        })
+        .collect();
+    let labels: Vec<Value> = (0..60)
+        .map(|i| json!({"model": "credit", "request_id": format!("r{i}"), "label": if i % 3 == 0 { "0" } else { "1" }}))
+        .collect();
+    for (path, body) in [
+        ("events", json!({"events": events})),
+        ("feedback", json!({"labels": labels})),
+    ] {
+        let reply: Value = client
+            .post(format!("{addr}/v1/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect(path)
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(reply["accepted"], 60, "{reply}");
+    }
+    let look = |addr: String| {
+        let client = client.clone();
+        async move {
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let v: Value = client
+                    .get(format!("{addr}/v1/experiments/t?gate=false"))
+                    .send()
+                    .await
+                    .expect("experiment")
+                    .json()
+                    .await
+                    .expect("JSON");
+                if v["arms"][0]["samples"].as_u64().unwrap_or(0) > 0 {
+                    return v["arms"].clone();
+                }
+            }
+            panic!("the experiment was not evaluated");
+        }
+    };
+    let before = look(addr.clone()).await;
+    // 30 requests per arm, 10 failed each; failed requests have no accuracy.
+    for arm in [&before[0], &before[1]] {
+        assert_eq!(arm["requests"], 30, "{before}");
+        assert_eq!(arm["errors"], 10, "{before}");
+        assert_eq!(arm["samples"], 20, "{before}");
+    }
+    stop.send(()).expect("running");
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    let (addr, stop, _running) = start_with(dir.join("driftwatch.db"), vec![experiment]).await;
+    let after = look(addr).await;
+    assert_eq!(before, after);
+    let _ = stop.send(());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -317,6 +317,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reward_needs_an_experiment_that_takes_it() {
+        let plain = crate::models::example_model("");
+        let rewarded = crate::models::example_model(
+            "    experiments:\n      - {name: t, metric: reward, arms: [{name: a, weight: 1}, {name: b, weight: 1}]}\n",
+        );
+        let body = br#"{"labels": [
+            {"model": "credit", "request_id": "r1", "reward": 1.5},
+            {"model": "credit", "request_id": "r2", "label": "1", "reward": 0},
+            {"model": "credit", "request_id": "r3"}]}"#;
+        let (refused, valid) = parse_labels(body, &[plain]).expect("envelope");
+        let errors: Vec<&str> = refused.iter().map(|(_, e)| e.error.as_str()).collect();
+        assert_eq!(valid.len(), 0, "{errors:?}");
+        assert!(
+            errors[0].contains("no experiment whose metric is reward"),
+            "{errors:?}"
+        );
+        assert!(errors[2].contains("needs a \"label\""), "{errors:?}");
+        let (refused, valid) = parse_labels(body, &[rewarded]).expect("envelope");
+        assert_eq!(refused.len(), 1, "a label with neither label nor reward");
+        assert_eq!(valid.len(), 2);
+        assert_eq!(valid[0].2.reward, Some(1.5));
+        assert_eq!(valid[0].2.label, None);
+    }
+
+    #[test]
     fn outputs_take_the_reference_columns_type() {
         let column = |numeric_keys: bool| crate::models::Feature {
             name: "prediction".into(),
