@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use driftwatch_testkit::process::{
-    bin, free_port, http, http_exchange, http_request, wait_until, write, Proc, CREDIT_REQUEST,
+    bin, free_port, http, http_exchange, http_request, wait_until, write, Answer, Proc,
+    CREDIT_REQUEST,
 };
 use driftwatch_testkit::{ort_library, prometheus, receiver, repo};
 use serde_json::{json, Value};
@@ -270,20 +271,39 @@ models:
 /// Sends one request per user through the agent; each answered request's
 /// (user, arm, request id, predicted class); requests not answered 200
 /// are counted.
+/// Every other request goes as HTTP/1.1 on one kept-alive connection
+/// (the agent's fast path), the others as HTTP/1.0 (its hyper path).
 fn send(
     agent: &str,
     users: impl Iterator<Item = String>,
 ) -> (Vec<(String, String, String, String)>, usize) {
     let (mut answered, mut failed) = (Vec::new(), 0);
-    for user in users {
-        let a = http_exchange(
-            agent,
-            "POST",
-            "/v2/models/credit/infer",
-            &[("content-type", "application/json"), ("x-user-id", &user)],
-            CREDIT_REQUEST,
-        )
-        .expect("the agent answers");
+    let mut kept: Option<(TcpStream, Vec<u8>)> = None;
+    for (i, user) in users.enumerate() {
+        let a = if i % 2 == 0 {
+            http_exchange(
+                agent,
+                "POST",
+                "/v2/models/credit/infer",
+                &[("content-type", "application/json"), ("x-user-id", &user)],
+                CREDIT_REQUEST,
+            )
+            .expect("the agent answers")
+        } else {
+            let (conn, buf) = kept
+                .get_or_insert_with(|| (TcpStream::connect(agent).expect("connect"), Vec::new()));
+            let request = format!(
+                "POST /v2/models/credit/infer HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\nx-user-id: {user}\r\ncontent-length: {}\r\n\r\n{CREDIT_REQUEST}",
+                CREDIT_REQUEST.len()
+            );
+            conn.write_all(request.as_bytes()).expect("send");
+            let raw = message(conn, buf).expect("the agent answers on a kept connection");
+            let a = Answer::parse(&raw).expect("an HTTP answer");
+            if a.headers.get("connection").is_some_and(|c| c == "close") {
+                kept = None;
+            }
+            a
+        };
         let arm = a
             .headers
             .get("x-driftwatch-arm")

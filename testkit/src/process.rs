@@ -170,20 +170,27 @@ pub fn http_exchange(
     .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let headers = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Some(Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    })
+    Answer::parse(&raw)
+}
+
+impl Answer {
+    /// An HTTP answer read whole: status line, headers, body.
+    pub fn parse(raw: &[u8]) -> Option<Answer> {
+        let text = String::from_utf8_lossy(raw);
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Some(Answer {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
 }
 
 pub fn get_json(addr: &str, path: &str) -> Value {

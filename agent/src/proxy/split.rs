@@ -195,15 +195,19 @@ fn hash(bytes: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
-/// Adds `x-driftwatch-arm` to an HTTP/1.1 head that ends in its blank line.
-pub fn with_arm_header(mut head: Vec<u8>, arm: &str) -> Vec<u8> {
-    if head.ends_with(b"\r\n\r\n") {
-        head.truncate(head.len() - 2);
-        head.extend_from_slice(b"x-driftwatch-arm: ");
-        head.extend_from_slice(arm.as_bytes());
-        head.extend_from_slice(b"\r\n\r\n");
-    }
-    head
+/// Adds `x-driftwatch-arm` to an HTTP/1.1 message (a head, or a head and
+/// its body), as the head's last header.
+pub fn with_arm_header(message: Vec<u8>, arm: &str) -> Vec<u8> {
+    let Some(end) = message.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return message;
+    };
+    let mut out = Vec::with_capacity(message.len() + 20 + arm.len());
+    out.extend_from_slice(&message[..end + 2]);
+    out.extend_from_slice(b"x-driftwatch-arm: ");
+    out.extend_from_slice(arm.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&message[end + 2..]);
+    out
 }
 
 #[cfg(test)]
@@ -274,6 +278,11 @@ mod tests {
         assert_eq!(
             with_arm_header(b"HTTP/1.1 200 OK\r\na: b\r\n\r\n".to_vec(), "t"),
             b"HTTP/1.1 200 OK\r\na: b\r\nx-driftwatch-arm: t\r\n\r\n"
+        );
+        // An answer the agent makes itself (502) comes with its body.
+        assert_eq!(
+            with_arm_header(b"HTTP/1.1 502 Bad Gateway\r\na: b\r\n\r\n{}".to_vec(), "t"),
+            b"HTTP/1.1 502 Bad Gateway\r\na: b\r\nx-driftwatch-arm: t\r\n\r\n{}"
         );
     }
 }
