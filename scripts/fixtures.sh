@@ -14,3 +14,11 @@ gbvenv=.cache/pyfix-gbstats
 [ -x "$gbvenv/bin/python" ] || python3 -m venv "$gbvenv"
 "$gbvenv/bin/pip" install -q 'gbstats==0.8.0'
 "$gbvenv/bin/python" collector/tests/fixtures/generate_sequential.py collector/tests/fixtures/sequential_cases.json
+# NannyML's calibration step (NumPy's legacy RandomState, scikit-learn's
+# stratified splits and isotonic regression, NannyML 0.13.1's
+# needs_calibration) in a venv of its own; NannyML imports statsmodels
+# without declaring it, and would report usage without the variable.
+nmlvenv=.cache/pyfix-nannyml
+[ -x "$nmlvenv/bin/python" ] || python3 -m venv "$nmlvenv"
+"$nmlvenv/bin/pip" install -q 'nannyml==0.13.1' statsmodels
+NML_DISABLE_USAGE_LOGGING=1 "$nmlvenv/bin/python" collector/tests/fixtures/generate_calibration.py collector/tests/fixtures/calibration_cases.json

@@ -10,6 +10,7 @@ use driftwatch_protocol::{Label, Output};
 use super::Reservoir;
 use crate::config::Task;
 use crate::stats::rng::Rng;
+use crate::stats::roc_auc;
 
 /// Distinct classes tracked per window; labels beyond are pooled.
 const MAX_CLASSES: usize = 100;
@@ -235,30 +236,6 @@ impl Performance {
         }
         out
     }
-}
-
-/// Area under the ROC curve by the rank-sum (Mann–Whitney) formula with
-/// average ranks for tied scores; `None` without both classes.
-pub fn roc_auc(pairs: &[(f64, bool)]) -> Option<f64> {
-    let positives = pairs.iter().filter(|p| p.1).count() as f64;
-    let negatives = pairs.len() as f64 - positives;
-    if positives == 0.0 || negatives == 0.0 {
-        return None;
-    }
-    let mut sorted: Vec<(f64, bool)> = pairs.to_vec();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i;
-        while j < sorted.len() && sorted[j].0 == sorted[i].0 {
-            j += 1;
-        }
-        let rank = (i + j + 1) as f64 / 2.0;
-        rank_sum += rank * sorted[i..j].iter().filter(|p| p.1).count() as f64;
-        i = j;
-    }
-    Some((rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
 }
 
 #[cfg(test)]
