@@ -130,3 +130,43 @@ fn the_calibration_decision_is_nannyml_s() {
     assert!(cases.iter().filter(|c| c["needs"] == true).count() >= 3);
     assert!(cases.iter().filter(|c| c["needs"] == false).count() >= 3);
 }
+
+#[test]
+fn binary_estimates_are_nannyml_s() {
+    use driftwatch::stats::cbpe;
+    let c = cases();
+    let mut checked = 0;
+    for (k, case) in c["estimates"]
+        .as_array()
+        .expect("estimate cases")
+        .iter()
+        .enumerate()
+    {
+        let predicted: Vec<bool> = ints(&case["predicted"]).iter().map(|&v| v == 1).collect();
+        let calibrated = floats(&case["calibrated"]);
+        let score = floats(&case["score"]);
+        let got = [
+            ("accuracy", cbpe::accuracy(&predicted, &calibrated)),
+            ("precision", cbpe::precision(&predicted, &calibrated)),
+            ("recall", cbpe::recall(&predicted, &calibrated)),
+            ("specificity", cbpe::specificity(&predicted, &calibrated)),
+            ("f1", cbpe::f1(&predicted, &calibrated)),
+            ("roc_auc", cbpe::roc_auc(&calibrated, &score)),
+            (
+                "average_precision",
+                cbpe::average_precision(&calibrated, &score),
+            ),
+        ];
+        for (name, g) in got {
+            match case[name].as_f64() {
+                None => assert!(g.is_nan(), "case {k} {name}: {g}, expected NaN"),
+                Some(w) => assert!(
+                    (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+                    "case {k} {name}: {g}, expected {w}"
+                ),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 35);
+}

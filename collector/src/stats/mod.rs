@@ -7,6 +7,7 @@ pub mod anderson;
 pub mod binning;
 pub mod calibration;
 pub mod categorical;
+pub mod cbpe;
 pub mod cvm;
 pub mod distance;
 pub mod kolmogorov;
