@@ -170,3 +170,72 @@ fn binary_estimates_are_nannyml_s() {
     }
     assert_eq!(checked, 35);
 }
+
+#[test]
+fn binary_sampling_errors_are_nannyml_s() {
+    use driftwatch::stats::cbpe::{self, ErrorComponents};
+    let c = cases();
+    let mut checked = 0;
+    for (k, case) in c["sampling_errors"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .enumerate()
+    {
+        let truth: Vec<bool> = ints(&case["truth"]).iter().map(|&v| v == 1).collect();
+        let predicted: Vec<bool> = ints(&case["predicted"]).iter().map(|&v| v == 1).collect();
+        let score = floats(&case["score"]);
+        let got: [(&str, Option<ErrorComponents>); 6] = [
+            (
+                "accuracy",
+                Some(cbpe::accuracy_error_components(&truth, &predicted)),
+            ),
+            (
+                "precision",
+                Some(cbpe::precision_error_components(&truth, &predicted)),
+            ),
+            (
+                "recall",
+                Some(cbpe::recall_error_components(&truth, &predicted)),
+            ),
+            (
+                "specificity",
+                Some(cbpe::specificity_error_components(&truth, &predicted)),
+            ),
+            ("f1", cbpe::f1_error_components(&truth, &predicted)),
+            (
+                "roc_auc",
+                Some(cbpe::roc_auc_error_components(&truth, &score)),
+            ),
+        ];
+        for (name, g) in got {
+            let want = &case[name];
+            let Some(g) = g else {
+                assert!(want["std"].is_null(), "case {k} {name}");
+                continue;
+            };
+            let close = |a: f64, b: &Value| {
+                let b = b.as_f64().expect("number");
+                (a - b).abs() <= 1e-12 * b.abs().max(1e-300)
+            };
+            assert!(
+                close(g.std, &want["std"]),
+                "case {k} {name}: {g:?} against {want}"
+            );
+            assert!(
+                close(g.fraction, &want["fraction"]),
+                "case {k} {name}: {g:?} against {want}"
+            );
+            assert!(
+                close(g.sampling_error(100), &want["error_100"]),
+                "case {k} {name}"
+            );
+            assert!(
+                close(g.sampling_error(1234), &want["error_1234"]),
+                "case {k} {name}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24);
+}

@@ -140,6 +140,138 @@ pub fn average_precision(calibrated: &[f64], uncalibrated: &[f64]) -> f64 {
     -pairwise_sum(&terms)
 }
 
+/// What a metric's sampling error is made of, from the reference: the
+/// standard deviation of its per-row contributions and the share of rows
+/// that contribute; a chunk of `n` rows then has the error
+/// `std / sqrt(n × fraction)` (NannyML's "modified standard error of the
+/// mean").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorComponents {
+    pub std: f64,
+    pub fraction: f64,
+}
+
+impl ErrorComponents {
+    pub fn sampling_error(&self, n: usize) -> f64 {
+        self.std / (n as f64 * self.fraction).sqrt()
+    }
+
+    /// Components from the per-row values (in NannyML's order) and the
+    /// share of rows they stand for.
+    fn of(values: &[f64], fraction: f64) -> ErrorComponents {
+        ErrorComponents {
+            std: super::sum::mean_std(values).1,
+            fraction,
+        }
+    }
+}
+
+/// The reference's rows by outcome: (TP, FP, FN, TN) counts.
+fn outcomes(truth: &[bool], predicted: &[bool]) -> (usize, usize, usize, usize) {
+    let count = |f: &dyn Fn(bool, bool) -> bool| {
+        truth
+            .iter()
+            .zip(predicted)
+            .filter(|(&t, &p)| f(t, p))
+            .count()
+    };
+    (
+        count(&|t, p| t && p),
+        count(&|t, p| !t && p),
+        count(&|t, p| t && !p),
+        count(&|t, p| !t && !p),
+    )
+}
+
+/// Ones then zeros, as NannyML concatenates its per-row indicators.
+fn ones_then_zeros(ones: usize, zeros: usize, one: f64) -> Vec<f64> {
+    let mut v = vec![one; ones];
+    v.resize(ones + zeros, 0.0);
+    v
+}
+
+pub fn accuracy_error_components(truth: &[bool], predicted: &[bool]) -> ErrorComponents {
+    let correct: Vec<f64> = truth
+        .iter()
+        .zip(predicted)
+        .map(|(t, p)| f64::from(u8::from(t == p)))
+        .collect();
+    ErrorComponents::of(&correct, 1.0)
+}
+
+pub fn precision_error_components(truth: &[bool], predicted: &[bool]) -> ErrorComponents {
+    let (tp, fp, _, _) = outcomes(truth, predicted);
+    let positive_predictions = predicted.iter().filter(|&&p| p).count();
+    ErrorComponents::of(
+        &ones_then_zeros(tp, fp, 1.0),
+        positive_predictions as f64 / predicted.len() as f64,
+    )
+}
+
+pub fn recall_error_components(truth: &[bool], predicted: &[bool]) -> ErrorComponents {
+    let (tp, _, fn_, _) = outcomes(truth, predicted);
+    let positives = truth.iter().filter(|&&t| t).count();
+    ErrorComponents::of(
+        &ones_then_zeros(tp, fn_, 1.0),
+        positives as f64 / predicted.len() as f64,
+    )
+}
+
+pub fn specificity_error_components(truth: &[bool], predicted: &[bool]) -> ErrorComponents {
+    let (_, fp, _, tn) = outcomes(truth, predicted);
+    ErrorComponents::of(
+        &ones_then_zeros(tn, fp, 1.0),
+        (tn + fp) as f64 / predicted.len() as f64,
+    )
+}
+
+/// `None` without true positives, false negatives or false positives
+/// (NannyML's NaN).
+pub fn f1_error_components(truth: &[bool], predicted: &[bool]) -> Option<ErrorComponents> {
+    let (tp, fp, fn_, _) = outcomes(truth, predicted);
+    let relevant = tp + fn_ + fp;
+    if relevant == 0 {
+        return None;
+    }
+    let correcting = relevant as f64 / ((fn_ + fp) as f64 * 0.5 + tp as f64);
+    Some(ErrorComponents::of(
+        &ones_then_zeros(tp, fn_ + fp, correcting),
+        relevant as f64 / predicted.len() as f64,
+    ))
+}
+
+/// ROC AUC as a Mann–Whitney statistic: the spread of the number of
+/// negatives ranked below each positive (the minority class taken as
+/// positive), over the negatives. Scores sorted stably: NannyML's NumPy
+/// sort orders tied scores as the machine's SIMD sort happens to.
+pub fn roc_auc_error_components(truth: &[bool], score: &[f64]) -> ErrorComponents {
+    let n = truth.len();
+    let positives = truth.iter().filter(|&&t| t).count();
+    let flip = positives as f64 / n as f64 > 0.5;
+    let truth: Vec<bool> = truth.iter().map(|&t| t != flip).collect();
+    let score: Vec<f64> = score
+        .iter()
+        .map(|&s| if flip { 1.0 - s } else { s })
+        .collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+    // np.unique(y_true * rank)[1:]: the ranks of the positives but rank 0.
+    let ranks: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(rank, &i)| truth[i] && *rank > 0)
+        .map(|(rank, _)| rank)
+        .collect();
+    let n_pos = truth.iter().filter(|&&t| t).count();
+    let n_neg = (n - n_pos) as f64;
+    let below: Vec<f64> = ranks
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (r - i) as f64 / n_neg)
+        .collect();
+    ErrorComponents::of(&below, n_pos as f64 / n as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
