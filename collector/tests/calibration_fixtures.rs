@@ -239,3 +239,80 @@ fn binary_sampling_errors_are_nannyml_s() {
     }
     assert_eq!(checked, 24);
 }
+
+#[test]
+fn cbpe_over_chunks_is_nannyml_s() {
+    use driftwatch::stats::estimation::{Chunking, Fitted, Rows, METRICS};
+    let c = cases();
+    let mut checked = 0;
+    for (k, case) in c["cbpe"].as_array().expect("cbpe cases").iter().enumerate() {
+        let chunking = match (
+            case["chunking"]["chunk_number"].as_u64(),
+            case["chunking"]["chunk_size"].as_u64(),
+        ) {
+            (Some(n), _) => Chunking::Number(n as usize),
+            (_, Some(s)) => Chunking::Size(s as usize),
+            _ => panic!("chunking"),
+        };
+        let data = |side: &str| {
+            let d = &case[side];
+            let truth: Vec<bool> = ints(&d["y"]).iter().map(|&v| v == 1).collect();
+            let predicted: Vec<bool> = ints(&d["yhat"]).iter().map(|&v| v == 1).collect();
+            (floats(&d["p"]), predicted, truth)
+        };
+        let (rs, rp, rt) = data("reference");
+        let (as_, ap, at) = data("analysis");
+        let reference = Rows {
+            score: &rs,
+            predicted: &rp,
+            truth: Some(&rt),
+        };
+        let analysis = Rows {
+            score: &as_,
+            predicted: &ap,
+            truth: Some(&at),
+        };
+        let fitted = Fitted::fit(&reference, chunking).expect("fit");
+        assert_eq!(
+            fitted.calibrated,
+            case["calibrated"].as_bool().expect("bool"),
+            "case {k}"
+        );
+        let got: Vec<_> = fitted
+            .estimate(&reference)
+            .into_iter()
+            .chain(fitted.estimate(&analysis))
+            .collect();
+        let want = case["chunks"].as_array().expect("chunks");
+        assert_eq!(got.len(), want.len(), "case {k}: chunks");
+        for ((chunk, estimates), w) in got.iter().zip(want) {
+            assert_eq!(chunk.key, w["key"].as_str().expect("key"), "case {k}");
+            for (metric, e) in METRICS.iter().zip(estimates) {
+                let w = &w[*metric];
+                let at = format!("case {k} chunk {} {metric}", chunk.key);
+                for (field, g) in [
+                    ("value", e.value),
+                    ("sampling_error", e.sampling_error),
+                    ("realized", e.realized),
+                    ("upper_confidence_boundary", e.upper_confidence_boundary),
+                    ("lower_confidence_boundary", e.lower_confidence_boundary),
+                    ("upper_threshold", e.upper_threshold),
+                    ("lower_threshold", e.lower_threshold),
+                ] {
+                    match (g, w[field].as_f64()) {
+                        (None, None) => {}
+                        (Some(g), Some(v)) => assert!(
+                            (g - v).abs() <= 1e-12 * v.abs().max(1.0),
+                            "{at} {field}: {g} against {v}"
+                        ),
+                        (g, v) => panic!("{at} {field}: {g:?} against {v:?}"),
+                    }
+                    checked += 1;
+                }
+                assert_eq!(e.alert, w["alert"].as_bool().expect("alert"), "{at}: alert");
+            }
+        }
+    }
+    eprintln!("{checked} values as NannyML's");
+    assert!(checked > 1000, "{checked}");
+}

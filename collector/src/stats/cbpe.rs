@@ -166,8 +166,8 @@ impl ErrorComponents {
     }
 }
 
-/// The reference's rows by outcome: (TP, FP, FN, TN) counts.
-fn outcomes(truth: &[bool], predicted: &[bool]) -> (usize, usize, usize, usize) {
+/// Rows by outcome: (TP, FP, FN, TN) counts.
+pub fn outcomes(truth: &[bool], predicted: &[bool]) -> (usize, usize, usize, usize) {
     let count = |f: &dyn Fn(bool, bool) -> bool| {
         truth
             .iter()
