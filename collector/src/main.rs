@@ -32,6 +32,8 @@ enum Command {
     Report(ReportArgs),
     /// Store a reference profile that `report --reference` (and the collector) can load.
     Profile(ProfileArgs),
+    /// Estimate a model's performance per chunk before labels arrive (NannyML's CBPE).
+    Performance(report::performance::Args),
     /// Run the collector: ingest events, keep windows, export drift metrics.
     Serve(ServeArgs),
     /// Check alerting rule files, or run their unit tests.
@@ -573,6 +575,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Report(a) => run_report(a),
+        Command::Performance(a) => report::performance::run(a)
+            .map(|text| {
+                print!("{}", text.unwrap_or_default());
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::msg),
         Command::Profile(a) => run_profile(a),
         Command::Serve(a) => run_serve(a),
         Command::Rules(c) => run_rules(c),

@@ -316,3 +316,124 @@ fn cbpe_over_chunks_is_nannyml_s() {
     eprintln!("{checked} values as NannyML's");
     assert!(checked > 1000, "{checked}");
 }
+
+/// Writes one side of a CBPE case as CSV (`p`, `yhat`, `y`).
+fn write_csv(path: &std::path::Path, side: &Value, with_target: bool) {
+    let (p, yhat, y) = (floats(&side["p"]), ints(&side["yhat"]), ints(&side["y"]));
+    let mut text = String::from(if with_target {
+        "p,yhat,y\n"
+    } else {
+        "p,yhat\n"
+    });
+    for i in 0..p.len() {
+        // `{:?}` writes the shortest text that reads back as the same f64.
+        text += &match with_target {
+            true => format!("{:?},{},{}\n", p[i], yhat[i], y[i]),
+            false => format!("{:?},{}\n", p[i], yhat[i]),
+        };
+    }
+    std::fs::write(path, text).expect("write csv");
+}
+
+#[test]
+fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
+    let c = cases();
+    let case = &c["cbpe"][0];
+    let dir = driftwatch_testkit::temp_dir("performance-cli");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (reference, analysis) = (dir.join("reference.csv"), dir.join("analysis.csv"));
+    write_csv(&reference, &case["reference"], true);
+    write_csv(&analysis, &case["analysis"], true);
+    let run = |extra: &[&str], reference: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .arg("performance")
+            .arg("--reference")
+            .arg(reference)
+            .arg("--analysis")
+            .arg(&analysis)
+            .args([
+                "--task",
+                "binary",
+                "--target",
+                "y",
+                "--prediction",
+                "yhat",
+                "--score",
+                "p",
+            ])
+            .args(extra)
+            .output()
+            .expect("run driftwatch")
+    };
+    let out = run(&["--chunk-number", "10"], &reference);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(got["method"], "cbpe");
+    assert_eq!(got["calibrated"], case["calibrated"]);
+    assert_eq!(got["reference_chunks"], 10);
+    let want = case["chunks"].as_array().expect("chunks");
+    let chunks = got["chunks"].as_array().expect("chunks");
+    assert_eq!(chunks.len(), want.len());
+    for (g, w) in chunks.iter().zip(want) {
+        assert_eq!(g["key"], w["key"]);
+        assert_eq!(g["period"], w["period"]);
+        for metric in driftwatch::stats::estimation::METRICS {
+            let (g, w) = (&g["metrics"][metric], &w[metric]);
+            for field in [
+                "value",
+                "sampling_error",
+                "realized",
+                "lower_threshold",
+                "upper_threshold",
+            ] {
+                match (g[field].as_f64(), w[field].as_f64()) {
+                    (Some(a), Some(b)) => assert!(
+                        (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                        "{metric} {field}: {a} against {b}"
+                    ),
+                    (a, b) => assert_eq!(a, b, "{metric} {field}"),
+                }
+            }
+            assert_eq!(g["alert"], w["alert"], "{metric}");
+        }
+    }
+    // Bad input: a clear error naming what is wrong, exit status 2.
+    let bad = dir.join("bad.csv");
+    let text = std::fs::read_to_string(&reference).expect("read");
+    std::fs::write(&bad, text.replacen("\n0.", "\n1.5", 1)).expect("write");
+    let out = run(&[], &bad);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("column \"p\", row 0") && err.contains("not a probability"),
+        "{err}"
+    );
+    let one_class: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => format!("{l}\n"),
+            _ => format!("{},0\n", l.rsplit_once(',').expect("row").0),
+        })
+        .collect();
+    std::fs::write(&bad, one_class).expect("write");
+    let err = String::from_utf8_lossy(&run(&[], &bad).stderr).to_string();
+    assert!(err.contains("has one class only"), "{err}");
+    let err =
+        String::from_utf8_lossy(&run(&["--chunk-size", "2000"], &reference).stderr).to_string();
+    assert!(
+        err.contains("makes 0 chunk(s)") || err.contains("makes 1 chunk(s)"),
+        "{err}"
+    );
+    let out = run(&["--chunk-number", "4"], &reference);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only 4 reference chunks"));
+    let err = String::from_utf8_lossy(&run(&["--metrics", "roc_auc,mape"], &reference).stderr)
+        .to_string();
+    assert!(err.contains("unknown metric \"mape\""), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

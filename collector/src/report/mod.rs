@@ -5,6 +5,7 @@
 
 pub mod html;
 pub mod load;
+pub mod performance;
 pub mod profile;
 
 use std::collections::HashMap;
