@@ -437,3 +437,48 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
     assert!(err.contains("unknown metric \"mape\""), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn confusion_matrix_estimates_and_errors_are_nannyml_s() {
+    use driftwatch::stats::cbpe::{self, Cell, Normalize};
+    let c = cases();
+    let mut checked = 0;
+    for case in c["confusion"].as_array().expect("confusion cases") {
+        let p = floats(&case["p"]);
+        let predicted: Vec<bool> = ints(&case["yhat"]).iter().map(|&v| v == 1).collect();
+        let truth: Vec<bool> = ints(&case["y"]).iter().map(|&v| v == 1).collect();
+        for w in case["cells"].as_array().expect("cells") {
+            let cell = match w["cell"].as_str().expect("cell") {
+                "true_positive" => Cell::TruePositive,
+                "true_negative" => Cell::TrueNegative,
+                "false_positive" => Cell::FalsePositive,
+                _ => Cell::FalseNegative,
+            };
+            let by = match w["normalize"].as_str().expect("normalize") {
+                "none" => Normalize::None,
+                "all" => Normalize::All,
+                "true" => Normalize::True,
+                _ => Normalize::Pred,
+            };
+            let at = format!("{cell:?} {by:?}");
+            let close = |g: f64, key: &str| {
+                let v = w[key].as_f64().expect("number");
+                assert!(
+                    (g - v).abs() <= 1e-12 * v.abs().max(1.0),
+                    "{at} {key}: {g} against {v}"
+                );
+            };
+            close(
+                cbpe::confusion_estimate(cell, by, &predicted, &p),
+                "estimate",
+            );
+            let e = cbpe::confusion_error_components(cell, by, &truth, &predicted);
+            close(e.std, "std");
+            close(e.proportion, "proportion");
+            close(e.sampling_error(100), "error_100");
+            close(e.sampling_error(777), "error_777");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 32);
+}

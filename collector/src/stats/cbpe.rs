@@ -272,6 +272,137 @@ pub fn roc_auc_error_components(truth: &[bool], score: &[f64]) -> ErrorComponent
     ErrorComponents::of(&below, n_pos as f64 / n as f64)
 }
 
+/// A cell of the confusion matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    TruePositive,
+    TrueNegative,
+    FalsePositive,
+    FalseNegative,
+}
+
+/// How a confusion-matrix cell is normalized (NannyML's
+/// `normalize_confusion_matrix`): counts, shares of all rows, of the
+/// actual class, or of the predicted class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    None,
+    All,
+    True,
+    Pred,
+}
+
+impl Cell {
+    /// The cell that shares this cell's row (`True`: the actual class) or
+    /// column (`Pred`: the predicted class).
+    fn partner(self, by: Normalize) -> Cell {
+        use Cell::*;
+        match (self, by) {
+            // The actual class: positives are TP + FN, negatives TN + FP.
+            (TruePositive, Normalize::True) => FalseNegative,
+            (FalseNegative, Normalize::True) => TruePositive,
+            (TrueNegative, Normalize::True) => FalsePositive,
+            (FalsePositive, Normalize::True) => TrueNegative,
+            // The predicted class: positives are TP + FP, negatives TN + FN.
+            (TruePositive, _) => FalsePositive,
+            (FalsePositive, _) => TruePositive,
+            (TrueNegative, _) => FalseNegative,
+            (FalseNegative, _) => TrueNegative,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Cell::TruePositive => 0,
+            Cell::FalsePositive => 1,
+            Cell::FalseNegative => 2,
+            Cell::TrueNegative => 3,
+        }
+    }
+}
+
+/// The estimated cell of a chunk, as NannyML's `get_*_estimate`: the
+/// cell's expected share of rows (a NumPy mean), times the rows, or
+/// times the reciprocal of its row's or column's expected share.
+pub fn confusion_estimate(cell: Cell, by: Normalize, predicted: &[bool], p: &[f64]) -> f64 {
+    let (tp, fp, fn_, tn) = expected_counts(predicted, p);
+    let n = predicted.len() as f64;
+    let ratios = [tp / n, fp / n, fn_ / n, tn / n];
+    let own = ratios[cell.index()];
+    match by {
+        Normalize::None => own * n,
+        Normalize::All => own,
+        Normalize::True | Normalize::Pred => {
+            let normalizer = 1.0 / (own + ratios[cell.partner(by).index()]);
+            own * normalizer
+        }
+    }
+}
+
+/// What a confusion-matrix cell's sampling error is made of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CellError {
+    pub std: f64,
+    pub proportion: f64,
+    pub normalize: Normalize,
+}
+
+impl CellError {
+    pub fn sampling_error(&self, n: usize) -> f64 {
+        let n = n as f64;
+        match self.normalize {
+            Normalize::None => self.std / n.sqrt() * n,
+            Normalize::All => self.std / n.sqrt(),
+            Normalize::True | Normalize::Pred => self.std / (n * self.proportion).sqrt(),
+        }
+    }
+}
+
+/// A cell's sampling-error components from the reference, as NannyML's
+/// `*_sampling_error_components`: the spread of the per-row indicator of
+/// the cell (over every row; or, normalized by class, over the rows of its
+/// actual or predicted class) and the share of rows that counts.
+pub fn confusion_error_components(
+    cell: Cell,
+    by: Normalize,
+    truth: &[bool],
+    predicted: &[bool],
+) -> CellError {
+    let (tp, fp, fn_, tn) = outcomes(truth, predicted);
+    let counts = [tp, fp, fn_, tn];
+    let own = counts[cell.index()];
+    let (std, proportion) = match by {
+        Normalize::None | Normalize::All => {
+            let indicator: Vec<f64> = truth
+                .iter()
+                .zip(predicted)
+                .map(|(&t, &p)| {
+                    let this = match cell {
+                        Cell::TruePositive => t && p,
+                        Cell::FalsePositive => !t && p,
+                        Cell::FalseNegative => t && !p,
+                        Cell::TrueNegative => !t && !p,
+                    };
+                    f64::from(u8::from(this))
+                })
+                .collect();
+            (super::sum::mean_std(&indicator).1, 1.0)
+        }
+        Normalize::True | Normalize::Pred => {
+            let relevant = own + counts[cell.partner(by).index()];
+            (
+                super::sum::mean_std(&ones_then_zeros(own, relevant - own, 1.0)).1,
+                relevant as f64 / truth.len() as f64,
+            )
+        }
+    };
+    CellError {
+        std,
+        proportion,
+        normalize: by,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
