@@ -189,12 +189,13 @@ impl Model {
 /// its configuration given `extra` lines (`    key: value\n`), for tests.
 #[cfg(test)]
 pub fn example_model(extra: &str) -> Model {
+    // A directory of its own per call: tests run in parallel, several with
+    // the same `extra`.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
-        "dw-model-{}-{:x}",
+        "dw-model-{}-{}",
         std::process::id(),
-        extra
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("models.yaml");
