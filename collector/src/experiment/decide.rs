@@ -78,6 +78,8 @@ pub struct Versus {
     pub p_value: Option<f64>,
     /// Why there is no comparison yet, or which guardrail it broke.
     pub note: Option<String>,
+    /// The treatment broke a guardrail (`note` says which).
+    pub guardrail_broken: bool,
     /// Better (1), worse (−1) or not known yet (0), by the metric's sense.
     pub verdict: i8,
 }
@@ -126,7 +128,6 @@ pub fn look(
         .zip(&tally.arms)
         .map(|(cfg, t)| {
             let q = t.traffic.latency_quantiles_ms();
-            let values = values(e);
             ArmReport {
                 name: cfg.name.clone(),
                 weight: cfg.weight,
@@ -138,7 +139,7 @@ pub fn look(
                 latency_p99_ms: q.map(|q| q[2]),
                 samples: t.metric.n as u64,
                 metric: (t.metric.n > 0.0).then(|| t.metric.mean()),
-                variance: (t.metric.n > 1.0).then(|| t.metric.variance(values)),
+                variance: (t.metric.n > 1.0).then(|| t.metric.variance(values(e))),
             }
         })
         .collect();
@@ -148,11 +149,7 @@ pub fn look(
     let counts: Vec<u64> = arms.iter().map(|a| a.requests - a.errors).collect();
     let weights: Vec<f64> = arms.iter().map(|a| a.weight).collect();
     let srm_p_value = sample_ratio_mismatch(&counts, &weights);
-    let sense = if e.metric.higher_is_better() {
-        1.0
-    } else {
-        -1.0
-    };
+    let sense = e.metric.sense();
     let ready = arms
         .iter()
         .all(|a| a.samples >= e.min_samples && a.requests >= e.min_samples);
@@ -179,6 +176,7 @@ pub fn look(
             lift_upper: None,
             p_value: None,
             note: None,
+            guardrail_broken: false,
             verdict: 0,
         };
         let (a, b) = (&tally.arms[0].metric, &tally.arms[i].metric);
@@ -206,6 +204,7 @@ pub fn look(
         }
         if let Some(broken) = guardrail(e, &arms[0], arm) {
             versus.note = Some(broken);
+            versus.guardrail_broken = true;
             versus.verdict = -1;
         }
         comparisons.push(versus);
@@ -214,14 +213,7 @@ pub fn look(
     let shown = winner
         .as_ref()
         .and_then(|w| comparisons.iter().find(|c| &c.arm == w))
-        .or_else(|| {
-            comparisons
-                .iter()
-                .filter(|c| c.lift.is_some())
-                .max_by(|x, y| {
-                    (sense * x.lift.unwrap_or(0.0)).total_cmp(&(sense * y.lift.unwrap_or(0.0)))
-                })
-        });
+        .or_else(|| best_lift(sense, comparisons.iter().filter(|c| c.lift.is_some())));
     Report {
         name: e.name.clone(),
         model: model.to_string(),
@@ -255,6 +247,12 @@ pub fn look(
         unknown_arm_events: tally.unknown_arm,
         unscored_labels: tally.unscored_labels,
     }
+}
+
+/// The comparison whose lift is best by the metric's sense.
+fn best_lift<'a>(sense: f64, comparisons: impl Iterator<Item = &'a Versus>) -> Option<&'a Versus> {
+    comparisons
+        .max_by(|x, y| (sense * x.lift.unwrap_or(0.0)).total_cmp(&(sense * y.lift.unwrap_or(0.0))))
 }
 
 fn values(e: &RawExperiment) -> Values {
@@ -334,9 +332,10 @@ fn decide(
     }
     if let Some(broken) = comparisons
         .iter()
-        .find_map(|c| c.note.as_ref().filter(|n| n.starts_with("guardrail")))
+        .filter(|c| c.guardrail_broken)
+        .find_map(|c| c.note.clone())
     {
-        return (Decision::Rollback, broken.clone(), None);
+        return (Decision::Rollback, broken, None);
     }
     if arms.iter().all(|a| a.requests == 0) {
         return (Decision::Continue, "no traffic yet".into(), None);
@@ -362,15 +361,10 @@ fn decide(
             None,
         );
     }
-    let sense = if e.metric.higher_is_better() {
-        1.0
-    } else {
-        -1.0
-    };
-    let best = comparisons
-        .iter()
-        .filter(|c| c.verdict == 1)
-        .max_by(|x, y| (sense * x.lift.unwrap_or(0.0)).total_cmp(&(sense * y.lift.unwrap_or(0.0))));
+    let best = best_lift(
+        e.metric.sense(),
+        comparisons.iter().filter(|c| c.verdict == 1),
+    );
     let interval = |c: &Versus| {
         format!(
             "{} {:+.4} [{:+.4}, {:+.4}], p = {:.3e}",
