@@ -60,13 +60,8 @@ pub async fn model_windows(
         )));
     };
     // In cluster mode the model's owner holds its results.
-    if let Some(cluster) = state.cluster.get() {
-        if let Some(owner) = cluster
-            .owner_url(&name)
-            .filter(|_| !headers.contains_key(FORWARDED))
-        {
-            return forwarded(cluster, &owner, &uri, &headers).await;
-        }
+    if let Some((cluster, owner)) = owner_elsewhere(&state, &name, &headers) {
+        return forwarded(cluster, &owner, &uri, &headers).await;
     }
     let labels: Vec<String> = model.windows.iter().map(|w| w.label()).collect();
     let window = q.window.unwrap_or_else(|| labels[0].clone());
@@ -91,6 +86,20 @@ pub async fn model_windows(
     Ok(Json(
         serde_json::json!({ "model": name, "window": window, "windows": windows }),
     ))
+}
+
+/// Cluster mode: the collector that owns `model` and its URL, when it is
+/// another one and the request was not forwarded here already.
+fn owner_elsewhere<'a>(
+    state: &'a AppState,
+    model: &str,
+    headers: &HeaderMap,
+) -> Option<(&'a Cluster, String)> {
+    let cluster = state.cluster.get()?;
+    let owner = cluster
+        .owner_url(model)
+        .filter(|_| !headers.contains_key(FORWARDED))?;
+    Some((cluster, owner))
 }
 
 /// A query answered by the model's owner, as it answered.
@@ -145,19 +154,14 @@ async fn experiment_json(
         )));
     };
     let model = &state.ingest.live.models[mi].name;
-    if let Some(cluster) = state.cluster.get() {
-        if let Some(owner) = cluster
-            .owner_url(model)
-            .filter(|_| !headers.contains_key(FORWARDED))
-        {
-            let path = format!("/v1/experiments/{name}");
-            return match forward_json(cluster, &owner, &path, headers).await? {
-                (200 | 409, value) => Ok(value),
-                _ => Err(ApiError::Unavailable(
-                    "the model's owner did not answer as expected; retry",
-                )),
-            };
-        }
+    if let Some((cluster, owner)) = owner_elsewhere(state, model, headers) {
+        let path = format!("/v1/experiments/{name}");
+        return match forward_json(cluster, &owner, &path, headers).await? {
+            (200 | 409, value) => Ok(value),
+            _ => Err(ApiError::Unavailable(
+                "the model's owner did not answer as expected; retry",
+            )),
+        };
     }
     Ok(match state.experiments.report(name) {
         Some(r) => serde_json::to_value(r).unwrap_or_default(),
