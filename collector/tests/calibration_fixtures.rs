@@ -13,7 +13,7 @@
 
 use driftwatch::stats::calibration::{needs_calibration, stratified_shuffle_split, Isotonic};
 use driftwatch::stats::numpy_rng::RandomState;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn cases() -> Value {
     let path = concat!(
@@ -240,20 +240,94 @@ fn binary_sampling_errors_are_nannyml_s() {
     assert_eq!(checked, 24);
 }
 
+/// A case's chunking and settings.
+fn settings(case: &Value) -> driftwatch::stats::estimation::Settings {
+    use driftwatch::stats::cbpe::{BusinessValue, Normalize};
+    use driftwatch::stats::estimation::{Chunking, Metric, Settings};
+    let chunking = match (
+        case["chunking"]["chunk_number"].as_u64(),
+        case["chunking"]["chunk_size"].as_u64(),
+    ) {
+        (Some(n), _) => Chunking::Number(n as usize),
+        (_, Some(s)) => Chunking::Size(s as usize),
+        _ => panic!("chunking"),
+    };
+    let mut s = Settings::new(chunking);
+    s.metrics = case["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .map(|m| Metric::parse(m.as_str().expect("name")).expect("metric"))
+        .collect();
+    s.normalize = match case["normalize_confusion_matrix"].as_str() {
+        Some("all") => Normalize::All,
+        Some("true") => Normalize::True,
+        Some("pred") => Normalize::Pred,
+        _ => Normalize::None,
+    };
+    s.business_value = case["business_value_matrix"].as_array().map(|m| {
+        let v = |i: usize, j: usize| m[i][j].as_f64().expect("value");
+        BusinessValue {
+            matrix: [[v(0, 0), v(0, 1)], [v(1, 0), v(1, 1)]],
+            per_prediction: case["normalize_business_value"] == "per_prediction",
+        }
+    });
+    s
+}
+
+/// Every column of every chunk against NannyML's: 1e-9 relative (1e-12
+/// absolute near zero), NaN where NannyML has NaN, alerts identical.
+/// Returns the number of values compared.
+fn compare_chunks(k: usize, got: &driftwatch::stats::estimation::Estimates, want: &Value) -> usize {
+    let want = want.as_array().expect("chunks");
+    assert_eq!(got.len(), want.len(), "case {k}: chunks");
+    let mut checked = 0;
+    for ((chunk, estimates), w) in got.iter().zip(want) {
+        assert_eq!(chunk.key, w["key"].as_str().expect("key"), "case {k}");
+        let names: Vec<&str> = estimates.iter().map(|(n, _)| n.as_str()).collect();
+        let wanted: Vec<&str> = w["metrics"]
+            .as_object()
+            .expect("metrics")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, wanted, "case {k}: columns");
+        for (name, e) in estimates {
+            let w = &w["metrics"][name];
+            let at = format!("case {k} chunk {} {name}", chunk.key);
+            for (field, g) in [
+                ("value", e.value),
+                ("sampling_error", e.sampling_error),
+                ("realized", e.realized),
+                ("upper_confidence_boundary", e.upper_confidence_boundary),
+                ("lower_confidence_boundary", e.lower_confidence_boundary),
+                ("upper_threshold", e.upper_threshold),
+                ("lower_threshold", e.lower_threshold),
+            ] {
+                match (g, w[field].as_f64()) {
+                    (None, None) => {}
+                    (Some(g), Some(v)) => assert!(
+                        (g - v).abs() <= (1e-9 * v.abs()).max(1e-12),
+                        "{at} {field}: {g} against {v}"
+                    ),
+                    (g, v) => panic!("{at} {field}: {g:?} against {v:?}"),
+                }
+                checked += 1;
+            }
+            assert_eq!(e.alert, w["alert"].as_bool().expect("alert"), "{at}: alert");
+        }
+    }
+    checked
+}
+
 #[test]
 fn cbpe_over_chunks_is_nannyml_s() {
-    use driftwatch::stats::estimation::{Chunking, Fitted, Rows, METRICS};
+    use driftwatch::stats::estimation::{Fitted, Rows};
     let c = cases();
     let mut checked = 0;
     for (k, case) in c["cbpe"].as_array().expect("cbpe cases").iter().enumerate() {
-        let chunking = match (
-            case["chunking"]["chunk_number"].as_u64(),
-            case["chunking"]["chunk_size"].as_u64(),
-        ) {
-            (Some(n), _) => Chunking::Number(n as usize),
-            (_, Some(s)) => Chunking::Size(s as usize),
-            _ => panic!("chunking"),
-        };
         let data = |side: &str| {
             let d = &case[side];
             let truth: Vec<bool> = ints(&d["y"]).iter().map(|&v| v == 1).collect();
@@ -272,7 +346,7 @@ fn cbpe_over_chunks_is_nannyml_s() {
             predicted: &ap,
             truth: Some(&at),
         };
-        let fitted = Fitted::fit(&reference, chunking).expect("fit");
+        let fitted = Fitted::fit(&reference, &settings(case)).expect("fit");
         assert_eq!(
             fitted.calibrated,
             case["calibrated"].as_bool().expect("bool"),
@@ -283,38 +357,78 @@ fn cbpe_over_chunks_is_nannyml_s() {
             .into_iter()
             .chain(fitted.estimate(&analysis))
             .collect();
-        let want = case["chunks"].as_array().expect("chunks");
-        assert_eq!(got.len(), want.len(), "case {k}: chunks");
-        for ((chunk, estimates), w) in got.iter().zip(want) {
-            assert_eq!(chunk.key, w["key"].as_str().expect("key"), "case {k}");
-            for (metric, e) in METRICS.iter().zip(estimates) {
-                let w = &w[*metric];
-                let at = format!("case {k} chunk {} {metric}", chunk.key);
-                for (field, g) in [
-                    ("value", e.value),
-                    ("sampling_error", e.sampling_error),
-                    ("realized", e.realized),
-                    ("upper_confidence_boundary", e.upper_confidence_boundary),
-                    ("lower_confidence_boundary", e.lower_confidence_boundary),
-                    ("upper_threshold", e.upper_threshold),
-                    ("lower_threshold", e.lower_threshold),
-                ] {
-                    match (g, w[field].as_f64()) {
-                        (None, None) => {}
-                        (Some(g), Some(v)) => assert!(
-                            (g - v).abs() <= 1e-12 * v.abs().max(1.0),
-                            "{at} {field}: {g} against {v}"
-                        ),
-                        (g, v) => panic!("{at} {field}: {g:?} against {v:?}"),
-                    }
-                    checked += 1;
-                }
-                assert_eq!(e.alert, w["alert"].as_bool().expect("alert"), "{at}: alert");
-            }
-        }
+        checked += compare_chunks(k, &got, &case["chunks"]);
     }
-    eprintln!("{checked} values as NannyML's");
-    assert!(checked > 1000, "{checked}");
+    eprintln!("{checked} binary values as NannyML's");
+    assert!(checked > 3000, "{checked}");
+}
+
+#[test]
+fn multiclass_cbpe_is_nannyml_s() {
+    use driftwatch::stats::multiclass::{ClassRows, Fitted};
+    let c = cases();
+    let mut checked = 0;
+    for (k, case) in c["multiclass"]
+        .as_array()
+        .expect("multiclass cases")
+        .iter()
+        .enumerate()
+    {
+        let classes: Vec<String> = case["classes"]
+            .as_array()
+            .expect("classes")
+            .iter()
+            .map(|c| c.as_str().expect("class").to_string())
+            .collect();
+        let data = |side: &str| {
+            let d = &case[side];
+            let index = |v: &Value| -> Vec<usize> {
+                v.as_array()
+                    .expect("labels")
+                    .iter()
+                    .map(|l| {
+                        classes
+                            .iter()
+                            .position(|c| c == l.as_str().expect("label"))
+                            .expect("known")
+                    })
+                    .collect()
+            };
+            let p: Vec<Vec<f64>> = classes
+                .iter()
+                .map(|c| floats(&d[format!("p_{c}")]))
+                .collect();
+            (p, index(&d["yhat"]), index(&d["y"]))
+        };
+        let (rp, rpred, rt) = data("reference");
+        let (ap, apred, at) = data("analysis");
+        let reference = ClassRows {
+            probabilities: &rp,
+            predicted: &rpred,
+            truth: Some(&rt),
+        };
+        let analysis = ClassRows {
+            probabilities: &ap,
+            predicted: &apred,
+            truth: Some(&at),
+        };
+        let fitted = Fitted::fit(&classes, &reference, &settings(case)).expect("fit");
+        let calibrated: Vec<&str> = classes
+            .iter()
+            .zip(&fitted.calibrated)
+            .filter(|(_, &c)| c)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        assert_eq!(json!(calibrated), case["calibrated_classes"], "case {k}");
+        let got: Vec<_> = fitted
+            .estimate(&reference)
+            .into_iter()
+            .chain(fitted.estimate(&analysis))
+            .collect();
+        checked += compare_chunks(k, &got, &case["chunks"]);
+    }
+    eprintln!("{checked} multiclass values as NannyML's");
+    assert!(checked > 3000, "{checked}");
 }
 
 /// Writes one side of a CBPE case as CSV (`p`, `yhat`, `y`).
@@ -365,7 +479,17 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
             .output()
             .expect("run driftwatch")
     };
-    let out = run(&["--chunk-number", "10"], &reference);
+    let out = run(
+        &[
+            "--chunk-number",
+            "10",
+            "--metrics",
+            "roc_auc,f1,precision,recall,specificity,accuracy,confusion_matrix,business_value",
+            "--business-value-matrix",
+            "0,-5,-10,20",
+        ],
+        &reference,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -381,8 +505,11 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
     for (g, w) in chunks.iter().zip(want) {
         assert_eq!(g["key"], w["key"]);
         assert_eq!(g["period"], w["period"]);
-        for metric in driftwatch::stats::estimation::METRICS {
-            let (g, w) = (&g["metrics"][metric], &w[metric]);
+        let metrics = w["metrics"].as_object().expect("metrics");
+        assert_eq!(metrics.len(), 11);
+        assert_eq!(g["metrics"].as_object().expect("metrics").len(), 11);
+        for (metric, w) in metrics {
+            let g = &g["metrics"][metric];
             for field in [
                 "value",
                 "sampling_error",
@@ -392,7 +519,7 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
             ] {
                 match (g[field].as_f64(), w[field].as_f64()) {
                     (Some(a), Some(b)) => assert!(
-                        (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                        (a - b).abs() <= (1e-9 * b.abs()).max(1e-12),
                         "{metric} {field}: {a} against {b}"
                     ),
                     (a, b) => assert_eq!(a, b, "{metric} {field}"),
@@ -481,4 +608,135 @@ fn confusion_matrix_estimates_and_errors_are_nannyml_s() {
         }
     }
     assert_eq!(checked, 32);
+}
+
+#[test]
+fn driftwatch_performance_estimates_a_multiclass_model_as_nannyml_does() {
+    let c = cases();
+    let case = &c["multiclass"][1];
+    let dir = driftwatch_testkit::temp_dir("performance-multiclass");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, side: &Value, edit: &dyn Fn(usize, String) -> String| {
+        let columns = ["p_bird", "p_cat", "p_dog", "yhat", "y"];
+        let mut text = columns.join(",") + "\n";
+        for i in 0..side["y"].as_array().expect("rows").len() {
+            let row: Vec<String> = columns
+                .iter()
+                .map(|c| match &side[*c][i] {
+                    Value::String(s) => s.clone(),
+                    v => format!("{:?}", v.as_f64().expect("number")),
+                })
+                .collect();
+            text += &edit(i, row.join(","));
+            text += "\n";
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write csv");
+        path
+    };
+    let keep = |_: usize, row: String| row;
+    let reference = write("reference.csv", &case["reference"], &keep);
+    let analysis = write("analysis.csv", &case["analysis"], &keep);
+    let run = |reference: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .arg("performance")
+            .arg("--reference")
+            .arg(reference)
+            .arg("--analysis")
+            .arg(&analysis)
+            .args([
+                "--task",
+                "multiclass",
+                "--target",
+                "y",
+                "--prediction",
+                "yhat",
+            ])
+            .args(["--probabilities", "dog=p_dog,bird=p_bird,cat=p_cat"])
+            .args(extra)
+            .output()
+            .expect("run driftwatch")
+    };
+    let out = run(
+        &reference,
+        &[
+            "--chunk-size",
+            "150",
+            "--metrics",
+            "roc_auc,f1,precision,recall,specificity,accuracy,confusion_matrix",
+            "--normalize-confusion-matrix",
+            "true",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(got["task"], "multiclass");
+    assert_eq!(got["calibrated_classes"], case["calibrated_classes"]);
+    let (chunks, want) = (
+        got["chunks"].as_array().expect("chunks"),
+        case["chunks"].as_array().expect("chunks"),
+    );
+    assert_eq!(chunks.len(), want.len());
+    let mut checked = 0;
+    for (g, w) in chunks.iter().zip(want) {
+        assert_eq!(g["key"], w["key"]);
+        let metrics = w["metrics"].as_object().expect("metrics");
+        assert_eq!(
+            g["metrics"].as_object().expect("metrics").len(),
+            metrics.len()
+        );
+        for (metric, w) in metrics {
+            for (field, want) in w.as_object().expect("fields") {
+                let g = &g["metrics"][metric][field];
+                match (g.as_f64(), want.as_f64()) {
+                    (Some(a), Some(b)) => assert!(
+                        (a - b).abs() <= (1e-9 * b.abs()).max(1e-12),
+                        "{metric} {field}: {a} against {b}"
+                    ),
+                    _ => assert_eq!(g, want, "{metric} {field}"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked}");
+    // Bad input: probabilities that do not sum to 1, a class without a
+    // probability column, a binary flag on a multiclass task.
+    let bad = write("bad.csv", &case["reference"], &|i, row| match i {
+        3 => row.replacen("0.", "0.9", 1),
+        _ => row,
+    });
+    let err = String::from_utf8_lossy(&run(&bad, &[]).stderr).to_string();
+    assert!(err.contains("row 3") && err.contains("not 1"), "{err}");
+    let bad = write("bad.csv", &case["reference"], &|i, row| match i {
+        5 => format!(
+            "{},fish,{}",
+            row.splitn(4, ',').take(3).collect::<Vec<_>>().join(","),
+            row.rsplit(',').next().expect("y")
+        ),
+        _ => row,
+    });
+    let err = String::from_utf8_lossy(&run(&bad, &[]).stderr).to_string();
+    assert!(err.contains("row 5") && err.contains("\"fish\""), "{err}");
+    let err = String::from_utf8_lossy(&run(&reference, &["--score", "p_dog"]).stderr).to_string();
+    assert!(err.contains("--score is for a binary task"), "{err}");
+    let err = String::from_utf8_lossy(
+        &run(
+            &reference,
+            &[
+                "--metrics",
+                "business_value",
+                "--business-value-matrix",
+                "1,2,3,4",
+            ],
+        )
+        .stderr,
+    )
+    .to_string();
+    assert!(err.contains("binary classifiers only"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -184,7 +184,7 @@ pub fn outcomes(truth: &[bool], predicted: &[bool]) -> (usize, usize, usize, usi
 }
 
 /// Ones then zeros, as NannyML concatenates its per-row indicators.
-fn ones_then_zeros(ones: usize, zeros: usize, one: f64) -> Vec<f64> {
+pub(crate) fn ones_then_zeros(ones: usize, zeros: usize, one: f64) -> Vec<f64> {
     let mut v = vec![one; ones];
     v.resize(ones + zeros, 0.0);
     v
@@ -293,6 +293,44 @@ pub enum Normalize {
 }
 
 impl Cell {
+    /// NannyML's order of the cells.
+    pub const ALL: [Cell; 4] = [
+        Cell::TruePositive,
+        Cell::TrueNegative,
+        Cell::FalsePositive,
+        Cell::FalseNegative,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::TruePositive => "true_positive",
+            Cell::TrueNegative => "true_negative",
+            Cell::FalsePositive => "false_positive",
+            Cell::FalseNegative => "false_negative",
+        }
+    }
+
+    /// The realized cell (scikit-learn's `confusion_matrix` with
+    /// `normalize`): a count, a share of all rows, or a share of its
+    /// actual or predicted class (0 when that class is empty).
+    pub fn realized(self, by: Normalize, truth: &[bool], predicted: &[bool]) -> f64 {
+        let (tp, fp, fn_, tn) = outcomes(truth, predicted);
+        let counts = [tp, fp, fn_, tn].map(|c| c as f64);
+        let own = counts[self.index()];
+        match by {
+            Normalize::None => own,
+            Normalize::All => own / truth.len() as f64,
+            Normalize::True | Normalize::Pred => {
+                let class = own + counts[self.partner(by).index()];
+                if class == 0.0 {
+                    0.0
+                } else {
+                    own / class
+                }
+            }
+        }
+    }
+
     /// The cell that shares this cell's row (`True`: the actual class) or
     /// column (`Pred`: the predicted class).
     fn partner(self, by: Normalize) -> Cell {
@@ -401,6 +439,72 @@ pub fn confusion_error_components(
         proportion,
         normalize: by,
     }
+}
+
+/// The business value of a binary classifier (NannyML's
+/// `business_value`): each cell of the confusion matrix has a value,
+/// `matrix` as `[[TN, FP], [FN, TP]]`; a chunk's value is the sum over the
+/// cells of value × count, or with `per_prediction` value × the cell's
+/// share of its predicted class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BusinessValue {
+    pub matrix: [[f64; 2]; 2],
+    pub per_prediction: bool,
+}
+
+impl BusinessValue {
+    /// `cm` as `[[TN, FP], [FN, TP]]`, normalized per predicted class
+    /// (NaN to 0) when asked, weighted and summed as NumPy sums.
+    fn total(&self, mut cm: [[f64; 2]; 2]) -> f64 {
+        if self.per_prediction {
+            for j in 0..2 {
+                let class = cm[0][j] + cm[1][j];
+                for row in cm.iter_mut() {
+                    let v = row[j] / class;
+                    row[j] = if v.is_nan() { 0.0 } else { v };
+                }
+            }
+        }
+        let m = &self.matrix;
+        pairwise_sum(&[
+            m[0][0] * cm[0][0],
+            m[0][1] * cm[0][1],
+            m[1][0] * cm[1][0],
+            m[1][1] * cm[1][1],
+        ])
+    }
+}
+
+/// The estimated business value of a chunk: the expected cell shares
+/// (NumPy means) times the rows.
+pub fn business_value(bv: &BusinessValue, predicted: &[bool], p: &[f64]) -> f64 {
+    let (tp, fp, fn_, tn) = expected_counts(predicted, p);
+    let n = predicted.len() as f64;
+    bv.total([[tn / n * n, fp / n * n], [fn_ / n * n, tp / n * n]])
+}
+
+/// The realized business value of rows with targets.
+pub fn business_value_realized(bv: &BusinessValue, truth: &[bool], predicted: &[bool]) -> f64 {
+    let (tp, fp, fn_, tn) = outcomes(truth, predicted);
+    bv.total([[tn as f64, fp as f64], [fn_ as f64, tp as f64]])
+}
+
+/// The spread of the per-row value (its cell's value) over the reference.
+pub fn business_value_error_std(bv: &BusinessValue, truth: &[bool], predicted: &[bool]) -> f64 {
+    let values: Vec<f64> = truth
+        .iter()
+        .zip(predicted)
+        .map(|(&t, &p)| bv.matrix[usize::from(t)][usize::from(p)])
+        .collect();
+    super::sum::mean_std(&values).1
+}
+
+/// The business value's sampling error in a chunk of `n` rows: the total's
+/// (std × n) or, per prediction, the per-row value's over √n.
+pub fn business_value_sampling_error(std: f64, per_prediction: bool, n: usize) -> f64 {
+    let n = n as f64;
+    let spread = if per_prediction { std } else { std * n };
+    spread / n.sqrt()
 }
 
 #[cfg(test)]

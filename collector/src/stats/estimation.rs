@@ -1,16 +1,19 @@
-//! NannyML's CBPE for a binary classifier over chunks, as
-//! `CBPE(...).fit(reference).estimate(analysis)` computes it: the
-//! reference (with targets) decides whether scores need calibration and
-//! fits the calibration, gives each metric its sampling-error components
-//! and, from the realized metric of each of its chunks, thresholds at the
-//! mean ± 3 standard deviations (clipped to [0, 1]); each chunk of the
-//! reference and the analysis then gets the estimate from its calibrated
-//! probabilities, the sampling error, a band of ± 3 sampling errors
-//! (clipped to [0, 1]), the realized metric where targets exist, and an
-//! alert when the estimate leaves the thresholds.
+//! NannyML's CBPE over chunks, as `CBPE(...).fit(reference).estimate(analysis)`
+//! computes it: the reference (with targets) decides whether scores need
+//! calibration and fits the calibration, gives each metric its
+//! sampling-error components and, from the realized metric of each of its
+//! chunks, thresholds at the mean ± 3 standard deviations (clipped to the
+//! metric's range); each chunk of the reference and the analysis then gets
+//! the estimate from its calibrated probabilities, the sampling error, a
+//! band of ± 3 sampling errors (clipped to the range), the realized metric
+//! where targets exist, and an alert when the estimate leaves the
+//! thresholds. This module holds what every task shares and the binary
+//! task; `stats::multiclass` the multiclass one.
+
+use std::ops::Range;
 
 use super::calibration::{needs_calibration, Isotonic};
-use super::cbpe::{self, ErrorComponents};
+use super::cbpe::{self, BusinessValue, Cell, CellError, ErrorComponents, Normalize};
 use super::sum::pairwise_sum;
 
 /// How rows are cut into chunks (NannyML's chunkers, a leftover chunk
@@ -29,6 +32,12 @@ pub struct Chunk {
     pub key: String,
     pub start: usize,
     pub end: usize,
+}
+
+impl Chunk {
+    pub fn rows(&self) -> Range<usize> {
+        self.start..self.end + 1
+    }
 }
 
 /// NannyML's size-based chunks of `n` rows (a leftover chunk kept); the
@@ -53,15 +62,83 @@ pub fn chunks(n: usize, chunking: Chunking) -> Option<Vec<Chunk>> {
     Some(out)
 }
 
-/// The metrics estimated, by NannyML's names.
-pub const METRICS: [&str; 6] = [
-    "roc_auc",
-    "f1",
-    "precision",
-    "recall",
-    "specificity",
-    "accuracy",
-];
+/// A metric to estimate, by NannyML's name. The confusion matrix stands
+/// for its cells (`true_positive` ... for a binary task,
+/// `true_A_pred_B` for a multiclass one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    RocAuc,
+    F1,
+    Precision,
+    Recall,
+    Specificity,
+    Accuracy,
+    ConfusionMatrix,
+    BusinessValue,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::RocAuc,
+        Metric::F1,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::Specificity,
+        Metric::Accuracy,
+        Metric::ConfusionMatrix,
+        Metric::BusinessValue,
+    ];
+
+    /// The metrics estimated when none are named.
+    pub const DEFAULT: [Metric; 6] = [
+        Metric::RocAuc,
+        Metric::F1,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::Specificity,
+        Metric::Accuracy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::RocAuc => "roc_auc",
+            Metric::F1 => "f1",
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+            Metric::Specificity => "specificity",
+            Metric::Accuracy => "accuracy",
+            Metric::ConfusionMatrix => "confusion_matrix",
+            Metric::BusinessValue => "business_value",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// What to estimate and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub chunking: Chunking,
+    pub metrics: Vec<Metric>,
+    /// How confusion-matrix cells are normalized.
+    pub normalize: Normalize,
+    /// The value of each cell, for `business_value` (binary only).
+    pub business_value: Option<BusinessValue>,
+}
+
+impl Settings {
+    /// NannyML's defaults: 10 chunks, the six rates, counts.
+    pub fn new(chunking: Chunking) -> Settings {
+        Settings {
+            chunking,
+            metrics: Metric::DEFAULT.to_vec(),
+            normalize: Normalize::None,
+            business_value: None,
+        }
+    }
+}
 
 /// One metric of one chunk, as NannyML's result row has it (`None`: NaN).
 #[derive(Debug, Clone, PartialEq)]
@@ -76,51 +153,44 @@ pub struct Estimate {
     pub alert: bool,
 }
 
-/// A fitted estimator: the calibration (if the scores need one), and per
-/// metric its sampling-error components and thresholds.
-#[derive(Debug, Clone)]
-pub struct Fitted {
-    pub calibrated: bool,
-    calibration: Option<Isotonic>,
-    components: Vec<Option<ErrorComponents>>,
-    thresholds: Vec<(Option<f64>, Option<f64>)>,
-    chunking: Chunking,
+/// Each chunk with its estimates, by column name in NannyML's order.
+pub type Estimates = Vec<(Chunk, Vec<(String, Estimate)>)>;
+
+/// The range a metric's thresholds and band are clipped to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Limits {
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
 }
 
-/// A data set: scores (probability of class 1), predicted classes, and
-/// targets where known.
-pub struct Rows<'a> {
-    pub score: &'a [f64],
-    pub predicted: &'a [bool],
-    pub truth: Option<&'a [bool]>,
-}
+/// Rates: [0, 1].
+pub(crate) const RATE: Limits = Limits {
+    lower: Some(0.0),
+    upper: Some(1.0),
+};
 
-fn finite(v: f64) -> Option<f64> {
-    v.is_finite().then_some(v)
-}
-
-/// A metric realized on rows with targets; `None` where NannyML gives NaN
-/// (one class among the targets or the predictions, for the metrics that
-/// need both).
-fn realized(metric: &str, truth: &[bool], predicted: &[bool], score: &[f64]) -> Option<f64> {
-    let (tp, fp, fn_, tn) = cbpe::outcomes(truth, predicted);
-    let (tp, fp, fn_, tn) = (tp as f64, fp as f64, fn_ as f64, tn as f64);
-    let one_class = |v: &[bool]| v.iter().all(|&x| x) || v.iter().all(|&x| !x);
-    match metric {
-        "accuracy" => finite((tp + tn) / truth.len() as f64),
-        "specificity" => (tn + fp > 0.0).then(|| tn / (tn + fp)),
-        _ if one_class(truth) => None,
-        "roc_auc" => {
-            let pairs: Vec<(f64, bool)> =
-                score.iter().copied().zip(truth.iter().copied()).collect();
-            super::roc_auc(&pairs)
-        }
-        _ if one_class(predicted) => None,
-        "precision" => Some(tp / (tp + fp)),
-        "recall" => Some(tp / (tp + fn_)),
-        "f1" => Some(2.0 * tp / (2.0 * tp + fp + fn_)),
-        _ => None,
+/// Confusion-matrix cells: counts have no upper limit.
+pub(crate) fn cell_limits(by: Normalize) -> Limits {
+    Limits {
+        lower: Some(0.0),
+        upper: (by != Normalize::None).then_some(1.0),
     }
+}
+
+pub(crate) type Thresholds = (Option<f64>, Option<f64>);
+
+/// A fitted column of a task: what it is, its sampling error, range and
+/// thresholds.
+#[derive(Debug, Clone)]
+pub(crate) struct Fit<C, E> {
+    pub column: C,
+    pub error: E,
+    pub limits: Limits,
+    pub thresholds: Thresholds,
+}
+
+pub(crate) fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
 /// `numpy.nanmean` and `numpy.nanstd` (ddof 0): NaN positions count as 0
@@ -139,38 +209,225 @@ fn nan_mean_std(values: &[Option<f64>]) -> Option<(f64, f64)> {
     Some((mean, (pairwise_sum(&squares) / n as f64).sqrt()))
 }
 
-fn components(
-    metric: &str,
-    truth: &[bool],
-    predicted: &[bool],
-    score: &[f64],
-) -> Option<ErrorComponents> {
-    Some(match metric {
-        "accuracy" => cbpe::accuracy_error_components(truth, predicted),
-        "precision" => cbpe::precision_error_components(truth, predicted),
-        "recall" => cbpe::recall_error_components(truth, predicted),
-        "specificity" => cbpe::specificity_error_components(truth, predicted),
-        "f1" => cbpe::f1_error_components(truth, predicted)?,
-        "roc_auc" => cbpe::roc_auc_error_components(truth, score),
-        _ => return None,
-    })
+/// NannyML's `StandardDeviationThreshold` over the realized values of the
+/// reference chunks, each side replaced by the limit when it reaches it.
+pub(crate) fn thresholds(
+    reference: &[Chunk],
+    limits: Limits,
+    realized: impl Fn(Range<usize>) -> Option<f64>,
+) -> Thresholds {
+    let per_chunk: Vec<Option<f64>> = reference.iter().map(|c| realized(c.rows())).collect();
+    match nan_mean_std(&per_chunk) {
+        None => (None, None),
+        Some((mean, std)) => {
+            let (lower, upper) = (mean - 3.0 * std, mean + 3.0 * std);
+            (
+                Some(match limits.lower {
+                    Some(l) if lower <= l => l,
+                    _ => lower,
+                }),
+                Some(match limits.upper {
+                    Some(u) if upper >= u => u,
+                    _ => upper,
+                }),
+            )
+        }
+    }
 }
 
-fn estimate(metric: &str, predicted: &[bool], calibrated: &[f64], score: &[f64]) -> f64 {
-    match metric {
-        "accuracy" => cbpe::accuracy(predicted, calibrated),
-        "precision" => cbpe::precision(predicted, calibrated),
-        "recall" => cbpe::recall(predicted, calibrated),
-        "specificity" => cbpe::specificity(predicted, calibrated),
-        "f1" => cbpe::f1(predicted, calibrated),
-        "roc_auc" => cbpe::roc_auc(calibrated, score),
-        _ => f64::NAN,
+/// One column of one chunk, as NannyML's `get_chunk_record`: the band of
+/// ± 3 sampling errors clipped to the limits (NaN stays NaN), the alert
+/// when the estimate leaves the thresholds.
+pub(crate) fn record(
+    value: f64,
+    error: f64,
+    realized: Option<f64>,
+    (lower, upper): Thresholds,
+    limits: Limits,
+) -> Estimate {
+    Estimate {
+        value: finite(value),
+        sampling_error: finite(error),
+        realized,
+        upper_confidence_boundary: finite(value + 3.0 * error)
+            .map(|b| limits.upper.map_or(b, |u| b.min(u))),
+        lower_confidence_boundary: finite(value - 3.0 * error)
+            .map(|b| limits.lower.map_or(b, |l| b.max(l))),
+        lower_threshold: lower,
+        upper_threshold: upper,
+        alert: lower.is_some_and(|l| value < l) || upper.is_some_and(|u| value > u),
     }
+}
+
+/// A binary data set: scores (probability of class 1), predicted classes,
+/// and targets where known.
+pub struct Rows<'a> {
+    pub score: &'a [f64],
+    pub predicted: &'a [bool],
+    pub truth: Option<&'a [bool]>,
+}
+
+/// A column of a binary estimate: a rate, a confusion-matrix cell, or
+/// the business value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Column {
+    Rate(Metric),
+    Cell(Cell),
+    Business(BusinessValue),
+}
+
+/// How a column's sampling error follows from the chunk's size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Error {
+    Rate(Option<ErrorComponents>),
+    Cell(CellError),
+    Business { std: f64, per_prediction: bool },
+}
+
+impl Error {
+    fn at(&self, n: usize) -> f64 {
+        match self {
+            Error::Rate(c) => c.map_or(f64::NAN, |c| c.sampling_error(n)),
+            Error::Cell(c) => c.sampling_error(n),
+            Error::Business {
+                std,
+                per_prediction,
+            } => cbpe::business_value_sampling_error(*std, *per_prediction, n),
+        }
+    }
+}
+
+/// A metric realized on rows with targets; `None` where NannyML gives NaN
+/// (one class among the targets or the predictions, for the metrics that
+/// need both).
+fn realized_rate(metric: Metric, truth: &[bool], predicted: &[bool], score: &[f64]) -> Option<f64> {
+    let (tp, fp, fn_, tn) = cbpe::outcomes(truth, predicted);
+    let (tp, fp, fn_, tn) = (tp as f64, fp as f64, fn_ as f64, tn as f64);
+    let one_class = |v: &[bool]| v.iter().all(|&x| x) || v.iter().all(|&x| !x);
+    match metric {
+        Metric::Accuracy => finite((tp + tn) / truth.len() as f64),
+        Metric::Specificity => (tn + fp > 0.0).then(|| tn / (tn + fp)),
+        _ if one_class(truth) => None,
+        Metric::RocAuc => {
+            let pairs: Vec<(f64, bool)> =
+                score.iter().copied().zip(truth.iter().copied()).collect();
+            super::roc_auc(&pairs)
+        }
+        _ if one_class(predicted) => None,
+        Metric::Precision => Some(tp / (tp + fp)),
+        Metric::Recall => Some(tp / (tp + fn_)),
+        Metric::F1 => Some(2.0 * tp / (2.0 * tp + fp + fn_)),
+        _ => None,
+    }
+}
+
+impl Column {
+    fn name(&self) -> String {
+        match self {
+            Column::Rate(m) => m.name().to_string(),
+            Column::Cell(c) => c.name().to_string(),
+            Column::Business(_) => Metric::BusinessValue.name().to_string(),
+        }
+    }
+
+    fn limits(&self, by: Normalize) -> Limits {
+        match self {
+            Column::Rate(_) => RATE,
+            Column::Cell(_) => cell_limits(by),
+            Column::Business(_) => Limits {
+                lower: None,
+                upper: None,
+            },
+        }
+    }
+
+    fn realized(
+        &self,
+        by: Normalize,
+        truth: &[bool],
+        predicted: &[bool],
+        score: &[f64],
+    ) -> Option<f64> {
+        match self {
+            Column::Rate(m) => realized_rate(*m, truth, predicted, score),
+            Column::Cell(c) => finite(c.realized(by, truth, predicted)),
+            Column::Business(bv) => finite(cbpe::business_value_realized(bv, truth, predicted)),
+        }
+    }
+
+    fn estimate(
+        &self,
+        by: Normalize,
+        predicted: &[bool],
+        calibrated: &[f64],
+        score: &[f64],
+    ) -> f64 {
+        match self {
+            Column::Rate(Metric::Accuracy) => cbpe::accuracy(predicted, calibrated),
+            Column::Rate(Metric::Precision) => cbpe::precision(predicted, calibrated),
+            Column::Rate(Metric::Recall) => cbpe::recall(predicted, calibrated),
+            Column::Rate(Metric::Specificity) => cbpe::specificity(predicted, calibrated),
+            Column::Rate(Metric::F1) => cbpe::f1(predicted, calibrated),
+            Column::Rate(Metric::RocAuc) => cbpe::roc_auc(calibrated, score),
+            Column::Rate(_) => f64::NAN,
+            Column::Cell(c) => cbpe::confusion_estimate(*c, by, predicted, calibrated),
+            Column::Business(bv) => cbpe::business_value(bv, predicted, calibrated),
+        }
+    }
+
+    fn error(&self, by: Normalize, truth: &[bool], predicted: &[bool], score: &[f64]) -> Error {
+        match self {
+            Column::Rate(m) => Error::Rate(match m {
+                Metric::Accuracy => Some(cbpe::accuracy_error_components(truth, predicted)),
+                Metric::Precision => Some(cbpe::precision_error_components(truth, predicted)),
+                Metric::Recall => Some(cbpe::recall_error_components(truth, predicted)),
+                Metric::Specificity => Some(cbpe::specificity_error_components(truth, predicted)),
+                Metric::F1 => cbpe::f1_error_components(truth, predicted),
+                Metric::RocAuc => Some(cbpe::roc_auc_error_components(truth, score)),
+                _ => None,
+            }),
+            Column::Cell(c) => {
+                Error::Cell(cbpe::confusion_error_components(*c, by, truth, predicted))
+            }
+            Column::Business(bv) => Error::Business {
+                std: cbpe::business_value_error_std(bv, truth, predicted),
+                per_prediction: bv.per_prediction,
+            },
+        }
+    }
+}
+
+/// The columns the settings ask of a binary task, in NannyML's order.
+fn binary_columns(settings: &Settings) -> Result<Vec<Column>, String> {
+    let mut out = Vec::new();
+    for &m in &settings.metrics {
+        match m {
+            Metric::ConfusionMatrix => out.extend(Cell::ALL.map(Column::Cell)),
+            Metric::BusinessValue => {
+                out.push(Column::Business(settings.business_value.ok_or(
+                    "business_value needs the value of each confusion-matrix cell",
+                )?))
+            }
+            m => out.push(Column::Rate(m)),
+        }
+    }
+    Ok(out)
+}
+
+/// A fitted binary estimator: the calibration (if the scores need one),
+/// and per column its sampling error and thresholds.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    pub calibrated: bool,
+    calibration: Option<Isotonic>,
+    columns: Vec<Fit<Column, Error>>,
+    chunking: Chunking,
+    normalize: Normalize,
 }
 
 impl Fitted {
     /// Fits on the reference (targets required). `Err` names what is wrong.
-    pub fn fit(reference: &Rows<'_>, chunking: Chunking) -> Result<Fitted, String> {
+    pub fn fit(reference: &Rows<'_>, settings: &Settings) -> Result<Fitted, String> {
         let truth = reference
             .truth
             .ok_or("the reference needs targets to fit the estimator")?;
@@ -180,52 +437,35 @@ impl Fitted {
             true => Some(Isotonic::fit(reference.score, &target).ok_or("scores must be finite")?),
             false => None,
         };
-        let reference_chunks =
-            chunks(reference.score.len(), chunking).ok_or("the reference is too small to chunk")?;
-        let mut comps = Vec::new();
-        let mut thresholds = Vec::new();
-        for metric in METRICS {
-            comps.push(components(
-                metric,
-                truth,
-                reference.predicted,
-                reference.score,
-            ));
-            let per_chunk: Vec<Option<f64>> = reference_chunks
-                .iter()
-                .map(|c| {
-                    let r = c.start..c.end + 1;
-                    realized(
-                        metric,
-                        &truth[r.clone()],
-                        &reference.predicted[r.clone()],
-                        &reference.score[r],
-                    )
-                })
-                .collect();
-            thresholds.push(match nan_mean_std(&per_chunk) {
-                Some((mean, std)) => {
-                    let (lower, upper) = (mean - 3.0 * std, mean + 3.0 * std);
-                    (
-                        Some(if lower <= 0.0 { 0.0 } else { lower }),
-                        Some(if upper >= 1.0 { 1.0 } else { upper }),
-                    )
+        let reference_chunks = chunks(reference.score.len(), settings.chunking)
+            .ok_or("the reference is too small to chunk")?;
+        let by = settings.normalize;
+        let (predicted, score) = (reference.predicted, reference.score);
+        let columns = binary_columns(settings)?
+            .into_iter()
+            .map(|column| {
+                let limits = column.limits(by);
+                Fit {
+                    column,
+                    error: column.error(by, truth, predicted, score),
+                    limits,
+                    thresholds: thresholds(&reference_chunks, limits, |r| {
+                        column.realized(by, &truth[r.clone()], &predicted[r.clone()], &score[r])
+                    }),
                 }
-                None => (None, None),
-            });
-        }
+            })
+            .collect();
         Ok(Fitted {
             calibrated: check.needed,
             calibration,
-            components: comps,
-            thresholds,
-            chunking,
+            columns,
+            chunking: settings.chunking,
+            normalize: by,
         })
     }
 
-    /// Every chunk of `rows`: its key and each metric's estimate, in
-    /// `METRICS` order.
-    pub fn estimate(&self, rows: &Rows<'_>) -> Vec<(Chunk, Vec<Estimate>)> {
+    /// Every chunk of `rows` with each column's estimate.
+    pub fn estimate(&self, rows: &Rows<'_>) -> Estimates {
         let calibrated: Vec<f64> = match &self.calibration {
             Some(iso) => rows.score.iter().map(|&s| iso.predict(s)).collect(),
             None => rows.score.to_vec(),
@@ -233,37 +473,31 @@ impl Fitted {
         let Some(list) = chunks(rows.score.len(), self.chunking) else {
             return Vec::new();
         };
+        let by = self.normalize;
         list.into_iter()
             .map(|c| {
-                let r = c.start..c.end + 1;
+                let r = c.rows();
                 let (predicted, cal, score) = (
                     &rows.predicted[r.clone()],
                     &calibrated[r.clone()],
                     &rows.score[r.clone()],
                 );
                 let truth = rows.truth.map(|t| &t[r.clone()]);
-                let estimates = METRICS
+                let estimates = self
+                    .columns
                     .iter()
-                    .enumerate()
-                    .map(|(m, metric)| {
-                        let value = estimate(metric, predicted, cal, score);
-                        let error = self.components[m]
-                            .map_or(f64::NAN, |e| e.sampling_error(predicted.len()));
-                        let (lower, upper) = self.thresholds[m];
-                        Estimate {
-                            value: finite(value),
-                            sampling_error: finite(error),
-                            realized: truth.and_then(|t| realized(metric, t, predicted, score)),
-                            // np.minimum / np.maximum: NaN stays NaN.
-                            upper_confidence_boundary: finite(value + 3.0 * error)
-                                .map(|b| b.min(1.0)),
-                            lower_confidence_boundary: finite(value - 3.0 * error)
-                                .map(|b| b.max(0.0)),
-                            lower_threshold: lower,
-                            upper_threshold: upper,
-                            alert: lower.is_some_and(|l| value < l)
-                                || upper.is_some_and(|u| value > u),
-                        }
+                    .map(|f| {
+                        let value = f.column.estimate(by, predicted, cal, score);
+                        let realized =
+                            truth.and_then(|t| f.column.realized(by, t, predicted, score));
+                        let e = record(
+                            value,
+                            f.error.at(predicted.len()),
+                            realized,
+                            f.thresholds,
+                            f.limits,
+                        );
+                        (f.column.name(), e)
                     })
                     .collect();
                 (c, estimates)

@@ -13,6 +13,7 @@ pub mod distance;
 pub mod estimation;
 pub mod kolmogorov;
 pub mod ks;
+pub mod multiclass;
 pub mod numpy_rng;
 pub mod rng;
 pub mod sample;

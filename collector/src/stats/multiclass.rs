@@ -1,0 +1,511 @@
+//! NannyML's CBPE for a multiclass classifier, as
+//! `CBPE(problem_type="classification_multiclass")` computes it: each
+//! class's probabilities calibrated one-vs-rest (isotonic, where
+//! `needs_calibration` says so) and every row renormalized to sum to 1;
+//! precision, recall, F1, specificity and ROC AUC estimated per class as
+//! the binary estimator does and macro-averaged; accuracy as the mean
+//! probability of the predicted class; the confusion matrix cell by cell.
+//! Sampling errors combine the per-class variances
+//! (√(Σ var / (n × fraction)) / K, ×1.2 for ROC AUC). The chunking,
+//! thresholds, band and alert are `stats::estimation`'s.
+
+use super::calibration::{needs_calibration, Isotonic};
+use super::cbpe::{self, CellError, Normalize};
+use super::estimation::{
+    cell_limits, chunks, finite, record, thresholds, Chunking, Estimates, Fit, Metric, Settings,
+    RATE,
+};
+use super::sum::{mean_std, pairwise_sum};
+
+/// A multiclass data set: per class (in the fitted order) the probability
+/// of each row, each row's predicted class and, where known, its actual
+/// class (indices into the classes).
+pub struct ClassRows<'a> {
+    pub probabilities: &'a [Vec<f64>],
+    pub predicted: &'a [usize],
+    pub truth: Option<&'a [usize]>,
+}
+
+/// A column of a multiclass estimate: a macro-averaged rate, or the
+/// confusion-matrix cell of an actual and a predicted class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Column {
+    Rate(Metric),
+    Cell { truth: usize, predicted: usize },
+}
+
+/// How a column's sampling error follows from the chunk's size.
+#[derive(Debug, Clone, PartialEq)]
+enum Error {
+    /// Per class (variance, fraction of rows), and a factor.
+    Classes(Vec<(f64, f64)>, f64),
+    Accuracy(f64),
+    Cell(CellError),
+}
+
+impl Error {
+    fn at(&self, n: usize) -> f64 {
+        let n = n as f64;
+        match self {
+            Error::Classes(per_class, factor) => {
+                let v: Vec<f64> = per_class.iter().map(|(var, f)| var / (n * f)).collect();
+                pairwise_sum(&v).sqrt() / per_class.len() as f64 * factor
+            }
+            Error::Accuracy(std) => std / n.sqrt(),
+            Error::Cell(c) => c.sampling_error(n as usize),
+        }
+    }
+}
+
+/// A chunk's rows, one class against the rest.
+fn is(class: usize, rows: &[usize]) -> Vec<bool> {
+    rows.iter().map(|&r| r == class).collect()
+}
+
+fn distinct(rows: &[usize]) -> usize {
+    let mut seen: Vec<usize> = rows.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    seen.len()
+}
+
+/// The mean of per-class values (`numpy.mean`).
+fn macro_mean(values: &[f64]) -> f64 {
+    pairwise_sum(values) / values.len() as f64
+}
+
+/// The realized confusion matrix of a chunk, `[actual][predicted]`,
+/// normalized as scikit-learn's `confusion_matrix` does (NaN to 0).
+fn confusion(k: usize, truth: &[usize], predicted: &[usize], by: Normalize) -> Vec<Vec<f64>> {
+    let mut cm = vec![vec![0.0; k]; k];
+    for (&t, &p) in truth.iter().zip(predicted) {
+        cm[t][p] += 1.0;
+    }
+    normalize(&mut cm, by);
+    for v in cm.iter_mut().flatten() {
+        if v.is_nan() {
+            *v = 0.0;
+        }
+    }
+    cm
+}
+
+/// A matrix divided by its row sums (`True`), its column sums (`Pred`)
+/// or its total (`All`), each summed as NumPy sums along that axis.
+fn normalize(cm: &mut [Vec<f64>], by: Normalize) {
+    match by {
+        Normalize::None => {}
+        Normalize::All => {
+            let total = pairwise_sum(&cm.iter().flatten().copied().collect::<Vec<f64>>());
+            cm.iter_mut().flatten().for_each(|v| *v /= total);
+        }
+        Normalize::True => {
+            for row in cm.iter_mut() {
+                let sum = pairwise_sum(row);
+                row.iter_mut().for_each(|v| *v /= sum);
+            }
+        }
+        Normalize::Pred => {
+            for j in 0..cm.len() {
+                // Along axis 0 NumPy adds row after row.
+                let sum = cm.iter().fold(-0.0, |acc, row| acc + row[j]);
+                cm.iter_mut().for_each(|row| row[j] /= sum);
+            }
+        }
+    }
+}
+
+/// A fitted multiclass estimator.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    pub classes: Vec<String>,
+    /// Per class, whether its probabilities are calibrated.
+    pub calibrated: Vec<bool>,
+    calibrations: Vec<Option<Isotonic>>,
+    columns: Vec<Fit<Column, Error>>,
+    chunking: Chunking,
+    normalize: Normalize,
+}
+
+/// What the metrics need of one chunk.
+struct View<'a> {
+    k: usize,
+    predicted: &'a [usize],
+    /// Per class: calibrated and raw probabilities.
+    calibrated: Vec<&'a [f64]>,
+    raw: Vec<&'a [f64]>,
+}
+
+impl View<'_> {
+    fn estimate(&self, metric: Metric) -> f64 {
+        let per_class = |c: usize| -> f64 {
+            let (y, p) = (is(c, self.predicted), self.calibrated[c]);
+            match metric {
+                Metric::Precision => cbpe::precision(&y, p),
+                Metric::Recall => cbpe::recall(&y, p),
+                Metric::F1 => cbpe::f1(&y, p),
+                Metric::Specificity => cbpe::specificity(&y, p),
+                _ => cbpe::roc_auc(p, self.raw[c]),
+            }
+        };
+        match metric {
+            Metric::Precision
+            | Metric::Recall
+            | Metric::F1
+            | Metric::Specificity
+            | Metric::RocAuc => macro_mean(&(0..self.k).map(per_class).collect::<Vec<f64>>()),
+            Metric::Accuracy => {
+                let p: Vec<f64> = (0..self.predicted.len())
+                    .map(|i| self.calibrated[self.predicted[i]][i])
+                    .collect();
+                pairwise_sum(&p) / p.len() as f64
+            }
+            _ => f64::NAN,
+        }
+    }
+
+    /// The estimated confusion matrix: the mean of the calibrated
+    /// probability of the actual class over the rows predicted as each
+    /// class, normalized.
+    fn confusion(&self, by: Normalize) -> Vec<Vec<f64>> {
+        let n = self.predicted.len() as f64;
+        let cm: Vec<Vec<f64>> = (0..self.k)
+            .map(|i| {
+                (0..self.k)
+                    .map(|j| {
+                        let v: Vec<f64> = self
+                            .predicted
+                            .iter()
+                            .zip(self.calibrated[i])
+                            .map(|(&p, &q)| if p == j { q } else { 0.0 })
+                            .collect();
+                        pairwise_sum(&v) / n
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut cm = cm;
+        match by {
+            Normalize::None => cm.iter_mut().flatten().for_each(|v| *v *= n),
+            _ => normalize(&mut cm, by),
+        }
+        cm
+    }
+}
+
+/// A macro-averaged rate realized on rows with targets (scikit-learn's
+/// macro averages over the classes, a class without predictions or
+/// actual rows counting 0); `None` with one actual or predicted class.
+fn realized_rate(
+    metric: Metric,
+    k: usize,
+    truth: &[usize],
+    predicted: &[usize],
+    raw: &[&[f64]],
+) -> Option<f64> {
+    if metric == Metric::RocAuc {
+        if distinct(truth) != k {
+            return None;
+        }
+        let per_class: Vec<f64> = (0..k)
+            .map(|c| {
+                let pairs: Vec<(f64, bool)> = raw[c]
+                    .iter()
+                    .zip(truth)
+                    .map(|(&s, &t)| (s, t == c))
+                    .collect();
+                super::roc_auc(&pairs).unwrap_or(f64::NAN)
+            })
+            .collect();
+        return finite(macro_mean(&per_class));
+    }
+    if distinct(truth) <= 1 || distinct(predicted) <= 1 {
+        return None;
+    }
+    if metric == Metric::Accuracy {
+        let right = truth.iter().zip(predicted).filter(|(t, p)| t == p).count();
+        return Some(right as f64 / truth.len() as f64);
+    }
+    let share = |a: usize, b: usize| {
+        if a + b == 0 {
+            0.0
+        } else {
+            a as f64 / (a + b) as f64
+        }
+    };
+    let per_class: Vec<f64> = (0..k)
+        .map(|c| {
+            let (tp, fp, fn_, tn) = cbpe::outcomes(&is(c, truth), &is(c, predicted));
+            match metric {
+                Metric::Precision => share(tp, fp),
+                Metric::Recall => share(tp, fn_),
+                Metric::F1 => {
+                    let d = 2 * tp + fp + fn_;
+                    if d == 0 {
+                        0.0
+                    } else {
+                        2.0 * tp as f64 / d as f64
+                    }
+                }
+                _ => tn as f64 / (tn + fp) as f64,
+            }
+        })
+        .collect();
+    finite(macro_mean(&per_class))
+}
+
+/// A class's (variance, fraction) of a rate's sampling error, from the
+/// reference (`nannyml.sampling_error.multiclass_classification`).
+fn class_components(
+    metric: Metric,
+    truth: &[bool],
+    predicted: &[bool],
+    score: &[f64],
+) -> (f64, f64) {
+    let c = match metric {
+        Metric::Precision => cbpe::precision_error_components(truth, predicted),
+        Metric::Recall => cbpe::recall_error_components(truth, predicted),
+        Metric::Specificity => cbpe::specificity_error_components(truth, predicted),
+        Metric::RocAuc => cbpe::roc_auc_error_components(truth, score),
+        _ => {
+            // F1: true positives 1, false negatives and positives 0.
+            let (tp, fp, fn_, _) = cbpe::outcomes(truth, predicted);
+            let values = cbpe::ones_then_zeros(tp, fn_ + fp, 1.0);
+            let std = mean_std(&values).1;
+            return (std * std, values.len() as f64 / truth.len() as f64);
+        }
+    };
+    (c.std * c.std, c.fraction)
+}
+
+/// A confusion-matrix cell's sampling-error components from the
+/// reference counts `cm`: the spread of a 0/1 array with the cell's count
+/// of ones among its actual class's rows (`True`), its predicted class's
+/// (`Pred`) or all rows, and that share of the rows.
+fn cell_error(cm: &[Vec<f64>], i: usize, j: usize, n: usize, by: Normalize) -> CellError {
+    let row = pairwise_sum(&cm[i]);
+    let column = cm.iter().fold(-0.0, |acc, r| acc + r[j]);
+    let (len, proportion) = match by {
+        Normalize::True => (row, row / n as f64),
+        Normalize::Pred => (column, column / n as f64),
+        Normalize::All | Normalize::None => (n as f64, 1.0),
+    };
+    let ones = cm[i][j] as usize;
+    let values = cbpe::ones_then_zeros(ones, len as usize - ones, 1.0);
+    CellError {
+        std: mean_std(&values).1,
+        proportion,
+        normalize: by,
+    }
+}
+
+impl Fitted {
+    /// Fits on the reference: `classes` name the probability columns, in
+    /// sorted order (NannyML sorts them); targets required. `Err` names
+    /// what is wrong.
+    pub fn fit(
+        classes: &[String],
+        reference: &ClassRows<'_>,
+        settings: &Settings,
+    ) -> Result<Fitted, String> {
+        let truth = reference
+            .truth
+            .ok_or("the reference needs targets to fit the estimator")?;
+        let (k, n) = (classes.len(), reference.predicted.len());
+        let (predicted, raw) = (reference.predicted, reference.probabilities);
+        if k < 2 || raw.len() != k || raw.iter().any(|p| p.len() != n) || truth.len() != n {
+            return Err("a multiclass estimator needs a probability column per class, each as long as the predictions".into());
+        }
+        let mut calibrations = Vec::with_capacity(k);
+        let mut calibrated = Vec::with_capacity(k);
+        for (c, name) in classes.iter().enumerate() {
+            let target: Vec<f64> = truth.iter().map(|&t| f64::from(u8::from(t == c))).collect();
+            let check = needs_calibration(&target, &raw[c], 10)
+                .map_err(|e| format!("class {name:?}: {e}"))?;
+            calibrated.push(check.needed);
+            calibrations.push(match check.needed {
+                true => Some(
+                    Isotonic::fit(&raw[c], &target)
+                        .ok_or_else(|| format!("class {name:?}: probabilities must be finite"))?,
+                ),
+                false => None,
+            });
+        }
+        let reference_chunks =
+            chunks(n, settings.chunking).ok_or("the reference is too small to chunk")?;
+        let by = settings.normalize;
+        let chunk_raw = |r: &std::ops::Range<usize>| -> Vec<&[f64]> {
+            raw.iter().map(|p| &p[r.clone()]).collect()
+        };
+        let mut columns = Vec::new();
+        for &metric in &settings.metrics {
+            match metric {
+                Metric::BusinessValue => {
+                    return Err("business_value is estimated for binary classifiers only".into())
+                }
+                Metric::ConfusionMatrix => {
+                    let counts = confusion(k, truth, predicted, Normalize::None);
+                    for i in 0..k {
+                        for j in 0..k {
+                            let limits = cell_limits(by);
+                            columns.push(Fit {
+                                column: Column::Cell {
+                                    truth: i,
+                                    predicted: j,
+                                },
+                                error: Error::Cell(cell_error(&counts, i, j, n, by)),
+                                limits,
+                                thresholds: thresholds(&reference_chunks, limits, |r| {
+                                    let (t, p) = (&truth[r.clone()], &predicted[r]);
+                                    (distinct(t) > 1 && distinct(p) > 1)
+                                        .then(|| confusion(k, t, p, by)[i][j])
+                                }),
+                            });
+                        }
+                    }
+                }
+                metric => {
+                    let error = match metric {
+                        Metric::Accuracy => {
+                            let right: Vec<f64> = truth
+                                .iter()
+                                .zip(predicted)
+                                .map(|(t, p)| f64::from(u8::from(t == p)))
+                                .collect();
+                            Error::Accuracy(mean_std(&right).1)
+                        }
+                        _ => Error::Classes(
+                            (0..k)
+                                .map(|c| {
+                                    class_components(
+                                        metric,
+                                        &is(c, truth),
+                                        &is(c, predicted),
+                                        &raw[c],
+                                    )
+                                })
+                                .collect(),
+                            if metric == Metric::RocAuc { 1.2 } else { 1.0 },
+                        ),
+                    };
+                    columns.push(Fit {
+                        column: Column::Rate(metric),
+                        error,
+                        limits: RATE,
+                        thresholds: thresholds(&reference_chunks, RATE, |r| {
+                            realized_rate(
+                                metric,
+                                k,
+                                &truth[r.clone()],
+                                &predicted[r.clone()],
+                                &chunk_raw(&r),
+                            )
+                        }),
+                    });
+                }
+            }
+        }
+        Ok(Fitted {
+            classes: classes.to_vec(),
+            calibrated,
+            calibrations,
+            columns,
+            chunking: settings.chunking,
+            normalize: by,
+        })
+    }
+
+    /// The calibrated probabilities, each row renormalized to sum to 1
+    /// (uniform where they sum to 0).
+    fn calibrate(&self, raw: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        let k = self.classes.len();
+        let mut cal: Vec<Vec<f64>> = raw
+            .iter()
+            .zip(&self.calibrations)
+            .map(|(p, iso)| match iso {
+                Some(iso) => p.iter().map(|&s| iso.predict(s)).collect(),
+                None => p.clone(),
+            })
+            .collect();
+        let n = raw.first().map_or(0, Vec::len);
+        for i in 0..n {
+            let row: Vec<f64> = cal.iter().map(|p| p[i]).collect();
+            let sum = pairwise_sum(&row);
+            for p in cal.iter_mut() {
+                p[i] = if sum != 0.0 {
+                    p[i] / sum
+                } else {
+                    1.0 / k as f64
+                };
+            }
+        }
+        cal
+    }
+
+    /// Every chunk of `rows` with each column's estimate.
+    pub fn estimate(&self, rows: &ClassRows<'_>) -> Estimates {
+        let k = self.classes.len();
+        let calibrated = self.calibrate(rows.probabilities);
+        let Some(list) = chunks(rows.predicted.len(), self.chunking) else {
+            return Vec::new();
+        };
+        let by = self.normalize;
+        let has_cells = self
+            .columns
+            .iter()
+            .any(|f| matches!(f.column, Column::Cell { .. }));
+        list.into_iter()
+            .map(|c| {
+                let r = c.rows();
+                let view = View {
+                    k,
+                    predicted: &rows.predicted[r.clone()],
+                    calibrated: calibrated.iter().map(|p| &p[r.clone()]).collect(),
+                    raw: rows.probabilities.iter().map(|p| &p[r.clone()]).collect(),
+                };
+                let truth = rows.truth.map(|t| &t[r.clone()]);
+                let estimated_cells = if has_cells {
+                    view.confusion(by)
+                } else {
+                    Vec::new()
+                };
+                let realized_cells = truth
+                    .filter(|t| has_cells && distinct(t) > 1 && distinct(view.predicted) > 1)
+                    .map(|t| confusion(k, t, view.predicted, by));
+                let estimates = self
+                    .columns
+                    .iter()
+                    .map(|f| {
+                        let (name, value, realized) = match f.column {
+                            Column::Rate(m) => (
+                                m.name().to_string(),
+                                view.estimate(m),
+                                truth.and_then(|t| {
+                                    realized_rate(m, k, t, view.predicted, &view.raw)
+                                }),
+                            ),
+                            Column::Cell {
+                                truth: i,
+                                predicted: j,
+                            } => (
+                                format!("true_{}_pred_{}", self.classes[i], self.classes[j]),
+                                estimated_cells[i][j],
+                                realized_cells.as_ref().map(|cm| cm[i][j]),
+                            ),
+                        };
+                        let error = f.error.at(view.predicted.len());
+                        let mut e = record(value, error, realized, f.thresholds, f.limits);
+                        if matches!(f.column, Column::Cell { .. }) && (value + error).is_nan() {
+                            // NannyML clips the cells' band with Python's
+                            // min and max, which keep the limit over NaN.
+                            e.upper_confidence_boundary = f.limits.upper;
+                            e.lower_confidence_boundary = f.limits.lower;
+                        }
+                        (name, e)
+                    })
+                    .collect();
+                (c, estimates)
+            })
+            .collect()
+    }
+}
