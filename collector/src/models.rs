@@ -3,6 +3,7 @@
 //! does), so live windows are compared with the same samples.
 
 use crate::config::{OutputField, RawCost, RawModel, Span, Task};
+use crate::report::estimator::Estimator;
 use crate::report::load::{self, Dataset};
 use crate::report::Overrides;
 use crate::stats::{ColumnType, Key, Sample};
@@ -71,6 +72,9 @@ pub struct Model {
     pub drift: Overrides,
     /// Its experiments (arms, metric, decision settings).
     pub experiments: Vec<crate::config::experiment::RawExperiment>,
+    /// Its performance estimator (CBPE), fitted on the reference's targets
+    /// and outputs, when the model asks for estimation.
+    pub estimator: Option<std::sync::Arc<Estimator>>,
     /// Feature positions by name (FxHash: looked up per feature of every
     /// event; the keys are the configuration's).
     index: rustc_hash::FxHashMap<String, usize>,
@@ -89,13 +93,20 @@ impl Model {
     pub fn load(raw: &RawModel) -> Result<Model, String> {
         let dataset: Dataset =
             load::read(&raw.reference).map_err(|e| format!("model {}: {e}", raw.name))?;
-        let prediction_column = raw.prediction.as_ref().map(|p| p.column.as_str());
+        // Without a feature list, every column but the model's outputs and
+        // (when this file holds them) the estimation's targets and outputs.
+        let mut outputs: Vec<&str> = raw.prediction.iter().map(|p| p.column.as_str()).collect();
+        if let Some(e) = raw.estimation.as_ref().filter(|e| e.reference.is_none()) {
+            outputs.extend([e.target.as_str(), e.prediction.as_str()]);
+            outputs.extend(e.score.as_deref());
+            outputs.extend(e.probabilities.values().map(String::as_str));
+        }
         let names = match &raw.features {
             Some(f) => f.clone(),
             None => dataset
                 .column_names()
                 .into_iter()
-                .filter(|c| Some(c.as_str()) != prediction_column)
+                .filter(|c| !outputs.contains(&c.as_str()))
                 .collect(),
         };
         let mut features = Vec::with_capacity(names.len());
@@ -156,6 +167,23 @@ impl Model {
             sha256,
             rows: dataset.rows(),
         };
+        let estimator = match &raw.estimation {
+            None => None,
+            Some(e) => {
+                let at = |why: String| format!("model {}: estimation: {why}", raw.name);
+                let options = e
+                    .options(raw.task, raw.positive_class.as_deref().unwrap_or("1"))
+                    .map_err(at)?;
+                let fitted = match &e.reference {
+                    Some(path) if *path != raw.reference => {
+                        let data = load::read(path).map_err(|e| at(e.to_string()))?;
+                        Estimator::fit(&data, &options)
+                    }
+                    _ => Estimator::fit(&dataset, &options),
+                };
+                Some(std::sync::Arc::new(fitted.map_err(at)?))
+            }
+        };
         let mut windows = raw.windows.clone();
         windows.sort();
         windows.dedup();
@@ -176,6 +204,7 @@ impl Model {
             reference,
             drift,
             experiments: raw.experiments.clone(),
+            estimator,
             index,
         })
     }

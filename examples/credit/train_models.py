@@ -31,13 +31,6 @@ import random
 
 import numpy as np
 import onnxruntime as ort
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 FEATURES = ["age", "income", "loan_amount", "bureau_score", "dependents", "has_card"]
 
@@ -78,6 +71,15 @@ def default_label(r, rng):
 
 
 def main():
+    # Here, so that score_reference.py can use matrix() without them.
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     with open("reference.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     rng = random.Random(11)

@@ -4,6 +4,7 @@
 //! never from the YAML itself.
 
 pub mod cluster;
+pub mod estimation;
 pub mod experiment;
 
 use std::net::SocketAddr;
@@ -313,6 +314,8 @@ pub struct RawModel {
     /// A/B tests and canaries over the arms the agent splits traffic into.
     #[serde(default)]
     pub experiments: Vec<experiment::RawExperiment>,
+    /// Performance estimated before the labels arrive (CBPE).
+    pub estimation: Option<estimation::RawEstimation>,
 }
 
 /// A model's drift test and threshold overrides, in `driftwatch report`'s
@@ -572,6 +575,13 @@ impl RawConfig {
                 &mut experiment_names,
                 &mut errors,
             );
+            estimation::check(
+                &at,
+                m.task,
+                m.positive_class.as_deref().unwrap_or("1"),
+                m.estimation.as_ref(),
+                &mut errors,
+            );
             if !m.reference.exists() {
                 errors.push(format!(
                     "{at}.reference: {} does not exist",
@@ -663,6 +673,7 @@ pub fn from_flags(
             drift: RawDrift::default(),
             partitions: default_partitions(),
             experiments: Vec::new(),
+            estimation: None,
         }],
     }
 }

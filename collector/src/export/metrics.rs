@@ -81,6 +81,10 @@ pub struct Metrics {
     pub window_samples: GaugeVec,
     pub shadow_agreement: GaugeVec,
     pub model_performance: GaugeVec,
+    pub estimated_performance: GaugeVec,
+    pub estimated_performance_lower: GaugeVec,
+    pub estimated_performance_upper: GaugeVec,
+    pub estimated_performance_alert: GaugeVec,
     pub shadow_comparison_p_value: GaugeVec,
     pub shadow_comparison_verdict: GaugeVec,
     pub shadow_always_valid_p_value: GaugeVec,
@@ -344,6 +348,30 @@ impl Default for Metrics {
                 "Quality of a role's predictions against the labels received, in the live window",
                 &["model", "role", "metric", "window"],
             ),
+            estimated_performance: gauge(
+                r,
+                "driftwatch_estimated_performance",
+                "A role's performance in the live window estimated before its labels (NannyML's CBPE)",
+                &["model", "role", "metric", "window"],
+            ),
+            estimated_performance_lower: gauge(
+                r,
+                "driftwatch_estimated_performance_lower",
+                "Lower end of the estimate's band (estimate minus 3 sampling errors, clipped to the metric's range)",
+                &["model", "role", "metric", "window"],
+            ),
+            estimated_performance_upper: gauge(
+                r,
+                "driftwatch_estimated_performance_upper",
+                "Upper end of the estimate's band (estimate plus 3 sampling errors, clipped to the metric's range)",
+                &["model", "role", "metric", "window"],
+            ),
+            estimated_performance_alert: gauge(
+                r,
+                "driftwatch_estimated_performance_alert",
+                "1 when the estimate is outside the thresholds from the reference's chunks (mean ± 3 standard deviations), else 0",
+                &["model", "role", "metric", "window"],
+            ),
             shadow_comparison_p_value: gauge(
                 r,
                 "driftwatch_shadow_comparison_p_value",
@@ -525,6 +553,10 @@ impl Metrics {
             &self.window_samples,
             &self.shadow_agreement,
             &self.model_performance,
+            &self.estimated_performance,
+            &self.estimated_performance_lower,
+            &self.estimated_performance_upper,
+            &self.estimated_performance_alert,
             &self.shadow_comparison_p_value,
             &self.shadow_comparison_verdict,
             &self.shadow_always_valid_p_value,
@@ -623,6 +655,17 @@ impl OutputTally {
                     });
                 self.latencies[at].1.push(ms / 1000.0);
             }
+        }
+    }
+}
+
+/// Sets a gauge, or removes its series when there is no value (a test that
+/// could not run, or one without a p-value). +Inf is kept: Prometheus has it.
+pub fn set_or_remove(g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>) {
+    match v.filter(|v| !v.is_nan()) {
+        Some(v) => g.with_label_values(labels).set(v),
+        None => {
+            let _ = g.remove_label_values(labels);
         }
     }
 }

@@ -268,11 +268,21 @@ pub fn validate(
             event.shadow.as_ref().map(|o| output_value(p, o)),
         ],
     };
+    // What the estimator takes of each role's output (`None` where it
+    // cannot use it: counted per window as unscored).
+    let scored = match &model.estimator {
+        None => [None, None],
+        Some(e) => [
+            e.row(&event.champion),
+            event.shadow.as_ref().and_then(|o| e.row(o)),
+        ],
+    };
     Ok(Accepted {
         model: model_idx,
         ts_ms,
         values,
         predicted,
+        scored,
         event,
         json: String::new(),
     })

@@ -1,329 +1,19 @@
 //! `driftwatch performance`: performance estimated before the labels
 //! arrive, offline, as NannyML 0.13.1's CBPE computes it (`stats::estimation`):
 //! a reference with targets and an analysis set read like `report` reads
-//! them, the JSON of DESIGN.md ("Estimated performance"). Binary
-//! classifiers for now.
+//! them, the JSON of DESIGN.md ("Estimated performance"); binary and
+//! multiclass classifiers (`report::estimator`).
 
 use std::path::PathBuf;
 
-use polars::prelude::*;
 use serde_json::{json, Value};
 
+use super::estimator::{self, Asked, Estimator, Options, Outputs};
 use super::load::{self, Dataset};
-use crate::stats::cbpe::{BusinessValue, Normalize};
-use crate::stats::estimation::{chunks, Chunking, Estimates, Fitted, Metric, Rows, Settings};
-use crate::stats::multiclass::{self, ClassRows};
-
-/// What the model outputs: the probability of the positive class
-/// (binary), or a probability column per class (multiclass).
-#[derive(Debug, Clone)]
-pub enum Outputs {
-    Score {
-        column: String,
-        positive_class: String,
-    },
-    Probabilities(Vec<(String, String)>),
-}
-
-/// What to estimate and from which columns.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub target: String,
-    pub prediction: String,
-    pub outputs: Outputs,
-    pub settings: Settings,
-}
+use crate::stats::estimation::{chunks, Settings};
 
 /// Below this many reference chunks ±3σ thresholds false-alarm.
 const FEW_CHUNKS: usize = 6;
-
-fn column(data: &Dataset, name: &str) -> Result<Series, String> {
-    data.series(name)?.ok_or_else(|| {
-        format!(
-            "{}: no column {name:?} (it has {})",
-            data.path().display(),
-            data.column_names().join(", ")
-        )
-    })
-}
-
-/// A score column: finite numbers in [0, 1], none missing.
-fn scores(data: &Dataset, name: &str) -> Result<Vec<f64>, String> {
-    let s = column(data, name)?;
-    let s = s
-        .cast(&DataType::Float64)
-        .map_err(|_| format!("{}: column {name:?} is not numeric", data.path().display()))?;
-    let values: Vec<Option<f64>> = s.f64().map_err(|e| e.to_string())?.iter().collect();
-    let mut out = Vec::with_capacity(values.len());
-    for (row, v) in values.into_iter().enumerate() {
-        match v {
-            Some(x) if (0.0..=1.0).contains(&x) => out.push(x),
-            Some(x) => {
-                return Err(format!(
-                    "{}: column {name:?}, row {row}: {x} is not a probability in [0, 1]",
-                    data.path().display()
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "{}: column {name:?}, row {row}: missing score",
-                    data.path().display()
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A class column as text per row (`None`: missing); numbers as they are
-/// written (`1`, not `1.0`, for whole numbers).
-fn labels(data: &Dataset, name: &str) -> Result<Vec<Option<String>>, String> {
-    let s = column(data, name)?;
-    if s.dtype().is_float() {
-        let s = s.cast(&DataType::Float64).map_err(|e| e.to_string())?;
-        return Ok(s
-            .f64()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| {
-                v.map(|x| {
-                    if x.fract() == 0.0 {
-                        format!("{x:.0}")
-                    } else {
-                        x.to_string()
-                    }
-                })
-            })
-            .collect());
-    }
-    if let Ok(b) = s.bool() {
-        return Ok(b
-            .iter()
-            .map(|v| v.map(|x| u8::from(x).to_string()))
-            .collect());
-    }
-    let s = s.cast(&DataType::String).map_err(|e| e.to_string())?;
-    Ok(s.str()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|v| v.map(str::to_string))
-        .collect())
-}
-
-/// Whether a class label is the positive class: the same text, the same
-/// number, or both a spelling of true.
-fn positive(value: &str, positive: &str) -> bool {
-    let truthy = |v: &str| matches!(v, "1" | "true" | "True");
-    value == positive
-        || (truthy(positive) && truthy(value))
-        || matches!((value.parse::<f64>(), positive.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
-}
-
-/// A class column as an index into `classes` per row (`None`: missing);
-/// a value outside the classes is an error naming it.
-fn class_indices(
-    data: &Dataset,
-    name: &str,
-    classes: &[String],
-) -> Result<Vec<Option<usize>>, String> {
-    labels(data, name)?
-        .into_iter()
-        .enumerate()
-        .map(|(row, v)| match v {
-            None => Ok(None),
-            Some(v) => classes.iter().position(|c| *c == v).map(Some).ok_or_else(|| {
-                format!(
-                    "{}: column {name:?}, row {row}: class {v:?} has no probability column (--probabilities names {})",
-                    data.path().display(),
-                    classes.join(", ")
-                )
-            }),
-        })
-        .collect()
-}
-
-fn complete<T>(values: Vec<Option<T>>, data: &Dataset, name: &str) -> Result<Vec<T>, String> {
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(row, v)| {
-            v.ok_or_else(|| {
-                format!(
-                    "{}: column {name:?}, row {row}: missing value",
-                    data.path().display()
-                )
-            })
-        })
-        .collect()
-}
-
-/// The analysis targets, if the column is there and complete (realized
-/// metrics); a warning when it is there with gaps.
-fn optional_truth<T>(
-    analysis: &Dataset,
-    target: &str,
-    read: impl Fn() -> Result<Vec<Option<T>>, String>,
-    warnings: &mut Vec<String>,
-) -> Result<Option<Vec<T>>, String> {
-    if analysis.series(target)?.is_none() {
-        return Ok(None);
-    }
-    let t = read()?;
-    if t.iter().all(Option::is_some) {
-        return Ok(Some(t.into_iter().flatten().collect()));
-    }
-    warnings.push(format!(
-        "the analysis target {target:?} has missing values: realized metrics are left out"
-    ));
-    Ok(None)
-}
-
-/// Per class (sorted), its probability column; rows must sum to 1.
-fn probabilities(data: &Dataset, columns: &[(String, String)]) -> Result<Vec<Vec<f64>>, String> {
-    let p: Vec<Vec<f64>> = columns
-        .iter()
-        .map(|(_, c)| scores(data, c))
-        .collect::<Result<_, _>>()?;
-    for row in 0..p.first().map_or(0, Vec::len) {
-        let sum: f64 = p.iter().map(|c| c[row]).sum();
-        // numpy.allclose(1, sum), as scikit-learn checks it.
-        if (sum - 1.0).abs() > 1e-8 + 1e-5 {
-            return Err(format!(
-                "{}: row {row}: the class probabilities ({}) sum to {sum}, not 1",
-                data.path().display(),
-                columns
-                    .iter()
-                    .map(|(_, c)| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    Ok(p)
-}
-
-/// Fits on the reference and estimates both data sets: whether scores
-/// were calibrated (per class for multiclass) and the estimates.
-type Fitted2 = (Value, Estimates, Estimates);
-
-fn binary(
-    reference: &Dataset,
-    analysis: &Dataset,
-    o: &Options,
-    column: &str,
-    positive_class: &str,
-    warnings: &mut Vec<String>,
-) -> Result<Fitted2, String> {
-    let as_bool = |data: &Dataset, name: &str| -> Result<Vec<Option<bool>>, String> {
-        Ok(labels(data, name)?
-            .into_iter()
-            .map(|v| v.map(|x| positive(&x, positive_class)))
-            .collect())
-    };
-    let ref_score = scores(reference, column)?;
-    let ref_pred = complete(as_bool(reference, &o.prediction)?, reference, &o.prediction)?;
-    let ref_truth = complete(as_bool(reference, &o.target)?, reference, &o.target)?;
-    if ref_truth.iter().all(|&t| t) || ref_truth.iter().all(|&t| !t) {
-        return Err(format!(
-            "{}: the target {:?} has one class only; CBPE needs both in the reference",
-            reference.path().display(),
-            o.target
-        ));
-    }
-    let ana_score = scores(analysis, column)?;
-    let ana_pred = complete(as_bool(analysis, &o.prediction)?, analysis, &o.prediction)?;
-    let ana_truth = optional_truth(
-        analysis,
-        &o.target,
-        || as_bool(analysis, &o.target),
-        warnings,
-    )?;
-    let ref_rows = Rows {
-        score: &ref_score,
-        predicted: &ref_pred,
-        truth: Some(&ref_truth),
-    };
-    let fitted = Fitted::fit(&ref_rows, &o.settings)
-        .map_err(|e| format!("{}: {e}", reference.path().display()))?;
-    let ana_rows = Rows {
-        score: &ana_score,
-        predicted: &ana_pred,
-        truth: ana_truth.as_deref(),
-    };
-    Ok((
-        json!(fitted.calibrated),
-        fitted.estimate(&ref_rows),
-        fitted.estimate(&ana_rows),
-    ))
-}
-
-fn multiclass(
-    reference: &Dataset,
-    analysis: &Dataset,
-    o: &Options,
-    columns: &[(String, String)],
-    warnings: &mut Vec<String>,
-) -> Result<Fitted2, String> {
-    let classes: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
-    let ref_p = probabilities(reference, columns)?;
-    let ref_pred = complete(
-        class_indices(reference, &o.prediction, &classes)?,
-        reference,
-        &o.prediction,
-    )?;
-    let ref_truth = complete(
-        class_indices(reference, &o.target, &classes)?,
-        reference,
-        &o.target,
-    )?;
-    let missing: Vec<&str> = (0..classes.len())
-        .filter(|c| !ref_truth.contains(c))
-        .map(|c| classes[c].as_str())
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "{}: the target {:?} never has class {}; CBPE needs every class in the reference",
-            reference.path().display(),
-            o.target,
-            missing.join(", ")
-        ));
-    }
-    let ana_p = probabilities(analysis, columns)?;
-    let ana_pred = complete(
-        class_indices(analysis, &o.prediction, &classes)?,
-        analysis,
-        &o.prediction,
-    )?;
-    let ana_truth = optional_truth(
-        analysis,
-        &o.target,
-        || class_indices(analysis, &o.target, &classes),
-        warnings,
-    )?;
-    let ref_rows = ClassRows {
-        probabilities: &ref_p,
-        predicted: &ref_pred,
-        truth: Some(&ref_truth),
-    };
-    let fitted = multiclass::Fitted::fit(&classes, &ref_rows, &o.settings)
-        .map_err(|e| format!("{}: {e}", reference.path().display()))?;
-    let ana_rows = ClassRows {
-        probabilities: &ana_p,
-        predicted: &ana_pred,
-        truth: ana_truth.as_deref(),
-    };
-    let calibrated: Vec<&String> = classes
-        .iter()
-        .zip(&fitted.calibrated)
-        .filter(|(_, &c)| c)
-        .map(|(name, _)| name)
-        .collect();
-    Ok((
-        json!(calibrated),
-        fitted.estimate(&ref_rows),
-        fitted.estimate(&ana_rows),
-    ))
-}
 
 /// Estimates every chunk of the reference and the analysis; the JSON of
 /// DESIGN.md. `Err` names the file and column at fault.
@@ -341,26 +31,10 @@ pub fn estimate(reference: &Dataset, analysis: &Dataset, o: &Options) -> Result<
             "only {reference_chunks} reference chunks: thresholds at ±3 standard deviations of so few chunks false-alarm; use at least {FEW_CHUNKS}"
         ));
     }
-    let (task, (calibrated, on_reference, on_analysis)) = match &o.outputs {
-        Outputs::Score {
-            column,
-            positive_class,
-        } => (
-            "binary",
-            binary(
-                reference,
-                analysis,
-                o,
-                column,
-                positive_class,
-                &mut warnings,
-            )?,
-        ),
-        Outputs::Probabilities(columns) => (
-            "multiclass",
-            multiclass(reference, analysis, o, columns, &mut warnings)?,
-        ),
-    };
+    let estimator = Estimator::fit(reference, o)?;
+    let on_reference = estimator.estimate(reference, o, &mut warnings)?;
+    let on_analysis = estimator.estimate(analysis, o, &mut warnings)?;
+    let (task, calibrated) = (estimator.task(), estimator.calibrated());
     let mut out = Vec::new();
     for (period, estimates) in [("reference", on_reference), ("analysis", on_analysis)] {
         for (chunk, columns) in estimates {
@@ -509,42 +183,21 @@ fn outputs(args: &Args) -> Result<Outputs, String> {
 
 /// The estimator's settings from the flags.
 fn settings(args: &Args) -> Result<Settings, String> {
-    let chunking = match (args.chunk_size, args.chunk_number) {
-        (Some(0), _) | (_, Some(0)) => return Err("chunks need at least one row".into()),
-        (Some(s), _) => Chunking::Size(s),
-        (_, Some(k)) => Chunking::Number(k),
-        _ => Chunking::Number(10),
-    };
-    let mut settings = Settings::new(chunking);
-    if let Some(list) = &args.metrics {
-        settings.metrics = list
-            .iter()
-            .map(|m| {
-                Metric::parse(m).ok_or_else(|| {
-                    let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-                    format!("unknown metric {m:?}; CBPE has {}", known.join(", "))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-    }
-    settings.normalize = match args.normalize_confusion_matrix.as_str() {
-        "all" => Normalize::All,
-        "true" => Normalize::True,
-        "pred" => Normalize::Pred,
-        _ => Normalize::None,
-    };
-    settings.business_value = match &args.business_value_matrix {
-        None => None,
-        Some(v) if v.len() == 4 && v.iter().all(|x| x.is_finite()) => Some(BusinessValue {
-            matrix: [[v[0], v[1]], [v[2], v[3]]],
-            per_prediction: args.normalize_business_value.is_some(),
-        }),
-        Some(_) => return Err("--business-value-matrix takes four numbers: TN,FP,FN,TP".into()),
-    };
-    if settings.metrics.contains(&Metric::BusinessValue) && settings.business_value.is_none() {
-        return Err("business_value needs --business-value-matrix TN,FP,FN,TP".into());
-    }
-    Ok(settings)
+    let matrix =
+        match &args.business_value_matrix {
+            None => None,
+            Some(v) => Some(<[f64; 4]>::try_from(v.as_slice()).map_err(|_| {
+                "--business-value-matrix takes four numbers: TN,FP,FN,TP".to_string()
+            })?),
+        };
+    estimator::settings(&Asked {
+        chunk_size: args.chunk_size,
+        chunk_number: args.chunk_number,
+        metrics: args.metrics.as_deref(),
+        normalize_confusion_matrix: Some(args.normalize_confusion_matrix.as_str()),
+        business_value_matrix: matrix,
+        per_prediction: args.normalize_business_value.is_some(),
+    })
 }
 
 /// Runs the command: the JSON text for standard output (`None` when it

@@ -13,6 +13,9 @@ pub struct MetricDef {
     pub role: bool,
     /// Labelled with a performance `metric` (accuracy, mae, ...).
     pub performance: bool,
+    /// The performance `metric` is an estimated one (`ESTIMATED`, or a
+    /// multiclass confusion-matrix cell `true_A_pred_B`).
+    pub estimated: bool,
     /// A latency quantile (0.5, 0.95, 0.99).
     pub quantile: bool,
     /// Has a `window` label (the cost gauge does not).
@@ -26,6 +29,7 @@ const fn def(name: &'static str) -> MetricDef {
         test: false,
         role: false,
         performance: false,
+        estimated: false,
         quantile: false,
         windowed: true,
     }
@@ -69,6 +73,30 @@ pub const METRICS: &[MetricDef] = &[
         role: true,
         performance: true,
         ..def("driftwatch_model_performance")
+    },
+    MetricDef {
+        role: true,
+        performance: true,
+        estimated: true,
+        ..def("driftwatch_estimated_performance")
+    },
+    MetricDef {
+        role: true,
+        performance: true,
+        estimated: true,
+        ..def("driftwatch_estimated_performance_lower")
+    },
+    MetricDef {
+        role: true,
+        performance: true,
+        estimated: true,
+        ..def("driftwatch_estimated_performance_upper")
+    },
+    MetricDef {
+        role: true,
+        performance: true,
+        estimated: true,
+        ..def("driftwatch_estimated_performance_alert")
     },
     def("driftwatch_label_coverage_ratio"),
     def("driftwatch_shadow_agreement_ratio"),
@@ -171,3 +199,27 @@ pub const PERFORMANCE: &[&str] = &[
     "r2",
 ];
 pub const QUANTILES: &[&str] = &["0.5", "0.95", "0.99"];
+
+/// The metrics CBPE estimates (binary cell names included); a multiclass
+/// confusion-matrix cell is `true_A_pred_B`.
+pub const ESTIMATED: &[&str] = &[
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "specificity",
+    "business_value",
+    "true_positive",
+    "true_negative",
+    "false_positive",
+    "false_negative",
+];
+
+pub fn is_estimated(name: &str) -> bool {
+    ESTIMATED.contains(&name)
+        || name.strip_prefix("true_").is_some_and(|rest| {
+            rest.split_once("_pred_")
+                .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+        })
+}

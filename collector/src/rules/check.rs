@@ -373,9 +373,10 @@ fn check_selectors(
     let tests: Vec<&str> = test_names.split(", ").map(str::trim).collect();
     let test = selector("test", Some(&tests), metric.is_some_and(|m| m.test));
     let role = selector("role", Some(catalog::ROLES), metric.is_some_and(|m| m.role));
+    let estimated = metric.is_some_and(|m| m.estimated);
     let performance = selector(
         "performance",
-        Some(catalog::PERFORMANCE),
+        (!estimated).then_some(catalog::PERFORMANCE),
         metric.is_some_and(|m| m.performance),
     );
     let quantile = selector(
@@ -383,6 +384,22 @@ fn check_selectors(
         Some(catalog::QUANTILES),
         metric.is_some_and(|m| m.quantile),
     );
+    if let Some(v) = performance
+        .as_ref()
+        .filter(|v| estimated && !catalog::is_estimated(v))
+    {
+        let n = f.get("performance").map(|n| n.span());
+        if let Some(span) = n {
+            c.at(
+                span,
+                format!(
+                    "{}: unknown estimated metric `{v}`, expected one of: {}, or a multiclass cell true_A_pred_B",
+                    f.path("performance"),
+                    catalog::ESTIMATED.join(", ")
+                ),
+            );
+        }
+    }
     if let Some(m) = metric {
         if m.test && test.is_none() && f.get("test").is_none() {
             c.at(
@@ -400,7 +417,12 @@ fn check_selectors(
                 format!(
                     "{what}: `{}` needs `performance` (one of: {})",
                     m.name,
-                    catalog::PERFORMANCE.join(", ")
+                    if m.estimated {
+                        catalog::ESTIMATED
+                    } else {
+                        catalog::PERFORMANCE
+                    }
+                    .join(", ")
                 ),
             );
         }

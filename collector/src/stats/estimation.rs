@@ -466,41 +466,58 @@ impl Fitted {
 
     /// Every chunk of `rows` with each column's estimate.
     pub fn estimate(&self, rows: &Rows<'_>) -> Estimates {
-        let calibrated: Vec<f64> = match &self.calibration {
-            Some(iso) => rows.score.iter().map(|&s| iso.predict(s)).collect(),
-            None => rows.score.to_vec(),
-        };
+        let calibrated = self.calibrate(rows.score);
         let Some(list) = chunks(rows.score.len(), self.chunking) else {
             return Vec::new();
         };
-        let by = self.normalize;
         list.into_iter()
             .map(|c| {
-                let r = c.rows();
-                let (predicted, cal, score) = (
-                    &rows.predicted[r.clone()],
-                    &calibrated[r.clone()],
-                    &rows.score[r.clone()],
-                );
-                let truth = rows.truth.map(|t| &t[r.clone()]);
-                let estimates = self
-                    .columns
-                    .iter()
-                    .map(|f| {
-                        let value = f.column.estimate(by, predicted, cal, score);
-                        let realized =
-                            truth.and_then(|t| f.column.realized(by, t, predicted, score));
-                        let e = record(
-                            value,
-                            f.error.at(predicted.len()),
-                            realized,
-                            f.thresholds,
-                            f.limits,
-                        );
-                        (f.column.name(), e)
-                    })
-                    .collect();
+                let estimates = self.estimate_rows(rows, &calibrated, c.rows());
                 (c, estimates)
+            })
+            .collect()
+    }
+
+    /// All of `rows` as one chunk (a live window).
+    pub fn estimate_all(&self, rows: &Rows<'_>) -> Vec<(String, Estimate)> {
+        let calibrated = self.calibrate(rows.score);
+        self.estimate_rows(rows, &calibrated, 0..rows.score.len())
+    }
+
+    fn calibrate(&self, score: &[f64]) -> Vec<f64> {
+        match &self.calibration {
+            Some(iso) => score.iter().map(|&s| iso.predict(s)).collect(),
+            None => score.to_vec(),
+        }
+    }
+
+    /// Each column's estimate over the rows `r`.
+    fn estimate_rows(
+        &self,
+        rows: &Rows<'_>,
+        calibrated: &[f64],
+        r: Range<usize>,
+    ) -> Vec<(String, Estimate)> {
+        let by = self.normalize;
+        let (predicted, cal, score) = (
+            &rows.predicted[r.clone()],
+            &calibrated[r.clone()],
+            &rows.score[r.clone()],
+        );
+        let truth = rows.truth.map(|t| &t[r]);
+        self.columns
+            .iter()
+            .map(|f| {
+                let value = f.column.estimate(by, predicted, cal, score);
+                let realized = truth.and_then(|t| f.column.realized(by, t, predicted, score));
+                let e = record(
+                    value,
+                    f.error.at(predicted.len()),
+                    realized,
+                    f.thresholds,
+                    f.limits,
+                );
+                (f.column.name(), e)
             })
             .collect()
     }

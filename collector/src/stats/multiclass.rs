@@ -12,8 +12,8 @@
 use super::calibration::{needs_calibration, Isotonic};
 use super::cbpe::{self, CellError, Normalize};
 use super::estimation::{
-    cell_limits, chunks, finite, record, thresholds, Chunking, Estimates, Fit, Metric, Settings,
-    RATE,
+    cell_limits, chunks, finite, record, thresholds, Chunking, Estimate, Estimates, Fit, Metric,
+    Settings, RATE,
 };
 use super::sum::{mean_std, pairwise_sum};
 
@@ -444,67 +444,79 @@ impl Fitted {
 
     /// Every chunk of `rows` with each column's estimate.
     pub fn estimate(&self, rows: &ClassRows<'_>) -> Estimates {
-        let k = self.classes.len();
         let calibrated = self.calibrate(rows.probabilities);
         let Some(list) = chunks(rows.predicted.len(), self.chunking) else {
             return Vec::new();
         };
+        list.into_iter()
+            .map(|c| {
+                let estimates = self.estimate_rows(rows, &calibrated, c.rows());
+                (c, estimates)
+            })
+            .collect()
+    }
+
+    /// All of `rows` as one chunk (a live window).
+    pub fn estimate_all(&self, rows: &ClassRows<'_>) -> Vec<(String, Estimate)> {
+        let calibrated = self.calibrate(rows.probabilities);
+        self.estimate_rows(rows, &calibrated, 0..rows.predicted.len())
+    }
+
+    /// Each column's estimate over the rows `r`.
+    fn estimate_rows(
+        &self,
+        rows: &ClassRows<'_>,
+        calibrated: &[Vec<f64>],
+        r: std::ops::Range<usize>,
+    ) -> Vec<(String, Estimate)> {
+        let k = self.classes.len();
         let by = self.normalize;
         let has_cells = self
             .columns
             .iter()
             .any(|f| matches!(f.column, Column::Cell { .. }));
-        list.into_iter()
-            .map(|c| {
-                let r = c.rows();
-                let view = View {
-                    k,
-                    predicted: &rows.predicted[r.clone()],
-                    calibrated: calibrated.iter().map(|p| &p[r.clone()]).collect(),
-                    raw: rows.probabilities.iter().map(|p| &p[r.clone()]).collect(),
+        let view = View {
+            k,
+            predicted: &rows.predicted[r.clone()],
+            calibrated: calibrated.iter().map(|p| &p[r.clone()]).collect(),
+            raw: rows.probabilities.iter().map(|p| &p[r.clone()]).collect(),
+        };
+        let truth = rows.truth.map(|t| &t[r]);
+        let estimated_cells = if has_cells {
+            view.confusion(by)
+        } else {
+            Vec::new()
+        };
+        let realized_cells = truth
+            .filter(|t| has_cells && distinct(t) > 1 && distinct(view.predicted) > 1)
+            .map(|t| confusion(k, t, view.predicted, by));
+        self.columns
+            .iter()
+            .map(|f| {
+                let (name, value, realized) = match f.column {
+                    Column::Rate(m) => (
+                        m.name().to_string(),
+                        view.estimate(m),
+                        truth.and_then(|t| realized_rate(m, k, t, view.predicted, &view.raw)),
+                    ),
+                    Column::Cell {
+                        truth: i,
+                        predicted: j,
+                    } => (
+                        format!("true_{}_pred_{}", self.classes[i], self.classes[j]),
+                        estimated_cells[i][j],
+                        realized_cells.as_ref().map(|cm| cm[i][j]),
+                    ),
                 };
-                let truth = rows.truth.map(|t| &t[r.clone()]);
-                let estimated_cells = if has_cells {
-                    view.confusion(by)
-                } else {
-                    Vec::new()
-                };
-                let realized_cells = truth
-                    .filter(|t| has_cells && distinct(t) > 1 && distinct(view.predicted) > 1)
-                    .map(|t| confusion(k, t, view.predicted, by));
-                let estimates = self
-                    .columns
-                    .iter()
-                    .map(|f| {
-                        let (name, value, realized) = match f.column {
-                            Column::Rate(m) => (
-                                m.name().to_string(),
-                                view.estimate(m),
-                                truth.and_then(|t| {
-                                    realized_rate(m, k, t, view.predicted, &view.raw)
-                                }),
-                            ),
-                            Column::Cell {
-                                truth: i,
-                                predicted: j,
-                            } => (
-                                format!("true_{}_pred_{}", self.classes[i], self.classes[j]),
-                                estimated_cells[i][j],
-                                realized_cells.as_ref().map(|cm| cm[i][j]),
-                            ),
-                        };
-                        let error = f.error.at(view.predicted.len());
-                        let mut e = record(value, error, realized, f.thresholds, f.limits);
-                        if matches!(f.column, Column::Cell { .. }) && (value + error).is_nan() {
-                            // NannyML clips the cells' band with Python's
-                            // min and max, which keep the limit over NaN.
-                            e.upper_confidence_boundary = f.limits.upper;
-                            e.lower_confidence_boundary = f.limits.lower;
-                        }
-                        (name, e)
-                    })
-                    .collect();
-                (c, estimates)
+                let error = f.error.at(view.predicted.len());
+                let mut e = record(value, error, realized, f.thresholds, f.limits);
+                if matches!(f.column, Column::Cell { .. }) && (value + error).is_nan() {
+                    // NannyML clips the cells' band with Python's
+                    // min and max, which keep the limit over NaN.
+                    e.upper_confidence_boundary = f.limits.upper;
+                    e.lower_confidence_boundary = f.limits.lower;
+                }
+                (name, e)
             })
             .collect()
     }

@@ -16,9 +16,10 @@ use serde_json::{json, Value};
 
 use driftwatch_telemetry::{throttled, Telemetry};
 
+use super::ROLES;
 use super::{FeatureWindow, Live, Window, WindowInfo};
 use crate::clock::rfc3339;
-use crate::export::metrics::Metrics;
+use crate::export::metrics::{set_or_remove, Metrics};
 use crate::models::{Feature, Model};
 use crate::report::{self, ColumnReport, Overrides};
 use crate::stats::{Numeric, Sample};
@@ -56,6 +57,8 @@ pub struct Evaluated {
     features: Vec<(u64, ColumnReport)>,
     /// Per role: the outputs' version and their report.
     predictions: Vec<Option<(u64, ColumnReport)>>,
+    /// Per role: the estimator's rows' version and its estimates.
+    estimated: Vec<super::estimated::RoleEstimates>,
     info: WindowInfo,
 }
 
@@ -356,6 +359,14 @@ fn evaluate_window(
         }
     }
     let drift = report::dataset_drift(&reports);
+    // Each role's performance estimated from its outputs (CBPE).
+    let (estimated_performance, estimated) = super::estimated::roles(
+        live,
+        model,
+        label,
+        window,
+        last.map(|l| l.estimated.as_slice()),
+    );
     // Each role's metrics from its labels, computed once (ROC AUC sorts).
     let performance: Vec<Vec<(&str, f64)>> =
         [&window.champion_performance, &window.shadow_performance]
@@ -415,6 +426,7 @@ fn evaluate_window(
         "features": reports,
         "prediction_drift": prediction_drift,
         "performance": {"champion": performance_json(&o.performance[0]), "shadow": performance_json(&o.performance[1])},
+        "estimated_performance": estimated_performance,
         "traffic": {"champion": o.roles[0].json(), "shadow": o.roles[1].json()},
         "shadow": {
             "agreement_ratio": window.shadow.agreement_ratio(),
@@ -438,6 +450,7 @@ fn evaluate_window(
         ended: window.start_ms + window.length_ms <= now,
         features,
         predictions,
+        estimated,
         info,
     };
     (summary, evaluated)
@@ -532,8 +545,6 @@ fn publish_window(m: &Metrics, model: &Model, label: &str, window: &Window, o: &
     }
 }
 
-const ROLES: [&str; 2] = ["champion", "shadow"];
-
 /// One role's traffic in a window, as the JSON API and the gauges show it.
 struct RoleSummary {
     predictions: u64,
@@ -572,17 +583,6 @@ fn publish_prediction(m: &Metrics, model: &str, role: &str, window: &str, r: &Co
         let labels = [model, role, t.test, window];
         set_or_remove(&m.prediction_drift_score, &labels, Some(t.value));
         set_or_remove(&m.prediction_drift_p_value, &labels, t.p_value);
-    }
-}
-
-/// Sets a gauge, or removes its series when there is no value (a test that
-/// could not run, or one without a p-value). +Inf is kept: Prometheus has it.
-fn set_or_remove(g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>) {
-    match v.filter(|v| !v.is_nan()) {
-        Some(v) => g.with_label_values(labels).set(v),
-        None => {
-            let _ = g.remove_label_values(labels);
-        }
     }
 }
 

@@ -74,6 +74,11 @@ impl Window {
         for (mine, theirs) in self.roles.iter_mut().zip(&other.roles) {
             mine.merge(theirs, limit, &mut rng);
         }
+        for (mine, theirs) in self.estimation.iter_mut().zip(&other.estimation) {
+            mine.rows.merge(&theirs.rows, limit, &mut rng);
+            mine.unscored += theirs.unscored;
+            mine.version += theirs.version;
+        }
         self.champion_performance
             .merge(&other.champion_performance, limit, &mut rng);
         self.shadow_performance

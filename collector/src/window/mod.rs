@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+mod estimated;
 pub mod evaluate;
 pub mod experiments;
 mod merge;
@@ -25,6 +26,7 @@ pub use roles::{quantile_sorted, AlwaysValid, Comparison, RoleTraffic, ShadowCom
 use serde::{Deserialize, Serialize};
 
 use crate::models::{Feature, Model};
+use crate::report::estimator::ScoredRow;
 use crate::stats::rng::Rng;
 use crate::stats::{ColumnType, Counts, Key, Numeric, Sample};
 
@@ -43,6 +45,9 @@ pub enum Value {
     Cat(Key),
 }
 
+/// The roles of a window's outputs, in the order of its per-role arrays.
+pub const ROLES: [&str; 2] = ["champion", "shadow"];
+
 /// An event that passed validation.
 #[derive(Debug)]
 pub struct Accepted {
@@ -53,6 +58,10 @@ pub struct Accepted {
     /// The champion's and the shadow's outputs in the field the reference's
     /// prediction column holds (`None`: no prediction column, or no shadow).
     pub predicted: [Option<Value>; 2],
+    /// The champion's and the shadow's outputs as the model's performance
+    /// estimator takes them (`None`: no estimator, no shadow, or an output
+    /// it cannot use).
+    pub scored: [Option<ScoredRow>; 2],
     pub event: Event,
     /// The event as sent, for storage: set by the ingest path that stores
     /// or publishes it (`validate` leaves it empty).
@@ -188,10 +197,36 @@ pub struct Window {
     pub labels: u64,
     pub champion_performance: Performance,
     pub shadow_performance: Performance,
+    /// Champion [0] and shadow [1] outputs for the performance estimator.
+    #[serde(default)]
+    pub estimation: [Estimation; 2],
     /// Events and labels added so far: an unchanged version, unchanged
     /// contents.
     pub version: u64,
     rng: Rng,
+}
+
+/// A role's outputs in a window as the performance estimator takes them:
+/// every row while within the sample limit, a uniform sample beyond;
+/// outputs it could not use counted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Estimation {
+    pub rows: Reservoir<ScoredRow>,
+    pub unscored: u64,
+    /// Changes so far: an unchanged version, unchanged estimates.
+    pub version: u64,
+}
+
+impl Estimation {
+    fn add(&mut self, row: Option<&ScoredRow>, limit: usize, rng: &mut Rng) {
+        match row {
+            Some(r) => {
+                self.rows.add(r.clone(), limit, rng);
+            }
+            None => self.unscored += 1,
+        }
+        self.version += 1;
+    }
 }
 
 /// Why an event could not be placed in a window.
@@ -467,6 +502,7 @@ impl ModelWindows {
                 labels: 0,
                 champion_performance: Performance::default(),
                 shadow_performance: Performance::default(),
+                estimation: Default::default(),
                 version: 0,
                 rng: Rng::new(start as u64),
             });
@@ -477,6 +513,12 @@ impl ModelWindows {
             window.roles[1].add(shadow, self.limit, &mut window.rng);
             for (fw, v) in window.features.iter_mut().zip(&a.values) {
                 fw.add(v, self.limit, &mut window.rng);
+            }
+            if model.estimator.is_some() {
+                window.estimation[0].add(a.scored[0].as_ref(), self.limit, &mut window.rng);
+                if shadow.is_some() {
+                    window.estimation[1].add(a.scored[1].as_ref(), self.limit, &mut window.rng);
+                }
             }
             for (pw, v) in window.predictions.iter_mut().zip(&a.predicted) {
                 if let Some(v) = v {

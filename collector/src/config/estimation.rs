@@ -1,0 +1,118 @@
+//! A model's performance estimation before its labels arrive (NannyML's
+//! CBPE), as written in the configuration: where the reference holds the
+//! targets and the model's outputs, and what to estimate. DESIGN.md
+//! "Estimated performance".
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Task;
+use crate::report::estimator::{self, Asked, Options, Outputs};
+
+/// The `estimation:` block of a model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEstimation {
+    /// Rows with targets and the model's outputs on them (CSV or Parquet);
+    /// the model's reference when absent.
+    pub reference: Option<PathBuf>,
+    /// The column of actual classes.
+    pub target: String,
+    /// The column of predicted classes.
+    pub prediction: String,
+    /// Binary: the column with the positive class's probability.
+    pub score: Option<String>,
+    /// Multiclass: class → the column with its probability.
+    #[serde(default)]
+    pub probabilities: BTreeMap<String, String>,
+    /// Reference rows per chunk (thresholds come from the reference's chunks).
+    pub chunk_size: Option<usize>,
+    /// Reference chunks (default 10).
+    pub chunk_number: Option<usize>,
+    /// Metrics to estimate (default: roc_auc, f1, precision, recall,
+    /// specificity, accuracy).
+    pub metrics: Option<Vec<String>>,
+    /// `none` (counts), `all`, `true` or `pred`.
+    pub normalize_confusion_matrix: Option<String>,
+    /// Binary: the value of each cell, `[[TN, FP], [FN, TP]]`.
+    pub business_value_matrix: Option<[[f64; 2]; 2]>,
+    /// `per_prediction`: business value per prediction, not per window.
+    pub normalize_business_value: Option<String>,
+}
+
+impl RawEstimation {
+    /// The estimator's options for a model of `task`; `Err` says what is
+    /// wrong (the field named).
+    pub fn options(&self, task: Task, positive_class: &str) -> Result<Options, String> {
+        let outputs = match (task, &self.score, self.probabilities.is_empty()) {
+            (Task::BinaryClassification, Some(score), true) => Outputs::Score {
+                column: score.clone(),
+                positive_class: positive_class.to_string(),
+            },
+            (Task::BinaryClassification, _, _) => {
+                return Err("a binary model's estimation needs `score` (and no `probabilities`)".into())
+            }
+            (Task::MulticlassClassification, None, false) if self.probabilities.len() >= 2 => {
+                Outputs::Probabilities(
+                    self.probabilities
+                        .iter()
+                        .map(|(c, col)| (c.clone(), col.clone()))
+                        .collect(),
+                )
+            }
+            (Task::MulticlassClassification, _, _) => {
+                return Err("a multiclass model's estimation needs `probabilities` with a column for each of at least 2 classes (and no `score`)".into())
+            }
+            (Task::Regression, _, _) => {
+                return Err("estimation (CBPE) is for classifiers; regression (DLE) is not built yet".into())
+            }
+        };
+        let per_prediction = match self.normalize_business_value.as_deref() {
+            None => false,
+            Some("per_prediction") => true,
+            Some(other) => {
+                return Err(format!(
+                    "normalize_business_value is per_prediction or absent, not {other:?}"
+                ))
+            }
+        };
+        let settings = estimator::settings(&Asked {
+            chunk_size: self.chunk_size,
+            chunk_number: self.chunk_number,
+            metrics: self.metrics.as_deref(),
+            normalize_confusion_matrix: self.normalize_confusion_matrix.as_deref(),
+            business_value_matrix: self
+                .business_value_matrix
+                .map(|[[tn, fp], [fn_, tp]]| [tn, fp, fn_, tp]),
+            per_prediction,
+        })?;
+        Ok(Options {
+            target: self.target.clone(),
+            prediction: self.prediction.clone(),
+            outputs,
+            settings,
+        })
+    }
+}
+
+/// Checks a model's `estimation:` block without loading its reference.
+pub fn check(
+    at: &str,
+    task: Task,
+    positive_class: &str,
+    estimation: Option<&RawEstimation>,
+    errors: &mut Vec<String>,
+) {
+    let Some(e) = estimation else { return };
+    if let Err(why) = e.options(task, positive_class) {
+        errors.push(format!("{at}.estimation: {why}"));
+    }
+    if let Some(path) = e.reference.as_ref().filter(|p| !p.exists()) {
+        errors.push(format!(
+            "{at}.estimation.reference: {} does not exist",
+            path.display()
+        ));
+    }
+}

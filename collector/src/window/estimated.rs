@@ -1,0 +1,94 @@
+//! A window's performance estimated before its labels arrive: each
+//! role's outputs as the model's estimator (NannyML's CBPE, fitted on the
+//! reference) takes them, one chunk per window; recomputed only when the
+//! role's rows changed. The JSON API's `estimated_performance` and the
+//! `driftwatch_estimated_performance*` gauges.
+
+use serde_json::{json, Value};
+
+use super::{Window, ROLES};
+use crate::export::metrics::{set_or_remove, Metrics};
+use crate::models::Model;
+use crate::stats::estimation::Estimate;
+
+/// A role's estimates and the version of the rows they were made from.
+pub type RoleEstimates = Option<(u64, Vec<(String, Estimate)>)>;
+
+/// Each role's estimates as JSON, and as kept for the next evaluation;
+/// the live window's (`live` holds the metrics) also as gauges.
+pub(super) fn roles(
+    live: Option<&Metrics>,
+    model: &Model,
+    label: &str,
+    window: &Window,
+    last: Option<&[RoleEstimates]>,
+) -> (serde_json::Map<String, Value>, Vec<RoleEstimates>) {
+    let mut estimated_performance = serde_json::Map::new();
+    let mut estimated = vec![None; ROLES.len()];
+    let Some(estimator) = &model.estimator else {
+        return (estimated_performance, estimated);
+    };
+    for (ri, (role, e)) in ROLES.into_iter().zip(&window.estimation).enumerate() {
+        if e.version == 0 {
+            continue;
+        }
+        let previous = last.and_then(|l| l.get(ri)).and_then(Option::as_ref);
+        let estimates = match previous {
+            Some((version, v)) if *version == e.version => v.clone(),
+            _ if e.rows.items().is_empty() => Vec::new(),
+            _ => estimator.estimate_rows(e.rows.items()),
+        };
+        if let Some(m) = live {
+            publish(m, &model.name, role, label, &estimates);
+        }
+        let metrics: serde_json::Map<String, Value> = estimates
+            .iter()
+            .map(|(name, e)| (name.clone(), estimate_json(e)))
+            .collect();
+        estimated_performance.insert(
+            role.to_string(),
+            json!({
+                "rows": e.rows.items().len(), "seen": e.rows.seen(),
+                "unscored": e.unscored, "metrics": metrics,
+            }),
+        );
+        estimated[ri] = Some((e.version, estimates));
+    }
+    (estimated_performance, estimated)
+}
+
+/// An estimate as the JSON API shows it (DESIGN.md's record; the
+/// realized values are `performance`'s).
+fn estimate_json(e: &Estimate) -> Value {
+    json!({
+        "value": e.value, "sampling_error": e.sampling_error,
+        "lower_confidence_boundary": e.lower_confidence_boundary,
+        "upper_confidence_boundary": e.upper_confidence_boundary,
+        "lower_threshold": e.lower_threshold, "upper_threshold": e.upper_threshold,
+        "alert": e.alert,
+    })
+}
+
+/// A role's estimated performance gauges; a metric without a value (NaN
+/// in NannyML) has no series.
+fn publish(m: &Metrics, model: &str, role: &str, window: &str, estimates: &[(String, Estimate)]) {
+    for (metric, e) in estimates {
+        let labels = [model, role, metric.as_str(), window];
+        set_or_remove(&m.estimated_performance, &labels, e.value);
+        set_or_remove(
+            &m.estimated_performance_lower,
+            &labels,
+            e.lower_confidence_boundary,
+        );
+        set_or_remove(
+            &m.estimated_performance_upper,
+            &labels,
+            e.upper_confidence_boundary,
+        );
+        set_or_remove(
+            &m.estimated_performance_alert,
+            &labels,
+            e.value.map(|_| f64::from(u8::from(e.alert))),
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Performance estimated live before the labels arrive (NannyML's CBPE):
+//! a window's estimates over HTTP and as gauges equal `driftwatch
+//! performance` on the same outputs, for the champion and the shadow, with
+//! outputs the estimator cannot use counted, not guessed.
+
+mod common;
+
+use std::path::Path;
+
+use common::examples::{events_from_csv, example, run_cli};
+use common::server::Server;
+use serde_json::Value;
+
+/// An output's predicted class and score.
+type Scored = (String, f64);
+
+/// The champion's and the shadow's (label, score) of request `i`: scores
+/// spread over [0, 1] (the shadow's squeezed towards 0.5, where the
+/// estimated accuracy falls); `None` for an output the estimator cannot
+/// use (a champion output without a score, a failed shadow call).
+fn outputs(i: usize) -> [Option<Scored>; 2] {
+    let u = ((i * 7919) % 1000) as f64 / 1000.0 + 0.0005;
+    let champion = (i % 26 != 7).then(|| (u32::from(u >= 0.5).to_string(), u));
+    let s = 0.3 + 0.4 * (((i * 104_729) % 997) as f64 / 997.0);
+    let shadow = (i % 26 != 3).then(|| (u32::from(s >= 0.45).to_string(), s));
+    [champion, shadow]
+}
+
+/// `driftwatch performance` of `rows` (label, score) against the example's
+/// estimation reference, all rows one chunk (and the reference in chunks
+/// of as many rows, as the live model's `chunk_size` says): that chunk's
+/// metrics.
+fn offline(dir: &Path, role: &str, rows: &[Scored]) -> Value {
+    let analysis = dir.join(format!("{role}.csv"));
+    let mut csv = String::from("label,score\n");
+    for (label, score) in rows {
+        // `{:?}`: the shortest text that reads back as the same f64.
+        csv.push_str(&format!("{label},{score:?}\n"));
+    }
+    std::fs::write(&analysis, csv).expect("analysis");
+    let (code, out, err) = run_cli(&[
+        "performance",
+        "--reference",
+        example("estimation.csv").to_str().expect("UTF-8"),
+        "--analysis",
+        analysis.to_str().expect("UTF-8"),
+        "--task",
+        "binary",
+        "--target",
+        "default",
+        "--prediction",
+        "label",
+        "--score",
+        "score",
+        "--chunk-size",
+        &rows.len().to_string(),
+        "--metrics",
+        "roc_auc,f1,precision,recall,specificity,accuracy,confusion_matrix,business_value",
+        "--business-value-matrix",
+        "0,-100,-500,400",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let result: Value = serde_json::from_str(&out).expect("JSON");
+    let chunk = result["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .find(|c| c["period"] == "analysis")
+        .expect("the analysis chunk")
+        .clone();
+    assert_eq!(chunk["end_index"], rows.len() - 1);
+    chunk["metrics"].clone()
+}
+
+/// Scored outputs per role of the 260 requests (10 of each role's unusable).
+const ROWS: usize = 250;
+
+#[test]
+fn a_window_s_estimated_performance_equals_driftwatch_performance_on_the_same_outputs() {
+    let dir = driftwatch_testkit::temp_dir("estimation");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "eval_interval: 100ms\nmodels:\n  - name: credit\n    positive_class: \"1\"\n    reference: {}\n    windows: [1d]\n    estimation:\n      reference: {}\n      target: default\n      prediction: label\n      score: score\n      chunk_size: {ROWS}\n      metrics: [roc_auc, f1, precision, recall, specificity, accuracy, confusion_matrix, business_value]\n      business_value_matrix: [[0, -100], [-500, 400]]\n",
+            example("reference.csv").display(),
+            example("estimation.csv").display()
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let n = 260;
+    let events: Vec<String> = events_from_csv(&example("current.csv"), &ts)
+        .into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, e)| {
+            let [champion, shadow] = outputs(i);
+            let mut e: Value = serde_json::from_str(&e).expect("event");
+            e["champion"] = match champion {
+                Some((label, score)) => serde_json::json!({"label": label, "score": score}),
+                None => serde_json::json!({"label": "1"}),
+            };
+            e["shadow"] = match shadow {
+                Some((label, score)) => serde_json::json!({"label": label, "score": score}),
+                None => serde_json::json!({"error": "timeout"}),
+            };
+            e.to_string()
+        })
+        .collect();
+    let reply = server.post_items("/v1/events", "events", &events);
+    assert_eq!(reply["accepted"], n, "{reply}");
+    server.wait_for_samples("credit", "1d", n as u64);
+    let (status, body) = server.request("GET", "/v1/models/credit/windows?window=1d", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let windows: Value = serde_json::from_str(&body).expect("JSON");
+    let live = &windows["windows"][0]["estimated_performance"];
+    let mut compared = 0;
+    for (ri, role) in ["champion", "shadow"].into_iter().enumerate() {
+        let rows: Vec<Scored> = (0..n).filter_map(|i| outputs(i)[ri].clone()).collect();
+        let got = &live[role];
+        assert_eq!(rows.len(), ROWS);
+        assert_eq!(got["rows"], rows.len(), "{role}: {got}");
+        assert_eq!(got["unscored"], n - rows.len(), "{role}");
+        let want = offline(&dir, role, &rows);
+        let metrics = want.as_object().expect("metrics");
+        assert_eq!(metrics.len(), 11);
+        for (metric, w) in metrics {
+            let g = &got["metrics"][metric];
+            for field in [
+                "value",
+                "sampling_error",
+                "lower_confidence_boundary",
+                "upper_confidence_boundary",
+                "lower_threshold",
+                "upper_threshold",
+                "alert",
+            ] {
+                // The same rows in the same order: the same bits.
+                assert_eq!(g[field], w[field], "{role} {metric} {field}");
+                compared += 1;
+            }
+            let series = [
+                ("role", role),
+                ("metric", metric.as_str()),
+                ("window", "1d"),
+            ];
+            let gauge = |name: &str| server.metric(name, &series);
+            assert_eq!(
+                gauge("driftwatch_estimated_performance"),
+                w["value"].as_f64(),
+                "{role} {metric}"
+            );
+            assert_eq!(
+                gauge("driftwatch_estimated_performance_lower"),
+                w["lower_confidence_boundary"].as_f64()
+            );
+            assert_eq!(
+                gauge("driftwatch_estimated_performance_upper"),
+                w["upper_confidence_boundary"].as_f64()
+            );
+            assert_eq!(
+                gauge("driftwatch_estimated_performance_alert"),
+                w["alert"].as_bool().map(|a| f64::from(u8::from(a)))
+            );
+        }
+    }
+    assert_eq!(compared, 2 * 11 * 7);
+    // The shadow's scores near 0.5: its estimated accuracy is the lower.
+    let accuracy = |role: &str| live[role]["metrics"]["accuracy"]["value"].as_f64();
+    assert!(accuracy("shadow") < accuracy("champion"), "{live}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_estimation_block_is_refused_with_its_place_named() {
+    let dir = driftwatch_testkit::temp_dir("estimation-bad");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("collector.yaml");
+    let write = |estimation: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "models:\n  - name: credit\n    reference: {}\n    estimation:\n      reference: {}\n{estimation}",
+                example("reference.csv").display(),
+                example("estimation.csv").display()
+            ),
+        )
+        .expect("config");
+        let (code, _, err) = run_cli(&[
+            "serve",
+            "--config",
+            config.to_str().expect("UTF-8"),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        (code, err)
+    };
+    let (code, err) = write("      target: default\n      prediction: label\n");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("models[0] (credit).estimation: a binary model's estimation needs `score`"),
+        "{err}"
+    );
+    let (code, err) = write("      target: default\n      prediction: label\n      score: score\n      metrics: [accuracy, mape]\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown metric \"mape\""), "{err}");
+    let (code, err) = write("      target: nothere\n      prediction: label\n      score: score\n");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("estimation") && err.contains("no column \"nothere\""),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
