@@ -109,10 +109,16 @@ models:
     cost:
       champion: {{per_hour_usd: 1.20}}
       shadow: {{per_second_usd: 0.0004}}
+    estimation:
+      reference: {estimation}
+      target: default
+      prediction: label
+      score: score
 "#,
             db = dir.join("driftwatch.db").display(),
             dir = dir.display(),
             reference = repo("examples/credit/reference.csv").display(),
+            estimation = repo("examples/credit/estimation.csv").display(),
         ),
     );
     config
