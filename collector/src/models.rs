@@ -181,7 +181,7 @@ impl Model {
                     }
                     _ => Estimator::fit(&dataset, &options),
                 };
-                Some(std::sync::Arc::new(fitted.map_err(at)?))
+                Some(std::sync::Arc::new(fitted.map_err(at)?.0))
             }
         };
         let mut windows = raw.windows.clone();

@@ -324,7 +324,7 @@ fn compare_chunks(k: usize, got: &driftwatch::stats::estimation::Estimates, want
 
 #[test]
 fn cbpe_over_chunks_is_nannyml_s() {
-    use driftwatch::stats::estimation::{Fitted, Rows};
+    use driftwatch::stats::estimation::{chunks, Fitted, Rows};
     let c = cases();
     let mut checked = 0;
     for (k, case) in c["cbpe"].as_array().expect("cbpe cases").iter().enumerate() {
@@ -346,16 +346,18 @@ fn cbpe_over_chunks_is_nannyml_s() {
             predicted: &ap,
             truth: Some(&at),
         };
-        let fitted = Fitted::fit(&reference, &settings(case)).expect("fit");
+        let settings = settings(case);
+        let split = |n: usize| chunks(n, settings.chunking).expect("chunks");
+        let fitted = Fitted::fit(&reference, &split(rs.len()), &settings).expect("fit");
         assert_eq!(
             fitted.calibrated,
             case["calibrated"].as_bool().expect("bool"),
             "case {k}"
         );
         let got: Vec<_> = fitted
-            .estimate(&reference)
+            .estimate(&reference, &split(rs.len()))
             .into_iter()
-            .chain(fitted.estimate(&analysis))
+            .chain(fitted.estimate(&analysis, &split(as_.len())))
             .collect();
         checked += compare_chunks(k, &got, &case["chunks"]);
     }
@@ -365,6 +367,7 @@ fn cbpe_over_chunks_is_nannyml_s() {
 
 #[test]
 fn multiclass_cbpe_is_nannyml_s() {
+    use driftwatch::stats::estimation::chunks;
     use driftwatch::stats::multiclass::{ClassRows, Fitted};
     let c = cases();
     let mut checked = 0;
@@ -412,7 +415,10 @@ fn multiclass_cbpe_is_nannyml_s() {
             predicted: &apred,
             truth: Some(&at),
         };
-        let fitted = Fitted::fit(&classes, &reference, &settings(case)).expect("fit");
+        let settings = settings(case);
+        let split = |n: usize| chunks(n, settings.chunking).expect("chunks");
+        let fitted =
+            Fitted::fit(&classes, &reference, &split(rpred.len()), &settings).expect("fit");
         let calibrated: Vec<&str> = classes
             .iter()
             .zip(&fitted.calibrated)
@@ -421,9 +427,9 @@ fn multiclass_cbpe_is_nannyml_s() {
             .collect();
         assert_eq!(json!(calibrated), case["calibrated_classes"], "case {k}");
         let got: Vec<_> = fitted
-            .estimate(&reference)
+            .estimate(&reference, &split(rpred.len()))
             .into_iter()
-            .chain(fitted.estimate(&analysis))
+            .chain(fitted.estimate(&analysis, &split(apred.len())))
             .collect();
         checked += compare_chunks(k, &got, &case["chunks"]);
     }
@@ -738,5 +744,144 @@ fn driftwatch_performance_estimates_a_multiclass_model_as_nannyml_does() {
     )
     .to_string();
     assert!(err.contains("binary classifiers only"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn driftwatch_performance_chunks_by_period_as_nannyml_does() {
+    let c = cases();
+    let dir = driftwatch_testkit::temp_dir("performance-period");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut checked = 0;
+    for (k, case) in c["period"]
+        .as_array()
+        .expect("period cases")
+        .iter()
+        .enumerate()
+    {
+        let write = |name: &str, side: &Value| {
+            let mut text = String::from("ts,p,yhat,y\n");
+            for i in 0..side["y"].as_array().expect("rows").len() {
+                text += &format!(
+                    "{},{:?},{},{}\n",
+                    side["ts"][i].as_str().expect("ts"),
+                    side["p"][i].as_f64().expect("p"),
+                    side["yhat"][i],
+                    side["y"][i]
+                );
+            }
+            let path = dir.join(format!("{k}-{name}.csv"));
+            std::fs::write(&path, text).expect("write csv");
+            path
+        };
+        let (reference, analysis) = (
+            write("reference", &case["reference"]),
+            write("analysis", &case["analysis"]),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+            .arg("performance")
+            .arg("--reference")
+            .arg(&reference)
+            .arg("--analysis")
+            .arg(&analysis)
+            .args([
+                "--task",
+                "binary",
+                "--target",
+                "y",
+                "--prediction",
+                "yhat",
+                "--score",
+                "p",
+            ])
+            .args(["--timestamp", "ts", "--chunk-period"])
+            .arg(case["chunk_period"].as_str().expect("period"))
+            .output()
+            .expect("run driftwatch");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(got["calibrated"], case["calibrated"], "case {k}");
+        let (chunks, want) = (
+            got["chunks"].as_array().expect("chunks"),
+            case["chunks"].as_array().expect("chunks"),
+        );
+        assert_eq!(chunks.len(), want.len(), "case {k}");
+        for (g, w) in chunks.iter().zip(want) {
+            for field in ["key", "period", "start_index", "end_index"] {
+                assert_eq!(g[field], w[field], "case {k} {field}");
+            }
+            for (metric, w) in w["metrics"].as_object().expect("metrics") {
+                for (field, want) in w.as_object().expect("fields") {
+                    let g = &g["metrics"][metric][field];
+                    match (g.as_f64(), want.as_f64()) {
+                        (Some(a), Some(b)) => assert!(
+                            (a - b).abs() <= (1e-9 * b.abs()).max(1e-12),
+                            "case {k} {} {metric} {field}: {a} against {b}",
+                            w["key"]
+                        ),
+                        _ => assert_eq!(g, want, "case {k} {metric} {field}"),
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 1500, "{checked}");
+    // A timestamp that is not one names its row; a period without a column.
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "ts,p,yhat,y\n2024-01-01 00:00:00,0.4,0,0\nyesterday,0.6,1,1\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args([
+            "performance",
+            "--task",
+            "binary",
+            "--target",
+            "y",
+            "--prediction",
+            "yhat",
+            "--score",
+            "p",
+        ])
+        .arg("--reference")
+        .arg(&bad)
+        .arg("--analysis")
+        .arg(&bad)
+        .args(["--timestamp", "ts", "--chunk-period", "D"])
+        .output()
+        .expect("run driftwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("row 1") && err.contains("\"yesterday\" is not a date-time"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args([
+            "performance",
+            "--task",
+            "binary",
+            "--target",
+            "y",
+            "--prediction",
+            "yhat",
+            "--score",
+            "p",
+        ])
+        .arg("--reference")
+        .arg(&bad)
+        .arg("--analysis")
+        .arg(&bad)
+        .args(["--chunk-period", "fortnight", "--timestamp", "ts"])
+        .output()
+        .expect("run driftwatch");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown chunk period \"fortnight\""), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

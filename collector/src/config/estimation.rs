@@ -31,6 +31,11 @@ pub struct RawEstimation {
     pub chunk_size: Option<usize>,
     /// Reference chunks (default 10).
     pub chunk_number: Option<usize>,
+    /// Reference chunks by calendar period of `timestamp`: min, h, D, W,
+    /// M, Q or Y.
+    pub chunk_period: Option<String>,
+    /// The reference's timestamp column, for `chunk_period`.
+    pub timestamp: Option<String>,
     /// Metrics to estimate (default: roc_auc, f1, precision, recall,
     /// specificity, accuracy).
     pub metrics: Option<Vec<String>>,
@@ -69,6 +74,9 @@ impl RawEstimation {
                 return Err("estimation (CBPE) is for classifiers; regression (DLE) is not built yet".into())
             }
         };
+        if self.chunk_period.is_some() != self.timestamp.is_some() {
+            return Err("chunk_period and timestamp go together".into());
+        }
         let per_prediction = match self.normalize_business_value.as_deref() {
             None => false,
             Some("per_prediction") => true,
@@ -81,6 +89,7 @@ impl RawEstimation {
         let settings = estimator::settings(&Asked {
             chunk_size: self.chunk_size,
             chunk_number: self.chunk_number,
+            chunk_period: self.chunk_period.as_deref(),
             metrics: self.metrics.as_deref(),
             normalize_confusion_matrix: self.normalize_confusion_matrix.as_deref(),
             business_value_matrix: self
@@ -93,6 +102,7 @@ impl RawEstimation {
             prediction: self.prediction.clone(),
             outputs,
             settings,
+            timestamp: self.timestamp.clone(),
         })
     }
 }

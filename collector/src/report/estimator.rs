@@ -5,13 +5,19 @@
 //! chunk (`Estimator::row`, `Estimator::estimate_rows`).
 
 use driftwatch_protocol::Output;
-use polars::prelude::*;
 use serde_json::{json, Value};
 
+use super::columns::{
+    class_indices, complete, labels, optional_truth, positive, probabilities, scores, timestamps,
+};
 use super::load::Dataset;
 use crate::stats::cbpe::{BusinessValue, Normalize};
-use crate::stats::estimation::{Chunking, Estimate, Estimates, Fitted, Metric, Rows, Settings};
+use crate::stats::estimation::{
+    chunks, period_chunks, Chunk, Chunking, Estimate, Estimates, Fitted, Metric, Period, Rows,
+    Settings,
+};
 use crate::stats::multiclass::{self, ClassRows};
+use chrono::NaiveDateTime;
 
 /// What the model outputs: the probability of the positive class
 /// (binary), or a probability column per class (multiclass).
@@ -31,6 +37,8 @@ pub struct Options {
     pub prediction: String,
     pub outputs: Outputs,
     pub settings: Settings,
+    /// The timestamp column, for chunks by period.
+    pub timestamp: Option<String>,
 }
 
 impl Options {
@@ -49,6 +57,8 @@ impl Options {
 pub struct Asked<'a> {
     pub chunk_size: Option<usize>,
     pub chunk_number: Option<usize>,
+    /// A pandas offset: `min`, `h`, `D`, `W`, `M`, `Q`, `Y`.
+    pub chunk_period: Option<&'a str>,
     pub metrics: Option<&'a [String]>,
     /// `none`, `all`, `true` or `pred`.
     pub normalize_confusion_matrix: Option<&'a str>,
@@ -59,11 +69,16 @@ pub struct Asked<'a> {
 
 /// The estimator's settings; `Err` says what is wrong.
 pub fn settings(a: &Asked<'_>) -> Result<Settings, String> {
-    let chunking = match (a.chunk_size, a.chunk_number) {
-        (Some(0), _) | (_, Some(0)) => return Err("chunks need at least one row".into()),
-        (Some(_), Some(_)) => return Err("give a chunk size or a chunk number, not both".into()),
-        (Some(s), _) => Chunking::Size(s),
-        (_, Some(k)) => Chunking::Number(k),
+    let chunking = match (a.chunk_size, a.chunk_number, a.chunk_period) {
+        (Some(0), _, _) | (_, Some(0), _) => return Err("chunks need at least one row".into()),
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err("give one of a chunk size, a chunk number and a chunk period".into())
+        }
+        (Some(s), _, _) => Chunking::Size(s),
+        (_, Some(k), _) => Chunking::Number(k),
+        (_, _, Some(p)) => Chunking::Period(Period::parse(p).ok_or_else(|| {
+            format!("unknown chunk period {p:?}: min, h, D, W (Monday to Sunday), M, Q or Y")
+        })?),
         _ => Chunking::Number(10),
     };
     let mut settings = Settings::new(chunking);
@@ -101,171 +116,6 @@ pub fn settings(a: &Asked<'_>) -> Result<Settings, String> {
         return Err("business_value needs the value of each cell: TN, FP, FN, TP".into());
     }
     Ok(settings)
-}
-
-fn column(data: &Dataset, name: &str) -> Result<Series, String> {
-    data.series(name)?.ok_or_else(|| {
-        format!(
-            "{}: no column {name:?} (it has {})",
-            data.path().display(),
-            data.column_names().join(", ")
-        )
-    })
-}
-
-/// A score column: finite numbers in [0, 1], none missing.
-fn scores(data: &Dataset, name: &str) -> Result<Vec<f64>, String> {
-    let s = column(data, name)?;
-    let s = s
-        .cast(&DataType::Float64)
-        .map_err(|_| format!("{}: column {name:?} is not numeric", data.path().display()))?;
-    let values: Vec<Option<f64>> = s.f64().map_err(|e| e.to_string())?.iter().collect();
-    let mut out = Vec::with_capacity(values.len());
-    for (row, v) in values.into_iter().enumerate() {
-        match v {
-            Some(x) if (0.0..=1.0).contains(&x) => out.push(x),
-            Some(x) => {
-                return Err(format!(
-                    "{}: column {name:?}, row {row}: {x} is not a probability in [0, 1]",
-                    data.path().display()
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "{}: column {name:?}, row {row}: missing score",
-                    data.path().display()
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A class column as text per row (`None`: missing); numbers as they are
-/// written (`1`, not `1.0`, for whole numbers).
-fn labels(data: &Dataset, name: &str) -> Result<Vec<Option<String>>, String> {
-    let s = column(data, name)?;
-    if s.dtype().is_float() {
-        let s = s.cast(&DataType::Float64).map_err(|e| e.to_string())?;
-        return Ok(s
-            .f64()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| {
-                v.map(|x| {
-                    if x.fract() == 0.0 {
-                        format!("{x:.0}")
-                    } else {
-                        x.to_string()
-                    }
-                })
-            })
-            .collect());
-    }
-    if let Ok(b) = s.bool() {
-        return Ok(b
-            .iter()
-            .map(|v| v.map(|x| u8::from(x).to_string()))
-            .collect());
-    }
-    let s = s.cast(&DataType::String).map_err(|e| e.to_string())?;
-    Ok(s.str()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|v| v.map(str::to_string))
-        .collect())
-}
-
-/// Whether a class label is the positive class: the same text, the same
-/// number, or both a spelling of true.
-fn positive(value: &str, positive: &str) -> bool {
-    let truthy = |v: &str| matches!(v, "1" | "true" | "True");
-    value == positive
-        || (truthy(positive) && truthy(value))
-        || matches!((value.parse::<f64>(), positive.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
-}
-
-/// A class column as an index into `classes` per row (`None`: missing);
-/// a value outside the classes is an error naming it.
-fn class_indices(
-    data: &Dataset,
-    name: &str,
-    classes: &[String],
-) -> Result<Vec<Option<usize>>, String> {
-    labels(data, name)?
-        .into_iter()
-        .enumerate()
-        .map(|(row, v)| match v {
-            None => Ok(None),
-            Some(v) => classes.iter().position(|c| *c == v).map(Some).ok_or_else(|| {
-                format!(
-                    "{}: column {name:?}, row {row}: class {v:?} has no probability column (--probabilities names {})",
-                    data.path().display(),
-                    classes.join(", ")
-                )
-            }),
-        })
-        .collect()
-}
-
-fn complete<T>(values: Vec<Option<T>>, data: &Dataset, name: &str) -> Result<Vec<T>, String> {
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(row, v)| {
-            v.ok_or_else(|| {
-                format!(
-                    "{}: column {name:?}, row {row}: missing value",
-                    data.path().display()
-                )
-            })
-        })
-        .collect()
-}
-
-/// The analysis targets, if the column is there and complete (realized
-/// metrics); a warning when it is there with gaps.
-fn optional_truth<T>(
-    analysis: &Dataset,
-    target: &str,
-    read: impl Fn() -> Result<Vec<Option<T>>, String>,
-    warnings: &mut Vec<String>,
-) -> Result<Option<Vec<T>>, String> {
-    if analysis.series(target)?.is_none() {
-        return Ok(None);
-    }
-    let t = read()?;
-    if t.iter().all(Option::is_some) {
-        return Ok(Some(t.into_iter().flatten().collect()));
-    }
-    warnings.push(format!(
-        "the analysis target {target:?} has missing values: realized metrics are left out"
-    ));
-    Ok(None)
-}
-
-/// Per class (sorted), its probability column; rows must sum to 1.
-fn probabilities(data: &Dataset, columns: &[(String, String)]) -> Result<Vec<Vec<f64>>, String> {
-    let p: Vec<Vec<f64>> = columns
-        .iter()
-        .map(|(_, c)| scores(data, c))
-        .collect::<Result<_, _>>()?;
-    for row in 0..p.first().map_or(0, Vec::len) {
-        let sum: f64 = p.iter().map(|c| c[row]).sum();
-        // numpy.allclose(1, sum), as scikit-learn checks it.
-        if (sum - 1.0).abs() > 1e-8 + 1e-5 {
-            return Err(format!(
-                "{}: row {row}: the class probabilities ({}) sum to {sum}, not 1",
-                data.path().display(),
-                columns
-                    .iter()
-                    .map(|(_, c)| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-    }
-    Ok(p)
 }
 
 /// A data set's rows as the task reads them.
@@ -343,6 +193,71 @@ fn parse(
     }
 }
 
+impl Parsed {
+    fn rows(&self) -> usize {
+        match self {
+            Parsed::Binary { predicted, .. } => predicted.len(),
+            Parsed::Multiclass { predicted, .. } => predicted.len(),
+        }
+    }
+
+    /// The rows in `order`.
+    fn reorder(&mut self, order: &[usize]) {
+        fn pick<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
+            *v = order.iter().map(|&i| v[i].clone()).collect();
+        }
+        match self {
+            Parsed::Binary {
+                score,
+                predicted,
+                truth,
+            } => {
+                pick(score, order);
+                pick(predicted, order);
+                truth.iter_mut().for_each(|t| pick(t, order));
+            }
+            Parsed::Multiclass {
+                probabilities,
+                predicted,
+                truth,
+            } => {
+                probabilities.iter_mut().for_each(|p| pick(p, order));
+                pick(predicted, order);
+                truth.iter_mut().for_each(|t| pick(t, order));
+            }
+        }
+    }
+}
+
+/// A data set read for the task and cut into chunks: by size or number,
+/// or by period (the rows put in time order first, ties kept in file
+/// order).
+fn read(
+    data: &Dataset,
+    o: &Options,
+    targets: Targets,
+    warnings: &mut Vec<String>,
+) -> Result<(Parsed, Vec<Chunk>), String> {
+    let mut parsed = parse(data, o, targets, warnings)?;
+    let n = parsed.rows();
+    let chunks = match o.settings.chunking {
+        Chunking::Period(period) => {
+            let column = o
+                .timestamp
+                .as_deref()
+                .ok_or("chunks by period need a timestamp column")?;
+            let times = timestamps(data, column)?;
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| times[i]);
+            parsed.reorder(&order);
+            let sorted: Vec<NaiveDateTime> = order.iter().map(|&i| times[i]).collect();
+            period_chunks(&sorted, period)
+        }
+        c => chunks(n, c).unwrap_or_default(),
+    };
+    Ok((parsed, chunks))
+}
+
 /// One live output as the estimator takes it: the predicted class (for a
 /// binary model 1 when it is the positive class) and the probabilities
 /// (the positive class's, or one per class in the fitted order).
@@ -365,9 +280,18 @@ pub enum Estimator {
 impl Estimator {
     /// Fits on the reference (complete targets, every class present).
     /// `Err` names the file and the column at fault.
-    pub fn fit(reference: &Dataset, o: &Options) -> Result<Estimator, String> {
+    /// Also returns how many chunks the reference made (at least 2).
+    pub fn fit(reference: &Dataset, o: &Options) -> Result<(Estimator, usize), String> {
         let at = |e: String| format!("{}: {e}", reference.path().display());
-        match parse(reference, o, Targets::Required, &mut Vec::new())? {
+        let (parsed, chunks) = read(reference, o, Targets::Required, &mut Vec::new())?;
+        if chunks.len() < 2 {
+            return Err(format!(
+                "the reference ({} rows) makes {} chunk(s); thresholds need at least 2",
+                parsed.rows(),
+                chunks.len()
+            ));
+        }
+        let estimator = match parsed {
             Parsed::Binary {
                 score,
                 predicted,
@@ -389,10 +313,10 @@ impl Estimator {
                     Outputs::Score { positive_class, .. } => positive_class.clone(),
                     Outputs::Probabilities(_) => String::new(),
                 };
-                Ok(Estimator::Binary {
-                    fitted: Fitted::fit(&rows, &o.settings).map_err(at)?,
+                Estimator::Binary {
+                    fitted: Fitted::fit(&rows, &chunks, &o.settings).map_err(at)?,
                     positive_class,
-                })
+                }
             }
             Parsed::Multiclass {
                 probabilities,
@@ -417,11 +341,12 @@ impl Estimator {
                     predicted: &predicted,
                     truth: Some(&truth),
                 };
-                Ok(Estimator::Multiclass(
-                    multiclass::Fitted::fit(&classes, &rows, &o.settings).map_err(at)?,
-                ))
+                Estimator::Multiclass(
+                    multiclass::Fitted::fit(&classes, &rows, &chunks, &o.settings).map_err(at)?,
+                )
             }
-        }
+        };
+        Ok((estimator, chunks.len()))
     }
 
     /// Every chunk of a data set read with the same columns (targets
@@ -432,7 +357,8 @@ impl Estimator {
         o: &Options,
         warnings: &mut Vec<String>,
     ) -> Result<Estimates, String> {
-        Ok(match (self, parse(data, o, Targets::Optional, warnings)?) {
+        let (parsed, chunks) = read(data, o, Targets::Optional, warnings)?;
+        Ok(match (self, parsed) {
             (
                 Estimator::Binary { fitted, .. },
                 Parsed::Binary {
@@ -440,11 +366,14 @@ impl Estimator {
                     predicted,
                     truth,
                 },
-            ) => fitted.estimate(&Rows {
-                score: &score,
-                predicted: &predicted,
-                truth: truth.as_deref(),
-            }),
+            ) => fitted.estimate(
+                &Rows {
+                    score: &score,
+                    predicted: &predicted,
+                    truth: truth.as_deref(),
+                },
+                &chunks,
+            ),
             (
                 Estimator::Multiclass(fitted),
                 Parsed::Multiclass {
@@ -452,11 +381,14 @@ impl Estimator {
                     predicted,
                     truth,
                 },
-            ) => fitted.estimate(&ClassRows {
-                probabilities: &probabilities,
-                predicted: &predicted,
-                truth: truth.as_deref(),
-            }),
+            ) => fitted.estimate(
+                &ClassRows {
+                    probabilities: &probabilities,
+                    predicted: &predicted,
+                    truth: truth.as_deref(),
+                },
+                &chunks,
+            ),
             _ => return Err("the data set was read for another task than the estimator's".into()),
         })
     }

@@ -3,6 +3,7 @@
 //! Loading lives in `load`, rendering in `html`; the verdict logic here is the
 //! one the collector's live windows use too.
 
+mod columns;
 pub mod estimator;
 pub mod html;
 pub mod load;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::estimator::{self, Asked, Estimator, Options, Outputs};
 use super::load::{self, Dataset};
-use crate::stats::estimation::{chunks, Settings};
+use crate::stats::estimation::Settings;
 
 /// Below this many reference chunks ±3σ thresholds false-alarm.
 const FEW_CHUNKS: usize = 6;
@@ -19,19 +19,12 @@ const FEW_CHUNKS: usize = 6;
 /// DESIGN.md. `Err` names the file and column at fault.
 pub fn estimate(reference: &Dataset, analysis: &Dataset, o: &Options) -> Result<Value, String> {
     let mut warnings = Vec::new();
-    let reference_chunks = chunks(reference.rows(), o.settings.chunking).map_or(0, |c| c.len());
-    if reference_chunks < 2 {
-        return Err(format!(
-            "the reference ({} rows) makes {reference_chunks} chunk(s); thresholds need at least 2",
-            reference.rows()
-        ));
-    }
+    let (estimator, reference_chunks) = Estimator::fit(reference, o)?;
     if reference_chunks < FEW_CHUNKS {
         warnings.push(format!(
             "only {reference_chunks} reference chunks: thresholds at ±3 standard deviations of so few chunks false-alarm; use at least {FEW_CHUNKS}"
         ));
     }
-    let estimator = Estimator::fit(reference, o)?;
     let on_reference = estimator.estimate(reference, o, &mut warnings)?;
     let on_analysis = estimator.estimate(analysis, o, &mut warnings)?;
     let (task, calibrated) = (estimator.task(), estimator.calibrated());
@@ -113,7 +106,8 @@ pub struct Args {
     /// Chunks per dataset (default 10).
     #[arg(long, conflicts_with = "chunk_period")]
     chunk_number: Option<usize>,
-    /// Chunks by time period (with --timestamp).
+    /// Chunks by calendar period of --timestamp: min, h, D, W (Monday to
+    /// Sunday), M, Q or Y (pandas' offsets, as NannyML takes them).
     #[arg(long)]
     chunk_period: Option<String>,
     #[arg(long)]
@@ -193,6 +187,7 @@ fn settings(args: &Args) -> Result<Settings, String> {
     estimator::settings(&Asked {
         chunk_size: args.chunk_size,
         chunk_number: args.chunk_number,
+        chunk_period: args.chunk_period.as_deref(),
         metrics: args.metrics.as_deref(),
         normalize_confusion_matrix: Some(args.normalize_confusion_matrix.as_str()),
         business_value_matrix: matrix,
@@ -210,8 +205,8 @@ pub fn run(args: Args) -> Result<Option<String>, String> {
         return Err("--nanny-model is for a regression task (DLE)".into());
     }
     let outputs = outputs(&args)?;
-    if args.chunk_period.is_some() || args.timestamp.is_some() {
-        return Err(not_yet("--chunk-period"));
+    if args.chunk_period.is_some() != args.timestamp.is_some() {
+        return Err("--chunk-period and --timestamp go together".into());
     }
     if args.format == "html" {
         return Err(not_yet("--format html"));
@@ -230,6 +225,7 @@ pub fn run(args: Args) -> Result<Option<String>, String> {
         prediction: args.prediction,
         outputs,
         settings,
+        timestamp: args.timestamp,
     };
     let result = estimate(&reference, &analysis, &options)?;
     for w in result["warnings"].as_array().into_iter().flatten() {

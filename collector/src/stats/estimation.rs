@@ -24,6 +24,75 @@ pub enum Chunking {
     Size(usize),
     /// About this many chunks: rows ÷ number per chunk.
     Number(usize),
+    /// One chunk per calendar period of the rows' timestamps (rows sorted
+    /// by time; `period_chunks`).
+    Period(Period),
+}
+
+/// A calendar period, as pandas' `to_period` offsets name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Minute,
+    Hour,
+    Day,
+    /// Monday to Sunday (`W`, i.e. `W-SUN`).
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Period {
+    /// `min`, `h`, `D`, `W`, `M`, `Q`, `Y` (and pandas' other spellings
+    /// of them: `T`, `H`, `ME`, `QE`, `A`, `YE`).
+    pub fn parse(text: &str) -> Option<Period> {
+        Some(match text {
+            "min" | "T" => Period::Minute,
+            "h" | "H" => Period::Hour,
+            "D" | "d" => Period::Day,
+            "W" | "W-SUN" => Period::Week,
+            "M" | "ME" => Period::Month,
+            "Q" | "QE" => Period::Quarter,
+            "Y" | "YE" | "A" => Period::Year,
+            _ => return None,
+        })
+    }
+
+    /// The period holding `t`, written as pandas writes a `Period`.
+    pub fn key(self, t: chrono::NaiveDateTime) -> String {
+        use chrono::Datelike;
+        match self {
+            Period::Minute => t.format("%Y-%m-%d %H:%M").to_string(),
+            Period::Hour => t.format("%Y-%m-%d %H:00").to_string(),
+            Period::Day => t.format("%Y-%m-%d").to_string(),
+            Period::Week => {
+                let monday =
+                    t.date() - chrono::Days::new(u64::from(t.weekday().num_days_from_monday()));
+                format!("{monday}/{}", monday + chrono::Days::new(6))
+            }
+            Period::Month => t.format("%Y-%m").to_string(),
+            Period::Quarter => format!("{}Q{}", t.year(), (t.month() - 1) / 3 + 1),
+            Period::Year => t.format("%Y").to_string(),
+        }
+    }
+}
+
+/// NannyML's period chunks of rows sorted by their timestamps: one chunk
+/// per period that has rows, keyed as pandas writes the period.
+pub fn period_chunks(sorted: &[chrono::NaiveDateTime], period: Period) -> Vec<Chunk> {
+    let mut out: Vec<Chunk> = Vec::new();
+    for (i, &t) in sorted.iter().enumerate() {
+        let key = period.key(t);
+        match out.last_mut() {
+            Some(c) if c.key == key => c.end = i,
+            _ => out.push(Chunk {
+                key,
+                start: i,
+                end: i,
+            }),
+        }
+    }
+    out
 }
 
 /// A chunk: its key (`[start:end]`) and its rows `start..=end`.
@@ -41,11 +110,14 @@ impl Chunk {
 }
 
 /// NannyML's size-based chunks of `n` rows (a leftover chunk kept); the
-/// default is 10 chunks. `None` when a chunk would hold no row.
+/// default is 10 chunks. `None` when a chunk would hold no row, and for
+/// period chunks, which need the rows' timestamps
+/// (`period_chunks`).
 pub fn chunks(n: usize, chunking: Chunking) -> Option<Vec<Chunk>> {
     let size = match chunking {
         Chunking::Size(s) => s,
         Chunking::Number(k) => n / k.max(1),
+        Chunking::Period(_) => return None,
     };
     if size == 0 || n == 0 {
         return None;
@@ -421,13 +493,17 @@ pub struct Fitted {
     pub calibrated: bool,
     calibration: Option<Isotonic>,
     columns: Vec<Fit<Column, Error>>,
-    chunking: Chunking,
     normalize: Normalize,
 }
 
 impl Fitted {
-    /// Fits on the reference (targets required). `Err` names what is wrong.
-    pub fn fit(reference: &Rows<'_>, settings: &Settings) -> Result<Fitted, String> {
+    /// Fits on the reference (targets required), its thresholds from
+    /// `reference_chunks` of it. `Err` names what is wrong.
+    pub fn fit(
+        reference: &Rows<'_>,
+        reference_chunks: &[Chunk],
+        settings: &Settings,
+    ) -> Result<Fitted, String> {
         let truth = reference
             .truth
             .ok_or("the reference needs targets to fit the estimator")?;
@@ -437,8 +513,6 @@ impl Fitted {
             true => Some(Isotonic::fit(reference.score, &target).ok_or("scores must be finite")?),
             false => None,
         };
-        let reference_chunks = chunks(reference.score.len(), settings.chunking)
-            .ok_or("the reference is too small to chunk")?;
         let by = settings.normalize;
         let (predicted, score) = (reference.predicted, reference.score);
         let columns = binary_columns(settings)?
@@ -449,7 +523,7 @@ impl Fitted {
                     column,
                     error: column.error(by, truth, predicted, score),
                     limits,
-                    thresholds: thresholds(&reference_chunks, limits, |r| {
+                    thresholds: thresholds(reference_chunks, limits, |r| {
                         column.realized(by, &truth[r.clone()], &predicted[r.clone()], &score[r])
                     }),
                 }
@@ -459,18 +533,16 @@ impl Fitted {
             calibrated: check.needed,
             calibration,
             columns,
-            chunking: settings.chunking,
             normalize: by,
         })
     }
 
-    /// Every chunk of `rows` with each column's estimate.
-    pub fn estimate(&self, rows: &Rows<'_>) -> Estimates {
+    /// Each of the `chunks` of `rows` with each column's estimate.
+    pub fn estimate(&self, rows: &Rows<'_>, chunks: &[Chunk]) -> Estimates {
         let calibrated = self.calibrate(rows.score);
-        let Some(list) = chunks(rows.score.len(), self.chunking) else {
-            return Vec::new();
-        };
-        list.into_iter()
+        chunks
+            .iter()
+            .cloned()
             .map(|c| {
                 let estimates = self.estimate_rows(rows, &calibrated, c.rows());
                 (c, estimates)

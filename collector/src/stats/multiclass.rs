@@ -12,8 +12,8 @@
 use super::calibration::{needs_calibration, Isotonic};
 use super::cbpe::{self, CellError, Normalize};
 use super::estimation::{
-    cell_limits, chunks, finite, record, thresholds, Chunking, Estimate, Estimates, Fit, Metric,
-    Settings, RATE,
+    cell_limits, finite, record, thresholds, Chunk, Estimate, Estimates, Fit, Metric, Settings,
+    RATE,
 };
 use super::sum::{mean_std, pairwise_sum};
 
@@ -123,7 +123,6 @@ pub struct Fitted {
     pub calibrated: Vec<bool>,
     calibrations: Vec<Option<Isotonic>>,
     columns: Vec<Fit<Column, Error>>,
-    chunking: Chunking,
     normalize: Normalize,
 }
 
@@ -306,6 +305,7 @@ impl Fitted {
     pub fn fit(
         classes: &[String],
         reference: &ClassRows<'_>,
+        reference_chunks: &[Chunk],
         settings: &Settings,
     ) -> Result<Fitted, String> {
         let truth = reference
@@ -331,8 +331,6 @@ impl Fitted {
                 false => None,
             });
         }
-        let reference_chunks =
-            chunks(n, settings.chunking).ok_or("the reference is too small to chunk")?;
         let by = settings.normalize;
         let chunk_raw = |r: &std::ops::Range<usize>| -> Vec<&[f64]> {
             raw.iter().map(|p| &p[r.clone()]).collect()
@@ -355,7 +353,7 @@ impl Fitted {
                                 },
                                 error: Error::Cell(cell_error(&counts, i, j, n, by)),
                                 limits,
-                                thresholds: thresholds(&reference_chunks, limits, |r| {
+                                thresholds: thresholds(reference_chunks, limits, |r| {
                                     let (t, p) = (&truth[r.clone()], &predicted[r]);
                                     (distinct(t) > 1 && distinct(p) > 1)
                                         .then(|| confusion(k, t, p, by)[i][j])
@@ -392,7 +390,7 @@ impl Fitted {
                         column: Column::Rate(metric),
                         error,
                         limits: RATE,
-                        thresholds: thresholds(&reference_chunks, RATE, |r| {
+                        thresholds: thresholds(reference_chunks, RATE, |r| {
                             realized_rate(
                                 metric,
                                 k,
@@ -410,7 +408,6 @@ impl Fitted {
             calibrated,
             calibrations,
             columns,
-            chunking: settings.chunking,
             normalize: by,
         })
     }
@@ -442,13 +439,12 @@ impl Fitted {
         cal
     }
 
-    /// Every chunk of `rows` with each column's estimate.
-    pub fn estimate(&self, rows: &ClassRows<'_>) -> Estimates {
+    /// Each of the `chunks` of `rows` with each column's estimate.
+    pub fn estimate(&self, rows: &ClassRows<'_>, chunks: &[Chunk]) -> Estimates {
         let calibrated = self.calibrate(rows.probabilities);
-        let Some(list) = chunks(rows.predicted.len(), self.chunking) else {
-            return Vec::new();
-        };
-        list.into_iter()
+        chunks
+            .iter()
+            .cloned()
             .map(|c| {
                 let estimates = self.estimate_rows(rows, &calibrated, c.rows());
                 (c, estimates)
