@@ -131,5 +131,50 @@ fn bench_sizes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_tests, bench_feature_window, bench_sizes);
+/// Live estimation's share of a window's evaluation: CBPE (the six binary
+/// metrics) fitted on the example's estimation reference, estimating one
+/// role's window of 10,000 outputs (the default sample limit) as one
+/// chunk; beside it the example model's window of 8 features is 8 times
+/// `feature_window_5k_vs_10k/all_tests_*` (README, Evaluation cost).
+fn bench_estimation(c: &mut Criterion) {
+    use driftwatch::report::estimator::{settings, Asked, Estimator, Options, Outputs, ScoredRow};
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/credit/estimation.csv");
+    let reference = driftwatch::report::load::read(&path).expect("estimation.csv");
+    let options = Options {
+        target: "default".into(),
+        prediction: "label".into(),
+        outputs: Outputs::Score {
+            column: "score".into(),
+            positive_class: "1".into(),
+        },
+        settings: settings(&Asked::default()).expect("settings"),
+        timestamp: None,
+    };
+    let (estimator, _) = Estimator::fit(&reference, &options).expect("fit");
+    let rows: Vec<ScoredRow> = normal(31, 10_000, 0.0)
+        .into_iter()
+        .map(|z| {
+            let p = 1.0 / (1.0 + (-(z - 1.5)).exp());
+            ScoredRow {
+                predicted: u32::from(p >= 0.5),
+                p: Box::new([p]),
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group("estimation");
+    group.sample_size(20);
+    group.bench_function("cbpe_window_10k", |bench| {
+        bench.iter(|| estimator.estimate_rows(&rows))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_tests,
+    bench_feature_window,
+    bench_sizes,
+    bench_estimation
+);
 criterion_main!(benches);

@@ -24,9 +24,9 @@ pub(super) fn scores(data: &Dataset, name: &str) -> Result<Vec<f64>, String> {
     let s = s
         .cast(&DataType::Float64)
         .map_err(|_| format!("{}: column {name:?} is not numeric", data.path().display()))?;
-    let values: Vec<Option<f64>> = s.f64().map_err(|e| e.to_string())?.iter().collect();
+    let values = s.f64().map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(values.len());
-    for (row, v) in values.into_iter().enumerate() {
+    for (row, v) in values.iter().enumerate() {
         match v {
             Some(x) if (0.0..=1.0).contains(&x) => out.push(x),
             Some(x) => {
@@ -46,38 +46,49 @@ pub(super) fn scores(data: &Dataset, name: &str) -> Result<Vec<f64>, String> {
     Ok(out)
 }
 
-/// A class column as text per row (`None`: missing); numbers as they are
-/// written (`1`, not `1.0`, for whole numbers).
-pub(super) fn labels(data: &Dataset, name: &str) -> Result<Vec<Option<String>>, String> {
+/// A class column mapped row by row through `f` of each label's text
+/// (`None`: missing); a number is written as it reads (`1`, not `1.0`),
+/// the text made once per distinct number.
+pub(super) fn map_labels<T: Clone>(
+    data: &Dataset,
+    name: &str,
+    f: impl Fn(&str) -> T,
+) -> Result<Vec<Option<T>>, String> {
     let s = column(data, name)?;
-    if s.dtype().is_float() {
+    if s.dtype().is_primitive_numeric() {
         let s = s.cast(&DataType::Float64).map_err(|e| e.to_string())?;
+        let mut seen: std::collections::HashMap<u64, T> = std::collections::HashMap::new();
         return Ok(s
             .f64()
             .map_err(|e| e.to_string())?
             .iter()
             .map(|v| {
                 v.map(|x| {
-                    if x.fract() == 0.0 {
-                        format!("{x:.0}")
-                    } else {
-                        x.to_string()
-                    }
+                    seen.entry(x.to_bits())
+                        .or_insert_with(|| {
+                            f(&if x.fract() == 0.0 {
+                                format!("{x:.0}")
+                            } else {
+                                x.to_string()
+                            })
+                        })
+                        .clone()
                 })
             })
             .collect());
     }
     if let Ok(b) = s.bool() {
+        let (yes, no) = (f("1"), f("0"));
         return Ok(b
             .iter()
-            .map(|v| v.map(|x| u8::from(x).to_string()))
+            .map(|v| v.map(|x| if x { yes.clone() } else { no.clone() }))
             .collect());
     }
     let s = s.cast(&DataType::String).map_err(|e| e.to_string())?;
     Ok(s.str()
         .map_err(|e| e.to_string())?
         .iter()
-        .map(|v| v.map(str::to_string))
+        .map(|v| v.map(&f))
         .collect())
 }
 
@@ -97,20 +108,24 @@ pub(super) fn class_indices(
     name: &str,
     classes: &[String],
 ) -> Result<Vec<Option<usize>>, String> {
-    labels(data, name)?
-        .into_iter()
-        .enumerate()
-        .map(|(row, v)| match v {
-            None => Ok(None),
-            Some(v) => classes.iter().position(|c| *c == v).map(Some).ok_or_else(|| {
-                format!(
-                    "{}: column {name:?}, row {row}: class {v:?} has no probability column (--probabilities names {})",
-                    data.path().display(),
-                    classes.join(", ")
-                )
-            }),
-        })
-        .collect()
+    map_labels(data, name, |v| {
+        classes
+            .iter()
+            .position(|c| c == v)
+            .ok_or_else(|| v.to_string())
+    })?
+    .into_iter()
+    .enumerate()
+    .map(|(row, v)| match v {
+        None => Ok(None),
+        Some(Ok(c)) => Ok(Some(c)),
+        Some(Err(v)) => Err(format!(
+            "{}: column {name:?}, row {row}: class {v:?} has no probability column (--probabilities names {})",
+            data.path().display(),
+            classes.join(", ")
+        )),
+    })
+    .collect()
 }
 
 pub(super) fn complete<T>(

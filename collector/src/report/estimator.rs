@@ -8,7 +8,8 @@ use driftwatch_protocol::Output;
 use serde_json::{json, Value};
 
 use super::columns::{
-    class_indices, complete, labels, optional_truth, positive, probabilities, scores, timestamps,
+    class_indices, complete, map_labels, optional_truth, positive, probabilities, scores,
+    timestamps,
 };
 use super::load::Dataset;
 use crate::stats::cbpe::{BusinessValue, Normalize};
@@ -152,10 +153,7 @@ fn parse(
             positive_class,
         } => {
             let as_bool = |name: &str| -> Result<Vec<Option<bool>>, String> {
-                Ok(labels(data, name)?
-                    .into_iter()
-                    .map(|v| v.map(|x| positive(&x, positive_class)))
-                    .collect())
+                map_labels(data, name, |x| positive(x, positive_class))
             };
             let score = scores(data, column)?;
             let predicted = complete(as_bool(&o.prediction)?, data, &o.prediction)?;
@@ -280,8 +278,8 @@ pub enum Estimator {
 impl Estimator {
     /// Fits on the reference (complete targets, every class present).
     /// `Err` names the file and the column at fault.
-    /// Also returns how many chunks the reference made (at least 2).
-    pub fn fit(reference: &Dataset, o: &Options) -> Result<(Estimator, usize), String> {
+    /// Also returns the reference's own chunks estimated (at least 2).
+    pub fn fit(reference: &Dataset, o: &Options) -> Result<(Estimator, Estimates), String> {
         let at = |e: String| format!("{}: {e}", reference.path().display());
         let (parsed, chunks) = read(reference, o, Targets::Required, &mut Vec::new())?;
         if chunks.len() < 2 {
@@ -313,10 +311,15 @@ impl Estimator {
                     Outputs::Score { positive_class, .. } => positive_class.clone(),
                     Outputs::Probabilities(_) => String::new(),
                 };
-                Estimator::Binary {
-                    fitted: Fitted::fit(&rows, &chunks, &o.settings).map_err(at)?,
-                    positive_class,
-                }
+                let fitted = Fitted::fit(&rows, &chunks, &o.settings).map_err(at)?;
+                let estimates = fitted.estimate(&rows, &chunks);
+                (
+                    Estimator::Binary {
+                        fitted,
+                        positive_class,
+                    },
+                    estimates,
+                )
             }
             Parsed::Multiclass {
                 probabilities,
@@ -341,12 +344,13 @@ impl Estimator {
                     predicted: &predicted,
                     truth: Some(&truth),
                 };
-                Estimator::Multiclass(
-                    multiclass::Fitted::fit(&classes, &rows, &chunks, &o.settings).map_err(at)?,
-                )
+                let fitted =
+                    multiclass::Fitted::fit(&classes, &rows, &chunks, &o.settings).map_err(at)?;
+                let estimates = fitted.estimate(&rows, &chunks);
+                (Estimator::Multiclass(fitted), estimates)
             }
         };
-        Ok((estimator, chunks.len()))
+        Ok(estimator)
     }
 
     /// Every chunk of a data set read with the same columns (targets

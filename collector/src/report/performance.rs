@@ -19,13 +19,13 @@ const FEW_CHUNKS: usize = 6;
 /// DESIGN.md. `Err` names the file and column at fault.
 pub fn estimate(reference: &Dataset, analysis: &Dataset, o: &Options) -> Result<Value, String> {
     let mut warnings = Vec::new();
-    let (estimator, reference_chunks) = Estimator::fit(reference, o)?;
+    let (estimator, on_reference) = Estimator::fit(reference, o)?;
+    let reference_chunks = on_reference.len();
     if reference_chunks < FEW_CHUNKS {
         warnings.push(format!(
             "only {reference_chunks} reference chunks: thresholds at ±3 standard deviations of so few chunks false-alarm; use at least {FEW_CHUNKS}"
         ));
     }
-    let on_reference = estimator.estimate(reference, o, &mut warnings)?;
     let on_analysis = estimator.estimate(analysis, o, &mut warnings)?;
     let (task, calibrated) = (estimator.task(), estimator.calibrated());
     let mut out = Vec::new();

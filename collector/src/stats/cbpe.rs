@@ -10,19 +10,94 @@
 
 use super::sum::pairwise_sum;
 
-/// The expected confusion counts of a chunk: (TP, FP, FN, TN), each a
-/// NumPy sum over the rows.
-fn expected_counts(predicted: &[bool], p: &[f64]) -> (f64, f64, f64, f64) {
-    let cell = |f: &dyn Fn(bool, f64) -> f64| -> f64 {
-        let v: Vec<f64> = predicted.iter().zip(p).map(|(&y, &q)| f(y, q)).collect();
-        pairwise_sum(&v)
-    };
-    (
-        cell(&|y, q| if y { q } else { 0.0 }),
-        cell(&|y, q| if y { 1.0 - q } else { 0.0 }),
-        cell(&|y, q| if y { 0.0 } else { q }),
-        cell(&|y, q| if y { 0.0 } else { 1.0 - q }),
-    )
+/// The expected confusion counts of a chunk, each a NumPy sum over the
+/// rows; every estimate but ROC AUC and AP follows from them, so a chunk
+/// computes them once (`expected`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expected {
+    pub tp: f64,
+    pub fp: f64,
+    pub fn_: f64,
+    pub tn: f64,
+    pub n: f64,
+}
+
+/// The expected counts of a chunk: a row predicted 1 with probability p
+/// is a true positive with probability p and a false positive with 1 − p;
+/// predicted 0, a false negative with p and a true negative with 1 − p.
+pub fn expected(predicted: &[bool], p: &[f64]) -> Expected {
+    let n = predicted.len();
+    let mut cells = [
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    ];
+    for (&y, &q) in predicted.iter().zip(p) {
+        let (positive, negative) = if y { (q, 1.0 - q) } else { (0.0, 0.0) };
+        let (missed, rejected) = if y { (0.0, 0.0) } else { (q, 1.0 - q) };
+        cells[0].push(positive);
+        cells[1].push(negative);
+        cells[2].push(missed);
+        cells[3].push(rejected);
+    }
+    let [tp, fp, fn_, tn] = cells.map(|c| pairwise_sum(&c));
+    Expected {
+        tp,
+        fp,
+        fn_,
+        tn,
+        n: n as f64,
+    }
+}
+
+impl Expected {
+    pub fn accuracy(&self) -> f64 {
+        (self.tp + self.tn) / self.n
+    }
+
+    pub fn precision(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fp)
+    }
+
+    pub fn recall(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fn_)
+    }
+
+    pub fn specificity(&self) -> f64 {
+        ratio(self.tn, self.tn + self.fp)
+    }
+
+    pub fn f1(&self) -> f64 {
+        ratio(self.tp, self.tp + 0.5 * (self.fp + self.fn_))
+    }
+
+    /// The estimated cell, as NannyML's `get_*_estimate`: the cell's
+    /// expected share of rows (a NumPy mean), times the rows, or times the
+    /// reciprocal of its row's or column's expected share.
+    pub fn confusion(&self, cell: Cell, by: Normalize) -> f64 {
+        let n = self.n;
+        let ratios = [self.tp / n, self.fp / n, self.fn_ / n, self.tn / n];
+        let own = ratios[cell.index()];
+        match by {
+            Normalize::None => own * n,
+            Normalize::All => own,
+            Normalize::True | Normalize::Pred => {
+                let normalizer = 1.0 / (own + ratios[cell.partner(by).index()]);
+                own * normalizer
+            }
+        }
+    }
+
+    /// The estimated business value: the expected cell shares (NumPy
+    /// means) times the rows.
+    pub fn business_value(&self, bv: &BusinessValue) -> f64 {
+        let n = self.n;
+        bv.total([
+            [self.tn / n * n, self.fp / n * n],
+            [self.fn_ / n * n, self.tp / n * n],
+        ])
+    }
 }
 
 /// `a / b`, 0 when `b` is 0 (NannyML's guard).
@@ -35,28 +110,23 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 pub fn accuracy(predicted: &[bool], p: &[f64]) -> f64 {
-    let (tp, _, _, tn) = expected_counts(predicted, p);
-    (tp + tn) / predicted.len() as f64
+    expected(predicted, p).accuracy()
 }
 
 pub fn precision(predicted: &[bool], p: &[f64]) -> f64 {
-    let (tp, fp, _, _) = expected_counts(predicted, p);
-    ratio(tp, tp + fp)
+    expected(predicted, p).precision()
 }
 
 pub fn recall(predicted: &[bool], p: &[f64]) -> f64 {
-    let (tp, _, fn_, _) = expected_counts(predicted, p);
-    ratio(tp, tp + fn_)
+    expected(predicted, p).recall()
 }
 
 pub fn specificity(predicted: &[bool], p: &[f64]) -> f64 {
-    let (_, fp, _, tn) = expected_counts(predicted, p);
-    ratio(tn, tn + fp)
+    expected(predicted, p).specificity()
 }
 
 pub fn f1(predicted: &[bool], p: &[f64]) -> f64 {
-    let (tp, fp, fn_, _) = expected_counts(predicted, p);
-    ratio(tp, tp + 0.5 * (fp + fn_))
+    expected(predicted, p).f1()
 }
 
 /// `numpy.round(x, 5)`: scaled, rounded half to even, scaled back.
@@ -70,13 +140,17 @@ fn round5(x: f64) -> f64 {
 /// them. Tied scores have equal calibrated probabilities (calibration is
 /// a function of the score), so their order changes nothing.
 fn walk(calibrated: &[f64], uncalibrated: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let mut order: Vec<usize> = (0..uncalibrated.len()).collect();
-    order.sort_by(|&a, &b| uncalibrated[b].total_cmp(&uncalibrated[a]));
-    let mut tps = Vec::with_capacity(order.len());
-    let mut fps = Vec::with_capacity(order.len());
+    let mut pairs: Vec<(f64, f64)> = uncalibrated
+        .iter()
+        .copied()
+        .zip(calibrated.iter().copied())
+        .collect();
+    pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    let mut tps = Vec::with_capacity(pairs.len());
+    let mut fps = Vec::with_capacity(pairs.len());
     let mut sum = 0.0;
-    for (k, &i) in order.iter().enumerate() {
-        sum += calibrated[i];
+    for (k, &(_, c)) in pairs.iter().enumerate() {
+        sum += c;
         tps.push(round5(sum));
         fps.push(round5(1.0 + k as f64 - sum));
     }
@@ -359,22 +433,9 @@ impl Cell {
     }
 }
 
-/// The estimated cell of a chunk, as NannyML's `get_*_estimate`: the
-/// cell's expected share of rows (a NumPy mean), times the rows, or
-/// times the reciprocal of its row's or column's expected share.
+/// The estimated cell of a chunk (`Expected::confusion`).
 pub fn confusion_estimate(cell: Cell, by: Normalize, predicted: &[bool], p: &[f64]) -> f64 {
-    let (tp, fp, fn_, tn) = expected_counts(predicted, p);
-    let n = predicted.len() as f64;
-    let ratios = [tp / n, fp / n, fn_ / n, tn / n];
-    let own = ratios[cell.index()];
-    match by {
-        Normalize::None => own * n,
-        Normalize::All => own,
-        Normalize::True | Normalize::Pred => {
-            let normalizer = 1.0 / (own + ratios[cell.partner(by).index()]);
-            own * normalizer
-        }
-    }
+    expected(predicted, p).confusion(cell, by)
 }
 
 /// What a confusion-matrix cell's sampling error is made of.
@@ -475,12 +536,9 @@ impl BusinessValue {
     }
 }
 
-/// The estimated business value of a chunk: the expected cell shares
-/// (NumPy means) times the rows.
+/// The estimated business value of a chunk (`Expected::business_value`).
 pub fn business_value(bv: &BusinessValue, predicted: &[bool], p: &[f64]) -> f64 {
-    let (tp, fp, fn_, tn) = expected_counts(predicted, p);
-    let n = predicted.len() as f64;
-    bv.total([[tn / n * n, fp / n * n], [fn_ / n * n, tp / n * n]])
+    expected(predicted, p).business_value(bv)
 }
 
 /// The realized business value of rows with targets.

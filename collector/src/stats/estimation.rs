@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use super::calibration::{needs_calibration, Isotonic};
-use super::cbpe::{self, BusinessValue, Cell, CellError, ErrorComponents, Normalize};
+use super::cbpe::{self, BusinessValue, Cell, CellError, ErrorComponents, Expected, Normalize};
 use super::sum::pairwise_sum;
 
 /// How rows are cut into chunks (NannyML's chunkers, a leftover chunk
@@ -267,7 +267,7 @@ pub(crate) fn finite(v: f64) -> Option<f64> {
 
 /// `numpy.nanmean` and `numpy.nanstd` (ddof 0): NaN positions count as 0
 /// in the sums and not in the count.
-fn nan_mean_std(values: &[Option<f64>]) -> Option<(f64, f64)> {
+pub(crate) fn nan_mean_std(values: &[Option<f64>]) -> Option<(f64, f64)> {
     let n = values.iter().flatten().count();
     if n == 0 {
         return None;
@@ -427,23 +427,19 @@ impl Column {
         }
     }
 
-    fn estimate(
-        &self,
-        by: Normalize,
-        predicted: &[bool],
-        calibrated: &[f64],
-        score: &[f64],
-    ) -> f64 {
+    /// The column's estimate from the chunk's expected counts (`e`), its
+    /// calibrated probabilities and its scores (ROC AUC).
+    fn estimate(&self, by: Normalize, e: &Expected, calibrated: &[f64], score: &[f64]) -> f64 {
         match self {
-            Column::Rate(Metric::Accuracy) => cbpe::accuracy(predicted, calibrated),
-            Column::Rate(Metric::Precision) => cbpe::precision(predicted, calibrated),
-            Column::Rate(Metric::Recall) => cbpe::recall(predicted, calibrated),
-            Column::Rate(Metric::Specificity) => cbpe::specificity(predicted, calibrated),
-            Column::Rate(Metric::F1) => cbpe::f1(predicted, calibrated),
+            Column::Rate(Metric::Accuracy) => e.accuracy(),
+            Column::Rate(Metric::Precision) => e.precision(),
+            Column::Rate(Metric::Recall) => e.recall(),
+            Column::Rate(Metric::Specificity) => e.specificity(),
+            Column::Rate(Metric::F1) => e.f1(),
             Column::Rate(Metric::RocAuc) => cbpe::roc_auc(calibrated, score),
             Column::Rate(_) => f64::NAN,
-            Column::Cell(c) => cbpe::confusion_estimate(*c, by, predicted, calibrated),
-            Column::Business(bv) => cbpe::business_value(bv, predicted, calibrated),
+            Column::Cell(c) => e.confusion(*c, by),
+            Column::Business(bv) => e.business_value(bv),
         }
     }
 
@@ -540,8 +536,9 @@ impl Fitted {
     /// Each of the `chunks` of `rows` with each column's estimate.
     pub fn estimate(&self, rows: &Rows<'_>, chunks: &[Chunk]) -> Estimates {
         let calibrated = self.calibrate(rows.score);
+        use rayon::prelude::*;
         chunks
-            .iter()
+            .par_iter()
             .cloned()
             .map(|c| {
                 let estimates = self.estimate_rows(rows, &calibrated, c.rows());
@@ -577,10 +574,11 @@ impl Fitted {
             &rows.score[r.clone()],
         );
         let truth = rows.truth.map(|t| &t[r]);
+        let expected = cbpe::expected(predicted, cal);
         self.columns
             .iter()
             .map(|f| {
-                let value = f.column.estimate(by, predicted, cal, score);
+                let value = f.column.estimate(by, &expected, cal, score);
                 let realized = truth.and_then(|t| f.column.realized(by, t, predicted, score));
                 let e = record(
                     value,

@@ -10,7 +10,7 @@
 //! thresholds, band and alert are `stats::estimation`'s.
 
 use super::calibration::{needs_calibration, Isotonic};
-use super::cbpe::{self, CellError, Normalize};
+use super::cbpe::{self, CellError, Expected, Normalize};
 use super::estimation::{
     cell_limits, finite, record, thresholds, Chunk, Estimate, Estimates, Fit, Metric, Settings,
     RATE,
@@ -136,15 +136,17 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    fn estimate(&self, metric: Metric) -> f64 {
+    /// A metric's estimate; `expected`: each class's expected counts,
+    /// one class against the rest.
+    fn estimate(&self, metric: Metric, expected: &[Expected]) -> f64 {
         let per_class = |c: usize| -> f64 {
-            let (y, p) = (is(c, self.predicted), self.calibrated[c]);
+            let e = &expected[c];
             match metric {
-                Metric::Precision => cbpe::precision(&y, p),
-                Metric::Recall => cbpe::recall(&y, p),
-                Metric::F1 => cbpe::f1(&y, p),
-                Metric::Specificity => cbpe::specificity(&y, p),
-                _ => cbpe::roc_auc(p, self.raw[c]),
+                Metric::Precision => e.precision(),
+                Metric::Recall => e.recall(),
+                Metric::F1 => e.f1(),
+                Metric::Specificity => e.specificity(),
+                _ => cbpe::roc_auc(self.calibrated[c], self.raw[c]),
             }
         };
         match metric {
@@ -442,8 +444,9 @@ impl Fitted {
     /// Each of the `chunks` of `rows` with each column's estimate.
     pub fn estimate(&self, rows: &ClassRows<'_>, chunks: &[Chunk]) -> Estimates {
         let calibrated = self.calibrate(rows.probabilities);
+        use rayon::prelude::*;
         chunks
-            .iter()
+            .par_iter()
             .cloned()
             .map(|c| {
                 let estimates = self.estimate_rows(rows, &calibrated, c.rows());
@@ -478,6 +481,9 @@ impl Fitted {
             raw: rows.probabilities.iter().map(|p| &p[r.clone()]).collect(),
         };
         let truth = rows.truth.map(|t| &t[r]);
+        let expected: Vec<Expected> = (0..k)
+            .map(|c| cbpe::expected(&is(c, view.predicted), view.calibrated[c]))
+            .collect();
         let estimated_cells = if has_cells {
             view.confusion(by)
         } else {
@@ -492,7 +498,7 @@ impl Fitted {
                 let (name, value, realized) = match f.column {
                     Column::Rate(m) => (
                         m.name().to_string(),
-                        view.estimate(m),
+                        view.estimate(m, &expected),
                         truth.and_then(|t| realized_rate(m, k, t, view.predicted, &view.raw)),
                     ),
                     Column::Cell {
