@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use driftwatch::report::{self, html, load, profile::Profile, Overrides};
+use driftwatch::stats;
 
 /// mimalloc instead of glibc's malloc (see Cargo.toml).
 #[global_allocator]
@@ -337,6 +338,11 @@ struct ReportArgs {
     /// Threshold for a test (NAME=VALUE) or for one column's test (COLUMN:NAME=VALUE); repeatable.
     #[arg(long)]
     threshold: Vec<String>,
+    /// Also multivariate drift by data reconstruction (NannyML's PCA
+    /// method) over the compared columns: the reference in 10 chunks, the
+    /// current data as one.
+    #[arg(long)]
+    multivariate: bool,
 }
 
 #[derive(Parser)]
@@ -383,7 +389,7 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let histograms = matches!(args.format, Format::Html);
-    let report = report::build(
+    let mut report = report::build(
         reference.rows(),
         current.rows(),
         inputs,
@@ -391,6 +397,17 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         histograms,
         &tick,
     );
+    if args.multivariate {
+        let columns: Vec<(String, stats::ColumnType)> = report
+            .columns
+            .iter()
+            .filter(|c| c.untestable.is_none())
+            .filter_map(|c| Some((c.name.clone(), c.column_type?)))
+            .collect();
+        let value = report::multivariate::report(&reference, &current, &columns)
+            .map_err(anyhow::Error::msg)?;
+        report.multivariate = Some(value);
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }

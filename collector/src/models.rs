@@ -5,6 +5,7 @@
 use crate::config::{OutputField, RawCost, RawModel, Span, Task};
 use crate::report::estimator::Estimator;
 use crate::report::load::{self, Dataset};
+use crate::report::multivariate;
 use crate::report::Overrides;
 use crate::stats::{ColumnType, Key, Sample};
 
@@ -75,9 +76,21 @@ pub struct Model {
     /// Its performance estimator (CBPE), fitted on the reference's targets
     /// and outputs, when the model asks for estimation.
     pub estimator: Option<std::sync::Arc<Estimator>>,
+    /// Its multivariate drift by data reconstruction, when asked for.
+    pub reconstruction: Option<std::sync::Arc<Reconstruction>>,
     /// Feature positions by name (FxHash: looked up per feature of every
     /// event; the keys are the configuration's).
     index: rustc_hash::FxHashMap<String, usize>,
+}
+
+/// Multivariate drift by data reconstruction over some of a model's
+/// features: fitted on the reference, each event's row error computed as
+/// it arrives.
+#[derive(Debug, Clone)]
+pub struct Reconstruction {
+    pub fitted: crate::stats::reconstruction::Fitted,
+    /// The reconstructed features (positions in the model's features).
+    pub features: Vec<usize>,
 }
 
 /// A reference file as it was read: path, SHA-256 of its bytes, rows.
@@ -184,6 +197,32 @@ impl Model {
                 Some(std::sync::Arc::new(fitted.map_err(at)?.0))
             }
         };
+        let reconstruction = match &raw.multivariate {
+            None => None,
+            Some(m) => {
+                let at = |why: String| format!("model {}: multivariate: {why}", raw.name);
+                let names: Vec<String> = m
+                    .columns
+                    .clone()
+                    .unwrap_or_else(|| features.iter().map(|f| f.name.clone()).collect());
+                let mut positions = Vec::with_capacity(names.len());
+                for name in &names {
+                    positions.push(features.iter().position(|f| f.name == *name).ok_or_else(
+                        || at(format!("{name:?} is not one of the model's features")),
+                    )?);
+                }
+                let columns: Vec<(String, ColumnType)> = positions
+                    .iter()
+                    .map(|&i| (features[i].name.clone(), features[i].column_type))
+                    .collect();
+                let (fitted, _) =
+                    multivariate::fit(&dataset, &columns, m.chunking().map_err(at)?).map_err(at)?;
+                Some(std::sync::Arc::new(Reconstruction {
+                    fitted,
+                    features: positions,
+                }))
+            }
+        };
         let mut windows = raw.windows.clone();
         windows.sort();
         windows.dedup();
@@ -205,6 +244,7 @@ impl Model {
             drift,
             experiments: raw.experiments.clone(),
             estimator,
+            reconstruction,
             index,
         })
     }

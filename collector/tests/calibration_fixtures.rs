@@ -240,19 +240,24 @@ fn binary_sampling_errors_are_nannyml_s() {
     assert_eq!(checked, 24);
 }
 
-/// A case's chunking and settings.
-fn settings(case: &Value) -> driftwatch::stats::estimation::Settings {
-    use driftwatch::stats::cbpe::{BusinessValue, Normalize};
-    use driftwatch::stats::estimation::{Chunking, Metric, Settings};
-    let chunking = match (
+/// A case's chunking (`chunk_number` or `chunk_size`).
+fn chunking(case: &Value) -> driftwatch::stats::estimation::Chunking {
+    use driftwatch::stats::estimation::Chunking;
+    match (
         case["chunking"]["chunk_number"].as_u64(),
         case["chunking"]["chunk_size"].as_u64(),
     ) {
         (Some(n), _) => Chunking::Number(n as usize),
         (_, Some(s)) => Chunking::Size(s as usize),
         _ => panic!("chunking"),
-    };
-    let mut s = Settings::new(chunking);
+    }
+}
+
+/// A case's chunking and settings.
+fn settings(case: &Value) -> driftwatch::stats::estimation::Settings {
+    use driftwatch::stats::cbpe::{BusinessValue, Normalize};
+    use driftwatch::stats::estimation::{Metric, Settings};
+    let mut s = Settings::new(chunking(case));
     s.metrics = case["metrics"]
         .as_array()
         .expect("metrics")
@@ -884,4 +889,124 @@ fn driftwatch_performance_chunks_by_period_as_nannyml_does() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown chunk period \"fortnight\""), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reconstruction_drift_is_nannyml_s() {
+    use driftwatch::stats::estimation::chunks;
+    use driftwatch::stats::reconstruction::{Column, Fitted, Input};
+    use driftwatch::stats::Key;
+    let c = cases();
+    let mut checked = 0;
+    for (k, case) in c["reconstruction"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .enumerate()
+    {
+        let chunking = chunking(case);
+        let numeric = |side: &str, col: &str| -> Vec<Option<f64>> {
+            case[side][col]
+                .as_array()
+                .expect("column")
+                .iter()
+                .map(Value::as_f64)
+                .collect()
+        };
+        let categorical = |side: &str| -> Vec<Option<Key>> {
+            case[side]["cat"]
+                .as_array()
+                .expect("column")
+                .iter()
+                .map(|v| v.as_str().map(|s| Key::Str(s.to_string())))
+                .collect()
+        };
+        let names = ["a", "b", "c", "cat"];
+        let side = |s: &str| {
+            (
+                numeric(s, "a"),
+                numeric(s, "b"),
+                numeric(s, "c"),
+                categorical(s),
+            )
+        };
+        let (ra, rb, rc, rcat) = side("reference");
+        let (aa, ab, ac, acat) = side("analysis");
+        let reference_chunks = chunks(ra.len(), chunking).expect("chunks");
+        let fitted = Fitted::fit(
+            &names,
+            &[
+                Column::Numeric(&ra),
+                Column::Numeric(&rb),
+                Column::Numeric(&rc),
+                Column::Categorical(&rcat),
+            ],
+            &reference_chunks,
+        )
+        .expect("fit");
+        assert_eq!(
+            fitted.components() as u64,
+            case["components"].as_u64().expect("k"),
+            "case {k}"
+        );
+        let errors = |a: &[Option<f64>],
+                      b: &[Option<f64>],
+                      c: &[Option<f64>],
+                      cat: &[Option<Key>]|
+         -> Vec<f64> {
+            (0..a.len())
+                .map(|i| {
+                    fitted.row_error(|j| {
+                        let num = |v: Option<f64>| v.map_or(Input::Missing, Input::Num);
+                        match j {
+                            0 => num(a[i]),
+                            1 => num(b[i]),
+                            2 => num(c[i]),
+                            _ => cat[i].as_ref().map_or(Input::Missing, Input::Cat),
+                        }
+                    })
+                })
+                .collect()
+        };
+        let (re, ae) = (errors(&ra, &rb, &rc, &rcat), errors(&aa, &ab, &ac, &acat));
+        let got: Vec<_> = reference_chunks
+            .iter()
+            .map(|ch| (ch.key.clone(), fitted.drift(&re[ch.rows()])))
+            .chain(
+                chunks(aa.len(), chunking)
+                    .expect("chunks")
+                    .iter()
+                    .map(|ch| (ch.key.clone(), fitted.drift(&ae[ch.rows()]))),
+            )
+            .collect();
+        let want = case["chunks"].as_array().expect("chunks");
+        assert_eq!(got.len(), want.len(), "case {k}");
+        for ((key, d), w) in got.iter().zip(want) {
+            assert_eq!(key, w["key"].as_str().expect("key"), "case {k}");
+            for (field, g) in [
+                ("value", d.value),
+                ("sampling_error", d.sampling_error),
+                ("upper_confidence_boundary", d.upper_confidence_boundary),
+                ("lower_confidence_boundary", d.lower_confidence_boundary),
+                ("upper_threshold", d.upper_threshold),
+                ("lower_threshold", d.lower_threshold),
+            ] {
+                match (g, w[field].as_f64()) {
+                    (None, None) => {}
+                    (Some(g), Some(v)) => assert!(
+                        (g - v).abs() <= (1e-9 * v.abs()).max(1e-12),
+                        "case {k} {key} {field}: {g} against {v}"
+                    ),
+                    (g, v) => panic!("case {k} {key} {field}: {g:?} against {v:?}"),
+                }
+                checked += 1;
+            }
+            assert_eq!(
+                d.alert,
+                w["alert"].as_bool().expect("alert"),
+                "case {k} {key}: alert"
+            );
+        }
+    }
+    assert!(checked > 150, "{checked}");
 }

@@ -216,3 +216,88 @@ fn a_bad_estimation_block_is_refused_with_its_place_named() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_window_s_multivariate_drift_equals_report_multivariate_on_the_same_rows() {
+    let dir = driftwatch_testkit::temp_dir("multivariate");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "eval_interval: 100ms\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n    multivariate: {{}}\n",
+            example("reference.csv").display()
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let n = 600;
+    let events: Vec<String> = events_from_csv(&example("current.csv"), &ts)
+        .into_iter()
+        .take(n)
+        .collect();
+    let reply = server.post_items("/v1/events", "events", &events);
+    assert_eq!(reply["accepted"], n, "{reply}");
+    server.wait_for_samples("credit", "1d", n as u64);
+    let (status, body) = server.request("GET", "/v1/models/credit/windows?window=1d", &[], b"");
+    assert_eq!(status, 200, "{body}");
+    let windows: Value = serde_json::from_str(&body).expect("JSON");
+    let live = &windows["windows"][0]["multivariate"];
+    assert_eq!(live["rows"], n, "{live}");
+    // The same rows offline: the first 600 rows of current.csv.
+    let text = std::fs::read_to_string(example("current.csv")).expect("current.csv");
+    let current = dir.join("current.csv");
+    std::fs::write(
+        &current,
+        text.lines().take(n + 1).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .expect("write");
+    let (code, out, err) = run_cli(&[
+        "report",
+        "--reference",
+        example("reference.csv").to_str().expect("UTF-8"),
+        "--current",
+        current.to_str().expect("UTF-8"),
+        "--multivariate",
+    ]);
+    assert!(code == 0 || code == 1, "{err}");
+    let offline: Value = serde_json::from_str(&out).expect("JSON");
+    let chunk = offline["multivariate"]["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .find(|c| c["period"] == "current")
+        .expect("the current chunk")
+        .clone();
+    assert_eq!(live["components"], offline["multivariate"]["components"]);
+    for field in [
+        "value",
+        "sampling_error",
+        "lower_confidence_boundary",
+        "upper_confidence_boundary",
+        "lower_threshold",
+        "upper_threshold",
+        "alert",
+    ] {
+        // The same rows in the same order: the same bits.
+        assert_eq!(live[field], chunk[field], "{field}: {live} vs {chunk}");
+    }
+    // The drifted rows (lower incomes, a new country) leave the range.
+    assert_eq!(live["alert"], true, "{live}");
+    let series = [("window", "1d"), ("method", "reconstruction")];
+    assert_eq!(
+        server.metric("driftwatch_multivariate_drift", &series),
+        chunk["value"].as_f64()
+    );
+    assert_eq!(
+        server.metric("driftwatch_multivariate_drift_alert", &series),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("driftwatch_multivariate_drift_upper_threshold", &series),
+        chunk["upper_threshold"].as_f64()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

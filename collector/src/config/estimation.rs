@@ -1,7 +1,8 @@
 //! A model's performance estimation before its labels arrive (NannyML's
 //! CBPE), as written in the configuration: where the reference holds the
-//! targets and the model's outputs, and what to estimate. DESIGN.md
-//! "Estimated performance".
+//! targets and the model's outputs, and what to estimate; and its
+//! multivariate drift by data reconstruction. DESIGN.md "Estimated
+//! performance".
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -124,5 +125,26 @@ pub fn check(
             "{at}.estimation.reference: {} does not exist",
             path.display()
         ));
+    }
+}
+
+/// The `multivariate:` block of a model: drift by data reconstruction
+/// (NannyML's PCA method) over some of its features.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMultivariate {
+    /// The features reconstructed (default: every feature).
+    pub columns: Option<Vec<String>>,
+    /// Reference rows per chunk (its thresholds come from the chunks).
+    pub chunk_size: Option<usize>,
+    /// Reference chunks (default 10).
+    pub chunk_number: Option<usize>,
+}
+
+impl RawMultivariate {
+    /// How the reference is chunked for the thresholds; `Err` says what
+    /// is wrong.
+    pub fn chunking(&self) -> Result<crate::report::multivariate::Chunking, String> {
+        crate::report::multivariate::chunking(self.chunk_size, self.chunk_number)
     }
 }

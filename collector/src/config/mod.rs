@@ -316,6 +316,8 @@ pub struct RawModel {
     pub experiments: Vec<experiment::RawExperiment>,
     /// Performance estimated before the labels arrive (CBPE).
     pub estimation: Option<estimation::RawEstimation>,
+    /// Multivariate drift by data reconstruction.
+    pub multivariate: Option<estimation::RawMultivariate>,
 }
 
 /// A model's drift test and threshold overrides, in `driftwatch report`'s
@@ -582,6 +584,9 @@ impl RawConfig {
                 m.estimation.as_ref(),
                 &mut errors,
             );
+            if let Some(Err(e)) = m.multivariate.as_ref().map(|v| v.chunking()) {
+                errors.push(format!("{at}.multivariate: {e}"));
+            }
             if !m.reference.exists() {
                 errors.push(format!(
                     "{at}.reference: {} does not exist",
@@ -674,6 +679,7 @@ pub fn from_flags(
             partitions: default_partitions(),
             experiments: Vec::new(),
             estimation: None,
+            multivariate: None,
         }],
     }
 }

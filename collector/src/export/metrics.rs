@@ -85,6 +85,10 @@ pub struct Metrics {
     pub estimated_performance_lower: GaugeVec,
     pub estimated_performance_upper: GaugeVec,
     pub estimated_performance_alert: GaugeVec,
+    pub multivariate_drift: GaugeVec,
+    pub multivariate_drift_lower_threshold: GaugeVec,
+    pub multivariate_drift_upper_threshold: GaugeVec,
+    pub multivariate_drift_alert: GaugeVec,
     pub shadow_comparison_p_value: GaugeVec,
     pub shadow_comparison_verdict: GaugeVec,
     pub shadow_always_valid_p_value: GaugeVec,
@@ -372,6 +376,30 @@ impl Default for Metrics {
                 "1 when the estimate is outside the thresholds from the reference's chunks (mean ± 3 standard deviations), else 0",
                 &["model", "role", "metric", "window"],
             ),
+            multivariate_drift: gauge(
+                r,
+                "driftwatch_multivariate_drift",
+                "Mean reconstruction error of the live window's events (NannyML's data reconstruction: PCA keeping 65% of the reference's variance)",
+                &["model", "window", "method"],
+            ),
+            multivariate_drift_lower_threshold: gauge(
+                r,
+                "driftwatch_multivariate_drift_lower_threshold",
+                "Lower threshold of the reconstruction error: mean − 3 standard deviations over the reference's chunks (no series when at or below 0)",
+                &["model", "window", "method"],
+            ),
+            multivariate_drift_upper_threshold: gauge(
+                r,
+                "driftwatch_multivariate_drift_upper_threshold",
+                "Upper threshold of the reconstruction error: mean + 3 standard deviations over the reference's chunks",
+                &["model", "window", "method"],
+            ),
+            multivariate_drift_alert: gauge(
+                r,
+                "driftwatch_multivariate_drift_alert",
+                "1 when the window's reconstruction error is not strictly between its thresholds, else 0",
+                &["model", "window", "method"],
+            ),
             shadow_comparison_p_value: gauge(
                 r,
                 "driftwatch_shadow_comparison_p_value",
@@ -557,6 +585,10 @@ impl Metrics {
             &self.estimated_performance_lower,
             &self.estimated_performance_upper,
             &self.estimated_performance_alert,
+            &self.multivariate_drift,
+            &self.multivariate_drift_lower_threshold,
+            &self.multivariate_drift_upper_threshold,
+            &self.multivariate_drift_alert,
             &self.shadow_comparison_p_value,
             &self.shadow_comparison_verdict,
             &self.shadow_always_valid_p_value,
@@ -655,17 +687,6 @@ impl OutputTally {
                     });
                 self.latencies[at].1.push(ms / 1000.0);
             }
-        }
-    }
-}
-
-/// Sets a gauge, or removes its series when there is no value (a test that
-/// could not run, or one without a p-value). +Inf is kept: Prometheus has it.
-pub fn set_or_remove(g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>) {
-    match v.filter(|v| !v.is_nan()) {
-        Some(v) => g.with_label_values(labels).set(v),
-        None => {
-            let _ = g.remove_label_values(labels);
         }
     }
 }

@@ -18,3 +18,14 @@ impl Series {
         self.labels.get(key).map(String::as_str)
     }
 }
+
+/// Sets a gauge, or removes its series when there is no value (a test that
+/// could not run, or one without a p-value). +Inf is kept: Prometheus has it.
+pub fn set_or_remove(g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>) {
+    match v.filter(|v| !v.is_nan()) {
+        Some(v) => g.with_label_values(labels).set(v),
+        None => {
+            let _ = g.remove_label_values(labels);
+        }
+    }
+}

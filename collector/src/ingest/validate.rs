@@ -11,6 +11,7 @@ use super::body::BodyError;
 use crate::config::{OutputField, Task};
 use crate::export::metrics::RejectReason;
 use crate::models::{Model, Prediction};
+use crate::stats::reconstruction::Input;
 use crate::stats::{ColumnType, Key};
 use crate::store::NewLabel;
 use crate::window::{Accepted, Value};
@@ -277,12 +278,21 @@ pub fn validate(
             event.shadow.as_ref().and_then(|o| e.row(o)),
         ],
     };
+    // The row's reconstruction error (multivariate drift).
+    let reconstruction = model.reconstruction.as_ref().map(|r| {
+        r.fitted.row_error(|j| match &values[r.features[j]] {
+            Value::Missing => Input::Missing,
+            Value::Num(x) => Input::Num(*x),
+            Value::Cat(k) => Input::Cat(k),
+        })
+    });
     Ok(Accepted {
         model: model_idx,
         ts_ms,
         values,
         predicted,
         scored,
+        reconstruction,
         event,
         json: String::new(),
     })

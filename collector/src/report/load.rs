@@ -336,16 +336,60 @@ pub fn to_side(series: &Series, column_type: ColumnType, integer: bool) -> Resul
     }
 }
 
-/// The finite values of a column as f64 and how many were missing, NaN or
-/// infinite. Text is parsed strictly: any value that is not a number fails.
-fn finite_values(series: &Series, numeric_like: bool) -> Result<(Vec<f64>, u64), String> {
-    let cast = if numeric_like {
-        series.cast(&DataType::Float64).map_err(|e| e.to_string())?
+/// A column's values row by row, typed as `to_side` types them (missing,
+/// NaN and ±inf as `None`; categories of a numeric column as numbers,
+/// others as text, booleans as `true` / `false`).
+pub enum RowValues {
+    Numeric(Vec<Option<f64>>),
+    Categorical(Vec<Option<Key>>),
+}
+
+pub fn to_rows(series: &Series, column_type: ColumnType) -> Result<RowValues, String> {
+    let dt = series.dtype().clone();
+    let numeric_like = dt.is_primitive_numeric() || dt.is_bool() || dt.is_null();
+    let floats = |numeric_like: bool| -> Result<Vec<Option<f64>>, String> {
+        Ok(as_f64(series, numeric_like)?
+            .f64()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|v| v.filter(|x| x.is_finite()))
+            .collect())
+    };
+    Ok(match column_type {
+        ColumnType::Numeric => RowValues::Numeric(floats(numeric_like)?),
+        ColumnType::Categorical if dt.is_primitive_numeric() || dt.is_null() => {
+            RowValues::Categorical(floats(true)?.into_iter().map(|v| v.map(Key::Num)).collect())
+        }
+        ColumnType::Categorical => {
+            let strings = series.cast(&DataType::String).map_err(|e| e.to_string())?;
+            RowValues::Categorical(
+                strings
+                    .str()
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|v| v.map(|s| Key::Str(s.to_string())))
+                    .collect(),
+            )
+        }
+    })
+}
+
+/// A column as f64: numbers and booleans cast, text parsed strictly
+/// (any value that is not a number fails).
+fn as_f64(series: &Series, numeric_like: bool) -> Result<Series, String> {
+    if numeric_like {
+        series.cast(&DataType::Float64).map_err(|e| e.to_string())
     } else {
         series
             .strict_cast(&DataType::Float64)
-            .map_err(|_| "holds values that are not numbers".to_string())?
-    };
+            .map_err(|_| "holds values that are not numbers".to_string())
+    }
+}
+
+/// The finite values of a column as f64 and how many were missing, NaN or
+/// infinite. Text is parsed strictly: any value that is not a number fails.
+fn finite_values(series: &Series, numeric_like: bool) -> Result<(Vec<f64>, u64), String> {
+    let cast = as_f64(series, numeric_like)?;
     let ca = cast.f64().map_err(|e| e.to_string())?;
     let mut finite = Vec::with_capacity(ca.len() - ca.null_count());
     let mut missing = 0u64;

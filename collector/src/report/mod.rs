@@ -7,6 +7,7 @@ mod columns;
 pub mod estimator;
 pub mod html;
 pub mod load;
+pub mod multivariate;
 pub mod performance;
 pub mod profile;
 
@@ -204,6 +205,9 @@ pub struct Report {
     pub current_rows: usize,
     pub columns: Vec<ColumnReport>,
     pub dataset_drift: DatasetDrift,
+    /// Multivariate drift (`--multivariate`; `report::multivariate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multivariate: Option<serde_json::Value>,
 }
 
 /// Runs every applicable test on one column and decides its verdict.
@@ -373,5 +377,6 @@ pub fn build(
         current_rows,
         columns,
         dataset_drift,
+        multivariate: None,
     }
 }

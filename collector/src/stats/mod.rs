@@ -15,6 +15,7 @@ pub mod kolmogorov;
 pub mod ks;
 pub mod multiclass;
 pub mod numpy_rng;
+pub mod reconstruction;
 pub mod rng;
 pub mod sample;
 pub mod sequential;

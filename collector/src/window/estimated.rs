@@ -2,12 +2,15 @@
 //! role's outputs as the model's estimator (NannyML's CBPE, fitted on the
 //! reference) takes them, one chunk per window; recomputed only when the
 //! role's rows changed. The JSON API's `estimated_performance` and the
-//! `driftwatch_estimated_performance*` gauges.
+//! `driftwatch_estimated_performance*` gauges. And its multivariate drift
+//! (data reconstruction): the events' reconstruction errors as one chunk,
+//! `multivariate` and `driftwatch_multivariate_drift*`.
 
 use serde_json::{json, Value};
 
 use super::{Window, ROLES};
-use crate::export::metrics::{set_or_remove, Metrics};
+use crate::export::metrics::Metrics;
+use crate::export::set_or_remove;
 use crate::models::Model;
 use crate::stats::estimation::Estimate;
 
@@ -91,4 +94,46 @@ fn publish(m: &Metrics, model: &str, role: &str, window: &str, estimates: &[(Str
             e.value.map(|_| f64::from(u8::from(e.alert))),
         );
     }
+}
+
+/// The window's multivariate drift as JSON (`null` for a model without
+/// one); the live window's also as gauges.
+pub(super) fn multivariate(
+    live: Option<&Metrics>,
+    model: &Model,
+    label: &str,
+    window: &Window,
+) -> Value {
+    let Some(r) = &model.reconstruction else {
+        return Value::Null;
+    };
+    let d = r.fitted.drift(window.multivariate.items());
+    if let Some(m) = live {
+        let labels = [model.name.as_str(), label, "reconstruction"];
+        set_or_remove(&m.multivariate_drift, &labels, d.value);
+        set_or_remove(
+            &m.multivariate_drift_lower_threshold,
+            &labels,
+            d.lower_threshold,
+        );
+        set_or_remove(
+            &m.multivariate_drift_upper_threshold,
+            &labels,
+            d.upper_threshold,
+        );
+        set_or_remove(
+            &m.multivariate_drift_alert,
+            &labels,
+            d.value.map(|_| f64::from(u8::from(d.alert))),
+        );
+    }
+    json!({
+        "method": "reconstruction", "components": r.fitted.components(),
+        "rows": window.multivariate.items().len(), "seen": window.multivariate.seen(),
+        "value": d.value, "sampling_error": d.sampling_error,
+        "lower_confidence_boundary": d.lower_confidence_boundary,
+        "upper_confidence_boundary": d.upper_confidence_boundary,
+        "lower_threshold": d.lower_threshold, "upper_threshold": d.upper_threshold,
+        "alert": d.alert,
+    })
 }

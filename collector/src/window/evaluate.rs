@@ -19,7 +19,8 @@ use driftwatch_telemetry::{throttled, Telemetry};
 use super::ROLES;
 use super::{FeatureWindow, Live, Window, WindowInfo};
 use crate::clock::rfc3339;
-use crate::export::metrics::{set_or_remove, Metrics};
+use crate::export::metrics::Metrics;
+use crate::export::set_or_remove;
 use crate::models::{Feature, Model};
 use crate::report::{self, ColumnReport, Overrides};
 use crate::stats::{Numeric, Sample};
@@ -427,6 +428,7 @@ fn evaluate_window(
         "prediction_drift": prediction_drift,
         "performance": {"champion": performance_json(&o.performance[0]), "shadow": performance_json(&o.performance[1])},
         "estimated_performance": estimated_performance,
+        "multivariate": super::estimated::multivariate(live, model, label, window),
         "traffic": {"champion": o.roles[0].json(), "shadow": o.roles[1].json()},
         "shadow": {
             "agreement_ratio": window.shadow.agreement_ratio(),

@@ -74,6 +74,8 @@ impl Window {
         for (mine, theirs) in self.roles.iter_mut().zip(&other.roles) {
             mine.merge(theirs, limit, &mut rng);
         }
+        self.multivariate
+            .merge(&other.multivariate, limit, &mut rng);
         for (mine, theirs) in self.estimation.iter_mut().zip(&other.estimation) {
             mine.rows.merge(&theirs.rows, limit, &mut rng);
             mine.unscored += theirs.unscored;

@@ -62,6 +62,8 @@ pub struct Accepted {
     /// estimator takes them (`None`: no estimator, no shadow, or an output
     /// it cannot use).
     pub scored: [Option<ScoredRow>; 2],
+    /// The row's reconstruction error, for a model with multivariate drift.
+    pub reconstruction: Option<f64>,
     pub event: Event,
     /// The event as sent, for storage: set by the ingest path that stores
     /// or publishes it (`validate` leaves it empty).
@@ -200,6 +202,9 @@ pub struct Window {
     /// Champion [0] and shadow [1] outputs for the performance estimator.
     #[serde(default)]
     pub estimation: [Estimation; 2],
+    /// The events' reconstruction errors (multivariate drift).
+    #[serde(default)]
+    pub multivariate: Reservoir<f64>,
     /// Events and labels added so far: an unchanged version, unchanged
     /// contents.
     pub version: u64,
@@ -503,6 +508,7 @@ impl ModelWindows {
                 champion_performance: Performance::default(),
                 shadow_performance: Performance::default(),
                 estimation: Default::default(),
+                multivariate: Reservoir::default(),
                 version: 0,
                 rng: Rng::new(start as u64),
             });
@@ -513,6 +519,9 @@ impl ModelWindows {
             window.roles[1].add(shadow, self.limit, &mut window.rng);
             for (fw, v) in window.features.iter_mut().zip(&a.values) {
                 fw.add(v, self.limit, &mut window.rng);
+            }
+            if let Some(e) = a.reconstruction {
+                window.multivariate.add(e, self.limit, &mut window.rng);
             }
             if model.estimator.is_some() {
                 window.estimation[0].add(a.scored[0].as_ref(), self.limit, &mut window.rng);
