@@ -465,7 +465,11 @@ fn the_demo_config_and_rules_load_in_the_collector() {
         .flat_map(|g| g["rules"].as_array().into_iter().flatten())
         .filter_map(|r| r["alert"].as_str())
         .collect();
-    assert_eq!(names, ["FeatureDrift", "DatasetDrift"], "{rules}");
+    assert_eq!(
+        names,
+        ["FeatureDrift", "DatasetDrift", "EstimatedAccuracyDrop"],
+        "{rules}"
+    );
     let models = get_json(&addr, "/v1/models");
     assert_eq!(models["models"][0]["name"], "credit", "{models}");
     drop(collector);

@@ -41,6 +41,11 @@ struct Cli {
     /// Rows sent during the drift.
     #[arg(long, default_value = "examples/credit/current.csv")]
     drifted: PathBuf,
+    /// Loan amounts of the drifted rows are multiplied by this (2: loans
+    /// twice as large for the income, so the champion grows unsure and
+    /// defaults rise).
+    #[arg(long, default_value_t = 1.0)]
+    drift_loan_factor: f64,
     /// Requests per second (one application each).
     #[arg(long, default_value_t = 40.0)]
     rate: f64,
@@ -457,9 +462,16 @@ async fn status(s: &Shared, start: Instant, last: &mut (Instant, u64)) {
                 .collect();
             println!("        {}", features.join(" | "));
             let perf = |role: &str| fmt(&w["performance"][role]["accuracy"], 3);
+            let estimated = &w["estimated_performance"]["champion"]["metrics"]["accuracy"];
+            let alert = if estimated["alert"] == true {
+                " ALERT"
+            } else {
+                ""
+            };
             println!(
-                "        accuracy champion {} shadow {} | agreement {} | latency p50 champion {} ms",
+                "        accuracy champion {} (estimated before labels {}{alert}) shadow {} | agreement {} | latency p50 champion {} ms",
                 perf("champion"),
+                fmt(&estimated["value"], 3),
                 perf("shadow"),
                 fmt(&w["shadow"]["agreement_ratio"], 3),
                 fmt(&w["traffic"]["champion"]["latency_ms"]["p50"], 2),
@@ -495,13 +507,20 @@ async fn status(s: &Shared, start: Instant, last: &mut (Instant, u64)) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (reference, drifted) = match (read_rows(&cli.reference), read_rows(&cli.drifted)) {
+    let (reference, mut drifted) = match (read_rows(&cli.reference), read_rows(&cli.drifted)) {
         (Ok(r), Ok(d)) => (r, d),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if !(cli.drift_loan_factor.is_finite() && cli.drift_loan_factor > 0.0) {
+        eprintln!("error: --drift-loan-factor must be a positive number");
+        return ExitCode::from(2);
+    }
+    for a in &mut drifted {
+        a.loan_amount *= cli.drift_loan_factor;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
