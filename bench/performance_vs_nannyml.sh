@@ -31,7 +31,7 @@ echo "  nannyml CBPE:           $nml"
 import json, sys
 d, n = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"  driftwatch is {n['median_wall_s'] / d['median_wall_s']:.1f}x faster (median wall time) "
-      f"and peaks at {d['peak_rss_mb'] / n['peak_rss_mb']:.2f} of NannyML's memory")
+      f"and peaks at {d['peak_rss_mb'] / n['peak_rss_mb']:.3f} of NannyML's memory")
 ours = json.load(open(sys.argv[3]))
 theirs = json.load(open(sys.argv[4]))
 worst, compared = 0.0, 0

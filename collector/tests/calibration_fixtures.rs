@@ -539,6 +539,44 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
             assert_eq!(g["alert"], w["alert"], "{metric}");
         }
     }
+    // The same as HTML: a chart per metric, a point per chunk for the
+    // estimate and the realized value, the alerts marked and counted.
+    let out = run(&["--chunk-number", "10", "--format", "html"], &reference);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(html.starts_with("<!doctype html>") && !html.contains("<script"));
+    assert_eq!(
+        html.matches("<svg").count(),
+        6,
+        "one chart per default metric"
+    );
+    assert_eq!(html.matches("<polygon class=\"band\"").count(), 6);
+    let points = html.matches("<circle").count();
+    assert_eq!(
+        points,
+        6 * 2 * want.len(),
+        "estimate and realized per chunk"
+    );
+    let alerts: usize = want
+        .iter()
+        .flat_map(|c| {
+            [
+                "roc_auc",
+                "f1",
+                "precision",
+                "recall",
+                "specificity",
+                "accuracy",
+            ]
+            .map(|m| c["metrics"][m]["alert"] == true)
+        })
+        .filter(|&a| a)
+        .count();
+    assert_eq!(html.matches("<circle class=\"alert\"").count(), alerts);
     // Bad input: a clear error naming what is wrong, exit status 2.
     let bad = dir.join("bad.csv");
     let text = std::fs::read_to_string(&reference).expect("read");

@@ -55,24 +55,47 @@ pub(super) fn map_labels<T: Clone>(
     f: impl Fn(&str) -> T,
 ) -> Result<Vec<Option<T>>, String> {
     let s = column(data, name)?;
+    if s.dtype().is_integer() {
+        // Read as they are (a cast to floats would copy the column).
+        let s = s.cast(&DataType::Int64).map_err(|e| e.to_string())?;
+        let mut seen: Vec<(i64, T)> = Vec::new();
+        return Ok(s
+            .i64()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|v| {
+                v.map(|x| {
+                    if let Some((_, t)) = seen.iter().find(|(k, _)| *k == x) {
+                        return t.clone();
+                    }
+                    let t = f(&x.to_string());
+                    seen.push((x, t.clone()));
+                    t
+                })
+            })
+            .collect());
+    }
     if s.dtype().is_primitive_numeric() {
         let s = s.cast(&DataType::Float64).map_err(|e| e.to_string())?;
-        let mut seen: std::collections::HashMap<u64, T> = std::collections::HashMap::new();
+        // Class columns hold few distinct numbers: a short list beats a hash.
+        let mut seen: Vec<(u64, T)> = Vec::new();
         return Ok(s
             .f64()
             .map_err(|e| e.to_string())?
             .iter()
             .map(|v| {
                 v.map(|x| {
-                    seen.entry(x.to_bits())
-                        .or_insert_with(|| {
-                            f(&if x.fract() == 0.0 {
-                                format!("{x:.0}")
-                            } else {
-                                x.to_string()
-                            })
-                        })
-                        .clone()
+                    let bits = x.to_bits();
+                    if let Some((_, t)) = seen.iter().find(|(b, _)| *b == bits) {
+                        return t.clone();
+                    }
+                    let t = f(&if x.fract() == 0.0 {
+                        format!("{x:.0}")
+                    } else {
+                        x.to_string()
+                    });
+                    seen.push((bits, t.clone()));
+                    t
                 })
             })
             .collect());

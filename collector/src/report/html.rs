@@ -66,7 +66,7 @@ impl Histogram {
 }
 
 /// About four significant digits, plain notation between 0.001 and 10⁶.
-fn format_number(x: f64) -> String {
+pub(super) fn format_number(x: f64) -> String {
     let a = x.abs();
     if x == 0.0 || (1e-3..1e6).contains(&a) {
         let decimals = if a >= 1000.0 {
@@ -87,7 +87,7 @@ fn format_number(x: f64) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -9,6 +9,7 @@ pub mod html;
 pub mod load;
 pub mod multivariate;
 pub mod performance;
+mod performance_html;
 pub mod profile;
 
 use std::collections::HashMap;

@@ -195,21 +195,15 @@ fn settings(args: &Args) -> Result<Settings, String> {
     })
 }
 
-/// Runs the command: the JSON text for standard output (`None` when it
-/// went to `--out`); warnings to standard error.
+/// Runs the command: the JSON (or HTML) text for standard output (`None`
+/// when it went to `--out`); warnings to standard error.
 pub fn run(args: Args) -> Result<Option<String>, String> {
-    let not_yet = |what: &str| {
-        format!("{what} is not built yet (binary and multiclass CBPE are; see the README)")
-    };
     if args.nanny_model.is_some() {
         return Err("--nanny-model is for a regression task (DLE)".into());
     }
     let outputs = outputs(&args)?;
     if args.chunk_period.is_some() != args.timestamp.is_some() {
         return Err("--chunk-period and --timestamp go together".into());
-    }
-    if args.format == "html" {
-        return Err(not_yet("--format html"));
     }
     let settings = settings(&args)?;
     let (reference, analysis) = rayon::join(
@@ -231,7 +225,14 @@ pub fn run(args: Args) -> Result<Option<String>, String> {
     for w in result["warnings"].as_array().into_iter().flatten() {
         eprintln!("warning: {}", w.as_str().unwrap_or_default());
     }
-    let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())? + "\n";
+    let text = match args.format.as_str() {
+        "html" => super::performance_html::render(
+            &result,
+            &args.reference.display().to_string(),
+            &args.analysis.display().to_string(),
+        ),
+        _ => serde_json::to_string_pretty(&result).map_err(|e| e.to_string())? + "\n",
+    };
     match &args.out {
         Some(path) => std::fs::write(path, text)
             .map(|()| None)
