@@ -495,7 +495,7 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
             "--chunk-number",
             "10",
             "--metrics",
-            "roc_auc,f1,precision,recall,specificity,accuracy,confusion_matrix,business_value",
+            "roc_auc,f1,precision,recall,specificity,accuracy,average_precision,confusion_matrix,business_value",
             "--business-value-matrix",
             "0,-5,-10,20",
         ],
@@ -517,8 +517,8 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
         assert_eq!(g["key"], w["key"]);
         assert_eq!(g["period"], w["period"]);
         let metrics = w["metrics"].as_object().expect("metrics");
-        assert_eq!(metrics.len(), 11);
-        assert_eq!(g["metrics"].as_object().expect("metrics").len(), 11);
+        assert_eq!(metrics.len(), 12);
+        assert_eq!(g["metrics"].as_object().expect("metrics").len(), 12);
         for (metric, w) in metrics {
             let g = &g["metrics"][metric];
             for field in [

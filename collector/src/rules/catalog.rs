@@ -204,6 +204,7 @@ pub const QUANTILES: &[&str] = &["0.5", "0.95", "0.99"];
 /// confusion-matrix cell is `true_A_pred_B`.
 pub const ESTIMATED: &[&str] = &[
     "accuracy",
+    "average_precision",
     "precision",
     "recall",
     "f1",

@@ -240,6 +240,37 @@ impl ErrorComponents {
     }
 }
 
+/// Average precision's sampling error from the reference (NannyML's
+/// `ap_sampling_error_components`): the spread of the AP of 50 bootstrap
+/// samples of min(n / 2, 50,000) rows, drawn from NumPy's legacy
+/// generator seeded with `seed` (NannyML draws from NumPy's global one,
+/// unseeded: seeded the same, the draws and the spread are the same); a
+/// chunk of n rows then has `std × √(sample / n)`. `None` without
+/// positives.
+pub fn average_precision_error_components(
+    truth: &[bool],
+    score: &[f64],
+    seed: u32,
+) -> Option<(f64, usize)> {
+    if !truth.iter().any(|&t| t) {
+        return None;
+    }
+    let n = truth.len();
+    let sample = (n / 2).min(50_000);
+    let mut rng = super::numpy_rng::RandomState::new(seed);
+    let results: Vec<f64> = (0..50)
+        .map(|_| {
+            let pairs: Vec<(f64, bool)> = rng
+                .choice_with_replacement(n, sample)
+                .into_iter()
+                .map(|i| (score[i], truth[i]))
+                .collect();
+            super::average_precision(&pairs).unwrap_or(f64::NAN)
+        })
+        .collect();
+    Some((super::sum::mean_std(&results).1, sample))
+}
+
 /// Rows by outcome: (TP, FP, FN, TN) counts.
 pub fn outcomes(truth: &[bool], predicted: &[bool]) -> (usize, usize, usize, usize) {
     let count = |f: &dyn Fn(bool, bool) -> bool| {

@@ -140,6 +140,7 @@ pub fn chunks(n: usize, chunking: Chunking) -> Option<Vec<Chunk>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
     RocAuc,
+    AveragePrecision,
     F1,
     Precision,
     Recall,
@@ -150,8 +151,9 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::RocAuc,
+        Metric::AveragePrecision,
         Metric::F1,
         Metric::Precision,
         Metric::Recall,
@@ -174,6 +176,7 @@ impl Metric {
     pub fn name(self) -> &'static str {
         match self {
             Metric::RocAuc => "roc_auc",
+            Metric::AveragePrecision => "average_precision",
             Metric::F1 => "f1",
             Metric::Precision => "precision",
             Metric::Recall => "recall",
@@ -352,14 +355,22 @@ enum Column {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Error {
     Rate(Option<ErrorComponents>),
+    /// Average precision: the bootstrap's spread and its sample size.
+    Bootstrap(Option<(f64, usize)>),
     Cell(CellError),
-    Business { std: f64, per_prediction: bool },
+    Business {
+        std: f64,
+        per_prediction: bool,
+    },
 }
 
 impl Error {
     fn at(&self, n: usize) -> f64 {
         match self {
             Error::Rate(c) => c.map_or(f64::NAN, |c| c.sampling_error(n)),
+            Error::Bootstrap(c) => c.map_or(f64::NAN, |(std, sample)| {
+                std * (sample as f64 / n as f64).sqrt()
+            }),
             Error::Cell(c) => c.sampling_error(n),
             Error::Business {
                 std,
@@ -379,12 +390,19 @@ fn realized_rate(metric: Metric, truth: &[bool], predicted: &[bool], score: &[f6
     match metric {
         Metric::Accuracy => finite((tp + tn) / truth.len() as f64),
         Metric::Specificity => (tn + fp > 0.0).then(|| tn / (tn + fp)),
+        // NaN only without positives.
+        Metric::AveragePrecision => {
+            let pairs: Vec<(f64, bool)> =
+                score.iter().copied().zip(truth.iter().copied()).collect();
+            super::average_precision(&pairs)
+        }
         _ if one_class(truth) => None,
         Metric::RocAuc => {
             let pairs: Vec<(f64, bool)> =
                 score.iter().copied().zip(truth.iter().copied()).collect();
             super::roc_auc(&pairs)
         }
+
         _ if one_class(predicted) => None,
         Metric::Precision => Some(tp / (tp + fp)),
         Metric::Recall => Some(tp / (tp + fn_)),
@@ -437,6 +455,7 @@ impl Column {
             Column::Rate(Metric::Specificity) => e.specificity(),
             Column::Rate(Metric::F1) => e.f1(),
             Column::Rate(Metric::RocAuc) => cbpe::roc_auc(calibrated, score),
+            Column::Rate(Metric::AveragePrecision) => cbpe::average_precision(calibrated, score),
             Column::Rate(_) => f64::NAN,
             Column::Cell(c) => e.confusion(*c, by),
             Column::Business(bv) => e.business_value(bv),
@@ -445,6 +464,9 @@ impl Column {
 
     fn error(&self, by: Normalize, truth: &[bool], predicted: &[bool], score: &[f64]) -> Error {
         match self {
+            Column::Rate(Metric::AveragePrecision) => Error::Bootstrap(
+                cbpe::average_precision_error_components(truth, score, AP_SEED),
+            ),
             Column::Rate(m) => Error::Rate(match m {
                 Metric::Accuracy => Some(cbpe::accuracy_error_components(truth, predicted)),
                 Metric::Precision => Some(cbpe::precision_error_components(truth, predicted)),
@@ -464,6 +486,9 @@ impl Column {
         }
     }
 }
+
+/// The seed of average precision's bootstrap (NumPy's legacy generator).
+pub const AP_SEED: u32 = 42;
 
 /// The columns the settings ask of a binary task, in NannyML's order.
 fn binary_columns(settings: &Settings) -> Result<Vec<Column>, String> {

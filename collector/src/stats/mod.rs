@@ -275,6 +275,46 @@ pub fn run(kind: TestKind, reference: &Sample, current: &Sample) -> Result<TestO
     Ok(outcome)
 }
 
+/// Average precision as scikit-learn's `average_precision_score`
+/// computes it: precision and recall at each distinct score from the
+/// highest down, summed step-wise over recall; `None` without positives.
+pub fn average_precision(pairs: &[(f64, bool)]) -> Option<f64> {
+    let mut sorted: Vec<(f64, bool)> = pairs.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // (true positives, false positives) at the end of each run of a score.
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    let mut tp = 0.0;
+    for (i, &(score, positive)) in sorted.iter().enumerate() {
+        tp += f64::from(u8::from(positive));
+        if sorted.get(i + 1).is_none_or(|next| next.0 != score) {
+            points.push((tp, 1.0 + i as f64 - tp));
+        }
+    }
+    let &(all, _) = points.last()?;
+    if all == 0.0 {
+        return None;
+    }
+    // Reversed (recall descending), then precision 1 at recall 0.
+    let precision: Vec<f64> = points
+        .iter()
+        .rev()
+        .map(|&(t, f)| if t + f != 0.0 { t / (t + f) } else { 0.0 })
+        .chain(std::iter::once(1.0))
+        .collect();
+    let recall: Vec<f64> = points
+        .iter()
+        .rev()
+        .map(|&(t, _)| t / all)
+        .chain(std::iter::once(0.0))
+        .collect();
+    let terms: Vec<f64> = recall
+        .windows(2)
+        .zip(&precision)
+        .map(|(r, p)| (r[1] - r[0]) * p)
+        .collect();
+    Some(-sum::pairwise_sum(&terms))
+}
+
 /// Area under the ROC curve by the rank-sum (Mann–Whitney) formula with
 /// average ranks for tied scores; `None` without both classes.
 pub fn roc_auc(pairs: &[(f64, bool)]) -> Option<f64> {

@@ -340,8 +340,11 @@ impl Fitted {
         let mut columns = Vec::new();
         for &metric in &settings.metrics {
             match metric {
-                Metric::BusinessValue => {
-                    return Err("business_value is estimated for binary classifiers only".into())
+                Metric::BusinessValue | Metric::AveragePrecision => {
+                    return Err(format!(
+                        "{} is estimated for binary classifiers only",
+                        metric.name()
+                    ))
                 }
                 Metric::ConfusionMatrix => {
                     let counts = confusion(k, truth, predicted, Normalize::None);

@@ -80,6 +80,14 @@ impl RandomState {
         }
     }
 
+    /// `RandomState.choice(n, size, replace=True)`: `size` positions
+    /// below `n` (legacy `randint`, masked rejection on 32 bits).
+    pub fn choice_with_replacement(&mut self, n: usize, size: usize) -> Vec<usize> {
+        (0..size)
+            .map(|_| self.interval(n as u64 - 1) as usize)
+            .collect()
+    }
+
     /// `RandomState.shuffle` of a one-dimensional array (Fisher–Yates
     /// from the end).
     pub fn shuffle<T>(&mut self, x: &mut [T]) {
