@@ -712,7 +712,7 @@ fn driftwatch_performance_estimates_a_multiclass_model_as_nannyml_does() {
             "--chunk-size",
             "150",
             "--metrics",
-            "roc_auc,f1,precision,recall,specificity,accuracy,confusion_matrix",
+            "roc_auc,f1,precision,recall,specificity,accuracy,average_precision,confusion_matrix",
             "--normalize-confusion-matrix",
             "true",
         ],

@@ -255,9 +255,20 @@ pub fn average_precision_error_components(
     if !truth.iter().any(|&t| t) {
         return None;
     }
+    let mut rng = super::numpy_rng::RandomState::new(seed);
+    Some(average_precision_bootstrap(truth, score, &mut rng))
+}
+
+/// The bootstrap of `average_precision_error_components` drawing from
+/// `rng` (a multiclass model's classes draw one after another from one
+/// generator): the spread of the 50 samples' AP and the sample size.
+pub fn average_precision_bootstrap(
+    truth: &[bool],
+    score: &[f64],
+    rng: &mut super::numpy_rng::RandomState,
+) -> (f64, usize) {
     let n = truth.len();
     let sample = (n / 2).min(50_000);
-    let mut rng = super::numpy_rng::RandomState::new(seed);
     let results: Vec<f64> = (0..50)
         .map(|_| {
             let pairs: Vec<(f64, bool)> = rng
@@ -268,7 +279,7 @@ pub fn average_precision_error_components(
             super::average_precision(&pairs).unwrap_or(f64::NAN)
         })
         .collect();
-    Some((super::sum::mean_std(&results).1, sample))
+    (super::sum::mean_std(&results).1, sample)
 }
 
 /// Rows by outcome: (TP, FP, FN, TN) counts.

@@ -41,6 +41,8 @@ enum Error {
     Classes(Vec<(f64, f64)>, f64),
     Accuracy(f64),
     Cell(CellError),
+    /// Average precision: per class the bootstrap's variance and sample size.
+    Bootstrap(Vec<(f64, usize)>),
 }
 
 impl Error {
@@ -53,6 +55,13 @@ impl Error {
             }
             Error::Accuracy(std) => std / n.sqrt(),
             Error::Cell(c) => c.sampling_error(n as usize),
+            Error::Bootstrap(per_class) => {
+                let v: Vec<f64> = per_class
+                    .iter()
+                    .map(|&(var, sample)| var * sample as f64 / n)
+                    .collect();
+                (pairwise_sum(&v) / v.len() as f64).sqrt()
+            }
         }
     }
 }
@@ -146,6 +155,9 @@ impl View<'_> {
                 Metric::Recall => e.recall(),
                 Metric::F1 => e.f1(),
                 Metric::Specificity => e.specificity(),
+                Metric::AveragePrecision => {
+                    cbpe::average_precision(self.calibrated[c], self.raw[c])
+                }
                 _ => cbpe::roc_auc(self.calibrated[c], self.raw[c]),
             }
         };
@@ -154,7 +166,10 @@ impl View<'_> {
             | Metric::Recall
             | Metric::F1
             | Metric::Specificity
-            | Metric::RocAuc => macro_mean(&(0..self.k).map(per_class).collect::<Vec<f64>>()),
+            | Metric::RocAuc
+            | Metric::AveragePrecision => {
+                macro_mean(&(0..self.k).map(per_class).collect::<Vec<f64>>())
+            }
             Metric::Accuracy => {
                 let p: Vec<f64> = (0..self.predicted.len())
                     .map(|i| self.calibrated[self.predicted[i]][i])
@@ -204,10 +219,9 @@ fn realized_rate(
     predicted: &[usize],
     raw: &[&[f64]],
 ) -> Option<f64> {
-    if metric == Metric::RocAuc {
-        if distinct(truth) != k {
-            return None;
-        }
+    // scikit-learn's macro averages of a score's binary metric, class
+    // against the rest: ROC AUC needs every class, AP more than one.
+    let ranked = |of: fn(&[(f64, bool)]) -> Option<f64>| -> Option<f64> {
         let per_class: Vec<f64> = (0..k)
             .map(|c| {
                 let pairs: Vec<(f64, bool)> = raw[c]
@@ -215,10 +229,23 @@ fn realized_rate(
                     .zip(truth)
                     .map(|(&s, &t)| (s, t == c))
                     .collect();
-                super::roc_auc(&pairs).unwrap_or(f64::NAN)
+                of(&pairs).unwrap_or(f64::NAN)
             })
             .collect();
-        return finite(macro_mean(&per_class));
+        finite(macro_mean(&per_class))
+    };
+    match metric {
+        Metric::RocAuc => {
+            return (distinct(truth) == k)
+                .then(|| ranked(super::roc_auc))
+                .flatten()
+        }
+        Metric::AveragePrecision => {
+            return (distinct(truth) > 1)
+                .then(|| ranked(super::average_precision))
+                .flatten()
+        }
+        _ => {}
     }
     if distinct(truth) <= 1 || distinct(predicted) <= 1 {
         return None;
@@ -340,7 +367,7 @@ impl Fitted {
         let mut columns = Vec::new();
         for &metric in &settings.metrics {
             match metric {
-                Metric::BusinessValue | Metric::AveragePrecision => {
+                Metric::BusinessValue => {
                     return Err(format!(
                         "{} is estimated for binary classifiers only",
                         metric.name()
@@ -369,6 +396,23 @@ impl Fitted {
                 }
                 metric => {
                     let error = match metric {
+                        Metric::AveragePrecision => {
+                            // One generator for every class, in order.
+                            let mut rng =
+                                super::numpy_rng::RandomState::new(super::estimation::AP_SEED);
+                            Error::Bootstrap(
+                                (0..k)
+                                    .map(|c| {
+                                        let (std, sample) = cbpe::average_precision_bootstrap(
+                                            &is(c, truth),
+                                            &raw[c],
+                                            &mut rng,
+                                        );
+                                        (std * std, sample)
+                                    })
+                                    .collect(),
+                            )
+                        }
                         Metric::Accuracy => {
                             let right: Vec<f64> = truth
                                 .iter()
@@ -515,6 +559,14 @@ impl Fitted {
                 };
                 let error = f.error.at(view.predicted.len());
                 let mut e = record(value, error, realized, f.thresholds, f.limits);
+                if f.column == Column::Rate(Metric::AveragePrecision)
+                    && truth.is_some_and(|t| (2..k).contains(&distinct(t)))
+                {
+                    // scikit-learn refuses the macro AP of targets missing
+                    // a class, and NannyML then reports the whole chunk's
+                    // AP as NaN, its estimate included.
+                    e = record(f64::NAN, f64::NAN, None, (None, None), f.limits);
+                }
                 if matches!(f.column, Column::Cell { .. }) && (value + error).is_nan() {
                     // NannyML clips the cells' band with Python's
                     // min and max, which keep the limit over NaN.
