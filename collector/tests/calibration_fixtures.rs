@@ -442,6 +442,34 @@ fn multiclass_cbpe_is_nannyml_s() {
     assert!(checked > 3000, "{checked}");
 }
 
+/// `driftwatch performance` of a binary model (`p`, `yhat`, `y`) on
+/// `reference` and `analysis` with `extra` flags.
+fn binary_performance(
+    reference: &std::path::Path,
+    analysis: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .arg("performance")
+        .arg("--reference")
+        .arg(reference)
+        .arg("--analysis")
+        .arg(analysis)
+        .args([
+            "--task",
+            "binary",
+            "--target",
+            "y",
+            "--prediction",
+            "yhat",
+            "--score",
+            "p",
+        ])
+        .args(extra)
+        .output()
+        .expect("run driftwatch")
+}
+
 /// Writes one side of a CBPE case as CSV (`p`, `yhat`, `y`).
 fn write_csv(path: &std::path::Path, side: &Value, with_target: bool) {
     let (p, yhat, y) = (floats(&side["p"]), ints(&side["yhat"]), ints(&side["y"]));
@@ -470,25 +498,7 @@ fn driftwatch_performance_prints_nannyml_s_estimates_and_refuses_bad_input() {
     write_csv(&reference, &case["reference"], true);
     write_csv(&analysis, &case["analysis"], true);
     let run = |extra: &[&str], reference: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-            .arg("performance")
-            .arg("--reference")
-            .arg(reference)
-            .arg("--analysis")
-            .arg(&analysis)
-            .args([
-                "--task",
-                "binary",
-                "--target",
-                "y",
-                "--prediction",
-                "yhat",
-                "--score",
-                "p",
-            ])
-            .args(extra)
-            .output()
-            .expect("run driftwatch")
+        binary_performance(reference, &analysis, extra)
     };
     let out = run(
         &[
@@ -821,26 +831,12 @@ fn driftwatch_performance_chunks_by_period_as_nannyml_does() {
             write("reference", &case["reference"]),
             write("analysis", &case["analysis"]),
         );
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-            .arg("performance")
-            .arg("--reference")
-            .arg(&reference)
-            .arg("--analysis")
-            .arg(&analysis)
-            .args([
-                "--task",
-                "binary",
-                "--target",
-                "y",
-                "--prediction",
-                "yhat",
-                "--score",
-                "p",
-            ])
-            .args(["--timestamp", "ts", "--chunk-period"])
-            .arg(case["chunk_period"].as_str().expect("period"))
-            .output()
-            .expect("run driftwatch");
+        let period = case["chunk_period"].as_str().expect("period");
+        let out = binary_performance(
+            &reference,
+            &analysis,
+            &["--timestamp", "ts", "--chunk-period", period],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -881,49 +877,17 @@ fn driftwatch_performance_chunks_by_period_as_nannyml_does() {
         "ts,p,yhat,y\n2024-01-01 00:00:00,0.4,0,0\nyesterday,0.6,1,1\n",
     )
     .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args([
-            "performance",
-            "--task",
-            "binary",
-            "--target",
-            "y",
-            "--prediction",
-            "yhat",
-            "--score",
-            "p",
-        ])
-        .arg("--reference")
-        .arg(&bad)
-        .arg("--analysis")
-        .arg(&bad)
-        .args(["--timestamp", "ts", "--chunk-period", "D"])
-        .output()
-        .expect("run driftwatch");
+    let out = binary_performance(&bad, &bad, &["--timestamp", "ts", "--chunk-period", "D"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("row 1") && err.contains("\"yesterday\" is not a date-time"),
         "{err}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
-        .args([
-            "performance",
-            "--task",
-            "binary",
-            "--target",
-            "y",
-            "--prediction",
-            "yhat",
-            "--score",
-            "p",
-        ])
-        .arg("--reference")
-        .arg(&bad)
-        .arg("--analysis")
-        .arg(&bad)
-        .args(["--chunk-period", "fortnight", "--timestamp", "ts"])
-        .output()
-        .expect("run driftwatch");
+    let out = binary_performance(
+        &bad,
+        &bad,
+        &["--chunk-period", "fortnight", "--timestamp", "ts"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown chunk period \"fortnight\""), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

@@ -72,23 +72,36 @@ fn offline(dir: &Path, role: &str, rows: &[Scored]) -> Value {
     chunk["metrics"].clone()
 }
 
+/// A collector config of the example model `credit` (the example's
+/// reference, one 1-day window, evaluated every 100 ms) with `lines` added
+/// to the model, written in `dir`.
+fn credit_config(dir: &Path, lines: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("dir");
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "eval_interval: 100ms\nmodels:\n  - name: credit\n    positive_class: \"1\"\n    reference: {}\n    windows: [1d]\n{lines}",
+            example("reference.csv").display()
+        ),
+    )
+    .expect("config");
+    config
+}
+
 /// Scored outputs per role of the 260 requests (10 of each role's unusable).
 const ROWS: usize = 250;
 
 #[test]
 fn a_window_s_estimated_performance_equals_driftwatch_performance_on_the_same_outputs() {
     let dir = driftwatch_testkit::temp_dir("estimation");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("collector.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "eval_interval: 100ms\nmodels:\n  - name: credit\n    positive_class: \"1\"\n    reference: {}\n    windows: [1d]\n    estimation:\n      reference: {}\n      target: default\n      prediction: label\n      score: score\n      chunk_size: {ROWS}\n      metrics: [roc_auc, f1, precision, recall, specificity, accuracy, confusion_matrix, business_value]\n      business_value_matrix: [[0, -100], [-500, 400]]\n",
-            example("reference.csv").display(),
+    let config = credit_config(
+        &dir,
+        &format!(
+            "    estimation:\n      reference: {}\n      target: default\n      prediction: label\n      score: score\n      chunk_size: {ROWS}\n      metrics: [roc_auc, f1, precision, recall, specificity, accuracy, confusion_matrix, business_value]\n      business_value_matrix: [[0, -100], [-500, 400]]\n",
             example("estimation.csv").display()
         ),
-    )
-    .expect("config");
+    );
     let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let n = 260;
@@ -178,18 +191,14 @@ fn a_window_s_estimated_performance_equals_driftwatch_performance_on_the_same_ou
 #[test]
 fn a_bad_estimation_block_is_refused_with_its_place_named() {
     let dir = driftwatch_testkit::temp_dir("estimation-bad");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("collector.yaml");
     let write = |estimation: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                "models:\n  - name: credit\n    reference: {}\n    estimation:\n      reference: {}\n{estimation}",
-                example("reference.csv").display(),
+        let config = credit_config(
+            &dir,
+            &format!(
+                "    estimation:\n      reference: {}\n{estimation}",
                 example("estimation.csv").display()
             ),
-        )
-        .expect("config");
+        );
         let (code, _, err) = run_cli(&[
             "serve",
             "--config",
@@ -220,16 +229,7 @@ fn a_bad_estimation_block_is_refused_with_its_place_named() {
 #[test]
 fn a_window_s_multivariate_drift_equals_report_multivariate_on_the_same_rows() {
     let dir = driftwatch_testkit::temp_dir("multivariate");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("collector.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "eval_interval: 100ms\nmodels:\n  - name: credit\n    reference: {}\n    windows: [1d]\n    multivariate: {{}}\n",
-            example("reference.csv").display()
-        ),
-    )
-    .expect("config");
+    let config = credit_config(&dir, "    multivariate: {}\n");
     let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
     let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let n = 600;

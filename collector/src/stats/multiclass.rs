@@ -491,9 +491,8 @@ impl Fitted {
     /// Each of the `chunks` of `rows` with each column's estimate.
     pub fn estimate(&self, rows: &ClassRows<'_>, chunks: &[Chunk]) -> Estimates {
         let calibrated = self.calibrate(rows.probabilities);
-        use rayon::prelude::*;
         chunks
-            .par_iter()
+            .iter()
             .cloned()
             .map(|c| {
                 let estimates = self.estimate_rows(rows, &calibrated, c.rows());
