@@ -22,3 +22,7 @@ nmlvenv=.cache/pyfix-nannyml
 [ -x "$nmlvenv/bin/python" ] || python3 -m venv "$nmlvenv"
 "$nmlvenv/bin/pip" install -q 'nannyml==0.13.1' statsmodels
 NML_DISABLE_USAGE_LOGGING=1 "$nmlvenv/bin/python" collector/tests/fixtures/generate_calibration.py collector/tests/fixtures/calibration_cases.json
+# DLE: the example script's nanny models (LightGBM 4.5.0, exported with
+# onnxmltools) against NannyML's own, and NannyML's DLE estimates.
+"$nmlvenv/bin/pip" install -q 'lightgbm==4.5.0' onnxmltools onnx 'onnxruntime==1.31.1'
+NML_DISABLE_USAGE_LOGGING=1 "$nmlvenv/bin/python" -W ignore collector/tests/fixtures/generate_dle.py collector/tests/fixtures/dle

@@ -194,7 +194,17 @@ impl Model {
                     }
                     _ => Estimator::fit(&dataset, &options),
                 };
-                Some(std::sync::Arc::new(fitted.map_err(at)?.0))
+                let fitted = fitted.map_err(at)?.0;
+                if let Estimator::Regression(r) = &fitted {
+                    // Live rows give the nanny models the model's features.
+                    if let Some(name) = r.inputs().find(|n| !features.iter().any(|f| &f.name == n))
+                    {
+                        return Err(at(format!(
+                            "nanny model input {name:?} is not one of the model's features"
+                        )));
+                    }
+                }
+                Some(std::sync::Arc::new(fitted))
             }
         };
         let reconstruction = match &raw.multivariate {

@@ -1,13 +1,16 @@
-//! Performance estimated live before the labels arrive (NannyML's CBPE):
-//! a window's estimates over HTTP and as gauges equal `driftwatch
-//! performance` on the same outputs, for the champion and the shadow, with
-//! outputs the estimator cannot use counted, not guessed.
+//! Performance estimated live before the labels arrive (NannyML's CBPE
+//! for classifiers, DLE for regression): a window's estimates over HTTP
+//! and as gauges equal `driftwatch performance` on the same outputs, for
+//! the champion and the shadow, with outputs the estimator cannot use
+//! counted, not guessed.
 
 mod common;
 
 use std::path::Path;
 
-use common::examples::{events_from_csv, example, run_cli};
+use common::examples::{
+    dle_fixtures, dle_performance, events_from_csv, example, nanny_models, run_cli,
+};
 use common::server::Server;
 use serde_json::Value;
 
@@ -89,6 +92,35 @@ fn credit_config(dir: &Path, lines: &str) -> std::path::PathBuf {
     config
 }
 
+/// Posts `events` to the server, waits until the model's `1d` window has
+/// them all, and returns the window's `estimated_performance`.
+fn estimated_after(server: &Server, model: &str, events: &[String]) -> Value {
+    let reply = server.post_items("/v1/events", "events", events);
+    assert_eq!(reply["accepted"], events.len(), "{reply}");
+    server.wait_for_samples(model, "1d", events.len() as u64);
+    let (status, body) = server.request(
+        "GET",
+        &format!("/v1/models/{model}/windows?window=1d"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let windows: Value = serde_json::from_str(&body).expect("JSON");
+    windows["windows"][0]["estimated_performance"].clone()
+}
+
+/// An estimate's (or a drift chunk's) fields a live window shares with
+/// `driftwatch performance` (or `report --multivariate`).
+const FIELDS: [&str; 7] = [
+    "value",
+    "sampling_error",
+    "lower_confidence_boundary",
+    "upper_confidence_boundary",
+    "lower_threshold",
+    "upper_threshold",
+    "alert",
+];
+
 /// Scored outputs per role of the 260 requests (10 of each role's unusable).
 const ROWS: usize = 250;
 
@@ -123,13 +155,7 @@ fn a_window_s_estimated_performance_equals_driftwatch_performance_on_the_same_ou
             e.to_string()
         })
         .collect();
-    let reply = server.post_items("/v1/events", "events", &events);
-    assert_eq!(reply["accepted"], n, "{reply}");
-    server.wait_for_samples("credit", "1d", n as u64);
-    let (status, body) = server.request("GET", "/v1/models/credit/windows?window=1d", &[], b"");
-    assert_eq!(status, 200, "{body}");
-    let windows: Value = serde_json::from_str(&body).expect("JSON");
-    let live = &windows["windows"][0]["estimated_performance"];
+    let live = &estimated_after(&server, "credit", &events);
     let mut compared = 0;
     for (ri, role) in ["champion", "shadow"].into_iter().enumerate() {
         let rows: Vec<Scored> = (0..n).filter_map(|i| outputs(i)[ri].clone()).collect();
@@ -142,15 +168,7 @@ fn a_window_s_estimated_performance_equals_driftwatch_performance_on_the_same_ou
         assert_eq!(metrics.len(), 11);
         for (metric, w) in metrics {
             let g = &got["metrics"][metric];
-            for field in [
-                "value",
-                "sampling_error",
-                "lower_confidence_boundary",
-                "upper_confidence_boundary",
-                "lower_threshold",
-                "upper_threshold",
-                "alert",
-            ] {
+            for field in FIELDS {
                 // The same rows in the same order: the same bits.
                 assert_eq!(g[field], w[field], "{role} {metric} {field}");
                 compared += 1;
@@ -271,15 +289,7 @@ fn a_window_s_multivariate_drift_equals_report_multivariate_on_the_same_rows() {
         .expect("the current chunk")
         .clone();
     assert_eq!(live["components"], offline["multivariate"]["components"]);
-    for field in [
-        "value",
-        "sampling_error",
-        "lower_confidence_boundary",
-        "upper_confidence_boundary",
-        "lower_threshold",
-        "upper_threshold",
-        "alert",
-    ] {
+    for field in FIELDS {
         // The same rows in the same order: the same bits.
         assert_eq!(live[field], chunk[field], "{field}: {live} vs {chunk}");
     }
@@ -298,6 +308,138 @@ fn a_window_s_multivariate_drift_equals_report_multivariate_on_the_same_rows() {
         server.metric("driftwatch_multivariate_drift_upper_threshold", &series),
         chunk["upper_threshold"].as_f64()
     );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rows of the DLE fixture's analysis set with a prediction: its header
+/// and lines (x1,x2,x3,region,y_pred,y_true).
+fn regression_rows(n: usize) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(dle_fixtures().join("analysis.csv")).expect("analysis");
+    let mut lines = text.lines();
+    let header = lines.next().expect("header").to_string();
+    let rows = lines
+        .filter(|l| !l.split(',').nth(4).unwrap_or("").is_empty())
+        .take(n)
+        .map(str::to_string)
+        .collect();
+    (header, rows)
+}
+
+/// A CSV cell as the event's JSON value (empty: null).
+fn cell(text: &str, numeric: bool) -> Value {
+    match (text.is_empty(), numeric) {
+        (true, _) => Value::Null,
+        (false, true) => serde_json::json!(text.parse::<f64>().expect("number")),
+        (false, false) => serde_json::json!(text),
+    }
+}
+
+#[test]
+fn a_regression_window_s_estimated_performance_equals_driftwatch_performance() {
+    let dir = driftwatch_testkit::temp_dir("estimation-dle");
+    let models = nanny_models(&dir.join("nanny"));
+    let reference = dle_fixtures().join("reference.csv");
+    let chunk = 450;
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "eval_interval: 100ms\nmodels:\n  - name: prices\n    task: regression\n    reference: {}\n    features: [x1, x2, x3, region]\n    windows: [1d]\n    estimation:\n      target: y_true\n      prediction: y_pred\n      nanny_models: [{}]\n      chunk_size: {chunk}\n",
+            reference.display(),
+            models.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    // Every 46th champion output lacks a value, every 46th shadow call
+    // fails: 450 usable rows per role of 460.
+    let n = 460;
+    let (header, rows) = regression_rows(n);
+    let shadow_value = |y: f64| (y * 1.15 * 100.0).round() / 100.0;
+    let events: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let c: Vec<&str> = line.split(',').collect();
+            let y: f64 = c[4].parse().expect("y_pred");
+            serde_json::json!({
+                "model": "prices", "request_id": format!("r{i}"), "timestamp": ts,
+                "features": {"x1": cell(c[0], true), "x2": cell(c[1], true),
+                             "x3": cell(c[2], true), "region": cell(c[3], false)},
+                "champion": if i % 46 == 7 { serde_json::json!({}) } else { serde_json::json!({"value": y}) },
+                "shadow": if i % 46 == 3 { serde_json::json!({"error": "timeout"}) }
+                          else { serde_json::json!({"value": shadow_value(y)}) },
+            })
+            .to_string()
+        })
+        .collect();
+    let live = &estimated_after(&server, "prices", &events);
+    let mut compared = 0;
+    for (role, skip) in [("champion", 7), ("shadow", 3)] {
+        // The role's rows offline: features and its prediction.
+        let analysis = dir.join(format!("{role}.csv"));
+        let mut csv = header.clone() + "\n";
+        for (_, line) in rows.iter().enumerate().filter(|(i, _)| i % 46 != skip) {
+            let mut c: Vec<String> = line.split(',').map(str::to_string).collect();
+            if role == "shadow" {
+                c[4] = format!("{:?}", shadow_value(c[4].parse().expect("y_pred")));
+            }
+            csv += &(c.join(",") + "\n");
+        }
+        std::fs::write(&analysis, csv).expect("analysis");
+        let out = dle_performance(
+            &reference,
+            &analysis,
+            &models,
+            &["--chunk-size", &chunk.to_string()],
+        );
+        let (code, out, err) = (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        );
+        assert_eq!(code, 0, "{err}");
+        let result: Value = serde_json::from_str(&out).expect("JSON");
+        let want = result["chunks"]
+            .as_array()
+            .expect("chunks")
+            .iter()
+            .find(|c| c["period"] == "analysis")
+            .expect("the analysis chunk")["metrics"]
+            .clone();
+        let got = &live[role];
+        assert_eq!(got["rows"], chunk, "{role}: {got}");
+        assert_eq!(got["unscored"], n - chunk, "{role}");
+        let metrics = want.as_object().expect("metrics");
+        assert_eq!(metrics.len(), 6);
+        for (metric, w) in metrics {
+            for field in FIELDS {
+                // The same inputs to the same nanny models: the same bits.
+                assert_eq!(
+                    got["metrics"][metric][field], w[field],
+                    "{role} {metric} {field}"
+                );
+                compared += 1;
+            }
+            let series = [
+                ("role", role),
+                ("metric", metric.as_str()),
+                ("window", "1d"),
+            ];
+            assert_eq!(
+                server.metric("driftwatch_estimated_performance", &series),
+                w["value"].as_f64(),
+                "{role} {metric}"
+            );
+        }
+    }
+    assert_eq!(compared, 2 * 6 * 7);
+    // Each role is estimated from its own predictions (an input of the
+    // nanny models).
+    let mae = |role: &str| live[role]["metrics"]["mae"]["value"].as_f64();
+    assert_ne!(mae("shadow"), mae("champion"), "{live}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,7 @@
 //! What the agent and the collector share beyond the wire format:
 //! OpenTelemetry export (traces and metrics over OTLP/HTTP, protobuf, when
 //! configured), the Prometheus text rendering, and TLS for listeners
-//! (`tls`).
+//! (`tls`), and the ONNX Runtime environment (`onnx`).
 //!
 //! Spans are recorded after the fact, with the start and end times of the
 //! work they describe (a proxied request, an ingest batch, a rule
@@ -17,6 +17,7 @@
 pub mod conn;
 pub mod log;
 pub mod nats;
+pub mod onnx;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

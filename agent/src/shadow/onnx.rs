@@ -3,10 +3,9 @@
 //! takes one float input `[N, F]` and gives named output tensors, read by
 //! the same code as model server responses (`adapters::outputs_from_tensors`).
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
-use ort::environment::Environment;
+use driftwatch_telemetry::onnx::Environment;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
@@ -14,28 +13,9 @@ use crate::adapters::{Data, Tensor};
 use crate::config::{Background, Device};
 use crate::threads::PoolThreads;
 
-static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
-
-/// The process's ONNX Runtime environment (loaded once).
-pub fn environment(library: Option<&Path>) -> Result<Environment, String> {
-    ENV.get_or_init(|| {
-        let path: PathBuf = match library {
-            Some(p) => p.to_path_buf(),
-            None => std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or(
-                "no ONNX Runtime library: set ORT_DYLIB_PATH or `ort_library` (`scripts/setup-ort` installs it and prints its path)",
-            )?,
-        };
-        if !path.exists() {
-            return Err(format!("ONNX Runtime library {} does not exist", path.display()));
-        }
-        ort::init_from(&path)
-            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?
-            .with_name("driftwatch")
-            .build()
-            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
-    })
-    .clone()
-}
+/// The process's ONNX Runtime environment (loaded once; shared with the
+/// collector through `driftwatch_telemetry::onnx`).
+pub use driftwatch_telemetry::onnx::environment;
 
 pub struct OnnxModel {
     session: Session,

@@ -1,5 +1,5 @@
 //! A model's performance estimation before its labels arrive (NannyML's
-//! CBPE), as written in the configuration: where the reference holds the
+//! CBPE for classifiers, DLE for regression), as written in the configuration: where the reference holds the
 //! targets and the model's outputs, and what to estimate; and its
 //! multivariate drift by data reconstruction. DESIGN.md "Estimated
 //! performance".
@@ -19,15 +19,19 @@ pub struct RawEstimation {
     /// Rows with targets and the model's outputs on them (CSV or Parquet);
     /// the model's reference when absent.
     pub reference: Option<PathBuf>,
-    /// The column of actual classes.
+    /// The column of actual classes (regression: values).
     pub target: String,
-    /// The column of predicted classes.
+    /// The column of predicted classes (regression: values).
     pub prediction: String,
     /// Binary: the column with the positive class's probability.
     pub score: Option<String>,
     /// Multiclass: class → the column with its probability.
     #[serde(default)]
     pub probabilities: BTreeMap<String, String>,
+    /// Regression: DLE's nanny models, ONNX files with `driftwatch.nanny`
+    /// metadata (examples/regression/train_nanny_models.py).
+    #[serde(default)]
+    pub nanny_models: Vec<PathBuf>,
     /// Reference rows per chunk (thresholds come from the reference's chunks).
     pub chunk_size: Option<usize>,
     /// Reference chunks (default 10).
@@ -71,10 +75,17 @@ impl RawEstimation {
             (Task::MulticlassClassification, _, _) => {
                 return Err("a multiclass model's estimation needs `probabilities` with a column for each of at least 2 classes (and no `score`)".into())
             }
+            (Task::Regression, None, true) if !self.nanny_models.is_empty() => Outputs::Value {
+                nanny_models: self.nanny_models.clone(),
+                metrics: self.metrics.clone(),
+            },
             (Task::Regression, _, _) => {
-                return Err("estimation (CBPE) is for classifiers; regression (DLE) is not built yet".into())
+                return Err("a regression model's estimation (DLE) needs `nanny_models` (and no `score` or `probabilities`)".into())
             }
         };
+        if !matches!(task, Task::Regression) && !self.nanny_models.is_empty() {
+            return Err("`nanny_models` are for a regression model (DLE)".into());
+        }
         if self.chunk_period.is_some() != self.timestamp.is_some() {
             return Err("chunk_period and timestamp go together".into());
         }
@@ -97,6 +108,7 @@ impl RawEstimation {
                 .business_value_matrix
                 .map(|[[tn, fp], [fn_, tp]]| [tn, fp, fn_, tp]),
             per_prediction,
+            regression: matches!(task, Task::Regression),
         })?;
         Ok(Options {
             target: self.target.clone(),
@@ -125,6 +137,14 @@ pub fn check(
             "{at}.estimation.reference: {} does not exist",
             path.display()
         ));
+    }
+    for (i, path) in e.nanny_models.iter().enumerate() {
+        if !path.exists() {
+            errors.push(format!(
+                "{at}.estimation.nanny_models[{i}]: {} does not exist",
+                path.display()
+            ));
+        }
     }
 }
 

@@ -112,6 +112,7 @@ pub struct Metrics {
     pub evaluation_seconds: HistogramVec,
     pub evaluation_cycle_seconds: prometheus::Histogram,
     pub evaluation_skipped: IntCounterVec,
+    pub estimation_failures: IntCounterVec,
     pub window_evaluated: GaugeVec,
     pub experiment_samples: GaugeVec,
     pub experiment_requests: GaugeVec,
@@ -188,6 +189,12 @@ impl Default for Metrics {
                 "driftwatch_evaluation_skipped_total",
                 "Window evaluations not run in a cycle, by reason (unchanged: no event or label since the last one; over_budget: the cycle ran out of its interval, the oldest results go first next time)",
                 &["reason"],
+            ),
+            estimation_failures: counter(
+                r,
+                "driftwatch_estimation_failures_total",
+                "Window performance estimations that failed (a DLE nanny model that could not run; the reason is logged and in the window's JSON), tried again at the next evaluation",
+                &["model"],
             ),
             experiment_samples: gauge(
                 r,

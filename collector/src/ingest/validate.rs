@@ -273,10 +273,20 @@ pub fn validate(
     // cannot use it: counted per window as unscored).
     let scored = match &model.estimator {
         None => [None, None],
-        Some(e) => [
-            e.row(&event.champion),
-            event.shadow.as_ref().and_then(|o| e.row(o)),
-        ],
+        Some(e) => {
+            // A feature's value as sent (DLE's nanny models take features).
+            let feature = |name: &str| -> Option<FeatureValue> {
+                Some(match &values[model.feature_index(name)?] {
+                    Value::Missing => FeatureValue::Null,
+                    Value::Num(x) | Value::Cat(Key::Num(x)) => FeatureValue::Number(*x),
+                    Value::Cat(Key::Str(s)) => FeatureValue::String(s.clone()),
+                })
+            };
+            [
+                e.row(&feature, &event.champion),
+                event.shadow.as_ref().and_then(|o| e.row(&feature, o)),
+            ]
+        }
     };
     // The row's reconstruction error (multivariate drift).
     let reconstruction = model.reconstruction.as_ref().map(|r| {

@@ -1,16 +1,20 @@
-//! An estimator of a classifier's performance fitted on a reference data
-//! set (NannyML's CBPE, `stats::estimation` and `stats::multiclass`):
+//! An estimator of a model's performance fitted on a reference data set
+//! (NannyML's CBPE for classifiers, `stats::estimation` and
+//! `stats::multiclass`; its DLE for regression, `report::dle`):
 //! the columns read and checked as `driftwatch performance` reads them,
 //! data sets estimated chunk by chunk, and a live window's outputs as one
 //! chunk (`Estimator::row`, `Estimator::estimate_rows`).
 
-use driftwatch_protocol::Output;
+use std::path::PathBuf;
+
+use driftwatch_protocol::{FeatureValue, Output};
 use serde_json::{json, Value};
 
 use super::columns::{
     class_indices, complete, map_labels, optional_truth, positive, probabilities, scores,
     timestamps,
 };
+use super::dle::{self, NannyModel, Regression};
 use super::load::Dataset;
 use crate::stats::cbpe::{BusinessValue, Normalize};
 use crate::stats::estimation::{
@@ -21,7 +25,8 @@ use crate::stats::multiclass::{self, ClassRows};
 use chrono::NaiveDateTime;
 
 /// What the model outputs: the probability of the positive class
-/// (binary), or a probability column per class (multiclass).
+/// (binary), a probability column per class (multiclass), or a number
+/// whose loss nanny models predict (regression).
 #[derive(Debug, Clone)]
 pub enum Outputs {
     Score {
@@ -29,6 +34,11 @@ pub enum Outputs {
         positive_class: String,
     },
     Probabilities(Vec<(String, String)>),
+    Value {
+        nanny_models: Vec<PathBuf>,
+        /// DLE's metrics (default: those the models' losses serve).
+        metrics: Option<Vec<String>>,
+    },
 }
 
 /// What to estimate and from which columns.
@@ -46,7 +56,7 @@ impl Options {
     /// The classes of a multiclass model, in order (none for binary).
     pub fn classes(&self) -> Vec<String> {
         match &self.outputs {
-            Outputs::Score { .. } => Vec::new(),
+            Outputs::Score { .. } | Outputs::Value { .. } => Vec::new(),
             Outputs::Probabilities(columns) => columns.iter().map(|(c, _)| c.clone()).collect(),
         }
     }
@@ -66,6 +76,8 @@ pub struct Asked<'a> {
     /// The business value of TN, FP, FN and TP.
     pub business_value_matrix: Option<[f64; 4]>,
     pub per_prediction: bool,
+    /// A regression model: `metrics` are DLE's (`report::dle::load`).
+    pub regression: bool,
 }
 
 /// The estimator's settings; `Err` says what is wrong.
@@ -83,7 +95,7 @@ pub fn settings(a: &Asked<'_>) -> Result<Settings, String> {
         _ => Chunking::Number(10),
     };
     let mut settings = Settings::new(chunking);
-    if let Some(list) = a.metrics {
+    if let (Some(list), false) = (a.metrics, a.regression) {
         settings.metrics = list
             .iter()
             .map(|m| {
@@ -131,6 +143,7 @@ enum Parsed {
         predicted: Vec<usize>,
         truth: Option<Vec<usize>>,
     },
+    Regression(dle::Parsed),
 }
 
 /// Whether a data set must have complete targets (a reference) or may
@@ -146,8 +159,28 @@ fn parse(
     o: &Options,
     targets: Targets,
     warnings: &mut Vec<String>,
+    models: &[NannyModel],
 ) -> Result<Parsed, String> {
     match &o.outputs {
+        Outputs::Value { .. } => {
+            let truth = match (targets, dle::numbers(data, &o.target)?) {
+                (_, Some(t)) => Some(t),
+                (Targets::Optional, None) => None,
+                (Targets::Required, None) => {
+                    return Err(format!(
+                        "{}: no target column {:?}",
+                        data.path().display(),
+                        o.target
+                    ))
+                }
+            };
+            Ok(Parsed::Regression(dle::parse(
+                data,
+                models,
+                &o.prediction,
+                truth,
+            )?))
+        }
         Outputs::Score {
             column,
             positive_class,
@@ -196,6 +229,7 @@ impl Parsed {
         match self {
             Parsed::Binary { predicted, .. } => predicted.len(),
             Parsed::Multiclass { predicted, .. } => predicted.len(),
+            Parsed::Regression(p) => p.rows(),
         }
     }
 
@@ -223,6 +257,7 @@ impl Parsed {
                 pick(predicted, order);
                 truth.iter_mut().for_each(|t| pick(t, order));
             }
+            Parsed::Regression(p) => p.reorder(order),
         }
     }
 }
@@ -235,8 +270,9 @@ fn read(
     o: &Options,
     targets: Targets,
     warnings: &mut Vec<String>,
+    models: &[NannyModel],
 ) -> Result<(Parsed, Vec<Chunk>), String> {
-    let mut parsed = parse(data, o, targets, warnings)?;
+    let mut parsed = parse(data, o, targets, warnings, models)?;
     let n = parsed.rows();
     let chunks = match o.settings.chunking {
         Chunking::Period(period) => {
@@ -265,14 +301,16 @@ pub struct ScoredRow {
     pub p: Box<[f64]>,
 }
 
-/// A fitted estimator of a binary or multiclass classifier.
-#[derive(Debug, Clone)]
+/// A fitted estimator of a binary or multiclass classifier, or of a
+/// regression model.
+#[derive(Debug)]
 pub enum Estimator {
     Binary {
         fitted: Fitted,
         positive_class: String,
     },
     Multiclass(multiclass::Fitted),
+    Regression(Regression),
 }
 
 impl Estimator {
@@ -281,7 +319,14 @@ impl Estimator {
     /// Also returns the reference's own chunks estimated (at least 2).
     pub fn fit(reference: &Dataset, o: &Options) -> Result<(Estimator, Estimates), String> {
         let at = |e: String| format!("{}: {e}", reference.path().display());
-        let (parsed, chunks) = read(reference, o, Targets::Required, &mut Vec::new())?;
+        let (models, metrics) = match &o.outputs {
+            Outputs::Value {
+                nanny_models,
+                metrics,
+            } => dle::load(nanny_models, metrics.as_deref())?,
+            _ => Default::default(),
+        };
+        let (parsed, chunks) = read(reference, o, Targets::Required, &mut Vec::new(), &models)?;
         if chunks.len() < 2 {
             return Err(format!(
                 "the reference ({} rows) makes {} chunk(s); thresholds need at least 2",
@@ -309,7 +354,7 @@ impl Estimator {
                 };
                 let positive_class = match &o.outputs {
                     Outputs::Score { positive_class, .. } => positive_class.clone(),
-                    Outputs::Probabilities(_) => String::new(),
+                    _ => String::new(),
                 };
                 let fitted = Fitted::fit(&rows, &chunks, &o.settings).map_err(at)?;
                 let estimates = fitted.estimate(&rows, &chunks);
@@ -349,6 +394,11 @@ impl Estimator {
                 let estimates = fitted.estimate(&rows, &chunks);
                 (Estimator::Multiclass(fitted), estimates)
             }
+            Parsed::Regression(parsed) => {
+                let fitted = Regression::fit(models, &metrics, &parsed, &chunks).map_err(at)?;
+                let estimates = fitted.estimate(&parsed, &chunks);
+                (Estimator::Regression(fitted), estimates)
+            }
         };
         Ok(estimator)
     }
@@ -361,8 +411,15 @@ impl Estimator {
         o: &Options,
         warnings: &mut Vec<String>,
     ) -> Result<Estimates, String> {
-        let (parsed, chunks) = read(data, o, Targets::Optional, warnings)?;
+        let models = match self {
+            Estimator::Regression(r) => r.models(),
+            _ => &[],
+        };
+        let (parsed, chunks) = read(data, o, Targets::Optional, warnings, models)?;
         Ok(match (self, parsed) {
+            (Estimator::Regression(fitted), Parsed::Regression(parsed)) => {
+                fitted.estimate(&parsed, &chunks)
+            }
             (
                 Estimator::Binary { fitted, .. },
                 Parsed::Binary {
@@ -401,13 +458,15 @@ impl Estimator {
         match self {
             Estimator::Binary { .. } => "binary",
             Estimator::Multiclass(_) => "multiclass",
+            Estimator::Regression(_) => "regression",
         }
     }
 
     /// Whether the scores were calibrated: a boolean, or for multiclass
-    /// the classes calibrated.
+    /// the classes calibrated (null for regression).
     pub fn calibrated(&self) -> Value {
         match self {
+            Estimator::Regression(_) => Value::Null,
             Estimator::Binary { fitted, .. } => json!(fitted.calibrated),
             Estimator::Multiclass(fitted) => {
                 let classes: Vec<&String> = fitted
@@ -426,9 +485,21 @@ impl Estimator {
     /// without a predicted class and probabilities the estimator can use
     /// (a score outside [0, 1], a class it was not fitted on, a missing
     /// class probability).
-    pub fn row(&self, output: &Output) -> Option<ScoredRow> {
+    /// `feature` gives the event's value of a feature by name (what a
+    /// regression model's nanny models take).
+    pub fn row(
+        &self,
+        feature: &dyn Fn(&str) -> Option<FeatureValue>,
+        output: &Output,
+    ) -> Option<ScoredRow> {
         if output.error.is_some() {
             return None;
+        }
+        if let Estimator::Regression(r) = self {
+            return Some(ScoredRow {
+                predicted: 0,
+                p: r.row(feature, output.value.filter(|v| v.is_finite())?),
+            });
         }
         let probability = |x: f64| (0.0..=1.0).contains(&x).then_some(x);
         let label = output.label.as_deref()?;
@@ -449,12 +520,18 @@ impl Estimator {
                     p: p?,
                 })
             }
+            Estimator::Regression(_) => None,
         }
     }
 
-    /// A live window's rows estimated as one chunk.
-    pub fn estimate_rows(&self, rows: &[ScoredRow]) -> Vec<(String, Estimate)> {
-        match self {
+    /// A live window's rows estimated as one chunk; `Err` when a nanny
+    /// model fails to run.
+    pub fn estimate_rows(&self, rows: &[ScoredRow]) -> Result<Vec<(String, Estimate)>, String> {
+        Ok(match self {
+            Estimator::Regression(r) => {
+                let inputs: Vec<&[f64]> = rows.iter().map(|r| &r.p[..]).collect();
+                r.estimate_rows(&inputs)?
+            }
             Estimator::Binary { fitted, .. } => {
                 let score: Vec<f64> = rows.iter().map(|r| r.p[0]).collect();
                 let predicted: Vec<bool> = rows.iter().map(|r| r.predicted == 1).collect();
@@ -475,6 +552,6 @@ impl Estimator {
                     truth: None,
                 })
             }
-        }
+        })
     }
 }

@@ -4,6 +4,7 @@
 //! one the collector's live windows use too.
 
 mod columns;
+pub mod dle;
 pub mod estimator;
 pub mod html;
 pub mod load;

@@ -1,8 +1,9 @@
 //! `driftwatch performance`: performance estimated before the labels
-//! arrive, offline, as NannyML 0.13.1's CBPE computes it (`stats::estimation`):
-//! a reference with targets and an analysis set read like `report` reads
-//! them, the JSON of DESIGN.md ("Estimated performance"); binary and
-//! multiclass classifiers (`report::estimator`).
+//! arrive, offline, as NannyML 0.13.1's CBPE (`stats::estimation`) and
+//! DLE (`stats::dle`) compute it: a reference with targets and an
+//! analysis set read like `report` reads them, the JSON of DESIGN.md
+//! ("Estimated performance"); binary and multiclass classifiers, and
+//! regression models with nanny models (`report::estimator`).
 
 use std::path::PathBuf;
 
@@ -50,11 +51,13 @@ pub fn estimate(reference: &Dataset, analysis: &Dataset, o: &Options) -> Result<
             }));
         }
     }
+    let method = if task == "regression" { "dle" } else { "cbpe" };
     let mut result = json!({
-        "method": "cbpe", "task": task, "reference_chunks": reference_chunks,
+        "method": method, "task": task, "reference_chunks": reference_chunks,
         "chunks": out, "warnings": warnings,
     });
     match calibrated {
+        Value::Null => {}
         Value::Bool(b) => result["calibrated"] = json!(b),
         classes => {
             result["calibrated"] = json!(classes.as_array().is_some_and(|c| !c.is_empty()));
@@ -97,9 +100,11 @@ pub struct Args {
     /// Class probability columns (multiclass): CLASS=COLUMN, comma separated.
     #[arg(long, value_delimiter = ',')]
     probabilities: Vec<String>,
-    /// The nanny model (regression, DLE): an ONNX file.
-    #[arg(long)]
-    nanny_model: Option<PathBuf>,
+    /// The nanny models (regression, DLE): ONNX files with `driftwatch.nanny`
+    /// metadata, comma separated (one per loss: mae, mape, mse/rmse,
+    /// msle/rmsle). ONNX Runtime comes from ORT_DYLIB_PATH.
+    #[arg(long, value_delimiter = ',')]
+    nanny_model: Vec<PathBuf>,
     /// Rows per chunk.
     #[arg(long, conflicts_with_all = ["chunk_number", "chunk_period"])]
     chunk_size: Option<usize>,
@@ -139,7 +144,9 @@ fn outputs(args: &Args) -> Result<Outputs, String> {
     match args.task {
         Task::Binary => {
             if !args.probabilities.is_empty() {
-                return Err("--probabilities is for a multiclass task; a binary task takes --score".into());
+                return Err(
+                    "--probabilities is for a multiclass task; a binary task takes --score".into(),
+                );
             }
             Ok(Outputs::Score {
                 column: args
@@ -171,7 +178,20 @@ fn outputs(args: &Args) -> Result<Outputs, String> {
             pairs.sort();
             Ok(Outputs::Probabilities(pairs))
         }
-        Task::Regression => Err("--task regression (DLE) is not built yet (binary and multiclass CBPE are; see the README)".into()),
+        Task::Regression => {
+            if args.score.is_some() || !args.probabilities.is_empty() {
+                return Err(
+                    "a regression task takes --nanny-model, not --score or --probabilities".into(),
+                );
+            }
+            if args.nanny_model.is_empty() {
+                return Err("a regression task needs --nanny-model F.onnx,... (examples/regression/train_nanny_models.py trains them)".into());
+            }
+            Ok(Outputs::Value {
+                nanny_models: args.nanny_model.clone(),
+                metrics: args.metrics.clone(),
+            })
+        }
     }
 }
 
@@ -192,13 +212,14 @@ fn settings(args: &Args) -> Result<Settings, String> {
         normalize_confusion_matrix: Some(args.normalize_confusion_matrix.as_str()),
         business_value_matrix: matrix,
         per_prediction: args.normalize_business_value.is_some(),
+        regression: matches!(args.task, Task::Regression),
     })
 }
 
 /// Runs the command: the JSON (or HTML) text for standard output (`None`
 /// when it went to `--out`); warnings to standard error.
 pub fn run(args: Args) -> Result<Option<String>, String> {
-    if args.nanny_model.is_some() {
+    if !args.nanny_model.is_empty() && !matches!(args.task, Task::Regression) {
         return Err("--nanny-model is for a regression task (DLE)".into());
     }
     let outputs = outputs(&args)?;

@@ -197,14 +197,18 @@ circle.realized{{fill:#6b7b8c}}circle.alert{{fill:#d1342f}}line.threshold{{strok
 .lbl{{font-size:9px;fill:#52606d}}.axis{{stroke:#9aa5b1}}
 .legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}}
 </style></head><body><h1>Estimated performance ({} {})</h1><div class="summary">
-<p>Reference: {} · Analysis: {} · {} reference chunks · calibrated: {}</p>
+<p>Reference: {} · Analysis: {} · {} reference chunks{}</p>
 <p class="legend"><span style="background:#2f6db5"></span>estimate<span style="background:#cfe0f3"></span>± 3 sampling errors<span style="background:#6b7b8c"></span>realized<span style="background:#d1342f"></span>thresholds, alerts<span style="background:#f7f3ea"></span>analysis</p>"#,
         escape(result["method"].as_str().unwrap_or("")),
         escape(result["task"].as_str().unwrap_or("")),
         escape(reference),
         escape(analysis),
         result["reference_chunks"],
-        result["calibrated"],
+        match &result["calibrated"] {
+            // Regression (DLE) has no calibration.
+            Value::Null => String::new(),
+            c => format!(" · calibrated: {c}"),
+        },
     );
     for w in result["warnings"].as_array().into_iter().flatten() {
         let _ = write!(

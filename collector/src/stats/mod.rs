@@ -10,6 +10,7 @@ pub mod categorical;
 pub mod cbpe;
 pub mod cvm;
 pub mod distance;
+pub mod dle;
 pub mod estimation;
 pub mod kolmogorov;
 pub mod ks;

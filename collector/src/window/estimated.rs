@@ -1,6 +1,7 @@
 //! A window's performance estimated before its labels arrive: each
 //! role's outputs as the model's estimator (NannyML's CBPE, fitted on the
-//! reference) takes them, one chunk per window; recomputed only when the
+//! reference; DLE's nanny models for regression) takes them, one chunk per
+//! window; recomputed only when the
 //! role's rows changed. The JSON API's `estimated_performance` and the
 //! `driftwatch_estimated_performance*` gauges. And its multivariate drift
 //! (data reconstruction): the events' reconstruction errors as one chunk,
@@ -36,10 +37,20 @@ pub(super) fn roles(
             continue;
         }
         let previous = last.and_then(|l| l.get(ri)).and_then(Option::as_ref);
+        let mut failed = None;
         let estimates = match previous {
             Some((version, v)) if *version == e.version => v.clone(),
             _ if e.rows.items().is_empty() => Vec::new(),
-            _ => estimator.estimate_rows(e.rows.items()),
+            _ => estimator
+                .estimate_rows(e.rows.items())
+                .unwrap_or_else(|error| {
+                    if let Some(m) = live {
+                        m.estimation_failures.with_label_values(&[&model.name]).inc();
+                        tracing::warn!(model = %model.name, role, "performance estimation failed: {error}");
+                    }
+                    failed = Some(error);
+                    Vec::new()
+                }),
         };
         if let Some(m) = live {
             publish(m, &model.name, role, label, &estimates);
@@ -48,14 +59,16 @@ pub(super) fn roles(
             .iter()
             .map(|(name, e)| (name.clone(), estimate_json(e)))
             .collect();
-        estimated_performance.insert(
-            role.to_string(),
-            json!({
-                "rows": e.rows.items().len(), "seen": e.rows.seen(),
-                "unscored": e.unscored, "metrics": metrics,
-            }),
-        );
-        estimated[ri] = Some((e.version, estimates));
+        let mut entry = json!({
+            "rows": e.rows.items().len(), "seen": e.rows.seen(),
+            "unscored": e.unscored, "metrics": metrics,
+        });
+        if let Some(error) = &failed {
+            entry["error"] = json!(error);
+        }
+        estimated_performance.insert(role.to_string(), entry);
+        // A failed estimation is tried again at the next evaluation.
+        estimated[ri] = failed.is_none().then_some((e.version, estimates));
     }
     (estimated_performance, estimated)
 }

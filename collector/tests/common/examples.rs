@@ -134,3 +134,55 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The DLE fixture's directory (fixtures/generate_dle.py).
+pub fn dle_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dle")
+}
+
+/// The DLE fixture's nanny models, one per loss (mae, mape, mse, msle),
+/// unpacked into `dir` (committed gzipped).
+pub fn nanny_models(dir: &Path) -> Vec<PathBuf> {
+    use std::io::Read;
+    std::fs::create_dir_all(dir).expect("dir");
+    ["mae", "mape", "mse", "msle"]
+        .iter()
+        .map(|loss| {
+            let gz = std::fs::File::open(dle_fixtures().join(format!("{loss}.onnx.gz")))
+                .expect("fixture");
+            let mut bytes = Vec::new();
+            flate2::read::GzDecoder::new(gz)
+                .read_to_end(&mut bytes)
+                .expect("gunzip");
+            let path = dir.join(format!("{loss}.onnx"));
+            std::fs::write(&path, bytes).expect("write model");
+            path
+        })
+        .collect()
+}
+
+/// `driftwatch performance --task regression` of the DLE fixture's columns
+/// (target `y_true`, prediction `y_pred`) with `models` and `extra` flags.
+pub fn dle_performance(
+    reference: &Path,
+    analysis: &Path,
+    models: &[PathBuf],
+    extra: &[&str],
+) -> std::process::Output {
+    let list: Vec<String> = models.iter().map(|p| p.display().to_string()).collect();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+    command.arg("performance").arg("--reference").arg(reference);
+    command.arg("--analysis").arg(analysis);
+    command.args([
+        "--task",
+        "regression",
+        "--target",
+        "y_true",
+        "--prediction",
+        "y_pred",
+    ]);
+    if !list.is_empty() {
+        command.arg("--nanny-model").arg(list.join(","));
+    }
+    command.args(extra).output().expect("run driftwatch")
+}
