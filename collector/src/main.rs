@@ -343,6 +343,15 @@ struct ReportArgs {
     /// current data as one.
     #[arg(long)]
     multivariate: bool,
+    /// Also drift per segment of these columns (comma separated): the
+    /// reference's most frequent values each a segment, the rest pooled
+    /// as `__other__`; verdicts on Benjamini-Hochberg q-values over every
+    /// segment and column.
+    #[arg(long, value_delimiter = ',')]
+    segment: Vec<String>,
+    /// Segments per segment column (the rest pooled as `__other__`).
+    #[arg(long, default_value_t = report::segments::DEFAULT_TOP)]
+    segment_top: usize,
 }
 
 #[derive(Parser)]
@@ -407,6 +416,19 @@ fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         let value = report::multivariate::report(&reference, &current, &columns)
             .map_err(anyhow::Error::msg)?;
         report.multivariate = Some(value);
+    }
+    if !args.segment.is_empty() {
+        let segments = report::segments::segments(
+            &reference,
+            &current,
+            &args.segment,
+            args.segment_top,
+            &selection,
+            &overrides,
+            &report,
+        )
+        .map_err(anyhow::Error::msg)?;
+        report.segments = Some(report::segments::json(&segments));
     }
     if let Some(b) = bar {
         b.finish_and_clear();

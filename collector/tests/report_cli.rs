@@ -377,3 +377,113 @@ fn parquet_and_csv_give_the_same_report() {
     let mixed = ok_json(&report(&paths[0], &example("current.csv"), &[]));
     assert_eq!(from_csv, mixed);
 }
+
+/// The rows of a CSV whose column `col` (by position) is in `keep`, or
+/// (`keep` empty) in none of `top`: the file's text, header first.
+fn rows_where(text: &str, col: usize, keep: &[&str], top: &[&str]) -> String {
+    let mut lines = text.lines();
+    let mut out = lines.next().expect("header").to_string() + "\n";
+    for l in lines {
+        let v = l.split(',').nth(col).unwrap_or("");
+        let wanted = if keep.is_empty() {
+            !top.contains(&v)
+        } else {
+            keep.contains(&v)
+        };
+        if wanted {
+            out += &(l.to_string() + "\n");
+        }
+    }
+    out
+}
+
+#[test]
+fn segments_are_the_report_of_their_rows_judged_on_q_values() {
+    let dir = Dir::new("segments");
+    let out = report(
+        &example("reference.csv"),
+        &example("current.csv"),
+        &["--segment", "country", "--segment-top", "3"],
+    );
+    let v = ok_json(&out);
+    let segments = v["segments"]["segments"].as_array().expect("segments");
+    let reference = std::fs::read_to_string(example("reference.csv")).expect("reference");
+    let current = std::fs::read_to_string(example("current.csv")).expect("current");
+    let country = 4;
+    // The top 3 countries of the reference by count, then the rest.
+    let top: Vec<&str> = segments[..3]
+        .iter()
+        .map(|s| s["value"].as_str().expect("value"))
+        .collect();
+    assert_eq!(segments.len(), 4);
+    assert_eq!(segments[3]["value"], "__other__");
+    let count = |text: &str, v: &str| {
+        text.lines()
+            .skip(1)
+            .filter(|l| l.split(',').nth(country) == Some(v))
+            .count()
+    };
+    let counts: Vec<usize> = top.iter().map(|v| count(&reference, v)).collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    let (mut q_values, mut rows) = (0, 0);
+    for s in segments {
+        let keep: Vec<&str> = match s["value"].as_str().expect("value") {
+            "__other__" => Vec::new(),
+            v => vec![v],
+        };
+        let r = dir.file(
+            "r.csv",
+            rows_where(&reference, country, &keep, &top).as_bytes(),
+        );
+        let c = dir.file(
+            "c.csv",
+            rows_where(&current, country, &keep, &top).as_bytes(),
+        );
+        // The segment's rows alone, through `report` itself.
+        let alone = ok_json(&report(&r, &c, &["--exclude", "country"]));
+        assert_eq!(s["reference_rows"], alone["reference_rows"]);
+        assert_eq!(s["current_rows"], alone["current_rows"]);
+        rows += s["reference_rows"].as_u64().expect("rows");
+        for col in s["columns"].as_array().expect("columns") {
+            let whole = column(&alone, col["name"].as_str().expect("name"));
+            let test = whole["verdict_test"]
+                .as_str()
+                .or(whole["default_test"].as_str())
+                .expect("verdict test");
+            assert_eq!(col["test"], test);
+            let verdict = whole["tests"]
+                .as_array()
+                .expect("tests")
+                .iter()
+                .find(|t| t["test"] == test)
+                .expect("verdict");
+            assert_eq!(col["p_value"], verdict["p_value"], "{}", col["name"]);
+            assert_eq!(col["statistic"], verdict["statistic"], "{}", col["name"]);
+            if let (Some(p), Some(q)) = (col["p_value"].as_f64(), col["q_value"].as_f64()) {
+                q_values += 1;
+                assert!(q >= p, "{col}");
+                let threshold = col["threshold"].as_f64().expect("threshold");
+                // ks, chi-square and z-test: drift below the threshold.
+                assert_eq!(col["drift"], q < threshold, "{col}");
+            }
+        }
+    }
+    assert_eq!(rows as usize, reference.lines().count() - 1);
+    assert_eq!(v["segments"]["fdr"]["tests"], q_values);
+    assert!(q_values >= 20, "{q_values}");
+    // Income drifted everywhere; the corrected verdicts still see it.
+    assert!(segments.iter().all(|s| s["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .any(|c| c["name"] == "income" && c["drift"] == true)));
+    // A segment column that is not there; a profile cannot be split.
+    let out = report(
+        &example("reference.csv"),
+        &example("current.csv"),
+        &["--segment", "planet"],
+    );
+    no_panic(&out);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no segment column \"planet\""));
+}

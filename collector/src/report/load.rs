@@ -154,6 +154,31 @@ impl Dataset {
     }
 }
 
+/// The data set with every column in memory (a Parquet file read whole),
+/// for taking rows out of it; a profile has no rows.
+pub fn in_memory(data: &Dataset) -> Result<Dataset, String> {
+    match data {
+        Dataset::Csv { path, frame } => Ok(Dataset::Csv {
+            path: path.clone(),
+            frame: frame.clone(),
+        }),
+        Dataset::Parquet { path, .. } => {
+            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let frame = ParquetReader::new(file)
+                .finish()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Dataset::Csv {
+                path: path.clone(),
+                frame,
+            })
+        }
+        Dataset::Profile { path, .. } => Err(format!(
+            "{}: a profile has no rows to split; give the data set itself",
+            path.display()
+        )),
+    }
+}
+
 /// Reads a dataset, choosing the reader by the file's extension.
 pub fn read(path: &Path) -> Result<Dataset, LoadError> {
     if !path.exists() {

@@ -12,6 +12,7 @@ pub mod multivariate;
 pub mod performance;
 mod performance_html;
 pub mod profile;
+pub mod segments;
 
 use std::collections::HashMap;
 
@@ -210,6 +211,9 @@ pub struct Report {
     /// Multivariate drift (`--multivariate`; `report::multivariate`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multivariate: Option<serde_json::Value>,
+    /// Drift per segment (`--segment`; `report::segments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<serde_json::Value>,
 }
 
 /// Runs every applicable test on one column and decides its verdict.
@@ -380,5 +384,6 @@ pub fn build(
         columns,
         dataset_drift,
         multivariate: None,
+        segments: None,
     }
 }

@@ -12,6 +12,7 @@ pub mod cvm;
 pub mod distance;
 pub mod dle;
 pub mod estimation;
+pub mod fdr;
 pub mod kolmogorov;
 pub mod ks;
 pub mod multiclass;
