@@ -5,8 +5,8 @@
 use crate::config::{OutputField, RawCost, RawModel, Span, Task};
 use crate::report::estimator::Estimator;
 use crate::report::load::{self, Dataset};
-use crate::report::multivariate;
 use crate::report::Overrides;
+use crate::report::{multivariate, segments};
 use crate::stats::{ColumnType, Key, Sample};
 
 /// One watched feature and its reference sample.
@@ -43,6 +43,25 @@ impl Feature {
             numeric_keys,
         })
     }
+
+    /// `f` without reference values (a segment that has none).
+    fn empty(f: &Feature) -> Feature {
+        Feature {
+            name: f.name.clone(),
+            column_type: f.column_type,
+            reference: match f.column_type {
+                ColumnType::Numeric => {
+                    Sample::Numeric(crate::stats::Numeric::new(Vec::new(), false))
+                }
+                ColumnType::Categorical => {
+                    Sample::Categorical(crate::stats::Counts::from_pairs(Vec::new()))
+                }
+            },
+            reference_missing: 0,
+            integer: false,
+            numeric_keys: f.numeric_keys,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +97,8 @@ pub struct Model {
     pub estimator: Option<std::sync::Arc<Estimator>>,
     /// Its multivariate drift by data reconstruction, when asked for.
     pub reconstruction: Option<std::sync::Arc<Reconstruction>>,
+    /// Drift per segment, per segment column.
+    pub segmentations: Vec<Segmentation>,
     /// Feature positions by name (FxHash: looked up per feature of every
     /// event; the keys are the configuration's).
     index: rustc_hash::FxHashMap<String, usize>,
@@ -91,6 +112,81 @@ pub struct Reconstruction {
     pub fitted: crate::stats::reconstruction::Fitted,
     /// The reconstructed features (positions in the model's features).
     pub features: Vec<usize>,
+}
+
+/// Drift per segment of one categorical feature: its top reference
+/// values (segment `values.len()` is `__other__`) and each segment's
+/// reference of every feature.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    /// The segment column (a position in the model's features).
+    pub feature: usize,
+    pub values: Vec<String>,
+    /// Per segment: its reference rows, and each feature's reference on them.
+    pub reference: Vec<(usize, Vec<Feature>)>,
+    index: rustc_hash::FxHashMap<String, usize>,
+}
+
+impl Segmentation {
+    fn load(
+        dataset: &Dataset,
+        features: &[Feature],
+        column: &str,
+        top: usize,
+    ) -> Result<Segmentation, String> {
+        let feature = features
+            .iter()
+            .position(|f| f.name == column)
+            .filter(|&i| features[i].column_type == ColumnType::Categorical)
+            .ok_or_else(|| format!("{column:?} is not one of the model's categorical features"))?;
+        let (values, parts) = segments::split_reference(dataset, column, top)?;
+        let reference = parts
+            .iter()
+            .map(|part| {
+                let each = features
+                    .iter()
+                    .map(|f| {
+                        // A segment without a feature's values has nothing to compare.
+                        Feature::load(part, f.name.clone(), Some(f.column_type))
+                            .unwrap_or_else(|_| Feature::empty(f))
+                    })
+                    .collect();
+                (part.rows(), each)
+            })
+            .collect();
+        let index = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.clone(), i))
+            .collect();
+        Ok(Segmentation {
+            feature,
+            values,
+            reference,
+            index,
+        })
+    }
+
+    /// The segment of a value of the segment column (`None`: missing).
+    pub fn segment(&self, key: Option<&Key>) -> usize {
+        let other = self.values.len();
+        match key {
+            Some(Key::Str(s)) => self.index.get(s.as_str()).copied().unwrap_or(other),
+            Some(k) => self
+                .index
+                .get(&segments::key_text(k))
+                .copied()
+                .unwrap_or(other),
+            None => other,
+        }
+    }
+
+    /// A segment's name: a top value, or `__other__`.
+    pub fn name(&self, segment: usize) -> &str {
+        self.values
+            .get(segment)
+            .map_or(segments::OTHER, String::as_str)
+    }
 }
 
 /// A reference file as it was read: path, SHA-256 of its bytes, rows.
@@ -233,6 +329,21 @@ impl Model {
                 }))
             }
         };
+        let segmentations = match &raw.segments {
+            None => Vec::new(),
+            Some(s) if s.top == 0 => {
+                return Err(format!(
+                    "model {}: segments.top must be at least 1",
+                    raw.name
+                ))
+            }
+            Some(s) => s
+                .columns
+                .iter()
+                .map(|c| Segmentation::load(&dataset, &features, c, s.top))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("model {}: segments: {e}", raw.name))?,
+        };
         let mut windows = raw.windows.clone();
         windows.sort();
         windows.dedup();
@@ -255,6 +366,7 @@ impl Model {
             experiments: raw.experiments.clone(),
             estimator,
             reconstruction,
+            segmentations,
             index,
         })
     }

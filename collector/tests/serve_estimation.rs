@@ -93,8 +93,8 @@ fn credit_config(dir: &Path, lines: &str) -> std::path::PathBuf {
 }
 
 /// Posts `events` to the server, waits until the model's `1d` window has
-/// them all, and returns the window's `estimated_performance`.
-fn estimated_after(server: &Server, model: &str, events: &[String]) -> Value {
+/// them all, and returns the window.
+fn window_after(server: &Server, model: &str, events: &[String]) -> Value {
     let reply = server.post_items("/v1/events", "events", events);
     assert_eq!(reply["accepted"], events.len(), "{reply}");
     server.wait_for_samples(model, "1d", events.len() as u64);
@@ -106,7 +106,45 @@ fn estimated_after(server: &Server, model: &str, events: &[String]) -> Value {
     );
     assert_eq!(status, 200, "{body}");
     let windows: Value = serde_json::from_str(&body).expect("JSON");
-    windows["windows"][0]["estimated_performance"].clone()
+    windows["windows"][0].clone()
+}
+
+/// A collector of the example model with `lines` added, the first `n`
+/// rows of current.csv posted: the server and its `1d` window.
+fn credit_window(dir: &Path, lines: &str, n: usize) -> (Server, Value) {
+    let config = credit_config(dir, lines);
+    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let events: Vec<String> = events_from_csv(&example("current.csv"), &ts)
+        .into_iter()
+        .take(n)
+        .collect();
+    let window = window_after(&server, "credit", &events);
+    (server, window)
+}
+
+/// `driftwatch report` of the example's reference and the first `n` rows
+/// of current.csv (the rows `credit_window` posts) with `extra` flags.
+fn report_first_rows(dir: &Path, n: usize, extra: &[&str]) -> Value {
+    let text = std::fs::read_to_string(example("current.csv")).expect("current.csv");
+    let current = dir.join("current.csv");
+    std::fs::write(
+        &current,
+        text.lines().take(n + 1).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .expect("write");
+    let reference = example("reference.csv");
+    let mut args = vec![
+        "report",
+        "--reference",
+        reference.to_str().expect("UTF-8"),
+        "--current",
+        current.to_str().expect("UTF-8"),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args);
+    assert!(code == 0 || code == 1, "{err}");
+    serde_json::from_str(&out).expect("JSON")
 }
 
 /// An estimate's (or a drift chunk's) fields a live window shares with
@@ -155,7 +193,7 @@ fn a_window_s_estimated_performance_equals_driftwatch_performance_on_the_same_ou
             e.to_string()
         })
         .collect();
-    let live = &estimated_after(&server, "credit", &events);
+    let live = &window_after(&server, "credit", &events)["estimated_performance"];
     let mut compared = 0;
     for (ri, role) in ["champion", "shadow"].into_iter().enumerate() {
         let rows: Vec<Scored> = (0..n).filter_map(|i| outputs(i)[ri].clone()).collect();
@@ -247,40 +285,12 @@ fn a_bad_estimation_block_is_refused_with_its_place_named() {
 #[test]
 fn a_window_s_multivariate_drift_equals_report_multivariate_on_the_same_rows() {
     let dir = driftwatch_testkit::temp_dir("multivariate");
-    let config = credit_config(&dir, "    multivariate: {}\n");
-    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let n = 600;
-    let events: Vec<String> = events_from_csv(&example("current.csv"), &ts)
-        .into_iter()
-        .take(n)
-        .collect();
-    let reply = server.post_items("/v1/events", "events", &events);
-    assert_eq!(reply["accepted"], n, "{reply}");
-    server.wait_for_samples("credit", "1d", n as u64);
-    let (status, body) = server.request("GET", "/v1/models/credit/windows?window=1d", &[], b"");
-    assert_eq!(status, 200, "{body}");
-    let windows: Value = serde_json::from_str(&body).expect("JSON");
-    let live = &windows["windows"][0]["multivariate"];
+    let (server, window) = credit_window(&dir, "    multivariate: {}\n", n);
+    let live = &window["multivariate"];
     assert_eq!(live["rows"], n, "{live}");
     // The same rows offline: the first 600 rows of current.csv.
-    let text = std::fs::read_to_string(example("current.csv")).expect("current.csv");
-    let current = dir.join("current.csv");
-    std::fs::write(
-        &current,
-        text.lines().take(n + 1).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .expect("write");
-    let (code, out, err) = run_cli(&[
-        "report",
-        "--reference",
-        example("reference.csv").to_str().expect("UTF-8"),
-        "--current",
-        current.to_str().expect("UTF-8"),
-        "--multivariate",
-    ]);
-    assert!(code == 0 || code == 1, "{err}");
-    let offline: Value = serde_json::from_str(&out).expect("JSON");
+    let offline = report_first_rows(&dir, n, &["--multivariate"]);
     let chunk = offline["multivariate"]["chunks"]
         .as_array()
         .expect("chunks")
@@ -375,7 +385,7 @@ fn a_regression_window_s_estimated_performance_equals_driftwatch_performance() {
             .to_string()
         })
         .collect();
-    let live = &estimated_after(&server, "prices", &events);
+    let live = &window_after(&server, "prices", &events)["estimated_performance"];
     let mut compared = 0;
     for (role, skip) in [("champion", 7), ("shadow", 3)] {
         // The role's rows offline: features and its prediction.
@@ -440,6 +450,63 @@ fn a_regression_window_s_estimated_performance_equals_driftwatch_performance() {
     // nanny models).
     let mae = |role: &str| live[role]["metrics"]["mae"]["value"].as_f64();
     assert_ne!(mae("shadow"), mae("champion"), "{live}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_window_s_segments_equal_report_segment_on_the_same_rows() {
+    let dir = driftwatch_testkit::temp_dir("segments");
+    let n = 600;
+    let (server, window) = credit_window(
+        &dir,
+        "    segments:\n      columns: [country]\n      top: 3\n",
+        n,
+    );
+    let live = &window["segments"];
+    // The same rows offline.
+    let offline = report_first_rows(&dir, n, &["--segment", "country", "--segment-top", "3"]);
+    // Every segment, column, statistic, p-value, q-value and verdict: the same bits.
+    assert_eq!(live, &offline["segments"]);
+    let segments = live["segments"].as_array().expect("segments");
+    assert_eq!(segments.len(), 4, "{live}");
+    let drifted: usize = segments
+        .iter()
+        .map(|s| s["drifted_columns"].as_u64().unwrap_or(0) as usize)
+        .sum();
+    assert!(drifted > 0, "{live}");
+    for s in segments {
+        let value = s["value"].as_str().expect("value");
+        let series = [
+            ("segment", "country"),
+            ("segment_value", value),
+            ("window", "1d"),
+        ];
+        assert_eq!(
+            server.metric("driftwatch_segment_events", &series),
+            s["current_rows"].as_f64(),
+            "{value}"
+        );
+        for c in s["columns"].as_array().expect("columns") {
+            let name = c["name"].as_str().expect("name");
+            let series = [
+                ("segment", "country"),
+                ("segment_value", value),
+                ("feature", name),
+                ("window", "1d"),
+            ];
+            assert_eq!(
+                server.metric("driftwatch_segment_drift_detected", &series),
+                c["drift"].as_bool().map(|d| f64::from(u8::from(d))),
+                "{value} {name}"
+            );
+            assert_eq!(
+                server.metric("driftwatch_segment_drift_q_value", &series),
+                c["q_value"].as_f64(),
+                "{value} {name}"
+            );
+        }
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -168,3 +168,20 @@ impl RawMultivariate {
         crate::report::multivariate::chunking(self.chunk_size, self.chunk_number)
     }
 }
+
+/// The `segments:` block of a model: drift per value of some of its
+/// categorical features (`report --segment`), the reference's `top` most
+/// frequent values a segment each, the rest pooled as `__other__`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSegments {
+    /// Categorical features to segment by.
+    pub columns: Vec<String>,
+    /// Segments per column (default 10).
+    #[serde(default = "default_top")]
+    pub top: usize,
+}
+
+fn default_top() -> usize {
+    crate::report::segments::DEFAULT_TOP
+}

@@ -318,6 +318,8 @@ pub struct RawModel {
     pub estimation: Option<estimation::RawEstimation>,
     /// Multivariate drift by data reconstruction.
     pub multivariate: Option<estimation::RawMultivariate>,
+    /// Drift per segment of some categorical features.
+    pub segments: Option<estimation::RawSegments>,
 }
 
 /// A model's drift test and threshold overrides, in `driftwatch report`'s
@@ -680,6 +682,7 @@ pub fn from_flags(
             experiments: Vec::new(),
             estimation: None,
             multivariate: None,
+            segments: None,
         }],
     }
 }

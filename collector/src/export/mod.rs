@@ -2,6 +2,8 @@
 
 pub mod cluster;
 pub mod metrics;
+pub mod reject;
+pub mod segments;
 
 use std::collections::BTreeMap;
 

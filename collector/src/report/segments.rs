@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::load::{self, Dataset, Selection};
-use super::{build, Overrides, Report};
+use super::{build, ColumnReport, Overrides, Report};
 use crate::stats::{fdr, ColumnType, Key, TestKind, TestOutcome};
 
 /// The segment of every value outside a column's top values.
@@ -136,7 +136,7 @@ pub fn segments(
         };
     }
     typed.exclude.extend(segment_columns.iter().cloned());
-    let mut reports: Vec<(String, String, usize, usize, Report)> = Vec::new();
+    let mut reports: Vec<Compared> = Vec::new();
     for column in segment_columns {
         let (rv, cv) = (
             segment_values(&reference, column)?,
@@ -152,24 +152,40 @@ pub fn segments(
             let (r, c) = (subset(&reference, &r_rows)?, subset(&current, &c_rows)?);
             let inputs = load::columns(&r, &c, &typed);
             let report = build(r.rows(), c.rows(), inputs, overrides, false, &|| {});
-            reports.push((column.clone(), value, r.rows(), c.rows(), report));
+            reports.push(Compared {
+                column: column.clone(),
+                value,
+                reference_rows: r.rows(),
+                current_rows: c.rows(),
+                columns: report.columns,
+            });
         }
     }
     Ok(judge(reports))
 }
 
-/// The segments' columns judged on q-values over every p-value of the run.
-fn judge(reports: Vec<(String, String, usize, usize, Report)>) -> Vec<Segment> {
+/// One segment's columns compared, before the q-values.
+pub struct Compared {
+    pub column: String,
+    pub value: String,
+    pub reference_rows: usize,
+    pub current_rows: usize,
+    pub columns: Vec<ColumnReport>,
+}
+
+/// The segments' columns judged on q-values over every p-value of the
+/// run (offline here, a live window's in `window::segments`).
+pub fn judge(reports: Vec<Compared>) -> Vec<Segment> {
     let p_values: Vec<f64> = reports
         .iter()
-        .flat_map(|(.., r)| r.columns.iter())
+        .flat_map(|r| r.columns.iter())
         .filter_map(|c| c.verdict().and_then(|t| t.p_value))
         .collect();
     let mut q_values = fdr::benjamini_hochberg(&p_values).into_iter();
     reports
         .into_iter()
-        .map(|(column, value, reference_rows, current_rows, report)| {
-            let columns: Vec<SegmentColumn> = report
+        .map(|r| {
+            let columns: Vec<SegmentColumn> = r
                 .columns
                 .iter()
                 .map(|c| {
@@ -204,14 +220,31 @@ fn judge(reports: Vec<(String, String, usize, usize, Report)>) -> Vec<Segment> {
                 .collect();
             Segment {
                 drifted_columns: columns.iter().filter(|c| c.drift).count(),
-                column,
-                value,
-                reference_rows,
-                current_rows,
+                column: r.column,
+                value: r.value,
+                reference_rows: r.reference_rows,
+                current_rows: r.current_rows,
                 columns,
             }
         })
         .collect()
+}
+
+/// A reference split for live segments by `column`: its top values, and
+/// per segment (the top values, then `__other__`) its rows as a data set.
+pub fn split_reference(
+    reference: &Dataset,
+    column: &str,
+    top: usize,
+) -> Result<(Vec<String>, Vec<Dataset>), String> {
+    let reference = load::in_memory(reference)?;
+    let values = segment_values(&reference, column)?;
+    let top_values = top_values(values.iter().flatten().map(String::as_str), top);
+    let parts = split(&values, &top_values)
+        .iter()
+        .map(|rows| subset(&reference, rows))
+        .collect::<Result<_, _>>()?;
+    Ok((top_values, parts))
 }
 
 /// The rows `rows` of a data set held in memory.

@@ -16,14 +16,14 @@ use serde_json::{json, Value};
 
 use driftwatch_telemetry::{throttled, Telemetry};
 
+use super::column::column;
 use super::ROLES;
-use super::{FeatureWindow, Live, Window, WindowInfo};
+use super::{Live, Window, WindowInfo};
 use crate::clock::rfc3339;
 use crate::export::metrics::Metrics;
 use crate::export::set_or_remove;
-use crate::models::{Feature, Model};
-use crate::report::{self, ColumnReport, Overrides};
-use crate::stats::{Numeric, Sample};
+use crate::models::Model;
+use crate::report::{self, ColumnReport};
 use crate::store::{Store, WindowResult};
 
 /// What evaluation needs: the live windows, the store for results, the
@@ -60,6 +60,9 @@ pub struct Evaluated {
     predictions: Vec<Option<(u64, ColumnReport)>>,
     /// Per role: the estimator's rows' version and its estimates.
     estimated: Vec<super::estimated::RoleEstimates>,
+    /// Per segment column, segment and feature: the sample's version and
+    /// its report.
+    segments: Vec<(u64, ColumnReport)>,
     info: WindowInfo,
 }
 
@@ -268,52 +271,6 @@ impl Evaluator {
     }
 }
 
-/// A window's column (a feature, or a role's outputs) against its
-/// reference, with `report`'s own statistics and the model's overrides.
-fn evaluate_column(feature: &Feature, fw: &FeatureWindow, overrides: &Overrides) -> ColumnReport {
-    // Integer histogram widths apply only when, as in a file, every
-    // value is an integer and nothing is missing.
-    let mut current = fw.sample(false);
-    if let Sample::Numeric(n) = &current {
-        if feature.integer && fw.missing == 0 && n.sorted.iter().all(|x| x.fract() == 0.0) {
-            current = Sample::Numeric(Numeric::from_sorted(n.sorted.clone(), true));
-        }
-    }
-    let reference = match (&feature.reference, &current) {
-        (Sample::Numeric(r), Sample::Numeric(c)) if r.integer != c.integer => {
-            std::borrow::Cow::Owned(Sample::Numeric(Numeric::from_sorted(
-                r.sorted.clone(),
-                c.integer,
-            )))
-        }
-        (r, _) => std::borrow::Cow::Borrowed(r),
-    };
-    report::evaluate_samples(
-        &feature.name,
-        feature.column_type,
-        &reference,
-        &current,
-        (feature.reference_missing, fw.missing),
-        overrides,
-    )
-}
-
-/// One window's statistics as JSON and its context for alert templates;
-/// for the live window (`live` holds the metrics), also its gauges.
-/// A column's report from the last evaluation when its sample has not
-/// changed since, else evaluated now.
-fn column(
-    last: Option<&(u64, ColumnReport)>,
-    feature: &Feature,
-    fw: &FeatureWindow,
-    overrides: &Overrides,
-) -> (u64, ColumnReport) {
-    match last {
-        Some((version, r)) if *version == fw.version => (*version, r.clone()),
-        _ => (fw.version, evaluate_column(feature, fw, overrides)),
-    }
-}
-
 /// One window's statistics as JSON and its evaluation (with its context
 /// for alert templates), reusing the last one's columns that did not
 /// change; for the live window (`live` holds the metrics), also its
@@ -360,6 +317,13 @@ fn evaluate_window(
         }
     }
     let drift = report::dataset_drift(&reports);
+    let (segments_json, segments) = super::segments::evaluate(
+        live,
+        model,
+        label,
+        window,
+        last.map(|l| l.segments.as_slice()),
+    );
     // Each role's performance estimated from its outputs (CBPE).
     let (estimated_performance, estimated) = super::estimated::roles(
         live,
@@ -429,6 +393,7 @@ fn evaluate_window(
         "performance": {"champion": performance_json(&o.performance[0]), "shadow": performance_json(&o.performance[1])},
         "estimated_performance": estimated_performance,
         "multivariate": super::estimated::multivariate(live, model, label, window),
+        "segments": segments_json,
         "traffic": {"champion": o.roles[0].json(), "shadow": o.roles[1].json()},
         "shadow": {
             "agreement_ratio": window.shadow.agreement_ratio(),
@@ -453,6 +418,7 @@ fn evaluate_window(
         features,
         predictions,
         estimated,
+        segments,
         info,
     };
     (summary, evaluated)

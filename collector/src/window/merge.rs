@@ -14,7 +14,7 @@ use crate::stats::rng::Rng;
 
 impl FeatureWindow {
     /// Takes in another partition's values of the same feature and window.
-    fn merge(&mut self, other: &FeatureWindow, limit: usize, rng: &mut Rng) {
+    pub(super) fn merge(&mut self, other: &FeatureWindow, limit: usize, rng: &mut Rng) {
         self.missing += other.missing;
         self.version += other.version;
         match (&mut self.values, &other.values) {
@@ -76,6 +76,7 @@ impl Window {
         }
         self.multivariate
             .merge(&other.multivariate, limit, &mut rng);
+        super::segments::merge(&mut self.segments, &other.segments, limit, &mut rng);
         for (mine, theirs) in self.estimation.iter_mut().zip(&other.estimation) {
             mine.rows.merge(&theirs.rows, limit, &mut rng);
             mine.unscored += theirs.unscored;
@@ -201,7 +202,7 @@ mod tests {
 
     fn model(limit: usize) -> Model {
         crate::models::example_model(&format!(
-            "    window_sample_limit: {limit}\n    positive_class: \"1\"\n"
+            "    window_sample_limit: {limit}\n    positive_class: \"1\"\n    segments: {{columns: [country], top: 2}}\n"
         ))
     }
 
@@ -271,6 +272,21 @@ mod tests {
             );
             assert_eq!(a.sample(false), b.sample(false));
         }
+        // Per segment the same samples (the events' countries are none of
+        // the reference's two most frequent: all in `__other__`).
+        assert_eq!(merged.segments.len(), 1);
+        for (a, b) in merged.segments[0]
+            .iter()
+            .flatten()
+            .zip(one.segments[0].iter().flatten())
+        {
+            assert_eq!((a.missing, a.seen()), (b.missing, b.seen()));
+            assert_eq!(a.sample(false), b.sample(false));
+        }
+        assert_eq!(
+            merged.segments[0][2][0].seen() + merged.segments[0][2][0].missing,
+            500
+        );
         assert_eq!(merged.shadow.mcnemar(0.05), one.shadow.mcnemar(0.05));
         assert_eq!(
             merged.shadow.agreement_ratio(),

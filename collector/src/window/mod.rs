@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+mod column;
 mod estimated;
 pub mod evaluate;
 pub mod experiments;
@@ -18,6 +19,7 @@ mod merge;
 pub mod performance;
 pub mod reservoir;
 pub mod roles;
+mod segments;
 
 use driftwatch_protocol::{Event, Label};
 pub use performance::Performance;
@@ -205,6 +207,9 @@ pub struct Window {
     /// The events' reconstruction errors (multivariate drift).
     #[serde(default)]
     pub multivariate: Reservoir<f64>,
+    /// Per segment column and segment, every feature's sample.
+    #[serde(default)]
+    pub segments: segments::SegmentWindows,
     /// Events and labels added so far: an unchanged version, unchanged
     /// contents.
     pub version: u64,
@@ -509,6 +514,7 @@ impl ModelWindows {
                 shadow_performance: Performance::default(),
                 estimation: Default::default(),
                 multivariate: Reservoir::default(),
+                segments: segments::empty(model),
                 version: 0,
                 rng: Rng::new(start as u64),
             });
@@ -523,6 +529,13 @@ impl ModelWindows {
             if let Some(e) = a.reconstruction {
                 window.multivariate.add(e, self.limit, &mut window.rng);
             }
+            segments::add(
+                &mut window.segments,
+                model,
+                &a.values,
+                self.limit,
+                &mut window.rng,
+            );
             if model.estimator.is_some() {
                 window.estimation[0].add(a.scored[0].as_ref(), self.limit, &mut window.rng);
                 if shadow.is_some() {
