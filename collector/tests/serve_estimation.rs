@@ -29,6 +29,53 @@ fn outputs(i: usize) -> [Option<Scored>; 2] {
     [champion, shadow]
 }
 
+/// The first `n` rows of current.csv as events whose champion and shadow
+/// outputs are `outputs(i)`'s.
+fn scored_events(n: usize, ts: &str) -> Vec<String> {
+    events_from_csv(&example("current.csv"), ts)
+        .into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, e)| {
+            let [champion, shadow] = outputs(i);
+            let mut e: Value = serde_json::from_str(&e).expect("event");
+            e["champion"] = match champion {
+                Some((label, score)) => serde_json::json!({"label": label, "score": score}),
+                None => serde_json::json!({"label": "1"}),
+            };
+            e["shadow"] = match shadow {
+                Some((label, score)) => serde_json::json!({"label": label, "score": score}),
+                None => serde_json::json!({"error": "timeout"}),
+            };
+            e.to_string()
+        })
+        .collect()
+}
+
+/// `driftwatch performance` of a binary model (the example's columns:
+/// target `default`, prediction `label`, score `score`) with `extra` flags.
+fn binary_performance(reference: &Path, analysis: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "performance",
+        "--reference",
+        reference.to_str().expect("UTF-8"),
+        "--analysis",
+        analysis.to_str().expect("UTF-8"),
+        "--task",
+        "binary",
+        "--target",
+        "default",
+        "--prediction",
+        "label",
+        "--score",
+        "score",
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = run_cli(&args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).expect("JSON")
+}
+
 /// `driftwatch performance` of `rows` (label, score) against the example's
 /// estimation reference, all rows one chunk (and the reference in chunks
 /// of as many rows, as the live model's `chunk_size` says): that chunk's
@@ -41,29 +88,18 @@ fn offline(dir: &Path, role: &str, rows: &[Scored]) -> Value {
         csv.push_str(&format!("{label},{score:?}\n"));
     }
     std::fs::write(&analysis, csv).expect("analysis");
-    let (code, out, err) = run_cli(&[
-        "performance",
-        "--reference",
-        example("estimation.csv").to_str().expect("UTF-8"),
-        "--analysis",
-        analysis.to_str().expect("UTF-8"),
-        "--task",
-        "binary",
-        "--target",
-        "default",
-        "--prediction",
-        "label",
-        "--score",
-        "score",
-        "--chunk-size",
-        &rows.len().to_string(),
-        "--metrics",
-        "roc_auc,f1,precision,recall,specificity,accuracy,confusion_matrix,business_value",
-        "--business-value-matrix",
-        "0,-100,-500,400",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let result: Value = serde_json::from_str(&out).expect("JSON");
+    let result = binary_performance(
+        &example("estimation.csv"),
+        &analysis,
+        &[
+            "--chunk-size",
+            &rows.len().to_string(),
+            "--metrics",
+            "roc_auc,f1,precision,recall,specificity,accuracy,confusion_matrix,business_value",
+            "--business-value-matrix",
+            "0,-100,-500,400",
+        ],
+    );
     let chunk = result["chunks"]
         .as_array()
         .expect("chunks")
@@ -98,6 +134,11 @@ fn window_after(server: &Server, model: &str, events: &[String]) -> Value {
     let reply = server.post_items("/v1/events", "events", events);
     assert_eq!(reply["accepted"], events.len(), "{reply}");
     server.wait_for_samples(model, "1d", events.len() as u64);
+    fetch_window(server, model)
+}
+
+/// The model's `1d` window as the JSON API shows it now.
+fn fetch_window(server: &Server, model: &str) -> Value {
     let (status, body) = server.request(
         "GET",
         &format!("/v1/models/{model}/windows?window=1d"),
@@ -159,40 +200,35 @@ const FIELDS: [&str; 7] = [
     "alert",
 ];
 
+/// A collector of the example model with `lines` and an `estimation:`
+/// block (the example's estimation reference in chunks of `ROWS`, and
+/// `estimation_lines`), and the events' timestamp.
+fn estimating_server(dir: &Path, lines: &str, estimation_lines: &str) -> (Server, String) {
+    let config = credit_config(
+        dir,
+        &format!(
+            "{lines}    estimation:\n      reference: {}\n      target: default\n      prediction: label\n      score: score\n      chunk_size: {ROWS}\n{estimation_lines}",
+            example("estimation.csv").display()
+        ),
+    );
+    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    (server, ts)
+}
+
 /// Scored outputs per role of the 260 requests (10 of each role's unusable).
 const ROWS: usize = 250;
 
 #[test]
 fn a_window_s_estimated_performance_equals_driftwatch_performance_on_the_same_outputs() {
     let dir = driftwatch_testkit::temp_dir("estimation");
-    let config = credit_config(
+    let (server, ts) = estimating_server(
         &dir,
-        &format!(
-            "    estimation:\n      reference: {}\n      target: default\n      prediction: label\n      score: score\n      chunk_size: {ROWS}\n      metrics: [roc_auc, f1, precision, recall, specificity, accuracy, confusion_matrix, business_value]\n      business_value_matrix: [[0, -100], [-500, 400]]\n",
-            example("estimation.csv").display()
-        ),
+        "",
+        "      metrics: [roc_auc, f1, precision, recall, specificity, accuracy, confusion_matrix, business_value]\n      business_value_matrix: [[0, -100], [-500, 400]]\n",
     );
-    let server = Server::start(&["--config", config.to_str().expect("UTF-8")], &[]);
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let n = 260;
-    let events: Vec<String> = events_from_csv(&example("current.csv"), &ts)
-        .into_iter()
-        .take(n)
-        .enumerate()
-        .map(|(i, e)| {
-            let [champion, shadow] = outputs(i);
-            let mut e: Value = serde_json::from_str(&e).expect("event");
-            e["champion"] = match champion {
-                Some((label, score)) => serde_json::json!({"label": label, "score": score}),
-                None => serde_json::json!({"label": "1"}),
-            };
-            e["shadow"] = match shadow {
-                Some((label, score)) => serde_json::json!({"label": label, "score": score}),
-                None => serde_json::json!({"error": "timeout"}),
-            };
-            e.to_string()
-        })
-        .collect();
+    let events = scored_events(n, &ts);
     let live = &window_after(&server, "credit", &events)["estimated_performance"];
     let mut compared = 0;
     for (ri, role) in ["champion", "shadow"].into_iter().enumerate() {
@@ -506,6 +542,146 @@ fn a_window_s_segments_equal_report_segment_on_the_same_rows() {
                 "{value} {name}"
             );
         }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_window_s_performance_per_segment_equals_driftwatch_performance_per_segment() {
+    let dir = driftwatch_testkit::temp_dir("segment-performance");
+    let (server, ts) = estimating_server(
+        &dir,
+        "    segments:\n      columns: [country]\n      top: 3\n",
+        "",
+    );
+    let n = 260;
+    let current = std::fs::read_to_string(example("current.csv")).expect("current.csv");
+    let countries: Vec<String> = current
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(|l| l.split(',').nth(4).expect("country").to_string())
+        .collect();
+    let events = scored_events(n, &ts);
+    window_after(&server, "credit", &events);
+    // Labels for every other request: the truth is "1" for a third.
+    let labels: Vec<String> = (0..n)
+        .step_by(2)
+        .map(|i| {
+            serde_json::json!({"model": "credit", "request_id": format!("r{i}"), "label": if i % 3 == 0 { "1" } else { "0" }}).to_string()
+        })
+        .collect();
+    let reply = server.post_items("/v1/feedback", "labels", &labels);
+    assert_eq!(reply["accepted"], labels.len(), "{reply}");
+    let window = loop {
+        let w = fetch_window(&server, "credit");
+        if w["labels"] == labels.len() {
+            break w;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let live = window["segment_performance"].as_array().expect("segments");
+    assert_eq!(live.len(), 4, "{window}");
+    // Offline: a reference holding the segment column beside the
+    // estimation's (the same rows), each role's scored rows with their
+    // country, every segment one chunk (fewer rows than ROWS).
+    let reference = dir.join("reference.csv");
+    let countries_ref: Vec<String> = std::fs::read_to_string(example("reference.csv"))
+        .expect("reference")
+        .lines()
+        .map(|l| l.split(',').nth(4).expect("country").to_string())
+        .collect();
+    let joined: String = std::fs::read_to_string(example("estimation.csv"))
+        .expect("estimation")
+        .lines()
+        .zip(&countries_ref)
+        .map(|(l, c)| format!("{l},{c}\n"))
+        .collect();
+    std::fs::write(&reference, joined).expect("reference");
+    let mut compared = 0;
+    for (ri, role) in ["champion", "shadow"].into_iter().enumerate() {
+        let analysis = dir.join(format!("{role}.csv"));
+        let mut csv = String::from("label,score,country\n");
+        for (i, country) in countries.iter().enumerate() {
+            if let Some((label, score)) = &outputs(i)[ri] {
+                csv.push_str(&format!("{label},{score:?},{country}\n"));
+            }
+        }
+        std::fs::write(&analysis, csv).expect("analysis");
+        let offline = binary_performance(
+            &reference,
+            &analysis,
+            &[
+                "--chunk-size",
+                &ROWS.to_string(),
+                "--segment",
+                "country",
+                "--segment-top",
+                "3",
+            ],
+        );
+        for want in offline["segments"].as_array().expect("segments") {
+            let chunks = want["chunks"].as_array().expect("chunks");
+            assert_eq!(chunks.len(), 1, "{want}");
+            let got = live
+                .iter()
+                .find(|s| s["value"] == want["value"])
+                .expect("the segment live");
+            let got = &got["estimated_performance"][role];
+            assert_eq!(got["rows"], want["rows"], "{role} {}", want["value"]);
+            for (metric, w) in chunks[0]["metrics"].as_object().expect("metrics") {
+                for field in FIELDS {
+                    // The same rows in the same order: the same bits.
+                    assert_eq!(
+                        got["metrics"][metric][field], w[field],
+                        "{role} {} {metric} {field}",
+                        want["value"]
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared >= 2 * 3 * 6 * 7, "{compared}");
+    // Realized per segment: the labelled champion outputs of each segment.
+    for s in live {
+        let in_segment = |i: usize| match s["value"].as_str() {
+            Some("__other__") => !live[..3]
+                .iter()
+                .any(|t| t["value"] == countries[i].as_str()),
+            Some(v) => countries[i] == v,
+            None => false,
+        };
+        let labelled: Vec<usize> = (0..n).step_by(2).filter(|&i| in_segment(i)).collect();
+        assert_eq!(s["labels"], labelled.len(), "{s}");
+        let right = labelled
+            .iter()
+            .filter(|&&i| {
+                let predicted = outputs(i)[0]
+                    .as_ref()
+                    .map_or("1".to_string(), |o| o.0.clone());
+                predicted == if i % 3 == 0 { "1" } else { "0" }
+            })
+            .count();
+        let accuracy = s["performance"]["champion"]["accuracy"]
+            .as_f64()
+            .expect("accuracy");
+        assert!(
+            (accuracy - right as f64 / labelled.len() as f64).abs() < 1e-12,
+            "{s}"
+        );
+        let series = [
+            ("segment", "country"),
+            ("segment_value", s["value"].as_str().expect("value")),
+            ("role", "champion"),
+            ("metric", "accuracy"),
+            ("window", "1d"),
+        ];
+        assert_eq!(
+            server.metric("driftwatch_segment_performance", &series),
+            Some(accuracy)
+        );
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

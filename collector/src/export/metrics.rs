@@ -566,6 +566,9 @@ impl Metrics {
             &self.segments.q_value,
             &self.segments.drift_detected,
             &self.segments.events,
+            &self.segments.performance,
+            &self.segments.estimated,
+            &self.segments.estimated_alert,
         ];
         for gauge in windowed {
             for family in gauge.collect() {

@@ -10,6 +10,9 @@ pub struct SegmentMetrics {
     pub q_value: GaugeVec,
     pub drift_detected: GaugeVec,
     pub events: GaugeVec,
+    pub performance: GaugeVec,
+    pub estimated: GaugeVec,
+    pub estimated_alert: GaugeVec,
 }
 
 impl SegmentMetrics {
@@ -21,6 +24,14 @@ impl SegmentMetrics {
             )
         };
         let feature = ["model", "segment", "segment_value", "feature", "window"];
+        let role = [
+            "model",
+            "segment",
+            "segment_value",
+            "role",
+            "metric",
+            "window",
+        ];
         SegmentMetrics {
             drift_score: gauge(
                 "driftwatch_segment_drift_score",
@@ -41,6 +52,21 @@ impl SegmentMetrics {
                 "driftwatch_segment_events",
                 "Events of the live window in a segment",
                 &["model", "segment", "segment_value", "window"],
+            ),
+            performance: gauge(
+                "driftwatch_segment_performance",
+                "A role's performance from the labels of a segment's predictions in the live window",
+                &role,
+            ),
+            estimated: gauge(
+                "driftwatch_segment_estimated_performance",
+                "A role's performance in a segment of the live window estimated before its labels (the model's estimator, fitted on the whole reference, on the segment's outputs)",
+                &role,
+            ),
+            estimated_alert: gauge(
+                "driftwatch_segment_estimated_performance_alert",
+                "1 when a segment's estimate is outside the thresholds (the whole reference's), else 0",
+                &role,
             ),
         }
     }

@@ -103,7 +103,10 @@ impl Ingest {
                 json: match self.cluster {
                     // The stream keeps the events; joining labels needs
                     // only the outputs.
-                    Some(_) => outputs_only(&a.event),
+                    Some(_) => outputs_only(
+                        &a.event,
+                        crate::window::segments::features_of(&self.live.models[a.model], &a.values),
+                    ),
                     None => a.json.clone(),
                 },
             })
@@ -372,15 +375,21 @@ fn finish(mut reply: IngestReply) -> IngestReply {
 }
 
 /// Scores a stored label in the live windows of its prediction.
-/// An event as cluster mode stores it: without its features (a label is
-/// scored on the outputs; the stream holds the whole event), read back as
-/// an event with none.
-fn outputs_only(e: &driftwatch_protocol::Event) -> String {
+/// An event as cluster mode stores it: without its features but the
+/// segment columns' (a label is scored on the outputs, per segment; the
+/// stream holds the whole event), read back as an event.
+fn outputs_only(
+    e: &driftwatch_protocol::Event,
+    features: std::collections::BTreeMap<String, driftwatch_protocol::FeatureValue>,
+) -> String {
     #[derive(serde::Serialize)]
     struct Outputs<'a> {
         model: &'a str,
         request_id: &'a str,
         timestamp: &'a str,
+        /// The segment columns' values (labels are scored per segment).
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        features: std::collections::BTreeMap<String, driftwatch_protocol::FeatureValue>,
         champion: &'a driftwatch_protocol::Output,
         #[serde(skip_serializing_if = "Option::is_none")]
         shadow: Option<&'a driftwatch_protocol::Output>,
@@ -391,6 +400,7 @@ fn outputs_only(e: &driftwatch_protocol::Event) -> String {
         model: &e.model,
         request_id: &e.request_id,
         timestamp: &e.timestamp,
+        features,
         champion: &e.champion,
         shadow: e.shadow.as_ref(),
         arm: e.arm.as_deref(),

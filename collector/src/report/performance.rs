@@ -16,22 +16,18 @@ use crate::stats::estimation::Settings;
 /// Below this many reference chunks ±3σ thresholds false-alarm.
 const FEW_CHUNKS: usize = 6;
 
-/// Estimates every chunk of the reference and the analysis; the JSON of
-/// DESIGN.md. `Err` names the file and column at fault.
-pub fn estimate(reference: &Dataset, analysis: &Dataset, o: &Options) -> Result<Value, String> {
-    let mut warnings = Vec::new();
-    let (estimator, on_reference) = Estimator::fit(reference, o)?;
-    let reference_chunks = on_reference.len();
-    if reference_chunks < FEW_CHUNKS {
-        warnings.push(format!(
-            "only {reference_chunks} reference chunks: thresholds at ±3 standard deviations of so few chunks false-alarm; use at least {FEW_CHUNKS}"
-        ));
-    }
-    let on_analysis = estimator.estimate(analysis, o, &mut warnings)?;
-    let (task, calibrated) = (estimator.task(), estimator.calibrated());
-    let mut out = Vec::new();
-    for (period, estimates) in [("reference", on_reference), ("analysis", on_analysis)] {
-        for (chunk, columns) in estimates {
+/// Segments of the analysis to estimate apart: the segment columns and
+/// how many of each one's top reference values are a segment.
+pub struct Segments<'a> {
+    pub columns: &'a [String],
+    pub top: usize,
+}
+
+/// Each chunk's estimates as JSON records.
+fn chunks_json(period: &str, estimates: crate::stats::estimation::Estimates) -> Vec<Value> {
+    estimates
+        .into_iter()
+        .map(|(chunk, columns)| {
             let m: serde_json::Map<String, Value> = columns
                 .into_iter()
                 .map(|(name, e)| {
@@ -45,9 +41,43 @@ pub fn estimate(reference: &Dataset, analysis: &Dataset, o: &Options) -> Result<
                     (name, record)
                 })
                 .collect();
-            out.push(json!({
+            json!({
                 "key": chunk.key, "start_index": chunk.start, "end_index": chunk.end,
                 "period": period, "metrics": m,
+            })
+        })
+        .collect()
+}
+
+/// Estimates every chunk of the reference and the analysis (and of each
+/// segment of the analysis); the JSON of DESIGN.md. `Err` names the file
+/// and column at fault.
+pub fn estimate(
+    reference: &Dataset,
+    analysis: &Dataset,
+    o: &Options,
+    segments: &Segments<'_>,
+) -> Result<Value, String> {
+    let mut warnings = Vec::new();
+    let (estimator, on_reference) = Estimator::fit(reference, o)?;
+    let reference_chunks = on_reference.len();
+    if reference_chunks < FEW_CHUNKS {
+        warnings.push(format!(
+            "only {reference_chunks} reference chunks: thresholds at ±3 standard deviations of so few chunks false-alarm; use at least {FEW_CHUNKS}"
+        ));
+    }
+    let on_analysis = estimator.estimate(analysis, o, &mut warnings)?;
+    let (task, calibrated) = (estimator.task(), estimator.calibrated());
+    let mut out = chunks_json("reference", on_reference);
+    out.extend(chunks_json("analysis", on_analysis));
+    let mut by_segment = Vec::new();
+    for column in segments.columns {
+        let split = super::segments::split_by(reference, analysis, column, segments.top)?;
+        for (value, rows) in split {
+            let estimates = estimator.estimate(&rows, o, &mut warnings)?;
+            by_segment.push(json!({
+                "column": column, "value": value, "rows": rows.rows(),
+                "chunks": chunks_json("analysis", estimates),
             }));
         }
     }
@@ -56,6 +86,9 @@ pub fn estimate(reference: &Dataset, analysis: &Dataset, o: &Options) -> Result<
         "method": method, "task": task, "reference_chunks": reference_chunks,
         "chunks": out, "warnings": warnings,
     });
+    if !segments.columns.is_empty() {
+        result["segments"] = json!(by_segment);
+    }
     match calibrated {
         Value::Null => {}
         Value::Bool(b) => result["calibrated"] = json!(b),
@@ -132,6 +165,15 @@ pub struct Args {
     /// Business value per prediction instead of the chunk's total.
     #[arg(long, value_parser = ["per_prediction"])]
     normalize_business_value: Option<String>,
+    /// Also estimate each segment of the analysis by these columns (comma
+    /// separated): the reference's most frequent values each a segment,
+    /// the rest pooled as `__other__` (the estimator and thresholds are
+    /// the whole reference's).
+    #[arg(long, value_delimiter = ',')]
+    segment: Vec<String>,
+    /// Segments per segment column.
+    #[arg(long, default_value_t = super::segments::DEFAULT_TOP)]
+    segment_top: usize,
     #[arg(long, value_parser = ["json", "html"], default_value = "json")]
     format: String,
     /// Write the result here instead of standard output.
@@ -242,7 +284,14 @@ pub fn run(args: Args) -> Result<Option<String>, String> {
         settings,
         timestamp: args.timestamp,
     };
-    let result = estimate(&reference, &analysis, &options)?;
+    if args.segment_top == 0 {
+        return Err("--segment-top must be at least 1".into());
+    }
+    let segments = Segments {
+        columns: &args.segment,
+        top: args.segment_top,
+    };
+    let result = estimate(&reference, &analysis, &options, &segments)?;
     for w in result["warnings"].as_array().into_iter().flatten() {
         eprintln!("warning: {}", w.as_str().unwrap_or_default());
     }

@@ -247,6 +247,38 @@ pub fn split_reference(
     Ok((top_values, parts))
 }
 
+/// `data` split by `column` into the segments of the reference's `top`
+/// values (then `__other__`, when it has rows): each segment's name and
+/// rows.
+pub fn split_by(
+    reference: &Dataset,
+    data: &Dataset,
+    column: &str,
+    top: usize,
+) -> Result<Vec<(String, Dataset)>, String> {
+    let reference = load::in_memory(reference)?;
+    let data = load::in_memory(data)?;
+    let top_values = top_values(
+        segment_values(&reference, column)?
+            .iter()
+            .flatten()
+            .map(String::as_str),
+        top,
+    );
+    let mut out = Vec::new();
+    for (s, rows) in split(&segment_values(&data, column)?, &top_values)
+        .into_iter()
+        .enumerate()
+    {
+        if s == top_values.len() && rows.is_empty() {
+            continue;
+        }
+        let name = top_values.get(s).map_or(OTHER.to_string(), String::clone);
+        out.push((name, subset(&data, &rows)?));
+    }
+    Ok(out)
+}
+
 /// The rows `rows` of a data set held in memory.
 fn subset(data: &Dataset, rows: &[u32]) -> Result<Dataset, String> {
     match data {

@@ -75,7 +75,7 @@ pub(super) fn roles(
 
 /// An estimate as the JSON API shows it (DESIGN.md's record; the
 /// realized values are `performance`'s).
-fn estimate_json(e: &Estimate) -> Value {
+pub(super) fn estimate_json(e: &Estimate) -> Value {
     json!({
         "value": e.value, "sampling_error": e.sampling_error,
         "lower_confidence_boundary": e.lower_confidence_boundary,

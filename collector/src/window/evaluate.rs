@@ -394,6 +394,7 @@ fn evaluate_window(
         "estimated_performance": estimated_performance,
         "multivariate": super::estimated::multivariate(live, model, label, window),
         "segments": segments_json,
+        "segment_performance": super::segments::performance(live, model, label, window),
         "traffic": {"champion": o.roles[0].json(), "shadow": o.roles[1].json()},
         "shadow": {
             "agreement_ratio": window.shadow.agreement_ratio(),

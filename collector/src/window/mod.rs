@@ -19,7 +19,7 @@ mod merge;
 pub mod performance;
 pub mod reservoir;
 pub mod roles;
-mod segments;
+pub mod segments;
 
 use driftwatch_protocol::{Event, Label};
 pub use performance::Performance;
@@ -529,13 +529,7 @@ impl ModelWindows {
             if let Some(e) = a.reconstruction {
                 window.multivariate.add(e, self.limit, &mut window.rng);
             }
-            segments::add(
-                &mut window.segments,
-                model,
-                &a.values,
-                self.limit,
-                &mut window.rng,
-            );
+            segments::add(&mut window.segments, model, a, self.limit, &mut window.rng);
             if model.estimator.is_some() {
                 window.estimation[0].add(a.scored[0].as_ref(), self.limit, &mut window.rng);
                 if shadow.is_some() {
@@ -593,6 +587,7 @@ impl ModelWindows {
                 limit,
                 &mut w.rng,
             );
+            segments::add_label(&mut w.segments, model, event, label, limit, &mut w.rng);
             reached += 1;
         }
         reached

@@ -8,10 +8,14 @@
 //! (`report::segments::judge`). The JSON API's `segments` and the
 //! `driftwatch_segment_*` gauges.
 
-use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+use driftwatch_protocol::{Event, FeatureValue, Label};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
 
 use super::column::column;
-use super::{FeatureWindow, Value, Window};
+use super::{Accepted, Estimation, FeatureWindow, Performance, Value, Window, ROLES};
 use crate::export::metrics::Metrics;
 use crate::export::set_or_remove;
 use crate::models::Model;
@@ -20,8 +24,23 @@ use crate::report::ColumnReport;
 use crate::stats::rng::Rng;
 use crate::stats::Key;
 
-/// Per segment column, per segment, per feature of the model: its sample.
-pub type SegmentWindows = Vec<Vec<Vec<FeatureWindow>>>;
+/// One segment of a window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Segment {
+    /// Every feature's sample (the model's order).
+    pub features: Vec<FeatureWindow>,
+    /// Champion [0] and shadow [1] outputs for the performance estimator.
+    #[serde(default)]
+    pub estimation: [Estimation; 2],
+    /// Champion [0] and shadow [1] performance from labels.
+    #[serde(default)]
+    pub performance: [Performance; 2],
+    #[serde(default)]
+    pub labels: u64,
+}
+
+/// Per segment column, per segment.
+pub type SegmentWindows = Vec<Vec<Segment>>;
 
 /// A model's segments with nothing in them.
 pub(super) fn empty(model: &Model) -> SegmentWindows {
@@ -30,32 +49,101 @@ pub(super) fn empty(model: &Model) -> SegmentWindows {
         .iter()
         .map(|s| {
             (0..=s.values.len())
-                .map(|_| model.features.iter().map(FeatureWindow::new).collect())
+                .map(|_| Segment {
+                    features: model.features.iter().map(FeatureWindow::new).collect(),
+                    estimation: Default::default(),
+                    performance: Default::default(),
+                    labels: 0,
+                })
                 .collect()
         })
         .collect()
 }
 
-/// Adds an event's feature values to its segment of each segment column.
+/// Adds an event to its segment of each segment column.
 pub(super) fn add(
     windows: &mut SegmentWindows,
     model: &Model,
-    values: &[Value],
+    a: &Accepted,
     limit: usize,
     rng: &mut Rng,
 ) {
     for (s, by_segment) in model.segmentations.iter().zip(windows.iter_mut()) {
-        let key: Option<&Key> = match &values[s.feature] {
+        let key: Option<&Key> = match &a.values[s.feature] {
             Value::Cat(k) => Some(k),
             _ => None,
         };
-        let Some(features) = by_segment.get_mut(s.segment(key)) else {
+        let Some(segment) = by_segment.get_mut(s.segment(key)) else {
             continue;
         };
-        for (fw, v) in features.iter_mut().zip(values) {
+        for (fw, v) in segment.features.iter_mut().zip(&a.values) {
             fw.add(v, limit, rng);
         }
+        if model.estimator.is_some() {
+            segment.estimation[0].add(a.scored[0].as_ref(), limit, rng);
+            if a.event.shadow.is_some() {
+                segment.estimation[1].add(a.scored[1].as_ref(), limit, rng);
+            }
+        }
     }
+}
+
+/// The segment column's value of a stored event (its features hold the
+/// segment columns), keyed as validation keys it.
+fn key_of(event: &Event, name: &str) -> Option<Key> {
+    match event.features.get(name)? {
+        FeatureValue::String(s) => Some(Key::Str(s.clone())),
+        FeatureValue::Bool(b) => Some(Key::Str(b.to_string())),
+        FeatureValue::Number(x) => Some(Key::Num(*x)),
+        FeatureValue::Null => None,
+    }
+}
+
+/// Scores a label in its prediction's segment of each segment column.
+pub(super) fn add_label(
+    windows: &mut SegmentWindows,
+    model: &Model,
+    event: &Event,
+    label: &Label,
+    limit: usize,
+    rng: &mut Rng,
+) {
+    for (s, by_segment) in model.segmentations.iter().zip(windows.iter_mut()) {
+        let key = key_of(event, &model.features[s.feature].name);
+        let Some(segment) = by_segment.get_mut(s.segment(key.as_ref())) else {
+            continue;
+        };
+        segment.labels += 1;
+        let [champion, shadow] = &mut segment.performance;
+        champion.add(
+            model.task,
+            &model.positive_class,
+            &event.champion,
+            label,
+            limit,
+            rng,
+        );
+        if let Some(o) = &event.shadow {
+            shadow.add(model.task, &model.positive_class, o, label, limit, rng);
+        }
+    }
+}
+
+/// The segment columns' values of an event, as a stored event's features
+/// (what a label needs to find its segments).
+pub fn features_of(model: &Model, values: &[Value]) -> BTreeMap<String, FeatureValue> {
+    model
+        .segmentations
+        .iter()
+        .map(|s| {
+            let v = match &values[s.feature] {
+                Value::Cat(Key::Str(t)) => FeatureValue::String(t.clone()),
+                Value::Cat(Key::Num(x)) | Value::Num(x) => FeatureValue::Number(*x),
+                Value::Missing => FeatureValue::Null,
+            };
+            (model.features[s.feature].name.clone(), v)
+        })
+        .collect()
 }
 
 /// Takes in another partition's segments of the same window.
@@ -67,9 +155,18 @@ pub(super) fn merge(
 ) {
     for (a, b) in mine.iter_mut().zip(theirs) {
         for (x, y) in a.iter_mut().zip(b) {
-            for (fx, fy) in x.iter_mut().zip(y) {
+            for (fx, fy) in x.features.iter_mut().zip(&y.features) {
                 fx.merge(fy, limit, rng);
             }
+            for (ex, ey) in x.estimation.iter_mut().zip(&y.estimation) {
+                ex.rows.merge(&ey.rows, limit, rng);
+                ex.unscored += ey.unscored;
+                ex.version += ey.version;
+            }
+            for (px, py) in x.performance.iter_mut().zip(&y.performance) {
+                px.merge(py, limit, rng);
+            }
+            x.labels += y.labels;
         }
     }
 }
@@ -92,7 +189,8 @@ pub(super) fn evaluate(
     let mut kept = Vec::new();
     let mut compared = Vec::new();
     for (s, by_segment) in model.segmentations.iter().zip(&window.segments) {
-        for (g, features) in by_segment.iter().enumerate() {
+        for (g, segment) in by_segment.iter().enumerate() {
+            let features = &segment.features;
             // A window kept under another configuration has other shapes.
             let (Some((reference_rows, reference)), Some(own)) =
                 (s.reference.get(g), features.get(s.feature))
@@ -160,4 +258,93 @@ fn publish(m: &Metrics, model: &str, window: &str, judged: &[segments::Segment])
             }
         }
     }
+}
+
+/// Each segment's performance per role: realized from its labels, and
+/// estimated by the model's estimator from its outputs as one chunk
+/// (JSON: `segment_performance`); for the live window also the gauges.
+/// `null` for a model without segments.
+pub(super) fn performance(
+    live: Option<&Metrics>,
+    model: &Model,
+    label: &str,
+    window: &Window,
+) -> Json {
+    if model.segmentations.is_empty() {
+        return Json::Null;
+    }
+    let mut out = Vec::new();
+    for (s, by_segment) in model.segmentations.iter().zip(&window.segments) {
+        let column = model.features[s.feature].name.as_str();
+        for (g, segment) in by_segment.iter().enumerate() {
+            let value = s.name(g);
+            let Some(own) = segment.features.get(s.feature) else {
+                continue;
+            };
+            let (mut realized, mut estimated) = (serde_json::Map::new(), serde_json::Map::new());
+            for (ri, role) in ROLES.into_iter().enumerate() {
+                let metrics = segment.performance[ri].metrics(model.task, &model.positive_class);
+                if let Some(m) = live {
+                    for (metric, v) in &metrics {
+                        m.segments
+                            .performance
+                            .with_label_values(&[&model.name, column, value, role, metric, label])
+                            .set(*v);
+                    }
+                }
+                realized.insert(
+                    role.to_string(),
+                    metrics
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), json!(v)))
+                        .collect(),
+                );
+                let (Some(estimator), e) = (&model.estimator, &segment.estimation[ri]) else {
+                    continue;
+                };
+                if e.version == 0 {
+                    continue;
+                }
+                let (estimates, error) = match e.rows.items() {
+                    [] => (Vec::new(), None),
+                    rows => match estimator.estimate_rows(rows) {
+                        Ok(v) => (v, None),
+                        Err(why) => (Vec::new(), Some(why)),
+                    },
+                };
+                if let Some(m) = live {
+                    for (metric, est) in &estimates {
+                        let labels = [
+                            model.name.as_str(),
+                            column,
+                            value,
+                            role,
+                            metric.as_str(),
+                            label,
+                        ];
+                        set_or_remove(&m.segments.estimated, &labels, est.value);
+                        set_or_remove(
+                            &m.segments.estimated_alert,
+                            &labels,
+                            est.value.map(|_| f64::from(u8::from(est.alert))),
+                        );
+                    }
+                }
+                let mut entry = json!({
+                    "rows": e.rows.items().len(), "seen": e.rows.seen(), "unscored": e.unscored,
+                    "metrics": estimates.iter().map(|(k, v)| (k.clone(), super::estimated::estimate_json(v))).collect::<serde_json::Map<_, _>>(),
+                });
+                if let Some(why) = error {
+                    entry["error"] = json!(why);
+                }
+                estimated.insert(role.to_string(), entry);
+            }
+            out.push(json!({
+                "column": column, "value": value,
+                "events": own.seen() + own.missing, "labels": segment.labels,
+                "performance": realized, "estimated_performance": estimated,
+            }));
+        }
+    }
+    Json::Array(out)
 }
