@@ -198,6 +198,23 @@ DRIFT = dashboard(
               description="For the tests that have one (KS, chi-square, z-test, ...)."),
         panel("timeseries", "Missing values per feature",
               [(f"driftwatch_feature_missing_ratio{{{MW}}}", "{{feature}}")], unit="percentunit", w=24),
+        panel("timeseries", "Multivariate drift: reconstruction error",
+              [(f"driftwatch_multivariate_drift{{{MW}}}", "error"),
+               (f"driftwatch_multivariate_drift_upper_threshold{{{MW}}}", "upper threshold"),
+               (f"driftwatch_multivariate_drift_lower_threshold{{{MW}}}", "lower threshold")],
+              description="NannyML's data reconstruction (models with `multivariate:`): the mean error of "
+                          "reconstructing the window's rows from the reference's principal components, "
+                          "against mean ± 3σ of the reference's chunks. A change in how features move "
+                          "together that no single feature's test sees."),
+        panel("heatmap", "Drift per segment",
+              [(f"max by (segment, segment_value, feature) (driftwatch_segment_drift_detected{{{MW}}})",
+                "{{segment}}={{segment_value}} {{feature}}")],
+              description="Per segment (models with `segments:`: a top value of a segment column, or "
+                          "__other__) and feature, 1 (dark) when it drifts; p-value tests judged on "
+                          "Benjamini-Hochberg q-values over every segment and feature.",
+              options={"calculate": False, "yAxis": {"axisPlacement": "left"},
+                       "color": {"mode": "scheme", "scheme": "Oranges", "steps": 2},
+                       "cellGap": 1, "legend": {"show": False}}),
     ],
     extra_vars=[query_var("test", "label_values(driftwatch_feature_drift_score{model=\"$model\"}, test)",
                           "Test", multi=True)],
@@ -225,6 +242,14 @@ PERFORMANCE = dashboard(
                           "(± 3 sampling errors), and the accuracy realized on the labels received so far."),
         panel("timeseries", "Estimated performance per role",
               [(f"driftwatch_estimated_performance{{{MW}}}", "{{role}} {{metric}}")]),
+        panel("timeseries", "Champion accuracy per segment: estimated and realized",
+              [(f"driftwatch_segment_estimated_performance{{{MW}, role=\"champion\", metric=\"accuracy\"}}",
+                "{{segment}}={{segment_value}} estimated"),
+               (f"driftwatch_segment_performance{{{MW}, role=\"champion\", metric=\"accuracy\"}}",
+                "{{segment}}={{segment_value}} realized")],
+              unit="percentunit",
+              description="Per segment (models with `segments:`): the whole reference's estimator on the "
+                          "segment's outputs, and the accuracy of its labelled predictions."),
         panel("timeseries", "Estimates outside the reference's range",
               [(f"driftwatch_estimated_performance_alert{{{MW}}}", "{{role}} {{metric}}")], w=8,
               description="1 while an estimate is outside mean ± 3σ of the metric over the reference's chunks."),

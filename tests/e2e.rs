@@ -114,6 +114,8 @@ models:
       target: default
       prediction: label
       score: score
+    multivariate: {{}}
+    segments: {{columns: [country], top: 3}}
 "#,
             db = dir.join("driftwatch.db").display(),
             dir = dir.display(),
