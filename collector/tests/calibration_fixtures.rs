@@ -270,13 +270,12 @@ fn settings(case: &Value) -> driftwatch::stats::estimation::Settings {
         Some("pred") => Normalize::Pred,
         _ => Normalize::None,
     };
-    s.business_value = case["business_value_matrix"].as_array().map(|m| {
-        let v = |i: usize, j: usize| m[i][j].as_f64().expect("value");
-        BusinessValue {
-            matrix: [[v(0, 0), v(0, 1)], [v(1, 0), v(1, 1)]],
+    s.business_value = case["business_value_matrix"]
+        .as_array()
+        .map(|m| BusinessValue {
+            matrix: m.iter().map(floats).collect(),
             per_prediction: case["normalize_business_value"] == "per_prediction",
-        }
-    });
+        });
     s
 }
 
@@ -722,9 +721,21 @@ fn driftwatch_performance_estimates_a_multiclass_model_as_nannyml_does() {
             "--chunk-size",
             "150",
             "--metrics",
-            "roc_auc,f1,precision,recall,specificity,accuracy,average_precision,confusion_matrix",
+            "roc_auc,f1,precision,recall,specificity,accuracy,average_precision,confusion_matrix,business_value",
             "--normalize-confusion-matrix",
             "true",
+            // The case's 3 × 3 matrix, a row per actual class (sorted).
+            "--business-value-matrix",
+            &case["business_value_matrix"]
+                .as_array()
+                .expect("matrix")
+                .iter()
+                .flat_map(floats)
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            "--normalize-business-value",
+            "per_prediction",
         ],
     );
     assert!(
@@ -796,7 +807,10 @@ fn driftwatch_performance_estimates_a_multiclass_model_as_nannyml_does() {
         .stderr,
     )
     .to_string();
-    assert!(err.contains("binary classifiers only"), "{err}");
+    assert!(
+        err.contains("the business value matrix is 2 × 2, the model has 3 classes"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

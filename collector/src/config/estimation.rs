@@ -46,8 +46,10 @@ pub struct RawEstimation {
     pub metrics: Option<Vec<String>>,
     /// `none` (counts), `all`, `true` or `pred`.
     pub normalize_confusion_matrix: Option<String>,
-    /// Binary: the value of each cell, `[[TN, FP], [FN, TP]]`.
-    pub business_value_matrix: Option<[[f64; 2]; 2]>,
+    /// The value of each cell, `[[TN, FP], [FN, TP]]` (binary) or a row
+    /// per actual class, a column per predicted class (multiclass, the
+    /// classes in sorted order).
+    pub business_value_matrix: Option<Vec<Vec<f64>>>,
     /// `per_prediction`: business value per prediction, not per window.
     pub normalize_business_value: Option<String>,
 }
@@ -98,15 +100,20 @@ impl RawEstimation {
                 ))
             }
         };
+        let matrix: Option<Vec<f64>> = match &self.business_value_matrix {
+            None => None,
+            Some(rows) if rows.iter().any(|r| r.len() != rows.len()) => {
+                return Err("business_value_matrix must be square: a row per actual class, a value per predicted class".into())
+            }
+            Some(rows) => Some(rows.iter().flatten().copied().collect()),
+        };
         let settings = estimator::settings(&Asked {
             chunk_size: self.chunk_size,
             chunk_number: self.chunk_number,
             chunk_period: self.chunk_period.as_deref(),
             metrics: self.metrics.as_deref(),
             normalize_confusion_matrix: self.normalize_confusion_matrix.as_deref(),
-            business_value_matrix: self
-                .business_value_matrix
-                .map(|[[tn, fp], [fn_, tp]]| [tn, fp, fn_, tp]),
+            business_value_matrix: matrix.as_deref(),
             per_prediction,
             regression: matches!(task, Task::Regression),
         })?;

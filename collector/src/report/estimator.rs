@@ -73,8 +73,10 @@ pub struct Asked<'a> {
     pub metrics: Option<&'a [String]>,
     /// `none`, `all`, `true` or `pred`.
     pub normalize_confusion_matrix: Option<&'a str>,
-    /// The business value of TN, FP, FN and TP.
-    pub business_value_matrix: Option<[f64; 4]>,
+    /// The business value of each confusion-matrix cell, row by row
+    /// (actual class, then predicted): TN, FP, FN, TP for a binary model,
+    /// K × K values for a multiclass one (classes in sorted order).
+    pub business_value_matrix: Option<&'a [f64]>,
     pub per_prediction: bool,
     /// A regression model: `metrics` are DLE's (`report::dle::load`).
     pub regression: bool,
@@ -119,11 +121,15 @@ pub fn settings(a: &Asked<'_>) -> Result<Settings, String> {
     };
     settings.business_value = match a.business_value_matrix {
         None => None,
-        Some(v) if v.iter().all(|x| x.is_finite()) => Some(BusinessValue {
-            matrix: [[v[0], v[1]], [v[2], v[3]]],
-            per_prediction: a.per_prediction,
-        }),
-        Some(_) => return Err("the business value matrix must hold finite numbers".into()),
+        Some(v) if !v.iter().all(|x| x.is_finite()) => {
+            return Err("the business value matrix must hold finite numbers".into())
+        }
+        Some(v) => Some(BusinessValue::square(v, a.per_prediction).ok_or_else(|| {
+            format!(
+                "the business value matrix is square (TN, FP, FN, TP for a binary model, K × K values for K classes), not {} values",
+                v.len()
+            )
+        })?),
     };
     if settings.metrics.contains(&Metric::BusinessValue) && settings.business_value.is_none() {
         return Err("business_value needs the value of each cell: TN, FP, FN, TP".into());

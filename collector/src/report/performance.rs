@@ -158,8 +158,9 @@ pub struct Args {
     /// How confusion-matrix cells are normalized.
     #[arg(long, value_parser = ["none", "all", "true", "pred"], default_value = "none")]
     normalize_confusion_matrix: String,
-    /// The value of each confusion-matrix cell for business_value (binary):
-    /// TN,FP,FN,TP.
+    /// The value of each confusion-matrix cell for business_value, row by
+    /// row (actual, then predicted class): TN,FP,FN,TP for a binary model,
+    /// K x K values for a multiclass one (classes in sorted order).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     business_value_matrix: Option<Vec<f64>>,
     /// Business value per prediction instead of the chunk's total.
@@ -239,20 +240,13 @@ fn outputs(args: &Args) -> Result<Outputs, String> {
 
 /// The estimator's settings from the flags.
 fn settings(args: &Args) -> Result<Settings, String> {
-    let matrix =
-        match &args.business_value_matrix {
-            None => None,
-            Some(v) => Some(<[f64; 4]>::try_from(v.as_slice()).map_err(|_| {
-                "--business-value-matrix takes four numbers: TN,FP,FN,TP".to_string()
-            })?),
-        };
     estimator::settings(&Asked {
         chunk_size: args.chunk_size,
         chunk_number: args.chunk_number,
         chunk_period: args.chunk_period.as_deref(),
         metrics: args.metrics.as_deref(),
         normalize_confusion_matrix: Some(args.normalize_confusion_matrix.as_str()),
-        business_value_matrix: matrix,
+        business_value_matrix: args.business_value_matrix.as_deref(),
         per_prediction: args.normalize_business_value.is_some(),
         regression: matches!(args.task, Task::Regression),
     })

@@ -93,9 +93,9 @@ impl Expected {
     /// means) times the rows.
     pub fn business_value(&self, bv: &BusinessValue) -> f64 {
         let n = self.n;
-        bv.total([
-            [self.tn / n * n, self.fp / n * n],
-            [self.fn_ / n * n, self.tp / n * n],
+        bv.total(vec![
+            vec![self.tn / n * n, self.fp / n * n],
+            vec![self.fn_ / n * n, self.tp / n * n],
         ])
     }
 }
@@ -544,37 +544,53 @@ pub fn confusion_error_components(
     }
 }
 
-/// The business value of a binary classifier (NannyML's
-/// `business_value`): each cell of the confusion matrix has a value,
-/// `matrix` as `[[TN, FP], [FN, TP]]`; a chunk's value is the sum over the
-/// cells of value × count, or with `per_prediction` value × the cell's
-/// share of its predicted class.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The business value of a classifier (NannyML's `business_value`):
+/// each cell of the confusion matrix has a value, `matrix[actual][predicted]`
+/// (binary: `[[TN, FP], [FN, TP]]`; multiclass: the classes in sorted
+/// order); a chunk's value is the sum over the cells of value × count, or
+/// with `per_prediction` value × the cell's share of its predicted class.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BusinessValue {
-    pub matrix: [[f64; 2]; 2],
+    pub matrix: Vec<Vec<f64>>,
     pub per_prediction: bool,
 }
 
 impl BusinessValue {
-    /// `cm` as `[[TN, FP], [FN, TP]]`, normalized per predicted class
-    /// (NaN to 0) when asked, weighted and summed as NumPy sums.
-    fn total(&self, mut cm: [[f64; 2]; 2]) -> f64 {
+    /// A square matrix from its values row by row; `None` when their
+    /// number is not a square.
+    pub fn square(values: &[f64], per_prediction: bool) -> Option<BusinessValue> {
+        let k = (values.len() as f64).sqrt().round() as usize;
+        (k >= 2 && k * k == values.len()).then(|| BusinessValue {
+            matrix: values.chunks(k).map(<[f64]>::to_vec).collect(),
+            per_prediction,
+        })
+    }
+
+    /// The number of classes the matrix is for.
+    pub fn classes(&self) -> usize {
+        self.matrix.len()
+    }
+
+    /// `cm[actual][predicted]`, normalized per predicted class (NaN to 0)
+    /// when asked, weighted and summed as NumPy sums.
+    pub fn total(&self, mut cm: Vec<Vec<f64>>) -> f64 {
         if self.per_prediction {
-            for j in 0..2 {
-                let class = cm[0][j] + cm[1][j];
+            for j in 0..cm.len() {
+                // NumPy's sum along axis 0: row after row.
+                let class = cm.iter().map(|row| row[j]).fold(0.0, |a, b| a + b);
                 for row in cm.iter_mut() {
                     let v = row[j] / class;
                     row[j] = if v.is_nan() { 0.0 } else { v };
                 }
             }
         }
-        let m = &self.matrix;
-        pairwise_sum(&[
-            m[0][0] * cm[0][0],
-            m[0][1] * cm[0][1],
-            m[1][0] * cm[1][0],
-            m[1][1] * cm[1][1],
-        ])
+        let products: Vec<f64> = self
+            .matrix
+            .iter()
+            .zip(&cm)
+            .flat_map(|(m, c)| m.iter().zip(c).map(|(a, b)| a * b))
+            .collect();
+        pairwise_sum(&products)
     }
 }
 
@@ -586,7 +602,10 @@ pub fn business_value(bv: &BusinessValue, predicted: &[bool], p: &[f64]) -> f64 
 /// The realized business value of rows with targets.
 pub fn business_value_realized(bv: &BusinessValue, truth: &[bool], predicted: &[bool]) -> f64 {
     let (tp, fp, fn_, tn) = outcomes(truth, predicted);
-    bv.total([[tn as f64, fp as f64], [fn_ as f64, tp as f64]])
+    bv.total(vec![
+        vec![tn as f64, fp as f64],
+        vec![fn_ as f64, tp as f64],
+    ])
 }
 
 /// The spread of the per-row value (its cell's value) over the reference.

@@ -344,7 +344,7 @@ pub struct Rows<'a> {
 
 /// A column of a binary estimate: a rate, a confusion-matrix cell, or
 /// the business value.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Column {
     Rate(Metric),
     Cell(Cell),
@@ -497,9 +497,17 @@ fn binary_columns(settings: &Settings) -> Result<Vec<Column>, String> {
         match m {
             Metric::ConfusionMatrix => out.extend(Cell::ALL.map(Column::Cell)),
             Metric::BusinessValue => {
-                out.push(Column::Business(settings.business_value.ok_or(
-                    "business_value needs the value of each confusion-matrix cell",
-                )?))
+                let bv = settings
+                    .business_value
+                    .clone()
+                    .ok_or("business_value needs the value of each confusion-matrix cell")?;
+                if bv.classes() != 2 {
+                    return Err(format!(
+                        "a binary classifier's business value matrix is 2 × 2 (TN, FP, FN, TP), not {0} × {0}",
+                        bv.classes()
+                    ));
+                }
+                out.push(Column::Business(bv))
             }
             m => out.push(Column::Rate(m)),
         }
@@ -540,13 +548,15 @@ impl Fitted {
             .into_iter()
             .map(|column| {
                 let limits = column.limits(by);
+                let error = column.error(by, truth, predicted, score);
+                let thresholds = thresholds(reference_chunks, limits, |r| {
+                    column.realized(by, &truth[r.clone()], &predicted[r.clone()], &score[r])
+                });
                 Fit {
                     column,
-                    error: column.error(by, truth, predicted, score),
+                    error,
                     limits,
-                    thresholds: thresholds(reference_chunks, limits, |r| {
-                        column.realized(by, &truth[r.clone()], &predicted[r.clone()], &score[r])
-                    }),
+                    thresholds,
                 }
             })
             .collect();

@@ -10,10 +10,10 @@
 //! thresholds, band and alert are `stats::estimation`'s.
 
 use super::calibration::{needs_calibration, Isotonic};
-use super::cbpe::{self, CellError, Expected, Normalize};
+use super::cbpe::{self, BusinessValue, CellError, Expected, Normalize};
 use super::estimation::{
-    cell_limits, finite, record, thresholds, Chunk, Estimate, Estimates, Fit, Metric, Settings,
-    RATE,
+    cell_limits, finite, record, thresholds, Chunk, Estimate, Estimates, Fit, Limits, Metric,
+    Settings, RATE,
 };
 use super::sum::{mean_std, pairwise_sum};
 
@@ -26,12 +26,14 @@ pub struct ClassRows<'a> {
     pub truth: Option<&'a [usize]>,
 }
 
-/// A column of a multiclass estimate: a macro-averaged rate, or the
-/// confusion-matrix cell of an actual and a predicted class.
+/// A column of a multiclass estimate: a macro-averaged rate, the
+/// confusion-matrix cell of an actual and a predicted class, or the
+/// business value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Column {
     Rate(Metric),
     Cell { truth: usize, predicted: usize },
+    Business,
 }
 
 /// How a column's sampling error follows from the chunk's size.
@@ -43,6 +45,9 @@ enum Error {
     Cell(CellError),
     /// Average precision: per class the bootstrap's variance and sample size.
     Bootstrap(Vec<(f64, usize)>),
+    /// The per-row value's standard deviation over the reference, and
+    /// whether the value is per prediction.
+    Business(f64, bool),
 }
 
 impl Error {
@@ -55,6 +60,9 @@ impl Error {
             }
             Error::Accuracy(std) => std / n.sqrt(),
             Error::Cell(c) => c.sampling_error(n as usize),
+            Error::Business(std, per_prediction) => {
+                cbpe::business_value_sampling_error(*std, *per_prediction, n as usize)
+            }
             Error::Bootstrap(per_class) => {
                 let v: Vec<f64> = per_class
                     .iter()
@@ -64,6 +72,14 @@ impl Error {
             }
         }
     }
+}
+
+/// The standard deviation with ddof 1 (pandas' `Series.std`).
+fn sample_std(xs: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let mean = pairwise_sum(xs) / n;
+    let squares: Vec<f64> = xs.iter().map(|x| (x - mean) * (x - mean)).collect();
+    (pairwise_sum(&squares) / (n - 1.0)).sqrt()
 }
 
 /// A chunk's rows, one class against the rest.
@@ -133,6 +149,8 @@ pub struct Fitted {
     calibrations: Vec<Option<Isotonic>>,
     columns: Vec<Fit<Column, Error>>,
     normalize: Normalize,
+    /// The business value's matrix, when it is estimated.
+    business: Option<BusinessValue>,
 }
 
 /// What the metrics need of one chunk.
@@ -178,6 +196,27 @@ impl View<'_> {
             }
             _ => f64::NAN,
         }
+    }
+
+    /// The expected counts `[actual][predicted]`: per cell the sum of the
+    /// calibrated probability of the actual class over the rows predicted
+    /// as the other (NannyML's business value sums them so).
+    fn counts(&self) -> Vec<Vec<f64>> {
+        (0..self.k)
+            .map(|i| {
+                (0..self.k)
+                    .map(|j| {
+                        let v: Vec<f64> = self
+                            .predicted
+                            .iter()
+                            .zip(self.calibrated[i])
+                            .map(|(&p, &q)| if p == j { q } else { 0.0 })
+                            .collect();
+                        pairwise_sum(&v)
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// The estimated confusion matrix: the mean of the calibrated
@@ -365,13 +404,43 @@ impl Fitted {
             raw.iter().map(|p| &p[r.clone()]).collect()
         };
         let mut columns = Vec::new();
+        let mut business = None;
         for &metric in &settings.metrics {
             match metric {
                 Metric::BusinessValue => {
-                    return Err(format!(
-                        "{} is estimated for binary classifiers only",
-                        metric.name()
-                    ))
+                    let bv = settings
+                        .business_value
+                        .clone()
+                        .ok_or("business_value needs the value of each confusion-matrix cell")?;
+                    if bv.classes() != k {
+                        return Err(format!(
+                            "the business value matrix is {0} × {0}, the model has {k} classes (a row per actual class, a value per predicted class, in sorted order)",
+                            bv.classes()
+                        ));
+                    }
+                    // pandas' standard deviation (ddof 1), as NannyML's
+                    // multiclass components take it.
+                    let values: Vec<f64> = truth
+                        .iter()
+                        .zip(predicted)
+                        .map(|(&t, &p)| bv.matrix[t][p])
+                        .collect();
+                    let std = sample_std(&values);
+                    let none = Limits {
+                        lower: None,
+                        upper: None,
+                    };
+                    columns.push(Fit {
+                        column: Column::Business,
+                        error: Error::Business(std, bv.per_prediction),
+                        limits: none,
+                        thresholds: thresholds(reference_chunks, none, |r| {
+                            let cm =
+                                confusion(k, &truth[r.clone()], &predicted[r], Normalize::None);
+                            Some(bv.total(cm))
+                        }),
+                    });
+                    business = Some(bv);
                 }
                 Metric::ConfusionMatrix => {
                     let counts = confusion(k, truth, predicted, Normalize::None);
@@ -458,6 +527,7 @@ impl Fitted {
             calibrations,
             columns,
             normalize: by,
+            business,
         })
     }
 
@@ -555,6 +625,16 @@ impl Fitted {
                         estimated_cells[i][j],
                         realized_cells.as_ref().map(|cm| cm[i][j]),
                     ),
+                    Column::Business => {
+                        let bv = self.business.as_ref();
+                        (
+                            Metric::BusinessValue.name().to_string(),
+                            bv.map_or(f64::NAN, |bv| bv.total(view.counts())),
+                            truth.zip(bv).map(|(t, bv)| {
+                                bv.total(confusion(k, t, view.predicted, Normalize::None))
+                            }),
+                        )
+                    }
                 };
                 let error = f.error.at(view.predicted.len());
                 let mut e = record(value, error, realized, f.thresholds, f.limits);
