@@ -1,13 +1,19 @@
 """What live performance estimation costs a window's evaluation: runs
-`driftwatch serve` with the example credit model twice over, without and
-with its `estimation:` block (CBPE, the six binary metrics, both roles),
-fills its live window to FILL events (the default sample limit: every
-later event goes through the reservoir), then for CYCLES cycles sends a
-batch of BATCH events and waits for the evaluation that follows. Reads
-the collector's own `driftwatch_evaluation_seconds` (time spent
-evaluating the model's windows per cycle) over the measured cycles and
-prints the mean evaluation time of each run, the medians of RUNS runs of
-each (alternated, on the same machine) and their ratio.
+`driftwatch serve` with the example credit model, alternately without
+and with an `estimation:` block (CBPE, the six binary metrics, both
+roles), each time in a fresh collector fed the same events (the same
+rows, outputs and timestamp: the same window and the same reservoir
+samples, since estimation draws from a generator of its own, so the
+features cost the same). Fills the live window to FILL events (the
+default sample limit: every later event goes through the reservoir),
+then for CYCLES cycles sends a batch of BATCH events and waits for the
+evaluation that follows. Reads the collector's own
+`driftwatch_evaluation_seconds` (wall time spent evaluating the model's
+windows per cycle) and the process's CPU time (user + system, ingest
+included) over the measured cycles; prints each pair of runs' mean
+evaluation time and CPU time per cycle and their ratios, and the median
+ratios of RUNS pairs. (Two models in one collector would share the KS exact p-values it
+remembers, so the second would pay for nothing.)
 
 usage: estimation_overhead.py DRIFTWATCH_BINARY [--runs 3] [--cycles 40]
                               [--fill 10000] [--batch 200]
@@ -85,6 +91,7 @@ models:
 
 
 def evaluation_seconds(addr):
+    """(seconds spent evaluating the model, evaluations)."""
     conn = http.client.HTTPConnection(*addr.rsplit(":", 1), timeout=30)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
@@ -97,6 +104,13 @@ def evaluation_seconds(addr):
     return total, count
 
 
+def cpu_seconds(pid):
+    """The process's user + system CPU time so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def post(addr, batch):
     conn = http.client.HTTPConnection(*addr.rsplit(":", 1), timeout=60)
     conn.request("POST", "/v1/events", body=json.dumps({"events": batch}),
@@ -105,28 +119,30 @@ def post(addr, batch):
     assert reply["accepted"] == len(batch), reply
 
 
-def run(binary, estimation, args, tmp, k):
+def run(binary, estimation, args, tmp, k, ts):
+    """The mean evaluation time (ms), the evaluations counted, and the
+    process's CPU time per cycle (ms)."""
     path = os.path.join(tmp, f"collector-{k}.yaml")
     config(path, estimation)
     proc, addr = dwserve.start(binary, ["--config", path, "--listen", "127.0.0.1:0"])
     try:
         rng = random.Random(7)
         features = rows()
-        ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         sent = 0
         while sent < args.fill:
             n = min(1000, args.fill - sent)
             post(addr, events(features, n, sent, rng, ts))
             sent += n
         time.sleep(3 * INTERVAL_S)
-        before = evaluation_seconds(addr)
+        before, cpu_before = evaluation_seconds(addr), cpu_seconds(proc.pid)
         for _ in range(args.cycles):
             post(addr, events(features, args.batch, sent, rng, ts))
             sent += args.batch
             time.sleep(2 * INTERVAL_S)
-        after = evaluation_seconds(addr)
+        after, cpu_after = evaluation_seconds(addr), cpu_seconds(proc.pid)
         cycles = after[1] - before[1]
-        return (after[0] - before[0]) / cycles * 1000.0, int(cycles)
+        return ((after[0] - before[0]) / cycles * 1000.0, int(cycles),
+                (cpu_after - cpu_before) / args.cycles * 1000.0)
     finally:
         proc.terminate()
         proc.wait()
@@ -140,19 +156,22 @@ def main():
     ap.add_argument("--fill", type=int, default=10000)
     ap.add_argument("--batch", type=int, default=200)
     args = ap.parse_args()
-    times = {False: [], True: []}
+    ratios, cpu_ratios = [], []
+    # One timestamp for every run: the same window, the same samples.
+    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     with tempfile.TemporaryDirectory() as tmp:
-        k = 0
-        for _ in range(args.runs):
-            for estimation in (False, True):
-                ms, cycles = run(args.binary, estimation, args, tmp, k)
-                k += 1
-                times[estimation].append(ms)
-                label = "with estimation   " if estimation else "without estimation"
-                print(f"{label}: {ms:.3f} ms per evaluation ({cycles} evaluations)", flush=True)
-    without, with_ = statistics.median(times[False]), statistics.median(times[True])
-    print(f"median without {without:.3f} ms, with {with_:.3f} ms: "
-          f"estimation adds {100 * (with_ / without - 1):.1f}%")
+        for k in range(args.runs):
+            plain, n, plain_cpu = run(args.binary, False, args, tmp, 2 * k, ts)
+            estimated, m, estimated_cpu = run(args.binary, True, args, tmp, 2 * k + 1, ts)
+            ratios.append(estimated / plain)
+            cpu_ratios.append(estimated_cpu / plain_cpu)
+            print(f"pair {k + 1}: evaluation without estimation {plain:.3f} ms ({n} evaluations), "
+                  f"with {estimated:.3f} ms ({m}): {100 * (estimated / plain - 1):+.1f}%; "
+                  f"CPU per cycle {plain_cpu:.1f} ms, {estimated_cpu:.1f} ms: "
+                  f"{100 * (estimated_cpu / plain_cpu - 1):+.1f}%", flush=True)
+    for name, r in (("evaluation time", ratios), ("CPU time", cpu_ratios)):
+        print(f"median {name}: estimation adds {100 * (statistics.median(r) - 1):.1f}% "
+              f"(pairs {', '.join(f'{100 * (x - 1):+.1f}%' for x in sorted(r))})")
 
 
 if __name__ == "__main__":

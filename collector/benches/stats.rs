@@ -158,7 +158,7 @@ fn bench_estimation(c: &mut Criterion) {
             let p = 1.0 / (1.0 + (-(z - 1.5)).exp());
             ScoredRow {
                 predicted: u32::from(p >= 0.5),
-                p: Box::new([p]),
+                p: smallvec::smallvec![p],
             }
         })
         .collect();

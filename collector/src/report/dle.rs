@@ -457,11 +457,7 @@ impl Regression {
 
     /// A live event's inputs for every model, the prediction first;
     /// `feature` gives the event's value of a feature by name.
-    pub fn row(
-        &self,
-        feature: &dyn Fn(&str) -> Option<FeatureValue>,
-        prediction: f64,
-    ) -> Box<[f64]> {
+    pub fn row(&self, feature: &dyn Fn(&str) -> Option<FeatureValue>, prediction: f64) -> Vec<f64> {
         let mut encoded = Vec::new();
         for m in &self.models {
             m.encode_event(feature, prediction, &mut encoded);

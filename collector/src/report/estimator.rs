@@ -298,13 +298,18 @@ fn read(
     Ok((parsed, chunks))
 }
 
+/// A row's numbers, inline up to four (a binary model's score, up to four
+/// class probabilities): a window of rows is copied without an
+/// allocation per row.
+pub type Values = smallvec::SmallVec<[f64; 4]>;
+
 /// One live output as the estimator takes it: the predicted class (for a
 /// binary model 1 when it is the positive class) and the probabilities
 /// (the positive class's, or one per class in the fitted order).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoredRow {
     pub predicted: u32,
-    pub p: Box<[f64]>,
+    pub p: Values,
 }
 
 /// A fitted estimator of a binary or multiclass classifier, or of a
@@ -504,7 +509,7 @@ impl Estimator {
         if let Estimator::Regression(r) = self {
             return Some(ScoredRow {
                 predicted: 0,
-                p: r.row(feature, output.value.filter(|v| v.is_finite())?),
+                p: Values::from_vec(r.row(feature, output.value.filter(|v| v.is_finite())?)),
             });
         }
         let probability = |x: f64| (0.0..=1.0).contains(&x).then_some(x);
@@ -512,11 +517,11 @@ impl Estimator {
         match self {
             Estimator::Binary { positive_class, .. } => Some(ScoredRow {
                 predicted: u32::from(positive(label, positive_class)),
-                p: Box::new([probability(output.score?)?]),
+                p: smallvec::smallvec![probability(output.score?)?],
             }),
             Estimator::Multiclass(fitted) => {
                 let map = output.probabilities.as_ref()?;
-                let p: Option<Box<[f64]>> = fitted
+                let p: Option<Values> = fitted
                     .classes
                     .iter()
                     .map(|c| map.get(c).copied().and_then(probability))

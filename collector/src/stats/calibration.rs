@@ -42,6 +42,32 @@ impl Isotonic {
         })
     }
 
+    /// `predict` of each of `scores` given in ascending order, by one
+    /// sweep along the steps instead of a search per score (the same
+    /// step, the same value).
+    pub fn predict_ascending(&self, scores: impl Iterator<Item = f64>) -> Vec<f64> {
+        let (x, y) = (&self.x, &self.y);
+        let last = x.len() - 1;
+        let mut j = 0;
+        scores
+            .map(|score| {
+                if last == 0 {
+                    return y[0];
+                }
+                let s = score.clamp(x[0], x[last]);
+                if s >= x[last] {
+                    return y[last];
+                }
+                // The largest j with x[j] <= s (s only grows).
+                while x[j + 1] <= s {
+                    j += 1;
+                }
+                let slope = (y[j + 1] - y[j]) / (x[j + 1] - x[j]);
+                slope * (s - x[j]) + y[j]
+            })
+            .collect()
+    }
+
     /// The calibrated value of a score: clipped to the fitted range, then
     /// `numpy.interp` between the steps.
     pub fn predict(&self, score: f64) -> f64 {

@@ -27,21 +27,19 @@ pub struct Expected {
 /// predicted 0, a false negative with p and a true negative with 1 − p.
 pub fn expected(predicted: &[bool], p: &[f64]) -> Expected {
     let n = predicted.len();
-    let mut cells = [
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    ];
-    for (&y, &q) in predicted.iter().zip(p) {
-        let (positive, negative) = if y { (q, 1.0 - q) } else { (0.0, 0.0) };
-        let (missed, rejected) = if y { (0.0, 0.0) } else { (q, 1.0 - q) };
-        cells[0].push(positive);
-        cells[1].push(negative);
-        cells[2].push(missed);
-        cells[3].push(rejected);
-    }
-    let [tp, fp, fn_, tn] = cells.map(|c| pairwise_sum(&c));
+    // Each cell's array summed as NumPy sums it (zeros where the row is
+    // in another cell), without making the arrays.
+    let cell = |positive: bool, q: fn(f64) -> f64| {
+        super::sum::pairwise_sum_with(0..n, &|i| {
+            if predicted[i] == positive {
+                q(p[i])
+            } else {
+                0.0
+            }
+        })
+    };
+    let (tp, fp) = (cell(true, |q| q), cell(true, |q| 1.0 - q));
+    let (fn_, tn) = (cell(false, |q| q), cell(false, |q| 1.0 - q));
     Expected {
         tp,
         fp,
@@ -134,22 +132,45 @@ fn round5(x: f64) -> f64 {
     (x * 1e5).round_ties_even() / 1e5
 }
 
-/// The calibrated probabilities in descending order of the uncalibrated
-/// score, and their running sums (expected true positives) and the
-/// expected false positives, rounded to 5 decimals as NannyML rounds
-/// them. Tied scores have equal calibrated probabilities (calibration is
-/// a function of the score), so their order changes nothing.
-fn walk(calibrated: &[f64], uncalibrated: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let mut pairs: Vec<(f64, f64)> = uncalibrated
+/// The positions of `score` from the highest score to the lowest (ties
+/// in any order): each score's total-order bits, reversed, sorted as
+/// integers (faster than comparing floats; a radix sort was slower on
+/// probabilities, whose low bits all vary).
+pub fn descending(score: &[f64]) -> Vec<usize> {
+    let mut keyed: Vec<(u64, u32)> = score
         .iter()
-        .copied()
-        .zip(calibrated.iter().copied())
+        .enumerate()
+        .map(|(i, &s)| {
+            let bits = s.to_bits();
+            // f64::total_cmp's order as unsigned integers, reversed.
+            let key = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits | (1 << 63)
+            };
+            (!key, i as u32)
+        })
         .collect();
-    pairs.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-    let mut tps = Vec::with_capacity(pairs.len());
-    let mut fps = Vec::with_capacity(pairs.len());
+    keyed.sort_unstable_by_key(|&(key, _)| key);
+    keyed.into_iter().map(|(_, i)| i as usize).collect()
+}
+
+/// The calibrated probabilities in descending order of the uncalibrated
+/// score (`descending`'s order); tied scores have equal calibrated
+/// probabilities (calibration is a function of the score), so their order
+/// changes nothing.
+pub fn in_order(calibrated: &[f64], order: &[usize]) -> Vec<f64> {
+    order.iter().map(|&i| calibrated[i]).collect()
+}
+
+/// The running sums of the calibrated probabilities in descending order
+/// of the score (expected true positives) and the expected false
+/// positives, rounded to 5 decimals as NannyML rounds them.
+fn walk(descending: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut tps = Vec::with_capacity(descending.len());
+    let mut fps = Vec::with_capacity(descending.len());
     let mut sum = 0.0;
-    for (k, &(_, c)) in pairs.iter().enumerate() {
+    for (k, &c) in descending.iter().enumerate() {
         sum += c;
         tps.push(round5(sum));
         fps.push(round5(1.0 + k as f64 - sum));
@@ -160,38 +181,47 @@ fn walk(calibrated: &[f64], uncalibrated: &[f64]) -> (Vec<f64>, Vec<f64>) {
 /// Estimated ROC AUC: the trapezoids under the expected ROC curve
 /// (scikit-learn's `auc`), NaN without expected positives or negatives.
 pub fn roc_auc(calibrated: &[f64], uncalibrated: &[f64]) -> f64 {
-    let (tps, fps) = walk(calibrated, uncalibrated);
+    roc_auc_descending(&in_order(calibrated, &descending(uncalibrated)))
+}
+
+/// `roc_auc` of the calibrated probabilities in descending order of the
+/// score.
+pub fn roc_auc_descending(descending: &[f64]) -> f64 {
+    let (tps, fps) = walk(descending);
     let (Some(&tp_all), Some(&fp_all)) = (tps.last(), fps.last()) else {
         return f64::NAN;
     };
-    let tpr: Vec<f64> = std::iter::once(0.0)
-        .chain(tps.iter().map(|t| t / tp_all))
-        .collect();
-    let fpr: Vec<f64> = std::iter::once(0.0)
-        .chain(fps.iter().map(|f| f / fp_all))
-        .collect();
-    let dx: Vec<f64> = fpr.windows(2).map(|w| w[1] - w[0]).collect();
-    let direction = if dx.iter().any(|&d| d < 0.0) {
-        if dx.iter().all(|&d| d <= 0.0) {
-            -1.0
-        } else {
-            return f64::NAN;
-        }
-    } else {
-        1.0
+    // The trapezoids between consecutive points of (FPR, TPR), from (0, 0).
+    let mut terms = Vec::with_capacity(tps.len());
+    let (mut x0, mut y0) = (0.0, 0.0);
+    let (mut falls, mut rises) = (false, false);
+    for (t, f) in tps.iter().zip(&fps) {
+        let (x1, y1) = (f / fp_all, t / tp_all);
+        let dx = x1 - x0;
+        falls |= dx < 0.0;
+        rises |= dx > 0.0;
+        terms.push(dx * (y1 + y0) / 2.0);
+        (x0, y0) = (x1, y1);
+    }
+    // scikit-learn's `auc`: x must be monotone.
+    let direction = match (falls, rises) {
+        (false, _) => 1.0,
+        (true, false) => -1.0,
+        (true, true) => return f64::NAN,
     };
-    let terms: Vec<f64> = dx
-        .iter()
-        .zip(tpr.windows(2))
-        .map(|(d, y)| d * (y[1] + y[0]) / 2.0)
-        .collect();
     direction * pairwise_sum(&terms)
 }
 
 /// Estimated average precision: the precision at each row weighted by the
 /// step in expected recall (scikit-learn's step-wise AP).
 pub fn average_precision(calibrated: &[f64], uncalibrated: &[f64]) -> f64 {
-    let (tps, _) = walk(calibrated, uncalibrated);
+    average_precision_descending(&in_order(calibrated, &descending(uncalibrated)))
+}
+
+/// `average_precision` of the calibrated probabilities in descending
+/// order of the score.
+pub fn average_precision_descending(descending: &[f64]) -> f64 {
+    let (tps, _) = walk(descending);
     let Some(&tp_all) = tps.last() else {
         return f64::NAN;
     };
@@ -629,6 +659,25 @@ pub fn business_value_sampling_error(std: f64, per_prediction: bool, n: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_radix_order_is_the_scores_descending() {
+        let mut rng = crate::stats::rng::Rng::new(5);
+        for n in [0usize, 1, 2, 17, 1000, 70_000] {
+            let score: Vec<f64> = (0..n)
+                .map(|i| match i % 7 {
+                    0 => 0.5,
+                    1 => -(rng.below(1000) as f64) / 7.0,
+                    2 => 0.0,
+                    _ => rng.below(1 << 40) as f64 / (1u64 << 40) as f64,
+                })
+                .collect();
+            let got: Vec<f64> = descending(&score).iter().map(|&i| score[i]).collect();
+            let mut want = score.clone();
+            want.sort_by(|a, b| b.total_cmp(a));
+            assert_eq!(got, want, "n = {n}");
+        }
+    }
 
     #[test]
     fn certain_probabilities_give_the_realized_metrics() {

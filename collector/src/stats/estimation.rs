@@ -445,17 +445,20 @@ impl Column {
         }
     }
 
-    /// The column's estimate from the chunk's expected counts (`e`), its
-    /// calibrated probabilities and its scores (ROC AUC).
-    fn estimate(&self, by: Normalize, e: &Expected, calibrated: &[f64], score: &[f64]) -> f64 {
+    /// The column's estimate from the chunk's expected counts (`e`) and
+    /// its calibrated probabilities in descending order of the score (ROC
+    /// AUC, average precision).
+    fn estimate<'s>(&self, by: Normalize, e: &Expected, descending: &dyn Fn() -> &'s [f64]) -> f64 {
         match self {
             Column::Rate(Metric::Accuracy) => e.accuracy(),
             Column::Rate(Metric::Precision) => e.precision(),
             Column::Rate(Metric::Recall) => e.recall(),
             Column::Rate(Metric::Specificity) => e.specificity(),
             Column::Rate(Metric::F1) => e.f1(),
-            Column::Rate(Metric::RocAuc) => cbpe::roc_auc(calibrated, score),
-            Column::Rate(Metric::AveragePrecision) => cbpe::average_precision(calibrated, score),
+            Column::Rate(Metric::RocAuc) => cbpe::roc_auc_descending(descending()),
+            Column::Rate(Metric::AveragePrecision) => {
+                cbpe::average_precision_descending(descending())
+            }
             Column::Rate(_) => f64::NAN,
             Column::Cell(c) => e.confusion(*c, by),
             Column::Business(bv) => e.business_value(bv),
@@ -570,36 +573,51 @@ impl Fitted {
 
     /// Each of the `chunks` of `rows` with each column's estimate.
     pub fn estimate(&self, rows: &Rows<'_>, chunks: &[Chunk]) -> Estimates {
-        let calibrated = self.calibrate(rows.score);
+        let calibrated = self.calibrate(rows.score, &cbpe::descending(rows.score));
         chunks
             .iter()
             .cloned()
             .map(|c| {
-                let estimates = self.estimate_rows(rows, &calibrated, c.rows());
+                let estimates = self.estimate_rows(rows, &calibrated, c.rows(), None);
                 (c, estimates)
             })
             .collect()
     }
 
-    /// All of `rows` as one chunk (a live window).
+    /// All of `rows` as one chunk (a live window): the scores sorted once,
+    /// for the calibration and ROC AUC alike.
     pub fn estimate_all(&self, rows: &Rows<'_>) -> Vec<(String, Estimate)> {
-        let calibrated = self.calibrate(rows.score);
-        self.estimate_rows(rows, &calibrated, 0..rows.score.len())
+        let order = cbpe::descending(rows.score);
+        let calibrated = self.calibrate(rows.score, &order);
+        let descending = cbpe::in_order(&calibrated, &order);
+        self.estimate_rows(rows, &calibrated, 0..rows.score.len(), Some(descending))
     }
 
-    fn calibrate(&self, score: &[f64]) -> Vec<f64> {
+    /// The calibrated probabilities, given the scores' `order`
+    /// (`cbpe::descending`): one sweep along the calibration's steps.
+    fn calibrate(&self, score: &[f64], order: &[usize]) -> Vec<f64> {
         match &self.calibration {
-            Some(iso) => score.iter().map(|&s| iso.predict(s)).collect(),
+            Some(iso) => {
+                let ascending = iso.predict_ascending(order.iter().rev().map(|&i| score[i]));
+                let mut out = vec![0.0; score.len()];
+                for (&i, c) in order.iter().rev().zip(ascending) {
+                    out[i] = c;
+                }
+                out
+            }
             None => score.to_vec(),
         }
     }
 
     /// Each column's estimate over the rows `r`.
+    /// `descending`: the rows' calibrated probabilities in descending
+    /// order of the score, when already known.
     fn estimate_rows(
         &self,
         rows: &Rows<'_>,
         calibrated: &[f64],
         r: Range<usize>,
+        descending: Option<Vec<f64>>,
     ) -> Vec<(String, Estimate)> {
         let by = self.normalize;
         let (predicted, cal, score) = (
@@ -609,10 +627,20 @@ impl Fitted {
         );
         let truth = rows.truth.map(|t| &t[r]);
         let expected = cbpe::expected(predicted, cal);
+        // Sorted once for ROC AUC and average precision alike.
+        let sorted = std::cell::OnceCell::new();
+        if let Some(d) = descending {
+            let _ = sorted.set(d);
+        }
+        let descending = || {
+            sorted
+                .get_or_init(|| cbpe::in_order(cal, &cbpe::descending(score)))
+                .as_slice()
+        };
         self.columns
             .iter()
             .map(|f| {
-                let value = f.column.estimate(by, &expected, cal, score);
+                let value = f.column.estimate(by, &expected, &descending);
                 let realized = truth.and_then(|t| f.column.realized(by, t, predicted, score));
                 let e = record(
                     value,

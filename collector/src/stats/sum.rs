@@ -34,6 +34,23 @@ pub fn pairwise_sum(xs: &[f64]) -> f64 {
     pairwise_sum(&xs[..half]) + pairwise_sum(&xs[half..])
 }
 
+/// `pairwise_sum` of `f(i)` for each `i` of `range` (in order), without
+/// the array: the same blocks of 128 and the same halving.
+pub fn pairwise_sum_with(range: std::ops::Range<usize>, f: &impl Fn(usize) -> f64) -> f64 {
+    let n = range.len();
+    if n <= BLOCK {
+        let mut block = [0.0f64; BLOCK];
+        for (slot, i) in block.iter_mut().zip(range) {
+            *slot = f(i);
+        }
+        return pairwise_sum(&block[..n]);
+    }
+    let mut half = n / 2;
+    half -= half % 8;
+    let middle = range.start + half;
+    pairwise_sum_with(range.start..middle, f) + pairwise_sum_with(middle..range.end, f)
+}
+
 /// `pairwise_sum` of `f(x)` for each `x`, without allocating when the input is
 /// short enough to fit one block.
 pub fn pairwise_sum_map<T>(xs: &[T], f: impl Fn(&T) -> f64) -> f64 {
@@ -60,6 +77,17 @@ mod tests {
             let xs: Vec<f64> = (0..n).map(|i| i as f64).collect();
             let expected = (n * n.saturating_sub(1) / 2) as f64;
             assert_eq!(pairwise_sum(&xs), expected, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn summing_a_function_is_summing_its_array() {
+        for n in [0usize, 5, 8, 100, 128, 129, 1000, 10_007] {
+            let xs: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin() * 1e3).collect();
+            assert_eq!(
+                pairwise_sum_with(0..n, &|i| xs[i]).to_bits(),
+                pairwise_sum(&xs).to_bits()
+            );
         }
     }
 

@@ -271,18 +271,23 @@ impl Evaluator {
     }
 }
 
-/// One window's statistics as JSON and its evaluation (with its context
-/// for alert templates), reusing the last one's columns that did not
-/// change; for the live window (`live` holds the metrics), also its
-/// gauges.
-fn evaluate_window(
+/// A window's features and each role's outputs against the reference.
+struct Columns {
+    features: Vec<(u64, ColumnReport)>,
+    prediction_drift: serde_json::Map<String, Value>,
+    predictions: Vec<Option<(u64, ColumnReport)>>,
+}
+
+/// Every feature's and each role's outputs' drift, reusing the last
+/// evaluation's columns that did not change; for the live window also
+/// their gauges.
+fn columns(
     live: Option<&Metrics>,
     model: &Model,
     label: &str,
     window: &Window,
     last: Option<&Evaluated>,
-    now: i64,
-) -> (Value, Evaluated) {
+) -> Columns {
     let mut features = Vec::with_capacity(model.features.len());
     for (i, (feature, fw)) in model.features.iter().zip(&window.features).enumerate() {
         let c = column(
@@ -296,7 +301,6 @@ fn evaluate_window(
         }
         features.push(c);
     }
-    let reports: Vec<ColumnReport> = features.iter().map(|(_, r)| r.clone()).collect();
     // Each role's outputs against the reference's prediction column.
     let mut prediction_drift = serde_json::Map::new();
     let mut predictions = vec![None; ROLES.len()];
@@ -316,6 +320,45 @@ fn evaluate_window(
             predictions[ri] = Some(c);
         }
     }
+    Columns {
+        features,
+        prediction_drift,
+        predictions,
+    }
+}
+
+/// One window's statistics as JSON and its evaluation (with its context
+/// for alert templates), reusing the last one's columns that did not
+/// change; for the live window (`live` holds the metrics), also its
+/// gauges.
+fn evaluate_window(
+    live: Option<&Metrics>,
+    model: &Model,
+    label: &str,
+    window: &Window,
+    last: Option<&Evaluated>,
+    now: i64,
+) -> (Value, Evaluated) {
+    // The features' and outputs' drift beside the estimated performance:
+    // two independent computations, on two cores when there are.
+    let (drift_columns, (estimated_performance, estimated)) = rayon::join(
+        || columns(live, model, label, window, last),
+        || {
+            super::estimated::roles(
+                live,
+                model,
+                label,
+                window,
+                last.map(|l| l.estimated.as_slice()),
+            )
+        },
+    );
+    let Columns {
+        features,
+        prediction_drift,
+        predictions,
+    } = drift_columns;
+    let reports: Vec<ColumnReport> = features.iter().map(|(_, r)| r.clone()).collect();
     let drift = report::dataset_drift(&reports);
     let (segments_json, segments) = super::segments::evaluate(
         live,
@@ -323,14 +366,6 @@ fn evaluate_window(
         label,
         window,
         last.map(|l| l.segments.as_slice()),
-    );
-    // Each role's performance estimated from its outputs (CBPE).
-    let (estimated_performance, estimated) = super::estimated::roles(
-        live,
-        model,
-        label,
-        window,
-        last.map(|l| l.estimated.as_slice()),
     );
     // Each role's metrics from its labels, computed once (ROC AUC sorts).
     let performance: Vec<Vec<(&str, f64)>> =

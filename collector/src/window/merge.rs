@@ -74,11 +74,13 @@ impl Window {
         for (mine, theirs) in self.roles.iter_mut().zip(&other.roles) {
             mine.merge(theirs, limit, &mut rng);
         }
+        // The optional analyses draw from their own generator.
+        let analyses = &mut self.analyses_rng;
         self.multivariate
-            .merge(&other.multivariate, limit, &mut rng);
-        super::segments::merge(&mut self.segments, &other.segments, limit, &mut rng);
+            .merge(&other.multivariate, limit, analyses);
+        super::segments::merge(&mut self.segments, &other.segments, limit, analyses);
         for (mine, theirs) in self.estimation.iter_mut().zip(&other.estimation) {
-            mine.rows.merge(&theirs.rows, limit, &mut rng);
+            mine.rows.merge(&theirs.rows, limit, analyses);
             mine.unscored += theirs.unscored;
             mine.version += theirs.version;
         }

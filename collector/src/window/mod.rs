@@ -214,7 +214,20 @@ pub struct Window {
     /// contents.
     pub version: u64,
     rng: Rng,
+    /// The optional analyses' own draws (estimation, multivariate drift,
+    /// segments): configuring one leaves the window's other samples as
+    /// they would be without it.
+    #[serde(default = "analyses_rng_of_old_windows")]
+    analyses_rng: Rng,
 }
+
+/// The optional analyses' generator of a window kept before it had one.
+fn analyses_rng_of_old_windows() -> Rng {
+    Rng::new(ANALYSES_SEED)
+}
+
+/// Mixed into a window's start for its analyses' generator.
+const ANALYSES_SEED: u64 = 0x5EED_A7A1_7535;
 
 /// A role's outputs in a window as the performance estimator takes them:
 /// every row while within the sample limit, a uniform sample beyond;
@@ -517,6 +530,7 @@ impl ModelWindows {
                 segments: segments::empty(model),
                 version: 0,
                 rng: Rng::new(start as u64),
+                analyses_rng: Rng::new(start as u64 ^ ANALYSES_SEED),
             });
             window.events += 1;
             window.version += 1;
@@ -526,14 +540,15 @@ impl ModelWindows {
             for (fw, v) in window.features.iter_mut().zip(&a.values) {
                 fw.add(v, self.limit, &mut window.rng);
             }
+            let analyses = &mut window.analyses_rng;
             if let Some(e) = a.reconstruction {
-                window.multivariate.add(e, self.limit, &mut window.rng);
+                window.multivariate.add(e, self.limit, analyses);
             }
-            segments::add(&mut window.segments, model, a, self.limit, &mut window.rng);
+            segments::add(&mut window.segments, model, a, self.limit, analyses);
             if model.estimator.is_some() {
-                window.estimation[0].add(a.scored[0].as_ref(), self.limit, &mut window.rng);
+                window.estimation[0].add(a.scored[0].as_ref(), self.limit, analyses);
                 if shadow.is_some() {
-                    window.estimation[1].add(a.scored[1].as_ref(), self.limit, &mut window.rng);
+                    window.estimation[1].add(a.scored[1].as_ref(), self.limit, analyses);
                 }
             }
             for (pw, v) in window.predictions.iter_mut().zip(&a.predicted) {
@@ -587,7 +602,14 @@ impl ModelWindows {
                 limit,
                 &mut w.rng,
             );
-            segments::add_label(&mut w.segments, model, event, label, limit, &mut w.rng);
+            segments::add_label(
+                &mut w.segments,
+                model,
+                event,
+                label,
+                limit,
+                &mut w.analyses_rng,
+            );
             reached += 1;
         }
         reached

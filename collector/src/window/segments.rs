@@ -348,3 +348,46 @@ pub(super) fn performance(
     }
     Json::Array(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ingest::validate;
+    use crate::window::ModelWindows;
+
+    /// Segments draw from the analyses' generator: beyond the sample
+    /// limit, a model's feature samples are the same with and without them.
+    #[test]
+    fn segments_leave_the_feature_samples_as_they_are() {
+        let plain = crate::models::example_model("    window_sample_limit: 50\n");
+        let segmented = crate::models::example_model(
+            "    window_sample_limit: 50\n    segments: {columns: [country], top: 2}\n",
+        );
+        let (mut a, mut b) = (ModelWindows::new(&plain), ModelWindows::new(&segmented));
+        for i in 0..500 {
+            let json = format!(
+                r#"{{"model": "credit", "request_id": "r{i}", "timestamp": "2026-12-06T00:00:00Z", "features": {{"age": {}, "country": "{}"}}, "champion": {{"label": "1"}}}}"#,
+                18 + i % 50,
+                ["DE", "FR", "IT"][i % 3]
+            );
+            for (m, w) in [(&plain, &mut a), (&segmented, &mut b)] {
+                let e = validate(&json, std::slice::from_ref(m), i64::MAX / 2, 0).expect("valid");
+                w.add(m, &e);
+            }
+        }
+        let start = a.versions()[0][0].0;
+        let (wa, wb) = (
+            a.window(0, start).expect("w"),
+            b.window(0, start).expect("w"),
+        );
+        assert_eq!(
+            wb.segments[0]
+                .iter()
+                .map(|s| s.features[0].seen())
+                .sum::<u64>(),
+            500
+        );
+        for (x, y) in wa.features.iter().zip(&wb.features) {
+            assert_eq!(x.sample(false), y.sample(false));
+        }
+    }
+}
