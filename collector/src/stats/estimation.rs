@@ -573,7 +573,12 @@ impl Fitted {
 
     /// Each of the `chunks` of `rows` with each column's estimate.
     pub fn estimate(&self, rows: &Rows<'_>, chunks: &[Chunk]) -> Estimates {
-        let calibrated = self.calibrate(rows.score, &cbpe::descending(rows.score));
+        // A search per score: a data set's order would cost memory
+        // (millions of rows) for little time.
+        let calibrated = match &self.calibration {
+            Some(iso) => rows.score.iter().map(|&s| iso.predict(s)).collect(),
+            None => rows.score.to_vec(),
+        };
         chunks
             .iter()
             .cloned()
