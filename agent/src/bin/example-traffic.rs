@@ -67,6 +67,11 @@ struct Cli {
     /// The window length shown in the status.
     #[arg(long, default_value = "1m")]
     window: String,
+    /// The window whose realized accuracy the status shows beside the
+    /// estimate (default: `--window`): a window longer than the label
+    /// delay, so that its labels arrive while it is kept.
+    #[arg(long)]
+    realized_window: Option<String>,
     /// Receive the retraining webhook here (the collector's action URL).
     #[arg(long)]
     webhook_listen: Option<String>,
@@ -461,7 +466,22 @@ async fn status(s: &Shared, start: Instant, last: &mut (Instant, u64)) {
                 })
                 .collect();
             println!("        {}", features.join(" | "));
-            let perf = |role: &str| fmt(&w["performance"][role]["accuracy"], 3);
+            // Realized accuracy from the longer window, when asked for.
+            let realized_window = s.cli.realized_window.as_deref().unwrap_or(&s.cli.window);
+            let longer = match realized_window == s.cli.window {
+                true => None,
+                false => get_json(
+                    s,
+                    &format!(
+                        "{base}/v1/models/{}/windows?window={realized_window}&limit=1",
+                        s.cli.model
+                    ),
+                )
+                .await
+                .map(|v| v["windows"][0].clone()),
+            };
+            let realized = longer.as_ref().unwrap_or(w);
+            let perf = |role: &str| fmt(&realized["performance"][role]["accuracy"], 3);
             let estimated = &w["estimated_performance"]["champion"]["metrics"]["accuracy"];
             let alert = if estimated["alert"] == true {
                 " ALERT"
@@ -469,8 +489,9 @@ async fn status(s: &Shared, start: Instant, last: &mut (Instant, u64)) {
                 ""
             };
             println!(
-                "        accuracy champion {} (estimated before labels {}{alert}) shadow {} | agreement {} | latency p50 champion {} ms",
+                "        accuracy champion {} ({realized_window} window, labels so far; estimated before labels in the {} window {}{alert}) shadow {} | agreement {} | latency p50 champion {} ms",
                 perf("champion"),
+                s.cli.window,
                 fmt(&estimated["value"], 3),
                 perf("shadow"),
                 fmt(&w["shadow"]["agreement_ratio"], 3),
