@@ -51,6 +51,54 @@ fn the_shipped_packs_pass_check_and_their_tests() {
 }
 
 #[test]
+fn rules_judge_multivariate_segment_and_dle_metrics_and_refuse_a_misspelt_estimate() {
+    let dir = common::server::temp_db_dir();
+    let rules = driftwatch_testkit::file(
+        &dir,
+        "analyses.yaml",
+        r#"groups:
+  - name: analyses
+    rules:
+      - alert: MultivariateDrift
+        metric: driftwatch_multivariate_drift_alert
+        op: "=="
+        threshold: 1
+      - alert: SegmentDrift
+        metric: driftwatch_segment_drift_detected
+        features: [income]
+        op: "=="
+        threshold: 1
+      - alert: SegmentAccuracyLow
+        metric: driftwatch_segment_estimated_performance
+        role: champion
+        performance: accuracy
+        op: "<"
+        threshold: 0.7
+      - alert: EstimatedErrorHigh
+        metric: driftwatch_estimated_performance_alert
+        role: champion
+        performance: rmse
+        op: "=="
+        threshold: 1
+"#,
+    );
+    let (code, out, err) = run_cli(&["rules", "check", rules.to_str().expect("UTF-8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("4 rule(s)"), "{out}");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: x\n    rules:\n      - alert: Typo\n        metric: driftwatch_segment_estimated_performance\n        role: champion\n        performance: rmsel\n        op: \">\"\n        threshold: 1\n",
+    )
+    .expect("write");
+    let (code, _, err) = run_cli(&["rules", "check", rules.to_str().expect("UTF-8")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("7:22: groups[0].rules[0].performance: unknown estimated metric `rmsel`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn rules_check_reports_every_problem_with_its_position() {
     let dir = common::server::temp_db_dir();
     let bad = driftwatch_testkit::file(

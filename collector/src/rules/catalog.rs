@@ -98,6 +98,43 @@ pub const METRICS: &[MetricDef] = &[
         estimated: true,
         ..def("driftwatch_estimated_performance_alert")
     },
+    def("driftwatch_multivariate_drift"),
+    def("driftwatch_multivariate_drift_lower_threshold"),
+    def("driftwatch_multivariate_drift_upper_threshold"),
+    def("driftwatch_multivariate_drift_alert"),
+    // Per segment (a segment column's value): one series per segment, and
+    // for the drift metrics per feature; an alert per series.
+    MetricDef {
+        per_feature: true,
+        test: true,
+        ..def("driftwatch_segment_drift_score")
+    },
+    MetricDef {
+        per_feature: true,
+        ..def("driftwatch_segment_drift_q_value")
+    },
+    MetricDef {
+        per_feature: true,
+        ..def("driftwatch_segment_drift_detected")
+    },
+    def("driftwatch_segment_events"),
+    MetricDef {
+        role: true,
+        performance: true,
+        ..def("driftwatch_segment_performance")
+    },
+    MetricDef {
+        role: true,
+        performance: true,
+        estimated: true,
+        ..def("driftwatch_segment_estimated_performance")
+    },
+    MetricDef {
+        role: true,
+        performance: true,
+        estimated: true,
+        ..def("driftwatch_segment_estimated_performance_alert")
+    },
     def("driftwatch_label_coverage_ratio"),
     def("driftwatch_shadow_agreement_ratio"),
     def("driftwatch_shadow_score_mean_abs_diff"),
@@ -200,8 +237,8 @@ pub const PERFORMANCE: &[&str] = &[
 ];
 pub const QUANTILES: &[&str] = &["0.5", "0.95", "0.99"];
 
-/// The metrics CBPE estimates (binary cell names included); a multiclass
-/// confusion-matrix cell is `true_A_pred_B`.
+/// The metrics CBPE and DLE estimate (binary cell names included); a
+/// multiclass confusion-matrix cell is `true_A_pred_B`.
 pub const ESTIMATED: &[&str] = &[
     "accuracy",
     "average_precision",
@@ -215,6 +252,12 @@ pub const ESTIMATED: &[&str] = &[
     "true_negative",
     "false_positive",
     "false_negative",
+    "mae",
+    "mape",
+    "mse",
+    "rmse",
+    "msle",
+    "rmsle",
 ];
 
 pub fn is_estimated(name: &str) -> bool {
