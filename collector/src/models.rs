@@ -183,9 +183,7 @@ impl Segmentation {
 
     /// A segment's name: a top value, or `__other__`.
     pub fn name(&self, segment: usize) -> &str {
-        self.values
-            .get(segment)
-            .map_or(segments::OTHER, String::as_str)
+        segments::name(&self.values, segment)
     }
 }
 

@@ -276,11 +276,7 @@ pub fn validate(
         Some(e) => {
             // A feature's value as sent (DLE's nanny models take features).
             let feature = |name: &str| -> Option<FeatureValue> {
-                Some(match &values[model.feature_index(name)?] {
-                    Value::Missing => FeatureValue::Null,
-                    Value::Num(x) | Value::Cat(Key::Num(x)) => FeatureValue::Number(*x),
-                    Value::Cat(Key::Str(s)) => FeatureValue::String(s.clone()),
-                })
+                Some(values[model.feature_index(name)?].to_feature_value())
             };
             [
                 e.row(&feature, &event.champion),

@@ -46,6 +46,15 @@ pub(super) fn scores(data: &Dataset, name: &str) -> Result<Vec<f64>, String> {
     Ok(out)
 }
 
+/// A number as a label's text: as it reads (`1`, not `1.0`).
+pub(super) fn number_text(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        x.to_string()
+    }
+}
+
 /// A class column mapped row by row through `f` of each label's text
 /// (`None`: missing); a number is written as it reads (`1`, not `1.0`),
 /// the text made once per distinct number.
@@ -89,11 +98,7 @@ pub(super) fn map_labels<T: Clone>(
                     if let Some((_, t)) = seen.iter().find(|(b, _)| *b == bits) {
                         return t.clone();
                     }
-                    let t = f(&if x.fract() == 0.0 {
-                        format!("{x:.0}")
-                    } else {
-                        x.to_string()
-                    });
+                    let t = f(&number_text(x));
                     seen.push((bits, t.clone()));
                     t
                 })

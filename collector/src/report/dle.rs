@@ -24,6 +24,7 @@ use ort::value::TensorRef;
 use polars::prelude::DataType;
 
 use super::load::{to_rows, Dataset, RowValues};
+use super::segments::key_text;
 use crate::stats::dle::{Fitted, Loss, Metric, Rows};
 use crate::stats::estimation::{Chunk, Estimate, Estimates};
 use crate::stats::sample::Key;
@@ -234,7 +235,9 @@ impl NannyModel {
                 (Some(_), Some(FeatureValue::Bool(b))) => {
                     input.code(Some(if *b { "True" } else { "False" }))
                 }
-                (Some(_), Some(FeatureValue::Number(x))) => input.code(Some(&number_text(*x))),
+                (Some(_), Some(FeatureValue::Number(x))) => {
+                    input.code(Some(&key_text(&Key::Num(*x))))
+                }
                 (Some(_), _) => input.code(None),
             });
         }
@@ -281,18 +284,8 @@ fn text(k: Option<&Key>, boolean: bool) -> Option<String> {
             "false" => "False".into(),
             other => other.into(),
         },
-        Key::Str(s) => s.clone(),
-        Key::Num(x) => number_text(*x),
+        k => key_text(k),
     })
-}
-
-/// A number as Python writes an integer or a float.
-fn number_text(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        format!("{x}")
-    }
 }
 
 /// A fitted DLE estimator: its nanny models and metrics.
@@ -317,9 +310,7 @@ impl Parsed {
     }
 
     pub fn reorder(&mut self, order: &[usize]) {
-        fn pick<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
-            *v = order.iter().map(|&i| v[i].clone()).collect();
-        }
+        use crate::stats::order::put_in_order as pick;
         pick(&mut self.predicted, order);
         self.truth.iter_mut().for_each(|t| pick(t, order));
         self.losses.iter_mut().for_each(|l| pick(l, order));

@@ -241,9 +241,7 @@ impl Parsed {
 
     /// The rows in `order`.
     fn reorder(&mut self, order: &[usize]) {
-        fn pick<T: Clone>(v: &mut Vec<T>, order: &[usize]) {
-            *v = order.iter().map(|&i| v[i].clone()).collect();
-        }
+        use crate::stats::order::put_in_order as pick;
         match self {
             Parsed::Binary {
                 score,

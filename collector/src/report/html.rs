@@ -201,6 +201,18 @@ fn column_section(c: &ColumnReport) -> String {
     out
 }
 
+/// The style both HTML pages share (the drift report, `driftwatch
+/// performance --format html`): page, headings, summary box, badges,
+/// chart labels and legend.
+pub(super) const PAGE_STYLE: &str = r#"body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2733;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-bottom:.2rem}section{border-top:1px solid #d8dee6;padding:1rem 0}
+.summary{background:#f3f6f9;border-radius:8px;padding:1rem 1.25rem}
+.badge{font-size:.75rem;border-radius:4px;padding:.1rem .45rem;vertical-align:middle;margin-left:.4rem}
+.drift{background:#fde2e1;color:#a4161a}.ok{background:#dcf2e3;color:#17663a}
+.lbl{font-size:9px;fill:#52606d}.axis{stroke:#9aa5b1}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}
+"#;
+
 /// Renders the whole report as one HTML document.
 pub fn render(report: &Report, reference: &str, current: &str) -> String {
     let d = &report.dataset_drift;
@@ -227,15 +239,10 @@ pub fn render(report: &Report, reference: &str, current: &str) -> String {
     let _ = write!(
         out,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>driftwatch drift report</title><style>
-body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2733;padding:0 1rem}}
-h1{{font-size:1.5rem}}h2{{font-size:1.15rem;margin-bottom:.2rem}}section{{border-top:1px solid #d8dee6;padding:1rem 0}}
-.summary{{background:#f3f6f9;border-radius:8px;padding:1rem 1.25rem}}.big{{font-size:1.3rem;font-weight:600}}
-.badge{{font-size:.75rem;border-radius:4px;padding:.1rem .45rem;vertical-align:middle;margin-left:.4rem}}
-.drift{{background:#fde2e1;color:#a4161a}}.ok{{background:#dcf2e3;color:#17663a}}.na{{background:#eceff3;color:#555}}
+{PAGE_STYLE}.big{{font-size:1.3rem;font-weight:600}}.na{{background:#eceff3;color:#555}}
 .meta,.why{{color:#52606d;margin:.2rem 0 .6rem}}table{{border-collapse:collapse;font-size:.85rem;margin-top:.5rem}}
 td,th{{padding:.25rem .6rem;border-bottom:1px solid #e5e9ee;text-align:left}}tr.chosen{{font-weight:600;background:#fff8e1}}
-rect.ref{{fill:#7f97b2}}rect.cur{{fill:#f08c3a}}.lbl{{font-size:9px;fill:#52606d}}.axis{{stroke:#9aa5b1}}
-.legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}}
+rect.ref{{fill:#7f97b2}}rect.cur{{fill:#f08c3a}}
 </style></head><body><h1>Data drift report</h1><div class="summary"><p class="big">{} of {} columns drifted ({:.1}%) · dataset drift: {}</p>
 <p>Reference: {} ({} rows) · Current: {} ({} rows) · dataset drift when at least {:.0}% of columns drift</p>
 <p class="legend"><span style="background:#7f97b2"></span>reference<span style="background:#f08c3a"></span>current</p></div>"#,

@@ -71,14 +71,18 @@ pub fn estimate(
     let mut out = chunks_json("reference", on_reference);
     out.extend(chunks_json("analysis", on_analysis));
     let mut by_segment = Vec::new();
-    for column in segments.columns {
-        let split = super::segments::split_by(reference, analysis, column, segments.top)?;
-        for (value, rows) in split {
-            let estimates = estimator.estimate(&rows, o, &mut warnings)?;
-            by_segment.push(json!({
-                "column": column, "value": value, "rows": rows.rows(),
-                "chunks": chunks_json("analysis", estimates),
-            }));
+    if !segments.columns.is_empty() {
+        // Read whole once, for every segment column.
+        let analysis = super::load::in_memory(analysis)?;
+        for column in segments.columns {
+            let split = super::segments::split_by(reference, &analysis, column, segments.top)?;
+            for (value, rows) in split {
+                let estimates = estimator.estimate(&rows, o, &mut warnings)?;
+                by_segment.push(json!({
+                    "column": column, "value": value, "rows": rows.rows(),
+                    "chunks": chunks_json("analysis", estimates),
+                }));
+            }
         }
     }
     let method = if task == "regression" { "dle" } else { "cbpe" };

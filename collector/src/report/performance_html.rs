@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::html::{escape, format_number};
+use super::html::{escape, format_number, PAGE_STYLE};
 
 const W: f64 = 900.0;
 const H: f64 = 230.0;
@@ -186,16 +186,10 @@ pub fn render(result: &Value, reference: &str, analysis: &str) -> String {
     let _ = write!(
         out,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>driftwatch estimated performance</title><style>
-body{{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2733;padding:0 1rem}}
-h1{{font-size:1.5rem}}h2{{font-size:1.15rem;margin-bottom:.2rem}}section{{border-top:1px solid #d8dee6;padding:1rem 0}}
-.summary{{background:#f3f6f9;border-radius:8px;padding:1rem 1.25rem}}.why{{color:#52606d}}
-.badge{{font-size:.75rem;border-radius:4px;padding:.1rem .45rem;vertical-align:middle;margin-left:.4rem}}
-.drift{{background:#fde2e1;color:#a4161a}}.ok{{background:#dcf2e3;color:#17663a}}
+{PAGE_STYLE}.why{{color:#52606d}}
 rect.analysis{{fill:#f7f3ea}}polygon.band{{fill:#cfe0f3}}polyline.estimate{{fill:none;stroke:#2f6db5;stroke-width:2}}
 polyline.realized{{fill:none;stroke:#6b7b8c;stroke-width:1.5;stroke-dasharray:2 3}}circle.estimate{{fill:#2f6db5}}
 circle.realized{{fill:#6b7b8c}}circle.alert{{fill:#d1342f}}line.threshold{{stroke:#d1342f;stroke-dasharray:6 4}}
-.lbl{{font-size:9px;fill:#52606d}}.axis{{stroke:#9aa5b1}}
-.legend span{{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}}
 </style></head><body><h1>Estimated performance ({} {})</h1><div class="summary">
 <p>Reference: {} · Analysis: {} · {} reference chunks{}</p>
 <p class="legend"><span style="background:#2f6db5"></span>estimate<span style="background:#cfe0f3"></span>± 3 sampling errors<span style="background:#6b7b8c"></span>realized<span style="background:#d1342f"></span>thresholds, alerts<span style="background:#f7f3ea"></span>analysis</p>"#,

@@ -56,8 +56,7 @@ pub struct Segment {
 pub fn key_text(k: &Key) -> String {
     match k {
         Key::Str(s) => s.clone(),
-        Key::Num(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", *x as i64),
-        Key::Num(x) => format!("{x}"),
+        Key::Num(x) => super::columns::number_text(*x),
     }
 }
 
@@ -77,6 +76,12 @@ fn segment_values(data: &Dataset, column: &str) -> Result<Vec<Option<String>>, S
         }
         load::RowValues::Numeric(_) => Err(format!("column {column:?} is not categorical")),
     }
+}
+
+/// Segment `s` of a column whose top values are `top`: one of them, or
+/// `__other__` after them.
+pub fn name(top: &[String], s: usize) -> &str {
+    top.get(s).map_or(OTHER, String::as_str)
 }
 
 /// The `top` most frequent values of the reference (ties by value).
@@ -145,7 +150,7 @@ pub fn segments(
         let top_values = top_values(rv.iter().flatten().map(String::as_str), top);
         let (rs, cs) = (split(&rv, &top_values), split(&cv, &top_values));
         for (s, (r_rows, c_rows)) in rs.into_iter().zip(cs).enumerate() {
-            let value = top_values.get(s).map_or(OTHER.to_string(), String::clone);
+            let value = name(&top_values, s).to_string();
             if s == top_values.len() && r_rows.is_empty() && c_rows.is_empty() {
                 continue;
             }
@@ -247,34 +252,31 @@ pub fn split_reference(
     Ok((top_values, parts))
 }
 
-/// `data` split by `column` into the segments of the reference's `top`
-/// values (then `__other__`, when it has rows): each segment's name and
-/// rows.
+/// `data` (held in memory: `load::in_memory`) split by `column` into the
+/// segments of the reference's `top` values (then `__other__`, when it has
+/// rows): each segment's name and rows.
 pub fn split_by(
     reference: &Dataset,
     data: &Dataset,
     column: &str,
     top: usize,
 ) -> Result<Vec<(String, Dataset)>, String> {
-    let reference = load::in_memory(reference)?;
-    let data = load::in_memory(data)?;
     let top_values = top_values(
-        segment_values(&reference, column)?
+        segment_values(reference, column)?
             .iter()
             .flatten()
             .map(String::as_str),
         top,
     );
     let mut out = Vec::new();
-    for (s, rows) in split(&segment_values(&data, column)?, &top_values)
+    for (s, rows) in split(&segment_values(data, column)?, &top_values)
         .into_iter()
         .enumerate()
     {
         if s == top_values.len() && rows.is_empty() {
             continue;
         }
-        let name = top_values.get(s).map_or(OTHER.to_string(), String::clone);
-        out.push((name, subset(&data, &rows)?));
+        out.push((name(&top_values, s).to_string(), subset(data, &rows)?));
     }
     Ok(out)
 }

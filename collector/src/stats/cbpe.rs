@@ -8,6 +8,7 @@
 //! uncalibrated score, the calibrated probabilities as expected positives.
 //! Checked against NannyML's `estimate_*` functions on fixtures.
 
+use super::order::{descending, in_order};
 use super::sum::pairwise_sum;
 
 /// The expected confusion counts of a chunk, each a NumPy sum over the
@@ -130,37 +131,6 @@ pub fn f1(predicted: &[bool], p: &[f64]) -> f64 {
 /// `numpy.round(x, 5)`: scaled, rounded half to even, scaled back.
 fn round5(x: f64) -> f64 {
     (x * 1e5).round_ties_even() / 1e5
-}
-
-/// The positions of `score` from the highest score to the lowest (ties
-/// in any order): each score's total-order bits, reversed, sorted as
-/// integers (faster than comparing floats; a radix sort was slower on
-/// probabilities, whose low bits all vary).
-pub fn descending(score: &[f64]) -> Vec<usize> {
-    let mut keyed: Vec<(u64, u32)> = score
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| {
-            let bits = s.to_bits();
-            // f64::total_cmp's order as unsigned integers, reversed.
-            let key = if bits >> 63 == 1 {
-                !bits
-            } else {
-                bits | (1 << 63)
-            };
-            (!key, i as u32)
-        })
-        .collect();
-    keyed.sort_unstable_by_key(|&(key, _)| key);
-    keyed.into_iter().map(|(_, i)| i as usize).collect()
-}
-
-/// The calibrated probabilities in descending order of the uncalibrated
-/// score (`descending`'s order); tied scores have equal calibrated
-/// probabilities (calibration is a function of the score), so their order
-/// changes nothing.
-pub fn in_order(calibrated: &[f64], order: &[usize]) -> Vec<f64> {
-    order.iter().map(|&i| calibrated[i]).collect()
 }
 
 /// The running sums of the calibrated probabilities in descending order
@@ -659,25 +629,6 @@ pub fn business_value_sampling_error(std: f64, per_prediction: bool, n: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_radix_order_is_the_scores_descending() {
-        let mut rng = crate::stats::rng::Rng::new(5);
-        for n in [0usize, 1, 2, 17, 1000, 70_000] {
-            let score: Vec<f64> = (0..n)
-                .map(|i| match i % 7 {
-                    0 => 0.5,
-                    1 => -(rng.below(1000) as f64) / 7.0,
-                    2 => 0.0,
-                    _ => rng.below(1 << 40) as f64 / (1u64 << 40) as f64,
-                })
-                .collect();
-            let got: Vec<f64> = descending(&score).iter().map(|&i| score[i]).collect();
-            let mut want = score.clone();
-            want.sort_by(|a, b| b.total_cmp(a));
-            assert_eq!(got, want, "n = {n}");
-        }
-    }
 
     #[test]
     fn certain_probabilities_give_the_realized_metrics() {

@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use super::calibration::{needs_calibration, Isotonic};
 use super::cbpe::{self, BusinessValue, Cell, CellError, ErrorComponents, Expected, Normalize};
+use super::order;
 use super::sum::pairwise_sum;
 
 /// How rows are cut into chunks (NannyML's chunkers, a leftover chunk
@@ -592,14 +593,14 @@ impl Fitted {
     /// All of `rows` as one chunk (a live window): the scores sorted once,
     /// for the calibration and ROC AUC alike.
     pub fn estimate_all(&self, rows: &Rows<'_>) -> Vec<(String, Estimate)> {
-        let order = cbpe::descending(rows.score);
+        let order = order::descending(rows.score);
         let calibrated = self.calibrate(rows.score, &order);
-        let descending = cbpe::in_order(&calibrated, &order);
+        let descending = order::in_order(&calibrated, &order);
         self.estimate_rows(rows, &calibrated, 0..rows.score.len(), Some(descending))
     }
 
     /// The calibrated probabilities, given the scores' `order`
-    /// (`cbpe::descending`): one sweep along the calibration's steps.
+    /// (`order::descending`): one sweep along the calibration's steps.
     fn calibrate(&self, score: &[f64], order: &[usize]) -> Vec<f64> {
         match &self.calibration {
             Some(iso) => {
@@ -639,7 +640,7 @@ impl Fitted {
         }
         let descending = || {
             sorted
-                .get_or_init(|| cbpe::in_order(cal, &cbpe::descending(score)))
+                .get_or_init(|| order::in_order(cal, &order::descending(score)))
                 .as_slice()
         };
         self.columns

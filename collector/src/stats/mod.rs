@@ -17,6 +17,7 @@ pub mod kolmogorov;
 pub mod ks;
 pub mod multiclass;
 pub mod numpy_rng;
+pub mod order;
 pub mod reconstruction;
 pub mod rng;
 pub mod sample;

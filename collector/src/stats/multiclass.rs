@@ -15,7 +15,7 @@ use super::estimation::{
     cell_limits, finite, record, thresholds, Chunk, Estimate, Estimates, Fit, Limits, Metric,
     Settings, RATE,
 };
-use super::sum::{mean_std, pairwise_sum};
+use super::sum::{mean_std, pairwise_sum, pairwise_sum_with};
 
 /// A multiclass data set: per class (in the fitted order) the probability
 /// of each row, each row's predicted class and, where known, its actual
@@ -202,17 +202,19 @@ impl View<'_> {
     /// calibrated probability of the actual class over the rows predicted
     /// as the other (NannyML's business value sums them so).
     fn counts(&self) -> Vec<Vec<f64>> {
+        let rows = 0..self.predicted.len();
         (0..self.k)
             .map(|i| {
+                let calibrated = self.calibrated[i];
                 (0..self.k)
                     .map(|j| {
-                        let v: Vec<f64> = self
-                            .predicted
-                            .iter()
-                            .zip(self.calibrated[i])
-                            .map(|(&p, &q)| if p == j { q } else { 0.0 })
-                            .collect();
-                        pairwise_sum(&v)
+                        pairwise_sum_with(rows.clone(), &|r| {
+                            if self.predicted[r] == j {
+                                calibrated[r]
+                            } else {
+                                0.0
+                            }
+                        })
                     })
                     .collect()
             })
@@ -224,22 +226,9 @@ impl View<'_> {
     /// class, normalized.
     fn confusion(&self, by: Normalize) -> Vec<Vec<f64>> {
         let n = self.predicted.len() as f64;
-        let cm: Vec<Vec<f64>> = (0..self.k)
-            .map(|i| {
-                (0..self.k)
-                    .map(|j| {
-                        let v: Vec<f64> = self
-                            .predicted
-                            .iter()
-                            .zip(self.calibrated[i])
-                            .map(|(&p, &q)| if p == j { q } else { 0.0 })
-                            .collect();
-                        pairwise_sum(&v) / n
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut cm = cm;
+        let mut cm = self.counts();
+        // NumPy's means first, as NannyML takes them.
+        cm.iter_mut().flatten().for_each(|v| *v /= n);
         match by {
             Normalize::None => cm.iter_mut().flatten().for_each(|v| *v *= n),
             _ => normalize(&mut cm, by),

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{CatKey, FeatureWindow, ModelWindows, Values, Window, KEPT_WINDOWS, MAX_CATEGORIES};
+use super::{
+    CatKey, Estimation, FeatureWindow, ModelWindows, Values, Window, KEPT_WINDOWS, MAX_CATEGORIES,
+};
 use crate::stats::rng::Rng;
 
 impl FeatureWindow {
@@ -57,6 +59,15 @@ fn cat_order(a: &CatKey, b: &CatKey) -> std::cmp::Ordering {
     }
 }
 
+impl Estimation {
+    /// Takes in another partition's rows of the same role.
+    pub(super) fn merge(&mut self, other: &Estimation, limit: usize, rng: &mut Rng) {
+        self.rows.merge(&other.rows, limit, rng);
+        self.unscored += other.unscored;
+        self.version += other.version;
+    }
+}
+
 impl Window {
     /// Takes in another partition's window of the same length and start.
     fn merge(&mut self, other: &Window, limit: usize) {
@@ -80,9 +91,7 @@ impl Window {
             .merge(&other.multivariate, limit, analyses);
         super::segments::merge(&mut self.segments, &other.segments, limit, analyses);
         for (mine, theirs) in self.estimation.iter_mut().zip(&other.estimation) {
-            mine.rows.merge(&theirs.rows, limit, analyses);
-            mine.unscored += theirs.unscored;
-            mine.version += theirs.version;
+            mine.merge(theirs, limit, analyses);
         }
         self.champion_performance
             .merge(&other.champion_performance, limit, &mut rng);

@@ -129,6 +129,17 @@ pub(super) fn add_label(
     }
 }
 
+impl Value {
+    /// The value as an event carries it (`key_of` reads it back).
+    pub fn to_feature_value(&self) -> FeatureValue {
+        match self {
+            Value::Cat(Key::Str(t)) => FeatureValue::String(t.clone()),
+            Value::Cat(Key::Num(x)) | Value::Num(x) => FeatureValue::Number(*x),
+            Value::Missing => FeatureValue::Null,
+        }
+    }
+}
+
 /// The segment columns' values of an event, as a stored event's features
 /// (what a label needs to find its segments).
 pub fn features_of(model: &Model, values: &[Value]) -> BTreeMap<String, FeatureValue> {
@@ -136,12 +147,10 @@ pub fn features_of(model: &Model, values: &[Value]) -> BTreeMap<String, FeatureV
         .segmentations
         .iter()
         .map(|s| {
-            let v = match &values[s.feature] {
-                Value::Cat(Key::Str(t)) => FeatureValue::String(t.clone()),
-                Value::Cat(Key::Num(x)) | Value::Num(x) => FeatureValue::Number(*x),
-                Value::Missing => FeatureValue::Null,
-            };
-            (model.features[s.feature].name.clone(), v)
+            (
+                model.features[s.feature].name.clone(),
+                values[s.feature].to_feature_value(),
+            )
         })
         .collect()
 }
@@ -159,9 +168,7 @@ pub(super) fn merge(
                 fx.merge(fy, limit, rng);
             }
             for (ex, ey) in x.estimation.iter_mut().zip(&y.estimation) {
-                ex.rows.merge(&ey.rows, limit, rng);
-                ex.unscored += ey.unscored;
-                ex.version += ey.version;
+                ex.merge(ey, limit, rng);
             }
             for (px, py) in x.performance.iter_mut().zip(&y.performance) {
                 px.merge(py, limit, rng);
