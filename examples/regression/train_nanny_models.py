@@ -19,7 +19,8 @@ Any model that maps those inputs (one float32 tensor [N, F]) to the
 per-row loss can be used with the same metadata.
 
 Run in a throwaway venv (never a runtime dependency of driftwatch):
-    pip install 'lightgbm==4.5.0' onnxmltools onnx pandas scikit-learn
+    pip install 'lightgbm==4.5.0' onnxmltools onnx packaging pandas scikit-learn
+    (onnxmltools imports packaging without declaring it)
     python train_nanny_models.py --reference R.csv --features a,b,c \
         --target y --prediction y_pred --out-dir nanny/
 """
